@@ -1,0 +1,90 @@
+//! Command-line helpers every Herald binary shares: common flags and the
+//! one-line, exit-code-2 treatment of misconfiguration.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Exit code for every misconfiguration, as CONTRACT.md fixes it.
+pub const EXIT_MISCONFIGURED: i32 = 2;
+
+/// Flags shared by all services.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Comma-separated NATS server URLs.
+    #[arg(
+        long,
+        env = "HERALD_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        value_delimiter = ','
+    )]
+    pub nats_url: Vec<String>,
+
+    /// This instance's name, reported in logs and metrics; defaults to the hostname.
+    #[arg(long, env = "HERALD_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "text")]
+    pub log_format: crate::telemetry::LogFormat,
+
+    /// Log filter in `tracing` syntax, e.g. `info,herald_edge=debug`.
+    #[arg(long, env = "HERALD_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl CommonArgs {
+    /// The node id, falling back to the hostname, then to `herald`.
+    pub fn node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "herald".to_owned())
+    }
+}
+
+/// Parses the command line; a bad flag ends the process with one line and exit code 2.
+pub fn parse<T: Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            let rendered = e.to_string();
+            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{line} (see --help)");
+            std::process::exit(EXIT_MISCONFIGURED);
+        }
+    }
+}
+
+/// Ends the process after a misconfiguration named by its flag.
+pub fn misconfigured(flag: &str, problem: impl Display) -> ! {
+    eprintln!("error: {flag}: {problem}");
+    std::process::exit(EXIT_MISCONFIGURED)
+}
+
+/// Parses durations such as `15s`, `500ms` or `2m` for clap.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. `15s`)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_reject_nonsense() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! The event envelope: how an event travels on NATS between services.
+//!
+//! The NATS payload is the event's data, byte for byte; the SSE event type
+//! rides in the `Herald-Event` header so that data never needs re-encoding.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+
+/// Header carrying the SSE event type; absent means the default `message`.
+pub const EVENT_HEADER: &str = "Herald-Event";
+
+/// Event types starting with this prefix are Herald's own (e.g. `herald.reset`).
+pub const RESERVED_EVENT_PREFIX: &str = "herald.";
+
+/// Longest accepted event type, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 128;
+
+/// One event as publishers hand it to Herald.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// SSE event type; `None` for the default.
+    pub event: Option<String>,
+    /// UTF-8 payload.
+    pub data: Bytes,
+}
+
+/// Why a publisher's event type was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventTypeError {
+    #[error("event type is {0} bytes; the limit is {MAX_EVENT_TYPE_LEN}")]
+    TooLong(usize),
+    #[error("event type must be printable without whitespace (it becomes one SSE `event:` line)")]
+    Syntax,
+    #[error("event types starting with \"herald.\" are reserved for Herald itself")]
+    Reserved,
+}
+
+/// Checks a publisher-chosen event type; empty means the default.
+pub fn check_event_type(event: &str) -> Result<(), EventTypeError> {
+    if event.len() > MAX_EVENT_TYPE_LEN {
+        return Err(EventTypeError::TooLong(event.len()));
+    }
+    if event.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(EventTypeError::Syntax);
+    }
+    if event.starts_with(RESERVED_EVENT_PREFIX) {
+        return Err(EventTypeError::Reserved);
+    }
+    Ok(())
+}
+
+impl Envelope {
+    /// Headers to publish with; `None` when there is nothing to say.
+    pub fn headers(&self) -> Option<HeaderMap> {
+        let event = self.event.as_deref()?;
+        let mut headers = HeaderMap::new();
+        headers.insert(EVENT_HEADER, event);
+        Some(headers)
+    }
+
+    /// Reads an envelope back from a NATS message.
+    pub fn from_message(message: &async_nats::Message) -> Self {
+        let event = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(EVENT_HEADER))
+            .map(|v| v.as_str().to_owned())
+            .filter(|e| !e.is_empty());
+        Self {
+            event,
+            data: message.payload.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_that_would_break_framing_are_refused() {
+        assert_eq!(check_event_type(""), Ok(()));
+        assert_eq!(check_event_type("order.updated"), Ok(()));
+        assert_eq!(check_event_type("a\nid: 1"), Err(EventTypeError::Syntax));
+        assert_eq!(check_event_type("a\rb"), Err(EventTypeError::Syntax));
+        assert_eq!(check_event_type("a b"), Err(EventTypeError::Syntax));
+        assert_eq!(
+            check_event_type("herald.reset"),
+            Err(EventTypeError::Reserved)
+        );
+        assert_eq!(
+            check_event_type(&"e".repeat(MAX_EVENT_TYPE_LEN + 1)),
+            Err(EventTypeError::TooLong(MAX_EVENT_TYPE_LEN + 1))
+        );
+    }
+
+    #[test]
+    fn default_event_carries_no_headers() {
+        let env = Envelope {
+            event: None,
+            data: Bytes::from_static(b"x"),
+        };
+        assert!(env.headers().is_none());
+        let typed = Envelope {
+            event: Some("price".into()),
+            data: Bytes::new(),
+        };
+        assert_eq!(
+            typed.headers().unwrap().get(EVENT_HEADER).unwrap().as_str(),
+            "price"
+        );
+    }
+}

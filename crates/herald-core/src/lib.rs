@@ -1,0 +1,18 @@
+//! What Herald's services share, and nothing else.
+//!
+//! # Layout
+//! - [`subject`]: user ids and topics, validated and encoded into safe NATS subjects.
+//! - [`envelope`]: how an event travels on NATS (payload + `Herald-Event` header).
+//! - [`cli`]: common flags and the exit-code-2 handling of misconfiguration.
+//! - [`telemetry`]: `tracing` setup, text or JSON.
+//! - [`nats`]: connecting to NATS.
+//! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` port.
+//! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
+
+pub mod admin;
+pub mod cli;
+pub mod envelope;
+pub mod nats;
+pub mod shutdown;
+pub mod subject;
+pub mod telemetry;

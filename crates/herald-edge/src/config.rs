@@ -1,0 +1,149 @@
+//! The edge's flags (each also an environment variable) and the validated
+//! configuration built from them before any port is bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_core::cli::{CommonArgs, parse_duration};
+
+use crate::auth::Authenticator;
+
+/// herald-edge: holds clients' SSE streams and delivers their events from NATS.
+#[derive(Debug, clap::Parser)]
+#[command(name = "herald-edge", version, about, long_about = None)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Address for SSE clients (GET /v1/events).
+    #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "HERALD_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// HS256 secret that client tokens are signed with.
+    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file with the public key (RSA, EC P-256/P-384 or Ed25519) that
+    /// verifies RS*/PS*, ES256/ES384 or EdDSA client tokens.
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+
+    /// Interval of heartbeat comments on idle streams, e.g. `15s`.
+    #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+
+    /// Reconnect delay suggested to clients (SSE `retry:`).
+    #[arg(long, env = "HERALD_RETRY", default_value = "2s", value_parser = parse_duration)]
+    pub retry: Duration,
+
+    /// Most open streams on this edge; beyond it, 503 with Retry-After.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// Most open streams per user on this edge; beyond it, 429.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
+    pub max_connections_per_user: usize,
+
+    /// Most topics one stream may follow.
+    #[arg(long, env = "HERALD_MAX_TOPICS", default_value_t = 32)]
+    pub max_topics: usize,
+
+    /// Events queued per stream; a client that falls this far behind is
+    /// closed as a slow consumer and resumes later.
+    #[arg(long, env = "HERALD_QUEUE_CAPACITY", default_value_t = 512)]
+    pub queue_capacity: usize,
+
+    /// On SIGTERM, open streams are closed at random points within this window.
+    #[arg(long, env = "HERALD_DRAIN_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    pub drain_window: Duration,
+
+    /// Upper bound on the whole drain, after which the edge exits anyway.
+    #[arg(long, env = "HERALD_DRAIN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub drain_grace: Duration,
+}
+
+/// Validated edge configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub node_id: String,
+    pub auth: Arc<Authenticator>,
+    pub heartbeat: Duration,
+    pub retry: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_user: usize,
+    pub max_topics: usize,
+    pub queue_capacity: usize,
+    pub drain_window: Duration,
+    pub drain_grace: Duration,
+}
+
+impl Args {
+    /// Checks the flags; on error names the flag and what is wrong.
+    pub fn validate(&self) -> Result<Config, (&'static str, String)> {
+        if self.jwt_secret.is_none() && self.jwt_public_key.is_none() {
+            return Err((
+                "--jwt-secret / --jwt-public-key",
+                "one is required (HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY) to verify client tokens".into(),
+            ));
+        }
+        if self.jwt_secret.as_deref().is_some_and(|s| s.len() < 16) {
+            return Err(("--jwt-secret", "must be at least 16 bytes".into()));
+        }
+        let pem = match &self.jwt_public_key {
+            Some(path) => Some((
+                path.as_str(),
+                Authenticator::read_pem(path).map_err(|e| ("--jwt-public-key", e.to_string()))?,
+            )),
+            None => None,
+        };
+        let auth = Authenticator::new(
+            self.jwt_secret.as_deref().map(str::as_bytes),
+            pem.as_ref().map(|(p, k)| (*p, k.as_slice())),
+        )
+        .map_err(|e| ("--jwt-public-key", e.to_string()))?;
+        for (flag, value) in [
+            ("--max-connections", self.max_connections),
+            ("--max-connections-per-user", self.max_connections_per_user),
+            ("--queue-capacity", self.queue_capacity),
+        ] {
+            if value == 0 {
+                return Err((flag, "must be at least 1".into()));
+            }
+        }
+        if self.drain_grace < self.drain_window {
+            return Err(("--drain-grace", "must be at least --drain-window".into()));
+        }
+        Ok(Config {
+            node_id: self.common.node_id(),
+            auth: Arc::new(auth),
+            heartbeat: self.heartbeat,
+            retry: self.retry,
+            max_connections: self.max_connections,
+            max_connections_per_user: self.max_connections_per_user,
+            max_topics: self.max_topics,
+            queue_capacity: self.queue_capacity,
+            drain_window: self.drain_window,
+            drain_grace: self.drain_grace,
+        })
+    }
+}
+
+impl Config {
+    /// Defaults as the flags give them, with an HS256 secret; for tests and embedding.
+    pub fn with_secret(node_id: &str, secret: &str) -> Self {
+        let args = <Args as clap::Parser>::parse_from([
+            "herald-edge",
+            "--jwt-secret",
+            secret,
+            "--node-id",
+            node_id,
+        ]);
+        args.validate()
+            .unwrap_or_else(|(flag, e)| panic!("{flag}: {e}"))
+    }
+}

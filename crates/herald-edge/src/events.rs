@@ -1,0 +1,202 @@
+//! `GET /v1/events`: authenticate, check the request against the token and
+//! the limits, join the subjects, and answer with the SSE stream.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use herald_core::subject::{Topic, UserId};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::AdmitError;
+use crate::auth::Claims;
+use crate::error::ApiError;
+use crate::fanout::Member;
+use crate::metrics::RejectReason;
+use crate::server::{Body, State};
+use crate::session::{Guard, Session, Signal};
+use crate::sse;
+
+/// A stream outlives no token by more than this, even one with a far `exp`.
+const MAX_STREAM_SECS: u64 = 366 * 24 * 3600;
+
+/// Routes a request; `transport` closes its HTTP/1.1 connection.
+pub async fn route<B>(
+    req: Request<B>,
+    state: Arc<State>,
+    transport: Option<CancellationToken>,
+) -> Response<Body> {
+    let result = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/v1/events") => open(&req, &state, transport).await,
+        (_, "/v1/events") => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+            RejectReason::BadRequest,
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint; SSE streams are at GET /v1/events",
+            RejectReason::BadRequest,
+        )),
+    };
+    result.unwrap_or_else(|e| {
+        state.metrics.rejected(e.reject);
+        e.into_response()
+    })
+}
+
+async fn open<B>(
+    req: &Request<B>,
+    state: &Arc<State>,
+    transport: Option<CancellationToken>,
+) -> Result<Response<Body>, ApiError> {
+    if state.drain.is_draining() {
+        return Err(ApiError::unavailable(
+            "draining",
+            "this edge is shutting down; reconnect to another node",
+            1,
+            RejectReason::Draining,
+        ));
+    }
+    let query = req.uri().query();
+    let claims = state
+        .config
+        .auth
+        .authenticate(req.headers(), query)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                e.code(),
+                e,
+                RejectReason::Unauthorized,
+            )
+        })?;
+    let user = UserId::parse(&claims.sub).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            format!("token `sub`: {e}"),
+            RejectReason::Unauthorized,
+        )
+    })?;
+    let topics = requested_topics(query, &claims, state.config.max_topics)?;
+    let permit = state.admission.admit(user.as_str()).map_err(|e| match e {
+        AdmitError::NodeFull(_) => ApiError::unavailable("node_full", e, 5, RejectReason::NodeFull),
+        AdmitError::UserLimit(_) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            e,
+            RejectReason::UserLimit,
+        ),
+    })?;
+
+    let signal = Signal::new(transport);
+    let (queue, inbox) = mpsc::channel(state.config.queue_capacity);
+    let mut guard = Guard {
+        id: state.next_id.fetch_add(1, Ordering::Relaxed),
+        subjects: Vec::with_capacity(1 + topics.len()),
+        fanout: state.fanout.clone(),
+        signal: signal.clone(),
+        metrics: state.metrics.clone(),
+        opened: false,
+        _permit: permit,
+    };
+    let subjects = std::iter::once(user.subject()).chain(topics.iter().map(Topic::subject));
+    for subject in subjects {
+        guard.subjects.push(subject.clone());
+        let member = Member {
+            queue: queue.clone(),
+            signal: signal.clone(),
+        };
+        state
+            .fanout
+            .join(&subject, guard.id, member)
+            .await
+            .map_err(|e| {
+                ApiError::unavailable(
+                    "nats_unavailable",
+                    format!("{e}; retry shortly"),
+                    2,
+                    RejectReason::Unavailable,
+                )
+            })?;
+    }
+    drop(queue); // members hold the senders; the stream ends if all drop
+
+    let session = Session {
+        queue: inbox,
+        signal,
+        heartbeat: state.config.heartbeat,
+        expires: expiry_instant(claims.exp),
+        drain: state.drain.clone(),
+        retry: state.config.retry,
+        metrics: state.metrics.clone(),
+        guard,
+    };
+    let opening = sse::opening(state.config.retry.as_millis() as u64, &state.config.node_id);
+    let body = session.into_stream(opening).map(|b| Ok(Frame::data(b)));
+    tracing::debug!(user = user.as_str(), topics = topics.len(), "stream opened");
+    Ok(stream_response(BodyExt::boxed(StreamBody::new(body))))
+}
+
+/// The `topic` query parameters, validated and checked against the claim.
+fn requested_topics(
+    query: Option<&str>,
+    claims: &Claims,
+    max: usize,
+) -> Result<Vec<Topic>, ApiError> {
+    let mut topics: Vec<Topic> = Vec::new();
+    let raw =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes()).filter(|(k, _)| k == "topic");
+    for (_, name) in raw {
+        let topic = Topic::parse(&name)
+            .map_err(|e| ApiError::bad_request("invalid_topic", format!("topic {name:?}: {e}")))?;
+        if !claims.allows_topic(topic.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "topic_not_allowed",
+                format!("the token's `topics` claim does not allow topic {name:?}"),
+                RejectReason::Forbidden,
+            ));
+        }
+        if !topics.contains(&topic) {
+            topics.push(topic);
+        }
+        if topics.len() > max {
+            return Err(ApiError::bad_request(
+                "too_many_topics",
+                format!("at most {max} topics per connection"),
+            ));
+        }
+    }
+    Ok(topics)
+}
+
+/// Converts a JWT `exp` (seconds since the epoch) to a tokio instant.
+fn expiry_instant(exp: u64) -> tokio::time::Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    // Capped so that a token claiming to live forever cannot overflow the clock.
+    let secs = exp.saturating_sub(now).min(MAX_STREAM_SECS);
+    tokio::time::Instant::now() + std::time::Duration::from_secs(secs)
+}
+
+fn stream_response(body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}

@@ -1,0 +1,204 @@
+//! Fan-out: one NATS subscription per distinct user or topic on this node,
+//! shared by all local streams that follow it.
+//!
+//! Each subject has one task that owns its subscription and its members, so
+//! delivery takes no lock. The registry (a map of subject → task handle and
+//! reference count) is touched only on connect and disconnect; when the
+//! last member leaves, the handle is dropped, the task ends, and dropping
+//! the subscription unsubscribes, so NATS interest follows real streams.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use herald_core::envelope::Envelope;
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::{CloseReason, Metrics};
+use crate::session::Signal;
+use crate::sse;
+
+/// Identifies one stream on this node.
+pub type ConnId = u64;
+
+/// What a subject task holds for one stream.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Bounded: when full, the stream is closed as a slow consumer.
+    pub queue: mpsc::Sender<Bytes>,
+    pub signal: Arc<Signal>,
+}
+
+/// The subscription could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot subscribe to {0} on NATS")]
+pub struct SubscribeError(String);
+
+enum Command {
+    Join(ConnId, Member),
+    Leave(ConnId),
+}
+
+struct Entry {
+    /// Streams on this node following the subject.
+    refs: usize,
+    commands: mpsc::UnboundedSender<Command>,
+    /// `Some(true)` once subscribed, `Some(false)` if that failed.
+    ready: watch::Receiver<Option<bool>>,
+}
+
+/// The registry of subjects followed on this node.
+pub struct Fanout {
+    nats: async_nats::Client,
+    subjects: Mutex<HashMap<String, Entry>>,
+    metrics: Metrics,
+}
+
+impl Fanout {
+    pub fn new(nats: async_nats::Client, metrics: Metrics) -> Arc<Self> {
+        Arc::new(Self {
+            nats,
+            subjects: Mutex::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    /// Adds a stream to `subject`, subscribing if it is the first; returns
+    /// once the NATS server has the subscription. Pair every call, even a
+    /// failed one, with [`Fanout::leave`].
+    pub async fn join(
+        &self,
+        subject: &str,
+        id: ConnId,
+        member: Member,
+    ) -> Result<(), SubscribeError> {
+        let mut ready = {
+            let mut subjects = self.subjects.lock().unwrap();
+            let entry = subjects
+                .entry(subject.to_owned())
+                .or_insert_with(|| self.spawn(subject));
+            if entry.commands.is_closed() {
+                // The task ended (its subscription closed); start a new one.
+                let fresh = self.spawn(subject);
+                entry.commands = fresh.commands;
+                entry.ready = fresh.ready;
+            }
+            entry.refs += 1;
+            let _ = entry.commands.send(Command::Join(id, member));
+            entry.ready.clone()
+        };
+        match ready.wait_for(Option::is_some).await.map(|r| *r) {
+            Ok(Some(true)) => Ok(()),
+            _ => Err(SubscribeError(subject.to_owned())),
+        }
+    }
+
+    /// Removes a stream from `subject`, unsubscribing after the last one.
+    pub fn leave(&self, subject: &str, id: ConnId) {
+        let mut subjects = self.subjects.lock().unwrap();
+        let Some(entry) = subjects.get_mut(subject) else {
+            return;
+        };
+        entry.refs -= 1;
+        if entry.refs == 0 {
+            subjects.remove(subject); // drops the handle: the task ends
+        } else {
+            let _ = entry.commands.send(Command::Leave(id));
+        }
+    }
+
+    /// Subjects this node currently follows.
+    pub fn subject_count(&self) -> usize {
+        self.subjects.lock().unwrap().len()
+    }
+
+    fn spawn(&self, subject: &str) -> Entry {
+        let (commands, inbox) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = watch::channel(None);
+        let task = SubjectTask {
+            subject: subject.to_owned(),
+            nats: self.nats.clone(),
+            inbox,
+            members: HashMap::new(),
+            metrics: self.metrics.clone(),
+        };
+        tokio::spawn(task.run(ready_tx));
+        Entry {
+            refs: 0,
+            commands,
+            ready,
+        }
+    }
+}
+
+/// Owns one subject's subscription and members.
+struct SubjectTask {
+    subject: String,
+    nats: async_nats::Client,
+    inbox: mpsc::UnboundedReceiver<Command>,
+    members: HashMap<ConnId, Member>,
+    metrics: Metrics,
+}
+
+impl SubjectTask {
+    async fn run(mut self, ready: watch::Sender<Option<bool>>) {
+        let subscribed = self.nats.subscribe(self.subject.clone()).await;
+        // The flush makes sure the server has our interest before the
+        // client hears that its stream is open.
+        let flushed = self.nats.flush().await;
+        let mut subscription = match (subscribed, flushed) {
+            (Ok(s), Ok(())) => s,
+            (Err(e), _) => return self.fail(&ready, &e),
+            (_, Err(e)) => return self.fail(&ready, &e),
+        };
+        self.metrics.subscriptions.inc();
+        let _ = ready.send(Some(true));
+        loop {
+            tokio::select! {
+                biased;
+                command = self.inbox.recv() => match command {
+                    Some(Command::Join(id, member)) => { self.members.insert(id, member); }
+                    Some(Command::Leave(id)) => { self.members.remove(&id); }
+                    None => break,
+                },
+                message = subscription.next() => match message {
+                    Some(message) => self.deliver(&message),
+                    None => {
+                        tracing::warn!(subject = %self.subject, "NATS subscription ended");
+                        self.close_all(CloseReason::ServerError);
+                        break;
+                    }
+                },
+            }
+        }
+        self.metrics.subscriptions.dec();
+    }
+
+    fn fail(&self, ready: &watch::Sender<Option<bool>>, error: &dyn std::error::Error) {
+        tracing::error!(subject = %self.subject, %error, "cannot subscribe");
+        let _ = ready.send(Some(false));
+    }
+
+    /// Frames the event once and hands the same bytes to every member.
+    fn deliver(&mut self, message: &async_nats::Message) {
+        let envelope = Envelope::from_message(message);
+        let frame = sse::event(envelope.event.as_deref(), &envelope.data);
+        self.members
+            .retain(|_, member| match member.queue.try_send(frame.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    member.signal.close(CloseReason::SlowConsumer);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+    }
+
+    fn close_all(&mut self, reason: CloseReason) {
+        for member in self.members.values() {
+            member.signal.close(reason);
+        }
+        self.members.clear();
+    }
+}

@@ -1,0 +1,30 @@
+//! Herald's SSE edge: clients hold one Server-Sent Events stream
+//! (`GET /v1/events`), and the edge delivers the events NATS carries for
+//! their user and topics.
+//!
+//! # Layout
+//! - [`config`]: flags, env vars, validation.
+//! - [`server`]: the serve loop, HTTP/1.1 + h2c, drain on shutdown.
+//! - [`events`]: the `/v1/events` handler.
+//! - [`auth`]: JWT from header, cookie or query.
+//! - [`admission`]: per-node and per-user connection limits.
+//! - [`fanout`]: one NATS subscription per subject, shared by local streams.
+//! - [`session`]: one stream's body: events, heartbeats, expiry, close.
+//! - [`sse`]: event-stream framing.
+//! - [`drain`]: the jittered drain.
+//! - [`metrics`], [`error`].
+
+pub mod admission;
+pub mod auth;
+pub mod config;
+pub mod drain;
+pub mod error;
+pub mod events;
+pub mod fanout;
+pub mod metrics;
+pub mod server;
+pub mod session;
+pub mod sse;
+
+pub use config::{Args, Config};
+pub use server::Edge;

@@ -1,0 +1,161 @@
+//! The edge's serve loop: accepts HTTP/1.1 and HTTP/2 (h2c), and drains on
+//! shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_core::admin::Readiness;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::registry::Registry;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Admission;
+use crate::config::Config;
+use crate::drain::Drain;
+use crate::fanout::Fanout;
+use crate::metrics::Metrics;
+
+/// Response body type of every edge response.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// How long idle HTTP connections get to close after the streams are gone.
+const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+pub fn full(bytes: Bytes) -> Body {
+    BodyExt::boxed(Full::new(bytes))
+}
+
+/// State shared by every request on one edge.
+pub struct State {
+    pub config: Config,
+    pub fanout: Arc<Fanout>,
+    pub admission: Arc<Admission>,
+    pub drain: Arc<Drain>,
+    pub metrics: Metrics,
+    /// Source of connection ids.
+    pub next_id: AtomicU64,
+}
+
+/// One edge node, ready to serve.
+pub struct Edge {
+    state: Arc<State>,
+    ready: Readiness,
+}
+
+impl Edge {
+    /// Builds the edge on a NATS connection and registers its metrics.
+    pub fn new(config: Config, nats: async_nats::Client, registry: &mut Registry) -> Self {
+        let metrics = Metrics::register(registry);
+        let state = State {
+            fanout: Fanout::new(nats, metrics.clone()),
+            admission: Admission::new(config.max_connections, config.max_connections_per_user),
+            drain: Arc::new(Drain::new(config.drain_window)),
+            metrics,
+            next_id: AtomicU64::new(0),
+            config,
+        };
+        Self {
+            state: Arc::new(state),
+            ready: Readiness::default(),
+        }
+    }
+
+    /// Readiness for the admin port: true while serving, false while draining.
+    pub fn readiness(&self) -> Readiness {
+        self.ready.clone()
+    }
+
+    /// Serves until `shutdown`, then drains: refuses new streams, closes
+    /// open ones over the drain window, and returns when all are gone or
+    /// the grace period ends.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        let graceful = GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http2()
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        let accept = |stream: TcpStream| self.spawn_connection(&builder, &graceful, stream);
+
+        self.ready.set(true);
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = accept_loop(&listener, &accept) => {}
+        }
+
+        tracing::info!(open = self.state.admission.open(), "draining");
+        self.ready.set(false);
+        self.state.drain.start();
+        let grace = tokio::time::sleep(self.state.config.drain_grace);
+        tokio::select! {
+            _ = grace => tracing::warn!(open = self.state.admission.open(), "drain grace ended with streams open"),
+            _ = self.streams_gone() => {}
+            _ = accept_loop(&listener, &accept) => {} // still answering 503 meanwhile
+        }
+        drop(listener);
+        if tokio::time::timeout(CONNECTION_CLOSE_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some HTTP connections did not close in time");
+        }
+        tracing::info!("drained");
+    }
+
+    async fn streams_gone(&self) {
+        while self.state.admission.open() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn spawn_connection(
+        &self,
+        builder: &auto::Builder<TokioExecutor>,
+        graceful: &GracefulShutdown,
+        stream: TcpStream,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let state = self.state.clone();
+        let transport = CancellationToken::new();
+        let kill = transport.clone();
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let http1 = req.version() < http::Version::HTTP_2;
+            let transport = http1.then(|| transport.clone());
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(crate::events::route(req, state, transport).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watcher().watch(connection);
+        tokio::spawn(async move {
+            tokio::select! {
+                result = connection => if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                },
+                _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer)"),
+            }
+        });
+    }
+}
+
+/// Accepts until the listener fails for good; transient errors (e.g. out of
+/// file descriptors) are logged and retried after a pause.
+async fn accept_loop(listener: &TcpListener, accept: &impl Fn(TcpStream)) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => accept(stream),
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Generated code for Herald's gRPC API (`proto/herald/v1`), package `herald.v1`.
+//!
+//! Clients and servers for `Publisher` and `Presence` live in [`v1`];
+//! [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection.
+
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("herald.v1");
+}
+
+/// The encoded descriptors of every Herald proto, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("herald_descriptor");

@@ -1,0 +1,16 @@
+//! Test support for Herald: real `nats-server` processes on free loopback
+//! ports, routed clusters, monitoring queries, SSE clients and tokens.
+//!
+//! # Layout
+//! - [`nats`]: [`NatsServer`] and [`NatsCluster`], killed and cleaned up on drop.
+//! - [`sse`]: a spec-following SSE client over reqwest.
+//! - [`token`]: minting client JWTs.
+//! - [`wait`]: [`eventually`], polling a condition instead of sleeping.
+
+pub mod nats;
+pub mod sse;
+pub mod token;
+pub mod wait;
+
+pub use nats::{NatsCluster, NatsServer};
+pub use wait::eventually;

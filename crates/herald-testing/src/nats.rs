@@ -1,0 +1,305 @@
+//! Real `nats-server` processes for tests.
+//!
+//! Each server gets a temp dir (config, JetStream store, ports file), binds
+//! 127.0.0.1 on ports the kernel picks, and is killed and cleaned up on drop.
+//! The binary is `$HERALD_NATS_SERVER`, else the one `scripts/nats-server.sh`
+//! installs under `.tools/bin`, else `nats-server` on `PATH`; it must be 2.10
+//! or newer, Herald's minimum.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Oldest nats-server Herald supports (major, minor).
+pub const MIN_VERSION: (u32, u32) = (2, 10);
+
+/// One running `nats-server`.
+pub struct NatsServer {
+    /// Owns config, store and ports file; removed on drop.
+    dir: TempDir,
+    /// `None` while stopped.
+    child: Option<Child>,
+    /// Kept so a restart reuses the same client and monitoring ports.
+    client_port: u16,
+    monitor_port: u16,
+    name: String,
+}
+
+/// A full-mesh cluster of routed servers.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsServer {
+    /// A single node with JetStream.
+    pub fn start() -> Self {
+        Self::spawn("n1", None)
+    }
+
+    fn spawn(name: &str, cluster: Option<(u16, &[u16])>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("herald-nats-")
+            .tempdir()
+            .expect("temp dir");
+        let mut server = Self {
+            dir,
+            child: None,
+            client_port: 0,
+            monitor_port: 0,
+            name: name.to_owned(),
+        };
+        server.write_config(cluster);
+        server.launch();
+        server
+    }
+
+    fn write_config(&self, cluster: Option<(u16, &[u16])>) {
+        let port = |p: u16| {
+            if p == 0 {
+                "-1".to_owned()
+            } else {
+                p.to_string()
+            }
+        };
+        let dir = self.dir.path().display();
+        let mut config = format!(
+            "server_name: {name}\nhost: 127.0.0.1\nport: {client}\nhttp_port: {http}\n\
+             ports_file_dir: \"{dir}\"\njetstream {{ store_dir: \"{dir}/js\" }}\n",
+            name = self.name,
+            client = port(self.client_port),
+            http = port(self.monitor_port),
+        );
+        if let Some((listen, routes)) = cluster {
+            let routes: Vec<String> = routes
+                .iter()
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            config.push_str(&format!(
+                "cluster {{ name: herald-test, listen: 127.0.0.1:{listen}, routes: [{}] }}\n",
+                routes.join(", ")
+            ));
+        }
+        std::fs::write(self.config_path(), config).expect("write nats config");
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("nats.conf")
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("nats.log")).expect("log file");
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(self.config_path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn nats-server");
+        let ports = read_ports(
+            self.dir.path(),
+            child.id(),
+            &self.dir.path().join("nats.log"),
+        );
+        self.client_port = ports.0;
+        self.monitor_port = ports.1;
+        self.child = Some(child);
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn client_url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.client_port)
+    }
+
+    /// `http://127.0.0.1:<port>` of the monitoring endpoint.
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+
+    /// GETs a monitoring endpoint such as `/varz` or `/connz?subs=1`.
+    pub async fn monitor(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.monitor_url());
+        let response = reqwest::get(&url)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// This server's id, as peers report it in `/routez`.
+    pub async fn server_id(&self) -> String {
+        self.monitor("/varz").await["server_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Every subscription subject held by client connections on this node.
+    pub async fn client_subjects(&self) -> Vec<String> {
+        let connz = self.monitor("/connz?subs=1&limit=10000").await;
+        let conns = connz["connections"].as_array().cloned().unwrap_or_default();
+        conns
+            .iter()
+            .flat_map(|c| {
+                c["subscriptions_list"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Kills the server (SIGKILL); [`NatsServer::restart`] brings it back.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed server again on the same ports with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        let config = std::fs::read_to_string(self.config_path()).expect("read config");
+        let fixed = config
+            .replace("port: -1", &format!("port: {}", self.client_port))
+            .replace(
+                "http_port: -1",
+                &format!("http_port: {}", self.monitor_port),
+            );
+        std::fs::write(self.config_path(), fixed).expect("write config");
+        self.launch();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl NatsCluster {
+    /// Starts `size` routed nodes (`n1`, `n2`, …) and waits for the full mesh.
+    pub async fn start(size: usize) -> Self {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let nodes: Vec<NatsServer> = (0..size)
+            .map(|i| {
+                NatsServer::spawn(&format!("n{}", i + 1), Some((route_ports[i], &route_ports)))
+            })
+            .collect();
+        let cluster = Self { nodes };
+        cluster.wait_for_mesh().await;
+        cluster
+    }
+
+    /// Waits until every node routes to every other node.
+    pub async fn wait_for_mesh(&self) {
+        let want = self.nodes.len() - 1;
+        for node in &self.nodes {
+            crate::eventually(Duration::from_secs(20), "a full route mesh", || async {
+                (route_peers(node).await.len() == want).then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// Client URLs of all nodes, comma separated.
+    pub fn client_urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::client_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Messages this node sent over its routes, summed per peer server id.
+pub async fn route_out_msgs(node: &NatsServer) -> std::collections::HashMap<String, u64> {
+    let routez = node.monitor("/routez").await;
+    let mut out = std::collections::HashMap::new();
+    for route in routez["routes"].as_array().cloned().unwrap_or_default() {
+        let peer = route["remote_id"].as_str().unwrap_or_default().to_owned();
+        *out.entry(peer).or_default() += route["out_msgs"].as_u64().unwrap_or(0);
+    }
+    out
+}
+
+async fn route_peers(node: &NatsServer) -> std::collections::HashSet<String> {
+    route_out_msgs(node).await.into_keys().collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits for the ports file nats-server writes once it listens.
+fn read_ports(dir: &Path, pid: u32, log: &Path) -> (u16, u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let file = dir.join(format!("nats-server_{pid}.ports"));
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && let Ok(ports) = serde_json::from_str::<Value>(&text)
+        {
+            let port_of = |key: &str| -> u16 {
+                let url = ports[key][0].as_str().unwrap_or_default();
+                url.rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0)
+            };
+            return (port_of("nats"), port_of("monitoring"));
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("nats-server did not start within 10s; its log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The nats-server binary, checked once against [`MIN_VERSION`].
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let candidates = [
+            std::env::var_os("HERALD_NATS_SERVER").map(PathBuf::from),
+            Some(repo.join(".tools/bin/nats-server")),
+            Some(PathBuf::from("nats-server")),
+        ];
+        for candidate in candidates.into_iter().flatten() {
+            if let Some(version) = version_of(&candidate) {
+                assert!(
+                    version >= MIN_VERSION,
+                    "{} is nats-server {}.{}; Herald needs >= {}.{}. Run scripts/nats-server.sh",
+                    candidate.display(),
+                    version.0,
+                    version.1,
+                    MIN_VERSION.0,
+                    MIN_VERSION.1
+                );
+                return candidate;
+            }
+        }
+        panic!("no nats-server found; run scripts/nats-server.sh (or set HERALD_NATS_SERVER)");
+    })
+}
+
+fn version_of(binary: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.split('v').nth(1)?.trim();
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
+}
