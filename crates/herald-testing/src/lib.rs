@@ -12,5 +12,5 @@ pub mod sse;
 pub mod token;
 pub mod wait;
 
-pub use nats::{NatsCluster, NatsServer};
+pub use nats::{NatsCluster, NatsServer, route_interest, route_out_msgs};
 pub use wait::eventually;

@@ -6,6 +6,7 @@
 //! installs under `.tools/bin`, else `nats-server` on `PATH`; it must be 2.10
 //! or newer, Herald's minimum.
 
+use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -80,7 +81,9 @@ impl NatsServer {
                 .map(|p| format!("nats://127.0.0.1:{p}"))
                 .collect();
             config.push_str(&format!(
-                "cluster {{ name: herald-test, listen: 127.0.0.1:{listen}, routes: [{}] }}\n",
+                // Pinning the application account ($G) to its own routes keeps
+                // JetStream's system traffic out of the route counters.
+                "cluster {{ name: herald-test, listen: 127.0.0.1:{listen}, routes: [{}], accounts: [\"$G\"] }}\n",
                 routes.join(", ")
             ));
         }
@@ -220,18 +223,49 @@ impl NatsCluster {
     }
 }
 
-/// Messages this node sent over its routes, summed per peer server id.
-pub async fn route_out_msgs(node: &NatsServer) -> std::collections::HashMap<String, u64> {
-    let routez = node.monitor("/routez").await;
-    let mut out = std::collections::HashMap::new();
-    for route in routez["routes"].as_array().cloned().unwrap_or_default() {
-        let peer = route["remote_id"].as_str().unwrap_or_default().to_owned();
-        *out.entry(peer).or_default() += route["out_msgs"].as_u64().unwrap_or(0);
+/// Application messages (account `$G`) this node sent over its routes,
+/// summed per peer server name.
+pub async fn route_out_msgs(node: &NatsServer) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for route in app_routes(node, false).await {
+        *out.entry(peer_name(&route)).or_default() += route["out_msgs"].as_u64().unwrap_or(0);
     }
     out
 }
 
-async fn route_peers(node: &NatsServer) -> std::collections::HashSet<String> {
+/// Subjects that each peer has told this node it is interested in.
+pub async fn route_interest(node: &NatsServer) -> HashMap<String, HashSet<String>> {
+    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
+    for route in app_routes(node, true).await {
+        let subjects = route["subscriptions_list"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        out.entry(peer_name(&route)).or_default().extend(
+            subjects
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_owned)),
+        );
+    }
+    out
+}
+
+async fn app_routes(node: &NatsServer, subs: bool) -> Vec<Value> {
+    let routez = node
+        .monitor(if subs { "/routez?subs=1" } else { "/routez" })
+        .await;
+    let routes = routez["routes"].as_array().cloned().unwrap_or_default();
+    routes
+        .into_iter()
+        .filter(|r| r["account"] == "$G")
+        .collect()
+}
+
+fn peer_name(route: &Value) -> String {
+    route["remote_name"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn route_peers(node: &NatsServer) -> HashSet<String> {
     route_out_msgs(node).await.into_keys().collect()
 }
 
@@ -299,7 +333,7 @@ pub fn binary() -> &'static Path {
 fn version_of(binary: &Path) -> Option<(u32, u32)> {
     let out = Command::new(binary).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let v = text.split('v').nth(1)?.trim();
+    let v = text.rsplit_once(" v")?.1.trim();
     let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
     Some((parts.next()??, parts.next()??))
 }

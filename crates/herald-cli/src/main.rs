@@ -1,0 +1,145 @@
+//! `herald`: the operator CLI. `herald publish` calls the Publish API;
+//! `herald token` mints an HS256 client token for development and tests.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use herald_core::cli::parse_duration;
+use herald_proto::v1::{
+    OfflinePolicy, PublishRequest, UserTarget, publish_request::Target,
+    publisher_client::PublisherClient,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about = "Herald operator CLI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish one event to users or a topic through herald-publish.
+    Publish(PublishArgs),
+    /// Print an HS256 client token (for development; production tokens come from your auth service).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PublishArgs {
+    /// herald-publish gRPC address.
+    #[arg(
+        long,
+        env = "HERALD_PUBLISH_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    addr: String,
+    /// API token, if herald-publish requires one.
+    #[arg(long, env = "HERALD_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Target user (repeatable).
+    #[arg(
+        long = "user",
+        required_unless_present = "topic",
+        conflicts_with = "topic"
+    )]
+    users: Vec<String>,
+    /// Target topic.
+    #[arg(long)]
+    topic: Option<String>,
+    /// SSE event type; default `message`.
+    #[arg(long, default_value = "")]
+    event: String,
+    /// Event payload (UTF-8).
+    #[arg(long)]
+    data: String,
+    /// No history, no id, no replay.
+    #[arg(long)]
+    ephemeral: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// User id (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// Topic the holder may follow (repeatable; a trailing `*` is a prefix).
+    #[arg(long = "topic")]
+    topics: Vec<String>,
+    /// Lifetime, e.g. `1h`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    ttl: Duration,
+    /// HS256 secret, the edge's --jwt-secret.
+    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+    secret: String,
+}
+
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    exp: u64,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    topics: &'a [String],
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Publish(args) => publish(args).await,
+        Command::Token(args) => token(&args),
+    }
+}
+
+async fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let mut client = PublisherClient::connect(args.addr.clone())
+        .await
+        .with_context(|| format!("cannot reach herald-publish at {}", args.addr))?;
+    let target = match args.topic {
+        Some(topic) => Target::Topic(topic),
+        None => Target::Users(UserTarget {
+            user_ids: args.users,
+        }),
+    };
+    let mut request = tonic::Request::new(PublishRequest {
+        target: Some(target),
+        event: args.event,
+        data: args.data,
+        ephemeral: args.ephemeral,
+        offline: OfflinePolicy::Unspecified as i32,
+    });
+    if let Some(token) = args.api_token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+    }
+    let response = client
+        .publish(request)
+        .await
+        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+    let response = response.into_inner();
+    println!(
+        "published{}",
+        if response.event_id.is_empty() {
+            String::new()
+        } else {
+            format!(" id={}", response.event_id)
+        }
+    );
+    Ok(())
+}
+
+fn token(args: &TokenArgs) -> anyhow::Result<()> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let claims = Claims {
+        sub: &args.sub,
+        exp: now + args.ttl.as_secs(),
+        topics: &args.topics,
+    };
+    let key = jsonwebtoken::EncodingKey::from_secret(args.secret.as_bytes());
+    println!(
+        "{}",
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?
+    );
+    Ok(())
+}

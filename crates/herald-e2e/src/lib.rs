@@ -1,0 +1,196 @@
+//! Runs Herald services in-process for end-to-end tests: each on port 0,
+//! with its own NATS connection, metrics registry and admin port, stopped
+//! through the same shutdown token a signal would cancel.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use herald_core::admin::{self, Readiness};
+use herald_proto::v1::publisher_client::PublisherClient;
+use herald_proto::v1::{PublishRequest, PublishResponse, UserTarget, publish_request::Target};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// HS256 secret every test edge accepts.
+pub const SECRET: &str = "e2e-secret-0123456789";
+
+/// A service running in this process.
+pub struct Running {
+    /// Main listen address.
+    pub addr: SocketAddr,
+    /// Admin port address.
+    pub admin: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn start<F>(
+        registry: Registry,
+        ready: Readiness,
+        serve: impl FnOnce(TcpListener, CancellationToken) -> F,
+    ) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let admin = admin_listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let stop_admin = CancellationToken::new();
+        tokio::spawn(admin::serve(
+            admin_listener,
+            Arc::new(registry),
+            ready,
+            stop_admin.clone(),
+        ));
+        let serving = serve(listener, shutdown.clone());
+        let task = tokio::spawn(async move {
+            serving.await;
+            stop_admin.cancel();
+        });
+        Self {
+            addr,
+            admin,
+            shutdown,
+            task,
+        }
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The body of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one sample, e.g. `herald_edge_closes_total{reason="SlowConsumer"}`; 0 if absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        sample_value(&self.metrics().await, sample)
+    }
+
+    /// Starts the shutdown (as SIGTERM does) and waits until the service returns.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Starts the shutdown without waiting.
+    pub fn signal_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Reads one sample from Prometheus text.
+pub fn sample_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Starts an edge on `nats_url` with `config`.
+pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running {
+    let nats = herald_core::nats::connect(&[nats_url.to_owned()], "e2e-edge")
+        .await
+        .unwrap();
+    let mut registry = Registry::default();
+    let edge = herald_edge::Edge::new(config, nats, &mut registry);
+    let ready = edge.readiness();
+    Running::start(registry, ready, |listener, shutdown| {
+        edge.serve(listener, shutdown)
+    })
+    .await
+}
+
+/// An edge config with test defaults and [`SECRET`].
+pub fn edge_config(node: &str) -> herald_edge::Config {
+    herald_edge::Config::with_secret(node, SECRET)
+}
+
+/// Starts herald-publish on `nats_url` with `config`.
+pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Running {
+    let nats = herald_core::nats::connect(&[nats_url.to_owned()], "e2e-publish")
+        .await
+        .unwrap();
+    let mut registry = Registry::default();
+    let server = herald_publish::PublishServer::new(config, nats, &mut registry);
+    let ready = server.readiness();
+    Running::start(registry, ready, |listener, shutdown| async move {
+        server.serve(listener, shutdown).await.expect("gRPC server");
+    })
+    .await
+}
+
+/// A Publisher client for a running herald-publish.
+pub async fn publisher(running: &Running) -> PublisherClient<Channel> {
+    PublisherClient::connect(running.url()).await.unwrap()
+}
+
+/// Publishes `data` to `users`, panicking on error.
+pub async fn publish_to_users(
+    client: &mut PublisherClient<Channel>,
+    users: &[&str],
+    data: &str,
+) -> PublishResponse {
+    let target = Target::Users(UserTarget {
+        user_ids: users.iter().map(|u| u.to_string()).collect(),
+    });
+    publish(client, target, "", data).await.expect("publish")
+}
+
+/// Publishes `data` to `topic`, panicking on error.
+pub async fn publish_to_topic(
+    client: &mut PublisherClient<Channel>,
+    topic: &str,
+    data: &str,
+) -> PublishResponse {
+    publish(client, Target::Topic(topic.to_owned()), "", data)
+        .await
+        .expect("publish")
+}
+
+/// One Publish call.
+pub async fn publish(
+    client: &mut PublisherClient<Channel>,
+    target: Target,
+    event: &str,
+    data: &str,
+) -> Result<PublishResponse, tonic::Status> {
+    let request = PublishRequest {
+        target: Some(target),
+        event: event.to_owned(),
+        data: data.to_owned(),
+        ..Default::default()
+    };
+    client
+        .publish(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The SSE URL of `edge` following `topics`.
+pub fn events_url(edge: &Running, topics: &[&str]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for topic in topics {
+        query.append_pair("topic", topic);
+    }
+    format!("{}/v1/events?{}", edge.url(), query.finish())
+}

@@ -1,0 +1,82 @@
+//! The `--api-token` check for gRPC calls.
+
+use tonic::{Request, Status};
+
+use crate::metrics::{Metrics, Outcome};
+
+/// Checks `authorization: Bearer <token>` on every call when a token is set.
+#[derive(Clone)]
+pub struct ApiToken {
+    expected: Option<Vec<u8>>,
+    metrics: Metrics,
+}
+
+impl ApiToken {
+    pub fn new(expected: Option<String>, metrics: Metrics) -> Self {
+        Self {
+            expected: expected.map(String::into_bytes),
+            metrics,
+        }
+    }
+
+    pub fn check<T>(&self, request: Request<T>) -> Result<Request<T>, Status> {
+        let Some(expected) = &self.expected else {
+            return Ok(request);
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(token) if constant_time_eq(token.as_bytes(), expected) => Ok(request),
+            Some(_) => Err(self.refuse("wrong API token")),
+            None => Err(self.refuse("missing API token: send `authorization: Bearer <token>`")),
+        }
+    }
+
+    fn refuse(&self, message: &str) -> Status {
+        self.metrics.request(Outcome::Unauthenticated);
+        Status::unauthenticated(message)
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal a prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(token: Option<&str>) -> Result<(), tonic::Code> {
+        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
+        let check = ApiToken::new(Some("0123456789abcdef".into()), metrics);
+        let mut request = Request::new(());
+        if let Some(t) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", t.parse().unwrap());
+        }
+        check.check(request).map(|_| ()).map_err(|s| s.code())
+    }
+
+    #[test]
+    fn only_the_exact_token_passes() {
+        assert_eq!(call(Some("Bearer 0123456789abcdef")), Ok(()));
+        assert_eq!(call(None), Err(tonic::Code::Unauthenticated));
+        assert_eq!(
+            call(Some("Bearer 0123456789abcdeF")),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            call(Some("Bearer 0123456789abcde")),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            call(Some("0123456789abcdef")),
+            Err(tonic::Code::Unauthenticated)
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! herald-publish's flags (each also an environment variable), validated
+//! before any port is bound.
+
+use std::net::SocketAddr;
+
+use herald_core::cli::CommonArgs;
+
+/// herald-publish: the gRPC Publish API internal services call to push events.
+#[derive(Debug, clap::Parser)]
+#[command(name = "herald-publish", version, about, long_about = None)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Address of the gRPC API (Publisher, health, reflection).
+    #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "HERALD_ADMIN_LISTEN", default_value = "0.0.0.0:9091")]
+    pub admin_listen: SocketAddr,
+
+    /// Bearer token callers must send (`authorization: Bearer <token>`); unset = open.
+    #[arg(long, env = "HERALD_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Largest event `data`, in bytes.
+    #[arg(long, env = "HERALD_MAX_PAYLOAD", default_value_t = 64 * 1024)]
+    pub max_payload: usize,
+
+    /// Most users one Publish may target.
+    #[arg(long, env = "HERALD_MAX_USERS_PER_PUBLISH", default_value_t = 1000)]
+    pub max_users: usize,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: String,
+    pub api_token: Option<String>,
+    pub max_payload: usize,
+    pub max_users: usize,
+}
+
+impl Args {
+    /// Checks the flags; on error names the flag and what is wrong.
+    pub fn validate(&self) -> Result<Config, (&'static str, String)> {
+        if self.api_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(("--api-token", "must be at least 16 characters".into()));
+        }
+        if self.max_payload == 0 {
+            return Err(("--max-payload", "must be at least 1".into()));
+        }
+        if self.max_users == 0 {
+            return Err(("--max-users-per-publish", "must be at least 1".into()));
+        }
+        Ok(Config {
+            node_id: self.common.node_id(),
+            api_token: self.api_token.clone(),
+            max_payload: self.max_payload,
+            max_users: self.max_users,
+        })
+    }
+}
+
+impl Config {
+    /// Defaults as the flags give them; for tests and embedding.
+    pub fn defaults(node_id: &str) -> Self {
+        let args = <Args as clap::Parser>::parse_from(["herald-publish", "--node-id", node_id]);
+        args.validate()
+            .unwrap_or_else(|(flag, e)| panic!("{flag}: {e}"))
+    }
+}

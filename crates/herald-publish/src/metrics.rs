@@ -1,0 +1,77 @@
+//! herald-publish's Prometheus metrics.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// How a Publish call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum Outcome {
+    Ok,
+    InvalidArgument,
+    Unauthenticated,
+    Unavailable,
+}
+
+/// What a published event was addressed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum Target {
+    User,
+    Topic,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TargetLabels {
+    target: Target,
+}
+
+/// Handles to every publish metric; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    requests: Family<OutcomeLabels, Counter>,
+    events: Family<TargetLabels, Counter>,
+    pub latency: Histogram,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            events: Family::default(),
+            // 50µs .. ~3.3s
+            latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 17)),
+        };
+        let r = registry.sub_registry_with_prefix("herald_publish");
+        r.register("requests", "Publish calls, by outcome", m.requests.clone());
+        r.register(
+            "events",
+            "Events put on NATS, by target kind",
+            m.events.clone(),
+        );
+        r.register(
+            "duration_seconds",
+            "Time to validate and hand a Publish to NATS",
+            m.latency.clone(),
+        );
+        m
+    }
+
+    pub fn request(&self, outcome: Outcome) {
+        self.requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn events(&self, target: Target, count: u64) {
+        self.events
+            .get_or_create(&TargetLabels { target })
+            .inc_by(count);
+    }
+}

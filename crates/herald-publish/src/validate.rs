@@ -1,0 +1,177 @@
+//! Turning a `PublishRequest` into subjects and an envelope, or a clear
+//! `INVALID_ARGUMENT`. Everything is checked before anything is published,
+//! so a refused request has published nothing.
+
+use bytes::Bytes;
+use herald_core::envelope::{Envelope, check_event_type};
+use herald_core::subject::{Topic, UserId};
+use herald_proto::v1::{PublishRequest, publish_request::Target};
+
+use crate::config::Config;
+
+/// A request that passed every check.
+#[derive(Debug)]
+pub struct Publication {
+    /// Live subjects to publish on, one per distinct user or the topic.
+    pub subjects: Vec<String>,
+    pub envelope: Envelope,
+    pub kind: TargetKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Users,
+    Topic,
+}
+
+/// What was wrong with a request.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidRequest {
+    #[error("no target: set `users` (with at least one user id) or `topic`")]
+    NoTarget,
+    #[error("{count} users in one request; the limit is {max}")]
+    TooManyUsers { count: usize, max: usize },
+    #[error("user_ids[{index}]: {reason}")]
+    User { index: usize, reason: String },
+    #[error("topic: {0}")]
+    Topic(String),
+    #[error("event: {0}")]
+    Event(String),
+    #[error("data is {len} bytes; the limit is {max}")]
+    TooLarge { len: usize, max: usize },
+}
+
+impl From<InvalidRequest> for tonic::Status {
+    fn from(e: InvalidRequest) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}
+
+/// Checks `request` against the configured limits.
+pub fn validate(request: PublishRequest, config: &Config) -> Result<Publication, InvalidRequest> {
+    if request.data.len() > config.max_payload {
+        return Err(InvalidRequest::TooLarge {
+            len: request.data.len(),
+            max: config.max_payload,
+        });
+    }
+    check_event_type(&request.event).map_err(|e| InvalidRequest::Event(e.to_string()))?;
+    let (subjects, kind) = match request.target {
+        Some(Target::Users(users)) if !users.user_ids.is_empty() => (
+            user_subjects(&users.user_ids, config.max_users)?,
+            TargetKind::Users,
+        ),
+        Some(Target::Topic(topic)) => {
+            let topic = Topic::parse(&topic).map_err(|e| InvalidRequest::Topic(e.to_string()))?;
+            (vec![topic.subject()], TargetKind::Topic)
+        }
+        _ => return Err(InvalidRequest::NoTarget),
+    };
+    let event = Some(request.event).filter(|e| !e.is_empty());
+    Ok(Publication {
+        subjects,
+        envelope: Envelope {
+            event,
+            data: Bytes::from(request.data),
+        },
+        kind,
+    })
+}
+
+/// One subject per distinct user, in request order.
+fn user_subjects(ids: &[String], max: usize) -> Result<Vec<String>, InvalidRequest> {
+    if ids.len() > max {
+        return Err(InvalidRequest::TooManyUsers {
+            count: ids.len(),
+            max,
+        });
+    }
+    let mut subjects: Vec<String> = Vec::with_capacity(ids.len());
+    for (index, id) in ids.iter().enumerate() {
+        let user = UserId::parse(id).map_err(|e| InvalidRequest::User {
+            index,
+            reason: e.to_string(),
+        })?;
+        let subject = user.subject();
+        if !subjects.contains(&subject) {
+            subjects.push(subject);
+        }
+    }
+    Ok(subjects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_proto::v1::UserTarget;
+
+    fn users(ids: &[&str]) -> Option<Target> {
+        Some(Target::Users(UserTarget {
+            user_ids: ids.iter().map(|s| s.to_string()).collect(),
+        }))
+    }
+
+    fn request(target: Option<Target>, data: &str) -> PublishRequest {
+        PublishRequest {
+            target,
+            data: data.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn config() -> Config {
+        Config {
+            node_id: "t".into(),
+            api_token: None,
+            max_payload: 8,
+            max_users: 3,
+        }
+    }
+
+    #[test]
+    fn users_become_distinct_safe_subjects() {
+        let p = validate(request(users(&["a.>", "b", "a.>"]), "hi"), &config()).unwrap();
+        assert_eq!(p.subjects, vec!["herald.u.a~2E~3E", "herald.u.b"]);
+        assert_eq!(p.kind, TargetKind::Users);
+        assert_eq!(p.envelope.event, None);
+    }
+
+    #[test]
+    fn every_bad_request_is_named() {
+        let c = config();
+        assert_eq!(
+            validate(request(None, ""), &c).unwrap_err(),
+            InvalidRequest::NoTarget
+        );
+        assert_eq!(
+            validate(request(users(&[]), ""), &c).unwrap_err(),
+            InvalidRequest::NoTarget
+        );
+        assert!(matches!(
+            validate(request(users(&["ok", ""]), ""), &c).unwrap_err(),
+            InvalidRequest::User { index: 1, .. }
+        ));
+        assert!(matches!(
+            validate(request(users(&["a", "b", "c", "d"]), ""), &c).unwrap_err(),
+            InvalidRequest::TooManyUsers { count: 4, max: 3 }
+        ));
+        assert_eq!(
+            validate(request(users(&["a"]), "123456789"), &c).unwrap_err(),
+            InvalidRequest::TooLarge { len: 9, max: 8 }
+        );
+        assert!(matches!(
+            validate(request(Some(Target::Topic("a b".into())), ""), &c).unwrap_err(),
+            InvalidRequest::Topic(_)
+        ));
+        assert!(matches!(
+            validate(request(Some(Target::Topic(String::new())), ""), &c).unwrap_err(),
+            InvalidRequest::Topic(_)
+        ));
+        let mut evil_event = request(users(&["a"]), "");
+        evil_event.event = "x\nid: 1".into();
+        assert!(matches!(
+            validate(evil_event, &c).unwrap_err(),
+            InvalidRequest::Event(_)
+        ));
+    }
+}
