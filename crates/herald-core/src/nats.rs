@@ -19,3 +19,21 @@ pub async fn connect(
         .connect(urls.join(","))
         .await
 }
+
+/// Waits for one round trip to the server. The server handles a client's
+/// operations in order, so once this returns it has processed everything
+/// this client sent before, e.g. a new subscription. (`flush` only empties
+/// the client's write buffer.) The request goes to a subject nobody serves,
+/// so the server itself answers at once with "no responders".
+pub async fn round_trip(client: &async_nats::Client) -> Result<(), async_nats::RequestError> {
+    use async_nats::RequestErrorKind;
+    let subject = format!(
+        "_herald.ping.{}",
+        client.new_inbox().rsplit('.').next().unwrap_or("x")
+    );
+    match client.request(subject, bytes::Bytes::new()).await {
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => Err(e),
+        Ok(_) => Ok(()), // someone answered: still a round trip
+    }
+}

@@ -144,9 +144,9 @@ struct SubjectTask {
 impl SubjectTask {
     async fn run(mut self, ready: watch::Sender<Option<bool>>) {
         let subscribed = self.nats.subscribe(self.subject.clone()).await;
-        // The flush makes sure the server has our interest before the
-        // client hears that its stream is open.
-        let flushed = self.nats.flush().await;
+        // The server must have our interest before the client hears that
+        // its stream is open, or an event published meanwhile is missed.
+        let flushed = herald_core::nats::round_trip(&self.nats).await;
         let mut subscription = match (subscribed, flushed) {
             (Ok(s), Ok(())) => s,
             (Err(e), _) => return self.fail(&ready, &e),

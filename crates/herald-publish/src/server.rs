@@ -1,10 +1,12 @@
 //! Serving the gRPC API: Publisher (behind the API token), health and reflection.
 
 use herald_core::admin::Readiness;
+use herald_core::subject::MAX_ID_LEN;
 use herald_proto::v1::publisher_server::PublisherServer;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::auth::ApiToken;
@@ -54,7 +56,11 @@ impl PublishServer {
             self.service.config.api_token.clone(),
             self.service.metrics.clone(),
         );
-        let publisher = PublisherServer::with_interceptor(self.service, move |r| token.check(r));
+        // Refuse before decoding anything larger than the largest valid request.
+        let config = &self.service.config;
+        let max_request = config.max_payload + config.max_users * (MAX_ID_LEN + 8) + 4096;
+        let publisher = PublisherServer::new(self.service).max_decoding_message_size(max_request);
+        let publisher = InterceptedService::new(publisher, move |r| token.check(r));
 
         let ready = self.ready.clone();
         let stopping = async move {

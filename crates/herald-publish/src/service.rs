@@ -56,7 +56,7 @@ impl PublishService {
             };
             sent.map_err(|e| Status::unavailable(format!("NATS refused the event: {e}")))?;
         }
-        // Return only once the NATS server has the events.
+        // Surface a broken connection now rather than after the call returned.
         self.nats
             .flush()
             .await
