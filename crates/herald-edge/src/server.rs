@@ -10,7 +10,7 @@ use bytes::Bytes;
 use herald_core::admin::Readiness;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
@@ -28,6 +28,9 @@ pub type Body = BoxBody<Bytes, Infallible>;
 
 /// How long idle HTTP connections get to close after the streams are gone.
 const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// A client must send its request head within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn full(bytes: Bytes) -> Body {
     BodyExt::boxed(Full::new(bytes))
@@ -80,7 +83,12 @@ impl Edge {
         let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder
             .http2()
+            .timer(TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(30)));
         let accept = |stream: TcpStream| self.spawn_connection(&builder, &graceful, stream);
 

@@ -1,0 +1,213 @@
+//! Delivery under pressure and over HTTP/2: a slow consumer is closed and
+//! counted without stalling anyone; h2c streams work like HTTP/1.1 ones.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_e2e::*;
+use herald_testing::sse::SseStream;
+use herald_testing::token::Claims;
+use herald_testing::{NatsServer, eventually};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Opens a stream over a raw socket with a tiny receive buffer, reads the
+/// response head, and then reads nothing more.
+async fn stalled_client(edge: &Running, token: &str, topic: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(edge.addr).await.unwrap();
+    let request = format!(
+        "GET /v1/events?topic={topic} HTTP/1.1\r\nhost: edge\r\nauthorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = stream.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_closed_and_counted_while_others_keep_up() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let mut config = edge_config("edge");
+    config.queue_capacity = 64;
+    let edge = start_edge(&nats.client_url(), config).await;
+
+    let mut slow = stalled_client(
+        &edge,
+        &Claims::new("slow").topics(&["firehose"]).hs256(SECRET),
+        "firehose",
+    )
+    .await;
+    let fast_token = Claims::new("fast").topics(&["firehose"]).hs256(SECRET);
+    let mut fast = SseStream::open(
+        &reqwest::Client::new(),
+        &events_url(&edge, &["firehose"]),
+        &fast_token,
+    )
+    .await;
+
+    let mut client = publisher(&publish).await;
+    let payload = "x".repeat(8 * 1024);
+    const EVENTS: usize = 3000;
+    let reader = tokio::spawn(async move {
+        for i in 0..EVENTS {
+            let event = fast.next().await;
+            assert_eq!(
+                &event.data[..event.data.len().min(8)],
+                &format!("{i:08}")[..],
+                "event {i} in order"
+            );
+        }
+        fast
+    });
+    for i in 0..EVENTS {
+        publish_to_topic(&mut client, "firehose", &format!("{i:08}{payload}")).await;
+    }
+    let kept_up = tokio::time::timeout(Duration::from_secs(60), reader).await;
+    let closes = edge.metrics().await;
+    let _fast = kept_up
+        .expect("fast reader kept up")
+        .unwrap_or_else(|e| panic!("{e}; metrics:\n{closes}"));
+
+    assert_eq!(
+        edge.metric("herald_edge_slow_consumer_closes_total").await,
+        1.0
+    );
+    assert_eq!(
+        edge.metric("herald_edge_closes_total{reason=\"SlowConsumer\"}")
+            .await,
+        1.0
+    );
+    // The stalled client's connection was dropped: reading now drains what
+    // the kernel buffered and then hits the end.
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    });
+    drained
+        .await
+        .expect("the slow consumer's connection is closed");
+    eventually(Duration::from_secs(5), "one open stream left", || async {
+        (edge.metric("herald_edge_connections").await == 1.0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn streams_work_over_h2c_with_prior_knowledge() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let token = Claims::new("alice").topics(&["news"]).hs256(SECRET);
+
+    // Two streams multiplexed on one HTTP/2 connection.
+    let mut tabs = Vec::new();
+    for topics in [&["news"][..], &[][..]] {
+        let response = h2
+            .get(events_url(&edge, topics))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        tabs.push(eventsource_stream::Eventsource::eventsource(
+            response.bytes_stream(),
+        ));
+    }
+    let mut client = publisher(&publish).await;
+    publish_to_users(&mut client, &["alice"], "over h2").await;
+    for tab in &mut tabs {
+        let event = tokio::time::timeout(Duration::from_secs(10), tab.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.data, "over h2");
+    }
+    publish_to_topic(&mut client, "news", "topic over h2").await;
+    let event = tokio::time::timeout(Duration::from_secs(10), tabs[0].next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.data, "topic over h2");
+}
+
+#[tokio::test]
+async fn first_bytes_arrive_at_once_and_heartbeats_follow() {
+    let nats = NatsServer::start();
+    let mut config = edge_config("edge-hb");
+    config.heartbeat = Duration::from_millis(200);
+    let edge = start_edge(&nats.client_url(), config).await;
+    let token = Claims::new("alice").hs256(SECRET);
+    let response = reqwest::Client::new()
+        .get(events_url(&edge, &[]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(2), body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"retry: 2000\n: herald edge edge-hb\n\n");
+    let mut seen = Vec::new();
+    while seen.windows(12).filter(|w| w == b": heartbeat\n").count() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(2), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.extend_from_slice(&chunk);
+    }
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_token_expires() {
+    let nats = NatsServer::start();
+    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let exp = herald_testing::token::now() + 2;
+    let token = Claims::new("alice").expires_at(exp).hs256(SECRET);
+    let response = reqwest::Client::new()
+        .get(events_url(&edge, &[]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(10), response.text())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        text.ends_with(": closing: token expired\nretry: 2000\n\n"),
+        "{text:?}"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the close to be counted",
+        || async {
+            (edge
+                .metric("herald_edge_closes_total{reason=\"TokenExpired\"}")
+                .await
+                == 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+}
