@@ -1,0 +1,137 @@
+//! The Publish API's surroundings: API token, health checking, reflection,
+//! admin endpoints.
+
+use herald_e2e::*;
+use herald_proto::v1::{UserTarget, publish_request::Target};
+use herald_testing::NatsServer;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+const API_TOKEN: &str = "publish-api-token-0123";
+
+fn target() -> Target {
+    Target::Users(UserTarget {
+        user_ids: vec!["alice".into()],
+    })
+}
+
+#[tokio::test]
+async fn the_api_token_is_enforced() {
+    let nats = NatsServer::start();
+    let mut config = herald_publish::Config::defaults("p");
+    config.api_token = Some(API_TOKEN.into());
+    let publish = start_publish(&nats.client_url(), config).await;
+    let mut client = publisher(&publish).await;
+
+    let status = publish_with(&mut client, None).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(status.message().contains("missing"), "{}", status.message());
+    let status = publish_with(&mut client, Some("Bearer wrong-token-wrong-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let ok = publish_with(&mut client, Some(&format!("Bearer {API_TOKEN}")))
+        .await
+        .unwrap();
+    assert_eq!(ok.event_id, "", "no ids until events are persisted");
+    assert_eq!(
+        publish
+            .metric("herald_publish_requests_total{outcome=\"Unauthenticated\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        publish
+            .metric("herald_publish_requests_total{outcome=\"Ok\"}")
+            .await,
+        1.0
+    );
+}
+
+async fn publish_with(
+    client: &mut herald_proto::v1::publisher_client::PublisherClient<tonic::transport::Channel>,
+    authorization: Option<&str>,
+) -> Result<herald_proto::v1::PublishResponse, tonic::Status> {
+    let mut request = tonic::Request::new(herald_proto::v1::PublishRequest {
+        target: Some(target()),
+        data: "x".into(),
+        ..Default::default()
+    });
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().unwrap());
+    }
+    client
+        .publish(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn health_reflection_and_admin_are_served() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+
+    let channel = tonic::transport::Channel::from_shared(publish.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    let request = HealthCheckRequest {
+        service: "herald.v1.Publisher".into(),
+    };
+    let status = health.check(request).await.unwrap().into_inner().status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer: {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"herald.v1.Publisher".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+
+    let admin = format!("http://{}", publish.admin);
+    assert_eq!(
+        reqwest::get(format!("{admin}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{admin}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = publish.metrics().await;
+    assert!(
+        metrics.contains("# TYPE herald_publish_duration_seconds histogram"),
+        "{metrics}"
+    );
+    publish.stop().await;
+}

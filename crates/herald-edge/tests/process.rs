@@ -1,0 +1,232 @@
+//! The herald-edge binary as operators run it: misconfiguration exits with
+//! one line and code 2; SIGTERM drains.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_testing::token::Claims;
+use herald_testing::{NatsServer, eventually};
+
+const SECRET: &str = "process-test-secret-0123";
+
+fn free_addr() -> String {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+fn edge(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald-edge"));
+    command.args(args).env_clear().stdin(Stdio::null());
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    edge(args).output().unwrap()
+}
+
+/// Asserts exit code 2 and one stderr line that mentions `flag`.
+fn assert_misconfigured(output: Output, flag: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(flag), "{stderr:?} should name {flag}");
+}
+
+#[test]
+fn misconfiguration_is_one_line_and_exit_code_2() {
+    let nats = NatsServer::start();
+    let url = nats.client_url();
+    let listen = free_addr();
+    let admin = free_addr();
+    let base = [
+        "--nats-url",
+        &url,
+        "--listen",
+        &listen,
+        "--admin-listen",
+        &admin,
+    ];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let run_with = |extra: &[&'static str]| {
+        let args = with(extra);
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    assert_misconfigured(run_with(&[]), "--jwt-secret");
+    assert_misconfigured(run_with(&["--jwt-secret", "short"]), "--jwt-secret");
+    assert_misconfigured(
+        run_with(&["--jwt-public-key", "/nonexistent.pem"]),
+        "--jwt-public-key",
+    );
+    assert_misconfigured(
+        run_with(&["--jwt-secret", SECRET, "--heartbeat", "soon"]),
+        "--heartbeat",
+    );
+    assert_misconfigured(
+        run(&["--listen", "not-an-address", "--jwt-secret", SECRET]),
+        "--listen",
+    );
+    let dead = free_addr();
+    let unreachable = format!("nats://{dead}");
+    assert_misconfigured(
+        run(&[
+            "--nats-url",
+            &unreachable,
+            "--jwt-secret",
+            SECRET,
+            "--listen",
+            &listen,
+            "--admin-listen",
+            &admin,
+        ]),
+        "--nats-url",
+    );
+    // The environment works as well as flags.
+    let output = edge(&[])
+        .env("HERALD_LISTEN", "nope")
+        .env("HERALD_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_misconfigured(output, "--listen");
+}
+
+#[test]
+fn help_explains_every_flag_and_its_variable() {
+    let output = run(&["--help"]);
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "HERALD_NATS_URL",
+        "HERALD_LISTEN",
+        "HERALD_ADMIN_LISTEN",
+        "HERALD_NODE_ID",
+        "HERALD_JWT_SECRET",
+        "HERALD_JWT_PUBLIC_KEY",
+        "HERALD_HEARTBEAT",
+        "HERALD_LOG_FORMAT",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_readiness_new_connects_and_open_streams() {
+    let nats = NatsServer::start();
+    let (listen, admin) = (free_addr(), free_addr());
+    let url = nats.client_url();
+    let args = [
+        "--nats-url",
+        &url,
+        "--listen",
+        &listen,
+        "--admin-listen",
+        &admin,
+        "--jwt-secret",
+        SECRET,
+        "--drain-window",
+        "1s",
+        "--drain-grace",
+        "10s",
+        "--log-format",
+        "json",
+    ];
+    let mut process = Process(edge(&args).stderr(Stdio::null()).spawn().unwrap());
+    let http = reqwest::Client::new();
+    let readyz = format!("http://{admin}/readyz");
+    eventually(Duration::from_secs(10), "the edge to be ready", || async {
+        let r = http.get(&readyz).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+
+    let events = format!("http://{listen}/v1/events");
+    let mut streams = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        let response = http
+            .get(&events)
+            .bearer_auth(Claims::new(user).hs256(SECRET))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.bytes_stream();
+        let first = body.next().await.unwrap().unwrap();
+        assert!(first.starts_with(b"retry: "));
+        streams.push(body);
+    }
+
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &process.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    eventually(
+        Duration::from_secs(5),
+        "/readyz to turn unready",
+        || async {
+            let r = http.get(&readyz).send().await.ok()?;
+            (r.status() == 503).then_some(())
+        },
+    )
+    .await;
+    let refused = http
+        .get(&events)
+        .bearer_auth(Claims::new("dave").hs256(SECRET))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "draining");
+
+    for mut stream in streams {
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(chunk) = stream.next().await {
+                rest.extend_from_slice(&chunk.expect("the stream ends cleanly, not with an error"));
+            }
+        });
+        ended
+            .await
+            .expect("the stream ends within the drain window");
+        let text = String::from_utf8_lossy(&rest);
+        let last = text.trim_end().lines().last().unwrap_or_default();
+        let retry: u64 = last
+            .strip_prefix("retry: ")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{text:?}"));
+        assert!(
+            (2000..=4000).contains(&retry),
+            "jittered retry hint {retry}"
+        );
+        assert!(text.contains(": closing: edge draining\n"), "{text:?}");
+    }
+
+    let status = tokio::task::spawn_blocking(move || process.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the edge exits cleanly after draining: {status:?}"
+    );
+}
