@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Starts a local Herald stack in the foreground: nats-server with JetStream,
+# herald-publish and herald-edge, all on 127.0.0.1. Prints how to connect
+# and publish; Ctrl-C stops everything.
+#
+# Ports (override with the environment): NATS 4222 (monitoring 8222),
+# edge 8080 (admin 9090), publish 50051 (admin 9091).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+
+NATS_PORT="${NATS_PORT:-4222}"
+NATS_MONITOR_PORT="${NATS_MONITOR_PORT:-8222}"
+EDGE_PORT="${EDGE_PORT:-8080}"
+EDGE_ADMIN_PORT="${EDGE_ADMIN_PORT:-9090}"
+PUBLISH_PORT="${PUBLISH_PORT:-50051}"
+PUBLISH_ADMIN_PORT="${PUBLISH_ADMIN_PORT:-9091}"
+# A development secret; production edges get theirs from a secret store.
+export HERALD_JWT_SECRET="${HERALD_JWT_SECRET:-herald-local-dev-secret}"
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in "$NATS_PORT" "$NATS_MONITOR_PORT" "$EDGE_PORT" "$EDGE_ADMIN_PORT" "$PUBLISH_PORT" "$PUBLISH_ADMIN_PORT"; do
+  if port_busy "$port"; then
+    echo "error: port $port on 127.0.0.1 is in use; stop what holds it or set the matching *_PORT variable" >&2
+    exit 1
+  fi
+done
+
+nats_server="$(scripts/nats-server.sh)"
+echo "building Herald (the first build takes a few minutes)..." >&2
+cargo build --locked -p herald-edge -p herald-publish -p herald-cli
+bin="$root/target/debug"
+
+state="$root/.stack"
+mkdir -p "$state/nats"
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo >&2
+  echo "stopping..." >&2
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+wait_http() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "error: nothing listens on 127.0.0.1:$1 after 10s; see $state/*.log" >&2
+  exit 1
+}
+
+"$nats_server" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" -js -sd "$state/nats" >"$state/nats.log" 2>&1 &
+pids+=($!)
+wait_http "$NATS_PORT"
+
+export HERALD_NATS_URL="nats://127.0.0.1:$NATS_PORT"
+"$bin/herald-publish" --listen "127.0.0.1:$PUBLISH_PORT" --admin-listen "127.0.0.1:$PUBLISH_ADMIN_PORT" \
+  --node-id publish-1 >"$state/publish.log" 2>&1 &
+pids+=($!)
+"$bin/herald-edge" --listen "127.0.0.1:$EDGE_PORT" --admin-listen "127.0.0.1:$EDGE_ADMIN_PORT" \
+  --node-id edge-1 >"$state/edge.log" 2>&1 &
+pids+=($!)
+wait_http "$PUBLISH_PORT"
+wait_http "$EDGE_PORT"
+
+token="$("$bin/herald" token --sub alice --topic news --ttl 24h)"
+cat <<MSG
+
+Herald is running (logs in $state/):
+  NATS          nats://127.0.0.1:$NATS_PORT   (monitoring http://127.0.0.1:$NATS_MONITOR_PORT)
+  herald-edge   http://127.0.0.1:$EDGE_PORT/v1/events   (admin http://127.0.0.1:$EDGE_ADMIN_PORT/metrics)
+  herald-publish 127.0.0.1:$PUBLISH_PORT gRPC   (admin http://127.0.0.1:$PUBLISH_ADMIN_PORT/metrics)
+
+In another terminal, follow alice's stream and the "news" topic:
+
+  curl -N -H 'Authorization: Bearer $token' 'http://127.0.0.1:$EDGE_PORT/v1/events?topic=news'
+
+and in a third, publish:
+
+  $bin/herald publish --addr http://127.0.0.1:$PUBLISH_PORT --user alice --data 'hello alice'
+  $bin/herald publish --addr http://127.0.0.1:$PUBLISH_PORT --topic news --event headline --data 'hello news'
+
+Mint tokens for other users with:
+  HERALD_JWT_SECRET=$HERALD_JWT_SECRET $bin/herald token --sub bob --topic news
+
+Ctrl-C stops the stack.
+MSG
+
+wait -n "${pids[@]}" || true
+echo "a service exited; see $state/*.log" >&2
