@@ -1,5 +1,5 @@
-# Builds every Herald binary; pick one with the container command.
 # syntax=docker/dockerfile:1
+# Builds every Herald binary; pick one with the container command.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so code changes reuse the cached layer.
