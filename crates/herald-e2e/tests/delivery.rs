@@ -77,7 +77,7 @@ async fn a_slow_consumer_is_closed_and_counted_while_others_keep_up() {
         1.0
     );
     assert_eq!(
-        edge.metric("herald_edge_closes_total{reason=\"SlowConsumer\"}")
+        edge.metric("herald_edge_closes_total{reason=\"slow_consumer\"}")
             .await,
         1.0
     );
@@ -195,7 +195,7 @@ async fn a_stream_ends_when_its_token_expires() {
         .unwrap()
         .unwrap();
     assert!(
-        text.ends_with(": closing: token expired\nretry: 2000\n\n"),
+        text.ends_with(": closing: token_expired\nretry: 2000\n\n"),
         "{text:?}"
     );
     eventually(
@@ -203,7 +203,7 @@ async fn a_stream_ends_when_its_token_expires() {
         "the close to be counted",
         || async {
             (edge
-                .metric("herald_edge_closes_total{reason=\"TokenExpired\"}")
+                .metric("herald_edge_closes_total{reason=\"token_expired\"}")
                 .await
                 == 1.0)
                 .then_some(())

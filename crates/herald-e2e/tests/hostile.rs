@@ -280,7 +280,7 @@ async fn bad_publish_requests_are_invalid_argument_and_publish_nothing() {
     assert_eq!(stream.next().await.data, "still fine");
     let invalid = s
         .publish
-        .metric("herald_publish_requests_total{outcome=\"InvalidArgument\"}")
+        .metric("herald_publish_requests_total{outcome=\"invalid_argument\"}")
         .await;
     assert!(invalid >= 7.0, "{invalid}");
 }

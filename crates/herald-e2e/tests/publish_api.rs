@@ -40,13 +40,13 @@ async fn the_api_token_is_enforced() {
     assert_eq!(ok.event_id, "", "no ids until events are persisted");
     assert_eq!(
         publish
-            .metric("herald_publish_requests_total{outcome=\"Unauthenticated\"}")
+            .metric("herald_publish_requests_total{outcome=\"unauthenticated\"}")
             .await,
         2.0
     );
     assert_eq!(
         publish
-            .metric("herald_publish_requests_total{outcome=\"Ok\"}")
+            .metric("herald_publish_requests_total{outcome=\"ok\"}")
             .await,
         1.0
     );

@@ -1,13 +1,13 @@
 //! The edge's Prometheus metrics.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Why a stream ended: the operators' answer to "did it close normally?".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloseReason {
     /// The client went away (its connection closed or a write to it failed).
     ClientGone,
@@ -22,19 +22,26 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The metric label, also named in the stream's closing comment.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::ClientGone => "client gone",
-            Self::SlowConsumer => "slow consumer",
-            Self::TokenExpired => "token expired",
-            Self::Drain => "edge draining",
-            Self::ServerError => "server error",
+            Self::ClientGone => "client_gone",
+            Self::SlowConsumer => "slow_consumer",
+            Self::TokenExpired => "token_expired",
+            Self::Drain => "drain",
+            Self::ServerError => "server_error",
         }
     }
 }
 
+impl EncodeLabelValue for CloseReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
 /// Why a connect was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
     Unauthorized,
     Forbidden,
@@ -43,6 +50,21 @@ pub enum RejectReason {
     UserLimit,
     Draining,
     Unavailable,
+}
+
+impl EncodeLabelValue for RejectReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        let label = match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::BadRequest => "bad_request",
+            Self::NodeFull => "node_full",
+            Self::UserLimit => "user_limit",
+            Self::Draining => "draining",
+            Self::Unavailable => "unavailable",
+        };
+        std::fmt::Write::write_str(encoder, label)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -218,7 +218,7 @@ async fn sigterm_drains_readiness_new_connects_and_open_streams() {
             (2000..=4000).contains(&retry),
             "jittered retry hint {retry}"
         );
-        assert!(text.contains(": closing: edge draining\n"), "{text:?}");
+        assert!(text.contains(": closing: drain\n"), "{text:?}");
     }
 
     let status = tokio::task::spawn_blocking(move || process.0.wait())
