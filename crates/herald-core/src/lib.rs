@@ -8,11 +8,13 @@
 //! - [`nats`]: connecting to NATS.
 //! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` port.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
+//! - [`service`]: start-up (logging, binding, NATS) and the admin port beside a service.
 
 pub mod admin;
 pub mod cli;
 pub mod envelope;
 pub mod nats;
+pub mod service;
 pub mod shutdown;
 pub mod subject;
 pub mod telemetry;

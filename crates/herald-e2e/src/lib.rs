@@ -3,9 +3,9 @@
 //! through the same shutdown token a signal would cancel.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use herald_core::admin::{self, Readiness};
+use herald_core::admin::Readiness;
+use herald_core::service;
 use herald_proto::v1::publisher_client::PublisherClient;
 use herald_proto::v1::{PublishRequest, PublishResponse, UserTarget, publish_request::Target};
 use prometheus_client::registry::Registry;
@@ -41,18 +41,13 @@ impl Running {
         let addr = listener.local_addr().unwrap();
         let admin = admin_listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let stop_admin = CancellationToken::new();
-        tokio::spawn(admin::serve(
-            admin_listener,
-            Arc::new(registry),
-            ready,
-            stop_admin.clone(),
-        ));
         let serving = serve(listener, shutdown.clone());
-        let task = tokio::spawn(async move {
-            serving.await;
-            stop_admin.cancel();
-        });
+        let task = tokio::spawn(service::run_with_admin(
+            admin_listener,
+            registry,
+            ready,
+            serving,
+        ));
         Self {
             addr,
             admin,

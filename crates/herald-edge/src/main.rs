@@ -1,6 +1,4 @@
-use std::sync::Arc;
-
-use herald_core::{admin, cli, nats, shutdown, telemetry};
+use herald_core::{cli, service, shutdown};
 use herald_edge::{Args, Edge};
 use prometheus_client::registry::Registry;
 
@@ -10,45 +8,13 @@ async fn main() {
     let config = args
         .validate()
         .unwrap_or_else(|(flag, e)| cli::misconfigured(flag, e));
-    if let Err(e) = telemetry::init(args.common.log_format, &args.common.log) {
-        cli::misconfigured("--log", e);
-    }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .unwrap_or_else(|e| {
-            cli::misconfigured("--listen", format!("cannot bind {}: {e}", args.listen))
-        });
-    let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
-        .await
-        .unwrap_or_else(|e| {
-            cli::misconfigured(
-                "--admin-listen",
-                format!("cannot bind {}: {e}", args.admin_listen),
-            )
-        });
     let name = format!("herald-edge {}", config.node_id);
-    let client = nats::connect(&args.common.nats_url, &name)
-        .await
-        .unwrap_or_else(|e| {
-            cli::misconfigured(
-                "--nats-url",
-                format!("cannot connect to {}: {e}", args.common.nats_url.join(",")),
-            )
-        });
+    let started = service::start(&args.common, args.listen, args.admin_listen, &name).await;
 
     let mut registry = Registry::default();
-    let edge = Edge::new(config, client, &mut registry);
-    let shutdown = shutdown::on_signal();
-    // The admin port outlives the drain, so /readyz can report it.
-    let stop_admin = tokio_util::sync::CancellationToken::new();
-    let admin = tokio::spawn(admin::serve(
-        admin_listener,
-        Arc::new(registry),
-        edge.readiness(),
-        stop_admin.clone(),
-    ));
+    let edge = Edge::new(config, started.nats, &mut registry);
+    let ready = edge.readiness();
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, "herald-edge serving");
-    edge.serve(listener, shutdown).await;
-    stop_admin.cancel();
-    let _ = admin.await;
+    let serving = edge.serve(started.listener, shutdown::on_signal());
+    service::run_with_admin(started.admin_listener, registry, ready, serving).await;
 }

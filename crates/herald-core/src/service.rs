@@ -1,0 +1,73 @@
+//! Start-up and run-time scaffolding every service binary shares, so each
+//! `main` only parses its flags and builds its service.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Readiness};
+use crate::cli::{self, CommonArgs};
+use crate::{nats, telemetry};
+
+/// What a service needs before it can serve: its sockets and NATS.
+pub struct Started {
+    pub listener: TcpListener,
+    pub admin_listener: TcpListener,
+    pub nats: async_nats::Client,
+}
+
+/// Starts logging, binds both addresses and connects to NATS; any failure
+/// ends the process with one line naming the flag, and exit code 2.
+pub async fn start(
+    common: &CommonArgs,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    name: &str,
+) -> Started {
+    if let Err(e) = telemetry::init(common.log_format, &common.log) {
+        cli::misconfigured("--log", e);
+    }
+    let listener = bind("--listen", listen).await;
+    let admin_listener = bind("--admin-listen", admin_listen).await;
+    let nats = nats::connect(&common.nats_url, name)
+        .await
+        .unwrap_or_else(|e| {
+            let urls = common.nats_url.join(",");
+            cli::misconfigured("--nats-url", format!("cannot connect to {urls}: {e}"))
+        });
+    Started {
+        listener,
+        admin_listener,
+        nats,
+    }
+}
+
+async fn bind(flag: &str, addr: SocketAddr) -> TcpListener {
+    TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| cli::misconfigured(flag, format!("cannot bind {addr}: {e}")))
+}
+
+/// Runs `serving` with the admin port beside it. The admin port stays up
+/// until `serving` returns, so `/readyz` can report a drain in progress.
+pub async fn run_with_admin(
+    admin_listener: TcpListener,
+    registry: Registry,
+    ready: Readiness,
+    serving: impl Future<Output = ()>,
+) {
+    let stop_admin = CancellationToken::new();
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::new(registry),
+        ready,
+        stop_admin.clone(),
+    ));
+    serving.await;
+    stop_admin.cancel();
+    let _ = admin.await;
+}
