@@ -32,6 +32,11 @@ pub struct CommonArgs {
     /// Log filter in `tracing` syntax, e.g. `info,herald_edge=debug`.
     #[arg(long, env = "HERALD_LOG", default_value = "info")]
     pub log: String,
+
+    /// OpenTelemetry collector for span export over OTLP/gRPC, e.g.
+    /// `http://otel-collector:4317`; unset = no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl CommonArgs {

@@ -18,6 +18,8 @@ pub struct Started {
     pub listener: TcpListener,
     pub admin_listener: TcpListener,
     pub nats: async_nats::Client,
+    /// Keeps span export running; flushes when dropped at exit.
+    pub telemetry: telemetry::Guard,
 }
 
 /// Starts logging, binds both addresses and connects to NATS; any failure
@@ -28,9 +30,14 @@ pub async fn start(
     admin_listen: SocketAddr,
     name: &str,
 ) -> Started {
-    if let Err(e) = telemetry::init(common.log_format, &common.log) {
-        cli::misconfigured("--log", e);
-    }
+    let service = name.split(' ').next().unwrap_or(name);
+    let telemetry = telemetry::init(
+        common.log_format,
+        &common.log,
+        service,
+        common.otlp_endpoint.as_deref(),
+    )
+    .unwrap_or_else(|e| cli::misconfigured("--log / --otlp-endpoint", e));
     let listener = bind("--listen", listen).await;
     let admin_listener = bind("--admin-listen", admin_listen).await;
     let nats = nats::connect(&common.nats_url, name)
@@ -43,6 +50,7 @@ pub async fn start(
         listener,
         admin_listener,
         nats,
+        telemetry,
     }
 }
 

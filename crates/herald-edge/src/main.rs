@@ -17,4 +17,5 @@ async fn main() {
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, "herald-edge serving");
     let serving = edge.serve(started.listener, shutdown::on_signal());
     service::run_with_admin(started.admin_listener, registry, ready, serving).await;
+    drop(started.telemetry);
 }

@@ -110,6 +110,7 @@ fn help_explains_every_flag_and_its_variable() {
         "HERALD_JWT_PUBLIC_KEY",
         "HERALD_HEARTBEAT",
         "HERALD_LOG_FORMAT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}");
     }

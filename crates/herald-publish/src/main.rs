@@ -29,4 +29,5 @@ async fn main() {
         }
     };
     service::run_with_admin(started.admin_listener, registry, ready, serving).await;
+    drop(started.telemetry);
 }
