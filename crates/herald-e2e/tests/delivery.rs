@@ -101,6 +101,123 @@ async fn a_slow_consumer_is_closed_and_counted_while_others_keep_up() {
     .await;
 }
 
+/// Opens an SSE stream on an HTTP/2 connection made with the `h2` crate,
+/// whose flow control the test controls: a small window, released only
+/// for data the test reads.
+async fn h2_stream(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    url: &str,
+    token: &str,
+) -> h2::RecvStream {
+    let request = http::Request::get(url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    let (response, _) = client
+        .clone()
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, true)
+        .unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_h2_stream_is_closed_while_its_sibling_keeps_up() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let mut config = edge_config("edge");
+    config.queue_capacity = 64;
+    let edge = start_edge(&nats.client_url(), config).await;
+    let tcp = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let (mut h2, connection) = h2::client::Builder::new()
+        .initial_window_size(64 * 1024)
+        // As browsers do: a connection window far above one stream's, so an
+        // unread stream cannot starve its siblings.
+        .initial_connection_window_size(16 * 1024 * 1024)
+        .handshake(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let url = events_url(&edge, &["firehose"]);
+    let token = |user: &str| Claims::new(user).topics(&["firehose"]).hs256(SECRET);
+
+    // Same connection: one stream never read, one read as fast as it comes.
+    let mut unread = h2_stream(&mut h2, &url, &token("slow")).await;
+    let mut fast = h2_stream(&mut h2, &url, &token("fast")).await;
+
+    const EVENTS: usize = 2000;
+    let reader = tokio::spawn(async move {
+        let (mut text, mut events) = (Vec::new(), 0);
+        while events < EVENTS {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), fast.data()).await;
+            let chunk = chunk
+                .expect("data within 10s")
+                .expect("stream open")
+                .unwrap();
+            fast.flow_control().release_capacity(chunk.len()).unwrap();
+            let scan_from = text.len().saturating_sub(6);
+            text.extend_from_slice(&chunk);
+            events += text[scan_from..]
+                .windows(7)
+                .filter(|w| w == b"data: 0")
+                .count();
+        }
+        text
+    });
+    let mut client = publisher(&publish).await;
+    let payload = "x".repeat(4 * 1024);
+    for i in 0..EVENTS {
+        publish_to_topic(&mut client, "firehose", &format!("0{i:07}{payload}")).await;
+    }
+    let text = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("fast reader kept up")
+        .unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let seq: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| &d[..8])
+        .collect();
+    let expected: Vec<String> = (0..EVENTS).map(|i| format!("0{i:07}")).collect();
+    assert_eq!(seq, expected, "every event, in order");
+
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        sample_value(&metrics, "herald_edge_slow_consumer_closes_total"),
+        1.0,
+        "{metrics}"
+    );
+
+    // Read again, the unread stream yields what was queued and then ends
+    // with the reason and a reconnect hint.
+    let mut rest = Vec::new();
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = unread.data().await {
+            let chunk = chunk.unwrap();
+            unread.flow_control().release_capacity(chunk.len()).unwrap();
+            rest.extend_from_slice(&chunk);
+        }
+    });
+    drained.await.expect("the detached stream ends once read");
+    assert!(rest.ends_with(b": closing: slow_consumer\nretry: 2000\n\n"));
+    eventually(
+        Duration::from_secs(5),
+        "the close to be counted by reason",
+        || async {
+            let closes = edge
+                .metric("herald_edge_closes_total{reason=\"slow_consumer\"}")
+                .await;
+            (closes == 1.0).then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn streams_work_over_h2c_with_prior_knowledge() {
     let nats = NatsServer::start();

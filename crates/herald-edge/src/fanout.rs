@@ -184,11 +184,17 @@ impl SubjectTask {
     fn deliver(&mut self, message: &async_nats::Message) {
         let envelope = Envelope::from_message(message);
         let frame = sse::event(envelope.event.as_deref(), &envelope.data);
+        let metrics = &self.metrics;
         self.members
             .retain(|_, member| match member.queue.try_send(frame.clone()) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    member.signal.close(CloseReason::SlowConsumer);
+                    // Counted here, at once: an HTTP/2 stream that stopped
+                    // reading ends only when its client reads it again or
+                    // the connection closes (HTTP/1.1 ones are dropped now).
+                    if member.signal.close(CloseReason::SlowConsumer) {
+                        metrics.slow_consumer_closes.inc();
+                    }
                     false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -197,7 +203,7 @@ impl SubjectTask {
 
     fn close_all(&mut self, reason: CloseReason) {
         for member in self.members.values() {
-            member.signal.close(reason);
+            let _ = member.signal.close(reason);
         }
         self.members.clear();
     }

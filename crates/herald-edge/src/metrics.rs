@@ -109,7 +109,7 @@ impl Metrics {
         );
         r.register(
             "slow_consumer_closes",
-            "Streams closed because the client read too slowly",
+            "Streams found too slow and detached from delivery (counted at once; closes_total counts them when the stream ends)",
             m.slow_consumer_closes.clone(),
         );
         r.register(
@@ -122,9 +122,6 @@ impl Metrics {
 
     pub fn closed(&self, reason: CloseReason) {
         self.closes.get_or_create(&CloseLabels { reason }).inc();
-        if reason == CloseReason::SlowConsumer {
-            self.slow_consumer_closes.inc();
-        }
     }
 
     pub fn rejected(&self, reason: RejectReason) {

@@ -39,16 +39,19 @@ impl Signal {
         })
     }
 
-    /// Closes the stream for `reason` unless it is already closing.
-    pub fn close(&self, reason: CloseReason) {
-        if self.reason.set(reason).is_ok() {
-            self.closed.cancel();
-            if reason == CloseReason::SlowConsumer
-                && let Some(transport) = &self.transport
-            {
-                transport.cancel();
-            }
+    /// Closes the stream for `reason` unless it is already closing;
+    /// returns whether this call was the one that closed it.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        if self.reason.set(reason).is_err() {
+            return false;
         }
+        self.closed.cancel();
+        if reason == CloseReason::SlowConsumer
+            && let Some(transport) = &self.transport
+        {
+            transport.cancel();
+        }
+        true
     }
 
     fn reason(&self) -> Option<CloseReason> {
@@ -170,7 +173,7 @@ impl Running {
     /// clients do not all come back in the same instant.
     fn finish(&mut self, reason: CloseReason) -> Bytes {
         self.done = true;
-        self.session.signal.close(reason);
+        let _ = self.session.signal.close(reason);
         let base = self.session.retry.as_millis() as u64;
         let retry = if reason == CloseReason::Drain {
             base + fastrand::u64(0..=base)
