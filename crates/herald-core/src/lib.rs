@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - [`subject`]: user ids and topics, validated and encoded into safe NATS subjects.
+//! - [`cursor`]: event ids, one stream position per history shard.
 //! - [`envelope`]: how an event travels on NATS (payload + `Herald-Event` header).
+//! - [`history`]: the sharded JetStream history streams.
 //! - [`cli`]: common flags and the exit-code-2 handling of misconfiguration.
 //! - [`telemetry`]: `tracing` setup, text or JSON.
 //! - [`nats`]: connecting to NATS.
@@ -12,7 +14,9 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cursor;
 pub mod envelope;
+pub mod history;
 pub mod nats;
 pub mod service;
 pub mod shutdown;
