@@ -127,6 +127,7 @@ pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Ru
         .unwrap();
     let mut registry = Registry::default();
     let server = herald_publish::PublishServer::new(config, nats, &mut registry);
+    server.ensure_history().await.expect("history streams");
     let ready = server.readiness();
     Running::start(registry, ready, |listener, shutdown| async move {
         server.serve(listener, shutdown).await.expect("gRPC server");
@@ -149,6 +150,19 @@ pub async fn publish_to_users(
         user_ids: users.iter().map(|u| u.to_string()).collect(),
     });
     publish(client, target, "", data).await.expect("publish")
+}
+
+/// Publishes `data` to `users` on core NATS (`ephemeral`), panicking on error.
+pub async fn publish_ephemeral(client: &mut PublisherClient<Channel>, users: &[&str], data: &str) {
+    let request = PublishRequest {
+        target: Some(Target::Users(UserTarget {
+            user_ids: users.iter().map(|u| u.to_string()).collect(),
+        })),
+        data: data.to_owned(),
+        ephemeral: true,
+        ..Default::default()
+    };
+    client.publish(request).await.expect("publish");
 }
 
 /// Publishes `data` to `topic`, panicking on error.

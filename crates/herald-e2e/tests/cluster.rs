@@ -67,6 +67,8 @@ async fn events_reach_every_connection_of_their_user_and_no_one_else() {
     bob_tab3.assert_silent(QUIET).await; // bob's second tab does not follow news
 }
 
+/// Ephemeral events measure interest routing alone: persisted ones first
+/// travel to their history stream's leader, wherever it is placed.
 #[tokio::test]
 async fn events_cross_only_routes_to_nodes_with_interest() {
     let cluster = NatsCluster::start(3).await;
@@ -82,7 +84,7 @@ async fn events_cross_only_routes_to_nodes_with_interest() {
     // Nobody follows "nobody": 1,000 events stay on node 1.
     let before = route_out_msgs(n1).await;
     for i in 0..1000 {
-        publish_to_users(&mut client, &["nobody"], &format!("e{i}")).await;
+        publish_ephemeral(&mut client, &["nobody"], &format!("e{i}")).await;
     }
     let after = route_out_msgs(n1).await;
     assert_eq!(before.len(), 2, "two peers: {before:?}");
@@ -101,7 +103,7 @@ async fn events_cross_only_routes_to_nodes_with_interest() {
     wait_for_interest(&cluster, "n3", "herald.u.carol").await;
     let before = route_out_msgs(n1).await;
     for i in 0..1000 {
-        publish_to_users(&mut client, &["carol"], &format!("c{i}")).await;
+        publish_ephemeral(&mut client, &["carol"], &format!("c{i}")).await;
     }
     for i in 0..1000 {
         assert_eq!(stream.next().await.data, format!("c{i}"));

@@ -37,7 +37,12 @@ async fn the_api_token_is_enforced() {
     let ok = publish_with(&mut client, Some(&format!("Bearer {API_TOKEN}")))
         .await
         .unwrap();
-    assert_eq!(ok.event_id, "", "no ids until events are persisted");
+    assert_eq!(
+        ok.event_id.len(),
+        22,
+        "persisted events have an id: {:?}",
+        ok.event_id
+    );
     assert_eq!(
         publish
             .metric("herald_publish_requests_total{outcome=\"unauthenticated\"}")

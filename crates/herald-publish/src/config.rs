@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use herald_core::cli::CommonArgs;
+use herald_core::history::HistoryArgs;
 
 /// herald-publish: the gRPC Publish API internal services call to push events.
 #[derive(Debug, clap::Parser)]
@@ -11,6 +12,9 @@ use herald_core::cli::CommonArgs;
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub history: HistoryArgs,
 
     /// Address of the gRPC API (Publisher, health, reflection).
     #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:50051")]
@@ -40,6 +44,7 @@ pub struct Config {
     pub api_token: Option<String>,
     pub max_payload: usize,
     pub max_users: usize,
+    pub history: HistoryArgs,
 }
 
 impl Args {
@@ -59,6 +64,7 @@ impl Args {
             api_token: self.api_token.clone(),
             max_payload: self.max_payload,
             max_users: self.max_users,
+            history: self.history.clone(),
         })
     }
 }

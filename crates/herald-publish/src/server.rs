@@ -23,14 +23,27 @@ pub struct PublishServer {
 impl PublishServer {
     pub fn new(config: Config, nats: async_nats::Client, registry: &mut Registry) -> Self {
         let metrics = Metrics::register(registry);
+        let js = async_nats::jetstream::new(nats.clone());
         Self {
             service: PublishService {
                 nats,
+                js,
                 config,
                 metrics,
             },
             ready: Readiness::default(),
         }
+    }
+
+    /// Creates or updates the history streams; call before serving.
+    pub async fn ensure_history(
+        &self,
+    ) -> Result<(), async_nats::jetstream::context::CreateStreamError> {
+        self.service
+            .config
+            .history
+            .ensure_streams(&self.service.js)
+            .await
     }
 
     pub fn readiness(&self) -> Readiness {

@@ -121,10 +121,9 @@ mod tests {
 
     fn config() -> Config {
         Config {
-            node_id: "t".into(),
-            api_token: None,
             max_payload: 8,
             max_users: 3,
+            ..Config::defaults("t")
         }
     }
 

@@ -199,7 +199,25 @@ impl NatsCluster {
             .collect();
         let cluster = Self { nodes };
         cluster.wait_for_mesh().await;
+        cluster.wait_for_jetstream().await;
         cluster
+    }
+
+    /// Waits until every node knows the JetStream meta leader, so streams
+    /// can be created.
+    pub async fn wait_for_jetstream(&self) {
+        for node in &self.nodes {
+            crate::eventually(
+                Duration::from_secs(30),
+                "a JetStream meta leader",
+                || async {
+                    let jsz = node.monitor("/jsz").await;
+                    let leader = jsz["meta_cluster"]["leader"].as_str().unwrap_or_default();
+                    (!leader.is_empty()).then_some(())
+                },
+            )
+            .await;
+        }
     }
 
     /// Waits until every node routes to every other node.
