@@ -222,7 +222,12 @@ async fn payloads_arrive_as_published_through_a_spec_parser() {
             "{payload:?}"
         );
         assert_eq!(event.event, if i % 2 == 0 { "message" } else { "typed" });
-        assert_eq!(event.id, "", "no payload can set an id");
+        assert_ne!(event.id, "7", "no payload can set an id");
+        assert!(
+            herald_core::cursor::Cursor::decode(&event.id).is_ok(),
+            "{:?}",
+            event.id
+        );
     }
     stream.assert_silent(QUIET).await;
 }

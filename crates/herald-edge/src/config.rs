@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::cli::{CommonArgs, parse_duration};
+use herald_core::history::HistoryArgs;
 
 use crate::auth::Authenticator;
 
@@ -15,6 +16,9 @@ use crate::auth::Authenticator;
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub history: HistoryArgs,
 
     /// Address for SSE clients (GET /v1/events).
     #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:8080")]
@@ -80,6 +84,7 @@ pub struct Config {
     pub queue_capacity: usize,
     pub drain_window: Duration,
     pub drain_grace: Duration,
+    pub history: HistoryArgs,
 }
 
 impl Args {
@@ -129,6 +134,7 @@ impl Args {
             queue_capacity: self.queue_capacity,
             drain_window: self.drain_window,
             drain_grace: self.drain_grace,
+            history: self.history.clone(),
         })
     }
 }

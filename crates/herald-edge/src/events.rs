@@ -17,9 +17,11 @@ use crate::auth::Claims;
 use crate::error::ApiError;
 use crate::fanout::Member;
 use crate::metrics::RejectReason;
+use crate::replay::{self, Replay, ResumeError};
 use crate::server::{Body, State};
 use crate::session::{Guard, Session, Signal};
 use crate::sse;
+use herald_core::cursor::Cursor;
 
 /// A stream outlives no token by more than this, even one with a far `exp`.
 const MAX_STREAM_SECS: u64 = 366 * 24 * 3600;
@@ -86,6 +88,7 @@ async fn open<B>(
         )
     })?;
     let topics = requested_topics(query, &claims, state.config.max_topics)?;
+    let cursor = last_event_id(req.headers(), query)?;
     let permit = state.admission.admit(user.as_str()).map_err(|e| match e {
         AdmitError::NodeFull(_) => ApiError::unavailable("node_full", e, 5, RejectReason::NodeFull),
         AdmitError::UserLimit(_) => ApiError::new(
@@ -128,9 +131,14 @@ async fn open<B>(
             })?;
     }
     drop(queue); // members hold the senders; the stream ends if all drop
+    // Live first, then the replay: what is published meanwhile is in the
+    // live queue, and the session drops what the replay already sent.
+    let (replay, cursor) = resume(state, cursor, &guard.subjects).await?;
 
     let session = Session {
         queue: inbox,
+        replay,
+        cursor,
         signal,
         heartbeat: state.config.heartbeat,
         expires: expiry_instant(claims.exp),
@@ -143,6 +151,64 @@ async fn open<B>(
     let body = session.into_stream(opening).map(|b| Ok(Frame::data(b)));
     tracing::debug!(user = user.as_str(), topics = topics.len(), "stream opened");
     Ok(stream_response(BodyExt::boxed(StreamBody::new(body))))
+}
+
+/// The resume cursor from `Last-Event-ID` or the `last_event_id` query
+/// parameter (for clients that cannot set headers); empty if neither.
+fn last_event_id(headers: &http::HeaderMap, query: Option<&str>) -> Result<Cursor, ApiError> {
+    let header = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().map(str::to_owned));
+    let id = match header {
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_cursor",
+                "Last-Event-ID is not ASCII",
+            ));
+        }
+        None => form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .find(|(k, _)| k == "last_event_id")
+            .map(|(_, v)| v.into_owned()),
+    };
+    match id.as_deref().map(str::trim) {
+        None | Some("") => Ok(Cursor::default()),
+        Some(id) => Cursor::decode(id).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                format!("{e}; reconnect without it to start from now"),
+            )
+        }),
+    }
+}
+
+/// Checks the cursor against history and starts the replay. The session's
+/// cursor keeps only the followed subjects' entries.
+async fn resume(
+    state: &State,
+    cursor: Cursor,
+    subjects: &[String],
+) -> Result<(Option<Replay>, Cursor), ApiError> {
+    if cursor.is_empty() {
+        return Ok((None, cursor));
+    }
+    let shards = state.config.history.history_shards;
+    let plan = replay::plan(&state.js, &cursor, subjects, shards)
+        .await
+        .map_err(|e| match e {
+            ResumeError::Future { .. } => ApiError::bad_request("invalid_cursor", e),
+            ResumeError::Unavailable(_) => {
+                ApiError::unavailable("history_unavailable", e, 2, RejectReason::Unavailable)
+            }
+        })?;
+    let mut kept = Cursor::default();
+    for subject in subjects {
+        let key = herald_core::cursor::key(subject);
+        if let Some(seq) = cursor.get(key) {
+            kept.set(key, seq);
+        }
+    }
+    Ok((Replay::start(plan), kept))
 }
 
 /// The `topic` query parameters, validated and checked against the claim.

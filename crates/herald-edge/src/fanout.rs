@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::StreamExt;
 use herald_core::envelope::Envelope;
+use herald_core::history::SEQUENCE_HEADER;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::{CloseReason, Metrics};
@@ -22,11 +23,20 @@ use crate::sse;
 /// Identifies one stream on this node.
 pub type ConnId = u64;
 
+/// One event on its way to a stream: framed once, shared by all.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub frame: Bytes,
+    /// The subject's cursor key and the event's stream sequence, for
+    /// persisted events; `None` for ephemeral ones (no id, no replay).
+    pub position: Option<(u32, u64)>,
+}
+
 /// What a subject task holds for one stream.
 #[derive(Debug, Clone)]
 pub struct Member {
     /// Bounded: when full, the stream is closed as a slow consumer.
-    pub queue: mpsc::Sender<Bytes>,
+    pub queue: mpsc::Sender<Delivery>,
     pub signal: Arc<Signal>,
 }
 
@@ -118,6 +128,7 @@ impl Fanout {
         let (ready_tx, ready) = watch::channel(None);
         let task = SubjectTask {
             subject: subject.to_owned(),
+            key: herald_core::cursor::key(subject),
             nats: self.nats.clone(),
             inbox,
             members: HashMap::new(),
@@ -132,9 +143,17 @@ impl Fanout {
     }
 }
 
+/// The stream sequence JetStream's RePublish put on a persisted event.
+fn sequence(message: &async_nats::Message) -> Option<u64> {
+    let headers = message.headers.as_ref()?;
+    headers.get(SEQUENCE_HEADER)?.as_str().parse().ok()
+}
+
 /// Owns one subject's subscription and members.
 struct SubjectTask {
     subject: String,
+    /// The subject's cursor key.
+    key: u32,
     nats: async_nats::Client,
     inbox: mpsc::UnboundedReceiver<Command>,
     members: HashMap<ConnId, Member>,
@@ -183,10 +202,13 @@ impl SubjectTask {
     /// Frames the event once and hands the same bytes to every member.
     fn deliver(&mut self, message: &async_nats::Message) {
         let envelope = Envelope::from_message(message);
-        let frame = sse::event(envelope.event.as_deref(), &envelope.data);
+        let delivery = Delivery {
+            frame: sse::event(envelope.event.as_deref(), &envelope.data),
+            position: sequence(message).map(|seq| (self.key, seq)),
+        };
         let metrics = &self.metrics;
         self.members
-            .retain(|_, member| match member.queue.try_send(frame.clone()) {
+            .retain(|_, member| match member.queue.try_send(delivery.clone()) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     // Counted here, at once: an HTTP/2 stream that stopped

@@ -9,7 +9,8 @@
 //! - [`auth`]: JWT from header, cookie or query.
 //! - [`admission`]: per-node and per-user connection limits.
 //! - [`fanout`]: one NATS subscription per subject, shared by local streams.
-//! - [`session`]: one stream's body: events, heartbeats, expiry, close.
+//! - [`session`]: one stream's body: events with ids, heartbeats, expiry, close.
+//! - [`replay`]: resuming from a `Last-Event-ID` cursor.
 //! - [`sse`]: event-stream framing.
 //! - [`drain`]: the jittered drain.
 //! - [`metrics`], [`error`].
@@ -22,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod fanout;
 pub mod metrics;
+pub mod replay;
 pub mod server;
 pub mod session;
 pub mod sse;

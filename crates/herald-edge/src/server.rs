@@ -43,6 +43,8 @@ pub struct State {
     pub admission: Arc<Admission>,
     pub drain: Arc<Drain>,
     pub metrics: Metrics,
+    /// History, for resuming from a cursor.
+    pub js: async_nats::jetstream::Context,
     /// Source of connection ids.
     pub next_id: AtomicU64,
 }
@@ -58,6 +60,7 @@ impl Edge {
     pub fn new(config: Config, nats: async_nats::Client, registry: &mut Registry) -> Self {
         let metrics = Metrics::register(registry);
         let state = State {
+            js: async_nats::jetstream::new(nats.clone()),
             fanout: Fanout::new(nats, metrics.clone()),
             admission: Admission::new(config.max_connections, config.max_connections_per_user),
             drain: Arc::new(Drain::new(config.drain_window)),

@@ -12,9 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Permit;
 use crate::drain::Drain;
-use crate::fanout::{ConnId, Fanout};
+use crate::fanout::{ConnId, Delivery, Fanout};
 use crate::metrics::{CloseReason, Metrics};
+use crate::replay::Replay;
 use crate::sse;
+use herald_core::cursor::Cursor;
 
 /// At most this many queued events are written in one frame.
 const MAX_BATCH: u64 = 64;
@@ -88,7 +90,11 @@ impl Drop for Guard {
 
 /// Everything a stream needs while it runs.
 pub struct Session {
-    pub queue: mpsc::Receiver<Bytes>,
+    pub queue: mpsc::Receiver<Delivery>,
+    /// Missed events to send before the live queue, when resuming.
+    pub replay: Option<Replay>,
+    /// Where the client is: updated with every persisted event sent.
+    pub cursor: Cursor,
     pub signal: Arc<Signal>,
     pub heartbeat: Duration,
     pub expires: Instant,
@@ -106,7 +112,8 @@ struct Running {
 }
 
 impl Session {
-    /// The body: `opening` first, then events, heartbeats and a closing hint.
+    /// The body: `opening` first, then replayed and live events,
+    /// heartbeats, and a closing hint.
     pub fn into_stream(mut self, opening: Bytes) -> impl Stream<Item = Bytes> + Send {
         self.guard.opened = true;
         self.metrics.connects.inc();
@@ -129,44 +136,78 @@ impl Session {
     }
 }
 
+/// What the stream does next.
+enum Step {
+    Send(Delivery),
+    ReplayDone,
+    Heartbeat,
+    Close(CloseReason),
+}
+
 impl Running {
     async fn next_frame(&mut self) -> Option<Bytes> {
-        if self.done {
-            return None;
+        loop {
+            if self.done {
+                return None;
+            }
+            let s = &mut self.session;
+            let replaying = s.replay.is_some();
+            let step = tokio::select! {
+                biased;
+                _ = s.signal.closed.cancelled() => Step::Close(s.signal.reason().unwrap_or(CloseReason::ServerError)),
+                d = recv_replay(&mut s.replay), if replaying => d.map_or(Step::ReplayDone, Step::Send),
+                d = s.queue.recv(), if !replaying => d.map_or(Step::Close(CloseReason::ServerError), Step::Send),
+                _ = self.heartbeat.tick() => Step::Heartbeat,
+                _ = tokio::time::sleep_until(s.expires) => Step::Close(CloseReason::TokenExpired),
+                _ = s.drain.until(self.drain_turn) => Step::Close(CloseReason::Drain),
+            };
+            match step {
+                Step::Send(first) => {
+                    if let Some(frame) = self.batch(first) {
+                        return Some(frame);
+                    }
+                }
+                Step::ReplayDone => self.session.replay = None,
+                Step::Heartbeat => return Some(sse::heartbeat()),
+                Step::Close(reason) => return Some(self.finish(reason)),
+            }
         }
-        let s = &mut self.session;
-        let reason = tokio::select! {
-            biased;
-            _ = s.signal.closed.cancelled() => s.signal.reason().unwrap_or(CloseReason::ServerError),
-            event = s.queue.recv() => match event {
-                Some(first) => return Some(self.batch(first)),
-                None => CloseReason::ServerError,
-            },
-            _ = self.heartbeat.tick() => return Some(sse::heartbeat()),
-            _ = tokio::time::sleep_until(s.expires) => CloseReason::TokenExpired,
-            _ = s.drain.until(self.drain_turn) => CloseReason::Drain,
-        };
-        Some(self.finish(reason))
     }
 
-    /// Coalesces what is already queued into one write: fewer syscalls under load.
-    fn batch(&mut self, first: Bytes) -> Bytes {
-        let s = &mut self.session;
-        let Ok(second) = s.queue.try_recv() else {
-            s.metrics.delivered.inc();
-            return first;
-        };
-        let mut buf = BytesMut::with_capacity(first.len() * 4);
-        buf.extend_from_slice(&first);
-        buf.extend_from_slice(&second);
-        let mut count: u64 = 2;
-        while count < MAX_BATCH {
-            let Ok(next) = s.queue.try_recv() else { break };
-            buf.extend_from_slice(&next);
-            count += 1;
+    /// Writes `first` and whatever else is already queued into one frame:
+    /// fewer syscalls under load. `None` if all were duplicates.
+    fn batch(&mut self, first: Delivery) -> Option<Bytes> {
+        let mut buf = BytesMut::new();
+        let mut sent = u64::from(self.write(&mut buf, first));
+        let mut taken = 1;
+        while taken < MAX_BATCH {
+            let next = match &mut self.session.replay {
+                Some(replay) => replay.deliveries.try_recv(),
+                None => self.session.queue.try_recv(),
+            };
+            let Ok(next) = next else { break };
+            sent += u64::from(self.write(&mut buf, next));
+            taken += 1;
         }
-        s.metrics.delivered.inc_by(count);
-        buf.freeze()
+        self.session.metrics.delivered.inc_by(sent);
+        (!buf.is_empty()).then(|| buf.freeze())
+    }
+
+    /// Appends one event with its `id:` line; skips an event the client
+    /// already has (sent by the replay, then again live).
+    fn write(&mut self, buf: &mut BytesMut, delivery: Delivery) -> bool {
+        let cursor = &mut self.session.cursor;
+        if let Some((key, seq)) = delivery.position {
+            if cursor.get(key).is_some_and(|have| seq <= have) {
+                return false;
+            }
+            cursor.set(key, seq);
+            buf.extend_from_slice(b"id: ");
+            buf.extend_from_slice(cursor.encode().as_bytes());
+            buf.extend_from_slice(b"\n");
+        }
+        buf.extend_from_slice(&delivery.frame);
+        true
     }
 
     /// The last frame: a reconnect hint, spread out while draining so that
@@ -182,4 +223,8 @@ impl Running {
         };
         sse::closing(retry, reason.as_str())
     }
+}
+
+async fn recv_replay(replay: &mut Option<Replay>) -> Option<Delivery> {
+    replay.as_mut()?.deliveries.recv().await
 }

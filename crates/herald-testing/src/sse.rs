@@ -24,6 +24,12 @@ impl SseStream {
             .send()
             .await
             .expect("connect");
+        Self::from_response(response).await
+    }
+
+    /// Reads a response as an SSE stream; panics unless it is a 200.
+    pub async fn from_response(response: reqwest::Response) -> Self {
+        let url = response.url().to_string();
         let status = response.status();
         assert_eq!(
             status,

@@ -1,0 +1,220 @@
+//! Nothing lost on reconnect: `Last-Event-ID` resume from JetStream history.
+
+use std::time::Duration;
+
+use herald_e2e::*;
+use herald_testing::NatsServer;
+use herald_testing::sse::SseStream;
+use herald_testing::token::Claims;
+
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Opens alice's stream on `edge`, resuming from `last_id` if given.
+async fn open(edge: &Running, topics: &[&str], last_id: Option<&str>) -> SseStream {
+    let token = Claims::new("alice").topics(&["*"]).hs256(SECRET);
+    let mut request = reqwest::Client::new()
+        .get(events_url(edge, topics))
+        .bearer_auth(token);
+    if let Some(id) = last_id {
+        request = request.header("last-event-id", id);
+    }
+    SseStream::from_response(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn a_reconnect_gets_what_it_missed_once_and_in_order_on_any_edge() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let edge1 = start_edge(&nats.client_url(), edge_config("edge-1")).await;
+    let edge2 = start_edge(&nats.client_url(), edge_config("edge-2")).await;
+    let mut client = publisher(&publish).await;
+
+    let mut stream = open(&edge1, &["news"], None).await;
+    for i in 0..3 {
+        publish_to_users(&mut client, &["alice"], &format!("u{i}")).await;
+        publish_to_topic(&mut client, "news", &format!("t{i}")).await;
+    }
+    let mut last_id = String::new();
+    for i in 0..3 {
+        for want in [format!("u{i}"), format!("t{i}")] {
+            let event = stream.next().await;
+            assert_eq!(event.data, want);
+            assert!(!event.id.is_empty());
+            last_id = event.id;
+        }
+    }
+    drop(stream);
+
+    // Missed while away, on both the user stream and the topic.
+    for i in 3..6 {
+        publish_to_users(&mut client, &["alice"], &format!("u{i}")).await;
+        publish_to_topic(&mut client, "news", &format!("t{i}")).await;
+    }
+    let mut resumed = open(&edge2, &["news"], Some(&last_id)).await;
+    let mut users = Vec::new();
+    let mut topics = Vec::new();
+    for _ in 0..6 {
+        let event = resumed.next().await;
+        match &event.data[..1] {
+            "u" => users.push(event.data),
+            _ => topics.push(event.data),
+        }
+    }
+    assert_eq!(users, ["u3", "u4", "u5"]);
+    assert_eq!(topics, ["t3", "t4", "t5"]);
+    resumed.assert_silent(QUIET).await; // no duplicates
+    publish_to_users(&mut client, &["alice"], "live").await;
+    assert_eq!(resumed.next().await.data, "live");
+    resumed.assert_silent(QUIET).await;
+}
+
+#[tokio::test]
+async fn ten_thousand_events_survive_random_reconnects() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let edges = [
+        start_edge(&nats.client_url(), edge_config("edge-1")).await,
+        start_edge(&nats.client_url(), edge_config("edge-2")).await,
+    ];
+    const EVENTS: usize = 10_000;
+    // The first stream opens before publishing starts; every later one
+    // resumes from the last id it saw.
+    let mut stream = Some(open(&edges[0], &[], None).await);
+    let mut client = publisher(&publish).await;
+    let publishing = tokio::spawn(async move {
+        for i in 0..EVENTS {
+            publish_to_users(&mut client, &["alice"], &i.to_string()).await;
+        }
+    });
+
+    let mut rng = fastrand::Rng::with_seed(7);
+    let (mut received, mut last_id, mut reconnects) =
+        (Vec::with_capacity(EVENTS), None::<String>, 0);
+    while received.len() < EVENTS {
+        let before = received.len();
+        let edge = &edges[rng.usize(0..2)];
+        let mut stream = match stream.take() {
+            Some(first) => first,
+            None => open(edge, &[], last_id.as_deref()).await,
+        };
+        let take = rng.usize(1..800);
+        for _ in 0..take {
+            let Some(event) = stream.next_within(Duration::from_secs(3)).await else {
+                break;
+            };
+            received.push(event.data.parse::<usize>().unwrap());
+            last_id = Some(event.id);
+            if received.len() == EVENTS {
+                break;
+            }
+        }
+        reconnects += 1;
+        if reconnects > 3 && received.len() == before {
+            break; // no progress: report below what is missing
+        }
+        assert!(
+            reconnects < 1000,
+            "bounded: {} events after {reconnects} reconnects",
+            received.len()
+        );
+    }
+    publishing.await.unwrap();
+    assert!(reconnects > 5, "the test reconnected {reconnects} times");
+    let expected: Vec<usize> = (0..EVENTS).collect();
+    let first_mismatch = received.iter().zip(&expected).position(|(a, b)| a != b);
+    assert!(
+        received == expected,
+        "{} received; first mismatch at {first_mismatch:?}: {:?}",
+        received.len(),
+        first_mismatch.map(|i| &received[i.saturating_sub(2)..(i + 3).min(received.len())])
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_history_gets_one_reset_then_live() {
+    let nats = NatsServer::start();
+    let mut config = herald_publish::Config::defaults("p");
+    config.history.history_max_per_subject = 3;
+    let publish = start_publish(&nats.client_url(), config).await;
+    let mut edge_cfg = edge_config("edge");
+    edge_cfg.history.history_max_per_subject = 3;
+    let edge = start_edge(&nats.client_url(), edge_cfg).await;
+    let mut client = publisher(&publish).await;
+
+    let mut stream = open(&edge, &[], None).await;
+    publish_to_users(&mut client, &["alice"], "first").await;
+    let first = stream.next().await;
+    drop(stream);
+    for i in 0..10 {
+        publish_to_users(&mut client, &["alice"], &format!("gone{i}")).await;
+    }
+    let mut resumed = open(&edge, &[], Some(&first.id)).await;
+    let reset = resumed.next().await;
+    assert_eq!(reset.event, "herald.reset");
+    resumed.assert_silent(QUIET).await;
+    publish_to_users(&mut client, &["alice"], "after").await;
+    let live = resumed.next().await;
+    assert_eq!(live.data, "after");
+    drop(resumed);
+
+    // The id after a reset resumes normally: no second reset.
+    publish_to_users(&mut client, &["alice"], "missed").await;
+    let mut again = open(&edge, &[], Some(&live.id)).await;
+    assert_eq!(again.next().await.data, "missed");
+    again.assert_silent(QUIET).await;
+}
+
+#[tokio::test]
+async fn hostile_cursors_get_400_or_clean_handling() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let mut client = publisher(&publish).await;
+    let token = Claims::new("alice").hs256(SECRET);
+    let http = reqwest::Client::new();
+    let url = events_url(&edge, &[]);
+
+    let mut future = herald_core::cursor::Cursor::default();
+    future.set(herald_core::cursor::key("herald.u.alice"), 1_000_000);
+    let huge = "A".repeat(100_000);
+    for bad in [
+        "garbage!",
+        "AgA",
+        "AQ",
+        &huge,
+        &future.encode(),
+        "AQGU1sWFAgE=",
+    ] {
+        let response = http
+            .get(&url)
+            .bearer_auth(&token)
+            .header("last-event-id", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad:.30}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_cursor", "{bad:.30}");
+        if bad.len() < 2000 {
+            let query = format!("{url}last_event_id={}", form_urlencoded_value(bad));
+            let response = http.get(&query).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(response.status(), 400, "query {bad:.30}");
+        }
+    }
+
+    // Bob's cursor on alice's stream names none of her subjects: she simply
+    // starts live, and sees nothing of bob's.
+    publish_to_users(&mut client, &["bob"], "bob's").await;
+    let bob_token = Claims::new("bob").hs256(SECRET);
+    let mut bob = SseStream::open(&http, &url, &bob_token).await;
+    publish_to_users(&mut client, &["bob"], "bob's 2").await;
+    let bobs_id = bob.next().await.id;
+    let mut alice = open(&edge, &[], Some(&bobs_id)).await;
+    alice.assert_silent(QUIET).await;
+    publish_to_users(&mut client, &["alice"], "alice's").await;
+    assert_eq!(alice.next().await.data, "alice's");
+}
+
+fn form_urlencoded_value(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}

@@ -1,0 +1,200 @@
+//! Resume: replaying what a reconnecting client missed, per followed
+//! subject, from its cursor up to the present.
+//!
+//! The stream's live subscriptions are made first, then [`plan`] checks the
+//! cursor against history and [`Replay::start`] reads each subject's missed
+//! events from its history stream. The session sends the replay, then the
+//! live queue, dropping live events the replay already covered (same
+//! subject, sequence not above its cursor): no gap, no duplicate.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use herald_core::cursor::{Cursor, key};
+use herald_core::history::{shard_of, stored_subject, stream_name};
+use tokio::sync::mpsc;
+
+use crate::fanout::Delivery;
+use crate::sse;
+
+/// Event type telling a client its cursor is older than history.
+pub const RESET_EVENT: &str = "herald.reset";
+
+/// Why a cursor cannot be resumed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error("event id is ahead of history (sequence {seq} of {stream} was never written)")]
+    Future { stream: String, seq: u64 },
+    #[error("history is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What to do for one followed subject.
+#[derive(Debug)]
+struct Step {
+    /// Stored (history) subject.
+    stored: String,
+    key: u32,
+    /// Last sequence the client has.
+    after: u64,
+    stream: stream::Stream,
+    /// The client's last event is gone from history: send a reset.
+    reset: bool,
+}
+
+/// A checked resume, ready to run.
+#[derive(Debug, Default)]
+pub struct Plan {
+    steps: Vec<Step>,
+}
+
+/// Checks `cursor` for the followed live `subjects`; entries for subjects
+/// not followed are ignored.
+pub async fn plan(
+    js: &jetstream::Context,
+    cursor: &Cursor,
+    subjects: &[String],
+    shards: u16,
+) -> Result<Plan, ResumeError> {
+    let mut streams: HashMap<u16, (stream::Stream, u64)> = HashMap::new();
+    let mut steps = Vec::new();
+    for subject in subjects {
+        let key = key(subject);
+        let Some(after) = cursor.get(key) else {
+            continue;
+        };
+        let shard = shard_of(subject, shards);
+        let (stream, last) = match streams.entry(shard) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(slot) => {
+                let stream = js
+                    .get_stream(stream_name(shard))
+                    .await
+                    .map_err(unavailable)?;
+                let last = stream.cached_info().state.last_sequence;
+                slot.insert((stream, last))
+            }
+        };
+        if after > *last {
+            return Err(ResumeError::Future {
+                stream: stream_name(shard),
+                seq: after,
+            });
+        }
+        let stored = stored_subject(subject, shard);
+        // History drops a subject's oldest events first, so if the client's
+        // last event is still there, everything after it is too.
+        let reset = match stream.get_raw_message(after).await {
+            Ok(message) => message.subject.as_str() != stored,
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => true,
+            Err(e) => return Err(unavailable(e)),
+        };
+        steps.push(Step {
+            stored,
+            key,
+            after,
+            stream: stream.clone(),
+            reset,
+        });
+    }
+    Ok(Plan { steps })
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ResumeError {
+    ResumeError::Unavailable(e.to_string())
+}
+
+/// A running replay; dropping it stops the reading task.
+#[derive(Debug)]
+pub struct Replay {
+    pub deliveries: mpsc::Receiver<Delivery>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Replay {
+    /// Starts reading the plan's events; `None` if there is nothing to replay.
+    pub fn start(plan: Plan) -> Option<Self> {
+        if plan.steps.is_empty() {
+            return None;
+        }
+        let (tx, deliveries) = mpsc::channel(64);
+        let task = tokio::spawn(async move {
+            for step in plan.steps {
+                if let Err(e) = run_step(&step, &tx).await {
+                    tracing::warn!(subject = %step.stored, error = %e, "replay failed");
+                    return; // the session then ends; the client resumes again
+                }
+            }
+        });
+        Some(Self { deliveries, task })
+    }
+}
+
+async fn run_step(
+    step: &Step,
+    tx: &mpsc::Sender<Delivery>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if step.reset {
+        return send_reset(step, tx).await;
+    }
+    let config = consumer::pull::OrderedConfig {
+        filter_subject: step.stored.clone(),
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: step.after + 1,
+        },
+        ..Default::default()
+    };
+    let mut consumer = step.stream.create_consumer(config).await?;
+    if consumer.info().await?.num_pending == 0 {
+        return Ok(());
+    }
+    let mut messages = consumer.messages().await?;
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        let info = message.info()?;
+        let (seq, pending) = (info.stream_sequence, info.pending);
+        let envelope = herald_core::envelope::Envelope::from_message(&message.message);
+        let delivery = Delivery {
+            frame: sse::event(envelope.event.as_deref(), &envelope.data),
+            position: Some((step.key, seq)),
+        };
+        tx.send(delivery).await?;
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One `herald.reset`, positioned at the subject's newest event so that the
+/// next resume starts from there.
+async fn send_reset(
+    step: &Step,
+    tx: &mpsc::Sender<Delivery>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let newest = match step
+        .stream
+        .get_last_raw_message_by_subject(&step.stored)
+        .await
+    {
+        Ok(message) => Some(message.sequence),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let data = Bytes::from_static(br#"{"reason":"history_expired"}"#);
+    let delivery = Delivery {
+        frame: sse::event(Some(RESET_EVENT), &data),
+        position: newest.map(|seq| (step.key, seq)),
+    };
+    tx.send(delivery).await?;
+    Ok(())
+}
