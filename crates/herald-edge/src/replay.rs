@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
@@ -111,6 +113,9 @@ fn unavailable(e: impl std::fmt::Display) -> ResumeError {
 #[derive(Debug)]
 pub struct Replay {
     pub deliveries: mpsc::Receiver<Delivery>,
+    /// Set when reading history failed part way: the stream must then end
+    /// (the client resumes again) rather than go live over a gap.
+    failed: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -127,15 +132,27 @@ impl Replay {
             return None;
         }
         let (tx, deliveries) = mpsc::channel(64);
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = failed.clone();
         let task = tokio::spawn(async move {
             for step in plan.steps {
                 if let Err(e) = run_step(&step, &tx).await {
                     tracing::warn!(subject = %step.stored, error = %e, "replay failed");
-                    return; // the session then ends; the client resumes again
+                    flag.store(true, Ordering::Release);
+                    return;
                 }
             }
         });
-        Some(Self { deliveries, task })
+        Some(Self {
+            deliveries,
+            failed,
+            task,
+        })
+    }
+
+    /// Whether the replay stopped short (meaningful once `deliveries` ended).
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 }
 

@@ -167,7 +167,12 @@ impl Running {
                         return Some(frame);
                     }
                 }
-                Step::ReplayDone => self.session.replay = None,
+                Step::ReplayDone => {
+                    let replay = self.session.replay.take();
+                    if replay.is_some_and(|r| r.failed()) {
+                        return Some(self.finish(CloseReason::ServerError));
+                    }
+                }
                 Step::Heartbeat => return Some(sse::heartbeat()),
                 Step::Close(reason) => return Some(self.finish(reason)),
             }
