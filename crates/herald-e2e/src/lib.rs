@@ -101,6 +101,28 @@ pub fn sample_value(text: &str, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The smallest whole system: one NATS node, herald-publish, one edge.
+pub struct Stack {
+    pub nats: herald_testing::NatsServer,
+    pub publish: Running,
+    pub edge: Running,
+}
+
+impl Stack {
+    /// Starts the three, the edge with `edge`.
+    pub async fn start(edge: herald_edge::Config) -> Self {
+        let nats = herald_testing::NatsServer::start();
+        let publish =
+            start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+        let edge = start_edge(&nats.client_url(), edge).await;
+        Self {
+            nats,
+            publish,
+            edge,
+        }
+    }
+}
+
 /// Starts an edge on `nats_url` with `config`.
 pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running {
     let nats = herald_core::nats::connect(&[nats_url.to_owned()], "e2e-edge")

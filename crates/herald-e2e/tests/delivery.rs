@@ -29,14 +29,13 @@ async fn stalled_client(edge: &Running, token: &str, topic: &str) -> tokio::net:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_and_counted_while_others_keep_up() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
     let mut config = edge_config("edge");
     config.queue_capacity = 64;
-    let edge = start_edge(&nats.client_url(), config).await;
+    let stack = Stack::start(config).await;
+    let (publish, edge) = (&stack.publish, &stack.edge);
 
     let mut slow = stalled_client(
-        &edge,
+        edge,
         &Claims::new("slow").topics(&["firehose"]).hs256(SECRET),
         "firehose",
     )
@@ -44,12 +43,12 @@ async fn a_slow_consumer_is_closed_and_counted_while_others_keep_up() {
     let fast_token = Claims::new("fast").topics(&["firehose"]).hs256(SECRET);
     let mut fast = SseStream::open(
         &reqwest::Client::new(),
-        &events_url(&edge, &["firehose"]),
+        &events_url(edge, &["firehose"]),
         &fast_token,
     )
     .await;
 
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     let payload = "x".repeat(8 * 1024);
     const EVENTS: usize = 3000;
     let reader = tokio::spawn(async move {
@@ -127,11 +126,10 @@ async fn h2_stream(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unread_h2_stream_is_closed_while_its_sibling_keeps_up() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
     let mut config = edge_config("edge");
     config.queue_capacity = 64;
-    let edge = start_edge(&nats.client_url(), config).await;
+    let stack = Stack::start(config).await;
+    let (publish, edge) = (&stack.publish, &stack.edge);
     let tcp = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
     let (mut h2, connection) = h2::client::Builder::new()
         .initial_window_size(64 * 1024)
@@ -142,7 +140,7 @@ async fn an_unread_h2_stream_is_closed_while_its_sibling_keeps_up() {
         .await
         .unwrap();
     tokio::spawn(connection);
-    let url = events_url(&edge, &["firehose"]);
+    let url = events_url(edge, &["firehose"]);
     let token = |user: &str| Claims::new(user).topics(&["firehose"]).hs256(SECRET);
 
     // Same connection: one stream never read, one read as fast as it comes.
@@ -168,7 +166,7 @@ async fn an_unread_h2_stream_is_closed_while_its_sibling_keeps_up() {
         }
         text
     });
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     let payload = "x".repeat(4 * 1024);
     for i in 0..EVENTS {
         publish_to_topic(&mut client, "firehose", &format!("0{i:07}{payload}")).await;

@@ -5,32 +5,15 @@ use std::time::Duration;
 
 use herald_e2e::*;
 use herald_proto::v1::{UserTarget, publish_request::Target};
+use herald_testing::eventually;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, now};
-use herald_testing::{NatsServer, eventually};
 use jsonwebtoken::Algorithm;
 
 const QUIET: Duration = Duration::from_millis(300);
 
-struct Stack {
-    _nats: NatsServer,
-    edge: Running,
-    publish: Running,
-}
-
-async fn stack_with(edge: herald_edge::Config) -> Stack {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = start_edge(&nats.client_url(), edge).await;
-    Stack {
-        _nats: nats,
-        edge,
-        publish,
-    }
-}
-
 async fn stack() -> Stack {
-    stack_with(edge_config("edge")).await
+    Stack::start(edge_config("edge")).await
 }
 
 /// GETs the events URL with `token` as bearer, expecting a JSON error.
@@ -304,7 +287,7 @@ async fn public_key_tokens_verify_by_their_algorithm() {
             "--jwt-public-key",
             public_path.to_str().unwrap(),
         ]);
-        let s = stack_with(args.validate().unwrap()).await;
+        let s = Stack::start(args.validate().unwrap()).await;
         let pem = std::fs::read(keys.join(private)).unwrap();
         let token = Claims::new("alice").sign_pem(alg, &pem);
         let mut stream =
@@ -327,7 +310,7 @@ async fn connection_limits_answer_clearly() {
     let mut config = edge_config("edge");
     config.max_connections = 3;
     config.max_connections_per_user = 2;
-    let s = stack_with(config).await;
+    let s = Stack::start(config).await;
     let http = reqwest::Client::new();
     let url = events_url(&s.edge, &[]);
     let alice = Claims::new("alice").hs256(SECRET);
