@@ -2,22 +2,40 @@
 
 use std::time::Duration;
 
+/// Why a NATS connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{url:?} is not a NATS URL: {source}")]
+    BadUrl { url: String, source: std::io::Error },
+    #[error(transparent)]
+    Connect(#[from] async_nats::ConnectError),
+}
+
 /// Connects to the first reachable of `urls`, failing fast at start-up so a
 /// wrong `--nats-url` is reported at once rather than retried forever.
-/// Once connected, the client reconnects on its own for as long as needed.
-pub async fn connect(
-    urls: &[String],
-    name: &str,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
+/// Once connected, the client reconnects on its own (to any of `urls` and
+/// the servers they advertise) for as long as needed.
+pub async fn connect(urls: &[String], name: &str) -> Result<async_nats::Client, ConnectError> {
+    let addrs = urls
+        .iter()
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|source| ConnectError::BadUrl {
+                    url: url.clone(),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let client = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
         .event_callback(|event| async move {
             tracing::info!(%event, "nats connection event");
         })
-        .connect(urls.join(","))
-        .await
+        .connect(addrs.as_slice())
+        .await?;
+    Ok(client)
 }
 
 /// Waits for one round trip to the server. The server handles a client's

@@ -123,9 +123,31 @@ impl Stack {
     }
 }
 
+/// A binary of this workspace, built beside the test binaries
+/// (`cargo nextest run --workspace` builds them all).
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p {name}` first",
+        path.display()
+    );
+    path
+}
+
+/// Comma-separated NATS URLs as a list, as `--nats-url` takes them.
+fn urls(nats_url: &str) -> Vec<String> {
+    nats_url.split(',').map(str::to_owned).collect()
+}
+
 /// Starts an edge on `nats_url` with `config`.
 pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running {
-    let nats = herald_core::nats::connect(&[nats_url.to_owned()], "e2e-edge")
+    let nats = herald_core::nats::connect(&urls(nats_url), "e2e-edge")
         .await
         .unwrap();
     let mut registry = Registry::default();
@@ -144,7 +166,7 @@ pub fn edge_config(node: &str) -> herald_edge::Config {
 
 /// Starts herald-publish on `nats_url` with `config`.
 pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Running {
-    let nats = herald_core::nats::connect(&[nats_url.to_owned()], "e2e-publish")
+    let nats = herald_core::nats::connect(&urls(nats_url), "e2e-publish")
         .await
         .unwrap();
     let mut registry = Registry::default();

@@ -1,7 +1,7 @@
 //! Real `nats-server` processes for tests.
 //!
 //! Each server gets a temp dir (config, JetStream store, ports file), binds
-//! 127.0.0.1 on ports the kernel picks, and is killed and cleaned up on drop.
+//! free ports on 127.0.0.1, and is killed and cleaned up on drop.
 //! The binary is `$HERALD_NATS_SERVER`, else the one `scripts/nats-server.sh`
 //! installs under `.tools/bin`, else `nats-server` on `PATH`; it must be 2.10
 //! or newer, Herald's minimum.
@@ -50,8 +50,8 @@ impl NatsServer {
         let mut server = Self {
             dir,
             child: None,
-            client_port: 0,
-            monitor_port: 0,
+            client_port: free_port(),
+            monitor_port: free_port(),
             name: name.to_owned(),
         };
         server.write_config(cluster);
@@ -60,20 +60,13 @@ impl NatsServer {
     }
 
     fn write_config(&self, cluster: Option<(u16, &[u16])>) {
-        let port = |p: u16| {
-            if p == 0 {
-                "-1".to_owned()
-            } else {
-                p.to_string()
-            }
-        };
         let dir = self.dir.path().display();
         let mut config = format!(
             "server_name: {name}\nhost: 127.0.0.1\nport: {client}\nhttp_port: {http}\n\
              ports_file_dir: \"{dir}\"\njetstream {{ store_dir: \"{dir}/js\" }}\n",
             name = self.name,
-            client = port(self.client_port),
-            http = port(self.monitor_port),
+            client = self.client_port,
+            http = self.monitor_port,
         );
         if let Some((listen, routes)) = cluster {
             let routes: Vec<String> = routes
@@ -103,13 +96,17 @@ impl NatsServer {
             .stderr(log)
             .spawn()
             .expect("spawn nats-server");
+        // The ports file appears once the server listens.
         let ports = read_ports(
             self.dir.path(),
             child.id(),
             &self.dir.path().join("nats.log"),
         );
-        self.client_port = ports.0;
-        self.monitor_port = ports.1;
+        assert_eq!(
+            ports,
+            (self.client_port, self.monitor_port),
+            "nats-server ports"
+        );
         self.child = Some(child);
     }
 
@@ -170,14 +167,6 @@ impl NatsServer {
     /// Starts a killed server again on the same ports with the same store.
     pub fn restart(&mut self) {
         self.kill();
-        let config = std::fs::read_to_string(self.config_path()).expect("read config");
-        let fixed = config
-            .replace("port: -1", &format!("port: {}", self.client_port))
-            .replace(
-                "http_port: -1",
-                &format!("http_port: {}", self.monitor_port),
-            );
-        std::fs::write(self.config_path(), fixed).expect("write config");
         self.launch();
     }
 }
@@ -287,12 +276,15 @@ async fn route_peers(node: &NatsServer) -> HashSet<String> {
     route_out_msgs(node).await.into_keys().collect()
 }
 
+/// A free port below Linux's ephemeral range (32768+), so that no outgoing
+/// connection can take it while a server is down for a restart.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = fastrand::u16(15_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Waits for the ports file nats-server writes once it listens.

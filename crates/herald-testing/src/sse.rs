@@ -45,13 +45,13 @@ impl SseStream {
         }
     }
 
-    /// The next event (comments are not events), or `None` at end of stream
-    /// or after `timeout`.
+    /// The next event (comments are not events), or `None` at the end of
+    /// the stream, when the connection breaks, or after `timeout`.
     pub async fn next_within(&mut self, timeout: Duration) -> Option<Event> {
         match tokio::time::timeout(timeout, self.events.next()).await {
             Ok(Some(Ok(event))) => Some(event),
-            Ok(Some(Err(e))) => panic!("SSE stream error: {e}"),
-            Ok(None) | Err(_) => None,
+            // A broken connection ends the stream, as it does for EventSource.
+            Ok(Some(Err(_))) | Ok(None) | Err(_) => None,
         }
     }
 

@@ -1,0 +1,199 @@
+//! Failures under load on a 3-node cluster with history replicated 3 times:
+//! an edge killed mid-stream, a NATS node restarted while publishing.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use herald_e2e::*;
+use herald_testing::sse::SseStream;
+use herald_testing::token::Claims;
+use herald_testing::{NatsCluster, eventually};
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Runs the herald-edge binary on `nats_url`; returns it and its address.
+async fn edge_process(nats_url: &str) -> (Process, std::net::SocketAddr) {
+    let (listen, admin) = (free_addr(), free_addr());
+    let child = Command::new(binary("herald-edge"))
+        .args(["--nats-url", nats_url, "--jwt-secret", SECRET])
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let readyz = format!("http://{admin}/readyz");
+    eventually(
+        Duration::from_secs(10),
+        "the edge process to be ready",
+        || async {
+            let response = reqwest::get(&readyz).await.ok()?;
+            (response.status() == 200).then_some(())
+        },
+    )
+    .await;
+    (Process(child), listen)
+}
+
+fn replicated_publish() -> herald_publish::Config {
+    let mut config = herald_publish::Config::defaults("p");
+    config.history.history_replicas = 3;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_killed_mid_stream_loses_nothing_for_a_client_that_moves() {
+    let cluster = NatsCluster::start(3).await;
+    let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish()).await;
+    let (mut doomed, doomed_addr) = edge_process(&cluster.nodes[1].client_url()).await;
+    let survivor = start_edge(&cluster.nodes[2].client_url(), edge_config("edge-3")).await;
+    let token = Claims::new("alice").hs256(SECRET);
+    let http = reqwest::Client::new();
+    let mut stream =
+        SseStream::open(&http, &format!("http://{doomed_addr}/v1/events"), &token).await;
+    eventually(Duration::from_secs(10), "interest at n1", || async {
+        let interest = herald_testing::route_interest(&cluster.nodes[0]).await;
+        interest
+            .get("n2")
+            .is_some_and(|s| s.contains("herald.u.alice"))
+            .then_some(())
+    })
+    .await;
+
+    const EVENTS: usize = 2000;
+    let mut client = publisher(&publish).await;
+    let publishing = tokio::spawn(async move {
+        for i in 0..EVENTS {
+            publish_to_users(&mut client, &["alice"], &i.to_string()).await;
+        }
+    });
+    let mut seen = Vec::new();
+    let mut last_id = String::new();
+    while seen.len() < EVENTS / 3 {
+        let event = stream.next().await;
+        seen.push(event.data.parse::<usize>().unwrap());
+        last_id = event.id;
+    }
+    doomed.0.kill().unwrap(); // SIGKILL, mid-stream
+    doomed.0.wait().unwrap();
+    while let Some(event) = stream.next_within(Duration::from_secs(2)).await {
+        seen.push(event.data.parse::<usize>().unwrap()); // what was already on the wire
+        last_id = event.id;
+    }
+
+    let moved = format!("{}/v1/events", survivor.url());
+    let response = http
+        .get(&moved)
+        .bearer_auth(&token)
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    let mut resumed = SseStream::from_response(response).await;
+    while seen.len() < EVENTS {
+        seen.push(resumed.next().await.data.parse::<usize>().unwrap());
+    }
+    publishing.await.unwrap();
+    resumed.assert_silent(Duration::from_millis(300)).await;
+    assert!(
+        seen == (0..EVENTS).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_a_nats_node_loses_no_acknowledged_event() {
+    let mut cluster = NatsCluster::start(3).await;
+    let publish = start_publish(&cluster.client_urls(), replicated_publish()).await;
+    let edge = start_edge(&cluster.nodes[0].client_url(), edge_config("edge-1")).await;
+    let token = Claims::new("alice").hs256(SECRET);
+    let http = reqwest::Client::new();
+    let first = SseStream::open(&http, &events_url(&edge, &[]), &token).await;
+    drop(first);
+
+    // Publish while node 3 (a replica of every stream) goes down and comes back.
+    const EVENTS: usize = 600;
+    let mut client = publisher(&publish).await;
+    let mut acknowledged = Vec::new();
+    for i in 0..EVENTS {
+        if i == EVENTS / 3 {
+            cluster.nodes[2].kill();
+        }
+        if i == 2 * EVENTS / 3 {
+            cluster.nodes[2].restart();
+        }
+        let request = herald_proto::v1::PublishRequest {
+            target: Some(herald_proto::v1::publish_request::Target::Users(
+                herald_proto::v1::UserTarget {
+                    user_ids: vec!["alice".into()],
+                },
+            )),
+            data: i.to_string(),
+            ..Default::default()
+        };
+        if client.publish(request).await.is_ok() {
+            acknowledged.push(i);
+        }
+    }
+    cluster.wait_for_mesh().await;
+    assert!(
+        acknowledged.len() > EVENTS / 2,
+        "most publishes succeed: {}",
+        acknowledged.len()
+    );
+
+    // Every acknowledged event is in history: a client with an old cursor
+    // gets them all back.
+    let stream_name =
+        herald_core::history::stream_name(herald_core::history::shard_of("herald.u.alice", 4));
+    let mut cursor = herald_core::cursor::Cursor::default();
+    let js = async_nats::jetstream::new(
+        async_nats::connect(cluster.nodes[0].client_url())
+            .await
+            .unwrap(),
+    );
+    let mut stream = js.get_stream(&stream_name).await.unwrap();
+    let first_seq = stream.info().await.unwrap().state.first_sequence;
+    cursor.set(herald_core::cursor::key("herald.u.alice"), first_seq);
+    let response = http
+        .get(events_url(&edge, &[]))
+        .bearer_auth(&token)
+        .header("last-event-id", cursor.encode())
+        .send()
+        .await
+        .unwrap();
+    let mut replay = SseStream::from_response(response).await;
+    let first_event: usize = stream
+        .get_raw_message(first_seq)
+        .await
+        .map(|m| String::from_utf8_lossy(&m.payload).parse().unwrap())
+        .unwrap();
+    let mut got = vec![first_event];
+    while let Some(event) = replay.next_within(Duration::from_secs(3)).await {
+        got.push(event.data.parse().unwrap());
+    }
+    for i in &acknowledged {
+        assert!(
+            got.contains(i),
+            "acknowledged event {i} is missing from history"
+        );
+    }
+}
