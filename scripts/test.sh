@@ -15,6 +15,18 @@ for component in rustfmt clippy; do
   fi
 done
 
+# The browser test drives Debian's Chromium.
+if [ -z "${HERALD_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing chromium with apt-get (for the browser test)" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+  else
+    echo "error: the browser test needs Chromium; run: sudo apt-get install -y chromium (or set HERALD_CHROMIUM)" >&2
+    exit 1
+  fi
+fi
+
 HERALD_NATS_SERVER="$(scripts/nats-server.sh)"
 export HERALD_NATS_SERVER
 echo "using $("$HERALD_NATS_SERVER" --version)"

@@ -145,6 +145,69 @@ fn urls(nats_url: &str) -> Vec<String> {
     nats_url.split(',').map(str::to_owned).collect()
 }
 
+/// The herald-edge binary running as its own process, so it can be killed.
+pub struct EdgeProcess {
+    child: std::process::Child,
+    /// Where it serves SSE; kept across restarts.
+    pub addr: SocketAddr,
+}
+
+impl EdgeProcess {
+    /// Starts herald-edge on `nats_url`, on `addr` or a free port, with a
+    /// short reconnect hint; returns once it is ready.
+    pub async fn start(nats_url: &str, addr: Option<SocketAddr>) -> Self {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let (addr, admin) = (addr.unwrap_or_else(free), free());
+        let child = std::process::Command::new(binary("herald-edge"))
+            .args([
+                "--nats-url",
+                nats_url,
+                "--jwt-secret",
+                SECRET,
+                "--retry",
+                "500ms",
+            ])
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--admin-listen",
+                &admin.to_string(),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn herald-edge");
+        let readyz = format!("http://{admin}/readyz");
+        herald_testing::eventually(
+            std::time::Duration::from_secs(10),
+            "herald-edge to be ready",
+            || async {
+                let response = reqwest::get(&readyz).await.ok()?;
+                (response.status() == 200).then_some(())
+            },
+        )
+        .await;
+        Self { child, addr }
+    }
+
+    /// SIGKILL: the process vanishes without closing anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Starts an edge on `nats_url` with `config`.
 pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running {
     let nats = herald_core::nats::connect(&urls(nats_url), "e2e-edge")

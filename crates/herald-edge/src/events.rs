@@ -34,6 +34,7 @@ pub async fn route<B>(
 ) -> Response<Body> {
     let result = match (req.method(), req.uri().path()) {
         (&Method::GET, "/v1/events") => open(&req, &state, transport).await,
+        (&Method::GET, "/" | "/demo") => Ok(demo_page()),
         (_, "/v1/events") => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -43,7 +44,7 @@ pub async fn route<B>(
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            "no such endpoint; SSE streams are at GET /v1/events",
+            "no such endpoint; SSE streams are at GET /v1/events, the demo page at GET /demo",
             RejectReason::BadRequest,
         )),
     };
@@ -152,6 +153,22 @@ async fn open<B>(
     tracing::debug!(user = user.as_str(), topics = topics.len(), "stream opened");
     Ok(stream_response(BodyExt::boxed(StreamBody::new(body))))
 }
+
+/// The demo page: one EventSource, its state, its events, resets.
+fn demo_page() -> Response<Body> {
+    let mut response = Response::new(crate::server::full(bytes::Bytes::from_static(
+        DEMO_PAGE.as_bytes(),
+    )));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+const DEMO_PAGE: &str = include_str!("demo.html");
 
 /// The resume cursor from `Last-Event-ID` or the `last_event_id` query
 /// parameter (for clients that cannot set headers); empty if neither.

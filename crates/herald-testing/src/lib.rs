@@ -2,11 +2,13 @@
 //! ports, routed clusters, monitoring queries, SSE clients and tokens.
 //!
 //! # Layout
+//! - [`browser`]: headless Chromium driven over the DevTools protocol.
 //! - [`nats`]: [`NatsServer`] and [`NatsCluster`], killed and cleaned up on drop.
 //! - [`sse`]: a spec-following SSE client over reqwest.
 //! - [`token`]: minting client JWTs.
 //! - [`wait`]: [`eventually`], polling a condition instead of sleeping.
 
+pub mod browser;
 pub mod nats;
 pub mod sse;
 pub mod token;
