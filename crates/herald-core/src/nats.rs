@@ -11,11 +11,21 @@ pub enum ConnectError {
     Connect(#[from] async_nats::ConnectError),
 }
 
+/// Counts the moments after which live messages may have been missed: the
+/// connection dropped, or the client discarded messages of a subscription
+/// that fell behind. Core NATS does not redeliver, so whoever promises
+/// "nothing lost" must react to a change (the edge ends its streams, whose
+/// clients then resume from their cursors).
+pub type Losses = tokio::sync::watch::Receiver<u64>;
+
 /// Connects to the first reachable of `urls`, failing fast at start-up so a
 /// wrong `--nats-url` is reported at once rather than retried forever.
 /// Once connected, the client reconnects on its own (to any of `urls` and
 /// the servers they advertise) for as long as needed.
-pub async fn connect(urls: &[String], name: &str) -> Result<async_nats::Client, ConnectError> {
+pub async fn connect(
+    urls: &[String],
+    name: &str,
+) -> Result<(async_nats::Client, Losses), ConnectError> {
     let addrs = urls
         .iter()
         .map(|url| {
@@ -26,16 +36,27 @@ pub async fn connect(urls: &[String], name: &str) -> Result<async_nats::Client, 
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let (losses_tx, losses) = tokio::sync::watch::channel(0u64);
+    let losses_tx = std::sync::Arc::new(losses_tx);
     let client = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
-        .event_callback(|event| async move {
-            tracing::info!(%event, "nats connection event");
+        .event_callback(move |event| {
+            let losses = losses_tx.clone();
+            async move {
+                tracing::info!(%event, "nats connection event");
+                if matches!(
+                    event,
+                    async_nats::Event::Disconnected | async_nats::Event::SlowConsumer(_)
+                ) {
+                    losses.send_modify(|n| *n += 1);
+                }
+            }
         })
         .connect(addrs.as_slice())
         .await?;
-    Ok(client)
+    Ok((client, losses))
 }
 
 /// Waits for one round trip to the server. The server handles a client's

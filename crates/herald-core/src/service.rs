@@ -18,6 +18,8 @@ pub struct Started {
     pub listener: TcpListener,
     pub admin_listener: TcpListener,
     pub nats: async_nats::Client,
+    /// When live messages may have been missed (see [`nats::Losses`]).
+    pub losses: nats::Losses,
     /// Keeps span export running; flushes when dropped at exit.
     pub telemetry: telemetry::Guard,
 }
@@ -40,7 +42,7 @@ pub async fn start(
     .unwrap_or_else(|e| cli::misconfigured("--log / --otlp-endpoint", e));
     let listener = bind("--listen", listen).await;
     let admin_listener = bind("--admin-listen", admin_listen).await;
-    let nats = nats::connect(&common.nats_url, name)
+    let (nats, losses) = nats::connect(&common.nats_url, name)
         .await
         .unwrap_or_else(|e| {
             let urls = common.nats_url.join(",");
@@ -50,6 +52,7 @@ pub async fn start(
         listener,
         admin_listener,
         nats,
+        losses,
         telemetry,
     }
 }

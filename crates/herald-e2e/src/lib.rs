@@ -210,11 +210,11 @@ impl Drop for EdgeProcess {
 
 /// Starts an edge on `nats_url` with `config`.
 pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running {
-    let nats = herald_core::nats::connect(&urls(nats_url), "e2e-edge")
+    let (nats, losses) = herald_core::nats::connect(&urls(nats_url), "e2e-edge")
         .await
         .unwrap();
     let mut registry = Registry::default();
-    let edge = herald_edge::Edge::new(config, nats, &mut registry);
+    let edge = herald_edge::Edge::new(config, nats, losses, &mut registry);
     let ready = edge.readiness();
     Running::start(registry, ready, |listener, shutdown| {
         edge.serve(listener, shutdown)
@@ -229,7 +229,7 @@ pub fn edge_config(node: &str) -> herald_edge::Config {
 
 /// Starts herald-publish on `nats_url` with `config`.
 pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Running {
-    let nats = herald_core::nats::connect(&urls(nats_url), "e2e-publish")
+    let (nats, _) = herald_core::nats::connect(&urls(nats_url), "e2e-publish")
         .await
         .unwrap();
     let mut registry = Registry::default();

@@ -168,3 +168,77 @@ async fn publish_once(
     };
     client.publish(request).await.map(|_| ())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_loses_nothing_when_its_edge_loses_nats() {
+    let mut cluster = NatsCluster::start(3).await;
+    let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish()).await;
+    // The edge knows only node 2; when node 2 dies it reconnects elsewhere.
+    let edge = start_edge(&cluster.nodes[1].client_url(), edge_config("edge-2")).await;
+    let token = Claims::new("alice").hs256(SECRET);
+    let http = reqwest::Client::new();
+    let url = events_url(&edge, &[]);
+    let mut stream = SseStream::open(&http, &url, &token).await;
+    eventually(Duration::from_secs(10), "interest at n1", || async {
+        let interest = herald_testing::route_interest(&cluster.nodes[0]).await;
+        interest
+            .get("n2")
+            .is_some_and(|s| s.contains("herald.u.alice"))
+            .then_some(())
+    })
+    .await;
+
+    const EVENTS: usize = 400;
+    let mut client = publisher(&publish).await;
+    let publishing = tokio::spawn(async move {
+        for i in 0..EVENTS {
+            publish_to_users(&mut client, &["alice"], &i.to_string()).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let (mut seen, mut last_id) = (Vec::new(), String::new());
+    let mut killed = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < EVENTS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {EVENTS} events after 60s",
+            seen.len()
+        );
+        if !killed && seen.len() >= EVENTS / 4 {
+            cluster.nodes[1].kill(); // the edge's NATS node
+            killed = true;
+        }
+        match stream.next_within(Duration::from_secs(5)).await {
+            Some(event) => {
+                seen.push(event.data.parse::<usize>().unwrap());
+                last_id = event.id;
+            }
+            None => {
+                // The edge ended the stream: resume, as EventSource would.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let request = http
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .header("last-event-id", &last_id);
+                match request.send().await {
+                    Ok(response) if response.status() == 200 => {
+                        stream = SseStream::from_response(response).await
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    publishing.await.unwrap();
+    assert!(killed);
+    assert!(
+        seen == (0..EVENTS).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert!(
+        edge.metric("herald_edge_closes_total{reason=\"server_error\"}")
+            .await
+            >= 1.0
+    );
+}

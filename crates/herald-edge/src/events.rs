@@ -100,6 +100,10 @@ async fn open<B>(
         ),
     })?;
 
+    // From here on, a NATS reconnect may mean missed live events: the
+    // session then ends and the client resumes from its cursor.
+    let mut losses = state.losses.clone();
+    losses.mark_unchanged();
     let signal = Signal::new(transport);
     let (queue, inbox) = mpsc::channel(state.config.queue_capacity);
     let mut guard = Guard {
@@ -140,6 +144,7 @@ async fn open<B>(
         queue: inbox,
         replay,
         cursor,
+        losses,
         signal,
         heartbeat: state.config.heartbeat,
         expires: expiry_instant(claims.exp),

@@ -12,7 +12,7 @@ async fn main() {
     let started = service::start(&args.common, args.listen, args.admin_listen, &name).await;
 
     let mut registry = Registry::default();
-    let edge = Edge::new(config, started.nats, &mut registry);
+    let edge = Edge::new(config, started.nats, started.losses, &mut registry);
     let ready = edge.readiness();
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, "herald-edge serving");
     let serving = edge.serve(started.listener, shutdown::on_signal());

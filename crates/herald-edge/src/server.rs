@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::admin::Readiness;
+use herald_core::nats::Losses;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -43,6 +44,8 @@ pub struct State {
     pub admission: Arc<Admission>,
     pub drain: Arc<Drain>,
     pub metrics: Metrics,
+    /// Changes when live events may have been missed.
+    pub losses: Losses,
     /// History, for resuming from a cursor.
     pub js: async_nats::jetstream::Context,
     /// Source of connection ids.
@@ -57,9 +60,17 @@ pub struct Edge {
 
 impl Edge {
     /// Builds the edge on a NATS connection and registers its metrics.
-    pub fn new(config: Config, nats: async_nats::Client, registry: &mut Registry) -> Self {
+    /// `losses` tells when live events may have been missed: every open
+    /// stream then ends, and its client resumes from its cursor.
+    pub fn new(
+        config: Config,
+        nats: async_nats::Client,
+        losses: Losses,
+        registry: &mut Registry,
+    ) -> Self {
         let metrics = Metrics::register(registry);
         let state = State {
+            losses,
             js: async_nats::jetstream::new(nats.clone()),
             fanout: Fanout::new(nats, metrics.clone()),
             admission: Admission::new(config.max_connections, config.max_connections_per_user),

@@ -17,6 +17,7 @@ use crate::metrics::{CloseReason, Metrics};
 use crate::replay::Replay;
 use crate::sse;
 use herald_core::cursor::Cursor;
+use herald_core::nats::Losses;
 
 /// At most this many queued events are written in one frame.
 const MAX_BATCH: u64 = 64;
@@ -95,6 +96,8 @@ pub struct Session {
     pub replay: Option<Replay>,
     /// Where the client is: updated with every persisted event sent.
     pub cursor: Cursor,
+    /// Changes when the edge may have missed live events (NATS reconnect).
+    pub losses: Losses,
     pub signal: Arc<Signal>,
     pub heartbeat: Duration,
     pub expires: Instant,
@@ -158,6 +161,7 @@ impl Running {
                 d = recv_replay(&mut s.replay), if replaying => d.map_or(Step::ReplayDone, Step::Send),
                 d = s.queue.recv(), if !replaying => d.map_or(Step::Close(CloseReason::ServerError), Step::Send),
                 _ = self.heartbeat.tick() => Step::Heartbeat,
+                _ = s.losses.changed() => Step::Close(CloseReason::ServerError),
                 _ = tokio::time::sleep_until(s.expires) => Step::Close(CloseReason::TokenExpired),
                 _ = s.drain.until(self.drain_turn) => Step::Close(CloseReason::Drain),
             };
