@@ -186,7 +186,8 @@ impl Running {
     /// Writes `first` and whatever else is already queued into one frame:
     /// fewer syscalls under load. `None` if all were duplicates.
     fn batch(&mut self, first: Delivery) -> Option<Bytes> {
-        let mut buf = BytesMut::new();
+        // Room for one event and its id; more grows the buffer as needed.
+        let mut buf = BytesMut::with_capacity(first.frame.len() + 64);
         let mut sent = u64::from(self.write(&mut buf, first));
         let mut taken = 1;
         while taken < MAX_BATCH {
