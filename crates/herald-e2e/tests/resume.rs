@@ -202,6 +202,15 @@ async fn hostile_cursors_get_400_or_clean_handling() {
         }
     }
 
+    // Position 0 is "nothing seen yet": all of alice's history, then live.
+    publish_to_users(&mut client, &["alice"], "stored").await;
+    let mut zero = herald_core::cursor::Cursor::default();
+    zero.set(herald_core::cursor::key("herald.u.alice"), 0);
+    let mut from_zero = open(&edge, &[], Some(&zero.encode())).await;
+    assert_eq!(from_zero.next().await.data, "stored");
+    from_zero.assert_silent(QUIET).await;
+    drop(from_zero);
+
     // Bob's cursor on alice's stream names none of her subjects: she simply
     // starts live, and sees nothing of bob's.
     publish_to_users(&mut client, &["bob"], "bob's").await;

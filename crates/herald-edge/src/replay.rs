@@ -89,11 +89,13 @@ pub async fn plan(
         let stored = stored_subject(subject, shard);
         // History drops a subject's oldest events first, so if the client's
         // last event is still there, everything after it is too.
-        let reset = match stream.get_raw_message(after).await {
-            Ok(message) => message.subject.as_str() != stored,
-            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => true,
-            Err(e) => return Err(unavailable(e)),
-        };
+        // Position 0 means "nothing seen yet": replay all history.
+        let reset = after > 0
+            && match stream.get_raw_message(after).await {
+                Ok(message) => message.subject.as_str() != stored,
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => true,
+                Err(e) => return Err(unavailable(e)),
+            };
         steps.push(Step {
             stored,
             key,
