@@ -57,6 +57,10 @@ struct PublishArgs {
     /// No history, no id, no replay.
     #[arg(long)]
     ephemeral: bool,
+    /// Names this event across retries: publishing again with the same key
+    /// within two minutes stores it once.
+    #[arg(long, default_value = "")]
+    idempotency_key: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,6 +111,7 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         data: args.data,
         ephemeral: args.ephemeral,
         offline: OfflinePolicy::Unspecified as i32,
+        idempotency_key: args.idempotency_key,
     });
     if let Some(token) = args.api_token {
         request

@@ -315,3 +315,58 @@ fn dechunk(mut input: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[tokio::test]
+async fn a_retried_publish_with_an_idempotency_key_is_stored_and_delivered_once() {
+    let stack = Stack::start(edge_config("edge")).await;
+    let mut stream = open(&stack.edge, &["news"], None).await;
+    let mut client = publisher(&stack.publish).await;
+    let request = |target, key: &str, data: &str| herald_proto::v1::PublishRequest {
+        target: Some(target),
+        data: data.to_owned(),
+        idempotency_key: key.to_owned(),
+        ..Default::default()
+    };
+    let users = || {
+        herald_proto::v1::publish_request::Target::Users(herald_proto::v1::UserTarget {
+            user_ids: vec!["alice".into(), "bob".into()],
+        })
+    };
+    let topic = || herald_proto::v1::publish_request::Target::Topic("news".into());
+
+    let first = client
+        .publish(request(users(), "order-42", "filled"))
+        .await
+        .unwrap()
+        .into_inner();
+    let retry = client
+        .publish(request(users(), "order-42", "filled"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.event_id, "order-42");
+    assert_eq!(retry.event_id, "order-42");
+    client
+        .publish(request(topic(), "news-1", "headline"))
+        .await
+        .unwrap();
+    client
+        .publish(request(topic(), "news-1", "headline"))
+        .await
+        .unwrap();
+    client
+        .publish(request(users(), "order-43", "next"))
+        .await
+        .unwrap();
+
+    let received: Vec<String> = [
+        stream.next().await,
+        stream.next().await,
+        stream.next().await,
+    ]
+    .into_iter()
+    .map(|e| e.data)
+    .collect();
+    assert_eq!(received, ["filled", "headline", "next"]);
+    stream.assert_silent(QUIET).await;
+}

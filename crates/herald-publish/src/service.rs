@@ -85,17 +85,22 @@ impl PublishService {
 
     /// JetStream: returns once every copy is acknowledged as stored.
     async fn store(&self, publication: &Publication) -> Result<String, Status> {
-        let event_id = nuid::next().to_string();
+        let event_id = match &publication.idempotency_key {
+            Some(key) => key.clone(),
+            None => nuid::next().to_string(),
+        };
         let mut headers = publication.envelope.headers().unwrap_or_default();
         headers.insert(EVENT_ID_HEADER, event_id.as_str());
         let shards = self.config.history.history_shards;
         let mut acks = Vec::with_capacity(publication.subjects.len());
         // Send every copy first, then wait for the acks together: one round
         // trip for a publish to many users, not one per user.
-        for (i, subject) in publication.subjects.iter().enumerate() {
+        for subject in &publication.subjects {
             let mut headers = headers.clone();
-            // Lets JetStream drop a copy stored twice (e.g. after a reconnect).
-            headers.insert("Nats-Msg-Id", format!("{event_id}.{i}").as_str());
+            // JetStream stores a copy with a Msg-Id it saw within its
+            // duplicate window once: a retried Publish with the same
+            // idempotency key (hence event id) is not stored twice.
+            headers.insert("Nats-Msg-Id", format!("{event_id}:{subject}").as_str());
             let stored = stored_subject(subject, shard_of(subject, shards));
             let ack = self
                 .js

@@ -12,6 +12,8 @@ use crate::config::Config;
 /// A request that passed every check.
 #[derive(Debug)]
 pub struct Publication {
+    /// Names the event across retries, when the caller gave one.
+    pub idempotency_key: Option<String>,
     /// Live subjects to publish on, one per distinct user or the topic.
     pub subjects: Vec<String>,
     pub envelope: Envelope,
@@ -39,7 +41,12 @@ pub enum InvalidRequest {
     Event(String),
     #[error("data is {len} bytes; the limit is {max}")]
     TooLarge { len: usize, max: usize },
+    #[error("idempotency_key must be 1-128 printable characters without whitespace")]
+    IdempotencyKey,
 }
+
+/// Longest accepted idempotency key, in bytes.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
 impl From<InvalidRequest> for tonic::Status {
     fn from(e: InvalidRequest) -> Self {
@@ -56,6 +63,13 @@ pub fn validate(request: PublishRequest, config: &Config) -> Result<Publication,
         });
     }
     check_event_type(&request.event).map_err(|e| InvalidRequest::Event(e.to_string()))?;
+    let key = &request.idempotency_key;
+    if key.len() > MAX_IDEMPOTENCY_KEY_LEN
+        || key.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(InvalidRequest::IdempotencyKey);
+    }
+    let idempotency_key = Some(request.idempotency_key.clone()).filter(|k| !k.is_empty());
     let (subjects, kind) = match request.target {
         Some(Target::Users(users)) if !users.user_ids.is_empty() => (
             user_subjects(&users.user_ids, config.max_users)?,
@@ -69,6 +83,7 @@ pub fn validate(request: PublishRequest, config: &Config) -> Result<Publication,
     };
     let event = Some(request.event).filter(|e| !e.is_empty());
     Ok(Publication {
+        idempotency_key,
         subjects,
         envelope: Envelope {
             event,
@@ -166,6 +181,15 @@ mod tests {
             validate(request(Some(Target::Topic(String::new())), ""), &c).unwrap_err(),
             InvalidRequest::Topic(_)
         ));
+        for key in ["has space", "tab\t", &"k".repeat(129)] {
+            let mut bad_key = request(users(&["a"]), "");
+            bad_key.idempotency_key = key.to_owned();
+            assert_eq!(
+                validate(bad_key, &c).unwrap_err(),
+                InvalidRequest::IdempotencyKey,
+                "{key:?}"
+            );
+        }
         let mut evil_event = request(users(&["a"]), "");
         evil_event.event = "x\nid: 1".into();
         assert!(matches!(
