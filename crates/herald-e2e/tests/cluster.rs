@@ -10,19 +10,6 @@ use herald_testing::{NatsCluster, eventually, route_interest, route_out_msgs};
 
 const QUIET: Duration = Duration::from_millis(300);
 
-/// Waits until node 1 has heard from `peer` that it follows `subject`.
-async fn wait_for_interest(cluster: &NatsCluster, peer: &str, subject: &str) {
-    let what = format!("{peer}'s interest in {subject} at n1");
-    eventually(Duration::from_secs(10), &what, || async {
-        let interest = route_interest(&cluster.nodes[0]).await;
-        interest
-            .get(peer)
-            .is_some_and(|s| s.contains(subject))
-            .then_some(())
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn events_reach_every_connection_of_their_user_and_no_one_else() {
     let cluster = NatsCluster::start(3).await;
@@ -42,8 +29,8 @@ async fn events_reach_every_connection_of_their_user_and_no_one_else() {
     let mut bob_tab2 = SseStream::open(&http, &events_url(&edge2, &["news"]), &bob).await;
     let mut bob_tab3 = SseStream::open(&http, &events_url(&edge3, &[]), &bob).await;
     for peer in ["n2", "n3"] {
-        wait_for_interest(&cluster, peer, "herald.u.alice").await;
-        wait_for_interest(&cluster, peer, "herald.t.news").await;
+        cluster.wait_for_interest(0, peer, "herald.u.alice").await;
+        cluster.wait_for_interest(0, peer, "herald.t.news").await;
     }
 
     let mut client = publisher(&publish).await;
@@ -100,7 +87,7 @@ async fn events_cross_only_routes_to_nodes_with_interest() {
     let carol = Claims::new("carol").hs256(SECRET);
     let mut stream =
         SseStream::open(&reqwest::Client::new(), &events_url(&edge3, &[]), &carol).await;
-    wait_for_interest(&cluster, "n3", "herald.u.carol").await;
+    cluster.wait_for_interest(0, "n3", "herald.u.carol").await;
     let before = route_out_msgs(n1).await;
     for i in 0..1000 {
         publish_ephemeral(&mut client, &["carol"], &format!("c{i}")).await;
@@ -133,7 +120,7 @@ async fn the_last_stream_of_a_user_takes_its_subscription_with_it() {
         1,
         "two tabs share one NATS subscription"
     );
-    wait_for_interest(&cluster, "n2", "herald.u.dave").await;
+    cluster.wait_for_interest(0, "n2", "herald.u.dave").await;
 
     drop(tab1);
     tokio::time::sleep(QUIET).await;

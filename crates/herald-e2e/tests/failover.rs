@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use herald_e2e::*;
+use herald_testing::NatsCluster;
 use herald_testing::sse::SseStream;
 use herald_testing::token::Claims;
-use herald_testing::{NatsCluster, eventually};
 
 fn replicated_publish() -> herald_publish::Config {
     let mut config = herald_publish::Config::defaults("p");
@@ -25,14 +25,7 @@ async fn an_edge_killed_mid_stream_loses_nothing_for_a_client_that_moves() {
     let http = reqwest::Client::new();
     let mut stream =
         SseStream::open(&http, &format!("http://{doomed_addr}/v1/events"), &token).await;
-    eventually(Duration::from_secs(10), "interest at n1", || async {
-        let interest = herald_testing::route_interest(&cluster.nodes[0]).await;
-        interest
-            .get("n2")
-            .is_some_and(|s| s.contains("herald.u.alice"))
-            .then_some(())
-    })
-    .await;
+    cluster.wait_for_interest(0, "n2", "herald.u.alice").await;
 
     const EVENTS: usize = 2000;
     let mut client = publisher(&publish).await;
@@ -179,14 +172,7 @@ async fn a_client_loses_nothing_when_its_edge_loses_nats() {
     let http = reqwest::Client::new();
     let url = events_url(&edge, &[]);
     let mut stream = SseStream::open(&http, &url, &token).await;
-    eventually(Duration::from_secs(10), "interest at n1", || async {
-        let interest = herald_testing::route_interest(&cluster.nodes[0]).await;
-        interest
-            .get("n2")
-            .is_some_and(|s| s.contains("herald.u.alice"))
-            .then_some(())
-    })
-    .await;
+    cluster.wait_for_interest(0, "n2", "herald.u.alice").await;
 
     const EVENTS: usize = 400;
     let mut client = publisher(&publish).await;

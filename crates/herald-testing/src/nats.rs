@@ -132,14 +132,6 @@ impl NatsServer {
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
 
-    /// This server's id, as peers report it in `/routez`.
-    pub async fn server_id(&self) -> String {
-        self.monitor("/varz").await["server_id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
     /// Every subscription subject held by client connections on this node.
     pub async fn client_subjects(&self) -> Vec<String> {
         let connz = self.monitor("/connz?subs=1&limit=10000").await;
@@ -218,6 +210,21 @@ impl NatsCluster {
             })
             .await;
         }
+    }
+
+    /// Waits until node `at` has heard from `peer` (a node name such as
+    /// `n2`) that it has interest in `subject`.
+    pub async fn wait_for_interest(&self, at: usize, peer: &str, subject: &str) {
+        let node = &self.nodes[at];
+        let what = format!("{peer}'s interest in {subject} at {}", node.name);
+        crate::eventually(Duration::from_secs(10), &what, || async {
+            let interest = route_interest(node).await;
+            interest
+                .get(peer)
+                .is_some_and(|s| s.contains(subject))
+                .then_some(())
+        })
+        .await;
     }
 
     /// Client URLs of all nodes, comma separated.
