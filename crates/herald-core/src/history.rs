@@ -13,8 +13,6 @@ use async_nats::jetstream::{self, stream};
 
 /// Header with the stream sequence on republished messages.
 pub const SEQUENCE_HEADER: &str = "Nats-Sequence";
-/// Header with the stream name on republished messages.
-pub const STREAM_HEADER: &str = "Nats-Stream";
 /// Most shards.
 pub const MAX_SHARDS: u16 = 64;
 
@@ -57,11 +55,6 @@ pub fn shard_of(live_subject: &str, shards: u16) -> u16 {
 /// The stream name of a shard.
 pub fn stream_name(shard: u16) -> String {
     format!("HERALD_H{shard}")
-}
-
-/// The shard a stream name belongs to, if it is a history stream.
-pub fn shard_of_stream(name: &str) -> Option<u16> {
-    name.strip_prefix("HERALD_H")?.parse().ok()
 }
 
 /// The stored subject of a live subject (`herald.u.x` → `herald.h.<n>.u.x`).
@@ -115,8 +108,6 @@ mod tests {
     fn subjects_map_between_live_and_stored() {
         assert_eq!(stored_subject("herald.u.alice", 3), "herald.h.3.u.alice");
         assert_eq!(stored_subject("herald.t.news", 0), "herald.h.0.t.news");
-        assert_eq!(shard_of_stream(&stream_name(7)), Some(7));
-        assert_eq!(shard_of_stream("OTHER"), None);
     }
 
     #[test]

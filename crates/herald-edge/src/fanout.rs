@@ -118,11 +118,6 @@ impl Fanout {
         }
     }
 
-    /// Subjects this node currently follows.
-    pub fn subject_count(&self) -> usize {
-        self.subjects.lock().unwrap().len()
-    }
-
     fn spawn(&self, subject: &str) -> Entry {
         let (commands, inbox) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(None);
