@@ -13,6 +13,11 @@ use async_nats::jetstream::{self, stream};
 
 /// Header with the stream sequence on republished messages.
 pub const SEQUENCE_HEADER: &str = "Nats-Sequence";
+/// Tries to create each history stream before giving up, and the pause
+/// between tries: together about ten seconds.
+const ENSURE_ATTEMPTS: u32 = 20;
+const ENSURE_RETRY_DELAY: Duration = Duration::from_millis(500);
+
 /// Most shards.
 pub const MAX_SHARDS: u16 = 64;
 
@@ -93,8 +98,17 @@ impl HistoryArgs {
         js: &jetstream::Context,
     ) -> Result<(), jetstream::context::CreateStreamError> {
         for shard in 0..self.history_shards {
-            js.create_or_update_stream(self.stream_config(shard))
-                .await?;
+            let mut attempt = 1;
+            // A cluster that has just formed (all services starting together)
+            // may refuse for a few seconds, until JetStream knows its peers.
+            while let Err(e) = js.create_or_update_stream(self.stream_config(shard)).await {
+                if attempt == ENSURE_ATTEMPTS {
+                    return Err(e);
+                }
+                tracing::warn!(shard, attempt, error = %e, "history stream not ready; retrying");
+                tokio::time::sleep(ENSURE_RETRY_DELAY).await;
+                attempt += 1;
+            }
         }
         Ok(())
     }
