@@ -8,16 +8,20 @@
 //! - [`cli`]: common flags and the exit-code-2 handling of misconfiguration.
 //! - [`telemetry`]: `tracing` setup, text or JSON.
 //! - [`nats`]: connecting to NATS.
+//! - [`presence`]: who is connected where, over NATS.
+//! - [`api_token`]: the bearer token of the internal gRPC APIs.
 //! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` port.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
 //! - [`service`]: start-up (logging, binding, NATS) and the admin port beside a service.
 
 pub mod admin;
+pub mod api_token;
 pub mod cli;
 pub mod cursor;
 pub mod envelope;
 pub mod history;
 pub mod nats;
+pub mod presence;
 pub mod service;
 pub mod shutdown;
 pub mod subject;

@@ -9,7 +9,6 @@
 //! - [`auth`]: the API token check.
 //! - [`metrics`].
 
-pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod server;

@@ -91,6 +91,15 @@ impl Metrics {
             .inc();
     }
 
+    /// The counter of calls refused for a missing or wrong API token.
+    pub fn refused(&self) -> Counter {
+        self.requests
+            .get_or_create(&OutcomeLabels {
+                outcome: Outcome::Unauthenticated,
+            })
+            .clone()
+    }
+
     pub fn events(&self, target: Target, count: u64) {
         self.events
             .get_or_create(&TargetLabels { target })

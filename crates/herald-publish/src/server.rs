@@ -1,6 +1,7 @@
 //! Serving the gRPC API: Publisher (behind the API token), health and reflection.
 
 use herald_core::admin::Readiness;
+use herald_core::api_token::ApiToken;
 use herald_core::subject::MAX_ID_LEN;
 use herald_proto::v1::publisher_server::PublisherServer;
 use prometheus_client::registry::Registry;
@@ -9,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
-use crate::auth::ApiToken;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::service::PublishService;
@@ -67,7 +67,7 @@ impl PublishServer {
             .expect("descriptors are generated at build time and valid");
         let token = ApiToken::new(
             self.service.config.api_token.clone(),
-            self.service.metrics.clone(),
+            self.service.metrics.refused(),
         );
         // Refuse before decoding anything larger than the largest valid request.
         let config = &self.service.config;
