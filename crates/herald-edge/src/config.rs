@@ -41,6 +41,11 @@ pub struct Args {
     #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
     pub heartbeat: Duration,
 
+    /// Interval of this node's presence heartbeat; presence forgets a node
+    /// silent for 2.5 intervals (a crashed edge's users go offline).
+    #[arg(long, env = "HERALD_PRESENCE_HEARTBEAT", default_value = "5s", value_parser = parse_duration)]
+    pub presence_heartbeat: Duration,
+
     /// Reconnect delay suggested to clients (SSE `retry:`).
     #[arg(long, env = "HERALD_RETRY", default_value = "2s", value_parser = parse_duration)]
     pub retry: Duration,
@@ -77,6 +82,7 @@ pub struct Config {
     pub node_id: String,
     pub auth: Arc<Authenticator>,
     pub heartbeat: Duration,
+    pub presence_heartbeat: Duration,
     pub retry: Duration,
     pub max_connections: usize,
     pub max_connections_per_user: usize,
@@ -120,6 +126,9 @@ impl Args {
                 return Err((flag, "must be at least 1".into()));
             }
         }
+        if self.presence_heartbeat < Duration::from_millis(10) {
+            return Err(("--presence-heartbeat", "must be at least 10ms".into()));
+        }
         if self.drain_grace < self.drain_window {
             return Err(("--drain-grace", "must be at least --drain-window".into()));
         }
@@ -127,6 +136,7 @@ impl Args {
             node_id: self.common.node_id(),
             auth: Arc::new(auth),
             heartbeat: self.heartbeat,
+            presence_heartbeat: self.presence_heartbeat,
             retry: self.retry,
             max_connections: self.max_connections,
             max_connections_per_user: self.max_connections_per_user,

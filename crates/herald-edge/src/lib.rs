@@ -7,7 +7,8 @@
 //! - [`server`]: the serve loop, HTTP/1.1 + h2c, drain on shutdown.
 //! - [`events`]: the `/v1/events` handler.
 //! - [`auth`]: JWT from header, cookie or query.
-//! - [`admission`]: per-node and per-user connection limits.
+//! - [`admission`]: per-node and per-user connection limits, and the counts presence reports.
+//! - [`presence`]: reports this node's connections to the presence service.
 //! - [`fanout`]: one NATS subscription per subject, shared by local streams.
 //! - [`session`]: one stream's body: events with ids, heartbeats, expiry, close.
 //! - [`replay`]: resuming from a `Last-Event-ID` cursor.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod fanout;
 pub mod metrics;
+pub mod presence;
 pub mod replay;
 pub mod server;
 pub mod session;

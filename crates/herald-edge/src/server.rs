@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::drain::Drain;
 use crate::fanout::Fanout;
 use crate::metrics::Metrics;
+use crate::presence::Reporter;
 
 /// Response body type of every edge response.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -56,6 +57,8 @@ pub struct State {
 pub struct Edge {
     state: Arc<State>,
     ready: Readiness,
+    /// Taken when serving starts.
+    reporter: Option<Reporter>,
 }
 
 impl Edge {
@@ -69,11 +72,18 @@ impl Edge {
         registry: &mut Registry,
     ) -> Self {
         let metrics = Metrics::register(registry);
+        let admission = Admission::new(config.max_connections, config.max_connections_per_user);
+        let reporter = Reporter::new(
+            nats.clone(),
+            admission.clone(),
+            config.node_id.clone(),
+            config.presence_heartbeat,
+        );
         let state = State {
             losses,
             js: async_nats::jetstream::new(nats.clone()),
             fanout: Fanout::new(nats, metrics.clone()),
-            admission: Admission::new(config.max_connections, config.max_connections_per_user),
+            admission,
             drain: Arc::new(Drain::new(config.drain_window)),
             metrics,
             next_id: AtomicU64::new(0),
@@ -82,6 +92,7 @@ impl Edge {
         Self {
             state: Arc::new(state),
             ready: Readiness::default(),
+            reporter: Some(reporter),
         }
     }
 
@@ -93,7 +104,16 @@ impl Edge {
     /// Serves until `shutdown`, then drains: refuses new streams, closes
     /// open ones over the drain window, and returns when all are gone or
     /// the grace period ends.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+    pub async fn serve(mut self, listener: TcpListener, shutdown: CancellationToken) {
+        let stop_reporting = CancellationToken::new();
+        let reporter = self.reporter.take().expect("serve runs once");
+        let reporting = match reporter.start(stop_reporting.clone()).await {
+            Ok(task) => Some(task),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot subscribe to presence requests; presence will not see this edge");
+                None
+            }
+        };
         let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -127,6 +147,10 @@ impl Edge {
             .is_err()
         {
             tracing::warn!("some HTTP connections did not close in time");
+        }
+        stop_reporting.cancel();
+        if let Some(task) = reporting {
+            let _ = task.await;
         }
         tracing::info!("drained");
     }

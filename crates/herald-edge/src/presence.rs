@@ -1,0 +1,132 @@
+//! Reports this edge's connections to presence: numbered deltas as they
+//! happen, a heartbeat every interval, snapshots on request, and a last
+//! word when the edge stops (see `herald_core::presence::wire`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_core::presence::wire::{
+    NodeMessage, SYNC_SUBJECT, SyncRequest, node_subject, snapshot_parts, unix_ms,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::{Admission, Delta};
+
+/// Publishes one node's presence on NATS.
+pub struct Reporter {
+    nats: async_nats::Client,
+    admission: Arc<Admission>,
+    node: String,
+    subject: String,
+    /// Tells followers a restarted edge from its previous run.
+    epoch: u64,
+    interval: Duration,
+}
+
+impl Reporter {
+    pub fn new(
+        nats: async_nats::Client,
+        admission: Arc<Admission>,
+        node: String,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            subject: node_subject(&node),
+            epoch: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            nats,
+            admission,
+            node,
+            interval,
+        }
+    }
+
+    /// Subscribes to snapshot requests, then reports until `stop`, and
+    /// says goodbye.
+    pub async fn start(
+        self,
+        stop: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, async_nats::SubscribeError> {
+        let requests = self.nats.subscribe(SYNC_SUBJECT).await?;
+        Ok(tokio::spawn(self.run(requests, stop)))
+    }
+
+    async fn run(self, mut requests: async_nats::Subscriber, stop: CancellationToken) {
+        let mut heartbeat = tokio::time::interval(self.interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.admission.changed() => self.send_delta(self.admission.take_delta()).await,
+                _ = heartbeat.tick() => self.send_heartbeat().await,
+                Some(request) = requests.next() => self.answer(request).await,
+            }
+        }
+        self.send_delta(self.admission.take_delta()).await;
+        let leaving = NodeMessage::Leaving {
+            node: self.node.clone(),
+            epoch: self.epoch,
+        };
+        self.send(&leaving).await;
+        let _ = self.nats.flush().await;
+    }
+
+    async fn send_delta(&self, delta: Option<Delta>) {
+        let Some((seq, changes)) = delta else { return };
+        let message = NodeMessage::Delta {
+            node: self.node.clone(),
+            epoch: self.epoch,
+            seq,
+            sent_ms: unix_ms(),
+            changes,
+        };
+        self.send(&message).await;
+    }
+
+    async fn send_heartbeat(&self) {
+        let message = NodeMessage::Heartbeat {
+            node: self.node.clone(),
+            epoch: self.epoch,
+            seq: self.admission.seq(),
+            interval_ms: self.interval.as_millis() as u64,
+            connections: self.admission.open() as u64,
+        };
+        self.send(&message).await;
+    }
+
+    /// A lost message is repaired by followers (they see the gap at the
+    /// next heartbeat and ask for a snapshot), so a failure is only logged.
+    async fn send(&self, message: &NodeMessage) {
+        let payload = serde_json::to_vec(message).expect("serializable");
+        if let Err(e) = self.nats.publish(self.subject.clone(), payload.into()).await {
+            tracing::warn!(error = %e, "cannot report presence");
+        }
+    }
+
+    /// Sends a snapshot to a follower that asked this node (or every node).
+    async fn answer(&self, request: async_nats::Message) {
+        let Some(reply) = request.reply else { return };
+        match serde_json::from_slice::<SyncRequest>(&request.payload) {
+            Ok(SyncRequest { node: Some(node) }) if node != self.node => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a malformed presence snapshot request");
+                return;
+            }
+        }
+        let (pending, seq, users) = self.admission.snapshot();
+        // Deltas up to `seq` go out first, so no follower waits for one
+        // that the snapshot already holds.
+        self.send_delta(pending).await;
+        let interval_ms = self.interval.as_millis() as u64;
+        for part in snapshot_parts(&self.node, self.epoch, seq, interval_ms, users) {
+            let payload = serde_json::to_vec(&part).expect("serializable");
+            if let Err(e) = self.nats.publish(reply.clone(), payload.into()).await {
+                tracing::warn!(error = %e, "cannot send a presence snapshot");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! herald-presence's flags (each also an environment variable).
+
+use std::net::SocketAddr;
+
+use herald_core::cli::CommonArgs;
+
+/// herald-presence: knows which users are connected, on which edges.
+#[derive(Debug, clap::Parser)]
+#[command(name = "herald-presence", version, about, long_about = None)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Address of the gRPC API (Presence, health, reflection).
+    #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:50052")]
+    pub listen: SocketAddr,
+
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "HERALD_ADMIN_LISTEN", default_value = "0.0.0.0:9092")]
+    pub admin_listen: SocketAddr,
+
+    /// Bearer token gRPC callers must send (`authorization: Bearer <token>`); unset = open.
+    #[arg(long, env = "HERALD_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Most users one GetPresence may ask about.
+    #[arg(long, env = "HERALD_MAX_USERS_PER_QUERY", default_value_t = 1000)]
+    pub max_users: usize,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: String,
+    pub api_token: Option<String>,
+    pub max_users: usize,
+}
+
+impl Args {
+    /// Checks the flags; on error names the flag and what is wrong.
+    pub fn validate(&self) -> Result<Config, (&'static str, String)> {
+        if self.api_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(("--api-token", "must be at least 16 characters".into()));
+        }
+        if self.max_users == 0 {
+            return Err(("--max-users-per-query", "must be at least 1".into()));
+        }
+        Ok(Config {
+            node_id: self.common.node_id(),
+            api_token: self.api_token.clone(),
+            max_users: self.max_users,
+        })
+    }
+}
+
+impl Config {
+    /// Defaults as the flags give them; for tests and embedding.
+    pub fn defaults(node_id: &str) -> Self {
+        let args = <Args as clap::Parser>::parse_from(["herald-presence", "--node-id", node_id]);
+        args.validate()
+            .unwrap_or_else(|(flag, e)| panic!("{flag}: {e}"))
+    }
+}

@@ -1,0 +1,120 @@
+//! One herald-presence replica: follows the edges, answers over gRPC
+//! (behind the API token, with health and reflection) and NATS.
+
+use std::time::Duration;
+
+use herald_core::admin::Readiness;
+use herald_core::api_token::ApiToken;
+use herald_core::nats::Losses;
+use herald_core::presence::{Follower, FollowerMetrics};
+use herald_proto::v1::presence_server::PresenceServer as PresenceGrpc;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::service::PresenceService;
+
+/// A presence replica, following the edges from the moment it is built.
+pub struct PresenceServer {
+    service: PresenceService,
+    api_token: Option<String>,
+    nats: async_nats::Client,
+    ready: Readiness,
+    /// Stops following when the server stops.
+    following: CancellationToken,
+}
+
+impl PresenceServer {
+    /// Subscribes to the edges' presence and asks each for its snapshot.
+    pub async fn start(
+        config: Config,
+        nats: async_nats::Client,
+        losses: Losses,
+        registry: &mut Registry,
+    ) -> Result<Self, async_nats::SubscribeError> {
+        let registry = registry.sub_registry_with_prefix("herald_presence");
+        let following = CancellationToken::new();
+        let follower = Follower::start(
+            nats.clone(),
+            losses,
+            FollowerMetrics::register(registry),
+            following.clone(),
+        )
+        .await?;
+        let service = PresenceService {
+            follower,
+            max_users: config.max_users,
+            metrics: Metrics::register(registry),
+        };
+        Ok(Self {
+            service,
+            api_token: config.api_token,
+            nats,
+            ready: Readiness::default(),
+            following,
+        })
+    }
+
+    /// Ready once the state is complete (every edge has answered).
+    pub fn readiness(&self) -> Readiness {
+        self.ready.clone()
+    }
+
+    /// Serves until `shutdown`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), tonic::transport::Error> {
+        let responder = crate::responder::start(self.nats.clone(), self.service.clone(), shutdown.clone()).await;
+        if let Err(e) = &responder {
+            tracing::error!(error = %e, "cannot answer presence over NATS");
+        }
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<PresenceGrpc<PresenceService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("descriptors are generated at build time and valid");
+        let token = ApiToken::new(self.api_token.clone(), self.service.metrics.refused());
+        let follower = self.service.follower.clone();
+        let presence = InterceptedService::new(PresenceGrpc::new(self.service), move |r| {
+            token.check(r)
+        });
+
+        let ready = self.ready.clone();
+        let becoming_ready = tokio::spawn(async move {
+            while !follower.is_warm() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ready.set(true);
+        });
+        let ready = self.ready.clone();
+        let stopping = async move {
+            shutdown.cancelled().await;
+            becoming_ready.abort();
+            ready.set(false);
+            health
+                .set_not_serving::<PresenceGrpc<PresenceService>>()
+                .await;
+        };
+        let served = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(presence)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stopping,
+            )
+            .await;
+        self.following.cancel();
+        served
+    }
+}
