@@ -6,8 +6,11 @@ use std::net::SocketAddr;
 
 use herald_core::admin::Readiness;
 use herald_core::service;
+use herald_proto::v1::presence_client::PresenceClient;
 use herald_proto::v1::publisher_client::PublisherClient;
-use herald_proto::v1::{PublishRequest, PublishResponse, UserTarget, publish_request::Target};
+use herald_proto::v1::{
+    GetPresenceRequest, PublishRequest, PublishResponse, UserTarget, publish_request::Target,
+};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -156,6 +159,11 @@ impl EdgeProcess {
     /// Starts herald-edge on `nats_url`, on `addr` or a free port, with a
     /// short reconnect hint; returns once it is ready.
     pub async fn start(nats_url: &str, addr: Option<SocketAddr>) -> Self {
+        Self::start_with(nats_url, addr, &[]).await
+    }
+
+    /// Like [`EdgeProcess::start`], with more flags.
+    pub async fn start_with(nats_url: &str, addr: Option<SocketAddr>, flags: &[&str]) -> Self {
         let free = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -178,6 +186,7 @@ impl EdgeProcess {
                 "--admin-listen",
                 &admin.to_string(),
             ])
+            .args(flags)
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -240,6 +249,48 @@ pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Ru
         server.serve(listener, shutdown).await.expect("gRPC server");
     })
     .await
+}
+
+/// Starts a herald-presence replica on `nats_url`.
+pub async fn start_presence(nats_url: &str, config: herald_presence::Config) -> Running {
+    let (nats, losses) = herald_core::nats::connect(&urls(nats_url), "e2e-presence")
+        .await
+        .unwrap();
+    let mut registry = Registry::default();
+    let server = herald_presence::PresenceServer::start(config, nats, losses, &mut registry)
+        .await
+        .expect("presence subscriptions");
+    let ready = server.readiness();
+    Running::start(registry, ready, |listener, shutdown| async move {
+        server.serve(listener, shutdown).await.expect("gRPC server");
+    })
+    .await
+}
+
+/// A Presence client for a running herald-presence.
+pub async fn presence_client(running: &Running) -> PresenceClient<Channel> {
+    PresenceClient::connect(running.url()).await.unwrap()
+}
+
+/// `(connections, nodes)` of each of `users`, as `GetPresence` answers.
+pub async fn presence_of(running: &Running, users: &[&str]) -> Vec<(u32, Vec<String>)> {
+    let request = GetPresenceRequest {
+        user_ids: users.iter().map(|u| u.to_string()).collect(),
+    };
+    let response = presence_client(running)
+        .await
+        .get_presence(request)
+        .await
+        .expect("GetPresence")
+        .into_inner();
+    response
+        .users
+        .into_iter()
+        .map(|u| {
+            assert_eq!(u.online, u.connections > 0, "{u:?}");
+            (u.connections, u.nodes)
+        })
+        .collect()
 }
 
 /// A Publisher client for a running herald-publish.

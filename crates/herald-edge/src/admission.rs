@@ -177,7 +177,11 @@ mod tests {
         assert_eq!(admission.take_delta(), None);
         let _a2 = admission.admit("a").unwrap();
         drop(a);
-        assert_eq!(admission.take_delta(), None, "a net zero change is no delta");
+        assert_eq!(
+            admission.take_delta(),
+            None,
+            "a net zero change is no delta"
+        );
         let _c = admission.admit("c").unwrap();
         let (pending, seq, mut users) = admission.snapshot();
         users.sort();

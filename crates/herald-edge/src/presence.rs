@@ -100,7 +100,11 @@ impl Reporter {
     /// next heartbeat and ask for a snapshot), so a failure is only logged.
     async fn send(&self, message: &NodeMessage) {
         let payload = serde_json::to_vec(message).expect("serializable");
-        if let Err(e) = self.nats.publish(self.subject.clone(), payload.into()).await {
+        if let Err(e) = self
+            .nats
+            .publish(self.subject.clone(), payload.into())
+            .await
+        {
             tracing::warn!(error = %e, "cannot report presence");
         }
     }

@@ -59,12 +59,20 @@ impl Metrics {
         let m = Self {
             requests: Family::default(),
         };
-        registry.register("requests", "Presence requests, by API and outcome", m.requests.clone());
+        registry.register(
+            "requests",
+            "Presence requests, by API and outcome",
+            m.requests.clone(),
+        );
         m
     }
 
     pub fn request(&self, api: Api, ok: bool) {
-        let outcome = if ok { Outcome::Ok } else { Outcome::InvalidArgument };
+        let outcome = if ok {
+            Outcome::Ok
+        } else {
+            Outcome::InvalidArgument
+        };
         self.requests.get_or_create(&Labels { api, outcome }).inc();
     }
 

@@ -17,8 +17,12 @@ pub async fn start(
     service: PresenceService,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, async_nats::SubscribeError> {
-    let mut queries = nats.queue_subscribe(QUERY_SUBJECT, QUEUE_GROUP.into()).await?;
-    let mut stats = nats.queue_subscribe(STATS_SUBJECT, QUEUE_GROUP.into()).await?;
+    let mut queries = nats
+        .queue_subscribe(QUERY_SUBJECT, QUEUE_GROUP.into())
+        .await?;
+    let mut stats = nats
+        .queue_subscribe(STATS_SUBJECT, QUEUE_GROUP.into())
+        .await?;
     Ok(tokio::spawn(async move {
         loop {
             let (request, answer) = tokio::select! {

@@ -70,14 +70,14 @@ impl PresenceServer {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), tonic::transport::Error> {
-        let responder = crate::responder::start(self.nats.clone(), self.service.clone(), shutdown.clone()).await;
+        let responder =
+            crate::responder::start(self.nats.clone(), self.service.clone(), shutdown.clone())
+                .await;
         if let Err(e) = &responder {
             tracing::error!(error = %e, "cannot answer presence over NATS");
         }
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<PresenceGrpc<PresenceService>>()
-            .await;
+        health.set_serving::<PresenceGrpc<PresenceService>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -85,9 +85,8 @@ impl PresenceServer {
             .expect("descriptors are generated at build time and valid");
         let token = ApiToken::new(self.api_token.clone(), self.service.metrics.refused());
         let follower = self.service.follower.clone();
-        let presence = InterceptedService::new(PresenceGrpc::new(self.service), move |r| {
-            token.check(r)
-        });
+        let presence =
+            InterceptedService::new(PresenceGrpc::new(self.service), move |r| token.check(r));
 
         let ready = self.ready.clone();
         let becoming_ready = tokio::spawn(async move {

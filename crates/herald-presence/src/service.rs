@@ -42,7 +42,11 @@ impl PresenceService {
     fn lookup(&self, request: GetPresenceRequest) -> Result<GetPresenceResponse, Status> {
         let ids = request.user_ids;
         if ids.len() > self.max_users {
-            let message = format!("{} users in one request; the limit is {}", ids.len(), self.max_users);
+            let message = format!(
+                "{} users in one request; the limit is {}",
+                ids.len(),
+                self.max_users
+            );
             return Err(Status::invalid_argument(message));
         }
         for (index, id) in ids.iter().enumerate() {
