@@ -8,6 +8,7 @@
 //! - [`cli`]: common flags and the exit-code-2 handling of misconfiguration.
 //! - [`telemetry`]: `tracing` setup, text or JSON.
 //! - [`nats`]: connecting to NATS.
+//! - [`offline`]: the work queue of events for users who were not connected.
 //! - [`presence`]: who is connected where, over NATS.
 //! - [`api_token`]: the bearer token of the internal gRPC APIs.
 //! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` port.
@@ -21,6 +22,7 @@ pub mod cursor;
 pub mod envelope;
 pub mod history;
 pub mod nats;
+pub mod offline;
 pub mod presence;
 pub mod service;
 pub mod shutdown;

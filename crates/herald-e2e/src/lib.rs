@@ -79,6 +79,17 @@ impl Running {
         sample_value(&self.metrics().await, sample)
     }
 
+    /// Waits until `/readyz` answers 200 (e.g. presence is complete).
+    pub async fn wait_ready(&self) {
+        let readyz = format!("http://{}/readyz", self.admin);
+        herald_testing::eventually(
+            std::time::Duration::from_secs(10),
+            "the service to be ready",
+            || async { (reqwest::get(&readyz).await.ok()?.status() == 200).then_some(()) },
+        )
+        .await;
+    }
+
     /// Starts the shutdown (as SIGTERM does) and waits until the service returns.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -238,12 +249,13 @@ pub fn edge_config(node: &str) -> herald_edge::Config {
 
 /// Starts herald-publish on `nats_url` with `config`.
 pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Running {
-    let (nats, _) = herald_core::nats::connect(&urls(nats_url), "e2e-publish")
+    let (nats, losses) = herald_core::nats::connect(&urls(nats_url), "e2e-publish")
         .await
         .unwrap();
     let mut registry = Registry::default();
-    let server = herald_publish::PublishServer::new(config, nats, &mut registry);
-    server.ensure_history().await.expect("history streams");
+    let server = herald_publish::PublishServer::start(config, nats, losses, &mut registry)
+        .await
+        .expect("herald-publish start");
     let ready = server.readiness();
     Running::start(registry, ready, |listener, shutdown| async move {
         server.serve(listener, shutdown).await.expect("gRPC server");

@@ -67,6 +67,18 @@ async fn events_cross_only_routes_to_nodes_with_interest() {
     let edge3 = start_edge(&cluster.nodes[2].client_url(), edge_config("edge-3")).await;
     let mut client = publisher(&publish).await;
     let n1 = &cluster.nodes[0];
+    // Publish has asked edge-3 for its presence once; from now on the only
+    // presence traffic is edge-3's own, towards node 1.
+    eventually(
+        Duration::from_secs(10),
+        "publish to know edge-3",
+        || async {
+            let nodes = publish.metric("herald_publish_presence_nodes").await;
+            (nodes == 1.0).then_some(())
+        },
+    )
+    .await;
+    publish.wait_ready().await;
 
     // Nobody follows "nobody": 1,000 events stay on node 1.
     let before = route_out_msgs(n1).await;

@@ -118,6 +118,7 @@ async fn health_reflection_and_admin_are_served() {
         "{names:?}"
     );
 
+    publish.wait_ready().await; // once presence is complete
     let admin = format!("http://{}", publish.admin);
     assert_eq!(
         reqwest::get(format!("{admin}/healthz"))

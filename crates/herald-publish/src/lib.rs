@@ -4,9 +4,8 @@
 //! # Layout
 //! - [`config`]: flags, env vars, validation.
 //! - [`server`]: gRPC serving with health and reflection.
-//! - [`service`]: the `Publisher` implementation.
+//! - [`service`]: the `Publisher` implementation: store or send, receipts, offline queue.
 //! - [`validate`]: request checks, all before anything is published.
-//! - [`auth`]: the API token check.
 //! - [`metrics`].
 
 pub mod config;

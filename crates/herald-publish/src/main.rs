@@ -20,11 +20,9 @@ async fn main() {
     }
 
     let mut registry = Registry::default();
-    let server = PublishServer::new(config, started.nats, &mut registry);
-    if let Err(e) = server.ensure_history().await {
-        let problem = format!("cannot create the history streams (is JetStream enabled?): {e}");
-        cli::misconfigured("--history-*", problem);
-    }
+    let server = PublishServer::start(config, started.nats, started.losses, &mut registry)
+        .await
+        .unwrap_or_else(|e| cli::misconfigured("--nats-url / --history-*", e));
     let ready = server.readiness();
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, "herald-publish serving");
     let serving = async {

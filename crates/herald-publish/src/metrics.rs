@@ -54,10 +54,31 @@ struct TargetLabels {
     target: Target,
 }
 
+/// A receipt's outcome, as a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ReceiptOutcome(herald_proto::v1::Outcome);
+
+impl EncodeLabelValue for ReceiptOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        let name = self.0.as_str_name();
+        let label = name
+            .strip_prefix("OUTCOME_")
+            .unwrap_or(name)
+            .to_ascii_lowercase();
+        std::fmt::Write::write_str(encoder, &label)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReceiptLabels {
+    outcome: ReceiptOutcome,
+}
+
 /// Handles to every publish metric; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     requests: Family<OutcomeLabels, Counter>,
+    receipts: Family<ReceiptLabels, Counter>,
     events: Family<TargetLabels, Counter>,
     pub latency: Histogram,
 }
@@ -66,6 +87,7 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
             requests: Family::default(),
+            receipts: Family::default(),
             events: Family::default(),
             // 50µs .. ~3.3s
             latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 17)),
@@ -76,6 +98,11 @@ impl Metrics {
             "events",
             "Events put on NATS, by target kind",
             m.events.clone(),
+        );
+        r.register(
+            "receipts",
+            "Per-user receipts, by outcome (delivered, stored, fallback, dropped)",
+            m.receipts.clone(),
         );
         r.register(
             "duration_seconds",
@@ -98,6 +125,13 @@ impl Metrics {
                 outcome: Outcome::Unauthenticated,
             })
             .clone()
+    }
+
+    pub fn receipt(&self, outcome: herald_proto::v1::Outcome) {
+        let labels = ReceiptLabels {
+            outcome: ReceiptOutcome(outcome),
+        };
+        self.receipts.get_or_create(&labels).inc();
     }
 
     pub fn events(&self, target: Target, count: u64) {

@@ -1,7 +1,12 @@
 //! Serving the gRPC API: Publisher (behind the API token), health and reflection.
 
+use std::time::Duration;
+
 use herald_core::admin::Readiness;
 use herald_core::api_token::ApiToken;
+use herald_core::nats::Losses;
+use herald_core::offline;
+use herald_core::presence::{Follower, FollowerMetrics};
 use herald_core::subject::MAX_ID_LEN;
 use herald_proto::v1::publisher_server::PublisherServer;
 use prometheus_client::registry::Registry;
@@ -14,6 +19,15 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::service::PublishService;
 
+/// Why herald-publish cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the history streams or offline queue (is JetStream enabled?): {0}")]
+    Streams(#[from] async_nats::jetstream::context::CreateStreamError),
+    #[error("cannot follow presence: {0}")]
+    Presence(#[from] async_nats::SubscribeError),
+}
+
 /// One herald-publish instance.
 pub struct PublishServer {
     service: PublishService,
@@ -21,29 +35,35 @@ pub struct PublishServer {
 }
 
 impl PublishServer {
-    pub fn new(config: Config, nats: async_nats::Client, registry: &mut Registry) -> Self {
-        let metrics = Metrics::register(registry);
+    /// Creates or updates the history streams and the offline queue, and
+    /// starts following presence for receipts.
+    pub async fn start(
+        config: Config,
+        nats: async_nats::Client,
+        losses: Losses,
+        registry: &mut Registry,
+    ) -> Result<Self, StartError> {
         let js = async_nats::jetstream::new(nats.clone());
-        Self {
+        config.history.ensure_streams(&js).await?;
+        offline::ensure_stream(&js, &config.history).await?;
+        let presence = Follower::start(
+            nats.clone(),
+            losses,
+            FollowerMetrics::register(registry.sub_registry_with_prefix("herald_publish_presence")),
+            CancellationToken::new(),
+        )
+        .await?;
+        let metrics = Metrics::register(registry);
+        Ok(Self {
             service: PublishService {
                 nats,
                 js,
                 config,
                 metrics,
+                presence,
             },
             ready: Readiness::default(),
-        }
-    }
-
-    /// Creates or updates the history streams; call before serving.
-    pub async fn ensure_history(
-        &self,
-    ) -> Result<(), async_nats::jetstream::context::CreateStreamError> {
-        self.service
-            .config
-            .history
-            .ensure_streams(&self.service.js)
-            .await
+        })
     }
 
     pub fn readiness(&self) -> Readiness {
@@ -72,18 +92,27 @@ impl PublishServer {
         // Refuse before decoding anything larger than the largest valid request.
         let config = &self.service.config;
         let max_request = config.max_payload + config.max_users * (MAX_ID_LEN + 8) + 4096;
+        let presence = self.service.presence.clone();
         let publisher = PublisherServer::new(self.service).max_decoding_message_size(max_request);
         let publisher = InterceptedService::new(publisher, move |r| token.check(r));
 
+        // Receipts are right once presence is complete.
+        let ready = self.ready.clone();
+        let becoming_ready = tokio::spawn(async move {
+            while !presence.is_warm() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ready.set(true);
+        });
         let ready = self.ready.clone();
         let stopping = async move {
             shutdown.cancelled().await;
+            becoming_ready.abort();
             ready.set(false);
             health
                 .set_not_serving::<PublisherServer<PublishService>>()
                 .await;
         };
-        self.ready.set(true);
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)

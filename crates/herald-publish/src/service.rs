@@ -4,7 +4,13 @@ use std::time::Instant;
 
 use async_nats::jetstream;
 use herald_core::history::{shard_of, stored_subject};
-use herald_proto::v1::{PublishRequest, PublishResponse, publisher_server::Publisher};
+use herald_core::offline;
+use herald_core::presence::Follower;
+use herald_core::subject::UserId;
+use herald_proto::v1::{
+    OfflinePolicy, Outcome as ReceiptOutcome, PublishRequest, PublishResponse, Receipt,
+    publisher_server::Publisher,
+};
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
@@ -15,12 +21,16 @@ use crate::validate::{Publication, TargetKind, validate};
 pub const EVENT_ID_HEADER: &str = "Herald-Event-Id";
 
 /// Publishes validated events: persisted ones into the sharded history
-/// streams (JetStream republishes them live), ephemeral ones on core NATS.
+/// streams (JetStream republishes them live), ephemeral ones on core NATS;
+/// answers with a receipt per user, and queues offline users' copies for
+/// mobile push under the `FALLBACK` policy.
 pub struct PublishService {
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
     pub config: Config,
     pub metrics: Metrics,
+    /// Who is connected, for receipts.
+    pub presence: Follower,
 }
 
 #[tonic::async_trait]
@@ -48,31 +58,96 @@ impl PublishService {
     async fn publish_inner(&self, request: PublishRequest) -> Result<PublishResponse, Status> {
         let ephemeral = request.ephemeral;
         let publication = validate(request, &self.config)?;
-        let event_id = if ephemeral {
-            self.publish_live(&publication).await?;
-            String::new()
-        } else {
-            self.store(&publication).await?
+        let receipts = self.receipts(&publication, ephemeral);
+        let event_id = match &publication.idempotency_key {
+            _ if ephemeral => String::new(),
+            Some(key) => key.clone(),
+            None => nuid::next().to_string(),
         };
+        // Users dropped by policy get no stored copy; all others (and a topic) do.
+        let dropped = |i: usize| {
+            receipts
+                .get(i)
+                .is_some_and(|r| r.outcome() == ReceiptOutcome::Dropped)
+        };
+        let subjects = |want_dropped: bool| -> Vec<&String> {
+            let all = publication.subjects.iter().enumerate();
+            all.filter(|(i, _)| dropped(*i) == want_dropped)
+                .map(|(_, s)| s)
+                .collect()
+        };
+        if ephemeral {
+            self.publish_live(
+                &publication,
+                &publication.subjects.iter().collect::<Vec<_>>(),
+            )
+            .await?;
+        } else {
+            self.store(&publication, &event_id, &subjects(false))
+                .await?;
+            // A dropped user may have connected a moment ago: send live, keep nothing.
+            self.publish_live(&publication, &subjects(true)).await?;
+        }
+        let fallback: Vec<&UserId> = publication
+            .users
+            .iter()
+            .zip(&receipts)
+            .filter(|(_, r)| r.outcome() == ReceiptOutcome::Fallback)
+            .map(|(u, _)| u)
+            .collect();
+        self.enqueue_offline(&publication, &event_id, &fallback)
+            .await?;
         let target = match publication.kind {
             TargetKind::Users => Target::User,
             TargetKind::Topic => Target::Topic,
         };
         self.metrics
             .events(target, publication.subjects.len() as u64);
-        Ok(PublishResponse {
-            event_id,
-            receipts: Vec::new(),
-        })
+        for receipt in &receipts {
+            self.metrics.receipt(receipt.outcome());
+        }
+        Ok(PublishResponse { event_id, receipts })
+    }
+
+    /// One receipt per user: online (from the presence follower's local
+    /// state, no round trip) or what the policy does for an offline user.
+    fn receipts(&self, publication: &Publication, ephemeral: bool) -> Vec<Receipt> {
+        let directory = self.presence.directory();
+        publication
+            .users
+            .iter()
+            .map(|user| {
+                let online = directory.is_online(user.as_str());
+                let outcome = match publication.offline {
+                    _ if online => ReceiptOutcome::Delivered,
+                    OfflinePolicy::Fallback => ReceiptOutcome::Fallback,
+                    OfflinePolicy::Drop => ReceiptOutcome::Dropped,
+                    _ if ephemeral => ReceiptOutcome::Dropped,
+                    _ => ReceiptOutcome::Stored,
+                };
+                Receipt {
+                    user_id: user.as_str().to_owned(),
+                    online,
+                    outcome: outcome as i32,
+                }
+            })
+            .collect()
     }
 
     /// Core NATS: delivered to whoever listens now, never stored.
-    async fn publish_live(&self, publication: &Publication) -> Result<(), Status> {
+    async fn publish_live(
+        &self,
+        publication: &Publication,
+        subjects: &[&String],
+    ) -> Result<(), Status> {
+        if subjects.is_empty() {
+            return Ok(());
+        }
         let headers = publication.envelope.headers().unwrap_or_default();
-        for subject in &publication.subjects {
+        for subject in subjects {
             let data = publication.envelope.data.clone();
             self.nats
-                .publish_with_headers(subject.clone(), headers.clone(), data)
+                .publish_with_headers((*subject).clone(), headers.clone(), data)
                 .await
                 .map_err(|e| Status::unavailable(format!("NATS refused the event: {e}")))?;
         }
@@ -84,18 +159,19 @@ impl PublishService {
     }
 
     /// JetStream: returns once every copy is acknowledged as stored.
-    async fn store(&self, publication: &Publication) -> Result<String, Status> {
-        let event_id = match &publication.idempotency_key {
-            Some(key) => key.clone(),
-            None => nuid::next().to_string(),
-        };
+    async fn store(
+        &self,
+        publication: &Publication,
+        event_id: &str,
+        subjects: &[&String],
+    ) -> Result<(), Status> {
         let mut headers = publication.envelope.headers().unwrap_or_default();
-        headers.insert(EVENT_ID_HEADER, event_id.as_str());
+        headers.insert(EVENT_ID_HEADER, event_id);
         let shards = self.config.history.history_shards;
-        let mut acks = Vec::with_capacity(publication.subjects.len());
+        let mut acks = Vec::with_capacity(subjects.len());
         // Send every copy first, then wait for the acks together: one round
         // trip for a publish to many users, not one per user.
-        for subject in &publication.subjects {
+        for subject in subjects {
             let mut headers = headers.clone();
             // JetStream stores a copy with a Msg-Id it saw within its
             // duplicate window once: a retried Publish with the same
@@ -109,12 +185,49 @@ impl PublishService {
                 .map_err(|e| Status::unavailable(format!("cannot store the event: {e}")))?;
             acks.push(ack);
         }
-        let acks = acks.into_iter().map(std::future::IntoFuture::into_future);
-        for ack in futures::future::join_all(acks).await {
-            ack.map_err(|e| {
-                Status::unavailable(format!("history did not confirm the event: {e}"))
-            })?;
-        }
-        Ok(event_id)
+        await_acks(acks, "history").await
     }
+
+    /// Puts the event on the offline queue of each of `users`, for the
+    /// mobile-push worker; returns once every copy is stored.
+    async fn enqueue_offline(
+        &self,
+        publication: &Publication,
+        event_id: &str,
+        users: &[&UserId],
+    ) -> Result<(), Status> {
+        let mut acks = Vec::with_capacity(users.len());
+        // An ephemeral event has no id; the queue still needs one to dedupe.
+        let event_id = Some(event_id)
+            .filter(|id| !id.is_empty())
+            .map_or_else(|| nuid::next().to_string(), str::to_owned);
+        for user in users {
+            let mut headers = publication.envelope.headers().unwrap_or_default();
+            headers.insert(EVENT_ID_HEADER, event_id.as_str());
+            headers.insert(offline::USER_HEADER, user.as_str());
+            let subject = offline::subject(user);
+            headers.insert("Nats-Msg-Id", format!("{event_id}:{subject}").as_str());
+            let ack = self
+                .js
+                .publish_with_headers(subject, headers, publication.envelope.data.clone())
+                .await
+                .map_err(|e| {
+                    Status::unavailable(format!("cannot queue the event for mobile push: {e}"))
+                })?;
+            acks.push(ack);
+        }
+        await_acks(acks, "the offline queue").await
+    }
+}
+
+/// Waits for every JetStream ack; the first failure fails the call.
+async fn await_acks(
+    acks: Vec<jetstream::context::PublishAckFuture>,
+    store: &str,
+) -> Result<(), Status> {
+    let acks = acks.into_iter().map(std::future::IntoFuture::into_future);
+    for ack in futures::future::join_all(acks).await {
+        ack.map_err(|e| Status::unavailable(format!("{store} did not confirm the event: {e}")))?;
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use herald_core::envelope::{Envelope, check_event_type};
 use herald_core::subject::{Topic, UserId};
-use herald_proto::v1::{PublishRequest, publish_request::Target};
+use herald_proto::v1::{OfflinePolicy, PublishRequest, publish_request::Target};
 
 use crate::config::Config;
 
@@ -16,6 +16,11 @@ pub struct Publication {
     pub idempotency_key: Option<String>,
     /// Live subjects to publish on, one per distinct user or the topic.
     pub subjects: Vec<String>,
+    /// The distinct users, in request order, matching `subjects`; empty
+    /// for a topic.
+    pub users: Vec<UserId>,
+    /// What to do for users who are not connected.
+    pub offline: OfflinePolicy,
     pub envelope: Envelope,
     pub kind: TargetKind,
 }
@@ -43,6 +48,10 @@ pub enum InvalidRequest {
     TooLarge { len: usize, max: usize },
     #[error("idempotency_key must be 1-128 printable characters without whitespace")]
     IdempotencyKey,
+    #[error("offline: {0} is not an OfflinePolicy")]
+    UnknownPolicy(i32),
+    #[error("offline: DROP and FALLBACK apply to users; a topic has no one to be offline")]
+    PolicyOnTopic,
 }
 
 /// Longest accepted idempotency key, in bytes.
@@ -70,14 +79,23 @@ pub fn validate(request: PublishRequest, config: &Config) -> Result<Publication,
         return Err(InvalidRequest::IdempotencyKey);
     }
     let idempotency_key = Some(request.idempotency_key.clone()).filter(|k| !k.is_empty());
-    let (subjects, kind) = match request.target {
-        Some(Target::Users(users)) if !users.user_ids.is_empty() => (
-            user_subjects(&users.user_ids, config.max_users)?,
-            TargetKind::Users,
-        ),
+    let offline = match OfflinePolicy::try_from(request.offline) {
+        Ok(OfflinePolicy::Unspecified) => OfflinePolicy::Store,
+        Ok(policy) => policy,
+        Err(_) => return Err(InvalidRequest::UnknownPolicy(request.offline)),
+    };
+    let (users, subjects, kind) = match request.target {
+        Some(Target::Users(users)) if !users.user_ids.is_empty() => {
+            let users = distinct_users(&users.user_ids, config.max_users)?;
+            let subjects = users.iter().map(UserId::subject).collect();
+            (users, subjects, TargetKind::Users)
+        }
+        Some(Target::Topic(_)) if offline != OfflinePolicy::Store => {
+            return Err(InvalidRequest::PolicyOnTopic);
+        }
         Some(Target::Topic(topic)) => {
             let topic = Topic::parse(&topic).map_err(|e| InvalidRequest::Topic(e.to_string()))?;
-            (vec![topic.subject()], TargetKind::Topic)
+            (Vec::new(), vec![topic.subject()], TargetKind::Topic)
         }
         _ => return Err(InvalidRequest::NoTarget),
     };
@@ -85,6 +103,8 @@ pub fn validate(request: PublishRequest, config: &Config) -> Result<Publication,
     Ok(Publication {
         idempotency_key,
         subjects,
+        users,
+        offline,
         envelope: Envelope {
             event,
             data: Bytes::from(request.data),
@@ -93,26 +113,26 @@ pub fn validate(request: PublishRequest, config: &Config) -> Result<Publication,
     })
 }
 
-/// One subject per distinct user, in request order.
-fn user_subjects(ids: &[String], max: usize) -> Result<Vec<String>, InvalidRequest> {
+/// The distinct users, in request order.
+fn distinct_users(ids: &[String], max: usize) -> Result<Vec<UserId>, InvalidRequest> {
     if ids.len() > max {
         return Err(InvalidRequest::TooManyUsers {
             count: ids.len(),
             max,
         });
     }
-    let mut subjects: Vec<String> = Vec::with_capacity(ids.len());
+    let mut users: Vec<UserId> = Vec::with_capacity(ids.len());
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
     for (index, id) in ids.iter().enumerate() {
         let user = UserId::parse(id).map_err(|e| InvalidRequest::User {
             index,
             reason: e.to_string(),
         })?;
-        let subject = user.subject();
-        if !subjects.contains(&subject) {
-            subjects.push(subject);
+        if seen.insert(id.as_str()) {
+            users.push(user);
         }
     }
-    Ok(subjects)
+    Ok(users)
 }
 
 #[cfg(test)]
@@ -146,6 +166,9 @@ mod tests {
     fn users_become_distinct_safe_subjects() {
         let p = validate(request(users(&["a.>", "b", "a.>"]), "hi"), &config()).unwrap();
         assert_eq!(p.subjects, vec!["herald.u.a~2E~3E", "herald.u.b"]);
+        let users: Vec<_> = p.users.iter().map(UserId::as_str).collect();
+        assert_eq!(users, ["a.>", "b"]);
+        assert_eq!(p.offline, OfflinePolicy::Store, "unspecified means STORE");
         assert_eq!(p.kind, TargetKind::Users);
         assert_eq!(p.envelope.event, None);
     }
@@ -190,6 +213,18 @@ mod tests {
                 "{key:?}"
             );
         }
+        let mut unknown = request(users(&["a"]), "");
+        unknown.offline = 9;
+        assert_eq!(
+            validate(unknown, &c).unwrap_err(),
+            InvalidRequest::UnknownPolicy(9)
+        );
+        let mut on_topic = request(Some(Target::Topic("news".into())), "");
+        on_topic.offline = OfflinePolicy::Fallback as i32;
+        assert_eq!(
+            validate(on_topic, &c).unwrap_err(),
+            InvalidRequest::PolicyOnTopic
+        );
         let mut evil_event = request(users(&["a"]), "");
         evil_event.event = "x\nid: 1".into();
         assert!(matches!(
