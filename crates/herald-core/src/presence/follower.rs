@@ -25,8 +25,12 @@ use crate::nats::Losses;
 const TICK: Duration = Duration::from_millis(100);
 
 /// A follower is warm (its answers complete) once every edge answered and
-/// at least this long has passed since it asked them all.
+/// at least this long has passed since it asked them all...
 const WARMUP: Duration = Duration::from_secs(1);
+/// ...or after this long, even if an edge never answers (it may be broken;
+/// its users then count as offline), so one bad edge cannot keep a whole
+/// service unready.
+const MAX_WARMUP: Duration = Duration::from_secs(10);
 
 /// Presence state, kept current by a background task.
 #[derive(Clone)]
@@ -154,8 +158,9 @@ impl Task {
             self.metrics.expired.inc();
             self.metrics.connections.remove(&NodeLabels { node });
         }
-        if !self.follower.is_warm() && self.started.elapsed() >= WARMUP && directory.waiting() == 0
-        {
+        let elapsed = self.started.elapsed();
+        let answered = directory.waiting() == 0 || elapsed >= MAX_WARMUP;
+        if !self.follower.is_warm() && elapsed >= WARMUP && answered {
             self.follower.warm.store(true, Ordering::Release);
         }
         self.metrics
