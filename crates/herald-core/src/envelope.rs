@@ -9,6 +9,9 @@ use bytes::Bytes;
 /// Header carrying the SSE event type; absent means the default `message`.
 pub const EVENT_HEADER: &str = "Herald-Event";
 
+/// Header carrying the id `Publish` returned, on every stored or queued copy.
+pub const EVENT_ID_HEADER: &str = "Herald-Event-Id";
+
 /// Event types starting with this prefix are Herald's own (e.g. `herald.reset`).
 pub const RESERVED_EVENT_PREFIX: &str = "herald.";
 

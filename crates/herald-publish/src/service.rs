@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use async_nats::jetstream;
+use herald_core::envelope::EVENT_ID_HEADER;
 use herald_core::history::{shard_of, stored_subject};
 use herald_core::offline;
 use herald_core::presence::Follower;
@@ -17,8 +18,6 @@ use crate::config::Config;
 use crate::metrics::{Metrics, Outcome, Target};
 use crate::validate::{Publication, TargetKind, validate};
 
-/// Header carrying the id `Publish` returned, on every stored copy.
-pub const EVENT_ID_HEADER: &str = "Herald-Event-Id";
 
 /// Publishes validated events: persisted ones into the sharded history
 /// streams (JetStream republishes them live), ephemeral ones on core NATS;

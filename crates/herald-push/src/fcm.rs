@@ -1,0 +1,291 @@
+//! The FCM HTTP v1 client: signs in with a service account (a signed JWT
+//! exchanged for an OAuth access token, cached until shortly before it
+//! expires) and sends one message per device token.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::config::FcmConfig;
+
+/// OAuth scope FCM requires.
+const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
+/// An access token is renewed this long before it expires.
+const RENEW_BEFORE: Duration = Duration::from_secs(60);
+/// Longest time one HTTP call to FCM may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// FCM refuses data payloads over 4 KiB; larger events are sent without
+/// their data (with `herald_truncated`), and the app fetches them over SSE.
+pub const MAX_DATA_BYTES: usize = 3 * 1024;
+
+/// The fields of a Google service-account key file the worker uses.
+#[derive(Clone, Deserialize)]
+pub struct ServiceAccount {
+    pub client_email: String,
+    pub private_key: String,
+    #[serde(default)]
+    pub private_key_id: Option<String>,
+    #[serde(default)]
+    pub project_id: Option<String>,
+    #[serde(default = "default_token_uri")]
+    pub token_uri: String,
+}
+
+fn default_token_uri() -> String {
+    "https://oauth2.googleapis.com/token".to_owned()
+}
+
+impl std::fmt::Debug for ServiceAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccount")
+            .field("client_email", &self.client_email)
+            .field("project_id", &self.project_id)
+            .finish_non_exhaustive() // never the key
+    }
+}
+
+impl ServiceAccount {
+    /// Reads and checks a key file; the error says what is wrong with it.
+    pub fn read(path: &str) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let account: Self = serde_json::from_str(&text)
+            .map_err(|e| format!("{path} is not a service-account key: {e}"))?;
+        jsonwebtoken::EncodingKey::from_rsa_pem(account.private_key.as_bytes())
+            .map_err(|e| format!("{path}: private_key is not an RSA key in PEM: {e}"))?;
+        Ok(account)
+    }
+}
+
+/// One event as the phone receives it.
+#[derive(Debug, Clone)]
+pub struct PushMessage {
+    pub event: String,
+    pub event_id: String,
+    pub data: String,
+}
+
+/// How one send ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    Sent,
+    /// Worth another try (429, 5xx, network), after `retry_after` if FCM said.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The device token is no longer valid: forget it.
+    Unregistered,
+    /// FCM refused this message for good (e.g. 400); retrying cannot help.
+    Rejected(String),
+}
+
+/// Sends through FCM HTTP v1.
+pub struct FcmClient {
+    http: reqwest::Client,
+    config: FcmConfig,
+    key: jsonwebtoken::EncodingKey,
+    token: Mutex<Option<(String, Instant)>>,
+}
+
+impl FcmClient {
+    pub fn new(config: FcmConfig) -> Result<Self, String> {
+        // One crypto provider (ring) for every TLS connection of the process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(config.account.private_key.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            http,
+            config,
+            key,
+            token: Mutex::new(None),
+        })
+    }
+
+    /// Sends `message` to one device.
+    pub async fn send(&self, device: &str, message: &PushMessage) -> SendOutcome {
+        let token = match self.access_token().await {
+            Ok(token) => token,
+            Err(reason) => return retry(reason, None),
+        };
+        let url = format!(
+            "{}/v1/projects/{}/messages:send",
+            self.config.endpoint, self.config.project_id
+        );
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(token)
+            .json(&body(device, message))
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return retry(format!("FCM unreachable: {e}"), None),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return SendOutcome::Sent;
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            // Our access token was refused: sign in again on the next try.
+            *self.token.lock().await = None;
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.unwrap_or_default();
+        classify(status.as_u16(), &text, retry_after)
+    }
+
+    /// A valid access token, signing in again when the cached one is about to expire.
+    async fn access_token(&self) -> Result<String, String> {
+        let mut cached = self.token.lock().await;
+        if let Some((token, expires)) = cached.as_ref()
+            && Instant::now() + RENEW_BEFORE < *expires
+        {
+            return Ok(token.clone());
+        }
+        let (token, lifetime) = self.sign_in().await?;
+        *cached = Some((token.clone(), Instant::now() + lifetime));
+        Ok(token)
+    }
+
+    /// The OAuth 2.0 JWT-bearer grant (RFC 7523) Google uses for service accounts.
+    async fn sign_in(&self) -> Result<(String, Duration), String> {
+        let account = &self.config.account;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let claims = json!({
+            "iss": account.client_email,
+            "scope": SCOPE,
+            "aud": self.config.token_url,
+            "iat": now,
+            "exp": now + 3600,
+        });
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = account.private_key_id.clone();
+        let assertion =
+            jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| e.to_string())?;
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
+            .append_pair("assertion", &assertion)
+            .finish();
+        let response = self
+            .http
+            .post(&self.config.token_url)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .map_err(|e| format!("token endpoint unreachable: {e}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(format!("token endpoint answered {status}: {text}"));
+        }
+        #[derive(Deserialize)]
+        struct Grant {
+            access_token: String,
+            expires_in: u64,
+        }
+        let grant: Grant = serde_json::from_str(&text)
+            .map_err(|e| format!("token endpoint answered an unexpected body: {e}"))?;
+        Ok((grant.access_token, Duration::from_secs(grant.expires_in)))
+    }
+}
+
+fn retry(reason: String, retry_after: Option<Duration>) -> SendOutcome {
+    SendOutcome::Retry {
+        reason,
+        retry_after,
+    }
+}
+
+/// The `messages:send` body: a data message (all values strings, as FCM
+/// requires), high priority on Android so it wakes the app.
+fn body(device: &str, message: &PushMessage) -> serde_json::Value {
+    let mut data = serde_json::Map::new();
+    data.insert("herald_event".into(), message.event.clone().into());
+    data.insert("herald_event_id".into(), message.event_id.clone().into());
+    if message.data.len() <= MAX_DATA_BYTES {
+        data.insert("herald_data".into(), message.data.clone().into());
+    } else {
+        data.insert("herald_truncated".into(), "true".into());
+    }
+    json!({
+        "message": {
+            "token": device,
+            "data": data,
+            "android": { "priority": "high" },
+            "apns": { "headers": { "apns-priority": "10" } },
+        }
+    })
+}
+
+/// Reads an FCM error answer: its HTTP status and the `errorCode` of the
+/// `FcmError` detail, when there is one.
+fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> SendOutcome {
+    let error_code = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["error"]["details"]
+                .as_array()?
+                .iter()
+                .find_map(|d| d["errorCode"].as_str().map(str::to_owned))
+        });
+    match (status, error_code.as_deref()) {
+        (_, Some("UNREGISTERED" | "SENDER_ID_MISMATCH")) => SendOutcome::Unregistered,
+        (401 | 429 | 500..=599, _) => retry(format!("FCM answered {status}"), retry_after),
+        _ => {
+            let detail = error_code.unwrap_or_else(|| body.chars().take(200).collect());
+            SendOutcome::Rejected(format!("FCM answered {status}: {detail}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fcm_error(code: u16, status: &str, error_code: &str) -> String {
+        json!({"error": {"code": code, "status": status, "message": "x", "details": [
+            {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": error_code}
+        ]}})
+        .to_string()
+    }
+
+    #[test]
+    fn fcm_answers_map_to_outcomes() {
+        let unregistered = fcm_error(404, "NOT_FOUND", "UNREGISTERED");
+        assert_eq!(classify(404, &unregistered, None), SendOutcome::Unregistered);
+        let quota = fcm_error(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED");
+        let after = Some(Duration::from_secs(7));
+        assert!(matches!(classify(429, &quota, after), SendOutcome::Retry { retry_after, .. } if retry_after == after));
+        assert!(matches!(classify(503, "<html>", None), SendOutcome::Retry { .. }));
+        assert!(matches!(classify(401, "", None), SendOutcome::Retry { .. }));
+        let invalid = fcm_error(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT");
+        assert!(matches!(classify(400, &invalid, None), SendOutcome::Rejected(r) if r.contains("INVALID_ARGUMENT")));
+        assert!(matches!(classify(403, "garbage", None), SendOutcome::Rejected(_)));
+    }
+
+    #[test]
+    fn large_events_go_without_their_data() {
+        let small = PushMessage { event: "message".into(), event_id: "e1".into(), data: "hi".into() };
+        let b = body("dev", &small);
+        assert_eq!(b["message"]["token"], "dev");
+        assert_eq!(b["message"]["data"]["herald_data"], "hi");
+        let large = PushMessage { data: "x".repeat(MAX_DATA_BYTES + 1), ..small };
+        let b = body("dev", &large);
+        assert_eq!(b["message"]["data"]["herald_truncated"], "true");
+        assert!(b["message"]["data"].get("herald_data").is_none());
+    }
+}

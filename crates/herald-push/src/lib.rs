@@ -1,0 +1,101 @@
+//! herald-push-worker: sends events that herald-publish queued for offline
+//! users (`FALLBACK` policy) as mobile push through the FCM HTTP v1 API,
+//! and keeps each user's device tokens.
+//!
+//! # Layout
+//! - [`config`]: flags, env vars, validation, the retry policy.
+//! - [`worker`]: the queue consumer: send, retry, acknowledge.
+//! - [`fcm`]: the FCM client (service-account sign-in, `messages:send`).
+//! - [`devices`]: device tokens in a JetStream key-value bucket.
+//! - [`api`]: the device registration HTTP API.
+//! - [`metrics`].
+
+pub mod api;
+pub mod config;
+pub mod devices;
+pub mod fcm;
+pub mod metrics;
+pub mod worker;
+
+pub use config::{Args, Config};
+pub use worker::Worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use herald_core::offline;
+use prometheus_client::registry::Registry as MetricsRegistry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The whole worker: queue consumer and registration API.
+pub struct PushWorker {
+    worker: Worker,
+    js: jetstream::Context,
+    api_token: Option<String>,
+}
+
+impl PushWorker {
+    /// Opens the device bucket; the error names what failed.
+    pub async fn start(
+        config: Config,
+        nats: async_nats::Client,
+        registry: &mut MetricsRegistry,
+    ) -> Result<Self, String> {
+        let js = jetstream::new(nats);
+        let devices = devices::Registry::open(&js, config.devices_replicas, config.max_devices)
+            .await
+            .map_err(|e| e.to_string())?;
+        let worker = Worker {
+            fcm: Arc::new(fcm::FcmClient::new(config.fcm)?),
+            devices,
+            retry: config.retry,
+            metrics: metrics::Metrics::register(registry),
+            concurrency: config.concurrency,
+        };
+        Ok(Self {
+            worker,
+            js,
+            api_token: config.api_token,
+        })
+    }
+
+    /// Serves the API and consumes the queue until `shutdown`. The queue
+    /// is created by herald-publish; until it exists the worker waits.
+    pub async fn serve(self, listener: TcpListener, ready: herald_core::admin::Readiness, shutdown: CancellationToken) {
+        let api = tokio::spawn(api::serve(
+            listener,
+            self.worker.devices.clone(),
+            self.api_token,
+            shutdown.clone(),
+        ));
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            stream = wait_for_queue(&self.js) => Some(stream),
+        };
+        if let Some(stream) = stream {
+            ready.set(true);
+            if let Err(e) = self.worker.run(stream, shutdown.clone()).await {
+                tracing::error!(error = %e, "the push worker stopped");
+            }
+        }
+        ready.set(false);
+        let _ = api.await;
+    }
+}
+
+async fn wait_for_queue(js: &jetstream::Context) -> jetstream::stream::Stream {
+    let mut warned = false;
+    loop {
+        match js.get_stream(offline::STREAM).await {
+            Ok(stream) => return stream,
+            Err(e) if !warned => {
+                tracing::warn!(error = %e, stream = offline::STREAM, "waiting for herald-publish to create the offline queue");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
