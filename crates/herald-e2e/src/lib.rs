@@ -305,6 +305,47 @@ pub async fn presence_of(running: &Running, users: &[&str]) -> Vec<(u32, Vec<Str
         .collect()
 }
 
+/// A push-worker configuration against `fcm`, with short backoffs; the
+/// service-account file goes into `dir`.
+pub fn push_config(
+    fcm: &herald_testing::fcm::FakeFcm,
+    dir: &std::path::Path,
+) -> herald_push::Config {
+    let account = fcm.service_account(dir);
+    let args = <herald_push::Args as clap::Parser>::parse_from([
+        "herald-push-worker",
+        "--node-id",
+        "push",
+        "--fcm-credentials",
+        account.to_str().unwrap(),
+        "--fcm-endpoint",
+        &fcm.endpoint(),
+        "--fcm-backoff",
+        "20ms",
+        "--fcm-max-backoff",
+        "200ms",
+    ]);
+    args.validate()
+        .unwrap_or_else(|(flag, e)| panic!("{flag}: {e}"))
+}
+
+/// Starts herald-push-worker on `nats_url` with `config`.
+pub async fn start_push(nats_url: &str, config: herald_push::Config) -> Running {
+    let (nats, _) = herald_core::nats::connect(&urls(nats_url), "e2e-push")
+        .await
+        .unwrap();
+    let mut registry = Registry::default();
+    let worker = herald_push::PushWorker::start(config, nats, &mut registry)
+        .await
+        .expect("push worker start");
+    let ready = Readiness::default();
+    let serving_ready = ready.clone();
+    Running::start(registry, ready, |listener, shutdown| {
+        worker.serve(listener, serving_ready, shutdown)
+    })
+    .await
+}
+
 /// A Publisher client for a running herald-publish.
 pub async fn publisher(running: &Running) -> PublisherClient<Channel> {
     PublisherClient::connect(running.url()).await.unwrap()

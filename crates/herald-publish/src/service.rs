@@ -18,7 +18,6 @@ use crate::config::Config;
 use crate::metrics::{Metrics, Outcome, Target};
 use crate::validate::{Publication, TargetKind, validate};
 
-
 /// Publishes validated events: persisted ones into the sharded history
 /// streams (JetStream republishes them live), ephemeral ones on core NATS;
 /// answers with a receipt per user, and queues offline users' copies for

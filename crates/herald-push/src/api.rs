@@ -10,12 +10,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use herald_core::subject::UserId;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use herald_core::subject::UserId;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +58,9 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(api.handle(req).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -75,7 +77,10 @@ impl Api {
         }
     }
 
-    async fn route(&self, request: Request<Incoming>) -> Result<Answer, (StatusCode, &'static str, String)> {
+    async fn route(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Answer, (StatusCode, &'static str, String)> {
         self.authorize(&request)?;
         let user = user_in_path(request.uri().path())?;
         let method = request.method().clone();
@@ -104,7 +109,10 @@ impl Api {
         }
     }
 
-    fn authorize(&self, request: &Request<Incoming>) -> Result<(), (StatusCode, &'static str, String)> {
+    fn authorize(
+        &self,
+        request: &Request<Incoming>,
+    ) -> Result<(), (StatusCode, &'static str, String)> {
         let Some(expected) = &self.api_token else {
             return Ok(());
         };
@@ -115,7 +123,10 @@ impl Api {
             .and_then(|v| v.strip_prefix("Bearer "));
         let equal = given.is_some_and(|g| {
             g.len() == expected.len()
-                && g.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+                && g.bytes()
+                    .zip(expected.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
         });
         if equal {
             Ok(())
@@ -130,11 +141,14 @@ impl Api {
 }
 
 fn user_in_path(path: &str) -> Result<UserId, (StatusCode, &'static str, String)> {
-    let encoded = path.strip_prefix(PREFIX).filter(|rest| !rest.contains('/')).ok_or((
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no such resource; use {PREFIX}{{user}}"),
-    ))?;
+    let encoded = path
+        .strip_prefix(PREFIX)
+        .filter(|rest| !rest.contains('/'))
+        .ok_or((
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such resource; use {PREFIX}{{user}}"),
+        ))?;
     let bad = |message: String| (StatusCode::BAD_REQUEST, "invalid_user", message);
     let raw = percent_encoding::percent_decode_str(encoded)
         .decode_utf8()
@@ -155,7 +169,11 @@ async fn token_in_body(body: Incoming) -> Result<String, (StatusCode, &'static s
         token: String,
     }
     let body: Body = serde_json::from_slice(&bytes.to_bytes()).map_err(|e| {
-        (StatusCode::BAD_REQUEST, "invalid_body", format!("expected {{\"token\": \"...\"}}: {e}"))
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("expected {{\"token\": \"...\"}}: {e}"),
+        )
     })?;
     Ok(body.token)
 }
@@ -163,7 +181,11 @@ async fn token_in_body(body: Incoming) -> Result<String, (StatusCode, &'static s
 fn refused(e: DevicesError) -> (StatusCode, &'static str, String) {
     match e {
         DevicesError::BadToken => (StatusCode::BAD_REQUEST, "invalid_token", e.to_string()),
-        DevicesError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+        DevicesError::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
     }
 }
 

@@ -37,7 +37,11 @@ pub struct Args {
     pub fcm_project_id: Option<String>,
 
     /// Base URL of the FCM HTTP v1 API.
-    #[arg(long, env = "HERALD_FCM_ENDPOINT", default_value = "https://fcm.googleapis.com")]
+    #[arg(
+        long,
+        env = "HERALD_FCM_ENDPOINT",
+        default_value = "https://fcm.googleapis.com"
+    )]
     pub fcm_endpoint: String,
 
     /// OAuth token URL; defaults to the service account's `token_uri`.
@@ -134,13 +138,19 @@ impl Args {
             return Err(("--fcm-max-backoff", "must be at least --fcm-backoff".into()));
         }
         if self.concurrency == 0 || self.max_devices == 0 {
-            return Err(("--concurrency / --max-devices-per-user", "must be at least 1".into()));
+            return Err((
+                "--concurrency / --max-devices-per-user",
+                "must be at least 1".into(),
+            ));
         }
         Ok(Config {
             node_id: self.common.node_id(),
             api_token: self.api_token.clone(),
             fcm: FcmConfig {
-                token_url: self.fcm_token_url.clone().unwrap_or_else(|| account.token_uri.clone()),
+                token_url: self
+                    .fcm_token_url
+                    .clone()
+                    .unwrap_or_else(|| account.token_uri.clone()),
                 endpoint: self.fcm_endpoint.trim_end_matches('/').to_owned(),
                 project_id,
                 account,
@@ -166,7 +176,9 @@ impl RetryPolicy {
             return after.min(self.max_backoff);
         }
         let doubled = self.backoff.saturating_mul(1 << (attempt - 1).min(16));
-        doubled.min(self.max_backoff).mul_f64(0.8 + 0.4 * fastrand::f64())
+        doubled
+            .min(self.max_backoff)
+            .mul_f64(0.8 + 0.4 * fastrand::f64())
     }
 }
 
@@ -186,7 +198,13 @@ mod tests {
         assert!((800..=1200).contains(&p1.as_millis()), "{p1:?}");
         assert!((3200..=4800).contains(&p3.as_millis()), "{p3:?}");
         assert!(policy.pause(40, None) <= Duration::from_secs(12));
-        assert_eq!(policy.pause(1, Some(Duration::from_secs(3))), Duration::from_secs(3));
-        assert_eq!(policy.pause(1, Some(Duration::from_secs(3600))), Duration::from_secs(10));
+        assert_eq!(
+            policy.pause(1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            policy.pause(1, Some(Duration::from_secs(3600))),
+            Duration::from_secs(10)
+        );
     }
 }

@@ -115,12 +115,28 @@ impl Registry {
             edit(&mut devices);
             let value = serde_json::to_vec(&devices).expect("serializable").into();
             let written = match revision {
-                Some(revision) => self.kv.update(key(user), value, revision).await.map(drop).map_err(|e| {
-                    (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string())
-                }),
-                None => self.kv.create(key(user), value).await.map(drop).map_err(|e| {
-                    (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string())
-                }),
+                Some(revision) => self
+                    .kv
+                    .update(key(user), value, revision)
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        (
+                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                            e.to_string(),
+                        )
+                    }),
+                None => self
+                    .kv
+                    .create(key(user), value)
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        (
+                            e.kind() == kv::CreateErrorKind::AlreadyExists,
+                            e.to_string(),
+                        )
+                    }),
             };
             match written {
                 Ok(()) => return Ok(()),
@@ -128,7 +144,9 @@ impl Registry {
                 Err((false, e)) => return Err(DevicesError::Unavailable(e)),
             }
         }
-        Err(DevicesError::Unavailable("too much contention on one user".into()))
+        Err(DevicesError::Unavailable(
+            "too much contention on one user".into(),
+        ))
     }
 }
 
@@ -143,11 +161,17 @@ mod tests {
     #[test]
     fn keys_are_valid_and_distinct_for_hostile_ids() {
         let ids = ["alice", "a.>", "a~2E~3E", "*", "ü", "a=b"];
-        let keys: std::collections::HashSet<_> =
-            ids.iter().map(|i| key(&UserId::parse(i).unwrap())).collect();
+        let keys: std::collections::HashSet<_> = ids
+            .iter()
+            .map(|i| key(&UserId::parse(i).unwrap()))
+            .collect();
         assert_eq!(keys.len(), ids.len());
         for k in &keys {
-            assert!(k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b)), "{k}");
+            assert!(
+                k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b)),
+                "{k}"
+            );
         }
     }
 

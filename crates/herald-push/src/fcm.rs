@@ -182,7 +182,10 @@ impl FcmClient {
         let response = self
             .http
             .post(&self.config.token_url)
-            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
             .body(form)
             .send()
             .await
@@ -266,24 +269,44 @@ mod tests {
     #[test]
     fn fcm_answers_map_to_outcomes() {
         let unregistered = fcm_error(404, "NOT_FOUND", "UNREGISTERED");
-        assert_eq!(classify(404, &unregistered, None), SendOutcome::Unregistered);
+        assert_eq!(
+            classify(404, &unregistered, None),
+            SendOutcome::Unregistered
+        );
         let quota = fcm_error(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED");
         let after = Some(Duration::from_secs(7));
-        assert!(matches!(classify(429, &quota, after), SendOutcome::Retry { retry_after, .. } if retry_after == after));
-        assert!(matches!(classify(503, "<html>", None), SendOutcome::Retry { .. }));
+        assert!(
+            matches!(classify(429, &quota, after), SendOutcome::Retry { retry_after, .. } if retry_after == after)
+        );
+        assert!(matches!(
+            classify(503, "<html>", None),
+            SendOutcome::Retry { .. }
+        ));
         assert!(matches!(classify(401, "", None), SendOutcome::Retry { .. }));
         let invalid = fcm_error(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT");
-        assert!(matches!(classify(400, &invalid, None), SendOutcome::Rejected(r) if r.contains("INVALID_ARGUMENT")));
-        assert!(matches!(classify(403, "garbage", None), SendOutcome::Rejected(_)));
+        assert!(
+            matches!(classify(400, &invalid, None), SendOutcome::Rejected(r) if r.contains("INVALID_ARGUMENT"))
+        );
+        assert!(matches!(
+            classify(403, "garbage", None),
+            SendOutcome::Rejected(_)
+        ));
     }
 
     #[test]
     fn large_events_go_without_their_data() {
-        let small = PushMessage { event: "message".into(), event_id: "e1".into(), data: "hi".into() };
+        let small = PushMessage {
+            event: "message".into(),
+            event_id: "e1".into(),
+            data: "hi".into(),
+        };
         let b = body("dev", &small);
         assert_eq!(b["message"]["token"], "dev");
         assert_eq!(b["message"]["data"]["herald_data"], "hi");
-        let large = PushMessage { data: "x".repeat(MAX_DATA_BYTES + 1), ..small };
+        let large = PushMessage {
+            data: "x".repeat(MAX_DATA_BYTES + 1),
+            ..small
+        };
         let b = body("dev", &large);
         assert_eq!(b["message"]["data"]["herald_truncated"], "true");
         assert!(b["message"]["data"].get("herald_data").is_none());

@@ -63,7 +63,12 @@ impl PushWorker {
 
     /// Serves the API and consumes the queue until `shutdown`. The queue
     /// is created by herald-publish; until it exists the worker waits.
-    pub async fn serve(self, listener: TcpListener, ready: herald_core::admin::Readiness, shutdown: CancellationToken) {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        ready: herald_core::admin::Readiness,
+        shutdown: CancellationToken,
+    ) {
         let api = tokio::spawn(api::serve(
             listener,
             self.worker.devices.clone(),

@@ -84,9 +84,21 @@ impl Metrics {
             send_duration: Histogram::new(exponential_buckets(0.005, 2.0, 13)),
         };
         let r = registry.sub_registry_with_prefix("herald_push");
-        r.register("events", "Queued events finished, by outcome", m.events.clone());
-        r.register("sends", "Pushes to one device finished, by outcome", m.devices.clone());
-        r.register("retries", "FCM calls that failed and were tried again", m.retries.clone());
+        r.register(
+            "events",
+            "Queued events finished, by outcome",
+            m.events.clone(),
+        );
+        r.register(
+            "sends",
+            "Pushes to one device finished, by outcome",
+            m.devices.clone(),
+        );
+        r.register(
+            "retries",
+            "FCM calls that failed and were tried again",
+            m.retries.clone(),
+        );
         r.register(
             "send_duration_seconds",
             "Time of one FCM messages:send call",

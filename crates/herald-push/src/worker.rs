@@ -29,7 +29,6 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Pause before a message whose devices could not be read comes back.
 const REGISTRY_RETRY: Duration = Duration::from_secs(5);
 
-
 /// The mobile-push worker.
 #[derive(Clone)]
 pub struct Worker {
@@ -93,7 +92,9 @@ impl Worker {
             return;
         }
         let push = push_message(&message);
-        let sends = devices.iter().map(|d| self.deliver(&message, &user, d, &push));
+        let sends = devices
+            .iter()
+            .map(|d| self.deliver(&message, &user, d, &push));
         let outcomes = futures::future::join_all(sends).await;
         let outcome = if outcomes.contains(&DeviceOutcome::Sent) {
             EventOutcome::Delivered
@@ -114,7 +115,9 @@ impl Worker {
         for attempt in 1..=self.retry.max_attempts {
             let started = std::time::Instant::now();
             let outcome = self.fcm.send(device, push).await;
-            self.metrics.send_duration.observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .send_duration
+                .observe(started.elapsed().as_secs_f64());
             let terminal = match outcome {
                 SendOutcome::Sent => DeviceOutcome::Sent,
                 SendOutcome::Unregistered => {
@@ -127,7 +130,10 @@ impl Worker {
                     tracing::warn!(reason, "FCM rejected a push");
                     DeviceOutcome::Rejected
                 }
-                SendOutcome::Retry { reason, retry_after } => {
+                SendOutcome::Retry {
+                    reason,
+                    retry_after,
+                } => {
                     self.metrics.retries.inc();
                     if attempt == self.retry.max_attempts {
                         tracing::warn!(reason, attempt, "giving up on a push");

@@ -3,12 +3,14 @@
 //!
 //! # Layout
 //! - [`browser`]: headless Chromium driven over the DevTools protocol.
+//! - [`fcm`]: a local fake of FCM and its OAuth endpoint (the only fake).
 //! - [`nats`]: [`NatsServer`] and [`NatsCluster`], killed and cleaned up on drop.
 //! - [`sse`]: a spec-following SSE client over reqwest.
 //! - [`token`]: minting client JWTs.
 //! - [`wait`]: [`eventually`], polling a condition instead of sleeping.
 
 pub mod browser;
+pub mod fcm;
 pub mod nats;
 pub mod sse;
 pub mod token;
