@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use herald_core::cursor::{self, Cursor};
+use herald_core::history;
 use herald_e2e::*;
 use herald_proto::v1::{
     OfflinePolicy, Outcome, PublishRequest, Receipt, UserTarget, publish_request::Target,
@@ -307,13 +308,13 @@ async fn store_and_drop_policies_keep_or_discard_offline_copies() {
     );
     let (_, ephemeral) = publish_with(
         &system,
-        &["carol"],
+        &["erin"],
         OfflinePolicy::Store,
         true,
         "now or never",
     )
     .await;
-    assert_eq!(ephemeral, [receipt("carol", false, Outcome::Dropped)]);
+    assert_eq!(ephemeral, [receipt("erin", false, Outcome::Dropped)]);
     assert_eq!(tab.next().await.data, "kept");
     assert_eq!(tab.next().await.data, "not kept");
 
@@ -332,13 +333,23 @@ async fn store_and_drop_policies_keep_or_discard_offline_copies() {
         let mut stream = SseStream::from_response(request.send().await.unwrap()).await;
         let mut got = Vec::new();
         while let Some(event) = stream.next_within(QUIET).await {
-            // Only stored events have ids (an ephemeral one may still
-            // arrive live if it was in flight while the stream opened).
-            if event.event == "message" && !event.id.is_empty() {
+            if event.event == "message" {
                 got.push(event.data);
             }
         }
         assert_eq!(got, expected, "{user}");
+    }
+    // Nor is anything stored for dave, or for erin's ephemeral event
+    // (the same lookup finds carol's).
+    let nats = async_nats::connect(system.nats.client_url()).await.unwrap();
+    let js = async_nats::jetstream::new(nats);
+    for (user, kept) in [("carol", true), ("dave", false), ("erin", false)] {
+        let live = format!("herald.u.{user}");
+        let shard = history::shard_of(&live, 4);
+        let stream = js.get_stream(history::stream_name(shard)).await.unwrap();
+        let stored = history::stored_subject(&live, shard);
+        let last = stream.get_last_raw_message_by_subject(&stored).await;
+        assert_eq!(last.is_ok(), kept, "{user}: {last:?}");
     }
     assert_eq!(system.fcm.sends().len(), 0);
     assert_eq!(

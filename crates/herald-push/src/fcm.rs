@@ -14,8 +14,6 @@ use crate::config::FcmConfig;
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 /// An access token is renewed this long before it expires.
 const RENEW_BEFORE: Duration = Duration::from_secs(60);
-/// Longest time one HTTP call to FCM may take.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// FCM refuses data payloads over 4 KiB; larger events are sent without
 /// their data (with `herald_truncated`), and the app fetches them over SSE.
 pub const MAX_DATA_BYTES: usize = 3 * 1024;
@@ -83,7 +81,7 @@ pub enum SendOutcome {
 
 /// Sends through FCM HTTP v1.
 pub struct FcmClient {
-    http: reqwest::Client,
+    http: crate::https::Client,
     config: FcmConfig,
     key: jsonwebtoken::EncodingKey,
     token: Mutex<Option<(String, Instant)>>,
@@ -91,14 +89,9 @@ pub struct FcmClient {
 
 impl FcmClient {
     pub fn new(config: FcmConfig) -> Result<Self, String> {
-        // One crypto provider (ring) for every TLS connection of the process.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(config.account.private_key.as_bytes())
             .map_err(|e| e.to_string())?;
-        let http = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = crate::https::Client::new()?;
         Ok(Self {
             http,
             config,
@@ -117,32 +110,25 @@ impl FcmClient {
             "{}/v1/projects/{}/messages:send",
             self.config.endpoint, self.config.project_id
         );
-        let response = self
+        let body = serde_json::to_vec(&body(device, message)).expect("serializable");
+        let bearer = format!("Bearer {token}");
+        let answer = self
             .http
-            .post(url)
-            .bearer_auth(token)
-            .json(&body(device, message))
-            .send()
+            .post(&url, Some(&bearer), "application/json", body.into())
             .await;
-        let response = match response {
-            Ok(r) => r,
+        let answer = match answer {
+            Ok(a) => a,
             Err(e) => return retry(format!("FCM unreachable: {e}"), None),
         };
-        let status = response.status();
-        if status.is_success() {
+        if (200..300).contains(&answer.status) {
             return SendOutcome::Sent;
         }
-        if status == reqwest::StatusCode::UNAUTHORIZED {
+        if answer.status == 401 {
             // Our access token was refused: sign in again on the next try.
             *self.token.lock().await = None;
         }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()?.trim().parse().ok())
-            .map(Duration::from_secs);
-        let text = response.text().await.unwrap_or_default();
-        classify(status.as_u16(), &text, retry_after)
+        let text = String::from_utf8_lossy(&answer.body);
+        classify(answer.status, &text, answer.retry_after)
     }
 
     /// A valid access token, signing in again when the cached one is about to expire.
@@ -179,21 +165,19 @@ impl FcmClient {
             .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
             .append_pair("assertion", &assertion)
             .finish();
-        let response = self
+        let answer = self
             .http
-            .post(&self.config.token_url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
+            .post(
+                &self.config.token_url,
+                None,
                 "application/x-www-form-urlencoded",
+                form.into(),
             )
-            .body(form)
-            .send()
             .await
             .map_err(|e| format!("token endpoint unreachable: {e}"))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(format!("token endpoint answered {status}: {text}"));
+        let text = String::from_utf8_lossy(&answer.body);
+        if !(200..300).contains(&answer.status) {
+            return Err(format!("token endpoint answered {}: {text}", answer.status));
         }
         #[derive(Deserialize)]
         struct Grant {

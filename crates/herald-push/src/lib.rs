@@ -6,6 +6,7 @@
 //! - [`config`]: flags, env vars, validation, the retry policy.
 //! - [`worker`]: the queue consumer: send, retry, acknowledge.
 //! - [`fcm`]: the FCM client (service-account sign-in, `messages:send`).
+//! - [`https`]: the HTTPS client FCM is reached with.
 //! - [`devices`]: device tokens in a JetStream key-value bucket.
 //! - [`api`]: the device registration HTTP API.
 //! - [`metrics`].
@@ -14,6 +15,7 @@ pub mod api;
 pub mod config;
 pub mod devices;
 pub mod fcm;
+pub mod https;
 pub mod metrics;
 pub mod worker;
 

@@ -635,9 +635,9 @@ mod tests {
                 }
             }
         }
-        for n in 0..3 {
+        for (n, seq) in seqs.iter().enumerate() {
             if let Followup::AskSnapshot(node) =
-                dir.on_message(heartbeat(&n.to_string(), 1, seqs[n]), now)
+                dir.on_message(heartbeat(&n.to_string(), 1, *seq), now)
             {
                 asked.insert(node);
             }
