@@ -7,9 +7,12 @@
 //! - `publish`: one stream; the same events published ephemeral and then
 //!   persisted, reporting publish throughput and publish→deliver latency of
 //!   each and their ratio, measured in the same run.
+//! - `receipts`: a Publish with its receipt against the presence round trip
+//!   it avoids, in the same run.
 
 mod fanout;
 mod publish;
+mod receipts;
 mod stream;
 
 use std::net::SocketAddr;
@@ -47,6 +50,7 @@ pub struct Target {
 enum Scenario {
     Fanout(fanout::Args),
     Publish(publish::Args),
+    Receipts(receipts::Args),
 }
 
 #[tokio::main]
@@ -55,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.scenario {
         Scenario::Fanout(args) => fanout::run(&cli.target, &args).await,
         Scenario::Publish(args) => publish::run(&cli.target, &args).await,
+        Scenario::Receipts(args) => receipts::run(&cli.target, &args).await,
     }
 }
 
