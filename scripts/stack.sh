@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Starts a local Herald stack in the foreground: nats-server with JetStream,
-# herald-publish and herald-edge, all on 127.0.0.1. Prints how to connect
-# and publish; Ctrl-C stops everything.
+# herald-publish, herald-edge and herald-presence, all on 127.0.0.1 (and
+# herald-push-worker when HERALD_FCM_CREDENTIALS names a Firebase
+# service-account file). Prints how to connect and publish; Ctrl-C stops
+# everything.
 #
 # Ports (override with the environment): NATS 4222 (monitoring 8222),
-# edge 8080 (admin 9090), publish 50051 (admin 9091).
+# edge 8080 (admin 9090), publish 50051 (admin 9091), presence 50052
+# (admin 9092), push worker 50053 (admin 9093).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -15,11 +18,16 @@ EDGE_PORT="${EDGE_PORT:-8080}"
 EDGE_ADMIN_PORT="${EDGE_ADMIN_PORT:-9090}"
 PUBLISH_PORT="${PUBLISH_PORT:-50051}"
 PUBLISH_ADMIN_PORT="${PUBLISH_ADMIN_PORT:-9091}"
+PRESENCE_PORT="${PRESENCE_PORT:-50052}"
+PRESENCE_ADMIN_PORT="${PRESENCE_ADMIN_PORT:-9092}"
+PUSH_PORT="${PUSH_PORT:-50053}"
+PUSH_ADMIN_PORT="${PUSH_ADMIN_PORT:-9093}"
 # A development secret; production edges get theirs from a secret store.
 export HERALD_JWT_SECRET="${HERALD_JWT_SECRET:-herald-local-dev-secret}"
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$NATS_PORT" "$NATS_MONITOR_PORT" "$EDGE_PORT" "$EDGE_ADMIN_PORT" "$PUBLISH_PORT" "$PUBLISH_ADMIN_PORT"; do
+for port in "$NATS_PORT" "$NATS_MONITOR_PORT" "$EDGE_PORT" "$EDGE_ADMIN_PORT" "$PUBLISH_PORT" "$PUBLISH_ADMIN_PORT" \
+  "$PRESENCE_PORT" "$PRESENCE_ADMIN_PORT" "$PUSH_PORT" "$PUSH_ADMIN_PORT"; do
   if port_busy "$port"; then
     echo "error: port $port on 127.0.0.1 is in use; stop what holds it or set the matching *_PORT variable" >&2
     exit 1
@@ -28,7 +36,7 @@ done
 
 nats_server="$(scripts/nats-server.sh)"
 echo "building Herald (the first build takes a few minutes)..." >&2
-cargo build --locked -p herald-edge -p herald-publish -p herald-cli
+cargo build --locked -p herald-edge -p herald-publish -p herald-presence -p herald-push -p herald-cli
 bin="$root/target/debug"
 
 state="$root/.stack"
@@ -63,8 +71,19 @@ pids+=($!)
 "$bin/herald-edge" --listen "127.0.0.1:$EDGE_PORT" --admin-listen "127.0.0.1:$EDGE_ADMIN_PORT" \
   --node-id edge-1 >"$state/edge.log" 2>&1 &
 pids+=($!)
+"$bin/herald-presence" --listen "127.0.0.1:$PRESENCE_PORT" --admin-listen "127.0.0.1:$PRESENCE_ADMIN_PORT" \
+  --node-id presence-1 >"$state/presence.log" 2>&1 &
+pids+=($!)
+push_line="  herald-push-worker not started: set HERALD_FCM_CREDENTIALS to a Firebase service-account file"
+if [[ -n "${HERALD_FCM_CREDENTIALS:-}" ]]; then
+  "$bin/herald-push-worker" --listen "127.0.0.1:$PUSH_PORT" --admin-listen "127.0.0.1:$PUSH_ADMIN_PORT" \
+    --node-id push-1 >"$state/push.log" 2>&1 &
+  pids+=($!)
+  push_line="  herald-push-worker http://127.0.0.1:$PUSH_PORT/v1/devices/{user}   (admin http://127.0.0.1:$PUSH_ADMIN_PORT/metrics)"
+fi
 wait_http "$PUBLISH_PORT"
 wait_http "$EDGE_PORT"
+wait_http "$PRESENCE_PORT"
 
 token="$("$bin/herald" token --sub alice --topic news --ttl 24h)"
 cat <<MSG
@@ -73,6 +92,8 @@ Herald is running (logs in $state/):
   NATS          nats://127.0.0.1:$NATS_PORT   (monitoring http://127.0.0.1:$NATS_MONITOR_PORT)
   herald-edge   http://127.0.0.1:$EDGE_PORT/v1/events   (admin http://127.0.0.1:$EDGE_ADMIN_PORT/metrics)
   herald-publish 127.0.0.1:$PUBLISH_PORT gRPC   (admin http://127.0.0.1:$PUBLISH_ADMIN_PORT/metrics)
+  herald-presence 127.0.0.1:$PRESENCE_PORT gRPC  (admin http://127.0.0.1:$PRESENCE_ADMIN_PORT/metrics)
+$push_line
 
 In another terminal, follow alice's stream and the "news" topic:
 
@@ -82,6 +103,11 @@ and in a third, publish:
 
   $bin/herald publish --addr http://127.0.0.1:$PUBLISH_PORT --user alice --data 'hello alice'
   $bin/herald publish --addr http://127.0.0.1:$PUBLISH_PORT --topic news --event headline --data 'hello news'
+
+Each user publish prints a receipt per user (online, and DELIVERED / STORED /
+FALLBACK / DROPPED per --offline). Who is connected:
+
+  $bin/herald presence --addr http://127.0.0.1:$PRESENCE_PORT alice bob
 
 Mint tokens for other users with:
   HERALD_JWT_SECRET=$HERALD_JWT_SECRET $bin/herald token --sub bob --topic news

@@ -1,5 +1,6 @@
 //! `herald`: the operator CLI. `herald publish` calls the Publish API;
-//! `herald token` mints an HS256 client token for development and tests.
+//! `herald presence` asks who is connected; `herald token` mints an HS256
+//! client token for development and tests.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -7,8 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald_core::cli::parse_duration;
 use herald_proto::v1::{
-    OfflinePolicy, PublishRequest, UserTarget, publish_request::Target,
-    publisher_client::PublisherClient,
+    GetPresenceRequest, OfflinePolicy, PublishRequest, UserTarget, presence_client::PresenceClient,
+    publish_request::Target, publisher_client::PublisherClient,
 };
 
 #[derive(Debug, Parser)]
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Publish one event to users or a topic through herald-publish.
     Publish(PublishArgs),
+    /// Show users' connections, or cluster totals with no user given.
+    Presence(PresenceArgs),
     /// Print an HS256 client token (for development; production tokens come from your auth service).
     Token(TokenArgs),
 }
@@ -61,6 +64,33 @@ struct PublishArgs {
     /// within two minutes stores it once.
     #[arg(long, default_value = "")]
     idempotency_key: String,
+    /// For users who are not connected: store (for replay), drop, or
+    /// fallback (store and queue for mobile push).
+    #[arg(long, default_value = "store")]
+    offline: Policy,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Policy {
+    Store,
+    Drop,
+    Fallback,
+}
+
+#[derive(Debug, clap::Args)]
+struct PresenceArgs {
+    /// herald-presence gRPC address.
+    #[arg(
+        long,
+        env = "HERALD_PRESENCE_ADDR",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    addr: String,
+    /// API token, if herald-presence requires one.
+    #[arg(long, env = "HERALD_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Users to look up.
+    users: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +121,7 @@ struct Claims<'a> {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Publish(args) => publish(args).await,
+        Command::Presence(args) => presence(args).await,
         Command::Token(args) => token(&args),
     }
 }
@@ -110,14 +141,14 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         event: args.event,
         data: args.data,
         ephemeral: args.ephemeral,
-        offline: OfflinePolicy::Unspecified as i32,
+        offline: match args.offline {
+            Policy::Store => OfflinePolicy::Store,
+            Policy::Drop => OfflinePolicy::Drop,
+            Policy::Fallback => OfflinePolicy::Fallback,
+        } as i32,
         idempotency_key: args.idempotency_key,
     });
-    if let Some(token) = args.api_token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse()?);
-    }
+    authorize(&mut request, args.api_token.as_deref())?;
     let response = client
         .publish(request)
         .await
@@ -131,6 +162,52 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
             format!(" id={}", response.event_id)
         }
     );
+    for receipt in &response.receipts {
+        let outcome = receipt.outcome().as_str_name();
+        let outcome = outcome.strip_prefix("OUTCOME_").unwrap_or(outcome);
+        let online = if receipt.online { "online" } else { "offline" };
+        println!("  {}: {online}, {outcome}", receipt.user_id);
+    }
+    Ok(())
+}
+
+async fn presence(args: PresenceArgs) -> anyhow::Result<()> {
+    let mut client = PresenceClient::connect(args.addr.clone())
+        .await
+        .with_context(|| format!("cannot reach herald-presence at {}", args.addr))?;
+    let status = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
+    if args.users.is_empty() {
+        let mut request = tonic::Request::new(herald_proto::v1::StatsRequest {});
+        authorize(&mut request, args.api_token.as_deref())?;
+        let stats = client.stats(request).await.map_err(status)?.into_inner();
+        println!(
+            "{} connections, {} users online",
+            stats.connections, stats.users_online
+        );
+        return Ok(());
+    }
+    let mut request = tonic::Request::new(GetPresenceRequest {
+        user_ids: args.users,
+    });
+    authorize(&mut request, args.api_token.as_deref())?;
+    let answer = client
+        .get_presence(request)
+        .await
+        .map_err(status)?
+        .into_inner();
+    for user in answer.users {
+        let nodes = user.nodes.join(", ");
+        println!("{}: {} connections {nodes}", user.user_id, user.connections);
+    }
+    Ok(())
+}
+
+fn authorize<T>(request: &mut tonic::Request<T>, token: Option<&str>) -> anyhow::Result<()> {
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+    }
     Ok(())
 }
 
