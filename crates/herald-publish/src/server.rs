@@ -32,6 +32,8 @@ pub enum StartError {
 pub struct PublishServer {
     service: PublishService,
     ready: Readiness,
+    /// Stops following presence when the server stops.
+    following: CancellationToken,
 }
 
 impl PublishServer {
@@ -44,13 +46,14 @@ impl PublishServer {
         registry: &mut Registry,
     ) -> Result<Self, StartError> {
         let js = async_nats::jetstream::new(nats.clone());
+        let following = CancellationToken::new();
         config.history.ensure_streams(&js).await?;
         offline::ensure_stream(&js, &config.history).await?;
         let presence = Follower::start(
             nats.clone(),
             losses,
             FollowerMetrics::register(registry.sub_registry_with_prefix("herald_publish_presence")),
-            CancellationToken::new(),
+            following.clone(),
         )
         .await?;
         let metrics = Metrics::register(registry);
@@ -63,6 +66,7 @@ impl PublishServer {
                 presence,
             },
             ready: Readiness::default(),
+            following,
         })
     }
 
@@ -113,7 +117,8 @@ impl PublishServer {
                 .set_not_serving::<PublisherServer<PublishService>>()
                 .await;
         };
-        tonic::transport::Server::builder()
+        let following = self.following.clone();
+        let served = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(publisher)
@@ -121,6 +126,8 @@ impl PublishServer {
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
                 stopping,
             )
-            .await
+            .await;
+        following.cancel();
+        served
     }
 }
