@@ -1,8 +1,6 @@
 //! One herald-presence replica: follows the edges, answers over gRPC
 //! (behind the API token, with health and reflection) and NATS.
 
-use std::time::Duration;
-
 use herald_core::admin::Readiness;
 use herald_core::api_token::ApiToken;
 use herald_core::nats::Losses;
@@ -90,9 +88,7 @@ impl PresenceServer {
 
         let ready = self.ready.clone();
         let becoming_ready = tokio::spawn(async move {
-            while !follower.is_warm() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            follower.warm().await;
             ready.set(true);
         });
         let ready = self.ready.clone();

@@ -1,7 +1,5 @@
 //! Serving the gRPC API: Publisher (behind the API token), health and reflection.
 
-use std::time::Duration;
-
 use herald_core::admin::Readiness;
 use herald_core::api_token::ApiToken;
 use herald_core::nats::Losses;
@@ -103,9 +101,7 @@ impl PublishServer {
         // Receipts are right once presence is complete.
         let ready = self.ready.clone();
         let becoming_ready = tokio::spawn(async move {
-            while !presence.is_warm() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            presence.warm().await;
             ready.set(true);
         });
         let ready = self.ready.clone();

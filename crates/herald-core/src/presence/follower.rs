@@ -75,6 +75,13 @@ impl Follower {
     pub fn is_warm(&self) -> bool {
         self.warm.load(Ordering::Acquire)
     }
+
+    /// Waits until the state is complete after start.
+    pub async fn warm(&self) {
+        while !self.is_warm() {
+            tokio::time::sleep(TICK).await;
+        }
+    }
 }
 
 struct Task {
