@@ -20,25 +20,47 @@ impl ApiToken {
     }
 
     pub fn check<T>(&self, request: Request<T>) -> Result<Request<T>, Status> {
-        let Some(expected) = &self.expected else {
-            return Ok(request);
-        };
-        let given = request
+        let authorization = request
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(token) if constant_time_eq(token.as_bytes(), expected) => Ok(request),
-            Some(_) => Err(self.refuse("wrong API token")),
-            None => Err(self.refuse("missing API token: send `authorization: Bearer <token>`")),
+            .and_then(|v| v.to_str().ok());
+        match self.verdict(authorization) {
+            Verdict::Allowed => Ok(request),
+            Verdict::Wrong => Err(self.refuse("wrong API token")),
+            Verdict::Missing => {
+                Err(self.refuse("missing API token: send `authorization: Bearer <token>`"))
+            }
         }
     }
 
+    /// Judges an `authorization` header value (for APIs other than gRPC);
+    /// a refusal is counted.
+    pub fn verdict(&self, authorization: Option<&str>) -> Verdict {
+        let Some(expected) = &self.expected else {
+            return Verdict::Allowed;
+        };
+        let verdict = match authorization.and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(token) if constant_time_eq(token.as_bytes(), expected) => Verdict::Allowed,
+            Some(_) => Verdict::Wrong,
+            None => Verdict::Missing,
+        };
+        if verdict != Verdict::Allowed {
+            self.refused.inc();
+        }
+        verdict
+    }
+
     fn refuse(&self, message: &str) -> Status {
-        self.refused.inc();
         Status::unauthenticated(message)
     }
+}
+
+/// What [`ApiToken::verdict`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Missing,
+    Wrong,
 }
 
 /// Compares without an early exit, so timing does not reveal a prefix.

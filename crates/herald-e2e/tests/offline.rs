@@ -417,3 +417,41 @@ async fn the_registration_api_refuses_bad_input_and_keeps_what_it_has() {
     assert_eq!(system.devices("a.>").await, [CAROL_DEVICE]);
     assert!(system.devices("a.b").await.is_empty());
 }
+
+#[tokio::test]
+async fn the_registration_api_wants_its_token() {
+    let nats = NatsServer::start();
+    let fcm = FakeFcm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = push_config(&fcm, dir.path());
+    config.api_token = Some("push-api-token-0123456789".into());
+    let push = start_push(&nats.client_url(), config).await;
+    let url = format!("{}/v1/devices/carol", push.url());
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({ "token": CAROL_DEVICE });
+    for auth in [
+        None,
+        Some("Bearer wrong-token-0123456789"),
+        Some("push-api-token-0123456789"),
+    ] {
+        let mut request = http.put(&url).json(&body);
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 401, "{auth:?}");
+    }
+    let authorized = http
+        .put(&url)
+        .json(&body)
+        .bearer_auth("push-api-token-0123456789");
+    assert_eq!(authorized.send().await.unwrap().status(), 204);
+    let listed = http
+        .get(&url)
+        .bearer_auth("push-api-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    let listed: serde_json::Value = listed.json().await.unwrap();
+    assert_eq!(listed["tokens"], serde_json::json!([CAROL_DEVICE]));
+    assert_eq!(push.metric("herald_push_api_refused_total").await, 3.0);
+}

@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use herald_core::api_token::{ApiToken, Verdict};
 use herald_core::subject::UserId;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -28,14 +29,14 @@ const PREFIX: &str = "/v1/devices/";
 
 struct Api {
     devices: Registry,
-    api_token: Option<String>,
+    api_token: ApiToken,
 }
 
 /// Serves the API on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     devices: Registry,
-    api_token: Option<String>,
+    api_token: ApiToken,
     shutdown: CancellationToken,
 ) {
     let api = Arc::new(Api { devices, api_token });
@@ -113,29 +114,17 @@ impl Api {
         &self,
         request: &Request<Incoming>,
     ) -> Result<(), (StatusCode, &'static str, String)> {
-        let Some(expected) = &self.api_token else {
-            return Ok(());
-        };
-        let given = request
+        let authorization = request
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let equal = given.is_some_and(|g| {
-            g.len() == expected.len()
-                && g.bytes()
-                    .zip(expected.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        });
-        if equal {
-            Ok(())
-        } else {
-            Err((
+            .and_then(|v| v.to_str().ok());
+        match self.api_token.verdict(authorization) {
+            Verdict::Allowed => Ok(()),
+            Verdict::Missing | Verdict::Wrong => Err((
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "send `Authorization: Bearer <api token>`".into(),
-            ))
+            )),
         }
     }
 }

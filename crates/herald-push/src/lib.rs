@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use herald_core::api_token::ApiToken;
 use herald_core::offline;
 use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio::net::TcpListener;
@@ -71,10 +72,11 @@ impl PushWorker {
         ready: herald_core::admin::Readiness,
         shutdown: CancellationToken,
     ) {
+        let api_token = ApiToken::new(self.api_token, self.worker.metrics.refused.clone());
         let api = tokio::spawn(api::serve(
             listener,
             self.worker.devices.clone(),
-            self.api_token,
+            api_token,
             shutdown.clone(),
         ));
         let stream = tokio::select! {

@@ -72,6 +72,8 @@ pub struct Metrics {
     events: Family<EventLabels, Counter>,
     pub retries: Counter,
     pub send_duration: Histogram,
+    /// Registration API calls refused for a missing or wrong API token.
+    pub refused: Counter,
 }
 
 impl Metrics {
@@ -80,6 +82,7 @@ impl Metrics {
             devices: Family::default(),
             events: Family::default(),
             retries: Counter::default(),
+            refused: Counter::default(),
             // 5 ms .. ~20 s
             send_duration: Histogram::new(exponential_buckets(0.005, 2.0, 13)),
         };
@@ -98,6 +101,11 @@ impl Metrics {
             "retries",
             "FCM calls that failed and were tried again",
             m.retries.clone(),
+        );
+        r.register(
+            "api_refused",
+            "Registration API calls refused for a missing or wrong API token",
+            m.refused.clone(),
         );
         r.register(
             "send_duration_seconds",
