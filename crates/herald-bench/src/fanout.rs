@@ -1,4 +1,6 @@
-//! Many streams on one topic: memory per idle stream, deliveries per second.
+//! Many streams on one topic (channel): memory and CPU per idle stream,
+//! then deliveries per second as events fan out to all of them. Runs the
+//! same against Herald and Nchan.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -6,24 +8,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use herald_proto::v1::{
-    PublishRequest, publish_request::Target as PublishTarget, publisher_client::PublisherClient,
-};
 use tokio::sync::Semaphore;
 
 use crate::Target;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Edge process id, to read its memory from /proc.
-    #[arg(long)]
-    edge_pid: u32,
+    /// Server process ids, to read memory and CPU from /proc (repeatable:
+    /// nginx's master and workers are summed).
+    #[arg(long = "pid", required = true)]
+    pids: Vec<u32>,
     /// Streams to open.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
     /// Loopback source addresses to spread streams over (127.0.0.1..=N).
     #[arg(long, default_value_t = 4)]
     sources: u8,
+    /// Seconds to hold the streams idle while measuring CPU.
+    #[arg(long, default_value_t = 5)]
+    idle_secs: u64,
     /// Events to publish to the shared topic.
     #[arg(long, default_value_t = 200)]
     events: u64,
@@ -32,20 +35,85 @@ pub struct Args {
     publishers: u64,
 }
 
+/// What one run measured; printed as one JSON line after `RESULT `.
+#[derive(Debug, serde::Serialize)]
+struct Figures {
+    peer: crate::peer::Kind,
+    connections: usize,
+    open_secs: f64,
+    kib_per_idle_stream: f64,
+    idle_cpu_percent: f64,
+    events: u64,
+    deliveries: u64,
+    expected: u64,
+    deliveries_per_sec: f64,
+}
+
 pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let received = Arc::new(AtomicU64::new(0));
-    let rss_before = rss_kib(args.edge_pid)?;
+    let rss_before = rss_kib(&args.pids)?;
     let opened = Instant::now();
+    let streams = open_all(target, args, &received).await?;
+    let open_secs = opened.elapsed().as_secs_f64();
+    eprintln!("opened {} streams in {open_secs:.1}s", args.connections);
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_idle = rss_kib(&args.pids)?;
+    let cpu_before = cpu_ticks(&args.pids)?;
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let idle_cpu_percent = (cpu_ticks(&args.pids)? - cpu_before) as f64 / args.idle_secs as f64; // 100 ticks/s
+    let kib_per_idle_stream =
+        (rss_idle.saturating_sub(rss_before)) as f64 / args.connections as f64;
+    eprintln!("{kib_per_idle_stream:.1} KiB per idle stream; idle CPU {idle_cpu_percent:.1}%");
+
+    let expected = args.events * args.connections as u64;
+    let started = Instant::now();
+    publish_all(target, args).await?;
+    let deadline = started + target.timeout;
+    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let deliveries = received.load(Ordering::Relaxed);
+    for stream in streams {
+        stream.abort();
+    }
+    let figures = Figures {
+        peer: target.peer,
+        connections: args.connections,
+        open_secs,
+        kib_per_idle_stream,
+        idle_cpu_percent,
+        events: args.events,
+        deliveries,
+        expected,
+        deliveries_per_sec: deliveries as f64 / elapsed,
+    };
+    eprintln!(
+        "{deliveries}/{expected} deliveries in {elapsed:.2}s = {:.0}/s",
+        figures.deliveries_per_sec
+    );
+    println!("RESULT {}", serde_json::to_string(&figures)?);
+    Ok(())
+}
+
+/// Opens every stream (at most 256 connecting at once), each counting the
+/// events it receives.
+async fn open_all(
+    target: &Target,
+    args: &Args,
+    received: &Arc<AtomicU64>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
     let open = Arc::new(Semaphore::new(256));
     let mut streams = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let permit = open.clone().acquire_owned().await?;
-        let source = IpAddr::from([127, 0, 0, 1 + (i % args.sources as usize) as u8]);
-        let token = crate::token(&target.secret, &format!("bench-{i}"), &["bench"])?;
+        let source = IpAddr::from([127, 0, 0, 1 + (i % usize::from(args.sources)) as u8]);
+        let request = target.sse_request(&format!("bench-{i}"), Some("bench"))?;
         let received = received.clone();
         let edge = target.edge;
         streams.push(tokio::spawn(async move {
-            let stream = crate::stream::open(edge, source, &token, "topic=bench").await;
+            let stream = crate::stream::open(edge, source, &request).await;
             drop(permit);
             let mut stream = stream?;
             crate::stream::for_each_data(&mut stream, |_| {
@@ -55,50 +123,20 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
             anyhow::Ok(())
         }));
     }
-    while open.available_permits() < 256 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let _all = open.acquire_many(256).await?;
+    let failed: Vec<_> = streams.iter().filter(|s| s.is_finished()).collect();
+    if !failed.is_empty() {
+        bail!("{} streams failed to open", failed.len());
     }
-    let open_secs = opened.elapsed().as_secs_f64();
-    let failed = streams.iter().filter(|s| s.is_finished()).count();
-    if failed > 0 {
-        bail!("{failed} streams failed to open");
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_idle = rss_kib(args.edge_pid)?;
-    println!(
-        "opened {} streams in {open_secs:.1}s; edge RSS {rss_before} KiB -> {rss_idle} KiB = {:.1} KiB per idle stream",
-        args.connections,
-        (rss_idle - rss_before) as f64 / args.connections as f64
-    );
-
-    let expected = args.events * args.connections as u64;
-    let started = Instant::now();
-    publish_all(target, args).await?;
-    let published = started.elapsed().as_secs_f64();
-    let deadline = started + target.timeout;
-    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let got = received.load(Ordering::Relaxed);
-    println!(
-        "published {} events in {published:.2}s; {got}/{expected} deliveries in {elapsed:.2}s = {:.0} deliveries/s",
-        args.events,
-        got as f64 / elapsed
-    );
-    println!("edge RSS after fan-out: {} KiB", rss_kib(args.edge_pid)?);
-    for stream in streams {
-        stream.abort();
-    }
-    Ok(())
+    Ok(streams)
 }
 
 async fn publish_all(target: &Target, args: &Args) -> anyhow::Result<()> {
-    let client = PublisherClient::connect(target.publish.clone()).await?;
+    let publisher = target.publisher().await?;
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..args.publishers {
-        let mut client = client.clone();
+        let mut publisher = publisher.clone();
         let next = next.clone();
         let total = args.events;
         tasks.push(tokio::spawn(async move {
@@ -107,12 +145,7 @@ async fn publish_all(target: &Target, args: &Args) -> anyhow::Result<()> {
                 if i >= total {
                     return anyhow::Ok(());
                 }
-                let request = PublishRequest {
-                    target: Some(PublishTarget::Topic("bench".into())),
-                    data: format!("e{i}"),
-                    ..Default::default()
-                };
-                client.publish(request).await?;
+                publisher.to_topic("bench", format!("e{i}")).await?;
             }
         }));
     }
@@ -122,15 +155,35 @@ async fn publish_all(target: &Target, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?)
+/// Resident memory of all `pids`, in KiB.
+fn rss_kib(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter()
+        .map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .context("no VmRSS")?;
+            Ok(line
+                .split_whitespace()
+                .nth(1)
+                .context("VmRSS value")?
+                .parse::<u64>()?)
+        })
+        .sum()
+}
+
+/// User + system CPU time of all `pids`, in clock ticks (1/100 s).
+fn cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+            // Fields after the command name, which may contain spaces.
+            let rest = stat.rsplit_once(')').context("stat format")?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11).context("utime")?.parse()?;
+            let stime: u64 = fields.get(12).context("stime")?.parse()?;
+            Ok(utime + stime)
+        })
+        .sum()
 }

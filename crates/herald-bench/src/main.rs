@@ -11,6 +11,7 @@
 //!   it avoids, in the same run.
 
 mod fanout;
+mod peer;
 mod publish;
 mod receipts;
 mod stream;
@@ -29,17 +30,25 @@ struct Cli {
     scenario: Scenario,
 }
 
-/// Where Herald runs.
+/// The system under test, and where it runs.
 #[derive(Debug, clap::Args)]
 pub struct Target {
-    /// Edge SSE address.
+    /// Herald, or Nchan (the peer it is compared with).
+    #[arg(long, value_enum, default_value = "herald")]
+    pub peer: peer::Kind,
+    /// SSE address: Herald's edge, or nginx with Nchan.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub edge: SocketAddr,
-    /// herald-publish gRPC URL.
+    /// Publish URL: herald-publish's gRPC, or nginx's base URL for Nchan.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub publish: String,
-    /// The edge's HS256 secret.
-    #[arg(long, env = "HERALD_JWT_SECRET")]
+    /// The edge's HS256 secret (Herald only).
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub secret: String,
     /// Give up waiting for deliveries after this many seconds.
     #[arg(long, default_value = "120", value_parser = |s: &str| s.parse().map(Duration::from_secs))]

@@ -54,9 +54,9 @@ async fn measure(target: &Target, args: &Args, ephemeral: bool) -> anyhow::Resul
         "bench-{}",
         if ephemeral { "ephemeral" } else { "persisted" }
     );
-    let token = crate::token(&target.secret, &user, &[])?;
+    let request = target.sse_request(&user, None)?;
     let mut stream =
-        crate::stream::open(target.edge, IpAddr::from([127, 0, 0, 1]), &token, "").await?;
+        crate::stream::open(target.edge, IpAddr::from([127, 0, 0, 1]), &request).await?;
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.events as usize)));
     let sink = latencies.clone();
     let reader = tokio::spawn(async move {

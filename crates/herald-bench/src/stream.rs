@@ -7,27 +7,20 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// Opens `GET /v1/events?<query>` from `source` and checks for a 200.
-pub async fn open(
-    edge: SocketAddr,
-    source: IpAddr,
-    token: &str,
-    query: &str,
-) -> anyhow::Result<TcpStream> {
+/// Sends `request` (see `Target::sse_request`) from `source` and checks
+/// for a 200.
+pub async fn open(edge: SocketAddr, source: IpAddr, request: &str) -> anyhow::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
     let mut stream = socket
         .connect(edge)
         .await
         .with_context(|| format!("connect from {source}"))?;
-    let request = format!(
-        "GET /v1/events?{query} HTTP/1.1\r\nhost: edge\r\nauthorization: Bearer {token}\r\n\r\n"
-    );
     stream.write_all(request.as_bytes()).await?;
     let mut head = [0u8; 512];
     let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut head)).await??;
     if !head[..n].starts_with(b"HTTP/1.1 200") {
-        bail!("edge answered {}", String::from_utf8_lossy(&head[..n]));
+        bail!("server answered {}", String::from_utf8_lossy(&head[..n]));
     }
     Ok(stream)
 }

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Herald against Nchan, same machine, same load generator, same run.
+# Installs what it lacks (nginx + Nchan from Debian, the pinned nats-server),
+# builds release binaries, starts NATS + herald-publish + herald-edge and
+# nginx with bench/nchan.conf on 127.0.0.1, runs each scenario against both,
+# and prints one table with the ratio Herald/Nchan per figure. Raw results
+# (one JSON line per run) go to bench/results/.
+#
+#   CONNECTIONS=10000 EVENTS=200 bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+CONNECTIONS="${CONNECTIONS:-10000}"
+EVENTS="${EVENTS:-200}"
+SOURCES="${SOURCES:-8}"
+
+if [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing nginx and Nchan (Debian packages)..." >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light libnginx-mod-nchan >&2
+  else
+    echo "error: Nchan is missing; run: sudo apt-get install nginx-light libnginx-mod-nchan" >&2
+    exit 1
+  fi
+fi
+nats_server="$(scripts/nats-server.sh)"
+echo "building release binaries..." >&2
+cargo build --locked --release -p herald-edge -p herald-publish -p herald-bench >&2
+bin="$root/target/release"
+ulimit -n "$(ulimit -Hn)"
+
+work="$(mktemp -d)"
+results="$root/bench/results"
+mkdir -p "$results"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "error: nothing listens on 127.0.0.1:$1" >&2
+  exit 1
+}
+
+export HERALD_JWT_SECRET="bench-secret-0123456789"
+export HERALD_NATS_URL="nats://127.0.0.1:24222"
+"$nats_server" -a 127.0.0.1 -p 24222 -js -sd "$work/nats" >"$work/nats.log" 2>&1 &
+pids+=($!)
+wait_port 24222
+"$bin/herald-publish" --listen 127.0.0.1:25051 --admin-listen 127.0.0.1:25091 --node-id bench-publish \
+  --history-storage memory >"$work/publish.log" 2>&1 &
+pids+=($!)
+"$bin/herald-edge" --listen 127.0.0.1:25080 --admin-listen 127.0.0.1:25090 --node-id bench-edge \
+  --max-connections 19000 >"$work/edge.log" 2>&1 &
+edge_pid=$!
+pids+=($edge_pid)
+mkdir -p "$work/nginx"
+nginx -p "$work/nginx" -c "$root/bench/nchan.conf" >"$work/nginx.log" 2>&1 &
+pids+=($!)
+wait_port 25051
+wait_port 25080
+wait_port 28080
+sleep 1
+nginx_pids=$(pgrep -f "nginx.*$work/nginx" | sed 's/^/--pid /' | tr '\n' ' ')
+
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+out="$results/$stamp.jsonl"
+run() { # peer, then herald-bench arguments
+  local peer="$1"; shift
+  echo "== $peer: $*" >&2
+  "$bin/herald-bench" --peer "$peer" "$@" | sed -n 's/^RESULT //p' >>"$out"
+}
+run herald --edge 127.0.0.1:25080 --publish http://127.0.0.1:25051 \
+  fanout --pid "$edge_pid" --connections "$CONNECTIONS" --events "$EVENTS" --sources "$SOURCES"
+# shellcheck disable=SC2086
+run nchan --edge 127.0.0.1:28080 --publish http://127.0.0.1:28080 \
+  fanout $nginx_pids --connections "$CONNECTIONS" --events "$EVENTS" --sources "$SOURCES"
+
+python3 - "$out" <<'PY'
+import json, sys
+runs = [json.loads(line) for line in open(sys.argv[1])]
+by = {r["peer"]: r for r in runs}
+h, n = by["herald"], by["nchan"]
+rows = [
+    ("KiB per idle stream", "kib_per_idle_stream", "lower is better"),
+    ("idle CPU %", "idle_cpu_percent", "lower is better"),
+    ("fan-out deliveries/s", "deliveries_per_sec", "higher is better"),
+    ("deliveries received", "deliveries", f"of {h['expected']}"),
+]
+print(f"{'figure':<24}{'Herald':>14}{'Nchan':>14}{'Herald/Nchan':>14}  note")
+for name, key, note in rows:
+    ratio = h[key] / n[key] if n[key] else float("inf")
+    print(f"{name:<24}{h[key]:>14.1f}{n[key]:>14.1f}{ratio:>14.2f}  {note}")
+PY
+echo "raw results: $out" >&2

@@ -1,0 +1,138 @@
+//! The system under test: Herald (SSE edge + gRPC Publish) or Nchan (nginx
+//! module, SSE subscriber + HTTP publisher), driven the same way so their
+//! figures compare.
+
+use anyhow::{Context, bail};
+use herald_proto::v1::{
+    PublishRequest, UserTarget, publish_request::Target as PublishTarget,
+    publisher_client::PublisherClient,
+};
+use tonic::transport::Channel;
+
+use crate::Target;
+
+/// Which system `--edge` and `--publish` point at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Herald,
+    Nchan,
+}
+
+impl Target {
+    /// The raw HTTP/1.1 request that opens an SSE stream for `user`,
+    /// following `topic` (Nchan: the topic's channel instead).
+    pub fn sse_request(&self, user: &str, topic: Option<&str>) -> anyhow::Result<String> {
+        Ok(match self.peer {
+            Kind::Herald => {
+                if self.secret.is_empty() {
+                    bail!("--secret (HERALD_JWT_SECRET) is required for Herald");
+                }
+                let topics: Vec<&str> = topic.into_iter().collect();
+                let token = crate::token(&self.secret, user, &topics)?;
+                let query = topic.map(|t| format!("topic={t}")).unwrap_or_default();
+                format!(
+                    "GET /v1/events?{query} HTTP/1.1\r\nhost: edge\r\nauthorization: Bearer {token}\r\n\r\n"
+                )
+            }
+            Kind::Nchan => {
+                let channel = channel(user, topic);
+                format!(
+                    "GET /sub?channel={channel} HTTP/1.1\r\nhost: nchan\r\naccept: text/event-stream\r\n\r\n"
+                )
+            }
+        })
+    }
+
+    /// A publisher for this system.
+    pub async fn publisher(&self) -> anyhow::Result<Publisher> {
+        Ok(match self.peer {
+            Kind::Herald => Publisher::Herald(
+                PublisherClient::connect(self.publish.clone())
+                    .await
+                    .with_context(|| format!("herald-publish at {}", self.publish))?,
+            ),
+            Kind::Nchan => Publisher::Nchan {
+                http: reqwest::Client::new(),
+                base: self.publish.trim_end_matches('/').to_owned(),
+            },
+        })
+    }
+}
+
+/// Nchan has channels only: a user's and a topic's are named apart.
+fn channel(user: &str, topic: Option<&str>) -> String {
+    match topic {
+        Some(topic) => format!("t.{topic}"),
+        None => format!("u.{user}"),
+    }
+}
+
+/// Publishes events, one call each.
+#[derive(Clone)]
+pub enum Publisher {
+    Herald(PublisherClient<Channel>),
+    Nchan { http: reqwest::Client, base: String },
+}
+
+impl Publisher {
+    /// One event to every follower of `topic`.
+    pub async fn to_topic(&mut self, topic: &str, data: String) -> anyhow::Result<()> {
+        match self {
+            Self::Herald(client) => {
+                let target = PublishTarget::Topic(topic.to_owned());
+                herald(client, target, data, false).await
+            }
+            Self::Nchan { http, base } => nchan(http, base, &channel("", Some(topic)), data).await,
+        }
+    }
+
+    /// One event to `user`'s streams; `ephemeral` skips Herald's history
+    /// (Nchan always keeps its message buffer).
+    pub async fn to_user(
+        &mut self,
+        user: &str,
+        data: String,
+        ephemeral: bool,
+    ) -> anyhow::Result<()> {
+        match self {
+            Self::Herald(client) => {
+                let target = PublishTarget::Users(UserTarget {
+                    user_ids: vec![user.to_owned()],
+                });
+                herald(client, target, data, ephemeral).await
+            }
+            Self::Nchan { http, base } => nchan(http, base, &channel(user, None), data).await,
+        }
+    }
+}
+
+async fn herald(
+    client: &mut PublisherClient<Channel>,
+    target: PublishTarget,
+    data: String,
+    ephemeral: bool,
+) -> anyhow::Result<()> {
+    let request = PublishRequest {
+        target: Some(target),
+        data,
+        ephemeral,
+        ..Default::default()
+    };
+    client.publish(request).await?;
+    Ok(())
+}
+
+async fn nchan(
+    http: &reqwest::Client,
+    base: &str,
+    channel: &str,
+    data: String,
+) -> anyhow::Result<()> {
+    let url = format!("{base}/pub?channel={channel}");
+    let status = http.post(url).body(data).send().await?.status();
+    if !status.is_success() {
+        bail!("nchan publisher answered {status}");
+    }
+    Ok(())
+}
