@@ -62,12 +62,14 @@ edge_pid=$!
 pids+=($edge_pid)
 mkdir -p "$work/nginx"
 nginx -p "$work/nginx" -c "$root/bench/nchan.conf" >"$work/nginx.log" 2>&1 &
-pids+=($!)
+nginx_master=$!
+pids+=($nginx_master)
 wait_port 25051
 wait_port 25080
 wait_port 28080
 sleep 1
-nginx_pids=$(pgrep -f "nginx.*$work/nginx" | sed 's/^/--pid /' | tr '\n' ' ')
+# nginx's memory and CPU: the master and its workers together.
+nginx_pids=$( (echo "$nginx_master"; pgrep -P "$nginx_master") | sed 's/^/--pid /' | tr '\n' ' ')
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out="$results/$stamp.jsonl"

@@ -51,19 +51,19 @@ struct Figures {
 
 pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let received = Arc::new(AtomicU64::new(0));
-    let rss_before = rss_kib(&args.pids)?;
+    let pss_before = pss_kib(&args.pids)?;
     let opened = Instant::now();
     let streams = open_all(target, args, &received).await?;
     let open_secs = opened.elapsed().as_secs_f64();
     eprintln!("opened {} streams in {open_secs:.1}s", args.connections);
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_idle = rss_kib(&args.pids)?;
+    let pss_idle = pss_kib(&args.pids)?;
     let cpu_before = cpu_ticks(&args.pids)?;
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
     let idle_cpu_percent = (cpu_ticks(&args.pids)? - cpu_before) as f64 / args.idle_secs as f64; // 100 ticks/s
     let kib_per_idle_stream =
-        (rss_idle.saturating_sub(rss_before)) as f64 / args.connections as f64;
+        (pss_idle.saturating_sub(pss_before)) as f64 / args.connections as f64;
     eprintln!("{kib_per_idle_stream:.1} KiB per idle stream; idle CPU {idle_cpu_percent:.1}%");
 
     let expected = args.events * args.connections as u64;
@@ -155,19 +155,21 @@ async fn publish_all(target: &Target, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resident memory of all `pids`, in KiB.
-fn rss_kib(pids: &[u32]) -> anyhow::Result<u64> {
+/// Memory of all `pids`, in KiB: the proportional set size, so memory
+/// shared between processes (nginx workers share Nchan's shared memory
+/// zone) is counted once, not once per process.
+fn pss_kib(pids: &[u32]) -> anyhow::Result<u64> {
     pids.iter()
         .map(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-            let line = status
+            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+            let line = rollup
                 .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .context("no VmRSS")?;
+                .find(|l| l.starts_with("Pss:"))
+                .context("no Pss")?;
             Ok(line
                 .split_whitespace()
                 .nth(1)
-                .context("VmRSS value")?
+                .context("Pss value")?
                 .parse::<u64>()?)
         })
         .sum()

@@ -1,7 +1,7 @@
 //! `herald-bench`: load against a running Herald on loopback. Every loop is
 //! bounded in count and time.
 //!
-//! - `fanout`: opens many SSE streams on one edge (over several 127.0.0.x
+//! - `fanout`: opens many SSE streams on one edge (or nginx with Nchan) (over several 127.0.0.x
 //!   source addresses), measures the edge's memory per stream, then
 //!   publishes to a topic they all follow and measures deliveries per second.
 //! - `publish`: one stream; the same events published ephemeral and then
