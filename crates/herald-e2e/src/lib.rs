@@ -202,6 +202,8 @@ impl EdgeProcess {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn herald-edge");
+        // Owned before waiting, so a panic below still kills the process.
+        let edge = Self { child, addr };
         let readyz = format!("http://{admin}/readyz");
         herald_testing::eventually(
             std::time::Duration::from_secs(10),
@@ -212,7 +214,7 @@ impl EdgeProcess {
             },
         )
         .await;
-        Self { child, addr }
+        edge
     }
 
     /// SIGKILL: the process vanishes without closing anything.
