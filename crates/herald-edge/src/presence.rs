@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, Delta};
 
+/// Longest wait for the last delta and the "leaving" message at shutdown.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Publishes one node's presence on NATS.
 pub struct Reporter {
     nats: async_nats::Client,
@@ -64,13 +67,23 @@ impl Reporter {
                 Some(request) = requests.next() => self.answer(request).await,
             }
         }
-        self.send_delta(self.admission.take_delta()).await;
-        let leaving = NodeMessage::Leaving {
-            node: self.node.clone(),
-            epoch: self.epoch,
+        // With NATS unreachable the goodbye cannot go out; followers then
+        // expire this node by its silence instead, so do not wait long.
+        let goodbye = async {
+            self.send_delta(self.admission.take_delta()).await;
+            let leaving = NodeMessage::Leaving {
+                node: self.node.clone(),
+                epoch: self.epoch,
+            };
+            self.send(&leaving).await;
+            let _ = self.nats.flush().await;
         };
-        self.send(&leaving).await;
-        let _ = self.nats.flush().await;
+        if tokio::time::timeout(GOODBYE_TIMEOUT, goodbye)
+            .await
+            .is_err()
+        {
+            tracing::warn!("could not tell presence this edge is leaving; it will expire");
+        }
     }
 
     async fn send_delta(&self, delta: Option<Delta>) {

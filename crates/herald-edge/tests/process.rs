@@ -231,3 +231,48 @@ async fn sigterm_drains_readiness_new_connects_and_open_streams() {
         "the edge exits cleanly after draining: {status:?}"
     );
 }
+
+/// With its NATS server gone, a stopping edge cannot say goodbye to
+/// presence; it must exit anyway rather than wait for NATS forever.
+#[tokio::test]
+async fn sigterm_exits_even_when_nats_is_gone() {
+    let mut nats = NatsServer::start();
+    let (listen, admin) = (free_addr(), free_addr());
+    let url = nats.client_url();
+    let args = [
+        "--nats-url",
+        &url,
+        "--listen",
+        &listen,
+        "--admin-listen",
+        &admin,
+        "--jwt-secret",
+        SECRET,
+        "--drain-window",
+        "1s",
+        "--drain-grace",
+        "2s",
+    ];
+    let mut process = Process(edge(&args).stderr(Stdio::null()).spawn().unwrap());
+    let readyz = format!("http://{admin}/readyz");
+    eventually(Duration::from_secs(10), "the edge to be ready", || async {
+        let r = reqwest::get(&readyz).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    nats.kill();
+    let pid = process.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exited = eventually(Duration::from_secs(20), "the edge to exit", || {
+        let status = process.0.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert!(exited.success(), "{exited:?}");
+}
