@@ -33,6 +33,9 @@ echo "using $("$HERALD_NATS_SERVER" --version)"
 
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# Every binary, herald-bench included: process-level tests and the bench
+# smoke test run them.
+cargo build --locked --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace
 else
