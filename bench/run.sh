@@ -97,7 +97,7 @@ rows = [
 ]
 print(f"{'figure':<24}{'Herald':>14}{'Nchan':>14}{'Herald/Nchan':>14}  note")
 for name, key, note in rows:
-    ratio = h[key] / n[key] if n[key] else float("inf")
-    print(f"{name:<24}{h[key]:>14.1f}{n[key]:>14.1f}{ratio:>14.2f}  {note}")
+    ratio = f"{h[key] / n[key]:.2f}" if n[key] else "n/a"
+    print(f"{name:<24}{h[key]:>14.1f}{n[key]:>14.1f}{ratio:>14}  {note}")
 PY
 echo "raw results: $out" >&2
