@@ -7,6 +7,9 @@
 //! - `publish`: one stream; the same events published ephemeral and then
 //!   persisted, reporting publish throughput and publish→deliver latency of
 //!   each and their ratio, measured in the same run.
+//! - `unicast`: one stream per user, events to random users at rising
+//!   rates: achieved rate, latency percentiles, lost and duplicated events
+//!   (`--peer nats`: the same traffic on NATS alone, the broker ceiling).
 //! - `receipts`: a Publish with its receipt against the presence round trip
 //!   it avoids, in the same run.
 
@@ -15,6 +18,7 @@ mod peer;
 mod publish;
 mod receipts;
 mod stream;
+mod unicast;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -60,6 +64,7 @@ enum Scenario {
     Fanout(fanout::Args),
     Publish(publish::Args),
     Receipts(receipts::Args),
+    Unicast(unicast::Args),
 }
 
 #[tokio::main]
@@ -69,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Fanout(args) => fanout::run(&cli.target, &args).await,
         Scenario::Publish(args) => publish::run(&cli.target, &args).await,
         Scenario::Receipts(args) => receipts::run(&cli.target, &args).await,
+        Scenario::Unicast(args) => unicast::run(&cli.target, &args).await,
     }
 }
 

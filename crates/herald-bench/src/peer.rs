@@ -17,6 +17,9 @@ use crate::Target;
 pub enum Kind {
     Herald,
     Nchan,
+    /// NATS alone, no Herald: the broker's own ceiling (`--publish` is a
+    /// NATS URL; subscribers are NATS subscriptions, not SSE streams).
+    Nats,
 }
 
 impl Target {
@@ -35,6 +38,7 @@ impl Target {
                     "GET /v1/events?{query} HTTP/1.1\r\nhost: edge\r\nauthorization: Bearer {token}\r\n\r\n"
                 )
             }
+            Kind::Nats => bail!("--peer nats has no SSE streams"),
             Kind::Nchan => {
                 let channel = channel(user, topic);
                 format!(
@@ -56,6 +60,7 @@ impl Target {
                 http: reqwest::Client::new(),
                 base: self.publish.trim_end_matches('/').to_owned(),
             },
+            Kind::Nats => Publisher::Nats(async_nats::connect(&self.publish).await?),
         })
     }
 }
@@ -73,6 +78,7 @@ fn channel(user: &str, topic: Option<&str>) -> String {
 pub enum Publisher {
     Herald(PublisherClient<Channel>),
     Nchan { http: reqwest::Client, base: String },
+    Nats(async_nats::Client),
 }
 
 impl Publisher {
@@ -84,6 +90,9 @@ impl Publisher {
                 herald(client, target, data, false).await
             }
             Self::Nchan { http, base } => nchan(http, base, &channel("", Some(topic)), data).await,
+            Self::Nats(client) => Ok(client
+                .publish(format!("herald.t.{topic}"), data.into())
+                .await?),
         }
     }
 
@@ -103,6 +112,9 @@ impl Publisher {
                 herald(client, target, data, ephemeral).await
             }
             Self::Nchan { http, base } => nchan(http, base, &channel(user, None), data).await,
+            Self::Nats(client) => Ok(client
+                .publish(format!("herald.u.{user}"), data.into())
+                .await?),
         }
     }
 }

@@ -1,0 +1,256 @@
+//! Unicast: many users with one stream each, events to random users at a
+//! series of target rates. For each rate: the rate achieved, publish→receive
+//! latency percentiles (HDR histogram), lost and duplicated events. The
+//! highest rate whose p99 stays within `--p99-limit-ms` with nothing lost is
+//! the sustained rate. With `--peer nats` the same traffic goes straight to
+//! NATS (core publish, one subscription per user): the broker's ceiling.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use tokio::sync::Semaphore;
+
+use crate::Target;
+use crate::peer::Kind;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Users, one stream each.
+    #[arg(long, default_value_t = 15_000)]
+    users: usize,
+    /// Loopback source addresses to spread streams over (127.0.0.1..=N).
+    #[arg(long, default_value_t = 8)]
+    sources: u8,
+    /// Target publish rates to try, events per second, in order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,2000,5000,10000,20000"
+    )]
+    rates: Vec<u64>,
+    /// Seconds at each rate.
+    #[arg(long, default_value_t = 5)]
+    secs: u64,
+    /// Concurrent publishers.
+    #[arg(long, default_value_t = 64)]
+    publishers: u64,
+    /// Herald: publish ephemeral (core NATS) instead of persisted.
+    #[arg(long)]
+    ephemeral: bool,
+    /// p99 above this ends the ramp.
+    #[arg(long, default_value_t = 50)]
+    p99_limit_ms: u64,
+}
+
+/// What one rate measured; printed as one JSON line after `RESULT `.
+#[derive(Debug, serde::Serialize)]
+struct Step {
+    peer: Kind,
+    ephemeral: bool,
+    users: usize,
+    target_rate: u64,
+    achieved_rate: f64,
+    sent: u64,
+    received: u64,
+    lost: u64,
+    duplicated: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    publish_errors: u64,
+}
+
+/// What the readers share: latencies and which events arrived.
+struct Tally {
+    latency_us: Histogram<u64>,
+    seen: Vec<u8>,
+    duplicated: u64,
+}
+
+impl Tally {
+    fn record(&mut self, data: &[u8]) {
+        let Some((seq, sent)) = parse(data) else {
+            return;
+        };
+        let now = crate::now_micros();
+        let _ = self.latency_us.record(now.saturating_sub(sent).max(1));
+        match self.seen.get_mut(seq as usize) {
+            Some(seen) if *seen > 0 => self.duplicated += 1,
+            Some(seen) => *seen = 1,
+            None => {}
+        }
+    }
+}
+
+fn parse(data: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(data).ok()?;
+    let (seq, sent) = text.split_once(' ')?;
+    Some((seq.parse().ok()?, sent.parse().ok()?))
+}
+
+pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
+    let max_events = args.rates.iter().max().copied().unwrap_or(0) * args.secs + 1;
+    let tally = Arc::new(Mutex::new(Tally {
+        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        seen: Vec::new(),
+        duplicated: 0,
+    }));
+    let readers = open_readers(target, args, &tally).await?;
+    eprintln!("{} streams open", args.users);
+    let mut next_seq = 0u64;
+    for &rate in &args.rates {
+        {
+            let mut tally = tally.lock().unwrap();
+            tally.latency_us.reset();
+            tally.seen = vec![0; max_events as usize];
+            tally.duplicated = 0;
+        }
+        let first = next_seq;
+        let (sent, errors, elapsed) = publish_at(target, args, rate, first).await?;
+        next_seq = first + sent;
+        // Let stragglers arrive: at most the p99 limit plus a second.
+        tokio::time::sleep(Duration::from_millis(args.p99_limit_ms) + Duration::from_secs(1)).await;
+        let step = {
+            let tally = tally.lock().unwrap();
+            let received = tally.seen.iter().filter(|s| **s > 0).count() as u64;
+            let ms = |q: f64| tally.latency_us.value_at_quantile(q) as f64 / 1000.0;
+            Step {
+                peer: target.peer,
+                ephemeral: args.ephemeral,
+                users: args.users,
+                target_rate: rate,
+                achieved_rate: sent as f64 / elapsed,
+                sent,
+                received,
+                lost: sent.saturating_sub(received),
+                duplicated: tally.duplicated,
+                p50_ms: ms(0.50),
+                p99_ms: ms(0.99),
+                p999_ms: ms(0.999),
+                publish_errors: errors,
+            }
+        };
+        eprintln!(
+            "rate {rate}/s: achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, lost {}, duplicated {}",
+            step.achieved_rate, step.p50_ms, step.p99_ms, step.p999_ms, step.lost, step.duplicated
+        );
+        println!("RESULT {}", serde_json::to_string(&step)?);
+        let kept_up = step.achieved_rate >= 0.95 * rate as f64;
+        if step.p99_ms > args.p99_limit_ms as f64 || step.lost > 0 || !kept_up {
+            break;
+        }
+    }
+    for reader in readers {
+        reader.abort();
+    }
+    Ok(())
+}
+
+/// One reader per user: an SSE stream (Herald, Nchan) or a NATS
+/// subscription (the broker alone), each recording what it receives.
+async fn open_readers(
+    target: &Target,
+    args: &Args,
+    tally: &Arc<Mutex<Tally>>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let mut readers = Vec::with_capacity(args.users);
+    if target.peer == Kind::Nats {
+        let clients = nats_clients(&target.publish, 8).await?;
+        for i in 0..args.users {
+            let mut subscriber = clients[i % clients.len()]
+                .subscribe(format!("herald.u.bench-{i}"))
+                .await?;
+            let tally = tally.clone();
+            readers.push(tokio::spawn(async move {
+                while let Some(message) = subscriber.next().await {
+                    tally.lock().unwrap().record(&message.payload);
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for client in &clients {
+            client.flush().await?;
+        }
+        return Ok(readers);
+    }
+    let open = Arc::new(Semaphore::new(256));
+    for i in 0..args.users {
+        let permit = open.clone().acquire_owned().await?;
+        let source = IpAddr::from([127, 0, 0, 1 + (i % usize::from(args.sources)) as u8]);
+        let request = target.sse_request(&format!("bench-{i}"), None)?;
+        let (edge, tally) = (target.edge, tally.clone());
+        readers.push(tokio::spawn(async move {
+            let stream = crate::stream::open(edge, source, &request).await;
+            drop(permit);
+            let mut stream = stream?;
+            crate::stream::for_each_data(&mut stream, |data| tally.lock().unwrap().record(data))
+                .await;
+            anyhow::Ok(())
+        }));
+    }
+    let _all = open.acquire_many(256).await?;
+    let failed = readers.iter().filter(|r| r.is_finished()).count();
+    if failed > 0 {
+        bail!("{failed} streams failed to open");
+    }
+    Ok(readers)
+}
+
+async fn nats_clients(url: &str, count: usize) -> anyhow::Result<Vec<async_nats::Client>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        clients.push(async_nats::connect(url).await?);
+    }
+    Ok(clients)
+}
+
+/// Publishes at `rate` for `--secs` to random users, numbering events from
+/// `first`; returns (sent, errors, seconds taken).
+async fn publish_at(
+    target: &Target,
+    args: &Args,
+    rate: u64,
+    first: u64,
+) -> anyhow::Result<(u64, u64, f64)> {
+    let total = rate * args.secs;
+    let per_publisher = total / args.publishers;
+    let interval = Duration::from_secs_f64(args.publishers as f64 / rate as f64);
+    let publisher = target.publisher().await?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.secs) + target.timeout;
+    let mut tasks = Vec::new();
+    for p in 0..args.publishers {
+        let mut publisher = publisher.clone();
+        let (users, ephemeral) = (args.users, args.ephemeral);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let (mut sent, mut errors) = (0u64, 0u64);
+            for k in 0..per_publisher {
+                if Instant::now() > deadline {
+                    break;
+                }
+                tick.tick().await;
+                let seq = first + p * per_publisher + k;
+                let user = format!("bench-{}", fastrand::usize(0..users));
+                let data = format!("{} {}", seq - first, crate::now_micros());
+                match publisher.to_user(&user, data, ephemeral).await {
+                    Ok(()) => sent += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            (sent, errors)
+        }));
+    }
+    let (mut sent, mut errors) = (0, 0);
+    for task in tasks {
+        let (s, e) = task.await?;
+        sent += s;
+        errors += e;
+    }
+    Ok((sent, errors, started.elapsed().as_secs_f64()))
+}
