@@ -145,7 +145,7 @@ async fn publish_all(target: &Target, args: &Args) -> anyhow::Result<()> {
                 if i >= total {
                     return anyhow::Ok(());
                 }
-                publisher.to_topic("bench", format!("e{i}")).await?;
+                publisher.publish_topic("bench", format!("e{i}")).await?;
             }
         }));
     }

@@ -83,7 +83,7 @@ pub enum Publisher {
 
 impl Publisher {
     /// One event to every follower of `topic`.
-    pub async fn to_topic(&mut self, topic: &str, data: String) -> anyhow::Result<()> {
+    pub async fn publish_topic(&mut self, topic: &str, data: String) -> anyhow::Result<()> {
         match self {
             Self::Herald(client) => {
                 let target = PublishTarget::Topic(topic.to_owned());
@@ -98,7 +98,7 @@ impl Publisher {
 
     /// One event to `user`'s streams; `ephemeral` skips Herald's history
     /// (Nchan always keeps its message buffer).
-    pub async fn to_user(
+    pub async fn publish_user(
         &mut self,
         user: &str,
         data: String,

@@ -238,7 +238,7 @@ async fn publish_at(
                 let seq = first + p * per_publisher + k;
                 let user = format!("bench-{}", fastrand::usize(0..users));
                 let data = format!("{} {}", seq - first, crate::now_micros());
-                match publisher.to_user(&user, data, ephemeral).await {
+                match publisher.publish_user(&user, data, ephemeral).await {
                     Ok(()) => sent += 1,
                     Err(_) => errors += 1,
                 }
