@@ -82,6 +82,15 @@ pub enum Publisher {
 }
 
 impl Publisher {
+    /// Waits until everything published has left this process (NATS
+    /// buffers publishes; dropping the client would discard the rest).
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        if let Self::Nats(client) = self {
+            client.flush().await?;
+        }
+        Ok(())
+    }
+
     /// One event to every follower of `topic`.
     pub async fn publish_topic(&mut self, topic: &str, data: String) -> anyhow::Result<()> {
         match self {

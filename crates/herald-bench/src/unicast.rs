@@ -252,5 +252,6 @@ async fn publish_at(
         sent += s;
         errors += e;
     }
+    publisher.flush().await?;
     Ok((sent, errors, started.elapsed().as_secs_f64()))
 }
