@@ -135,4 +135,5 @@ for a, b in [("Herald ephemeral", "Nchan"), ("Herald persisted", "Nchan"),
     print(f"{a} / {b}: {ratio}")
 print("(rates tried: the ramp stops at the first rate that misses; raise RATES to find a ceiling)")
 PY
-echo "raw results: $out" >&2
+python3 bench/plot.py "$out" >"${out%.jsonl}.svg"
+echo "raw results: $out; plot: ${out%.jsonl}.svg" >&2
