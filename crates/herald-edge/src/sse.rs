@@ -23,7 +23,8 @@ pub fn event(event_type: Option<&str>, data: &[u8]) -> Bytes {
     let mut rest = data;
     loop {
         out.put_slice(b"data: ");
-        match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        // memchr2 scans with SIMD: line breaks are rare, payloads long.
+        match memchr::memchr2(b'\n', b'\r', rest) {
             None => {
                 out.put_slice(rest);
                 out.put_u8(b'\n');
