@@ -15,6 +15,7 @@ EVENTS="${EVENTS:-200}"
 USERS="${USERS:-15000}"
 RATES="${RATES:-1000,2000,5000,10000,20000,40000}"
 SECS="${SECS:-5}"
+STORM_CLIENTS="${STORM_CLIENTS:-15000}"
 SOURCES="${SOURCES:-8}"
 
 if [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
@@ -91,6 +92,8 @@ run herald --edge 127.0.0.1:25080 --publish http://127.0.0.1:25051 "${unicast[@]
 run herald --edge 127.0.0.1:25080 --publish http://127.0.0.1:25051 "${unicast[@]}"
 run nchan --edge 127.0.0.1:28080 --publish http://127.0.0.1:28080 "${unicast[@]}"
 run nats --publish "$HERALD_NATS_URL" "${unicast[@]}"
+run herald --edge 127.0.0.1:25080 --publish http://127.0.0.1:25051 storm --clients "$STORM_CLIENTS" --sources "$SOURCES"
+run nchan --edge 127.0.0.1:28080 --publish http://127.0.0.1:28080 storm --clients "$STORM_CLIENTS" --sources "$SOURCES"
 
 python3 - "$out" <<'PY'
 import json, sys
@@ -134,6 +137,15 @@ for a, b in [("Herald ephemeral", "Nchan"), ("Herald persisted", "Nchan"),
     ratio = f"{rate(a) / rate(b):.2f}" if rate(b) else "n/a"
     print(f"{a} / {b}: {ratio}")
 print("(rates tried: the ramp stops at the first rate that misses; raise RATES to find a ceiling)")
+
+storms = {r["peer"]: r for r in runs if "all_open_secs" in r}
+print()
+print(f"{'reconnect storm':<20}{'clients':>9}{'all open s':>12}{'caught up s':>13}{'errors':>8}{'lost':>7}{'dup':>6}")
+for peer in ("herald", "nchan"):
+    r = storms.get(peer)
+    if r:
+        print(f"{peer:<20}{r['clients']:>9}{r['all_open_secs']:>12.2f}{r['all_caught_up_secs']:>13.2f}"
+              f"{r['errors']:>8}{r['lost']:>7}{r['duplicated']:>6}")
 PY
 python3 bench/plot.py "$out" >"${out%.jsonl}.svg"
 echo "raw results: $out; plot: ${out%.jsonl}.svg" >&2

@@ -10,6 +10,9 @@
 //! - `unicast`: one stream per user, events to random users at rising
 //!   rates: achieved rate, latency percentiles, lost and duplicated events
 //!   (`--peer nats`: the same traffic on NATS alone, the broker ceiling).
+//! - `storm`: every client drops at once, events are published meanwhile,
+//!   and all reconnect together with their last ids: time until all stream
+//!   again and have caught up, errors, lost and duplicated events.
 //! - `receipts`: a Publish with its receipt against the presence round trip
 //!   it avoids, in the same run.
 
@@ -17,6 +20,7 @@ mod fanout;
 mod peer;
 mod publish;
 mod receipts;
+mod storm;
 mod stream;
 mod unicast;
 
@@ -65,6 +69,7 @@ enum Scenario {
     Publish(publish::Args),
     Receipts(receipts::Args),
     Unicast(unicast::Args),
+    Storm(storm::Args),
 }
 
 #[tokio::main]
@@ -75,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Publish(args) => publish::run(&cli.target, &args).await,
         Scenario::Receipts(args) => receipts::run(&cli.target, &args).await,
         Scenario::Unicast(args) => unicast::run(&cli.target, &args).await,
+        Scenario::Storm(args) => storm::run(&cli.target, &args).await,
     }
 }
 

@@ -26,6 +26,19 @@ impl Target {
     /// The raw HTTP/1.1 request that opens an SSE stream for `user`,
     /// following `topic` (Nchan: the topic's channel instead).
     pub fn sse_request(&self, user: &str, topic: Option<&str>) -> anyhow::Result<String> {
+        self.resume_request(user, topic, None)
+    }
+
+    /// Like [`Target::sse_request`], resuming after `last_event_id`.
+    pub fn resume_request(
+        &self,
+        user: &str,
+        topic: Option<&str>,
+        last_event_id: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let resume = last_event_id
+            .map(|id| format!("last-event-id: {id}\r\n"))
+            .unwrap_or_default();
         Ok(match self.peer {
             Kind::Herald => {
                 if self.secret.is_empty() {
@@ -35,14 +48,14 @@ impl Target {
                 let token = crate::token(&self.secret, user, &topics)?;
                 let query = topic.map(|t| format!("topic={t}")).unwrap_or_default();
                 format!(
-                    "GET /v1/events?{query} HTTP/1.1\r\nhost: edge\r\nauthorization: Bearer {token}\r\n\r\n"
+                    "GET /v1/events?{query} HTTP/1.1\r\nhost: edge\r\nauthorization: Bearer {token}\r\n{resume}\r\n"
                 )
             }
             Kind::Nats => bail!("--peer nats has no SSE streams"),
             Kind::Nchan => {
                 let channel = channel(user, topic);
                 format!(
-                    "GET /sub?channel={channel} HTTP/1.1\r\nhost: nchan\r\naccept: text/event-stream\r\n\r\n"
+                    "GET /sub?channel={channel} HTTP/1.1\r\nhost: nchan\r\naccept: text/event-stream\r\n{resume}\r\n"
                 )
             }
         })

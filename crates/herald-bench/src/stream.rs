@@ -7,9 +7,17 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// An open SSE response: the connection, and body bytes that arrived
+/// with the response head.
+pub struct Sse {
+    stream: TcpStream,
+    pending: Vec<u8>,
+}
+
 /// Sends `request` (see `Target::sse_request`) from `source` and checks
-/// for a 200.
-pub async fn open(edge: SocketAddr, source: IpAddr, request: &str) -> anyhow::Result<TcpStream> {
+/// for a 200. Body bytes read along with the head are kept: a resumed
+/// stream's replay often arrives in the same segment.
+pub async fn open(edge: SocketAddr, source: IpAddr, request: &str) -> anyhow::Result<Sse> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
     let mut stream = socket
@@ -17,33 +25,59 @@ pub async fn open(edge: SocketAddr, source: IpAddr, request: &str) -> anyhow::Re
         .await
         .with_context(|| format!("connect from {source}"))?;
     stream.write_all(request.as_bytes()).await?;
-    let mut head = [0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut head)).await??;
-    if !head[..n].starts_with(b"HTTP/1.1 200") {
-        bail!("server answered {}", String::from_utf8_lossy(&head[..n]));
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let end = loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await??;
+        if n == 0 {
+            bail!("server closed before answering");
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if head.len() > 16 * 1024 {
+            bail!("response head too long");
+        }
+    };
+    if !head.starts_with(b"HTTP/1.1 200") {
+        bail!("server answered {}", String::from_utf8_lossy(&head[..end]));
     }
-    Ok(stream)
+    Ok(Sse {
+        stream,
+        pending: head.split_off(end),
+    })
 }
 
 /// Calls `on_data` with every `data:` line's value, carrying partial lines
 /// across reads, until the stream ends.
-pub async fn for_each_data(stream: &mut TcpStream, mut on_data: impl FnMut(&[u8])) {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
+pub async fn for_each_data(sse: &mut Sse, mut on_data: impl FnMut(&[u8])) {
+    for_each_line(sse, |line| {
+        if let Some(data) = line.strip_prefix(b"data: ") {
+            on_data(data);
+        }
+    })
+    .await;
+}
+
+/// Calls `on_line` with every line (without its line break) until the
+/// stream ends. Chunked-encoding size lines come through as lines of their
+/// own (servers write whole events per chunk), which no caller mistakes
+/// for a field.
+pub async fn for_each_line(sse: &mut Sse, mut on_line: impl FnMut(&[u8])) {
+    let mut buf = std::mem::take(&mut sse.pending);
+    let mut chunk = vec![0u8; 16 * 1024];
     loop {
-        let n = match stream.read(&mut chunk).await {
+        let mut start = 0;
+        while let Some(end) = buf[start..].iter().position(|&b| b == b'\n') {
+            on_line(&buf[start..start + end]);
+            start += end + 1;
+        }
+        buf.drain(..start);
+        let n = match sse.stream.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
-        let mut start = 0;
-        while let Some(end) = buf[start..].iter().position(|&b| b == b'\n') {
-            let line = &buf[start..start + end];
-            if let Some(data) = line.strip_prefix(b"data: ") {
-                on_data(data);
-            }
-            start += end + 1;
-        }
-        buf.drain(..start);
     }
 }

@@ -1,0 +1,207 @@
+//! Reconnect storm: every client drops at once, events are published while
+//! they are away, and all reconnect at the same moment with their last
+//! event id. Measures the time until every stream is open again and until
+//! every client has every missed event, and counts errors, lost and
+//! duplicated events.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::Target;
+use crate::peer::Kind;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Clients, each one stream following the storm topic.
+    #[arg(long, default_value_t = 15_000)]
+    clients: usize,
+    /// Loopback source addresses to spread streams over (127.0.0.1..=N).
+    #[arg(long, default_value_t = 8)]
+    sources: u8,
+    /// Events published before the drop (so every client has an id).
+    #[arg(long, default_value_t = 5)]
+    before: u64,
+    /// Events published while every client is away.
+    #[arg(long, default_value_t = 20)]
+    missed: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Figures {
+    peer: Kind,
+    clients: usize,
+    reconnected: usize,
+    errors: usize,
+    all_open_secs: f64,
+    all_caught_up_secs: f64,
+    missed_per_client: u64,
+    lost: u64,
+    duplicated: u64,
+}
+
+/// What one client has seen: its last id, and which event numbers.
+#[derive(Default)]
+struct Client {
+    last_id: Option<String>,
+    seen: Vec<u32>,
+}
+
+type Clients = Arc<Vec<Mutex<Client>>>;
+
+pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
+    let clients: Clients = Arc::new((0..args.clients).map(|_| Mutex::default()).collect());
+    // Connect everyone, let them receive `before` events, then drop them all.
+    let readers = connect(target, args, &clients, Some(256)).await;
+    let failed = readers.iter().filter(|r| r.is_finished()).count();
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} streams failed to open before the storm"
+    );
+    let mut publisher = target.publisher().await?;
+    for i in 0..args.before {
+        publisher.publish_topic("storm", format!("{i}")).await?;
+    }
+    wait_until(target.timeout, || {
+        every(&clients, |c| c.seen.len() as u64 >= args.before)
+    })
+    .await;
+    let with_id = clients
+        .iter()
+        .filter(|c| c.lock().unwrap().last_id.is_some())
+        .count();
+    eprintln!(
+        "before the drop: {with_id} of {} clients have an event id",
+        args.clients
+    );
+    for reader in &readers {
+        reader.abort();
+    }
+    for client in clients.iter() {
+        client.lock().unwrap().seen.clear();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in args.before..args.before + args.missed {
+        publisher.publish_topic("storm", format!("{i}")).await?;
+    }
+
+    // Everyone back at once, each with its last id.
+    let started = Instant::now();
+    let readers = connect(target, args, &clients, None).await;
+    let caught_up = |c: &Client| c.seen.len() as u64 >= args.missed;
+    let (mut all_open, mut errors) = (None, 0);
+    let deadline = started + target.timeout;
+    while Instant::now() < deadline {
+        let (mut open, mut done) = (0, 0);
+        errors = 0;
+        for (client, reader) in clients.iter().zip(&readers) {
+            let client = client.lock().unwrap();
+            let failed = reader.is_finished() && !caught_up(&client);
+            open += usize::from(!client.seen.is_empty() || failed);
+            done += usize::from(caught_up(&client) || failed);
+            errors += usize::from(failed);
+        }
+        if all_open.is_none() && open == args.clients {
+            all_open = Some(started.elapsed());
+        }
+        if done == args.clients {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all_caught_up = started.elapsed();
+    let (mut lost, mut duplicated) = (0u64, 0u64);
+    for client in clients.iter() {
+        let client = client.lock().unwrap();
+        let mut seen = client.seen.clone();
+        seen.sort_unstable();
+        let before = seen.len();
+        seen.dedup();
+        duplicated += (before - seen.len()) as u64;
+        lost += args.missed.saturating_sub(seen.len() as u64);
+    }
+    for reader in readers {
+        reader.abort();
+    }
+    let figures = Figures {
+        peer: target.peer,
+        clients: args.clients,
+        reconnected: args.clients - errors,
+        errors,
+        all_open_secs: all_open.unwrap_or(all_caught_up).as_secs_f64(),
+        all_caught_up_secs: all_caught_up.as_secs_f64(),
+        missed_per_client: args.missed,
+        lost,
+        duplicated,
+    };
+    eprintln!(
+        "{} of {} back; all streaming after {:.2}s, all caught up after {:.2}s; {} errors, {} lost, {} duplicated",
+        figures.reconnected,
+        args.clients,
+        figures.all_open_secs,
+        figures.all_caught_up_secs,
+        errors,
+        lost,
+        duplicated
+    );
+    println!("RESULT {}", serde_json::to_string(&figures)?);
+    Ok(())
+}
+
+fn every(clients: &Clients, check: impl Fn(&Client) -> bool) -> bool {
+    clients.iter().all(|c| check(&c.lock().unwrap()))
+}
+
+async fn wait_until(timeout: Duration, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Opens one stream per client, resuming from the client's last id; each
+/// records ids and event numbers. With `at_once`, at most that many connect
+/// together and this returns once all have connected; without, all connect
+/// at the same moment and this returns at once.
+async fn connect(
+    target: &Target,
+    args: &Args,
+    clients: &Clients,
+    at_once: Option<usize>,
+) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let limit = at_once.unwrap_or(args.clients).max(1);
+    let open = Arc::new(Semaphore::new(limit));
+    let mut readers = Vec::with_capacity(args.clients);
+    for i in 0..args.clients {
+        let last = clients[i].lock().unwrap().last_id.clone();
+        let request = target.resume_request(&format!("storm-{i}"), Some("storm"), last.as_deref());
+        let source = IpAddr::from([127, 0, 0, 1 + (i % usize::from(args.sources)) as u8]);
+        let (edge, clients) = (target.edge, clients.clone());
+        // Taken here, not in the task: waiting for all permits below must
+        // mean every stream has connected, not that few tasks have started.
+        let permit = open.clone().acquire_owned().await;
+        readers.push(tokio::spawn(async move {
+            let stream = crate::stream::open(edge, source, &request?).await;
+            drop(permit);
+            let mut stream = stream?;
+            crate::stream::for_each_line(&mut stream, |line| {
+                let mut client = clients[i].lock().unwrap();
+                if let Some(id) = line.strip_prefix(b"id: ") {
+                    client.last_id = Some(String::from_utf8_lossy(id).into_owned());
+                } else if let Some(data) = line.strip_prefix(b"data: ")
+                    && let Some(n) = std::str::from_utf8(data).ok().and_then(|d| d.parse().ok())
+                {
+                    client.seen.push(n);
+                }
+            })
+            .await;
+            anyhow::Ok(())
+        }));
+    }
+    if at_once.is_some() {
+        let _all = open.acquire_many(limit as u32).await;
+    }
+    readers
+}
