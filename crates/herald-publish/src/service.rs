@@ -63,28 +63,20 @@ impl PublishService {
             None => nuid::next().to_string(),
         };
         // Users dropped by policy get no stored copy; all others (and a topic) do.
-        let dropped = |i: usize| {
-            receipts
-                .get(i)
-                .is_some_and(|r| r.outcome() == ReceiptOutcome::Dropped)
-        };
-        let subjects = |want_dropped: bool| -> Vec<&String> {
-            let all = publication.subjects.iter().enumerate();
-            all.filter(|(i, _)| dropped(*i) == want_dropped)
-                .map(|(_, s)| s)
-                .collect()
-        };
+        let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+        for (i, subject) in publication.subjects.iter().enumerate() {
+            match receipts.get(i).map(Receipt::outcome) {
+                Some(ReceiptOutcome::Dropped) => dropped.push(subject),
+                _ => kept.push(subject),
+            }
+        }
         if ephemeral {
-            self.publish_live(
-                &publication,
-                &publication.subjects.iter().collect::<Vec<_>>(),
-            )
-            .await?;
+            kept.append(&mut dropped);
+            self.publish_live(&publication, &kept).await?;
         } else {
-            self.store(&publication, &event_id, &subjects(false))
-                .await?;
+            self.store(&publication, &event_id, &kept).await?;
             // A dropped user may have connected a moment ago: send live, keep nothing.
-            self.publish_live(&publication, &subjects(true)).await?;
+            self.publish_live(&publication, &dropped).await?;
         }
         let fallback: Vec<&UserId> = publication
             .users
