@@ -13,8 +13,8 @@ use async_nats::jetstream::{self, stream};
 
 /// Header with the stream sequence on republished messages.
 pub const SEQUENCE_HEADER: &str = "Nats-Sequence";
-/// Tries to create each history stream before giving up, and the pause
-/// between tries: together about ten seconds.
+/// Tries to create a stream before giving up, and the pause between
+/// tries: together about ten seconds.
 const ENSURE_ATTEMPTS: u32 = 20;
 const ENSURE_RETRY_DELAY: Duration = Duration::from_millis(500);
 
@@ -98,20 +98,29 @@ impl HistoryArgs {
         js: &jetstream::Context,
     ) -> Result<(), jetstream::context::CreateStreamError> {
         for shard in 0..self.history_shards {
-            let mut attempt = 1;
-            // A cluster that has just formed (all services starting together)
-            // may refuse for a few seconds, until JetStream knows its peers.
-            while let Err(e) = js.create_or_update_stream(self.stream_config(shard)).await {
-                if attempt == ENSURE_ATTEMPTS {
-                    return Err(e);
-                }
-                tracing::warn!(shard, attempt, error = %e, "history stream not ready; retrying");
-                tokio::time::sleep(ENSURE_RETRY_DELAY).await;
-                attempt += 1;
-            }
+            ensure_stream(js, self.stream_config(shard)).await?;
         }
         Ok(())
     }
+}
+
+/// Creates a stream, or updates it to `config`, retrying for about ten
+/// seconds: a cluster that has just formed (all services starting
+/// together) may refuse until JetStream knows its peers.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<(), jetstream::context::CreateStreamError> {
+    let mut attempt = 1;
+    while let Err(e) = js.create_or_update_stream(config.clone()).await {
+        if attempt == ENSURE_ATTEMPTS {
+            return Err(e);
+        }
+        tracing::warn!(stream = %config.name, attempt, error = %e, "stream not ready; retrying");
+        tokio::time::sleep(ENSURE_RETRY_DELAY).await;
+        attempt += 1;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -46,14 +46,13 @@ pub fn stream_config(history: &HistoryArgs) -> stream::Config {
     }
 }
 
-/// Creates the stream, or updates it to this configuration.
+/// Creates the stream, or updates it to this configuration (retrying while
+/// a new cluster settles, as for history).
 pub async fn ensure_stream(
     js: &jetstream::Context,
     history: &HistoryArgs,
 ) -> Result<(), jetstream::context::CreateStreamError> {
-    js.create_or_update_stream(stream_config(history))
-        .await
-        .map(drop)
+    crate::history::ensure_stream(js, stream_config(history)).await
 }
 
 #[cfg(test)]
