@@ -7,6 +7,7 @@
 # (one JSON line per run) go to bench/results/.
 #
 #   CONNECTIONS=10000 EVENTS=200 bench/run.sh
+#   SCENARIOS="storm" bench/run.sh      # only some scenarios
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -17,6 +18,7 @@ RATES="${RATES:-1000,2000,5000,10000,20000,40000}"
 SECS="${SECS:-5}"
 STORM_CLIENTS="${STORM_CLIENTS:-15000}"
 SOURCES="${SOURCES:-8}"
+SCENARIOS="${SCENARIOS:-fanout unicast storm}"
 
 if [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
@@ -82,18 +84,25 @@ run() { # peer, then herald-bench arguments
   echo "== $peer: $*" >&2
   "$bin/herald-bench" --peer "$peer" "$@" | sed -n 's/^RESULT //p' >>"$out"
 }
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+if want fanout; then
 run herald --edge 127.0.0.1:25080 --publish http://127.0.0.1:25051 \
   fanout --pid "$edge_pid" --connections "$CONNECTIONS" --events "$EVENTS" --sources "$SOURCES"
 # shellcheck disable=SC2086
 run nchan --edge 127.0.0.1:28080 --publish http://127.0.0.1:28080 \
   fanout $nginx_pids --connections "$CONNECTIONS" --events "$EVENTS" --sources "$SOURCES"
+fi
+if want unicast; then
 unicast=(unicast --users "$USERS" --sources "$SOURCES" --rates "$RATES" --secs "$SECS")
 run herald --edge 127.0.0.1:25080 --publish http://127.0.0.1:25051 "${unicast[@]}" --ephemeral
 run herald --edge 127.0.0.1:25080 --publish http://127.0.0.1:25051 "${unicast[@]}"
 run nchan --edge 127.0.0.1:28080 --publish http://127.0.0.1:28080 "${unicast[@]}"
 run nats --publish "$HERALD_NATS_URL" "${unicast[@]}"
+fi
+if want storm; then
 run herald --edge 127.0.0.1:25080 --publish http://127.0.0.1:25051 storm --clients "$STORM_CLIENTS" --sources "$SOURCES"
 run nchan --edge 127.0.0.1:28080 --publish http://127.0.0.1:28080 storm --clients "$STORM_CLIENTS" --sources "$SOURCES"
+fi
 
 python3 - "$out" <<'PY'
 import json, sys

@@ -40,8 +40,8 @@ pub async fn start(
         common.otlp_endpoint.as_deref(),
     )
     .unwrap_or_else(|e| cli::misconfigured("--log / --otlp-endpoint", e));
-    let listener = bind("--listen", listen).await;
-    let admin_listener = bind("--admin-listen", admin_listen).await;
+    let listener = bind("--listen", listen);
+    let admin_listener = bind("--admin-listen", admin_listen);
     let (nats, losses) = nats::connect(&common.nats_url, name)
         .await
         .unwrap_or_else(|e| {
@@ -57,10 +57,24 @@ pub async fn start(
     }
 }
 
-async fn bind(flag: &str, addr: SocketAddr) -> TcpListener {
-    TcpListener::bind(addr)
-        .await
-        .unwrap_or_else(|e| cli::misconfigured(flag, format!("cannot bind {addr}: {e}")))
+/// Connections the kernel queues before they are accepted. Tokio's 1,024
+/// overflows when thousands of clients reconnect at once (an edge died),
+/// and each overflow costs its client a SYN retransmit of a second or
+/// more; the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn bind(flag: &str, addr: SocketAddr) -> TcpListener {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    };
+    let listener = socket.and_then(|socket| {
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    });
+    listener.unwrap_or_else(|e| cli::misconfigured(flag, format!("cannot bind {addr}: {e}")))
 }
 
 /// Runs `serving` with the admin port beside it. The admin port stays up

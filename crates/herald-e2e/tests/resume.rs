@@ -130,6 +130,63 @@ async fn ten_thousand_events_survive_random_reconnects() {
     );
 }
 
+/// Opens `user`'s stream following topic `news`, resuming from `last_id`.
+async fn open_news(edge: &Running, user: &str, last_id: &str) -> SseStream {
+    let token = Claims::new(user).topics(&["news"]).hs256(SECRET);
+    let request = reqwest::Client::new()
+        .get(events_url(edge, &["news"]))
+        .bearer_auth(token)
+        .header("last-event-id", last_id);
+    SseStream::from_response(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn a_topic_audience_resuming_together_reads_history_once() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let edge = start_edge(&nats.client_url(), edge_config("edge-1")).await;
+    let mut client = publisher(&publish).await;
+    publish_to_topic(&mut client, "news", "t0").await;
+    let last_id = {
+        let mut stream = open_news(&edge, "u0", "").await; // empty: from now
+        publish_to_topic(&mut client, "news", "t1").await;
+        stream.next().await.id
+    };
+    // Missed by everyone while the audience was away.
+    for i in 2..7 {
+        publish_to_topic(&mut client, "news", &format!("t{i}")).await;
+    }
+    // All come back at once while events keep arriving: one reads
+    // history, the others wait for it and are served from what the edge
+    // kept, each with every event once, in order.
+    const AUDIENCE: usize = 40;
+    const LIVE: usize = 20;
+    let publishing = tokio::spawn(async move {
+        for i in 7..7 + LIVE {
+            publish_to_topic(&mut client, "news", &format!("t{i}")).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let opens = (0..AUDIENCE).map(|i| {
+        let (edge, last_id) = (&edge, &last_id);
+        async move { open_news(edge, &format!("u{i}"), last_id).await }
+    });
+    let mut audience = futures::future::join_all(opens).await;
+    publishing.await.unwrap();
+    let expected: Vec<_> = (2..7 + LIVE).map(|i| format!("t{i}")).collect();
+    for (i, stream) in audience.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            got.push(stream.next().await.data);
+        }
+        assert_eq!(got, expected, "stream {i}");
+    }
+    futures::future::join_all(audience.iter_mut().map(|s| s.assert_silent(QUIET))).await;
+    let from = |source: &str| format!("herald_edge_resumed_subjects_total{{source=\"{source}\"}}");
+    assert_eq!(edge.metric(&from("history")).await, 1.0);
+    assert_eq!(edge.metric(&from("memory")).await, (AUDIENCE - 1) as f64);
+}
+
 #[tokio::test]
 async fn a_cursor_older_than_history_gets_one_reset_then_live() {
     let nats = NatsServer::start();

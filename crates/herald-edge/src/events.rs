@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::AdmitError;
 use crate::auth::Claims;
 use crate::error::ApiError;
-use crate::fanout::Member;
-use crate::metrics::RejectReason;
-use crate::replay::{self, Replay, ResumeError};
+use crate::fanout::{Lookup, Member};
+use crate::metrics::{RejectReason, ResumeSource};
+use crate::replay::{self, Replay, ResumeError, Wanted};
 use crate::server::{Body, State};
 use crate::session::{Guard, Session, Signal};
 use crate::sse;
@@ -204,8 +204,9 @@ fn last_event_id(headers: &http::HeaderMap, query: Option<&str>) -> Result<Curso
     }
 }
 
-/// Checks the cursor against history and starts the replay. The session's
-/// cursor keeps only the followed subjects' entries.
+/// Starts the replay: what this node holds after the cursor, then history
+/// for the rest (checked against it first). The session's cursor keeps
+/// only the followed subjects' entries.
 async fn resume(
     state: &State,
     cursor: Cursor,
@@ -214,8 +215,32 @@ async fn resume(
     if cursor.is_empty() {
         return Ok((None, cursor));
     }
+    let mut kept = Cursor::default();
+    let mut held = Vec::new();
+    let mut wanted = Vec::new();
+    for subject in subjects {
+        let key = herald_core::cursor::key(subject);
+        let Some(after) = cursor.get(key) else {
+            continue;
+        };
+        kept.set(key, after);
+        match state.fanout.lookup(subject, after).await {
+            Lookup::Hit(deliveries) => {
+                state.metrics.resumed(ResumeSource::Memory);
+                held.extend(deliveries);
+            }
+            Lookup::Miss(seeder) => {
+                state.metrics.resumed(ResumeSource::History);
+                wanted.push(Wanted {
+                    subject: subject.clone(),
+                    after,
+                    seeder,
+                });
+            }
+        }
+    }
     let shards = state.config.history.history_shards;
-    let plan = replay::plan(&state.js, &cursor, subjects, shards)
+    let plan = replay::plan(&state.js, wanted, shards)
         .await
         .map_err(|e| match e {
             ResumeError::Future { .. } => ApiError::bad_request("invalid_cursor", e),
@@ -223,14 +248,7 @@ async fn resume(
                 ApiError::unavailable("history_unavailable", e, 2, RejectReason::Unavailable)
             }
         })?;
-    let mut kept = Cursor::default();
-    for subject in subjects {
-        let key = herald_core::cursor::key(subject);
-        if let Some(seq) = cursor.get(key) {
-            kept.set(key, seq);
-        }
-    }
-    Ok((Replay::start(plan), kept))
+    Ok((Replay::start(held, plan), kept))
 }
 
 /// The `topic` query parameters, validated and checked against the claim.

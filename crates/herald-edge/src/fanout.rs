@@ -6,19 +6,30 @@
 //! reference count) is touched only on connect and disconnect; when the
 //! last member leaves, the handle is dropped, the task ends, and dropping
 //! the subscription unsubscribes, so NATS interest follows real streams.
+//!
+//! A task also keeps its subject's newest persisted events ([`Recent`])
+//! when several streams share it or a topic follower resumes, so that the
+//! next streams resuming from the same place need not read history.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, hash_map};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use herald_core::envelope::Envelope;
 use herald_core::history::SEQUENCE_HEADER;
-use tokio::sync::{mpsc, watch};
+use herald_core::nats::Losses;
+use herald_core::subject::TOPIC_PREFIX;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::{CloseReason, Metrics};
+use crate::recent::Recent;
 use crate::session::Signal;
 use crate::sse;
+
+/// How long a resuming stream waits for another's history read.
+const LOOKUP_WAIT: Duration = Duration::from_secs(5);
 
 /// Identifies one stream on this node.
 pub type ConnId = u64;
@@ -48,6 +59,60 @@ pub struct SubscribeError(String);
 enum Command {
     Join(ConnId, Member),
     Leave(ConnId),
+    Lookup {
+        after: u64,
+        reply: oneshot::Sender<Lookup>,
+    },
+    /// A history read's result; `None` if the reader gave up.
+    Seed {
+        after: u64,
+        read: Option<Vec<(u64, Bytes)>>,
+        /// The NATS loss count when the reader looked up.
+        epoch: u64,
+    },
+}
+
+/// What the node already holds for a stream resuming a subject.
+pub enum Lookup {
+    /// Every event after the cursor, from memory.
+    Hit(Vec<Delivery>),
+    /// History must be read; hand the result to the seeder, if any, so
+    /// that the next streams resuming from there are served from memory.
+    Miss(Option<Seeder>),
+}
+
+/// Gives a history read back to the subject's task, whose other streams
+/// resuming from the same place wait for it; dropped unused, it lets them
+/// read for themselves.
+#[derive(Debug)]
+pub struct Seeder {
+    /// Taken when the result is sent.
+    commands: Option<mpsc::UnboundedSender<Command>>,
+    after: u64,
+    epoch: u64,
+}
+
+impl Seeder {
+    /// `read`: every event after the looked-up cursor, in order.
+    pub fn seed(mut self, read: Vec<(u64, Bytes)>) {
+        self.send(Some(read));
+    }
+
+    fn send(&mut self, read: Option<Vec<(u64, Bytes)>>) {
+        if let Some(commands) = self.commands.take() {
+            let _ = commands.send(Command::Seed {
+                after: self.after,
+                read,
+                epoch: self.epoch,
+            });
+        }
+    }
+}
+
+impl Drop for Seeder {
+    fn drop(&mut self) {
+        self.send(None);
+    }
 }
 
 struct Entry {
@@ -61,14 +126,16 @@ struct Entry {
 /// The registry of subjects followed on this node.
 pub struct Fanout {
     nats: async_nats::Client,
+    losses: Losses,
     subjects: Mutex<HashMap<String, Entry>>,
     metrics: Metrics,
 }
 
 impl Fanout {
-    pub fn new(nats: async_nats::Client, metrics: Metrics) -> Arc<Self> {
+    pub fn new(nats: async_nats::Client, losses: Losses, metrics: Metrics) -> Arc<Self> {
         Arc::new(Self {
             nats,
+            losses,
             subjects: Mutex::new(HashMap::new()),
             metrics,
         })
@@ -118,6 +185,32 @@ impl Fanout {
         }
     }
 
+    /// Asks `subject`'s task for the events after `after`; call after
+    /// joining, so that live events from then on reach the stream. May
+    /// wait for another stream's history read from the same place.
+    pub async fn lookup(&self, subject: &str, after: u64) -> Lookup {
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .subjects
+            .lock()
+            .unwrap()
+            .get(subject)
+            .is_some_and(|entry| {
+                entry
+                    .commands
+                    .send(Command::Lookup { after, reply })
+                    .is_ok()
+            });
+        if !sent {
+            return Lookup::Miss(None);
+        }
+        match tokio::time::timeout(LOOKUP_WAIT, answer).await {
+            Ok(Ok(lookup)) => lookup,
+            // That read is stuck or gone: read for ourselves.
+            _ => Lookup::Miss(None),
+        }
+    }
+
     fn spawn(&self, subject: &str) -> Entry {
         let (commands, inbox) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(None);
@@ -125,8 +218,13 @@ impl Fanout {
             subject: subject.to_owned(),
             key: herald_core::cursor::key(subject),
             nats: self.nats.clone(),
+            commands: commands.downgrade(),
             inbox,
             members: HashMap::new(),
+            recent: Recent::default(),
+            waiting: HashMap::new(),
+            losses: self.losses.clone(),
+            epoch: *self.losses.borrow(),
             metrics: self.metrics.clone(),
         };
         tokio::spawn(task.run(ready_tx));
@@ -150,8 +248,17 @@ struct SubjectTask {
     /// The subject's cursor key.
     key: u32,
     nats: async_nats::Client,
+    /// Handed to seeders. Weak, or the task would keep its own inbox open
+    /// and never end.
+    commands: mpsc::WeakUnboundedSender<Command>,
     inbox: mpsc::UnboundedReceiver<Command>,
     members: HashMap<ConnId, Member>,
+    recent: Recent,
+    /// Streams waiting for a history read under way, by where it starts.
+    waiting: HashMap<u64, Vec<oneshot::Sender<Lookup>>>,
+    losses: Losses,
+    /// The NATS loss count that `recent` is complete for.
+    epoch: u64,
     metrics: Metrics,
 }
 
@@ -172,8 +279,7 @@ impl SubjectTask {
             tokio::select! {
                 biased;
                 command = self.inbox.recv() => match command {
-                    Some(Command::Join(id, member)) => { self.members.insert(id, member); }
-                    Some(Command::Leave(id)) => { self.members.remove(&id); }
+                    Some(command) => self.handle(command),
                     None => break,
                 },
                 message = subscription.next() => match message {
@@ -189,6 +295,86 @@ impl SubjectTask {
         self.metrics.subscriptions.dec();
     }
 
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Join(id, member) => {
+                self.members.insert(id, member);
+                if self.members.len() > 1 {
+                    self.recent.start_recording();
+                }
+            }
+            Command::Leave(id) => {
+                self.members.remove(&id);
+            }
+            Command::Lookup { after, reply } => self.lookup(after, reply),
+            Command::Seed { after, read, epoch } => {
+                if let Some(read) = read
+                    && self.sync_epoch() == epoch
+                {
+                    self.recent.seed(after, read);
+                }
+                for reply in self.waiting.remove(&after).unwrap_or_default() {
+                    let _ = reply.send(self.held(after).unwrap_or(Lookup::Miss(None)));
+                }
+            }
+        }
+    }
+
+    fn lookup(&mut self, after: u64, reply: oneshot::Sender<Lookup>) {
+        let epoch = self.sync_epoch();
+        if let Some(hit) = self.held(after) {
+            let _ = reply.send(hit);
+            return;
+        }
+        // A topic's followers tend to come back together (their edge
+        // died): keep what arrives for the next ones.
+        if self.subject.starts_with(TOPIC_PREFIX) {
+            self.recent.start_recording();
+        }
+        let commands = self.commands.upgrade();
+        if !self.recent.is_recording() || commands.is_none() {
+            let _ = reply.send(Lookup::Miss(None));
+            return;
+        }
+        match self.waiting.entry(after) {
+            // Someone is reading from there already: wait for it.
+            hash_map::Entry::Occupied(mut waiting) => waiting.get_mut().push(reply),
+            hash_map::Entry::Vacant(slot) => {
+                slot.insert(Vec::new());
+                let seeder = Seeder {
+                    commands,
+                    after,
+                    epoch,
+                };
+                let _ = reply.send(Lookup::Miss(Some(seeder)));
+            }
+        }
+    }
+
+    /// The events after `after`, if all are held.
+    fn held(&self, after: u64) -> Option<Lookup> {
+        let events = self.recent.after(after)?;
+        let deliveries = events
+            .into_iter()
+            .map(|(seq, frame)| Delivery {
+                frame,
+                position: Some((self.key, seq)),
+            })
+            .collect();
+        Some(Lookup::Hit(deliveries))
+    }
+
+    /// The current NATS loss count; what `recent` holds is dropped when it
+    /// changed, since live events may have been missed.
+    fn sync_epoch(&mut self) -> u64 {
+        let now = *self.losses.borrow();
+        if now != self.epoch {
+            self.recent.clear();
+            self.epoch = now;
+        }
+        now
+    }
+
     fn fail(&self, ready: &watch::Sender<Option<bool>>, error: &dyn std::error::Error) {
         tracing::error!(subject = %self.subject, %error, "cannot subscribe");
         let _ = ready.send(Some(false));
@@ -201,6 +387,12 @@ impl SubjectTask {
             frame: sse::event(envelope.event.as_deref(), &envelope.data),
             position: sequence(message).map(|seq| (self.key, seq)),
         };
+        if let Some((_, seq)) = delivery.position
+            && self.recent.is_recording()
+        {
+            self.sync_epoch();
+            self.recent.record(seq, &delivery.frame);
+        }
         let metrics = &self.metrics;
         self.members
             .retain(|_, member| match member.queue.try_send(delivery.clone()) {

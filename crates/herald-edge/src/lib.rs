@@ -25,6 +25,7 @@ pub mod events;
 pub mod fanout;
 pub mod metrics;
 pub mod presence;
+pub mod recent;
 pub mod replay;
 pub mod server;
 pub mod session;

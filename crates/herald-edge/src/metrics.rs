@@ -67,6 +67,30 @@ impl EncodeLabelValue for RejectReason {
     }
 }
 
+/// Where a resuming stream's missed events of one subject came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResumeSource {
+    /// The subject's fan-out task held them.
+    Memory,
+    /// Read from the history stream.
+    History,
+}
+
+impl EncodeLabelValue for ResumeSource {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        let label = match self {
+            Self::Memory => "memory",
+            Self::History => "history",
+        };
+        std::fmt::Write::write_str(encoder, label)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResumeLabels {
+    source: ResumeSource,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CloseLabels {
     reason: CloseReason,
@@ -87,6 +111,7 @@ pub struct Metrics {
     pub delivered: Counter,
     pub slow_consumer_closes: Counter,
     pub subscriptions: Gauge,
+    resumes: Family<ResumeLabels, Counter>,
 }
 
 impl Metrics {
@@ -117,7 +142,16 @@ impl Metrics {
             "NATS subscriptions held (one per distinct user or topic)",
             m.subscriptions.clone(),
         );
+        r.register(
+            "resumed_subjects",
+            "Subjects resumed from a client's cursor, by where the missed events came from",
+            m.resumes.clone(),
+        );
         m
+    }
+
+    pub fn resumed(&self, source: ResumeSource) {
+        self.resumes.get_or_create(&ResumeLabels { source }).inc();
     }
 
     pub fn closed(&self, reason: CloseReason) {

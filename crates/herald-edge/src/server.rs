@@ -80,9 +80,9 @@ impl Edge {
             config.presence_heartbeat,
         );
         let state = State {
-            losses,
             js: async_nats::jetstream::new(nats.clone()),
-            fanout: Fanout::new(nats, metrics.clone()),
+            fanout: Fanout::new(nats, losses.clone(), metrics.clone()),
+            losses,
             admission,
             drain: Arc::new(Drain::new(config.drain_window)),
             metrics,

@@ -192,10 +192,10 @@ impl Running {
         let mut taken = 1;
         while taken < MAX_BATCH {
             let next = match &mut self.session.replay {
-                Some(replay) => replay.deliveries.try_recv(),
-                None => self.session.queue.try_recv(),
+                Some(replay) => replay.try_next(),
+                None => self.session.queue.try_recv().ok(),
             };
-            let Ok(next) = next else { break };
+            let Some(next) = next else { break };
             sent += u64::from(self.write(&mut buf, next));
             taken += 1;
         }
@@ -236,5 +236,5 @@ impl Running {
 }
 
 async fn recv_replay(replay: &mut Option<Replay>) -> Option<Delivery> {
-    replay.as_mut()?.deliveries.recv().await
+    replay.as_mut()?.next().await
 }
