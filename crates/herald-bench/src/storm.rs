@@ -1,6 +1,8 @@
 //! Reconnect storm: every client drops at once, events are published while
 //! they are away, and all reconnect at the same moment with their last
-//! event id. Measures the time until every stream is open again and until
+//! event id. Clients follow one topic (an audience whose edge died), or
+//! with `--per-user` only their own user stream (each resume is then its
+//! own history read). Measures the time until every stream is open again and until
 //! every client has every missed event, and counts errors, lost and
 //! duplicated events.
 
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::Target;
-use crate::peer::Kind;
+use crate::peer::{Kind, Publisher};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,11 +29,19 @@ pub struct Args {
     /// Events published while every client is away.
     #[arg(long, default_value_t = 20)]
     missed: u64,
+    /// Each client follows its own user stream instead of a shared topic;
+    /// every event is then published once per client.
+    #[arg(long)]
+    per_user: bool,
 }
+
+/// Concurrent publish calls with `--per-user`.
+const PUBLISHERS: usize = 16;
 
 #[derive(Debug, serde::Serialize)]
 struct Figures {
     peer: Kind,
+    per_user: bool,
     clients: usize,
     reconnected: usize,
     errors: usize,
@@ -60,9 +70,9 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         failed == 0,
         "{failed} streams failed to open before the storm"
     );
-    let mut publisher = target.publisher().await?;
+    let publisher = target.publisher().await?;
     for i in 0..args.before {
-        publisher.publish_topic("storm", format!("{i}")).await?;
+        publish(&publisher, args, i).await?;
     }
     wait_until(target.timeout, || {
         every(&clients, |c| c.seen.len() as u64 >= args.before)
@@ -84,8 +94,9 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in args.before..args.before + args.missed {
-        publisher.publish_topic("storm", format!("{i}")).await?;
+        publish(&publisher, args, i).await?;
     }
+    publisher.flush().await?;
 
     // Everyone back at once, each with its last id.
     let started = Instant::now();
@@ -127,6 +138,7 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     }
     let figures = Figures {
         peer: target.peer,
+        per_user: args.per_user,
         clients: args.clients,
         reconnected: args.clients - errors,
         errors,
@@ -148,6 +160,34 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     );
     println!("RESULT {}", serde_json::to_string(&figures)?);
     Ok(())
+}
+
+/// Event number `n`: to the topic, or to every client's user stream.
+async fn publish(publisher: &Publisher, args: &Args, n: u64) -> anyhow::Result<()> {
+    if !args.per_user {
+        return publisher
+            .clone()
+            .publish_topic("storm", n.to_string())
+            .await;
+    }
+    let tasks = (0..PUBLISHERS).map(|task| {
+        let mut publisher = publisher.clone();
+        let clients = args.clients;
+        async move {
+            for i in (task..clients).step_by(PUBLISHERS) {
+                publisher
+                    .publish_user(&user(i), n.to_string(), false)
+                    .await?;
+            }
+            anyhow::Ok(())
+        }
+    });
+    futures::future::try_join_all(tasks).await?;
+    Ok(())
+}
+
+fn user(client: usize) -> String {
+    format!("storm-{client}")
 }
 
 fn every(clients: &Clients, check: impl Fn(&Client) -> bool) -> bool {
@@ -176,7 +216,8 @@ async fn connect(
     let mut readers = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
         let last = clients[i].lock().unwrap().last_id.clone();
-        let request = target.resume_request(&format!("storm-{i}"), Some("storm"), last.as_deref());
+        let topic = (!args.per_user).then_some("storm");
+        let request = target.resume_request(&user(i), topic, last.as_deref());
         let source = IpAddr::from([127, 0, 0, 1 + (i % usize::from(args.sources)) as u8]);
         let (edge, clients) = (target.edge, clients.clone());
         // Taken here, not in the task: waiting for all permits below must

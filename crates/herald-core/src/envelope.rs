@@ -63,15 +63,18 @@ impl Envelope {
 
     /// Reads an envelope back from a NATS message.
     pub fn from_message(message: &async_nats::Message) -> Self {
-        let event = message
-            .headers
-            .as_ref()
+        Self::from_parts(message.headers.as_ref(), &message.payload)
+    }
+
+    /// From a message's headers and payload (e.g. one read from history).
+    pub fn from_parts(headers: Option<&HeaderMap>, payload: &Bytes) -> Self {
+        let event = headers
             .and_then(|h| h.get(EVENT_HEADER))
             .map(|v| v.as_str().to_owned())
             .filter(|e| !e.is_empty());
         Self {
             event,
-            data: message.payload.clone(),
+            data: payload.clone(),
         }
     }
 }

@@ -83,6 +83,9 @@ impl HistoryArgs {
             max_age: self.history_max_age,
             // Identical publishes within this window are stored once.
             duplicate_window: Duration::from_secs(120),
+            // Resumes read a few events each; direct gets skip the
+            // JetStream API queue, which a storm of resumes saturates.
+            allow_direct: true,
             republish: Some(stream::Republish {
                 source: format!("herald.h.{shard}.*.*"),
                 destination: "herald.{{wildcard(1)}}.{{wildcard(2)}}".to_owned(),

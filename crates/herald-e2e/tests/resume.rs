@@ -346,11 +346,7 @@ async fn a_slow_consumer_resumes_from_its_cursor_and_loses_nothing() {
     // Resuming from the last complete event brings everything else.
     let mut resumed = open(&stack.edge, &[], Some(&last_id)).await;
     while seen.len() < EVENTS {
-        // The replay runs on a JetStream ordered consumer, which recovers
-        // from a stall only after missing two 5 s idle heartbeats; under a
-        // loaded CI machine one such pause was seen (a CI run failed at
-        // the 10 s default). Nothing may be lost either way.
-        let event = resumed.next_within(Duration::from_secs(30)).await;
+        let event = resumed.next_within(Duration::from_secs(10)).await;
         let event = event.expect("the replay goes on");
         seen.push(event.data[..6].parse::<usize>().unwrap());
     }

@@ -17,7 +17,7 @@ use crate::auth::Claims;
 use crate::error::ApiError;
 use crate::fanout::{Lookup, Member};
 use crate::metrics::{RejectReason, ResumeSource};
-use crate::replay::{self, Replay, ResumeError, Wanted};
+use crate::replay::{self, Reads, Replay, ResumeError, Wanted};
 use crate::server::{Body, State};
 use crate::session::{Guard, Session, Signal};
 use crate::sse;
@@ -239,8 +239,9 @@ async fn resume(
             }
         }
     }
-    let shards = state.config.history.history_shards;
-    let plan = replay::plan(&state.js, wanted, shards)
+    let history = &state.config.history;
+    let reads = Reads::for_replicas(history.history_replicas);
+    let plan = replay::plan(&state.js, wanted, history.history_shards, reads)
         .await
         .map_err(|e| match e {
             ResumeError::Future { .. } => ApiError::bad_request("invalid_cursor", e),

@@ -9,15 +9,16 @@
 //! replay already covered (same subject, sequence not above its cursor):
 //! no gap, no duplicate.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::HeaderMap;
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
-use futures::StreamExt;
 use herald_core::cursor::key;
+use herald_core::envelope::Envelope;
 use herald_core::history::{shard_of, stored_subject, stream_name};
 use tokio::sync::mpsc;
 
@@ -44,7 +45,8 @@ struct Step {
     key: u32,
     /// Last sequence the client has.
     after: u64,
-    stream: stream::Stream,
+    stream: stream::Stream<()>,
+    reads: Reads,
     /// The client's last event is gone from history: send a reset.
     reset: bool,
     seeder: Option<Seeder>,
@@ -65,13 +67,34 @@ pub struct Plan {
     steps: Vec<Step>,
 }
 
+/// Who answers single reads of history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Any server holding the stream (direct get): cheap, and exact while
+    /// history has one replica.
+    Direct,
+    /// The stream leader, through the JetStream API: a replica may lag
+    /// the leader, and a lagging answer would skip or reset events.
+    Leader,
+}
+
+impl Reads {
+    pub fn for_replicas(replicas: u8) -> Self {
+        if replicas == 1 {
+            Self::Direct
+        } else {
+            Self::Leader
+        }
+    }
+}
+
 /// Checks each wanted subject's cursor against history.
 pub async fn plan(
     js: &jetstream::Context,
     wanted: Vec<Wanted>,
     shards: u16,
+    reads: Reads,
 ) -> Result<Plan, ResumeError> {
-    let mut streams: HashMap<u16, (stream::Stream, u64)> = HashMap::new();
     let mut steps = Vec::new();
     for Wanted {
         subject,
@@ -80,43 +103,73 @@ pub async fn plan(
     } in wanted
     {
         let shard = shard_of(&subject, shards);
-        let (stream, last) = match streams.entry(shard) {
-            Entry::Occupied(known) => known.into_mut(),
-            Entry::Vacant(slot) => {
-                let stream = js
-                    .get_stream(stream_name(shard))
-                    .await
-                    .map_err(unavailable)?;
-                let last = stream.cached_info().state.last_sequence;
-                slot.insert((stream, last))
-            }
-        };
-        if after > *last {
-            return Err(ResumeError::Future {
-                stream: stream_name(shard),
-                seq: after,
-            });
-        }
+        let stream = js
+            .get_stream_no_info(stream_name(shard))
+            .await
+            .map_err(unavailable)?;
         let stored = stored_subject(&subject, shard);
-        // History drops a subject's oldest events first, so if the client's
-        // last event is still there, everything after it is too.
         // Position 0 means "nothing seen yet": replay all history.
-        let reset = after > 0
-            && match stream.get_raw_message(after).await {
-                Ok(message) => message.subject.as_str() != stored,
-                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => true,
-                Err(e) => return Err(unavailable(e)),
-            };
+        let reset = after > 0 && !still_held(&stream, reads, &stored, after).await?;
         steps.push(Step {
             stored,
             key: key(&subject),
             after,
-            stream: stream.clone(),
+            stream,
+            reads,
             reset,
             seeder,
         });
     }
     Ok(Plan { steps })
+}
+
+/// Whether the client's last event is still in history. History drops a
+/// subject's oldest events first, so if it is, everything after it is too.
+async fn still_held(
+    stream: &stream::Stream<()>,
+    reads: Reads,
+    stored: &str,
+    after: u64,
+) -> Result<bool, ResumeError> {
+    match next_of(stream, reads, stored, after).await {
+        Ok(Some(message)) => Ok(message.sequence == after),
+        // Nothing of this subject from there on: expired, or never written.
+        Ok(None) => {
+            let info = stream.get_info().await.map_err(unavailable)?;
+            if after > info.state.last_sequence {
+                return Err(ResumeError::Future {
+                    stream: info.config.name,
+                    seq: after,
+                });
+            }
+            Ok(false)
+        }
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// The subject's first stored event at or after sequence `from`.
+async fn next_of(
+    stream: &stream::Stream<()>,
+    reads: Reads,
+    stored: &str,
+    from: u64,
+) -> Result<Option<StreamMessage>, stream::RawMessageError> {
+    if reads == Reads::Direct {
+        let request = stream.direct_get_builder().sequence(from);
+        match request.next_by_subject(stored).send().await {
+            Ok(message) => return Ok(Some(message)),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+            // E.g. a stream made before direct gets were allowed: ask the leader.
+            Err(e) => tracing::debug!(error = %e, "direct get failed"),
+        }
+    }
+    let request = stream.raw_message_builder().sequence(from);
+    match request.next_by_subject(stored).send().await {
+        Ok(message) => Ok(Some(message)),
+        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ResumeError {
@@ -206,56 +259,64 @@ impl Reader {
     }
 }
 
-async fn run_step(
-    step: Step,
-    tx: &mpsc::Sender<Delivery>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+type ReadError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run_step(mut step: Step, tx: &mpsc::Sender<Delivery>) -> Result<(), ReadError> {
     if step.reset {
         return send_reset(&step, tx).await;
     }
-    let config = consumer::pull::OrderedConfig {
-        filter_subject: step.stored.clone(),
-        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-            start_sequence: step.after + 1,
-        },
-        ..Default::default()
+    let mut sink = Sink {
+        tx,
+        key: step.key,
+        // What was read goes back to the fan-out for the next resumers.
+        read: step.seeder.as_ref().map(|_| Vec::new()),
     };
-    let mut consumer = step.stream.create_consumer(config).await?;
-    // What was read goes back to the fan-out for the next resumers.
-    let mut read = Vec::new();
-    if consumer.info().await?.num_pending > 0 {
-        let mut messages = consumer.messages().await?;
-        while let Some(message) = messages.next().await {
-            let message = message?;
-            let info = message.info()?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
-            let envelope = herald_core::envelope::Envelope::from_message(&message.message);
-            let frame = sse::event(envelope.event.as_deref(), &envelope.data);
-            if step.seeder.is_some() {
-                read.push((seq, frame.clone()));
-            }
-            let delivery = Delivery {
-                frame,
-                position: Some((step.key, seq)),
-            };
-            tx.send(delivery).await?;
-            if pending == 0 {
-                break;
-            }
-        }
+    // One request per event, up to the present. A consumer would stream
+    // them, but costs several API calls to set up, and most resumes miss
+    // only a few events; history keeps at most max-per-subject anyway.
+    let mut next = step.after + 1;
+    while let Some(message) = next_of(&step.stream, step.reads, &step.stored, next).await? {
+        next = message.sequence + 1;
+        sink.send(message.sequence, &message.headers, &message.payload)
+            .await?;
     }
-    if let Some(seeder) = step.seeder {
+    if let (Some(seeder), Some(read)) = (step.seeder.take(), sink.read) {
         seeder.seed(read);
     }
     Ok(())
 }
 
+/// Where a step's events go: framed, to the session, and kept for the seeder.
+struct Sink<'a> {
+    tx: &'a mpsc::Sender<Delivery>,
+    key: u32,
+    read: Option<Vec<(u64, Bytes)>>,
+}
+
+impl Sink<'_> {
+    async fn send(
+        &mut self,
+        seq: u64,
+        headers: &HeaderMap,
+        payload: &Bytes,
+    ) -> Result<(), ReadError> {
+        let envelope = Envelope::from_parts(Some(headers), payload);
+        let frame = sse::event(envelope.event.as_deref(), &envelope.data);
+        if let Some(read) = &mut self.read {
+            read.push((seq, frame.clone()));
+        }
+        let delivery = Delivery {
+            frame,
+            position: Some((self.key, seq)),
+        };
+        self.tx.send(delivery).await?;
+        Ok(())
+    }
+}
+
 /// One `herald.reset`, positioned at the subject's newest event so that the
 /// next resume starts from there.
-async fn send_reset(
-    step: &Step,
-    tx: &mpsc::Sender<Delivery>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn send_reset(step: &Step, tx: &mpsc::Sender<Delivery>) -> Result<(), ReadError> {
     let newest = match step
         .stream
         .get_last_raw_message_by_subject(&step.stored)
