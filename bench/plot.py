@@ -1,33 +1,36 @@
 """Latency against delivered rate, one line per system, as SVG.
 
-Reads the JSON lines bench/run.sh collected (unicast steps) and writes a
-self-contained SVG (no plotting library needed):
+Reads the JSON lines bench/run.sh collected and writes a self-contained
+SVG (no plotting library needed) for one scenario, `unicast` (events/s)
+or `fanout` (deliveries/s):
 
-    python3 bench/plot.py bench/results/<stamp>.jsonl > latency.svg
+    python3 bench/plot.py bench/results/<stamp>.jsonl unicast > latency.svg
 """
 import json
 import math
 import sys
 
 W, H, PAD = 720, 440, 60
-COLORS = {"herald ephemeral": "#d62728", "herald persisted": "#ff7f0e",
+COLORS = {"herald ephemeral": "#d62728", "herald persisted": "#ff7f0e", "herald": "#d62728",
           "nchan": "#1f77b4", "nats": "#2ca02c"}
 
 
-def series(path):
+def series(path, scenario):
     lines = {}
     for line in open(path):
         r = json.loads(line)
-        if "target_rate" not in r:
+        if r.get("scenario") != scenario:
             continue
-        name = r["peer"] + (" ephemeral" if r["peer"] == "herald" and r["ephemeral"] else
-                            " persisted" if r["peer"] == "herald" else "")
-        lines.setdefault(name, []).append((r["achieved_rate"], r["p99_ms"], r["p50_ms"]))
+        name = r["peer"]
+        if scenario == "unicast" and name == "herald":
+            name += " ephemeral" if r["ephemeral"] else " persisted"
+        rate = r["deliveries_per_sec"] if scenario == "fanout" else r["achieved_rate"]
+        lines.setdefault(name, []).append((rate, r["p99_ms"], r["p50_ms"]))
     return {k: sorted(v) for k, v in lines.items()}
 
 
-def main(path):
-    lines = series(path)
+def main(path, scenario):
+    lines = series(path, scenario)
     points = [p for v in lines.values() for p in v]
     xmax = max(p[0] for p in points) * 1.1
     ymax = max(max(p[1] for p in points) * 1.1, 1.0)
@@ -39,10 +42,10 @@ def main(path):
         return H - PAD - v / ymax * (H - 2 * PAD)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
-           f'<text x="{W/2}" y="20" text-anchor="middle" font-size="14">p99 publish→receive latency against delivered rate (unicast)</text>',
+           f'<text x="{W/2}" y="20" text-anchor="middle" font-size="14">p99 publish→receive latency against delivered rate ({scenario})</text>',
            f'<line x1="{PAD}" y1="{H-PAD}" x2="{W-PAD}" y2="{H-PAD}" stroke="black"/>',
            f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H-PAD}" stroke="black"/>',
-           f'<text x="{W/2}" y="{H-15}" text-anchor="middle">delivered events/s (log scale)</text>',
+           f'<text x="{W/2}" y="{H-15}" text-anchor="middle">{"deliveries" if scenario == "fanout" else "events"}/s (log scale)</text>',
            f'<text x="15" y="{H/2}" transform="rotate(-90 15 {H/2})" text-anchor="middle">p99 latency, ms</text>']
     decade = 10 ** math.floor(math.log10(xmin))
     while decade < xmax:
@@ -68,4 +71,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "unicast")

@@ -1,13 +1,16 @@
-//! Many streams on one topic (channel): memory and CPU per idle stream,
-//! then deliveries per second as events fan out to all of them. Runs the
-//! same against Herald and Nchan.
+//! Many streams on one topic (channel). First idle: memory and CPU per
+//! stream while only heartbeats flow. Then fan-out: events to the topic at
+//! a series of rising rates, each with its deliveries per second and
+//! publish→receive latency percentiles, until p99 passes `--p99-limit-ms`.
+//! Runs the same against Herald and Nchan.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
 use crate::Target;
@@ -24,36 +27,74 @@ pub struct Args {
     /// Loopback source addresses to spread streams over (127.0.0.1..=N).
     #[arg(long, default_value_t = 4)]
     sources: u8,
-    /// Seconds to hold the streams idle while measuring CPU.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds to hold the streams idle while measuring CPU; longer than
+    /// the heartbeat interval (15 s on both), so heartbeats are counted.
+    #[arg(long, default_value_t = 20)]
     idle_secs: u64,
-    /// Events to publish to the shared topic.
-    #[arg(long, default_value_t = 200)]
-    events: u64,
+    /// Events per second to the topic, tried in order.
+    #[arg(long, value_delimiter = ',', default_value = "5,10,20,50,100,200,400")]
+    rates: Vec<u64>,
+    /// Measure idle streams only, no fan-out.
+    #[arg(long)]
+    idle_only: bool,
+    /// Seconds at each rate.
+    #[arg(long, default_value_t = 3)]
+    secs: u64,
     /// Concurrent publish calls.
     #[arg(long, default_value_t = 8)]
     publishers: u64,
+    /// p99 above this ends the ramp.
+    #[arg(long, default_value_t = 100)]
+    p99_limit_ms: u64,
+    /// One stream in this many records latencies (all count deliveries):
+    /// recording every one would make the load generator the bottleneck.
+    #[arg(long, default_value_t = 16)]
+    sample_every: usize,
 }
 
-/// What one run measured; printed as one JSON line after `RESULT `.
+/// The idle measurement; printed as one JSON line after `RESULT `.
 #[derive(Debug, serde::Serialize)]
-struct Figures {
+struct Idle {
     peer: crate::peer::Kind,
+    scenario: &'static str,
     connections: usize,
     open_secs: f64,
     kib_per_idle_stream: f64,
     idle_cpu_percent: f64,
-    events: u64,
+}
+
+/// What one rate measured; one JSON line each.
+#[derive(Debug, serde::Serialize)]
+struct Step {
+    peer: crate::peer::Kind,
+    scenario: &'static str,
+    connections: usize,
+    target_rate: u64,
+    achieved_rate: f64,
+    sent: u64,
     deliveries: u64,
     expected: u64,
+    lost: u64,
     deliveries_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+}
+
+/// What the streams share: every delivery counted, sampled latencies.
+struct Tally {
+    deliveries: AtomicU64,
+    latency_us: Mutex<Histogram<u64>>,
 }
 
 pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
-    let received = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Tally {
+        deliveries: AtomicU64::new(0),
+        latency_us: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+    });
     let pss_before = pss_kib(&args.pids)?;
     let opened = Instant::now();
-    let streams = open_all(target, args, &received).await?;
+    let streams = open_all(target, args, &tally).await?;
     let open_secs = opened.elapsed().as_secs_f64();
     eprintln!("opened {} streams in {open_secs:.1}s", args.connections);
 
@@ -61,48 +102,96 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let pss_idle = pss_kib(&args.pids)?;
     let cpu_before = cpu_ticks(&args.pids)?;
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
-    let idle_cpu_percent = (cpu_ticks(&args.pids)? - cpu_before) as f64 / args.idle_secs as f64; // 100 ticks/s
-    let kib_per_idle_stream =
-        (pss_idle.saturating_sub(pss_before)) as f64 / args.connections as f64;
-    eprintln!("{kib_per_idle_stream:.1} KiB per idle stream; idle CPU {idle_cpu_percent:.1}%");
+    let idle = Idle {
+        peer: target.peer,
+        scenario: "idle",
+        connections: args.connections,
+        open_secs,
+        kib_per_idle_stream: pss_idle.saturating_sub(pss_before) as f64 / args.connections as f64,
+        // 100 clock ticks per second: ticks per second is percent of a core.
+        idle_cpu_percent: (cpu_ticks(&args.pids)? - cpu_before) as f64 / args.idle_secs as f64,
+    };
+    eprintln!(
+        "{:.1} KiB per idle stream; idle CPU {:.2}%",
+        idle.kib_per_idle_stream, idle.idle_cpu_percent
+    );
+    println!("RESULT {}", serde_json::to_string(&idle)?);
 
-    let expected = args.events * args.connections as u64;
-    let started = Instant::now();
-    publish_all(target, args).await?;
-    let deadline = started + target.timeout;
-    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let rates = if args.idle_only { &[][..] } else { &args.rates };
+    let mut next = 0;
+    for &rate in rates {
+        let step = fan_out_at(target, args, &tally, rate, next).await?;
+        next += step.sent;
+        eprintln!(
+            "rate {rate}/s: achieved {:.0}/s, {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, lost {}",
+            step.achieved_rate,
+            step.deliveries_per_sec,
+            step.p50_ms,
+            step.p99_ms,
+            step.p999_ms,
+            step.lost
+        );
+        println!("RESULT {}", serde_json::to_string(&step)?);
+        let kept_up = step.achieved_rate >= 0.95 * rate as f64;
+        if step.p99_ms > args.p99_limit_ms as f64 || step.lost > 0 || !kept_up {
+            break;
+        }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let deliveries = received.load(Ordering::Relaxed);
     for stream in streams {
         stream.abort();
     }
-    let figures = Figures {
-        peer: target.peer,
-        connections: args.connections,
-        open_secs,
-        kib_per_idle_stream,
-        idle_cpu_percent,
-        events: args.events,
-        deliveries,
-        expected,
-        deliveries_per_sec: deliveries as f64 / elapsed,
-    };
-    eprintln!(
-        "{deliveries}/{expected} deliveries in {elapsed:.2}s = {:.0}/s",
-        figures.deliveries_per_sec
-    );
-    println!("RESULT {}", serde_json::to_string(&figures)?);
     Ok(())
 }
 
+/// Publishes to the topic at `rate` for `--secs`, numbering events from
+/// `first`, and waits for the deliveries (at most the p99 limit plus a
+/// second after the last publish).
+async fn fan_out_at(
+    target: &Target,
+    args: &Args,
+    tally: &Tally,
+    rate: u64,
+    first: u64,
+) -> anyhow::Result<Step> {
+    tally.latency_us.lock().unwrap().reset();
+    let counted_before = tally.deliveries.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let sent = publish_at(target, args, rate, first).await?;
+    let published = started.elapsed().as_secs_f64();
+    let expected = sent * args.connections as u64;
+    let grace = Duration::from_millis(args.p99_limit_ms) + Duration::from_secs(1);
+    let deadline = Instant::now() + grace;
+    let delivered = || tally.deliveries.load(Ordering::Relaxed) - counted_before;
+    while delivered() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let deliveries = delivered();
+    let elapsed = started.elapsed().as_secs_f64();
+    let latency = tally.latency_us.lock().unwrap();
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Step {
+        peer: target.peer,
+        scenario: "fanout",
+        connections: args.connections,
+        target_rate: rate,
+        achieved_rate: sent as f64 / published,
+        sent,
+        deliveries,
+        expected,
+        lost: expected.saturating_sub(deliveries),
+        deliveries_per_sec: deliveries as f64 / elapsed,
+        p50_ms: ms(0.50),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+    })
+}
+
 /// Opens every stream (at most 256 connecting at once), each counting the
-/// events it receives.
+/// events it receives; every `--sample-every`th records latencies too.
 async fn open_all(
     target: &Target,
     args: &Args,
-    received: &Arc<AtomicU64>,
+    tally: &Arc<Tally>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
     let open = Arc::new(Semaphore::new(256));
     let mut streams = Vec::with_capacity(args.connections);
@@ -110,14 +199,20 @@ async fn open_all(
         let permit = open.clone().acquire_owned().await?;
         let source = IpAddr::from([127, 0, 0, 1 + (i % usize::from(args.sources)) as u8]);
         let request = target.sse_request(&format!("bench-{i}"), Some("bench"))?;
-        let received = received.clone();
+        let tally = tally.clone();
+        let sampled = i % args.sample_every.max(1) == 0;
         let edge = target.edge;
         streams.push(tokio::spawn(async move {
             let stream = crate::stream::open(edge, source, &request).await;
             drop(permit);
             let mut stream = stream?;
-            crate::stream::for_each_data(&mut stream, |_| {
-                received.fetch_add(1, Ordering::Relaxed);
+            crate::stream::for_each_data(&mut stream, |data| {
+                tally.deliveries.fetch_add(1, Ordering::Relaxed);
+                if sampled && let Some(sent) = sent_at(data) {
+                    let now = crate::now_micros();
+                    let mut latency = tally.latency_us.lock().unwrap();
+                    let _ = latency.record(now.saturating_sub(sent).max(1));
+                }
             })
             .await;
             anyhow::Ok(())
@@ -131,28 +226,46 @@ async fn open_all(
     Ok(streams)
 }
 
-async fn publish_all(target: &Target, args: &Args) -> anyhow::Result<()> {
+/// The send time in an event's data, `<seq> <micros>`.
+fn sent_at(data: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(data).ok()?;
+    text.split_once(' ')?.1.parse().ok()
+}
+
+/// Publishes `rate × --secs` events to the topic, paced, from
+/// `--publishers` concurrent callers; returns how many went out.
+async fn publish_at(target: &Target, args: &Args, rate: u64, first: u64) -> anyhow::Result<u64> {
     let publisher = target.publisher().await?;
-    let next = Arc::new(AtomicU64::new(0));
+    let total = rate * args.secs;
+    let callers = args.publishers.min(rate).max(1);
+    let interval = Duration::from_secs_f64(callers as f64 / rate as f64);
+    let deadline = Instant::now() + Duration::from_secs(args.secs) + target.timeout;
+    let next = Arc::new(AtomicU64::new(first));
     let mut tasks = Vec::new();
-    for _ in 0..args.publishers {
+    for c in 0..callers {
         let mut publisher = publisher.clone();
+        let share = total / callers + u64::from(c < total % callers);
         let next = next.clone();
-        let total = args.events;
         tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return anyhow::Ok(());
-                }
-                publisher.publish_topic("bench", format!("e{i}")).await?;
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut sent = 0;
+            while sent < share && Instant::now() < deadline {
+                tick.tick().await;
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                let data = format!("{seq} {}", crate::now_micros());
+                publisher.publish_topic("bench", data).await?;
+                sent += 1;
             }
+            anyhow::Ok(sent)
         }));
     }
+    let mut sent = 0;
     for task in tasks {
-        task.await??;
+        sent += task.await??;
     }
-    Ok(())
+    publisher.flush().await?;
+    Ok(sent)
 }
 
 /// Memory of all `pids`, in KiB: the proportional set size, so memory

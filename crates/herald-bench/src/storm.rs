@@ -41,6 +41,7 @@ const PUBLISHERS: usize = 16;
 #[derive(Debug, serde::Serialize)]
 struct Figures {
     peer: Kind,
+    scenario: &'static str,
     per_user: bool,
     clients: usize,
     reconnected: usize,
@@ -138,6 +139,7 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     }
     let figures = Figures {
         peer: target.peer,
+        scenario: "storm",
         per_user: args.per_user,
         clients: args.clients,
         reconnected: args.clients - errors,

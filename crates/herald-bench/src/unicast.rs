@@ -50,6 +50,7 @@ pub struct Args {
 #[derive(Debug, serde::Serialize)]
 struct Step {
     peer: Kind,
+    scenario: &'static str,
     ephemeral: bool,
     users: usize,
     target_rate: u64,
@@ -120,6 +121,7 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
             let ms = |q: f64| tally.latency_us.value_at_quantile(q) as f64 / 1000.0;
             Step {
                 peer: target.peer,
+                scenario: "unicast",
                 ephemeral: args.ephemeral,
                 users: args.users,
                 target_rate: rate,

@@ -4,7 +4,7 @@
 use herald_e2e::*;
 
 #[tokio::test]
-async fn herald_bench_fanout_runs_and_counts_every_delivery() {
+async fn herald_bench_idle_and_fanout_ramp_run_and_count_every_delivery() {
     let stack = Stack::start(edge_config("bench-edge")).await;
     let output = tokio::process::Command::new(binary("herald-bench"))
         .args(["--peer", "herald", "--edge", &stack.edge.addr.to_string()])
@@ -16,28 +16,32 @@ async fn herald_bench_fanout_runs_and_counts_every_delivery() {
             "--pid",
             &std::process::id().to_string(),
         ])
-        .args([
-            "--connections",
-            "20",
-            "--events",
-            "5",
-            "--sources",
-            "2",
-            "--idle-secs",
-            "1",
-        ])
+        .args(["--connections", "20", "--sources", "2", "--idle-secs", "1"])
+        .args(["--rates", "5,10", "--secs", "1", "--publishers", "2"])
         .output()
         .await
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let result = stdout
+    let results: Vec<serde_json::Value> = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line: {stdout}"));
-    let result: serde_json::Value = serde_json::from_str(result).unwrap();
-    assert_eq!(result["expected"], 100);
-    assert_eq!(result["deliveries"], 100, "{result}");
-    assert_eq!(result["peer"], "herald");
+        .filter_map(|l| l.strip_prefix("RESULT "))
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect();
+    let [idle, slow, fast] = &results[..] else {
+        panic!("want an idle result and two rates: {stdout}");
+    };
+    assert_eq!(idle["scenario"], "idle");
+    assert_eq!(idle["connections"], 20);
+    assert!(idle["kib_per_idle_stream"].as_f64().is_some(), "{idle}");
+    for (step, events) in [(slow, 5), (fast, 10)] {
+        assert_eq!(step["scenario"], "fanout");
+        assert_eq!(step["peer"], "herald");
+        assert_eq!(step["sent"], events, "{step}");
+        assert_eq!(step["expected"], events * 20, "{step}");
+        assert_eq!(step["deliveries"], events * 20, "{step}");
+        assert_eq!(step["lost"], 0, "{step}");
+        assert!(step["p99_ms"].as_f64().unwrap() > 0.0, "{step}");
+    }
 }
