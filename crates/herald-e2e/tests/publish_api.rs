@@ -1,6 +1,8 @@
 //! The Publish API's surroundings: API token, health checking, reflection,
 //! admin endpoints.
 
+use std::time::Duration;
+
 use herald_e2e::*;
 use herald_proto::v1::{UserTarget, publish_request::Target};
 use herald_testing::NatsServer;
@@ -140,4 +142,39 @@ async fn health_reflection_and_admin_are_served() {
         "{metrics}"
     );
     publish.stop().await;
+}
+
+#[tokio::test]
+async fn publishing_while_nats_is_down_is_refused_at_once_then_works_again() {
+    let mut nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let mut client = publisher(&publish).await;
+    let ephemeral = |data: &str| herald_proto::v1::PublishRequest {
+        target: Some(target()),
+        data: data.to_owned(),
+        ephemeral: true,
+        ..Default::default()
+    };
+    client.publish(ephemeral("before")).await.unwrap();
+
+    nats.kill();
+    let refused = herald_testing::eventually(Duration::from_secs(5), "a refusal", || {
+        let mut client = client.clone();
+        async move { client.publish(ephemeral("while down")).await.err() }
+    })
+    .await;
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(refused.message().contains("NATS"), "{}", refused.message());
+    // Refused without waiting, not after a timeout.
+    let started = std::time::Instant::now();
+    let again = client.publish(ephemeral("still down")).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    nats.restart();
+    herald_testing::eventually(Duration::from_secs(10), "publishing to work again", || {
+        let mut client = client.clone();
+        async move { client.publish(ephemeral("after")).await.ok() }
+    })
+    .await;
 }
