@@ -236,6 +236,25 @@ impl Fanout {
     }
 }
 
+/// Gives `delivery` to every member: a reference-counted copy into each
+/// queue, no lock, no allocation per member. A member whose queue is full
+/// is a slow consumer: closed, and dropped from the subject.
+pub fn hand_out(members: &mut HashMap<ConnId, Member>, delivery: &Delivery, metrics: &Metrics) {
+    members.retain(|_, member| match member.queue.try_send(delivery.clone()) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            // Counted here, at once: an HTTP/2 stream that stopped reading
+            // ends only when its client reads it again or the connection
+            // closes (HTTP/1.1 ones are dropped now).
+            if member.signal.close(CloseReason::SlowConsumer) {
+                metrics.slow_consumer_closes.inc();
+            }
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    });
+}
+
 /// The stream sequence JetStream's RePublish put on a persisted event.
 fn sequence(message: &async_nats::Message) -> Option<u64> {
     let headers = message.headers.as_ref()?;
@@ -393,21 +412,7 @@ impl SubjectTask {
             self.sync_epoch();
             self.recent.record(seq, &delivery.frame);
         }
-        let metrics = &self.metrics;
-        self.members
-            .retain(|_, member| match member.queue.try_send(delivery.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    // Counted here, at once: an HTTP/2 stream that stopped
-                    // reading ends only when its client reads it again or
-                    // the connection closes (HTTP/1.1 ones are dropped now).
-                    if member.signal.close(CloseReason::SlowConsumer) {
-                        metrics.slow_consumer_closes.inc();
-                    }
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+        hand_out(&mut self.members, &delivery, &self.metrics);
     }
 
     fn close_all(&mut self, reason: CloseReason) {
