@@ -34,8 +34,9 @@ echo "using $("$HERALD_NATS_SERVER" --version)"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 # Every binary, herald-bench included: process-level tests and the bench
-# smoke test run them.
-cargo build --locked --workspace --bins
+# smoke test run them. The Criterion benches are built, not run: their
+# figures are for BENCHMARKS.md, not pass/fail.
+cargo build --locked --workspace --bins --benches
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace
 else
