@@ -36,7 +36,7 @@ pub async fn start(
     let telemetry = telemetry::init(
         common.log_format,
         &common.log,
-        service,
+        (service, &common.node_id()),
         common.otlp_endpoint.as_deref(),
     )
     .unwrap_or_else(|e| cli::misconfigured("--log / --otlp-endpoint", e));

@@ -159,9 +159,65 @@ fn urls(nats_url: &str) -> Vec<String> {
     nats_url.split(',').map(str::to_owned).collect()
 }
 
-/// The herald-edge binary running as its own process, so it can be killed.
-pub struct EdgeProcess {
+/// A Herald binary running as its own process, killed when dropped.
+pub struct ServiceProcess {
     child: std::process::Child,
+    /// Its admin port (`/metrics`, `/readyz`).
+    pub admin: SocketAddr,
+}
+
+impl ServiceProcess {
+    /// Runs `binary` with `args`, `--admin-listen` on a free port and
+    /// `envs`; returns once `/readyz` answers 200.
+    pub async fn start(binary_name: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let admin = free_addr();
+        let child = std::process::Command::new(binary(binary_name))
+            .args(args)
+            .args(["--admin-listen", &admin.to_string()])
+            .envs(envs.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {binary_name}: {e}"));
+        // Owned before waiting, so a panic below still kills the process.
+        let service = Self { child, admin };
+        let readyz = format!("http://{admin}/readyz");
+        herald_testing::eventually(
+            std::time::Duration::from_secs(10),
+            &format!("{binary_name} to be ready"),
+            || async {
+                let response = reqwest::get(&readyz).await.ok()?;
+                (response.status() == 200).then_some(())
+            },
+        )
+        .await;
+        service
+    }
+
+    /// SIGKILL: the process vanishes without closing anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A loopback address with a port free a moment ago.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// herald-edge as its own process.
+pub struct EdgeProcess {
+    process: ServiceProcess,
     /// Where it serves SSE; kept across restarts.
     pub addr: SocketAddr,
 }
@@ -175,58 +231,28 @@ impl EdgeProcess {
 
     /// Like [`EdgeProcess::start`], with more flags.
     pub async fn start_with(nats_url: &str, addr: Option<SocketAddr>, flags: &[&str]) -> Self {
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-        };
-        let (addr, admin) = (addr.unwrap_or_else(free), free());
-        let child = std::process::Command::new(binary("herald-edge"))
-            .args([
-                "--nats-url",
-                nats_url,
-                "--jwt-secret",
-                SECRET,
-                "--retry",
-                "500ms",
-            ])
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--admin-listen",
-                &admin.to_string(),
-            ])
-            .args(flags)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn herald-edge");
-        // Owned before waiting, so a panic below still kills the process.
-        let edge = Self { child, addr };
-        let readyz = format!("http://{admin}/readyz");
-        herald_testing::eventually(
-            std::time::Duration::from_secs(10),
-            "herald-edge to be ready",
-            || async {
-                let response = reqwest::get(&readyz).await.ok()?;
-                (response.status() == 200).then_some(())
-            },
-        )
-        .await;
-        edge
+        Self::start_with_env(nats_url, addr, flags, &[]).await
+    }
+
+    /// Like [`EdgeProcess::start_with`], with environment variables.
+    pub async fn start_with_env(
+        nats_url: &str,
+        addr: Option<SocketAddr>,
+        flags: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
+        let addr = addr.unwrap_or_else(free_addr);
+        let listen = addr.to_string();
+        let mut args = vec!["--nats-url", nats_url, "--jwt-secret", SECRET];
+        args.extend(["--retry", "500ms", "--listen", &listen]);
+        args.extend(flags);
+        let process = ServiceProcess::start("herald-edge", &args, envs).await;
+        Self { process, addr }
     }
 
     /// SIGKILL: the process vanishes without closing anything.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for EdgeProcess {
-    fn drop(&mut self) {
-        self.kill();
+        self.process.kill();
     }
 }
 

@@ -21,6 +21,7 @@ use herald_core::envelope::Envelope;
 use herald_core::history::SEQUENCE_HEADER;
 use herald_core::nats::Losses;
 use herald_core::subject::TOPIC_PREFIX;
+use herald_core::telemetry;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::{CloseReason, Metrics};
@@ -412,6 +413,18 @@ impl SubjectTask {
             self.sync_epoch();
             self.recent.record(seq, &delivery.frame);
         }
+        // One span per event and node (not per stream), in the trace the
+        // publisher started.
+        let span = telemetry::span(|| {
+            let span = tracing::info_span!(
+                "herald.fanout",
+                subject = %self.subject,
+                streams = self.members.len()
+            );
+            telemetry::continue_nats(&span, message.headers.as_ref());
+            span
+        });
+        let _entered = span.enter();
         hand_out(&mut self.members, &delivery, &self.metrics);
     }
 

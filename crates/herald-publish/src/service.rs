@@ -5,14 +5,15 @@ use std::time::Instant;
 use async_nats::jetstream;
 use herald_core::envelope::EVENT_ID_HEADER;
 use herald_core::history::{shard_of, stored_subject};
-use herald_core::offline;
 use herald_core::presence::Follower;
 use herald_core::subject::UserId;
+use herald_core::{offline, telemetry};
 use herald_proto::v1::{
     OfflinePolicy, Outcome as ReceiptOutcome, PublishRequest, PublishResponse, Receipt,
     publisher_server::Publisher,
 };
 use tonic::{Request, Response, Status};
+use tracing::{Instrument, Span};
 
 use crate::config::Config;
 use crate::metrics::{Metrics, Outcome, Target};
@@ -38,7 +39,11 @@ impl Publisher for PublishService {
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
         let started = Instant::now();
-        let result = self.publish_inner(request.into_inner()).await;
+        let span = request_span(&request);
+        let result = self
+            .publish_inner(request.into_inner())
+            .instrument(span)
+            .await;
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
             Err(s) if s.code() == tonic::Code::InvalidArgument => Outcome::InvalidArgument,
@@ -50,6 +55,19 @@ impl Publisher for PublishService {
             .observe(started.elapsed().as_secs_f64());
         result.map(Response::new)
     }
+}
+
+/// The call's span, child of the caller's `traceparent`.
+fn request_span(request: &Request<PublishRequest>) -> Span {
+    telemetry::span(|| {
+        let span = tracing::info_span!(
+            "herald.publish",
+            otel.kind = "server",
+            rpc.method = "Publish"
+        );
+        telemetry::continue_http(&span, &request.metadata().clone().into_headers());
+        span
+    })
 }
 
 impl PublishService {
@@ -138,18 +156,27 @@ impl PublishService {
         if subjects.is_empty() {
             return Ok(());
         }
-        let headers = publication.envelope.headers().unwrap_or_default();
-        for subject in subjects {
-            let data = publication.envelope.data.clone();
-            self.nats
-                .publish_with_headers((*subject).clone(), headers.clone(), data)
-                .await
-                .map_err(|e| Status::unavailable(format!("NATS refused the event: {e}")))?;
-        }
-        // No flush: the NATS client writes buffered publishes together,
-        // which carries a third more ephemeral events per second (measured
-        // with herald-bench publish) than one flush per call.
-        Ok(())
+        let span = telemetry::span(|| {
+            tracing::info_span!("herald.publish_live", subjects = subjects.len())
+        });
+        let mut headers = publication.envelope.headers().unwrap_or_default();
+        // The edges continue the trace from the message.
+        telemetry::inject_nats(&span, &mut headers);
+        let publishing = async {
+            for subject in subjects {
+                let data = publication.envelope.data.clone();
+                self.nats
+                    .publish_with_headers((*subject).clone(), headers.clone(), data)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("NATS refused the event: {e}")))?;
+            }
+            // No flush: the NATS client writes buffered publishes
+            // together, which carries a third more ephemeral events per
+            // second (measured with herald-bench publish) than one flush
+            // per call.
+            Ok::<(), Status>(())
+        };
+        publishing.instrument(span).await
     }
 
     /// JetStream: returns once every copy is acknowledged as stored.
@@ -159,8 +186,12 @@ impl PublishService {
         event_id: &str,
         subjects: &[&String],
     ) -> Result<(), Status> {
+        let span =
+            telemetry::span(|| tracing::info_span!("herald.store", subjects = subjects.len()));
         let mut headers = publication.envelope.headers().unwrap_or_default();
         headers.insert(EVENT_ID_HEADER, event_id);
+        // The edges continue the trace from the stored (republished) copy.
+        telemetry::inject_nats(&span, &mut headers);
         let shards = self.config.history.history_shards;
         let mut acks = Vec::with_capacity(subjects.len());
         // Send every copy first, then wait for the acks together: one round
@@ -179,7 +210,7 @@ impl PublishService {
                 .map_err(|e| Status::unavailable(format!("cannot store the event: {e}")))?;
             acks.push(ack);
         }
-        await_acks(acks, "history").await
+        await_acks(acks, "history").instrument(span).await
     }
 
     /// Puts the event on the offline queue of each of `users`, for the

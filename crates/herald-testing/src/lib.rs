@@ -12,6 +12,7 @@
 pub mod browser;
 pub mod fcm;
 pub mod nats;
+pub mod otlp;
 pub mod sse;
 pub mod token;
 pub mod wait;

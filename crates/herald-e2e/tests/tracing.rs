@@ -1,0 +1,103 @@
+//! One trace across processes: a `Publish` carrying a W3C `traceparent`
+//! goes through herald-publish (stored in JetStream), NATS, and the
+//! fan-out on two edges; each process exports its spans over OTLP to a
+//! receiver speaking the real protocol, and all share the caller's trace.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use herald_e2e::*;
+use herald_proto::v1::publisher_client::PublisherClient;
+use herald_proto::v1::{PublishRequest, UserTarget, publish_request::Target};
+use herald_testing::NatsServer;
+use herald_testing::otlp::{OtlpReceiver, ReceivedSpan};
+use herald_testing::sse::SseStream;
+use herald_testing::token::Claims;
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test]
+async fn a_publish_and_its_deliveries_share_one_trace_across_processes() {
+    let nats = NatsServer::start();
+    let url = nats.client_url();
+    let otlp = OtlpReceiver::start().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let listen = free_addr().to_string();
+    let publish_args = [
+        "--nats-url",
+        &url,
+        "--listen",
+        &listen,
+        "--node-id",
+        "publish-1",
+    ];
+    let _publish = ServiceProcess::start("herald-publish", &publish_args, &env).await;
+    let edges = [
+        EdgeProcess::start_with_env(&url, None, &["--node-id", "edge-1"], &env).await,
+        EdgeProcess::start_with_env(&url, None, &["--node-id", "edge-2"], &env).await,
+    ];
+    let token = Claims::new("alice").hs256(SECRET);
+    let http = reqwest::Client::new();
+    let mut streams = Vec::new();
+    for edge in &edges {
+        let events = format!("http://{}/v1/events", edge.addr);
+        streams.push(SseStream::open(&http, &events, &token).await);
+    }
+
+    let mut client = PublisherClient::connect(format!("http://{listen}"))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(PublishRequest {
+        target: Some(Target::Users(UserTarget {
+            user_ids: vec!["alice".into()],
+        })),
+        data: "traced".into(),
+        ..Default::default()
+    });
+    let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    client.publish(request).await.unwrap();
+    for stream in &mut streams {
+        assert_eq!(stream.next().await.data, "traced");
+    }
+
+    let spans = herald_testing::eventually(
+        Duration::from_secs(10),
+        "the publish span and a fan-out span from each edge",
+        || async {
+            let spans: Vec<ReceivedSpan> = otlp
+                .spans()
+                .into_iter()
+                .filter(|s| s.trace_id == TRACE_ID)
+                .collect();
+            let published = spans.iter().any(|s| s.name == "herald.publish");
+            let edges: HashSet<_> = spans
+                .iter()
+                .filter(|s| s.name == "herald.fanout")
+                .map(|s| s.instance.as_str())
+                .collect();
+            (published && edges.len() == 2).then_some(spans)
+        },
+    )
+    .await;
+    let named = |name: &str| spans.iter().find(|s| s.name == name).unwrap();
+    let publish = named("herald.publish");
+    assert_eq!(publish.service, "herald-publish");
+    assert_eq!(publish.instance, "publish-1");
+    assert_eq!(publish.parent_span_id, CALLER_SPAN, "the caller's child");
+    let store = named("herald.store");
+    assert_eq!(store.parent_span_id, publish.span_id);
+    let fanouts: Vec<_> = spans.iter().filter(|s| s.name == "herald.fanout").collect();
+    let instances: HashSet<_> = fanouts.iter().map(|s| s.instance.as_str()).collect();
+    assert_eq!(instances, HashSet::from(["edge-1", "edge-2"]));
+    for fanout in fanouts {
+        assert_eq!(fanout.service, "herald-edge");
+        assert_eq!(fanout.parent_span_id, store.span_id, "{fanout:?}");
+    }
+}
