@@ -52,13 +52,19 @@ pub fn check_event_type(event: &str) -> Result<(), EventTypeError> {
     Ok(())
 }
 
+/// Header carrying when `Publish` accepted the event, in microseconds
+/// since the Unix epoch: the edges measure publish→delivery latency by it.
+pub const PUBLISHED_AT_HEADER: &str = "Herald-Published-At";
+
 impl Envelope {
-    /// Headers to publish with; `None` when there is nothing to say.
-    pub fn headers(&self) -> Option<HeaderMap> {
-        let event = self.event.as_deref()?;
+    /// Headers to publish with: the event type, if any, and the time now.
+    pub fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(EVENT_HEADER, event);
-        Some(headers)
+        if let Some(event) = self.event.as_deref() {
+            headers.insert(EVENT_HEADER, event);
+        }
+        headers.insert(PUBLISHED_AT_HEADER, unix_micros().to_string().as_str());
+        headers
     }
 
     /// Reads an envelope back from a NATS message.
@@ -77,6 +83,21 @@ impl Envelope {
             data: payload.clone(),
         }
     }
+}
+
+/// Microseconds since the Unix epoch, by this machine's clock.
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// How long ago a message was published, from its [`PUBLISHED_AT_HEADER`];
+/// `None` without one (or from a clock ahead of ours).
+pub fn age(headers: Option<&HeaderMap>) -> Option<std::time::Duration> {
+    let published: u64 = headers?.get(PUBLISHED_AT_HEADER)?.as_str().parse().ok()?;
+    let micros = unix_micros().checked_sub(published)?;
+    Some(std::time::Duration::from_micros(micros))
 }
 
 #[cfg(test)]
@@ -101,19 +122,35 @@ mod tests {
     }
 
     #[test]
-    fn default_event_carries_no_headers() {
+    fn headers_carry_the_event_type_and_the_publish_time() {
         let env = Envelope {
             event: None,
             data: Bytes::from_static(b"x"),
         };
-        assert!(env.headers().is_none());
+        let headers = env.headers();
+        assert!(headers.get(EVENT_HEADER).is_none());
+        let age = age(Some(&headers)).unwrap();
+        assert!(age < std::time::Duration::from_secs(5), "{age:?}");
         let typed = Envelope {
             event: Some("price".into()),
             data: Bytes::new(),
         };
-        assert_eq!(
-            typed.headers().unwrap().get(EVENT_HEADER).unwrap().as_str(),
-            "price"
-        );
+        assert_eq!(typed.headers().get(EVENT_HEADER).unwrap().as_str(), "price");
+    }
+
+    #[test]
+    fn garbage_or_future_publish_times_have_no_age() {
+        assert_eq!(age(None), None);
+        for bad in [
+            "",
+            "soon",
+            "-5",
+            "99999999999999999999999",
+            &u64::MAX.to_string(),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(PUBLISHED_AT_HEADER, bad);
+            assert_eq!(age(Some(&headers)), None, "{bad:?}");
+        }
     }
 }

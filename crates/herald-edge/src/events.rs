@@ -249,6 +249,7 @@ async fn resume(
                 ApiError::unavailable("history_unavailable", e, 2, RejectReason::Unavailable)
             }
         })?;
+    state.metrics.resets.inc_by(plan.resets() as u64);
     Ok((Replay::start(held, plan), kept))
 }
 

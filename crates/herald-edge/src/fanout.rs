@@ -426,6 +426,9 @@ impl SubjectTask {
         });
         let _entered = span.enter();
         hand_out(&mut self.members, &delivery, &self.metrics);
+        if let Some(age) = herald_core::envelope::age(message.headers.as_ref()) {
+            self.metrics.delivery_latency.observe(age.as_secs_f64());
+        }
     }
 
     fn close_all(&mut self, reason: CloseReason) {

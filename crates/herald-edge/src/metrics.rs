@@ -4,6 +4,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Why a stream ended: the operators' answer to "did it close normally?".
@@ -102,7 +103,7 @@ struct RejectLabels {
 }
 
 /// Handles to every edge metric; cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Metrics {
     pub connections: Gauge,
     pub connects: Counter,
@@ -112,6 +113,32 @@ pub struct Metrics {
     pub slow_consumer_closes: Counter,
     pub subscriptions: Gauge,
     resumes: Family<ResumeLabels, Counter>,
+    /// Events sent to streams from a replay (resume), not live.
+    pub replayed: Counter,
+    /// `herald.reset` events: a cursor older than history.
+    pub resets: Counter,
+    /// From `Publish` accepting an event to this edge handing it to its
+    /// streams' queues.
+    pub delivery_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            connections: Gauge::default(),
+            connects: Counter::default(),
+            closes: Family::default(),
+            rejects: Family::default(),
+            delivered: Counter::default(),
+            slow_consumer_closes: Counter::default(),
+            subscriptions: Gauge::default(),
+            resumes: Family::default(),
+            replayed: Counter::default(),
+            resets: Counter::default(),
+            // 0.25 ms to 8 s.
+            delivery_latency: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+        }
+    }
 }
 
 impl Metrics {
@@ -141,6 +168,21 @@ impl Metrics {
             "nats_subscriptions",
             "NATS subscriptions held (one per distinct user or topic)",
             m.subscriptions.clone(),
+        );
+        r.register(
+            "replayed_events",
+            "Events sent to resuming streams from history or the fan-out's memory",
+            m.replayed.clone(),
+        );
+        r.register(
+            "resets",
+            "herald.reset events sent: the client's cursor was older than history",
+            m.resets.clone(),
+        );
+        r.register(
+            "delivery_latency_seconds",
+            "From Publish accepting an event to this edge handing it to its streams (publisher's clock)",
+            m.delivery_latency.clone(),
         );
         r.register(
             "resumed_subjects",

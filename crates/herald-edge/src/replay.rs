@@ -67,6 +67,13 @@ pub struct Plan {
     steps: Vec<Step>,
 }
 
+impl Plan {
+    /// Subjects whose cursor is older than history: each gets a reset.
+    pub fn resets(&self) -> usize {
+        self.steps.iter().filter(|s| s.reset).count()
+    }
+}
+
 /// Who answers single reads of history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reads {

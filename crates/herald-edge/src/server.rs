@@ -72,6 +72,7 @@ impl Edge {
         registry: &mut Registry,
     ) -> Self {
         let metrics = Metrics::register(registry);
+        herald_core::nats::register_metrics(registry, &nats);
         let admission = Admission::new(config.max_connections, config.max_connections_per_user);
         let reporter = Reporter::new(
             nats.clone(),

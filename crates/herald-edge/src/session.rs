@@ -200,6 +200,9 @@ impl Running {
             taken += 1;
         }
         self.session.metrics.delivered.inc_by(sent);
+        if self.session.replay.is_some() {
+            self.session.metrics.replayed.inc_by(sent);
+        }
         (!buf.is_empty()).then(|| buf.freeze())
     }
 

@@ -34,6 +34,7 @@ impl PresenceServer {
         losses: Losses,
         registry: &mut Registry,
     ) -> Result<Self, async_nats::SubscribeError> {
+        herald_core::nats::register_metrics(registry, &nats);
         let registry = registry.sub_registry_with_prefix("herald_presence");
         let following = CancellationToken::new();
         let follower = Follower::start(

@@ -55,6 +55,7 @@ impl PublishServer {
         )
         .await?;
         let metrics = Metrics::register(registry);
+        herald_core::nats::register_metrics(registry, &nats);
         Ok(Self {
             service: PublishService {
                 nats,

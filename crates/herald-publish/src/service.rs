@@ -159,7 +159,7 @@ impl PublishService {
         let span = telemetry::span(|| {
             tracing::info_span!("herald.publish_live", subjects = subjects.len())
         });
-        let mut headers = publication.envelope.headers().unwrap_or_default();
+        let mut headers = publication.envelope.headers();
         // The edges continue the trace from the message.
         telemetry::inject_nats(&span, &mut headers);
         let publishing = async {
@@ -188,7 +188,7 @@ impl PublishService {
     ) -> Result<(), Status> {
         let span =
             telemetry::span(|| tracing::info_span!("herald.store", subjects = subjects.len()));
-        let mut headers = publication.envelope.headers().unwrap_or_default();
+        let mut headers = publication.envelope.headers();
         headers.insert(EVENT_ID_HEADER, event_id);
         // The edges continue the trace from the stored (republished) copy.
         telemetry::inject_nats(&span, &mut headers);
@@ -227,7 +227,7 @@ impl PublishService {
             .filter(|id| !id.is_empty())
             .map_or_else(|| nuid::next().to_string(), str::to_owned);
         for user in users {
-            let mut headers = publication.envelope.headers().unwrap_or_default();
+            let mut headers = publication.envelope.headers();
             headers.insert(EVENT_ID_HEADER, event_id.as_str());
             headers.insert(offline::USER_HEADER, user.as_str());
             let subject = offline::subject(user);

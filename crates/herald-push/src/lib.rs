@@ -46,6 +46,7 @@ impl PushWorker {
         nats: async_nats::Client,
         registry: &mut MetricsRegistry,
     ) -> Result<Self, String> {
+        herald_core::nats::register_metrics(registry, &nats);
         let js = jetstream::new(nats);
         let devices = devices::Registry::open(&js, config.devices_replicas, config.max_devices)
             .await
