@@ -48,21 +48,7 @@ async fn a_publish_and_its_deliveries_share_one_trace_across_processes() {
         streams.push(SseStream::open(&http, &events, &token).await);
     }
 
-    let mut client = PublisherClient::connect(format!("http://{listen}"))
-        .await
-        .unwrap();
-    let mut request = tonic::Request::new(PublishRequest {
-        target: Some(Target::Users(UserTarget {
-            user_ids: vec!["alice".into()],
-        })),
-        data: "traced".into(),
-        ..Default::default()
-    });
-    let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
-    request
-        .metadata_mut()
-        .insert("traceparent", traceparent.parse().unwrap());
-    client.publish(request).await.unwrap();
+    publish_traced(&listen, TRACE_ID).await;
     for stream in &mut streams {
         assert_eq!(stream.next().await.data, "traced");
     }
@@ -100,4 +86,83 @@ async fn a_publish_and_its_deliveries_share_one_trace_across_processes() {
         assert_eq!(fanout.service, "herald-edge");
         assert_eq!(fanout.parent_span_id, store.span_id, "{fanout:?}");
     }
+}
+
+/// Publishes one traced event to alice through `publish_addr`.
+async fn publish_traced(publish_addr: &str, trace_id: &str) {
+    let mut client = PublisherClient::connect(format!("http://{publish_addr}"))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(PublishRequest {
+        target: Some(Target::Users(UserTarget {
+            user_ids: vec!["alice".into()],
+        })),
+        data: "traced".into(),
+        ..Default::default()
+    });
+    let traceparent = format!("00-{trace_id}-{CALLER_SPAN}-01");
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    client.publish(request).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_otel_variables_choose_protocol_service_name_and_sampler() {
+    let nats = NatsServer::start();
+    let url = nats.client_url();
+    let otlp = OtlpReceiver::start().await;
+
+    // OTLP over HTTP with protobuf bodies, and our own service name.
+    let listen = free_addr().to_string();
+    let args = ["--nats-url", &url, "--listen", &listen];
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.http_endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_SERVICE_NAME", "billing-publish"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let publish = ServiceProcess::start("herald-publish", &args, &env).await;
+    publish_traced(&listen, TRACE_ID).await;
+    let spans = herald_testing::eventually(Duration::from_secs(10), "spans over HTTP", || async {
+        let spans = otlp.spans();
+        spans
+            .iter()
+            .any(|s| s.name == "herald.store")
+            .then_some(spans)
+    })
+    .await;
+    assert!(spans.iter().all(|s| s.trace_id == TRACE_ID), "{spans:?}");
+    assert!(
+        spans.iter().all(|s| s.service == "billing-publish"),
+        "{spans:?}"
+    );
+    drop(publish);
+
+    // A sampler that keeps nothing: the call works, no span leaves.
+    let before = otlp.spans().len();
+    let listen = free_addr().to_string();
+    let args = ["--nats-url", &url, "--listen", &listen];
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint.as_str()),
+        ("OTEL_TRACES_SAMPLER", "always_off"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let _publish = ServiceProcess::start("herald-publish", &args, &env).await;
+    publish_traced(&listen, "0af7651916cd43dd8448eb211c80319c").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(otlp.spans().len(), before, "{:?}", otlp.spans());
+}
+
+#[tokio::test]
+async fn an_unknown_otlp_protocol_stops_the_process_with_exit_code_2() {
+    let output = std::process::Command::new(binary("herald-publish"))
+        .args(["--nats-url", "nats://127.0.0.1:1"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("carrier-pigeon"), "{stderr}");
 }

@@ -1,6 +1,7 @@
-//! An OpenTelemetry collector stand-in: an OTLP/gRPC trace receiver (the
-//! real protocol, `opentelemetry.proto.collector.trace.v1.TraceService`)
-//! that keeps every span it is sent, for tests to inspect.
+//! An OpenTelemetry collector stand-in: an OTLP trace receiver speaking
+//! the real protocol, over gRPC (`opentelemetry.proto.collector.trace.v1.
+//! TraceService`) and over HTTP (`POST /v1/traces`, protobuf body), that
+//! keeps every span it is sent, for tests to inspect.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -31,10 +32,19 @@ pub struct ReceivedSpan {
 
 /// A running receiver; stops when dropped.
 pub struct OtlpReceiver {
-    /// `http://127.0.0.1:<port>`, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    /// `http://127.0.0.1:<port>`: OTLP/gRPC, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub endpoint: String,
+    /// `http://127.0.0.1:<port>`: OTLP/HTTP with protobuf bodies.
+    pub http_endpoint: String,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
     _stop: tokio::sync::oneshot::Sender<()>,
+    http: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.http.abort();
+    }
 }
 
 impl OtlpReceiver {
@@ -53,10 +63,15 @@ impl OtlpReceiver {
                     let _ = stopped.await;
                 }),
         );
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = http_listener.local_addr().unwrap();
+        let http = tokio::spawn(serve_http(http_listener, spans.clone()));
         Self {
             endpoint: format!("http://{addr}"),
+            http_endpoint: format!("http://{http_addr}"),
             spans,
             _stop: stop,
+            http,
         }
     }
 
@@ -76,25 +91,63 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut received = Vec::new();
-        for resource_spans in request.into_inner().resource_spans {
-            let resource = resource_spans.resource.as_ref();
-            let service = attribute(resource, "service.name");
-            let instance = attribute(resource, "service.instance.id");
-            for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
-                received.push(ReceivedSpan {
-                    service: service.clone(),
-                    instance: instance.clone(),
-                    name: span.name,
-                    trace_id: hex(&span.trace_id),
-                    span_id: hex(&span.span_id),
-                    parent_span_id: hex(&span.parent_span_id),
-                });
-            }
-        }
-        self.spans.lock().unwrap().extend(received);
+        keep(&self.spans, request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
+}
+
+/// OTLP/HTTP: `POST /v1/traces` with an `ExportTraceServiceRequest` body.
+async fn serve_http(listener: tokio::net::TcpListener, spans: Arc<Mutex<Vec<ReceivedSpan>>>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::{Request, Response, StatusCode, body::Incoming};
+    use prost::Message;
+
+    while let Ok((stream, _)) = listener.accept().await {
+        let spans = spans.clone();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let spans = spans.clone();
+            async move {
+                let path_ok = request.uri().path() == "/v1/traces";
+                let body = request.into_body().collect().await?.to_bytes();
+                let status = match ExportTraceServiceRequest::decode(body) {
+                    Ok(export) if path_ok => {
+                        keep(&spans, export);
+                        StatusCode::OK
+                    }
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                let reply = ExportTraceServiceResponse::default().encode_to_vec();
+                let mut response = Response::new(Full::new(bytes::Bytes::from(reply)));
+                *response.status_mut() = status;
+                Ok::<_, hyper::Error>(response)
+            }
+        });
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+        );
+    }
+}
+
+/// Records the spans of one export.
+fn keep(spans: &Mutex<Vec<ReceivedSpan>>, export: ExportTraceServiceRequest) {
+    let mut received = Vec::new();
+    for resource_spans in export.resource_spans {
+        let resource = resource_spans.resource.as_ref();
+        let service = attribute(resource, "service.name");
+        let instance = attribute(resource, "service.instance.id");
+        for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
+            received.push(ReceivedSpan {
+                service: service.clone(),
+                instance: instance.clone(),
+                name: span.name,
+                trace_id: hex(&span.trace_id),
+                span_id: hex(&span.span_id),
+                parent_span_id: hex(&span.parent_span_id),
+            });
+        }
+    }
+    spans.lock().unwrap().extend(received);
 }
 
 fn attribute(resource: Option<&Resource>, key: &str) -> String {
