@@ -6,7 +6,8 @@
 //! - [`envelope`]: how an event travels on NATS (payload + `Herald-Event` header).
 //! - [`history`]: the sharded JetStream history streams.
 //! - [`cli`]: common flags and the exit-code-2 handling of misconfiguration.
-//! - [`telemetry`]: `tracing` setup, text or JSON.
+//! - [`telemetry`]: `tracing` setup, text or JSON; OTLP export and W3C trace context.
+//! - [`tls`]: TLS for Herald's listeners, with certificate reload and mutual TLS.
 //! - [`nats`]: connecting to NATS.
 //! - [`offline`]: the work queue of events for users who were not connected.
 //! - [`presence`]: who is connected where, over NATS.
@@ -28,3 +29,4 @@ pub mod service;
 pub mod shutdown;
 pub mod subject;
 pub mod telemetry;
+pub mod tls;

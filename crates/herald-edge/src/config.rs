@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use herald_core::cli::{CommonArgs, parse_duration};
 use herald_core::history::HistoryArgs;
+use herald_core::tls::{Reloader, TlsArgs};
 
 use crate::auth::Authenticator;
 
@@ -19,6 +20,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub history: HistoryArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Address for SSE clients (GET /v1/events).
     #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:8080")]
@@ -91,6 +95,8 @@ pub struct Config {
     pub drain_window: Duration,
     pub drain_grace: Duration,
     pub history: HistoryArgs,
+    /// HTTPS (HTTP/2 and HTTP/1.1 by ALPN) instead of plain HTTP.
+    pub tls: Option<(Arc<rustls::ServerConfig>, Arc<Reloader>)>,
 }
 
 impl Args {
@@ -132,6 +138,7 @@ impl Args {
         if self.drain_grace < self.drain_window {
             return Err(("--drain-grace", "must be at least --drain-window".into()));
         }
+        let tls = self.tls.server_config(&[b"h2", b"http/1.1"])?;
         Ok(Config {
             node_id: self.common.node_id(),
             auth: Arc::new(auth),
@@ -145,6 +152,7 @@ impl Args {
             drain_window: self.drain_window,
             drain_grace: self.drain_grace,
             history: self.history.clone(),
+            tls,
         })
     }
 }

@@ -16,6 +16,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
@@ -33,6 +34,8 @@ const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// A client must send its request head within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn full(bytes: Bytes) -> Body {
     BodyExt::boxed(Full::new(bytes))
@@ -125,7 +128,12 @@ impl Edge {
             .http2()
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(30)));
-        let accept = |stream: TcpStream| self.spawn_connection(&builder, &graceful, stream);
+        let tls = self.state.config.tls.as_ref().map(|(config, reloader)| {
+            tokio::spawn(reloader.clone().watch(stop_reporting.clone()));
+            TlsAcceptor::from(config.clone())
+        });
+        let accept =
+            |stream: TcpStream| self.spawn_connection(&builder, &graceful, tls.as_ref(), stream);
 
         self.ready.set(true);
         tokio::select! {
@@ -166,6 +174,7 @@ impl Edge {
         &self,
         builder: &auto::Builder<TokioExecutor>,
         graceful: &GracefulShutdown,
+        tls: Option<&TlsAcceptor>,
         stream: TcpStream,
     ) {
         let _ = stream.set_nodelay(true);
@@ -183,18 +192,37 @@ impl Edge {
             let route = Box::pin(crate::events::route(req, state, transport));
             async move { Ok::<_, Infallible>(route.await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watcher().watch(connection);
+        let watcher = graceful.watcher();
+        let Some(tls) = tls.cloned() else {
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::spawn(until_killed(watcher.watch(connection.into_owned()), kill));
+            return;
+        };
+        let builder = builder.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                result = connection => if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                },
-                _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer)"),
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    until_killed(watcher.watch(connection.into_owned()), kill).await;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// Runs a connection until it ends, or until `kill` (a slow consumer on
+/// HTTP/1.1) drops it.
+async fn until_killed<E: std::fmt::Display>(
+    connection: impl Future<Output = Result<(), E>>,
+    kill: CancellationToken,
+) {
+    tokio::select! {
+        result = connection => if let Err(e) = result {
+            tracing::debug!(error = %e, "connection ended with an error");
+        },
+        _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer)"),
     }
 }
 

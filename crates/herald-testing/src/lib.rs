@@ -13,6 +13,7 @@ pub mod browser;
 pub mod fcm;
 pub mod nats;
 pub mod otlp;
+pub mod pki;
 pub mod sse;
 pub mod token;
 pub mod wait;

@@ -1,0 +1,157 @@
+//! TLS for Herald's own listeners: certificate and key from PEM files,
+//! optionally client certificates checked against a CA (mutual TLS), and
+//! the files re-read when they change, so a renewed certificate (e.g. by
+//! cert-manager) is served without a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use tokio_util::sync::CancellationToken;
+
+/// How often certificate files are checked for changes.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(5);
+
+/// TLS flags; without `--tls-cert` the port speaks plain TCP.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain to serve TLS with (with --tls-key); re-read
+    /// when the file changes.
+    #[arg(long, env = "HERALD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: clients must present a certificate one of them
+    /// signed (mutual TLS).
+    #[arg(long, env = "HERALD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Serves the current certificate and swaps in a new one when its files
+/// change.
+#[derive(Debug)]
+pub struct Reloader {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<(Arc<CertifiedKey>, Option<SystemTime>)>,
+}
+
+impl ResolvesServerCert for Reloader {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().unwrap().0.clone())
+    }
+}
+
+impl Reloader {
+    /// Reads the certificate and key now.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
+        let certified = certified_key(cert, key)?;
+        Ok(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new((Arc::new(certified), modified(cert, key))),
+        })
+    }
+
+    /// Re-reads the files if they changed since the last read; a broken
+    /// pair (e.g. caught half-written) keeps the old certificate.
+    pub fn reload_if_changed(&self) {
+        let stamp = modified(&self.cert, &self.key);
+        if stamp == self.current.read().unwrap().1 {
+            return;
+        }
+        match certified_key(&self.cert, &self.key) {
+            Ok(certified) => {
+                *self.current.write().unwrap() = (Arc::new(certified), stamp);
+                tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS certificate not reloaded; serving the old one")
+            }
+        }
+    }
+
+    /// Checks for changes every [`RELOAD_CHECK`] until `stop`.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval(RELOAD_CHECK);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => self.reload_if_changed(),
+            }
+        }
+    }
+}
+
+impl TlsArgs {
+    /// The rustls server configuration, offering `alpn` protocols (e.g.
+    /// `h2`, `http/1.1`), and its reloader; `None` without `--tls-cert`.
+    /// Errors name the flag at fault.
+    pub fn server_config(
+        &self,
+        alpn: &[&[u8]],
+    ) -> Result<Option<(Arc<rustls::ServerConfig>, Arc<Reloader>)>, (&'static str, String)> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let reloader = Arc::new(Reloader::load(cert, key).map_err(|e| ("--tls-cert", e))?);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ("--tls-cert", e.to_string()))?;
+        let builder = match &self.tls_client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in read_certs(ca).map_err(|e| ("--tls-client-ca", e))? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| ("--tls-client-ca", e.to_string()))?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(|e| ("--tls-client-ca", e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(reloader.clone());
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Some((Arc::new(config), reloader)))
+    }
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let chain = read_certs(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("unusable private key: {e}"))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| format!("{} does not match its key: {e}", cert.display()))?;
+    Ok(certified)
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The later modification time of the two files.
+fn modified(cert: &Path, key: &Path) -> Option<SystemTime> {
+    let time = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    time(cert).max(time(key))
+}

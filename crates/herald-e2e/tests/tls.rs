@@ -1,0 +1,165 @@
+//! TLS on Herald's listeners: the edge over HTTPS with HTTP/2 chosen by
+//! ALPN, its certificate renewed on disk and served without a restart;
+//! gRPC with mutual TLS, and a client certificate from elsewhere refused.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_core::tls::TlsArgs;
+use herald_e2e::*;
+use herald_testing::NatsServer;
+use herald_testing::pki::{Issued, TestCa};
+use herald_testing::token::Claims;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+fn write(dir: &Path, name: &str, issued: &Issued) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    (cert, key)
+}
+
+/// A TLS client trusting `ca`, offering h2 and http/1.1.
+fn trusting(ca: &TestCa) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    TlsConnector::from(Arc::new(config))
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+async fn handshake(connector: &TlsConnector, addr: std::net::SocketAddr) -> Tls {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+fn served_cert(tls: &Tls) -> Vec<u8> {
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn the_edge_serves_sse_over_https_with_http2_and_picks_up_a_renewed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("herald test CA");
+    let first = ca.server();
+    let (cert, key) = write(dir.path(), "edge", &first);
+    let stack_nats = NatsServer::start();
+    let publish = start_publish(
+        &stack_nats.client_url(),
+        herald_publish::Config::defaults("p"),
+    )
+    .await;
+    let mut config = edge_config("edge-tls");
+    let tls = TlsArgs {
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key.clone()),
+        tls_client_ca: None,
+    };
+    config.tls = tls.server_config(&[b"h2", b"http/1.1"]).unwrap();
+    let edge = start_edge(&stack_nats.client_url(), config).await;
+
+    // An EventSource-style GET over HTTP/2, negotiated by ALPN.
+    let connector = trusting(&ca);
+    let stream = handshake(&connector, edge.addr).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(
+        served_cert(&stream),
+        CertificateDer::from_pem_slice(first.cert_pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    );
+    let (mut h2, connection) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(connection);
+    let token = Claims::new("alice").hs256(SECRET);
+    let request = http::Request::get(format!("https://localhost:{}/v1/events", edge.addr.port()))
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", "text/event-stream")
+        .body(())
+        .unwrap();
+    let (response, _) = h2.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let mut client = publisher(&publish).await;
+    publish_to_users(&mut client, &["alice"], "over TLS").await;
+    let mut seen = String::new();
+    while !seen.contains("data: over TLS\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.data())
+            .await
+            .expect("the event arrives")
+            .unwrap()
+            .unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+
+    // The certificate is renewed on disk: new handshakes get the new one.
+    let renewed = ca.server();
+    std::fs::write(&key, &renewed.key_pem).unwrap();
+    std::fs::write(&cert, &renewed.cert_pem).unwrap();
+    let want = CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes())
+        .unwrap()
+        .to_vec();
+    herald_testing::eventually(
+        Duration::from_secs(15),
+        "the renewed certificate",
+        || async { (served_cert(&handshake(&connector, edge.addr).await) == want).then_some(()) },
+    )
+    .await;
+
+    // A client that does not trust the CA gets no stream.
+    let stranger = trusting(&TestCa::new("another CA"));
+    let tcp = TcpStream::connect(edge.addr).await.unwrap();
+    let refused = stranger
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await;
+    assert!(refused.is_err());
+}
+
+#[test]
+fn broken_tls_files_are_refused_with_the_flag_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("herald test CA");
+    let (cert, key) = write(dir.path(), "edge", &ca.server());
+    let other = write(dir.path(), "other", &ca.server()).1;
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let cases = [
+        (garbage.clone(), key.clone(), None, "--tls-cert"),
+        (missing.clone(), key.clone(), None, "--tls-cert"),
+        (cert.clone(), garbage.clone(), None, "--tls-cert"),
+        (cert.clone(), other, None, "--tls-cert"),
+        (cert.clone(), key.clone(), Some(garbage), "--tls-client-ca"),
+        (cert, key, Some(missing), "--tls-client-ca"),
+    ];
+    for (cert, key, ca, flag) in cases {
+        let args = TlsArgs {
+            tls_cert: Some(cert.clone()),
+            tls_key: Some(key.clone()),
+            tls_client_ca: ca.clone(),
+        };
+        let Err((named, why)) = args.server_config(&[b"h2"]) else {
+            panic!("{cert:?} {key:?} {ca:?} was accepted");
+        };
+        assert_eq!(named, flag, "{why}");
+    }
+}
