@@ -90,14 +90,30 @@ impl Reloader {
     }
 }
 
+/// A listener's TLS: its configuration and the certificate reloader.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub reloader: Arc<Reloader>,
+}
+
+impl ServerTls {
+    /// The acceptor for the listener; certificate files are watched for
+    /// changes until `stop`.
+    pub fn start(&self, stop: CancellationToken) -> tokio_rustls::TlsAcceptor {
+        tokio::spawn(self.reloader.clone().watch(stop));
+        tokio_rustls::TlsAcceptor::from(self.config.clone())
+    }
+}
+
 impl TlsArgs {
-    /// The rustls server configuration, offering `alpn` protocols (e.g.
-    /// `h2`, `http/1.1`), and its reloader; `None` without `--tls-cert`.
-    /// Errors name the flag at fault.
+    /// The TLS of a listener offering `alpn` protocols (e.g. `h2`,
+    /// `http/1.1`); `None` without `--tls-cert`. Errors name the flag at
+    /// fault.
     pub fn server_config(
         &self,
         alpn: &[&[u8]],
-    ) -> Result<Option<(Arc<rustls::ServerConfig>, Arc<Reloader>)>, (&'static str, String)> {
+    ) -> Result<Option<ServerTls>, (&'static str, String)> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
@@ -123,7 +139,10 @@ impl TlsArgs {
         };
         let mut config = builder.with_cert_resolver(reloader.clone());
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok(Some((Arc::new(config), reloader)))
+        Ok(Some(ServerTls {
+            config: Arc::new(config),
+            reloader,
+        }))
     }
 }
 
@@ -154,4 +173,106 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 fn modified(cert: &Path, key: &Path) -> Option<SystemTime> {
     let time = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     time(cert).max(time(key))
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection accepted by [`incoming`]: plain TCP or TLS over it.
+pub enum Conn {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// Connections accepted on `listener`, through TLS when `acceptor` is set,
+/// for a gRPC server's `serve_with_incoming`. Handshakes run side by side,
+/// so a slow client holds up no one; the stream ends when dropped.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) -> impl futures::Stream<Item = std::io::Result<Conn>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let tcp = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let Some(acceptor) = acceptor.clone() else {
+                let _ = tx.send(Ok(Conn::Plain(tcp))).await;
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(Conn::Tls(Box::new(tls)))).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }

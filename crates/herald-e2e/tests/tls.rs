@@ -163,3 +163,98 @@ fn broken_tls_files_are_refused_with_the_flag_named() {
         assert_eq!(named, flag, "{why}");
     }
 }
+
+/// A gRPC Publish client over TLS trusting `ca`, presenting `identity`.
+async fn publish_over_tls(
+    addr: std::net::SocketAddr,
+    ca: &TestCa,
+    identity: Option<&Issued>,
+) -> Result<herald_proto::v1::PublishResponse, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(issued) => {
+            let chain = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap()];
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())
+                .unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = TlsConnector::from(Arc::new(config));
+    let connect = tower::service_fn(move |_| {
+        let connector = connector.clone();
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            let name = ServerName::try_from("localhost").unwrap();
+            let tls = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(connect)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut client = herald_proto::v1::publisher_client::PublisherClient::new(channel);
+    let request = herald_proto::v1::PublishRequest {
+        target: Some(herald_proto::v1::publish_request::Target::Topic(
+            "news".into(),
+        )),
+        data: "over mTLS".into(),
+        ephemeral: true,
+        ..Default::default()
+    };
+    client
+        .publish(request)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|e| format!("publish: {e}"))
+}
+
+#[tokio::test]
+async fn grpc_with_mutual_tls_accepts_our_clients_and_refuses_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("herald internal CA");
+    let (cert, key) = write(dir.path(), "publish", &ca.server());
+    let client_ca = dir.path().join("clients.crt");
+    std::fs::write(&client_ca, &ca.cert_pem).unwrap();
+    let nats = NatsServer::start();
+    let mut config = herald_publish::Config::defaults("p");
+    let tls = TlsArgs {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        tls_client_ca: Some(client_ca),
+    };
+    config.tls = tls.server_config(&[b"h2"]).unwrap();
+    let publish = start_publish(&nats.client_url(), config).await;
+
+    let ours = ca.client("billing-service");
+    publish_over_tls(publish.addr, &ca, Some(&ours))
+        .await
+        .expect("a client certificate our CA signed is accepted");
+
+    let elsewhere = TestCa::new("someone else's CA").client("billing-service");
+    let refused = publish_over_tls(publish.addr, &ca, Some(&elsewhere)).await;
+    assert!(refused.is_err(), "{refused:?}");
+    let anonymous = publish_over_tls(publish.addr, &ca, None).await;
+    assert!(anonymous.is_err(), "{anonymous:?}");
+    // Plain HTTP/2 without TLS gets nowhere either.
+    let mut plain = publisher(&publish).await;
+    let plain = publish_to_topic_result(&mut plain).await;
+    assert!(plain.is_err());
+}
+
+async fn publish_to_topic_result(
+    client: &mut herald_proto::v1::publisher_client::PublisherClient<tonic::transport::Channel>,
+) -> Result<(), tonic::Status> {
+    let target = herald_proto::v1::publish_request::Target::Topic("news".into());
+    publish(client, target, "", "plain").await.map(|_| ())
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use herald_core::cli::{CommonArgs, parse_duration};
 use herald_core::history::HistoryArgs;
-use herald_core::tls::{Reloader, TlsArgs};
+use herald_core::tls::{ServerTls, TlsArgs};
 
 use crate::auth::Authenticator;
 
@@ -96,7 +96,7 @@ pub struct Config {
     pub drain_grace: Duration,
     pub history: HistoryArgs,
     /// HTTPS (HTTP/2 and HTTP/1.1 by ALPN) instead of plain HTTP.
-    pub tls: Option<(Arc<rustls::ServerConfig>, Arc<Reloader>)>,
+    pub tls: Option<ServerTls>,
 }
 
 impl Args {

@@ -128,10 +128,8 @@ impl Edge {
             .http2()
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(30)));
-        let tls = self.state.config.tls.as_ref().map(|(config, reloader)| {
-            tokio::spawn(reloader.clone().watch(stop_reporting.clone()));
-            TlsAcceptor::from(config.clone())
-        });
+        let tls = self.state.config.tls.as_ref();
+        let tls = tls.map(|tls| tls.start(stop_reporting.clone()));
         let accept =
             |stream: TcpStream| self.spawn_connection(&builder, &graceful, tls.as_ref(), stream);
 

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use herald_core::cli::CommonArgs;
+use herald_core::tls::{ServerTls, TlsArgs};
 
 /// herald-presence: knows which users are connected, on which edges.
 #[derive(Debug, clap::Parser)]
@@ -10,6 +11,9 @@ use herald_core::cli::CommonArgs;
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Address of the gRPC API (Presence, health, reflection).
     #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:50052")]
@@ -34,6 +38,8 @@ pub struct Config {
     pub node_id: String,
     pub api_token: Option<String>,
     pub max_users: usize,
+    /// gRPC over TLS (and mutual TLS with `--tls-client-ca`).
+    pub tls: Option<ServerTls>,
 }
 
 impl Args {
@@ -49,6 +55,7 @@ impl Args {
             node_id: self.common.node_id(),
             api_token: self.api_token.clone(),
             max_users: self.max_users,
+            tls: self.tls.server_config(&[b"h2"])?,
         })
     }
 }

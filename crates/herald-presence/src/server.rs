@@ -5,12 +5,12 @@ use herald_core::admin::Readiness;
 use herald_core::api_token::ApiToken;
 use herald_core::nats::Losses;
 use herald_core::presence::{Follower, FollowerMetrics};
+use herald_core::tls::{self, ServerTls};
 use herald_proto::v1::presence_server::PresenceServer as PresenceGrpc;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -20,6 +20,7 @@ use crate::service::PresenceService;
 pub struct PresenceServer {
     service: PresenceService,
     api_token: Option<String>,
+    tls: Option<ServerTls>,
     nats: async_nats::Client,
     ready: Readiness,
     /// Stops following when the server stops.
@@ -52,6 +53,7 @@ impl PresenceServer {
         Ok(Self {
             service,
             api_token: config.api_token,
+            tls: config.tls,
             nats,
             ready: Readiness::default(),
             following,
@@ -101,14 +103,12 @@ impl PresenceServer {
                 .set_not_serving::<PresenceGrpc<PresenceService>>()
                 .await;
         };
+        let tls = self.tls.map(|tls| tls.start(self.following.clone()));
         let served = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(presence)
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                stopping,
-            )
+            .serve_with_incoming_shutdown(tls::incoming(listener, tls), stopping)
             .await;
         self.following.cancel();
         served

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use herald_core::cli::CommonArgs;
 use herald_core::history::HistoryArgs;
+use herald_core::tls::{ServerTls, TlsArgs};
 
 /// herald-publish: the gRPC Publish API internal services call to push events.
 #[derive(Debug, clap::Parser)]
@@ -15,6 +16,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub history: HistoryArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Address of the gRPC API (Publisher, health, reflection).
     #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:50051")]
@@ -45,6 +49,8 @@ pub struct Config {
     pub max_payload: usize,
     pub max_users: usize,
     pub history: HistoryArgs,
+    /// gRPC over TLS (and mutual TLS with `--tls-client-ca`).
+    pub tls: Option<ServerTls>,
 }
 
 impl Args {
@@ -65,6 +71,7 @@ impl Args {
             max_payload: self.max_payload,
             max_users: self.max_users,
             history: self.history.clone(),
+            tls: self.tls.server_config(&[b"h2"])?,
         })
     }
 }

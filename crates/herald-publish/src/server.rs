@@ -3,15 +3,14 @@
 use herald_core::admin::Readiness;
 use herald_core::api_token::ApiToken;
 use herald_core::nats::Losses;
-use herald_core::offline;
 use herald_core::presence::{Follower, FollowerMetrics};
 use herald_core::subject::MAX_ID_LEN;
+use herald_core::{offline, tls};
 use herald_proto::v1::publisher_server::PublisherServer;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -95,6 +94,10 @@ impl PublishServer {
         // Refuse before decoding anything larger than the largest valid request.
         let config = &self.service.config;
         let max_request = config.max_payload + config.max_users * (MAX_ID_LEN + 8) + 4096;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| tls.start(self.following.clone()));
         let presence = self.service.presence.clone();
         let publisher = PublisherServer::new(self.service).max_decoding_message_size(max_request);
         let publisher = InterceptedService::new(publisher, move |r| token.check(r));
@@ -119,10 +122,7 @@ impl PublishServer {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(publisher)
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                stopping,
-            )
+            .serve_with_incoming_shutdown(tls::incoming(listener, tls), stopping)
             .await;
         following.cancel();
         served
