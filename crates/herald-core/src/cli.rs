@@ -21,6 +21,9 @@ pub struct CommonArgs {
     )]
     pub nats_url: Vec<String>,
 
+    #[command(flatten)]
+    pub nats_security: crate::nats::NatsSecurity,
+
     /// This instance's name, reported in logs and metrics; defaults to the hostname.
     #[arg(long, env = "HERALD_NODE_ID")]
     pub node_id: Option<String>,

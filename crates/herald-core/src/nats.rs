@@ -1,5 +1,6 @@
 //! Connecting to NATS the same way in every service.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Why a NATS connection could not be made.
@@ -7,8 +8,69 @@ use std::time::Duration;
 pub enum ConnectError {
     #[error("{url:?} is not a NATS URL: {source}")]
     BadUrl { url: String, source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Connect(#[from] async_nats::ConnectError),
+}
+
+/// How a service proves itself to NATS and checks the server: TLS and
+/// credentials. Every flag is optional; none gives a plain connection.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NatsSecurity {
+    /// PEM CA certificates to verify NATS servers with; turns TLS on.
+    #[arg(long, env = "HERALD_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for NATS (mutual TLS), with --nats-tls-key.
+    #[arg(long, env = "HERALD_NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --nats-tls-cert.
+    #[arg(long, env = "HERALD_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
+
+    /// NATS credentials file (user JWT and NKey seed, as `nsc` writes it).
+    #[arg(long, env = "HERALD_NATS_CREDS", conflicts_with = "nats_nkey")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// File holding an NKey user seed (`SU…`) to authenticate with.
+    #[arg(long, env = "HERALD_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+}
+
+impl NatsSecurity {
+    async fn apply(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, ConnectError> {
+        let unreadable = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| ConnectError::Unreadable { path, source }
+        };
+        if let Some(ca) = &self.nats_tls_ca {
+            options = options.require_tls(true).add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.nats_tls_cert, &self.nats_tls_key) {
+            options = options
+                .require_tls(true)
+                .add_client_certificate(cert.clone(), key.clone());
+        }
+        if let Some(creds) = &self.nats_creds {
+            options = options
+                .credentials_file(creds)
+                .await
+                .map_err(unreadable(creds))?;
+        }
+        if let Some(path) = &self.nats_nkey {
+            let seed = std::fs::read_to_string(path).map_err(unreadable(path))?;
+            options = options.nkey(seed.trim().to_owned());
+        }
+        Ok(options)
+    }
 }
 
 /// Counts the moments after which live messages may have been missed: the
@@ -24,6 +86,7 @@ pub type Losses = tokio::sync::watch::Receiver<u64>;
 /// the servers they advertise) for as long as needed.
 pub async fn connect(
     urls: &[String],
+    security: &NatsSecurity,
     name: &str,
 ) -> Result<(async_nats::Client, Losses), ConnectError> {
     let addrs = urls
@@ -38,7 +101,8 @@ pub async fn connect(
         .collect::<Result<Vec<_>, _>>()?;
     let (losses_tx, losses) = tokio::sync::watch::channel(0u64);
     let losses_tx = std::sync::Arc::new(losses_tx);
-    let client = async_nats::ConnectOptions::new()
+    let options = security.apply(async_nats::ConnectOptions::new()).await?;
+    let client = options
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)

@@ -42,7 +42,7 @@ pub async fn start(
     .unwrap_or_else(|e| cli::misconfigured("--log / --otlp-endpoint", e));
     let listener = bind("--listen", listen);
     let admin_listener = bind("--admin-listen", admin_listen);
-    let (nats, losses) = nats::connect(&common.nats_url, name)
+    let (nats, losses) = nats::connect(&common.nats_url, &common.nats_security, name)
         .await
         .unwrap_or_else(|e| {
             let urls = common.nats_url.join(",");

@@ -258,9 +258,10 @@ impl EdgeProcess {
 
 /// Starts an edge on `nats_url` with `config`.
 pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running {
-    let (nats, losses) = herald_core::nats::connect(&urls(nats_url), "e2e-edge")
-        .await
-        .unwrap();
+    let (nats, losses) =
+        herald_core::nats::connect(&urls(nats_url), &Default::default(), "e2e-edge")
+            .await
+            .unwrap();
     let mut registry = Registry::default();
     let edge = herald_edge::Edge::new(config, nats, losses, &mut registry);
     let ready = edge.readiness();
@@ -277,9 +278,10 @@ pub fn edge_config(node: &str) -> herald_edge::Config {
 
 /// Starts herald-publish on `nats_url` with `config`.
 pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Running {
-    let (nats, losses) = herald_core::nats::connect(&urls(nats_url), "e2e-publish")
-        .await
-        .unwrap();
+    let (nats, losses) =
+        herald_core::nats::connect(&urls(nats_url), &Default::default(), "e2e-publish")
+            .await
+            .unwrap();
     let mut registry = Registry::default();
     let server = herald_publish::PublishServer::start(config, nats, losses, &mut registry)
         .await
@@ -293,9 +295,10 @@ pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Ru
 
 /// Starts a herald-presence replica on `nats_url`.
 pub async fn start_presence(nats_url: &str, config: herald_presence::Config) -> Running {
-    let (nats, losses) = herald_core::nats::connect(&urls(nats_url), "e2e-presence")
-        .await
-        .unwrap();
+    let (nats, losses) =
+        herald_core::nats::connect(&urls(nats_url), &Default::default(), "e2e-presence")
+            .await
+            .unwrap();
     let mut registry = Registry::default();
     let server = herald_presence::PresenceServer::start(config, nats, losses, &mut registry)
         .await
@@ -359,7 +362,7 @@ pub fn push_config(
 
 /// Starts herald-push-worker on `nats_url` with `config`.
 pub async fn start_push(nats_url: &str, config: herald_push::Config) -> Running {
-    let (nats, _) = herald_core::nats::connect(&urls(nats_url), "e2e-push")
+    let (nats, _) = herald_core::nats::connect(&urls(nats_url), &Default::default(), "e2e-push")
         .await
         .unwrap();
     let mut registry = Registry::default();

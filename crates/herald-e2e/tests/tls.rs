@@ -258,3 +258,57 @@ async fn publish_to_topic_result(
     let target = herald_proto::v1::publish_request::Target::Topic("news".into());
     publish(client, target, "", "plain").await.map(|_| ())
 }
+
+#[tokio::test]
+async fn services_reach_nats_over_mutual_tls_with_an_nkey() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("NATS CA");
+    let (server_cert, server_key) = write(dir.path(), "nats", &ca.server());
+    let (client_cert, client_key) = write(dir.path(), "client", &ca.client("herald-edge"));
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let user = nkeys::KeyPair::new_user();
+    let seed = dir.path().join("edge.nk");
+    std::fs::write(&seed, user.seed().unwrap()).unwrap();
+    let nats = NatsServer::start_with(&format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}\n\
+         authorization {{ users: [ {{ nkey: {} }} ] }}\n",
+        server_cert,
+        server_key,
+        ca_file,
+        user.public_key()
+    ));
+    let url = nats.client_url().replace("nats://", "tls://");
+    let secure = [
+        "--nats-tls-ca",
+        ca_file.to_str().unwrap(),
+        "--nats-tls-cert",
+        client_cert.to_str().unwrap(),
+        "--nats-tls-key",
+        client_key.to_str().unwrap(),
+        "--nats-nkey",
+        seed.to_str().unwrap(),
+    ];
+    // Ready means connected and subscribed.
+    let mut edge = EdgeProcess::start_with(&url, None, &secure).await;
+    edge.kill();
+
+    // Without the NKey, or without a client certificate: refused, exit 2,
+    // and the message says why.
+    for drop_flags in [6..8, 2..6] {
+        let flags: Vec<&str> = secure
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !drop_flags.contains(i))
+            .map(|(_, f)| *f)
+            .collect();
+        let output = std::process::Command::new(binary("herald-edge"))
+            .args(["--nats-url", &url, "--jwt-secret", SECRET])
+            .args(&flags)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--nats-url"), "{stderr}");
+    }
+}

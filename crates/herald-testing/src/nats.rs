@@ -39,10 +39,16 @@ pub struct NatsCluster {
 impl NatsServer {
     /// A single node with JetStream.
     pub fn start() -> Self {
-        Self::spawn("n1", None)
+        Self::spawn("n1", None, "")
     }
 
-    fn spawn(name: &str, cluster: Option<(u16, &[u16])>) -> Self {
+    /// A single node with JetStream and `extra` configuration (e.g. a
+    /// `tls { … }` or `authorization { … }` block).
+    pub fn start_with(extra: &str) -> Self {
+        Self::spawn("n1", None, extra)
+    }
+
+    fn spawn(name: &str, cluster: Option<(u16, &[u16])>, extra: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("herald-nats-")
             .tempdir()
@@ -54,12 +60,12 @@ impl NatsServer {
             monitor_port: free_port(),
             name: name.to_owned(),
         };
-        server.write_config(cluster);
+        server.write_config(cluster, extra);
         server.launch();
         server
     }
 
-    fn write_config(&self, cluster: Option<(u16, &[u16])>) {
+    fn write_config(&self, cluster: Option<(u16, &[u16])>, extra: &str) {
         let dir = self.dir.path().display();
         let mut config = format!(
             "server_name: {name}\nhost: 127.0.0.1\nport: {client}\nhttp_port: {http}\n\
@@ -80,6 +86,7 @@ impl NatsServer {
                 routes.join(", ")
             ));
         }
+        config.push_str(extra);
         std::fs::write(self.config_path(), config).expect("write nats config");
     }
 
@@ -175,7 +182,11 @@ impl NatsCluster {
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let nodes: Vec<NatsServer> = (0..size)
             .map(|i| {
-                NatsServer::spawn(&format!("n{}", i + 1), Some((route_ports[i], &route_ports)))
+                NatsServer::spawn(
+                    &format!("n{}", i + 1),
+                    Some((route_ports[i], &route_ports)),
+                    "",
+                )
             })
             .collect();
         let cluster = Self { nodes };
