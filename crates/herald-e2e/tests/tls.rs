@@ -312,3 +312,31 @@ async fn services_reach_nats_over_mutual_tls_with_an_nkey() {
         assert!(stderr.contains("--nats-url"), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn the_device_registration_api_serves_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("herald internal CA");
+    let (cert, key) = write(dir.path(), "push", &ca.server());
+    let nats = NatsServer::start();
+    let fcm = herald_testing::fcm::FakeFcm::start().await;
+    let mut config = push_config(&fcm, dir.path());
+    let tls = TlsArgs {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        tls_client_ca: None,
+    };
+    config.tls = tls.server_config(&[b"h2", b"http/1.1"]).unwrap();
+    let push = start_push(&nats.client_url(), config).await;
+
+    let stream = handshake(&trusting(&ca), push.addr).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut h2, connection) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("https://localhost/v1/devices/alice")
+        .body(())
+        .unwrap();
+    let (response, _) = h2.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+}

@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use herald_core::api_token::{ApiToken, Verdict};
 use herald_core::subject::UserId;
 use http::{Method, Request, Response, StatusCode, header};
@@ -32,24 +33,22 @@ struct Api {
     api_token: ApiToken,
 }
 
-/// Serves the API on `listener` until `shutdown`.
+/// Serves the API on `listener` (through TLS with `tls`) until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     devices: Registry,
     api_token: ApiToken,
     shutdown: CancellationToken,
 ) {
     let api = Arc::new(Api { devices, api_token });
+    let mut connections = std::pin::pin!(herald_core::tls::incoming(listener, tls));
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "registration API accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
+            accepted = connections.next() => match accepted {
+                Some(Ok(stream)) => stream,
+                _ => return,
             },
         };
         let api = api.clone();

@@ -16,7 +16,10 @@ pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// Address of the device registration API (HTTP).
+    #[command(flatten)]
+    pub tls: herald_core::tls::TlsArgs,
+
+    /// Address of the device registration API (HTTP, or HTTPS with --tls-cert).
     #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:50053")]
     pub listen: SocketAddr,
 
@@ -79,6 +82,8 @@ pub struct Args {
 pub struct Config {
     pub node_id: String,
     pub api_token: Option<String>,
+    /// HTTPS for the registration API.
+    pub tls: Option<herald_core::tls::ServerTls>,
     pub fcm: FcmConfig,
     pub retry: RetryPolicy,
     pub concurrency: usize,
@@ -146,6 +151,7 @@ impl Args {
         Ok(Config {
             node_id: self.common.node_id(),
             api_token: self.api_token.clone(),
+            tls: self.tls.server_config(&[b"h2", b"http/1.1"])?,
             fcm: FcmConfig {
                 token_url: self
                     .fcm_token_url

@@ -37,6 +37,7 @@ pub struct PushWorker {
     worker: Worker,
     js: jetstream::Context,
     api_token: Option<String>,
+    tls: Option<herald_core::tls::ServerTls>,
 }
 
 impl PushWorker {
@@ -62,6 +63,7 @@ impl PushWorker {
             worker,
             js,
             api_token: config.api_token,
+            tls: config.tls,
         })
     }
 
@@ -74,8 +76,10 @@ impl PushWorker {
         shutdown: CancellationToken,
     ) {
         let api_token = ApiToken::new(self.api_token, self.worker.metrics.refused.clone());
+        let tls = self.tls.map(|tls| tls.start(shutdown.clone()));
         let api = tokio::spawn(api::serve(
             listener,
+            tls,
             self.worker.devices.clone(),
             api_token,
             shutdown.clone(),
