@@ -32,6 +32,9 @@ export HERALD_NATS_SERVER
 echo "using $("$HERALD_NATS_SERVER" --version)"
 
 cargo fmt --all -- --check
+# docker-compose.yml, Prometheus rules, the Grafana dashboard: checked
+# statically, since no Docker engine runs here.
+scripts/validate-deploy.sh
 cargo clippy --locked --workspace --all-targets -- -D warnings
 # Every binary, herald-bench included: process-level tests and the bench
 # smoke test run them. The Criterion benches are built, not run: their
