@@ -20,7 +20,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
   fi
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import check_jsonschema, yaml' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import check_jsonschema, kubernetes_validate, yaml' 2>/dev/null; then
   echo "installing the deployment validators into $venv" >&2
   "$venv/bin/pip" install -q -r deploy/validate-requirements.txt >&2
 fi
