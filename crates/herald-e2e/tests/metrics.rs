@@ -135,6 +135,7 @@ async fn every_admin_port_serves_valid_openmetrics_with_the_operators_families()
         ("herald_presence_nodes", Gauge),
         ("herald_presence_connections", Gauge),
         ("herald_presence_requests", Counter),
+        ("herald_presence_request_duration_seconds", Histogram),
         ("herald_presence_event_lag_seconds", Histogram),
     ];
     presence_families.extend(NATS_FAMILIES);

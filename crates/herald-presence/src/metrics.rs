@@ -4,6 +4,7 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Which API a request came through.
@@ -51,6 +52,8 @@ struct Labels {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     requests: Family<Labels, Counter>,
+    /// Time to answer a GetPresence (either API).
+    pub duration: Histogram,
 }
 
 impl Metrics {
@@ -58,11 +61,18 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
             requests: Family::default(),
+            // 10 µs to about 0.3 s.
+            duration: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
         };
         registry.register(
             "requests",
             "Presence requests, by API and outcome",
             m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a GetPresence, either API",
+            m.duration.clone(),
         );
         m
     }

@@ -25,8 +25,12 @@ impl PresenceService {
         api: Api,
         request: GetPresenceRequest,
     ) -> Result<GetPresenceResponse, Status> {
+        let started = std::time::Instant::now();
         let result = self.lookup(request);
         self.metrics.request(api, result.is_ok());
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
         result
     }
 
