@@ -4,14 +4,12 @@
 //! publish→receive latency percentiles, until p99 passes `--p99-limit-ms`.
 //! Runs the same against Herald and Nchan.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use hdrhistogram::Histogram;
-use tokio::sync::Semaphore;
 
 use crate::Target;
 
@@ -192,38 +190,22 @@ async fn open_all(
     target: &Target,
     args: &Args,
     tally: &Arc<Tally>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
-    let open = Arc::new(Semaphore::new(256));
-    let mut streams = Vec::with_capacity(args.connections);
-    for i in 0..args.connections {
-        let permit = open.clone().acquire_owned().await?;
-        let source = IpAddr::from([127, 0, 0, 1 + (i % usize::from(args.sources)) as u8]);
-        let request = target.sse_request(&format!("bench-{i}"), Some("bench"))?;
+) -> anyhow::Result<crate::stream::Readers> {
+    let request = |i| target.sse_request(&format!("bench-{i}"), Some("bench"));
+    let on_data = |i: usize| {
         let tally = tally.clone();
-        let sampled = i % args.sample_every.max(1) == 0;
-        let edge = target.edge;
-        streams.push(tokio::spawn(async move {
-            let stream = crate::stream::open(edge, source, &request).await;
-            drop(permit);
-            let mut stream = stream?;
-            crate::stream::for_each_data(&mut stream, |data| {
-                tally.deliveries.fetch_add(1, Ordering::Relaxed);
-                if sampled && let Some(sent) = sent_at(data) {
-                    let now = crate::now_micros();
-                    let mut latency = tally.latency_us.lock().unwrap();
-                    let _ = latency.record(now.saturating_sub(sent).max(1));
-                }
-            })
-            .await;
-            anyhow::Ok(())
-        }));
-    }
-    let _all = open.acquire_many(256).await?;
-    let failed: Vec<_> = streams.iter().filter(|s| s.is_finished()).collect();
-    if !failed.is_empty() {
-        bail!("{} streams failed to open", failed.len());
-    }
-    Ok(streams)
+        let sampled = i.is_multiple_of(args.sample_every.max(1));
+        move |data: &[u8]| {
+            tally.deliveries.fetch_add(1, Ordering::Relaxed);
+            if sampled && let Some(sent) = sent_at(data) {
+                let now = crate::now_micros();
+                let mut latency = tally.latency_us.lock().unwrap();
+                let _ = latency.record(now.saturating_sub(sent).max(1));
+            }
+        }
+    };
+    let (edge, count, sources) = (target.edge, args.connections, args.sources);
+    crate::stream::open_many(edge, count, sources, request, on_data).await
 }
 
 /// The send time in an event's data, `<seq> <micros>`.

@@ -212,7 +212,7 @@ async fn connect(
     args: &Args,
     clients: &Clients,
     at_once: Option<usize>,
-) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
+) -> crate::stream::Readers {
     let limit = at_once.unwrap_or(args.clients).max(1);
     let open = Arc::new(Semaphore::new(limit));
     let mut readers = Vec::with_capacity(args.clients);

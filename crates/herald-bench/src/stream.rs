@@ -81,3 +81,47 @@ pub async fn for_each_line(sse: &mut Sse, mut on_line: impl FnMut(&[u8])) {
         buf.extend_from_slice(&chunk[..n]);
     }
 }
+
+/// Streams held open by their reading tasks.
+pub type Readers = Vec<tokio::task::JoinHandle<anyhow::Result<()>>>;
+
+/// At most this many streams connect at once.
+const CONNECTING: usize = 256;
+
+/// Opens `count` streams to `edge`, spread over `sources` loopback source
+/// addresses (127.0.0.1..=N); stream `i` sends `request(i)` and hands each
+/// `data:` line to `on_data(i)`. Returns once all are open; an error if
+/// any failed to open.
+pub async fn open_many<F>(
+    edge: SocketAddr,
+    count: usize,
+    sources: u8,
+    request: impl Fn(usize) -> anyhow::Result<String>,
+    on_data: impl Fn(usize) -> F,
+) -> anyhow::Result<Readers>
+where
+    F: FnMut(&[u8]) + Send + 'static,
+{
+    let connecting = std::sync::Arc::new(tokio::sync::Semaphore::new(CONNECTING));
+    let mut readers = Vec::with_capacity(count);
+    for i in 0..count {
+        // Taken here, not in the task: holding every permit below must
+        // mean every stream has connected, not that few tasks have started.
+        let permit = connecting.clone().acquire_owned().await?;
+        let source = IpAddr::from([127, 0, 0, 1 + (i % usize::from(sources)) as u8]);
+        let request = request(i)?;
+        let on_data = on_data(i);
+        readers.push(tokio::spawn(async move {
+            let stream = open(edge, source, &request).await;
+            drop(permit);
+            for_each_data(&mut stream?, on_data).await;
+            anyhow::Ok(())
+        }));
+    }
+    let _all = connecting.acquire_many(CONNECTING as u32).await?;
+    let failed = readers.iter().filter(|r| r.is_finished()).count();
+    if failed > 0 {
+        bail!("{failed} streams failed to open");
+    }
+    Ok(readers)
+}

@@ -5,14 +5,11 @@
 //! the sustained rate. With `--peer nats` the same traffic goes straight to
 //! NATS (core publish, one subscription per user): the broker's ceiling.
 
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use tokio::sync::Semaphore;
 
 use crate::Target;
 use crate::peer::Kind;
@@ -102,7 +99,6 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     }));
     let readers = open_readers(target, args, &tally).await?;
     eprintln!("{} streams open", args.users);
-    let mut next_seq = 0u64;
     for &rate in &args.rates {
         {
             let mut tally = tally.lock().unwrap();
@@ -110,9 +106,7 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
             tally.seen = vec![0; max_events as usize];
             tally.duplicated = 0;
         }
-        let first = next_seq;
-        let (sent, errors, elapsed) = publish_at(target, args, rate, first).await?;
-        next_seq = first + sent;
+        let (sent, errors, elapsed) = publish_at(target, args, rate).await?;
         // Let stragglers arrive: at most the p99 limit plus a second.
         tokio::time::sleep(Duration::from_millis(args.p99_limit_ms) + Duration::from_secs(1)).await;
         let step = {
@@ -158,7 +152,7 @@ async fn open_readers(
     target: &Target,
     args: &Args,
     tally: &Arc<Mutex<Tally>>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+) -> anyhow::Result<crate::stream::Readers> {
     let mut readers = Vec::with_capacity(args.users);
     if target.peer == Kind::Nats {
         let clients = nats_clients(&target.publish, 8).await?;
@@ -179,27 +173,12 @@ async fn open_readers(
         }
         return Ok(readers);
     }
-    let open = Arc::new(Semaphore::new(256));
-    for i in 0..args.users {
-        let permit = open.clone().acquire_owned().await?;
-        let source = IpAddr::from([127, 0, 0, 1 + (i % usize::from(args.sources)) as u8]);
-        let request = target.sse_request(&format!("bench-{i}"), None)?;
-        let (edge, tally) = (target.edge, tally.clone());
-        readers.push(tokio::spawn(async move {
-            let stream = crate::stream::open(edge, source, &request).await;
-            drop(permit);
-            let mut stream = stream?;
-            crate::stream::for_each_data(&mut stream, |data| tally.lock().unwrap().record(data))
-                .await;
-            anyhow::Ok(())
-        }));
-    }
-    let _all = open.acquire_many(256).await?;
-    let failed = readers.iter().filter(|r| r.is_finished()).count();
-    if failed > 0 {
-        bail!("{failed} streams failed to open");
-    }
-    Ok(readers)
+    let request = |i| target.sse_request(&format!("bench-{i}"), None);
+    let on_data = |_| {
+        let tally = tally.clone();
+        move |data: &[u8]| tally.lock().unwrap().record(data)
+    };
+    crate::stream::open_many(target.edge, args.users, args.sources, request, on_data).await
 }
 
 async fn nats_clients(url: &str, count: usize) -> anyhow::Result<Vec<async_nats::Client>> {
@@ -210,16 +189,15 @@ async fn nats_clients(url: &str, count: usize) -> anyhow::Result<Vec<async_nats:
     Ok(clients)
 }
 
-/// Publishes at `rate` for `--secs` to random users, numbering events from
-/// `first`; returns (sent, errors, seconds taken).
-async fn publish_at(
-    target: &Target,
-    args: &Args,
-    rate: u64,
-    first: u64,
-) -> anyhow::Result<(u64, u64, f64)> {
+/// Publishes at `rate` for `--secs` to random users, numbering events
+/// from 0; returns (sent, errors, seconds taken).
+async fn publish_at(target: &Target, args: &Args, rate: u64) -> anyhow::Result<(u64, u64, f64)> {
     let total = rate * args.secs;
-    let per_publisher = total / args.publishers;
+    // Publisher p sends `share(p)` events, numbered from `offset(p)`: all
+    // `total` of them, the remainder spread over the first publishers.
+    let (each, extra) = (total / args.publishers, total % args.publishers);
+    let share = |p: u64| each + u64::from(p < extra);
+    let offset = |p: u64| p * each + p.min(extra);
     let interval = Duration::from_secs_f64(args.publishers as f64 / rate as f64);
     let publisher = target.publisher().await?;
     let started = Instant::now();
@@ -228,18 +206,18 @@ async fn publish_at(
     for p in 0..args.publishers {
         let mut publisher = publisher.clone();
         let (users, ephemeral) = (args.users, args.ephemeral);
+        let (share, offset) = (share(p), offset(p));
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let (mut sent, mut errors) = (0u64, 0u64);
-            for k in 0..per_publisher {
+            for k in 0..share {
                 if Instant::now() > deadline {
                     break;
                 }
                 tick.tick().await;
-                let seq = first + p * per_publisher + k;
                 let user = format!("bench-{}", fastrand::usize(0..users));
-                let data = format!("{} {}", seq - first, crate::now_micros());
+                let data = format!("{} {}", offset + k, crate::now_micros());
                 match publisher.publish_user(&user, data, ephemeral).await {
                     Ok(()) => sent += 1,
                     Err(_) => errors += 1,
