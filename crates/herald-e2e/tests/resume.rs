@@ -188,6 +188,55 @@ async fn a_topic_audience_resuming_together_reads_history_once() {
 }
 
 #[tokio::test]
+async fn streams_resuming_shared_topics_in_opposite_orders_do_not_wait_on_each_other() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let edge = start_edge(&nats.client_url(), edge_config("edge-1")).await;
+    let mut client = publisher(&publish).await;
+    let open = |user: String, topics: [&'static str; 2], last_id: String| {
+        let edge = &edge;
+        async move {
+            let token = Claims::new(&user).topics(&["*"]).hs256(SECRET);
+            let request = reqwest::Client::new()
+                .get(events_url(edge, &topics))
+                .bearer_auth(token)
+                .header("last-event-id", last_id);
+            SseStream::from_response(request.send().await.unwrap()).await
+        }
+    };
+    // A cursor with a position on both topics.
+    let mut first = open("u0".into(), ["a", "b"], String::new()).await;
+    publish_to_topic(&mut client, "a", "a0").await;
+    publish_to_topic(&mut client, "b", "b0").await;
+    first.next().await;
+    let last_id = first.next().await.id;
+    drop(first);
+    for topic in ["a", "b"] {
+        publish_to_topic(&mut client, topic, &format!("{topic}1")).await;
+    }
+
+    // Each stream reads one topic's history for the others and would wait
+    // for the other topic's read: with the orders crossed, two streams
+    // could each wait for the read the other holds (until a 5 s timeout).
+    let started = std::time::Instant::now();
+    let opens = (0..20).map(|i| {
+        let topics = if i % 2 == 0 { ["a", "b"] } else { ["b", "a"] };
+        open(format!("u{i}"), topics, last_id.clone())
+    });
+    let mut streams = futures::future::join_all(opens).await;
+    for stream in &mut streams {
+        let mut got = vec![stream.next().await.data, stream.next().await.data];
+        got.sort();
+        assert_eq!(got, ["a1", "b1"]);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "resuming took {:?}: streams waited on each other",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn a_cursor_older_than_history_gets_one_reset_then_live() {
     let nats = NatsServer::start();
     let mut config = herald_publish::Config::defaults("p");

@@ -224,7 +224,9 @@ async fn resume(
             continue;
         };
         kept.set(key, after);
-        match state.fanout.lookup(subject, after).await {
+        // Holding a read for others, this stream must not wait for theirs.
+        let may_wait = wanted.iter().all(|w: &Wanted| w.seeder.is_none());
+        match state.fanout.lookup(subject, after, may_wait).await {
             Lookup::Hit(deliveries) => {
                 state.metrics.resumed(ResumeSource::Memory);
                 held.extend(deliveries);

@@ -62,6 +62,8 @@ enum Command {
     Leave(ConnId),
     Lookup {
         after: u64,
+        /// Whether the stream may wait for another's read (see `lookup`).
+        may_wait: bool,
         reply: oneshot::Sender<Lookup>,
     },
     /// A history read's result; `None` if the reader gave up.
@@ -187,9 +189,11 @@ impl Fanout {
     }
 
     /// Asks `subject`'s task for the events after `after`; call after
-    /// joining, so that live events from then on reach the stream. May
-    /// wait for another stream's history read from the same place.
-    pub async fn lookup(&self, subject: &str, after: u64) -> Lookup {
+    /// joining, so that live events from then on reach the stream. With
+    /// `may_wait`, waits for another stream's history read from the same
+    /// place. A stream already holding a [`Seeder`] must not wait: two
+    /// streams each holding the read the other waits for would stall.
+    pub async fn lookup(&self, subject: &str, after: u64, may_wait: bool) -> Lookup {
         let (reply, answer) = oneshot::channel();
         let sent = self
             .subjects
@@ -199,7 +203,11 @@ impl Fanout {
             .is_some_and(|entry| {
                 entry
                     .commands
-                    .send(Command::Lookup { after, reply })
+                    .send(Command::Lookup {
+                        after,
+                        may_wait,
+                        reply,
+                    })
                     .is_ok()
             });
         if !sent {
@@ -326,7 +334,11 @@ impl SubjectTask {
             Command::Leave(id) => {
                 self.members.remove(&id);
             }
-            Command::Lookup { after, reply } => self.lookup(after, reply),
+            Command::Lookup {
+                after,
+                may_wait,
+                reply,
+            } => self.lookup(after, may_wait, reply),
             Command::Seed { after, read, epoch } => {
                 if let Some(read) = read
                     && self.sync_epoch() == epoch
@@ -340,7 +352,7 @@ impl SubjectTask {
         }
     }
 
-    fn lookup(&mut self, after: u64, reply: oneshot::Sender<Lookup>) {
+    fn lookup(&mut self, after: u64, may_wait: bool, reply: oneshot::Sender<Lookup>) {
         let epoch = self.sync_epoch();
         if let Some(hit) = self.held(after) {
             let _ = reply.send(hit);
@@ -358,7 +370,10 @@ impl SubjectTask {
         }
         match self.waiting.entry(after) {
             // Someone is reading from there already: wait for it.
-            hash_map::Entry::Occupied(mut waiting) => waiting.get_mut().push(reply),
+            hash_map::Entry::Occupied(mut waiting) if may_wait => waiting.get_mut().push(reply),
+            hash_map::Entry::Occupied(_) => {
+                let _ = reply.send(Lookup::Miss(None));
+            }
             hash_map::Entry::Vacant(slot) => {
                 slot.insert(Vec::new());
                 let seeder = Seeder {
