@@ -340,3 +340,29 @@ async fn the_device_registration_api_serves_https() {
     let response = response.await.unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn services_reach_nats_with_a_credentials_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = herald_testing::nats_auth::Operator::new();
+    let nats = NatsServer::start_with(operator.server_config());
+    let creds = dir.path().join("edge.creds");
+    std::fs::write(&creds, operator.creds()).unwrap();
+    let flags = ["--nats-creds", creds.to_str().unwrap()];
+    // Ready means connected and subscribed.
+    let mut edge = EdgeProcess::start_with(&nats.client_url(), None, &flags).await;
+    edge.kill();
+
+    // Without the credentials, or with someone else's: refused, exit 2.
+    let stranger = dir.path().join("stranger.creds");
+    let other = herald_testing::nats_auth::Operator::new();
+    std::fs::write(&stranger, other.creds()).unwrap();
+    for flags in [vec![], vec!["--nats-creds", stranger.to_str().unwrap()]] {
+        let output = std::process::Command::new(binary("herald-edge"))
+            .args(["--nats-url", &nats.client_url(), "--jwt-secret", SECRET])
+            .args(&flags)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flags:?}");
+    }
+}

@@ -12,6 +12,7 @@
 pub mod browser;
 pub mod fcm;
 pub mod nats;
+pub mod nats_auth;
 pub mod otlp;
 pub mod pki;
 pub mod sse;
