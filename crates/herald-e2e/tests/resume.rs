@@ -11,7 +11,12 @@ const QUIET: Duration = Duration::from_millis(300);
 
 /// Opens alice's stream on `edge`, resuming from `last_id` if given.
 async fn open(edge: &Running, topics: &[&str], last_id: Option<&str>) -> SseStream {
-    let token = Claims::new("alice").topics(&["*"]).hs256(SECRET);
+    open_as(edge, "alice", topics, last_id).await
+}
+
+/// Opens `user`'s stream on `edge`, resuming from `last_id` if given.
+async fn open_as(edge: &Running, user: &str, topics: &[&str], last_id: Option<&str>) -> SseStream {
+    let token = Claims::new(user).topics(&["*"]).hs256(SECRET);
     let mut request = reqwest::Client::new()
         .get(events_url(edge, topics))
         .bearer_auth(token);
@@ -130,16 +135,6 @@ async fn ten_thousand_events_survive_random_reconnects() {
     );
 }
 
-/// Opens `user`'s stream following topic `news`, resuming from `last_id`.
-async fn open_news(edge: &Running, user: &str, last_id: &str) -> SseStream {
-    let token = Claims::new(user).topics(&["news"]).hs256(SECRET);
-    let request = reqwest::Client::new()
-        .get(events_url(edge, &["news"]))
-        .bearer_auth(token)
-        .header("last-event-id", last_id);
-    SseStream::from_response(request.send().await.unwrap()).await
-}
-
 #[tokio::test]
 async fn a_topic_audience_resuming_together_reads_history_once() {
     let nats = NatsServer::start();
@@ -148,7 +143,7 @@ async fn a_topic_audience_resuming_together_reads_history_once() {
     let mut client = publisher(&publish).await;
     publish_to_topic(&mut client, "news", "t0").await;
     let last_id = {
-        let mut stream = open_news(&edge, "u0", "").await; // empty: from now
+        let mut stream = open_as(&edge, "u0", &["news"], None).await;
         publish_to_topic(&mut client, "news", "t1").await;
         stream.next().await.id
     };
@@ -169,7 +164,7 @@ async fn a_topic_audience_resuming_together_reads_history_once() {
     });
     let opens = (0..AUDIENCE).map(|i| {
         let (edge, last_id) = (&edge, &last_id);
-        async move { open_news(edge, &format!("u{i}"), last_id).await }
+        async move { open_as(edge, &format!("u{i}"), &["news"], Some(last_id)).await }
     });
     let mut audience = futures::future::join_all(opens).await;
     publishing.await.unwrap();
@@ -193,19 +188,8 @@ async fn streams_resuming_shared_topics_in_opposite_orders_do_not_wait_on_each_o
     let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
     let edge = start_edge(&nats.client_url(), edge_config("edge-1")).await;
     let mut client = publisher(&publish).await;
-    let open = |user: String, topics: [&'static str; 2], last_id: String| {
-        let edge = &edge;
-        async move {
-            let token = Claims::new(&user).topics(&["*"]).hs256(SECRET);
-            let request = reqwest::Client::new()
-                .get(events_url(edge, &topics))
-                .bearer_auth(token)
-                .header("last-event-id", last_id);
-            SseStream::from_response(request.send().await.unwrap()).await
-        }
-    };
     // A cursor with a position on both topics.
-    let mut first = open("u0".into(), ["a", "b"], String::new()).await;
+    let mut first = open_as(&edge, "u0", &["a", "b"], None).await;
     publish_to_topic(&mut client, "a", "a0").await;
     publish_to_topic(&mut client, "b", "b0").await;
     first.next().await;
@@ -221,7 +205,8 @@ async fn streams_resuming_shared_topics_in_opposite_orders_do_not_wait_on_each_o
     let started = std::time::Instant::now();
     let opens = (0..20).map(|i| {
         let topics = if i % 2 == 0 { ["a", "b"] } else { ["b", "a"] };
-        open(format!("u{i}"), topics, last_id.clone())
+        let (edge, last_id) = (&edge, &last_id);
+        async move { open_as(edge, &format!("u{i}"), &topics, Some(last_id)).await }
     });
     let mut streams = futures::future::join_all(opens).await;
     for stream in &mut streams {
