@@ -130,8 +130,8 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
             step.lost
         );
         println!("RESULT {}", serde_json::to_string(&step)?);
-        let kept_up = step.achieved_rate >= 0.95 * rate as f64;
-        if step.p99_ms > args.p99_limit_ms as f64 || step.lost > 0 || !kept_up {
+        let (achieved, p99) = (step.achieved_rate, step.p99_ms);
+        if !crate::step_held(rate, achieved, p99, args.p99_limit_ms, step.lost) {
             break;
         }
     }

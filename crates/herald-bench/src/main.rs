@@ -108,3 +108,16 @@ pub fn now_micros() -> u64 {
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }
+
+/// Whether a ramp step held: at least 95% of the target rate reached,
+/// p99 within the limit, nothing lost (bench/run.sh's `best` uses the same
+/// rule). The ramp stops at the first step that does not.
+pub fn step_held(
+    target_rate: u64,
+    achieved_rate: f64,
+    p99_ms: f64,
+    p99_limit_ms: u64,
+    lost: u64,
+) -> bool {
+    achieved_rate >= 0.95 * target_rate as f64 && p99_ms <= p99_limit_ms as f64 && lost == 0
+}
