@@ -70,11 +70,7 @@ async fn on_loopback_it_starts_without_a_token_and_insecure_no_auth_warns() {
     let everywhere = format!("0.0.0.0:{port}");
     let insecure = [("HERALD_INSECURE_NO_AUTH", "true")];
     let service = start(&nats, &everywhere, &[], &insecure).await;
-    let log = service.stderr();
-    assert!(
-        log.contains("WARN") && log.contains("--insecure-no-auth"),
-        "{log}"
-    );
+    service.logged(&["WARN", "--insecure-no-auth"]).await;
     let mut client = PresenceClient::connect(format!("http://127.0.0.1:{port}"))
         .await
         .unwrap();

@@ -101,11 +101,7 @@ async fn insecure_no_auth_starts_on_every_interface_and_warns() {
     let port = free_addr().port();
     let listen = format!("0.0.0.0:{port}");
     let service = start(&nats, &listen, &["--insecure-no-auth"], &[]).await;
-    let log = service.stderr();
-    assert!(
-        log.contains("WARN") && log.contains("--insecure-no-auth"),
-        "{log}"
-    );
+    service.logged(&["WARN", "--insecure-no-auth"]).await;
     let answer = client(&format!("127.0.0.1:{port}"))
         .await
         .publish(request("alice", "hi".into(), true, OfflinePolicy::Drop))

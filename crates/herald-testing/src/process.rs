@@ -106,6 +106,20 @@ impl Service {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits until a stderr line contains every one of `needles`; returns
+    /// that line.
+    pub async fn logged(&self, needles: &[&str]) -> String {
+        let what = format!("a log line with {needles:?}");
+        eventually(Duration::from_secs(10), &what, || async {
+            let log = self.stderr();
+            let line = log
+                .lines()
+                .find(|line| needles.iter().all(|n| line.contains(n)))?;
+            Some(line.to_owned())
+        })
+        .await
+    }
+
     /// Sends SIGTERM, as an orchestrator stopping it does.
     pub fn terminate(&self) {
         let pid = self.child.id().to_string();
