@@ -78,6 +78,20 @@ fn an_open_api_on_a_reachable_address_does_not_start() {
     assert_misconfigured(&run(binary(), &base, &insecure), "--nats-url");
 }
 
+#[test]
+fn help_names_the_token_flags_and_their_variables() {
+    let output = run(binary(), &["--help"], &[]);
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "--api-token",
+        "HERALD_API_TOKEN",
+        "--insecure-no-auth",
+        "HERALD_INSECURE_NO_AUTH",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+}
+
 #[tokio::test]
 async fn on_loopback_it_starts_without_a_token() {
     let nats = NatsServer::start();
