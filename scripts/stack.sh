@@ -5,6 +5,10 @@
 # service-account file). Prints how to connect and publish; Ctrl-C stops
 # everything.
 #
+# The internal APIs (publish, presence, push worker) require a bearer token:
+# HERALD_API_TOKEN if set, else a random one made here and printed. The
+# edge's HS256 secret is HERALD_JWT_SECRET if set, else random too.
+#
 # Ports (override with the environment): NATS 4222 (monitoring 8222),
 # edge 8080 (admin 9090), publish 50051 (admin 9091), presence 50052
 # (admin 9092), push worker 50053 (admin 9093).
@@ -22,8 +26,11 @@ PRESENCE_PORT="${PRESENCE_PORT:-50052}"
 PRESENCE_ADMIN_PORT="${PRESENCE_ADMIN_PORT:-9092}"
 PUSH_PORT="${PUSH_PORT:-50053}"
 PUSH_ADMIN_PORT="${PUSH_ADMIN_PORT:-9093}"
-# A development secret; production edges get theirs from a secret store.
-export HERALD_JWT_SECRET="${HERALD_JWT_SECRET:-herald-local-dev-secret}"
+# Fresh secrets per run unless given; production gets them from a secret store.
+random_hex() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
+export HERALD_JWT_SECRET="${HERALD_JWT_SECRET:-$(random_hex)}"
+export HERALD_API_TOKEN="${HERALD_API_TOKEN:-$(random_hex)}"
+api_token="$HERALD_API_TOKEN"
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for port in "$NATS_PORT" "$NATS_MONITOR_PORT" "$EDGE_PORT" "$EDGE_ADMIN_PORT" "$PUBLISH_PORT" "$PUBLISH_ADMIN_PORT" \
@@ -42,11 +49,16 @@ bin="$root/target/debug"
 state="$root/.stack"
 mkdir -p "$state/nats"
 pids=()
+nats_pid=""
 cleanup() {
   trap - INT TERM EXIT
   echo >&2
   echo "stopping..." >&2
+  # Services first, NATS last: a stopping service hands NATS what it
+  # published before it exits.
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  if ((${#pids[@]})); then wait "${pids[@]}" 2>/dev/null || true; fi
+  if [[ -n "$nats_pid" ]]; then kill -TERM "$nats_pid" 2>/dev/null || true; fi
   wait 2>/dev/null || true
 }
 trap cleanup INT TERM EXIT
@@ -61,7 +73,7 @@ wait_http() {
 }
 
 "$nats_server" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" -js -sd "$state/nats" >"$state/nats.log" 2>&1 &
-pids+=($!)
+nats_pid=$!
 wait_http "$NATS_PORT"
 
 export HERALD_NATS_URL="nats://127.0.0.1:$NATS_PORT"
@@ -99,15 +111,17 @@ In another terminal, follow alice's stream and the "news" topic:
 
   curl -N -H 'Authorization: Bearer $token' 'http://127.0.0.1:$EDGE_PORT/v1/events?topic=news'
 
-and in a third, publish:
+and in a third, publish (the API token of this stack is $api_token):
 
-  $bin/herald publish --addr http://127.0.0.1:$PUBLISH_PORT --user alice --data 'hello alice'
-  $bin/herald publish --addr http://127.0.0.1:$PUBLISH_PORT --topic news --event headline --data 'hello news'
+  $bin/herald publish --addr http://127.0.0.1:$PUBLISH_PORT --api-token $api_token --user alice --data 'hello alice'
+  $bin/herald publish --addr http://127.0.0.1:$PUBLISH_PORT --api-token $api_token --topic news --event headline --data 'hello news'
 
 Each user publish prints a receipt per user (online, and DELIVERED / STORED /
 FALLBACK / DROPPED per --offline). Who is connected:
 
-  $bin/herald presence --addr http://127.0.0.1:$PRESENCE_PORT alice bob
+  $bin/herald presence --addr http://127.0.0.1:$PRESENCE_PORT --api-token $api_token alice bob
+
+or, once per shell, export HERALD_API_TOKEN=$api_token and leave out --api-token.
 
 Mint tokens for other users with:
   HERALD_JWT_SECRET=$HERALD_JWT_SECRET $bin/herald token --sub bob --topic news
@@ -115,5 +129,5 @@ Mint tokens for other users with:
 Ctrl-C stops the stack.
 MSG
 
-wait -n "${pids[@]}" || true
+wait -n "$nats_pid" "${pids[@]}" || true
 echo "a service exited; see $state/*.log" >&2

@@ -1,7 +1,78 @@
-//! The `--api-token` check of the internal gRPC APIs (Publish, Presence).
+//! The bearer token of the internal APIs (Publish, Presence, the push
+//! worker's device API): the flags that set it, the rule that decides
+//! whether a service may start without one, and the check of each call.
+//!
+//! The rule (fail closed): a service whose API listener can be reached
+//! from other hosts refuses to start without `--api-token`, unless the
+//! operator says `--insecure-no-auth`, which is then warned about at every
+//! start. Only the API listener (`--listen`) counts: the admin port serves
+//! `/metrics`, `/healthz` and `/readyz`, which no token protects anywhere.
+
+use std::net::SocketAddr;
 
 use prometheus_client::metrics::counter::Counter;
 use tonic::{Request, Status};
+
+/// Shortest token accepted: 16 characters, so it cannot be guessed online.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The flags of an internal API, flattened into each service's `Args`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ApiAuthArgs {
+    /// Bearer token callers must send (`authorization: Bearer <token>`), at
+    /// least 16 characters; required unless --listen is a loopback address
+    /// or --insecure-no-auth is given.
+    #[arg(long, env = "HERALD_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Serve the API without --api-token on a non-loopback address: anyone
+    /// who reaches the port may call it. Warned about at every start.
+    #[arg(long, env = "HERALD_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+}
+
+impl ApiAuthArgs {
+    /// The token the API on `api_listen` requires (`None`: open), or why the
+    /// service must not start, naming `--api-token`.
+    pub fn validate(
+        &self,
+        api_listen: SocketAddr,
+    ) -> Result<Option<String>, (&'static str, String)> {
+        match &self.api_token {
+            Some(token) if token.chars().count() < MIN_TOKEN_LEN => Err((
+                "--api-token",
+                format!("must be at least {MIN_TOKEN_LEN} characters (try `openssl rand -hex 32`)"),
+            )),
+            Some(token) => Ok(Some(token.clone())),
+            None if self.insecure_no_auth || is_loopback(api_listen) => Ok(None),
+            None => Err((
+                "--api-token",
+                format!(
+                    "required: {api_listen} is reachable from other hosts; set --api-token \
+                     (HERALD_API_TOKEN), listen on 127.0.0.1, or accept an open API with \
+                     --insecure-no-auth"
+                ),
+            )),
+        }
+    }
+
+    /// Logs, at every start, that the API is open to whoever reaches it,
+    /// when the operator chose so. Call once logging is up.
+    pub fn warn_if_insecure(&self, api_listen: SocketAddr) {
+        if self.insecure_no_auth && self.api_token.is_none() {
+            tracing::warn!(
+                listen = %api_listen,
+                "--insecure-no-auth: the API accepts calls from anyone who can reach {api_listen}; set --api-token"
+            );
+        }
+    }
+}
+
+/// True when only this host can connect to `addr` (IPv4 `127.0.0.0/8`,
+/// IPv6 `::1`, or `::ffff:127.x.y.z`); `0.0.0.0` and `::` are not.
+pub fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
 
 /// Checks `authorization: Bearer <token>` on every call when a token is set.
 #[derive(Clone)]
@@ -81,6 +152,69 @@ mod tests {
                 .insert("authorization", t.parse().unwrap());
         }
         check.check(request).map(|_| ()).map_err(|s| s.code())
+    }
+
+    fn auth(args: &[&str]) -> ApiAuthArgs {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            auth: ApiAuthArgs,
+        }
+        let argv = std::iter::once("test").chain(args.iter().copied());
+        <Args as clap::Parser>::try_parse_from(argv).unwrap().auth
+    }
+
+    fn flag_at_fault(args: &[&str], listen: &str) -> Option<&'static str> {
+        auth(args)
+            .validate(listen.parse().unwrap())
+            .err()
+            .map(|(flag, _)| flag)
+    }
+
+    #[test]
+    fn an_api_reachable_from_other_hosts_needs_a_token() {
+        for listen in [
+            "0.0.0.0:50051",
+            "[::]:50051",
+            "10.1.2.3:50051",
+            "[fe80::1]:1",
+        ] {
+            assert_eq!(flag_at_fault(&[], listen), Some("--api-token"), "{listen}");
+        }
+        for listen in [
+            "127.0.0.1:50051",
+            "127.9.9.9:1",
+            "[::1]:50051",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert_eq!(
+                auth(&[]).validate(listen.parse().unwrap()),
+                Ok(None),
+                "{listen}"
+            );
+        }
+        let open = auth(&["--insecure-no-auth"]);
+        assert_eq!(open.validate("0.0.0.0:1".parse().unwrap()), Ok(None));
+        let token = auth(&["--api-token", "0123456789abcdef"]);
+        assert_eq!(
+            token.validate("0.0.0.0:1".parse().unwrap()),
+            Ok(Some("0123456789abcdef".into()))
+        );
+    }
+
+    #[test]
+    fn short_tokens_are_refused_even_with_insecure_no_auth() {
+        for args in [
+            &["--api-token", "short"][..],
+            &["--api-token", "0123456789abcde", "--insecure-no-auth"],
+            &["--api-token", ""],
+        ] {
+            assert_eq!(
+                flag_at_fault(args, "127.0.0.1:1"),
+                Some("--api-token"),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,4 +1,9 @@
-//! The one shutdown mechanism: a [`CancellationToken`] cancelled by SIGTERM or SIGINT.
+//! The one shutdown mechanism: a [`CancellationToken`] cancelled by SIGTERM
+//! or SIGINT; and, last of all, handing NATS what the process published.
+
+use std::time::Duration;
+
+use futures::StreamExt;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -22,4 +27,44 @@ pub fn on_signal() -> CancellationToken {
         cancel.cancel();
     });
     token
+}
+
+/// Longest a stopping service waits for NATS to take what it published.
+pub const NATS_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Hands NATS everything this process published before it exits.
+///
+/// `publish` only queues a message in the client, and a call is
+/// acknowledged (an ephemeral or DROP-policy event) once it is queued, so
+/// exiting with the queue unsent would lose it. `flush` writes the queue
+/// to the socket; `drain` then unsubscribes (the server stops sending) and
+/// the client closes the socket itself once it has read what the server
+/// had sent, so the close is an orderly FIN after the data rather than a
+/// reset at process exit, which could discard data not yet acknowledged
+/// by TCP. Bounded by [`NATS_CLOSE_TIMEOUT`]: with NATS gone, the process
+/// still exits (what was queued is lost, and logged).
+pub async fn close_nats(nats: &async_nats::Client) {
+    tracing::info!("handing queued messages to NATS before exit");
+    let closing = async {
+        // Ends when the client has closed: its subscriptions end with it.
+        // Refused by the server's permissions or not, it ends all the same.
+        let mut sentinel = nats
+            .subscribe(nats.new_inbox())
+            .await
+            .map_err(|e| e.to_string())?;
+        nats.flush().await.map_err(|e| e.to_string())?;
+        nats.drain().await.map_err(|e| e.to_string())?;
+        while sentinel.next().await.is_some() {}
+        Ok::<(), String>(())
+    };
+    match tokio::time::timeout(NATS_CLOSE_TIMEOUT, closing).await {
+        Ok(Ok(())) => tracing::debug!("NATS connection flushed and closed"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot flush NATS; messages still queued are lost")
+        }
+        Err(_) => tracing::warn!(
+            timeout = ?NATS_CLOSE_TIMEOUT,
+            "NATS did not take the queued messages in time; they are lost"
+        ),
+    }
 }

@@ -347,6 +347,8 @@ pub fn push_config(
         "herald-push-worker",
         "--node-id",
         "push",
+        "--listen",
+        "127.0.0.1:0",
         "--fcm-credentials",
         account.to_str().unwrap(),
         "--fcm-endpoint",

@@ -1,10 +1,12 @@
 //! Presence on a real 3-node NATS cluster: edges report, replicas agree,
-//! crashes expire, restarts resync, and a burst converges exactly.
+//! crashes expire, restarts resync, a burst converges exactly, and no one
+//! speaks for an edge or steers its snapshots.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use herald_e2e::*;
 use herald_presence::Config as PresenceConfig;
 use herald_proto::v1::{GetPresenceRequest, GetPresenceResponse, StatsRequest, StatsResponse};
@@ -267,6 +269,7 @@ async fn a_burst_of_ten_thousand_changes_converges_exactly() {
             Arc::clone(&admission),
             format!("burst-{i}"),
             Duration::from_millis(500),
+            &mut prometheus_client::registry::Registry::default(),
         );
         reporter.start(stop.clone()).await.unwrap();
         admissions.push(admission);
@@ -320,4 +323,76 @@ async fn a_burst_of_ten_thousand_changes_converges_exactly() {
         assert_eq!(stats(replica).await, (u64::from(total), truth.len() as u64));
     }
     stop.cancel();
+}
+
+/// Whoever may publish presence can speak only for the node of the subject
+/// it publishes on, and cannot steer an edge's snapshot to a subject of
+/// its choosing (such as a user's stream, readable over SSE).
+#[tokio::test]
+async fn forged_presence_and_snapshot_requests_are_ignored() {
+    let nats_server = NatsServer::start();
+    let url = nats_server.client_url();
+    let edge1 = start_edge(&url, edge("edge-1", Duration::from_millis(500))).await;
+    let presence = start_presence(&url, PresenceConfig::defaults("pr")).await;
+    let http = reqwest::Client::new();
+    let alice = Claims::new("alice").hs256(SECRET);
+    let _tab = SseStream::open(&http, &events_url(&edge1, &[]), &alice).await;
+    let online = [(1, nodes(&["edge-1"])), (0, nodes(&[]))];
+    until_presence(&presence, &["alice", "eve"], &online).await;
+
+    // From its own node subject, a client claims to be edge-1: edge-1 is
+    // leaving, and eve connected to it.
+    let mallory = async_nats::connect(&url).await.unwrap();
+    let forged = [
+        serde_json::json!({"type": "leaving", "node": "edge-1", "epoch": u64::MAX}),
+        serde_json::json!({"type": "delta", "node": "edge-1", "epoch": u64::MAX, "seq": 1,
+            "sent_ms": 0, "changes": [["eve", 1]]}),
+    ];
+    for message in &forged {
+        let payload = serde_json::to_vec(message).unwrap();
+        mallory
+            .publish("herald.presence.n.mallory", payload.into())
+            .await
+            .unwrap();
+    }
+    mallory.flush().await.unwrap();
+    eventually(WAIT, "the forgeries to be counted", || async {
+        let spoofed = presence
+            .metric("herald_presence_spoofed_messages_total")
+            .await;
+        (spoofed == 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(presence_of(&presence, &["alice", "eve"]).await, online);
+
+    // A snapshot request answered on alice's stream would show mallory,
+    // through alice's SSE, who is connected.
+    let mut on_alice = mallory.subscribe("herald.u.alice").await.unwrap();
+    let inbox = "herald.presence.snap.mallory";
+    let mut snapshots = mallory.subscribe(inbox).await.unwrap();
+    let ask = serde_json::to_vec(&serde_json::json!({"node": "edge-1"})).unwrap();
+    mallory
+        .publish_with_reply("herald.presence.sync", "herald.u.alice", ask.clone().into())
+        .await
+        .unwrap();
+    mallory
+        .publish_with_reply("herald.presence.sync", inbox, ask.into())
+        .await
+        .unwrap();
+    // The edge handles requests in order and NATS keeps its messages in
+    // order: once the proper snapshot is here, a misdirected one would be too.
+    let snapshot = tokio::time::timeout(WAIT, snapshots.next())
+        .await
+        .expect("the edge answers a snapshot inbox")
+        .unwrap();
+    let part: serde_json::Value = serde_json::from_slice(&snapshot.payload).unwrap();
+    assert_eq!(part["node"], "edge-1");
+    let misdirected = futures::FutureExt::now_or_never(on_alice.next());
+    assert!(misdirected.is_none(), "{misdirected:?}");
+    assert_eq!(
+        edge1
+            .metric("herald_edge_presence_sync_refused_total")
+            .await,
+        1.0
+    );
 }

@@ -157,7 +157,12 @@ async fn the_otel_variables_choose_protocol_service_name_and_sampler() {
 #[tokio::test]
 async fn an_unknown_otlp_protocol_stops_the_process_with_exit_code_2() {
     let output = std::process::Command::new(binary("herald-publish"))
-        .args(["--nats-url", "nats://127.0.0.1:1"])
+        .args([
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")
         .output()

@@ -12,10 +12,13 @@ async fn main() {
     let started = service::start(&args.common, args.listen, args.admin_listen, &name).await;
 
     let mut registry = Registry::default();
+    let nats = started.nats.clone();
     let edge = Edge::new(config, started.nats, started.losses, &mut registry);
     let ready = edge.readiness();
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, "herald-edge serving");
     let serving = edge.serve(started.listener, shutdown::on_signal());
     service::run_with_admin(started.admin_listener, registry, ready, serving).await;
+    // Presence messages may still be queued.
+    shutdown::close_nats(&nats).await;
     drop(started.telemetry);
 }

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use herald_core::presence::wire::{
-    NodeMessage, SYNC_SUBJECT, SyncRequest, node_subject, snapshot_parts, unix_ms,
+    NodeMessage, SYNC_SUBJECT, SyncRequest, is_snapshot_inbox, node_subject, snapshot_parts,
+    unix_ms,
 };
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, Delta};
@@ -25,16 +28,29 @@ pub struct Reporter {
     /// Tells followers a restarted edge from its previous run.
     epoch: u64,
     interval: Duration,
+    /// Snapshot requests not answered: their reply subject was not a
+    /// follower's snapshot inbox.
+    refused: Counter,
 }
 
 impl Reporter {
+    /// Registers its counter in `registry` (as
+    /// `herald_edge_presence_sync_refused_total`).
     pub fn new(
         nats: async_nats::Client,
         admission: Arc<Admission>,
         node: String,
         interval: Duration,
+        registry: &mut Registry,
     ) -> Self {
+        let refused = Counter::default();
+        registry.register(
+            "herald_edge_presence_sync_refused",
+            "Presence snapshot requests ignored: the reply subject was not a snapshot inbox",
+            refused.clone(),
+        );
         Self {
+            refused,
             subject: node_subject(&node),
             epoch: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -125,6 +141,11 @@ impl Reporter {
     /// Sends a snapshot to a follower that asked this node (or every node).
     async fn answer(&self, request: async_nats::Message) {
         let Some(reply) = request.reply else { return };
+        if !is_snapshot_inbox(&reply) {
+            self.refused.inc();
+            tracing::warn!(%reply, "ignoring a presence snapshot request whose reply subject is not a snapshot inbox");
+            return;
+        }
         match serde_json::from_slice::<SyncRequest>(&request.payload) {
             Ok(SyncRequest { node: Some(node) }) if node != self.node => return,
             Ok(_) => {}

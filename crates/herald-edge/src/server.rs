@@ -82,6 +82,7 @@ impl Edge {
             admission.clone(),
             config.node_id.clone(),
             config.presence_heartbeat,
+            registry,
         );
         let state = State {
             js: async_nats::jetstream::new(nats.clone()),

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use herald_core::api_token::ApiAuthArgs;
 use herald_core::cli::CommonArgs;
 use herald_core::tls::{ServerTls, TlsArgs};
 
@@ -23,9 +24,8 @@ pub struct Args {
     #[arg(long, env = "HERALD_ADMIN_LISTEN", default_value = "0.0.0.0:9092")]
     pub admin_listen: SocketAddr,
 
-    /// Bearer token gRPC callers must send (`authorization: Bearer <token>`); unset = open.
-    #[arg(long, env = "HERALD_API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
+    #[command(flatten)]
+    pub api_auth: ApiAuthArgs,
 
     /// Most users one GetPresence may ask about.
     #[arg(long, env = "HERALD_MAX_USERS_PER_QUERY", default_value_t = 1000)]
@@ -36,6 +36,7 @@ pub struct Args {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_id: String,
+    /// What gRPC callers must send; `None` = open (see `ApiAuthArgs::validate`).
     pub api_token: Option<String>,
     pub max_users: usize,
     /// gRPC over TLS (and mutual TLS with `--tls-client-ca`).
@@ -45,15 +46,13 @@ pub struct Config {
 impl Args {
     /// Checks the flags; on error names the flag and what is wrong.
     pub fn validate(&self) -> Result<Config, (&'static str, String)> {
-        if self.api_token.as_deref().is_some_and(|t| t.len() < 16) {
-            return Err(("--api-token", "must be at least 16 characters".into()));
-        }
+        let api_token = self.api_auth.validate(self.listen)?;
         if self.max_users == 0 {
             return Err(("--max-users-per-query", "must be at least 1".into()));
         }
         Ok(Config {
             node_id: self.common.node_id(),
-            api_token: self.api_token.clone(),
+            api_token,
             max_users: self.max_users,
             tls: self.tls.server_config(&[b"h2"])?,
         })
@@ -61,9 +60,16 @@ impl Args {
 }
 
 impl Config {
-    /// Defaults as the flags give them; for tests and embedding.
+    /// Defaults as the flags give them, on loopback (so no API token is
+    /// needed); for tests and embedding.
     pub fn defaults(node_id: &str) -> Self {
-        let args = <Args as clap::Parser>::parse_from(["herald-presence", "--node-id", node_id]);
+        let args = <Args as clap::Parser>::parse_from([
+            "herald-presence",
+            "--node-id",
+            node_id,
+            "--listen",
+            "127.0.0.1:0",
+        ]);
         args.validate()
             .unwrap_or_else(|(flag, e)| panic!("{flag}: {e}"))
     }

@@ -10,8 +10,10 @@ async fn main() {
         .unwrap_or_else(|(flag, e)| cli::misconfigured(flag, e));
     let name = format!("herald-presence {}", config.node_id);
     let started = service::start(&args.common, args.listen, args.admin_listen, &name).await;
+    args.api_auth.warn_if_insecure(args.listen);
 
     let mut registry = Registry::default();
+    let nats = started.nats.clone();
     let server = PresenceServer::start(config, started.nats, started.losses, &mut registry)
         .await
         .unwrap_or_else(|e| cli::misconfigured("--nats-url", format!("cannot subscribe: {e}")));
@@ -23,5 +25,7 @@ async fn main() {
         }
     };
     service::run_with_admin(started.admin_listener, registry, ready, serving).await;
+    // Replies to presence queries may still be queued.
+    shutdown::close_nats(&nats).await;
     drop(started.telemetry);
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use herald_core::api_token::ApiAuthArgs;
 use herald_core::cli::CommonArgs;
 use herald_core::history::HistoryArgs;
 use herald_core::tls::{ServerTls, TlsArgs};
@@ -28,9 +29,8 @@ pub struct Args {
     #[arg(long, env = "HERALD_ADMIN_LISTEN", default_value = "0.0.0.0:9091")]
     pub admin_listen: SocketAddr,
 
-    /// Bearer token callers must send (`authorization: Bearer <token>`); unset = open.
-    #[arg(long, env = "HERALD_API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
+    #[command(flatten)]
+    pub api_auth: ApiAuthArgs,
 
     /// Largest event `data`, in bytes.
     #[arg(long, env = "HERALD_MAX_PAYLOAD", default_value_t = 64 * 1024)]
@@ -45,6 +45,7 @@ pub struct Args {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_id: String,
+    /// What callers must send; `None` = open (see `ApiAuthArgs::validate`).
     pub api_token: Option<String>,
     pub max_payload: usize,
     pub max_users: usize,
@@ -56,9 +57,7 @@ pub struct Config {
 impl Args {
     /// Checks the flags; on error names the flag and what is wrong.
     pub fn validate(&self) -> Result<Config, (&'static str, String)> {
-        if self.api_token.as_deref().is_some_and(|t| t.len() < 16) {
-            return Err(("--api-token", "must be at least 16 characters".into()));
-        }
+        let api_token = self.api_auth.validate(self.listen)?;
         if self.max_payload == 0 {
             return Err(("--max-payload", "must be at least 1".into()));
         }
@@ -67,7 +66,7 @@ impl Args {
         }
         Ok(Config {
             node_id: self.common.node_id(),
-            api_token: self.api_token.clone(),
+            api_token,
             max_payload: self.max_payload,
             max_users: self.max_users,
             history: self.history.clone(),
@@ -77,9 +76,16 @@ impl Args {
 }
 
 impl Config {
-    /// Defaults as the flags give them; for tests and embedding.
+    /// Defaults as the flags give them, on loopback (so no API token is
+    /// needed); for tests and embedding.
     pub fn defaults(node_id: &str) -> Self {
-        let args = <Args as clap::Parser>::parse_from(["herald-publish", "--node-id", node_id]);
+        let args = <Args as clap::Parser>::parse_from([
+            "herald-publish",
+            "--node-id",
+            node_id,
+            "--listen",
+            "127.0.0.1:0",
+        ]);
         args.validate()
             .unwrap_or_else(|(flag, e)| panic!("{flag}: {e}"))
     }

@@ -10,6 +10,7 @@ async fn main() {
         .unwrap_or_else(|(flag, e)| cli::misconfigured(flag, e));
     let name = format!("herald-publish {}", config.node_id);
     let started = service::start(&args.common, args.listen, args.admin_listen, &name).await;
+    args.api_auth.warn_if_insecure(args.listen);
     let server_max = started.nats.server_info().max_payload;
     if config.max_payload > server_max {
         let problem = format!(
@@ -20,6 +21,7 @@ async fn main() {
     }
 
     let mut registry = Registry::default();
+    let nats = started.nats.clone();
     let server = PublishServer::start(config, started.nats, started.losses, &mut registry)
         .await
         .unwrap_or_else(|e| cli::misconfigured("--nats-url / --history-*", e));
@@ -31,5 +33,7 @@ async fn main() {
         }
     };
     service::run_with_admin(started.admin_listener, registry, ready, serving).await;
+    // Acknowledged ephemeral and DROP-policy events may still be queued.
+    shutdown::close_nats(&nats).await;
     drop(started.telemetry);
 }

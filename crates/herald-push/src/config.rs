@@ -27,9 +27,8 @@ pub struct Args {
     #[arg(long, env = "HERALD_ADMIN_LISTEN", default_value = "0.0.0.0:9093")]
     pub admin_listen: SocketAddr,
 
-    /// Bearer token callers of the registration API must send; unset = open.
-    #[arg(long, env = "HERALD_API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
+    #[command(flatten)]
+    pub api_auth: herald_core::api_token::ApiAuthArgs,
 
     /// Firebase service-account key (JSON file) the worker signs in with.
     #[arg(long, env = "HERALD_FCM_CREDENTIALS")]
@@ -81,6 +80,8 @@ pub struct Args {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_id: String,
+    /// What callers of the device API must send; `None` = open (see
+    /// `ApiAuthArgs::validate`).
     pub api_token: Option<String>,
     /// HTTPS for the registration API.
     pub tls: Option<herald_core::tls::ServerTls>,
@@ -112,9 +113,6 @@ impl Args {
     /// Checks the flags and reads the service account; on error names the
     /// flag and what is wrong.
     pub fn validate(&self) -> Result<Config, (&'static str, String)> {
-        if self.api_token.as_deref().is_some_and(|t| t.len() < 16) {
-            return Err(("--api-token", "must be at least 16 characters".into()));
-        }
         let path = self.fcm_credentials.as_deref().ok_or((
             "--fcm-credentials",
             "required: the Firebase service-account JSON file (HERALD_FCM_CREDENTIALS)".to_owned(),
@@ -150,7 +148,7 @@ impl Args {
         }
         Ok(Config {
             node_id: self.common.node_id(),
-            api_token: self.api_token.clone(),
+            api_token: self.api_auth.validate(self.listen)?,
             tls: self.tls.server_config(&[b"h2", b"http/1.1"])?,
             fcm: FcmConfig {
                 token_url: self

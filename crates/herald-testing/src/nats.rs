@@ -163,6 +163,24 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP), as a stalled network or an overloaded
+    /// server does: clients stay connected, and what they send waits in
+    /// their buffers. [`NatsServer::resume`] thaws it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill {signal} {pid}");
+    }
+
     /// Starts a killed server again on the same ports with the same store.
     pub fn restart(&mut self) {
         self.kill();

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::directory::{Directory, Followup};
 use super::wire::{
-    NODE_WILDCARD, NodeMessage, SNAPSHOT_PREFIX, SYNC_SUBJECT, SnapshotPart, SyncRequest, unix_ms,
+    NODE_WILDCARD, NodeMessage, ReceiveError, SNAPSHOT_PREFIX, SYNC_SUBJECT, SnapshotPart,
+    SyncRequest, unix_ms,
 };
 use crate::nats::Losses;
 
@@ -105,7 +106,7 @@ impl Task {
         loop {
             let followup = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                Some(message) = events.next() => self.on_node_message(&message.payload),
+                Some(message) = events.next() => self.on_node_message(&message.subject, &message.payload),
                 Some(message) = snapshots.next() => self.on_snapshot(&message.payload),
                 _ = tick.tick() => { self.tick(); Followup::Nothing }
                 Ok(()) = losses.changed() => {
@@ -130,11 +131,16 @@ impl Task {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn on_node_message(&self, payload: &[u8]) -> Followup {
-        let message: NodeMessage = match serde_json::from_slice(payload) {
+    fn on_node_message(&self, subject: &str, payload: &[u8]) -> Followup {
+        let message = match NodeMessage::receive(subject, payload) {
             Ok(m) => m,
-            Err(e) => {
+            Err(e @ ReceiveError::Malformed(_)) => {
                 tracing::warn!(error = %e, "ignoring a malformed presence message");
+                return Followup::Nothing;
+            }
+            Err(e @ ReceiveError::Spoofed { .. }) => {
+                self.metrics.spoofed.inc();
+                tracing::warn!(error = %e, "ignoring a presence message that speaks for another node");
                 return Followup::Nothing;
             }
         };
@@ -214,6 +220,7 @@ pub struct FollowerMetrics {
     lag: Histogram,
     resyncs: Counter,
     expired: Counter,
+    spoofed: Counter,
 }
 
 impl FollowerMetrics {
@@ -227,6 +234,7 @@ impl FollowerMetrics {
             lag: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             resyncs: Counter::default(),
             expired: Counter::default(),
+            spoofed: Counter::default(),
         };
         let r = registry;
         r.register(
@@ -254,6 +262,11 @@ impl FollowerMetrics {
             "expired_nodes",
             "Edge nodes forgotten after they stopped heart-beating",
             m.expired.clone(),
+        );
+        r.register(
+            "spoofed_messages",
+            "Presence messages ignored because they named another node than their subject's",
+            m.spoofed.clone(),
         );
         m
     }

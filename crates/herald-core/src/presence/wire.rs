@@ -65,7 +65,34 @@ pub enum NodeMessage {
     Leaving { node: String, epoch: u64 },
 }
 
+/// Why a message received on a node subject was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiveError {
+    #[error("malformed presence message: {0}")]
+    Malformed(String),
+    /// The payload speaks for another node than the subject it came on.
+    #[error("presence message on {subject} speaks for node {claimed:?}")]
+    Spoofed { subject: String, claimed: String },
+}
+
 impl NodeMessage {
+    /// Reads a message received on `subject`. NATS permissions decide who
+    /// may publish on a node's subject; the payload says whatever its
+    /// publisher wrote. So a message counts only for the node whose
+    /// subject it came on: one naming another node is refused, or any
+    /// client allowed to publish presence could speak for every edge.
+    pub fn receive(subject: &str, payload: &[u8]) -> Result<Self, ReceiveError> {
+        let message: Self =
+            serde_json::from_slice(payload).map_err(|e| ReceiveError::Malformed(e.to_string()))?;
+        if node_subject(message.node()) != subject {
+            return Err(ReceiveError::Spoofed {
+                subject: subject.to_owned(),
+                claimed: message.node().to_owned(),
+            });
+        }
+        Ok(message)
+    }
+
     pub fn node(&self) -> &str {
         match self {
             Self::Delta { node, .. }
@@ -129,6 +156,20 @@ pub fn snapshot_parts(
         .collect()
 }
 
+/// True when `reply` is a follower's snapshot inbox
+/// (`herald.presence.snap.<token>`). Edges send snapshots nowhere else: a
+/// sync request must not make an edge publish its users on a subject the
+/// requester picked, such as `herald.u.<user>`, which a client can read
+/// over SSE.
+pub fn is_snapshot_inbox(reply: &str) -> bool {
+    reply.strip_prefix(SNAPSHOT_PREFIX).is_some_and(|token| {
+        !token.is_empty()
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -153,6 +194,66 @@ mod tests {
         assert!(json.starts_with(r#"{"type":"delta""#), "{json}");
         assert_eq!(serde_json::from_str::<NodeMessage>(&json).unwrap(), delta);
         assert!(serde_json::from_str::<NodeMessage>(r#"{"type":"nope"}"#).is_err());
+    }
+
+    fn heartbeat(node: &str) -> Vec<u8> {
+        let message = NodeMessage::Heartbeat {
+            node: node.into(),
+            epoch: 1,
+            seq: 0,
+            interval_ms: 1000,
+            connections: 0,
+        };
+        serde_json::to_vec(&message).unwrap()
+    }
+
+    #[test]
+    fn a_message_counts_only_for_the_node_of_its_subject() {
+        let own = NodeMessage::receive("herald.presence.n.edge-1", &heartbeat("edge-1"));
+        assert_eq!(own.unwrap().node(), "edge-1");
+        for (subject, claimed) in [
+            ("herald.presence.n.edge-1", "edge-2"),
+            ("herald.presence.n.edge-1", "edge-1 "),
+            ("herald.presence.n.edge-1", ""),
+            ("herald.presence.n.evil", "edge-1"),
+            // The encoded form of a hostile name is not the name itself.
+            ("herald.presence.n.a.b", "a.b"),
+            ("herald.presence.n.a~2Eb", "a~2Eb"),
+        ] {
+            let refused = NodeMessage::receive(subject, &heartbeat(claimed));
+            assert!(
+                matches!(refused, Err(ReceiveError::Spoofed { .. })),
+                "{subject} / {claimed:?}: {refused:?}"
+            );
+        }
+        let hostile = NodeMessage::receive("herald.presence.n.a~2Eb", &heartbeat("a.b"));
+        assert_eq!(hostile.unwrap().node(), "a.b");
+        for garbage in [&b""[..], b"{", b"{\"type\":\"heartbeat\"}", &[0xff; 8]] {
+            let refused = NodeMessage::receive("herald.presence.n.x", garbage);
+            assert!(
+                matches!(refused, Err(ReceiveError::Malformed(_))),
+                "{garbage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn snapshots_go_only_to_snapshot_inboxes() {
+        assert!(is_snapshot_inbox("herald.presence.snap.AbC123_-x"));
+        for reply in [
+            "herald.u.alice",
+            "herald.t.news",
+            "herald.presence.snap.",
+            "herald.presence.snap",
+            "herald.presence.snap.a.herald.u.alice",
+            "herald.presence.snap.*",
+            "herald.presence.snap.>",
+            "herald.presence.snap.a b",
+            "_INBOX.abc",
+            "xherald.presence.snap.abc",
+        ] {
+            assert!(!is_snapshot_inbox(reply), "{reply}");
+        }
     }
 
     #[test]
