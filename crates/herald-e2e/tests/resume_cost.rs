@@ -1,0 +1,220 @@
+//! What a resume costs JetStream when the client picks the cursor: a token
+//! with a `room*` claim following 32 rooms and its user stream, with a
+//! hand-made cursor of 33 entries at varied positions. Each scenario counts
+//! the JetStream API requests (`$JS.API.>`, direct gets included) that one
+//! such connect causes, and prints the figure quoted in BENCHMARKS.md:
+//!
+//! `cargo nextest run -p herald-e2e --test resume_cost --no-capture`
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_core::cursor::{Cursor, key};
+use herald_e2e::*;
+use herald_testing::sse::SseStream;
+use herald_testing::token::Claims;
+
+/// Rooms followed by the hostile stream, besides its user stream.
+const ROOMS: usize = 32;
+/// Events stored per followed subject in the "history" scenario; more with
+/// `RESUME_COST_PER_SUBJECT` (history keeps up to 1,000).
+fn per_subject() -> usize {
+    std::env::var("RESUME_COST_PER_SUBJECT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(60)
+}
+/// A replay is over once no event came for this long.
+const QUIET: Duration = Duration::from_millis(1500);
+
+/// Counts JetStream API requests on the server, from any client.
+struct ApiCounter {
+    nats: async_nats::Client,
+    requests: async_nats::Subscriber,
+}
+
+impl ApiCounter {
+    async fn start(url: &str) -> Self {
+        let nats = async_nats::connect(url).await.unwrap();
+        let requests = nats.subscribe("$JS.API.>").await.unwrap();
+        nats.flush().await.unwrap();
+        herald_core::nats::round_trip(&nats).await.unwrap();
+        Self { nats, requests }
+    }
+
+    /// Requests seen so far (waits for what is still in flight to arrive).
+    async fn take(&mut self) -> Vec<String> {
+        herald_core::nats::round_trip(&self.nats).await.unwrap();
+        let mut seen = Vec::new();
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(200), self.requests.next()).await
+        {
+            seen.push(message.subject.to_string());
+        }
+        seen
+    }
+}
+
+fn rooms(prefix: &str) -> Vec<String> {
+    (0..ROOMS).map(|i| format!("{prefix}{i:02}")).collect()
+}
+
+fn subjects(user: &str, rooms: &[String]) -> Vec<String> {
+    let user = herald_core::subject::UserId::parse(user).unwrap().subject();
+    let topics = rooms
+        .iter()
+        .map(|r| herald_core::subject::Topic::parse(r).unwrap().subject());
+    std::iter::once(user).chain(topics).collect()
+}
+
+/// What one hostile connect cost and got.
+#[derive(Debug)]
+struct Cost {
+    requests: usize,
+    events: usize,
+    resets: usize,
+}
+
+/// Opens `user`'s stream on `rooms` from `cursor`, reads until quiet, and
+/// counts the JetStream API requests it caused.
+async fn hostile_connect(stack: &Stack, user: &str, rooms: &[String], cursor: &Cursor) -> Cost {
+    let mut counter = ApiCounter::start(&stack.nats.client_url()).await;
+    let token = Claims::new(user).topics(&["room*"]).hs256(SECRET);
+    let refs: Vec<&str> = rooms.iter().map(String::as_str).collect();
+    let response = reqwest::Client::new()
+        .get(events_url(&stack.edge, &refs))
+        .bearer_auth(token)
+        .header("last-event-id", cursor.encode())
+        .send()
+        .await
+        .unwrap();
+    let mut stream = SseStream::from_response(response).await;
+    let (mut events, mut resets) = (0, 0);
+    while let Some(event) = stream.next_within(QUIET).await {
+        if event.event == "herald.reset" {
+            resets += 1;
+        } else {
+            events += 1;
+        }
+    }
+    let requests = counter.take().await.len();
+    Cost {
+        requests,
+        events,
+        resets,
+    }
+}
+
+/// Publishes `per_subject()` events to each of `user` and `rooms`, and
+/// returns every subject's stream sequences, read from the ids a stream
+/// following them all was sent.
+async fn fill_history(stack: &Stack, user: &str, rooms: &[String]) -> Vec<Vec<u64>> {
+    let token = Claims::new(user).topics(&["room*"]).hs256(SECRET);
+    let refs: Vec<&str> = rooms.iter().map(String::as_str).collect();
+    let http = reqwest::Client::new();
+    let mut recorder = SseStream::open(&http, &events_url(&stack.edge, &refs), &token).await;
+    let publishers = std::iter::once(None)
+        .chain(rooms.iter().cloned().map(Some))
+        .map(|room| {
+            let publish = stack.publish.url();
+            let user = user.to_owned();
+            tokio::spawn(async move {
+                let mut client =
+                    herald_proto::v1::publisher_client::PublisherClient::connect(publish)
+                        .await
+                        .unwrap();
+                for i in 0..per_subject() {
+                    match &room {
+                        Some(room) => publish_to_topic(&mut client, room, &i.to_string()).await,
+                        None => publish_to_users(&mut client, &[&user], &i.to_string()).await,
+                    };
+                }
+            })
+        });
+    futures::future::join_all(publishers.collect::<Vec<_>>()).await;
+    let keys: Vec<u32> = subjects(user, rooms).iter().map(|s| key(s)).collect();
+    let mut sequences = vec![Vec::new(); keys.len()];
+    let mut last = Cursor::default();
+    for _ in 0..(1 + ROOMS) * per_subject() {
+        let id = Cursor::decode(&recorder.next().await.id).unwrap();
+        for (i, &k) in keys.iter().enumerate() {
+            if id.get(k) != last.get(k) {
+                sequences[i].push(id.get(k).unwrap());
+            }
+        }
+        last = id;
+    }
+    sequences
+}
+
+/// Positions a hostile client would pick: from nothing seen, just before
+/// the subject's first event, one in the middle, and between two events.
+fn varied_cursor(subjects: &[String], sequences: &[Vec<u64>]) -> Cursor {
+    let mut cursor = Cursor::default();
+    for (i, (subject, seqs)) in subjects.iter().zip(sequences).enumerate() {
+        let position = match i % 4 {
+            0 => 0,
+            1 => seqs[0] - 1,
+            2 => seqs[seqs.len() / 2],
+            _ => seqs[i % seqs.len()] + 1,
+        };
+        cursor.set(key(subject), position);
+    }
+    cursor
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_cursor_over_long_histories() {
+    let stack = Stack::start(edge_config("edge")).await;
+    let rooms = rooms("room");
+    let sequences = fill_history(&stack, "mallory", &rooms).await;
+    let subjects = subjects("mallory", &rooms);
+    let cursor = varied_cursor(&subjects, &sequences);
+    assert_eq!(cursor.entries().len(), 1 + ROOMS);
+    let cost = hostile_connect(&stack, "mallory", &rooms, &cursor).await;
+    println!(
+        "hostile resume over {} events per subject: {} JetStream API requests, {} events replayed, {} resets",
+        per_subject(),
+        cost.requests,
+        cost.events,
+        cost.resets
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_cursor_on_subjects_without_history() {
+    let stack = Stack::start(edge_config("edge")).await;
+    // Another user's history, so that positions are below each stream's
+    // last sequence (ahead of it they would be refused at once).
+    let filler = rooms("roomfill");
+    let sequences = fill_history(&stack, "filler", &filler).await;
+    let top = sequences.iter().flatten().copied().max().unwrap();
+    let rooms = rooms("roomempty");
+    let mut cursor = Cursor::default();
+    let mut rng = fastrand::Rng::with_seed(11);
+    for subject in subjects("mallory", &rooms) {
+        cursor.set(key(&subject), rng.u64(1..=top / 2));
+    }
+    let cost = hostile_connect(&stack, "mallory", &rooms, &cursor).await;
+    println!(
+        "hostile resume on empty subjects: {} JetStream API requests, {} events replayed, {} resets",
+        cost.requests, cost.events, cost.resets
+    );
+}
+
+#[tokio::test]
+async fn cursor_entries_for_subjects_not_followed_cost_nothing() {
+    let stack = Stack::start(edge_config("edge")).await;
+    let mut client = publisher(&stack.publish).await;
+    publish_to_users(&mut client, &["mallory"], "stored").await;
+    let mut cursor = Cursor::default();
+    for i in 0..herald_core::cursor::MAX_ENTRIES as u64 {
+        cursor.set(key(&format!("herald.t.elsewhere{i}")), i + 1);
+    }
+    let cost = hostile_connect(&stack, "mallory", &[], &cursor).await;
+    println!(
+        "cursor of {} entries, none followed: {} JetStream API requests",
+        cursor.entries().len(),
+        cost.requests
+    );
+}
