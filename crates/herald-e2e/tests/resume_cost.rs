@@ -16,14 +16,19 @@ use herald_testing::token::Claims;
 
 /// Rooms followed by the hostile stream, besides its user stream.
 const ROOMS: usize = 32;
-/// Events stored per followed subject in the "history" scenario; more with
-/// `RESUME_COST_PER_SUBJECT` (history keeps up to 1,000).
+/// Events stored per followed subject in the "long histories" scenario:
+/// more than one connect replays by default, from the positions picked
+/// below; more with `RESUME_COST_PER_SUBJECT` (history keeps up to 1,000).
 fn per_subject() -> usize {
     std::env::var("RESUME_COST_PER_SUBJECT")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(60)
+        .unwrap_or(100)
 }
+/// History streams (`--history-shards` default).
+const SHARDS: usize = 4;
+/// Followed subjects: the rooms and the user stream.
+const SUBJECTS: usize = 1 + ROOMS;
 /// A replay is over once no event came for this long.
 const QUIET: Duration = Duration::from_millis(1500);
 
@@ -105,37 +110,26 @@ async fn hostile_connect(stack: &Stack, user: &str, rooms: &[String], cursor: &C
     }
 }
 
-/// Publishes `per_subject()` events to each of `user` and `rooms`, and
-/// returns every subject's stream sequences, read from the ids a stream
-/// following them all was sent.
-async fn fill_history(stack: &Stack, user: &str, rooms: &[String]) -> Vec<Vec<u64>> {
+/// Publishes `count` events to each of `user` and `rooms`, and returns
+/// every subject's stream sequences, read from the ids a stream following
+/// them all was sent.
+async fn fill_history(stack: &Stack, user: &str, rooms: &[String], count: usize) -> Vec<Vec<u64>> {
     let token = Claims::new(user).topics(&["room*"]).hs256(SECRET);
     let refs: Vec<&str> = rooms.iter().map(String::as_str).collect();
     let http = reqwest::Client::new();
     let mut recorder = SseStream::open(&http, &events_url(&stack.edge, &refs), &token).await;
-    let publishers = std::iter::once(None)
-        .chain(rooms.iter().cloned().map(Some))
-        .map(|room| {
-            let publish = stack.publish.url();
-            let user = user.to_owned();
-            tokio::spawn(async move {
-                let mut client =
-                    herald_proto::v1::publisher_client::PublisherClient::connect(publish)
-                        .await
-                        .unwrap();
-                for i in 0..per_subject() {
-                    match &room {
-                        Some(room) => publish_to_topic(&mut client, room, &i.to_string()).await,
-                        None => publish_to_users(&mut client, &[&user], &i.to_string()).await,
-                    };
-                }
-            })
-        });
-    futures::future::join_all(publishers.collect::<Vec<_>>()).await;
+    // One after the other, round robin: the same sequences every run.
+    let mut client = publisher(&stack.publish).await;
+    for i in 0..count {
+        publish_to_users(&mut client, &[user], &i.to_string()).await;
+        for room in rooms {
+            publish_to_topic(&mut client, room, &i.to_string()).await;
+        }
+    }
     let keys: Vec<u32> = subjects(user, rooms).iter().map(|s| key(s)).collect();
     let mut sequences = vec![Vec::new(); keys.len()];
     let mut last = Cursor::default();
-    for _ in 0..(1 + ROOMS) * per_subject() {
+    for _ in 0..SUBJECTS * count {
         let id = Cursor::decode(&recorder.next().await.id).unwrap();
         for (i, &k) in keys.iter().enumerate() {
             if id.get(k) != last.get(k) {
@@ -167,10 +161,10 @@ fn varied_cursor(subjects: &[String], sequences: &[Vec<u64>]) -> Cursor {
 async fn a_hostile_cursor_over_long_histories() {
     let stack = Stack::start(edge_config("edge")).await;
     let rooms = rooms("room");
-    let sequences = fill_history(&stack, "mallory", &rooms).await;
+    let sequences = fill_history(&stack, "mallory", &rooms, per_subject()).await;
     let subjects = subjects("mallory", &rooms);
     let cursor = varied_cursor(&subjects, &sequences);
-    assert_eq!(cursor.entries().len(), 1 + ROOMS);
+    assert_eq!(cursor.entries().len(), SUBJECTS);
     let cost = hostile_connect(&stack, "mallory", &rooms, &cursor).await;
     println!(
         "hostile resume over {} events per subject: {} JetStream API requests, {} events replayed, {} resets",
@@ -179,6 +173,12 @@ async fn a_hostile_cursor_over_long_histories() {
         cost.events,
         cost.resets
     );
+    // Per subject: its newest event, that the position is held, and that
+    // it still is at the end; one read per event; stream info per shard.
+    let max_events = edge_config("edge").replay.events;
+    assert!(cost.events <= max_events, "{cost:?}");
+    let bound = max_events + 3 * SUBJECTS + SHARDS;
+    assert!(cost.requests <= bound, "{cost:?}, bound {bound}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +187,7 @@ async fn a_hostile_cursor_on_subjects_without_history() {
     // Another user's history, so that positions are below each stream's
     // last sequence (ahead of it they would be refused at once).
     let filler = rooms("roomfill");
-    let sequences = fill_history(&stack, "filler", &filler).await;
+    let sequences = fill_history(&stack, "filler", &filler, 3).await;
     let top = sequences.iter().flatten().copied().max().unwrap();
     let rooms = rooms("roomempty");
     let mut cursor = Cursor::default();
@@ -200,6 +200,28 @@ async fn a_hostile_cursor_on_subjects_without_history() {
         "hostile resume on empty subjects: {} JetStream API requests, {} events replayed, {} resets",
         cost.requests, cost.events, cost.resets
     );
+    assert_eq!(cost.resets, SUBJECTS);
+    // One read per subject finds it empty; stream info, once per shard,
+    // tells an expired position from one of the future.
+    assert!(cost.requests <= SUBJECTS + SHARDS, "{cost:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_that_missed_nothing_costs_one_read_per_subject() {
+    let stack = Stack::start(edge_config("edge")).await;
+    let rooms = rooms("room");
+    let sequences = fill_history(&stack, "alice", &rooms, 2).await;
+    let mut cursor = Cursor::default();
+    for (subject, seqs) in subjects("alice", &rooms).iter().zip(&sequences) {
+        cursor.set(key(subject), *seqs.last().unwrap());
+    }
+    let cost = hostile_connect(&stack, "alice", &rooms, &cursor).await;
+    println!(
+        "reconnect that missed nothing: {} JetStream API requests",
+        cost.requests
+    );
+    assert_eq!((cost.events, cost.resets), (0, 0));
+    assert_eq!(cost.requests, SUBJECTS);
 }
 
 #[tokio::test]
@@ -217,4 +239,5 @@ async fn cursor_entries_for_subjects_not_followed_cost_nothing() {
         cursor.entries().len(),
         cost.requests
     );
+    assert_eq!(cost.requests, 0);
 }

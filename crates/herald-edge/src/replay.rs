@@ -1,32 +1,76 @@
 //! Resume: replaying what a reconnecting client missed, per followed
-//! subject, from its cursor up to the present.
+//! subject, from its cursor up to the present, within the connect's
+//! [`Budget`].
 //!
 //! The stream's live subscriptions are made first. Then each subject's
 //! fan-out task is asked for what it holds after the cursor (see
-//! `recent`); for the rest, [`plan`] checks the cursor against history and
-//! [`Replay::start`] reads the missed events from the history streams. The
-//! session sends the replay, then the live queue, dropping live events the
-//! replay already covered (same subject, sequence not above its cursor):
-//! no gap, no duplicate.
+//! `recent`); for the rest, [`plan`] reads each subject's newest event in
+//! history (most reconnects missed nothing and stop there), and
+//! [`Replay::start`] reads the missed events up to it; later ones arrive
+//! live, since the subscription predates that read. The session sends the
+//! replay, then the live queue, dropping live events the replay already
+//! covered (same subject, sequence not above its cursor): no gap, no
+//! duplicate.
+//!
+//! A client picks its cursor, so what a connect may cost is bounded
+//! whatever the positions: per followed subject one read of its newest
+//! event (and per history stream one of its info, for positions above a
+//! subject's newest event); per subject replayed from history one read
+//! that the position is held, one per event, and one that the position
+//! was not evicted meanwhile (else events could have been skipped). Events
+//! and bytes are capped by the budget: a subject whose events do not all
+//! fit, or whose position history no longer holds, gets one `herald.reset`
+//! positioned at its newest event, so that the next resume starts there.
 
 use std::collections::VecDeque;
+use std::collections::hash_map::{self, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use herald_core::cursor::key;
 use herald_core::envelope::Envelope;
 use herald_core::history::{shard_of, stored_subject, stream_name};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
+use crate::budget::Budget;
 use crate::fanout::{Delivery, Seeder};
 use crate::sse;
 
-/// Event type telling a client its cursor is older than history.
+/// Event type telling a client to refetch its state: its cursor is older
+/// than history, or what it missed is more than one connect replays.
 pub const RESET_EVENT: &str = "herald.reset";
+
+/// Why a subject gets a `herald.reset` (its `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// History no longer holds the client's last event.
+    HistoryExpired,
+    /// More was missed than `--max-replay-events` / `--max-replay-bytes`.
+    ReplayLimit,
+}
+
+impl ResetReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HistoryExpired => "history_expired",
+            Self::ReplayLimit => "replay_limit",
+        }
+    }
+}
+
+/// A `herald.reset` for subject `key`, positioned at its newest event (if
+/// any) so that the next resume starts from there.
+pub fn reset(key: u32, newest: Option<u64>, reason: ResetReason) -> Delivery {
+    let data = Bytes::from(format!(r#"{{"reason":"{}"}}"#, reason.as_str()));
+    Delivery {
+        frame: sse::event(Some(RESET_EVENT), &data),
+        position: newest.map(|seq| (key, seq)),
+    }
+}
 
 /// Why a cursor cannot be resumed.
 #[derive(Debug, thiserror::Error)]
@@ -37,18 +81,31 @@ pub enum ResumeError {
     Unavailable(String),
 }
 
-/// What to do for one followed subject.
+/// One subject's events in one history stream.
 #[derive(Debug)]
-struct Step {
+struct Source {
+    stream: stream::Stream<()>,
+    reads: Reads,
     /// Stored (history) subject.
     stored: String,
+}
+
+/// What to do for one followed subject.
+#[derive(Debug)]
+enum Action {
+    /// Read the events after the position, up to `newest`.
+    Replay { newest: u64 },
+    /// The position is gone from history, or never was one of the subject's.
+    Reset,
+}
+
+#[derive(Debug)]
+struct Step {
+    source: Source,
     key: u32,
     /// Last sequence the client has.
     after: u64,
-    stream: stream::Stream<()>,
-    reads: Reads,
-    /// The client's last event is gone from history: send a reset.
-    reset: bool,
+    action: Action,
     seeder: Option<Seeder>,
 }
 
@@ -65,13 +122,6 @@ pub struct Wanted {
 #[derive(Debug, Default)]
 pub struct Plan {
     steps: Vec<Step>,
-}
-
-impl Plan {
-    /// Subjects whose cursor is older than history: each gets a reset.
-    pub fn resets(&self) -> usize {
-        self.steps.iter().filter(|s| s.reset).count()
-    }
 }
 
 /// Who answers single reads of history.
@@ -95,7 +145,9 @@ impl Reads {
     }
 }
 
-/// Checks each wanted subject's cursor against history.
+/// Reads each wanted subject's newest event and checks its position
+/// against it: one read per subject, plus one of stream info per history
+/// stream where a position is above the subject's newest event.
 pub async fn plan(
     js: &jetstream::Context,
     wanted: Vec<Wanted>,
@@ -103,6 +155,8 @@ pub async fn plan(
     reads: Reads,
 ) -> Result<Plan, ResumeError> {
     let mut steps = Vec::new();
+    // Each stream's last sequence, read at most once per connect.
+    let mut tops: HashMap<u16, u64> = HashMap::new();
     for Wanted {
         subject,
         after,
@@ -114,68 +168,97 @@ pub async fn plan(
             .get_stream_no_info(stream_name(shard))
             .await
             .map_err(unavailable)?;
-        let stored = stored_subject(&subject, shard);
-        // Position 0 means "nothing seen yet": replay all history.
-        let reset = after > 0 && !still_held(&stream, reads, &stored, after).await?;
-        steps.push(Step {
-            stored,
-            key: key(&subject),
-            after,
+        let source = Source {
             stream,
             reads,
-            reset,
+            stored: stored_subject(&subject, shard),
+        };
+        let newest = source.newest().await.map_err(unavailable)?;
+        let action = match newest {
+            // Nothing missed (position 0: "nothing seen yet", and there is
+            // nothing): from here on, what arrives live is complete.
+            n if n == Some(after) || (after == 0 && n.is_none()) => {
+                if let Some(seeder) = seeder {
+                    seeder.seed(Vec::new());
+                }
+                continue;
+            }
+            Some(newest) if newest > after => Action::Replay { newest },
+            // Nothing of the subject at or after the position: expired, a
+            // position that never was the subject's, or one from the future.
+            _ => {
+                let top = match tops.entry(shard) {
+                    hash_map::Entry::Occupied(top) => *top.get(),
+                    hash_map::Entry::Vacant(slot) => {
+                        let info = source.stream.get_info().await.map_err(unavailable)?;
+                        *slot.insert(info.state.last_sequence)
+                    }
+                };
+                if after > top {
+                    return Err(ResumeError::Future {
+                        stream: stream_name(shard),
+                        seq: after,
+                    });
+                }
+                Action::Reset
+            }
+        };
+        steps.push(Step {
+            source,
+            key: key(&subject),
+            after,
+            action,
             seeder,
         });
     }
     Ok(Plan { steps })
 }
 
-/// Whether the client's last event is still in history. History drops a
-/// subject's oldest events first, so if it is, everything after it is too.
-async fn still_held(
-    stream: &stream::Stream<()>,
-    reads: Reads,
-    stored: &str,
-    after: u64,
-) -> Result<bool, ResumeError> {
-    match next_of(stream, reads, stored, after).await {
-        Ok(Some(message)) => Ok(message.sequence == after),
-        // Nothing of this subject from there on: expired, or never written.
-        Ok(None) => {
-            let info = stream.get_info().await.map_err(unavailable)?;
-            if after > info.state.last_sequence {
-                return Err(ResumeError::Future {
-                    stream: info.config.name,
-                    seq: after,
-                });
+impl Source {
+    /// The subject's first stored event at or after sequence `from`.
+    async fn next(&self, from: u64) -> Result<Option<StreamMessage>, ReadError> {
+        if self.reads == Reads::Direct {
+            let request = self.stream.direct_get_builder().sequence(from);
+            match request.next_by_subject(self.stored.as_str()).send().await {
+                Ok(message) => return Ok(Some(message)),
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+                // E.g. a stream made before direct gets were allowed: ask the leader.
+                Err(e) => tracing::debug!(error = %e, "direct get failed"),
             }
-            Ok(false)
         }
-        Err(e) => Err(unavailable(e)),
+        let request = self.stream.raw_message_builder().sequence(from);
+        match request.next_by_subject(self.stored.as_str()).send().await {
+            Ok(message) => Ok(Some(message)),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
-}
 
-/// The subject's first stored event at or after sequence `from`.
-async fn next_of(
-    stream: &stream::Stream<()>,
-    reads: Reads,
-    stored: &str,
-    from: u64,
-) -> Result<Option<StreamMessage>, stream::RawMessageError> {
-    if reads == Reads::Direct {
-        let request = stream.direct_get_builder().sequence(from);
-        match request.next_by_subject(stored).send().await {
-            Ok(message) => return Ok(Some(message)),
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
-            // E.g. a stream made before direct gets were allowed: ask the leader.
-            Err(e) => tracing::debug!(error = %e, "direct get failed"),
+    /// The sequence of the subject's newest stored event.
+    async fn newest(&self) -> Result<Option<u64>, ReadError> {
+        if self.reads == Reads::Direct {
+            let request = self.stream.direct_get_builder();
+            match request.last_by_subject(self.stored.as_str()).send().await {
+                Ok(message) => return Ok(Some(message.sequence)),
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+                Err(e) => tracing::debug!(error = %e, "direct get failed"),
+            }
+        }
+        match self
+            .stream
+            .get_last_raw_message_by_subject(&self.stored)
+            .await
+        {
+            Ok(message) => Ok(Some(message.sequence)),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
-    let request = stream.raw_message_builder().sequence(from);
-    match request.next_by_subject(stored).send().await {
-        Ok(message) => Ok(Some(message)),
-        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(e),
+
+    /// Whether the subject's event `seq` is still stored. History drops a
+    /// subject's oldest events first, so if it is, everything after it is too.
+    async fn holds(&self, seq: u64) -> Result<bool, ReadError> {
+        Ok(self.next(seq).await?.is_some_and(|m| m.sequence == seq))
     }
 }
 
@@ -207,13 +290,13 @@ impl Drop for Reader {
 }
 
 impl Replay {
-    /// Sends `held` first, then reads the plan's events; `None` if there
-    /// is nothing to replay.
-    pub fn start(held: Vec<Delivery>, plan: Plan) -> Option<Self> {
+    /// Sends `held` first, then reads the plan's events within `budget`,
+    /// counting the resets it sends; `None` if there is nothing to replay.
+    pub fn start(held: Vec<Delivery>, plan: Plan, budget: Budget, resets: Counter) -> Option<Self> {
         if held.is_empty() && plan.steps.is_empty() {
             return None;
         }
-        let reader = (!plan.steps.is_empty()).then(|| Reader::start(plan));
+        let reader = (!plan.steps.is_empty()).then(|| Reader::start(plan, budget, resets));
         Some(Self {
             held: held.into(),
             reader,
@@ -244,14 +327,31 @@ impl Replay {
     }
 }
 
+/// Events the node held for one subject, as many as `budget` allows; if
+/// not all fit, a reset positioned at the newest of them takes the place
+/// of the rest. The flag says whether there was a reset.
+pub fn within_budget(key: u32, held: Vec<Delivery>, budget: &mut Budget) -> (Vec<Delivery>, bool) {
+    let newest = held.last().and_then(|d| d.position).map(|(_, seq)| seq);
+    let mut kept = Vec::with_capacity(held.len());
+    for delivery in held {
+        if !budget.take(delivery.frame.len()) {
+            kept.push(reset(key, newest, ResetReason::ReplayLimit));
+            return (kept, true);
+        }
+        kept.push(delivery);
+    }
+    (kept, false)
+}
+
 impl Reader {
-    fn start(plan: Plan) -> Self {
+    fn start(plan: Plan, mut budget: Budget, resets: Counter) -> Self {
         let (tx, deliveries) = mpsc::channel(64);
         let failed = Arc::new(AtomicBool::new(false));
         let flag = failed.clone();
         let task = tokio::spawn(async move {
+            let out = Out { tx, resets };
             for step in plan.steps {
-                if let Err(e) = run_step(step, &tx).await {
+                if let Err(e) = run_step(step, &mut budget, &out).await {
                     tracing::warn!(error = %e, "replay failed");
                     flag.store(true, Ordering::Release);
                     return;
@@ -268,76 +368,114 @@ impl Reader {
 
 type ReadError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn run_step(mut step: Step, tx: &mpsc::Sender<Delivery>) -> Result<(), ReadError> {
-    if step.reset {
-        return send_reset(&step, tx).await;
-    }
-    let mut sink = Sink {
-        tx,
-        key: step.key,
-        // What was read goes back to the fan-out for the next resumers.
-        read: step.seeder.as_ref().map(|_| Vec::new()),
-    };
-    // One request per event, up to the present. A consumer would stream
-    // them, but costs several API calls to set up, and most resumes miss
-    // only a few events; history keeps at most max-per-subject anyway.
-    let mut next = step.after + 1;
-    while let Some(message) = next_of(&step.stream, step.reads, &step.stored, next).await? {
-        next = message.sequence + 1;
-        sink.send(message.sequence, &message.headers, &message.payload)
-            .await?;
-    }
-    if let (Some(seeder), Some(read)) = (step.seeder.take(), sink.read) {
-        seeder.seed(read);
-    }
-    Ok(())
+/// Where a replay's events go.
+struct Out {
+    tx: mpsc::Sender<Delivery>,
+    /// `herald_edge_resets_total`.
+    resets: Counter,
 }
 
-/// Where a step's events go: framed, to the session, and kept for the seeder.
-struct Sink<'a> {
-    tx: &'a mpsc::Sender<Delivery>,
-    key: u32,
-    read: Option<Vec<(u64, Bytes)>>,
-}
+impl Out {
+    async fn send(&self, delivery: Delivery) -> Result<(), ReadError> {
+        Ok(self.tx.send(delivery).await?)
+    }
 
-impl Sink<'_> {
-    async fn send(
-        &mut self,
-        seq: u64,
-        headers: &HeaderMap,
-        payload: &Bytes,
+    async fn reset(
+        &self,
+        key: u32,
+        newest: Option<u64>,
+        reason: ResetReason,
     ) -> Result<(), ReadError> {
-        let envelope = Envelope::from_parts(Some(headers), payload);
-        let frame = sse::event(envelope.event.as_deref(), &envelope.data);
-        if let Some(read) = &mut self.read {
-            read.push((seq, frame.clone()));
-        }
-        let delivery = Delivery {
-            frame,
-            position: Some((self.key, seq)),
-        };
-        self.tx.send(delivery).await?;
-        Ok(())
+        self.resets.inc();
+        self.send(reset(key, newest, reason)).await
     }
 }
 
-/// One `herald.reset`, positioned at the subject's newest event so that the
-/// next resume starts from there.
-async fn send_reset(step: &Step, tx: &mpsc::Sender<Delivery>) -> Result<(), ReadError> {
-    let newest = match step
-        .stream
-        .get_last_raw_message_by_subject(&step.stored)
-        .await
-    {
-        Ok(message) => Some(message.sequence),
-        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
-        Err(e) => return Err(e.into()),
+/// Replays one subject from history, or resets it.
+async fn run_step(mut step: Step, budget: &mut Budget, out: &Out) -> Result<(), ReadError> {
+    let (key, after, source) = (step.key, step.after, &step.source);
+    let newest = match step.action {
+        Action::Reset => return out.reset(key, None, ResetReason::HistoryExpired).await,
+        Action::Replay { newest } => newest,
     };
-    let data = Bytes::from_static(br#"{"reason":"history_expired"}"#);
-    let delivery = Delivery {
-        frame: sse::event(Some(RESET_EVENT), &data),
-        position: newest.map(|seq| (step.key, seq)),
-    };
-    tx.send(delivery).await?;
+    let expired = || out.reset(key, Some(newest), ResetReason::HistoryExpired);
+    let limited = || out.reset(key, Some(newest), ResetReason::ReplayLimit);
+    if !budget.has_room() {
+        return limited().await;
+    }
+    if after > 0 && !source.holds(after).await? {
+        return expired().await;
+    }
+    let mut kept = Kept::new(step.seeder.take());
+    // One request per event. A consumer would stream them, but costs
+    // several API calls to set up (on the meta leader, in a cluster), and
+    // most resumes miss only a few events.
+    let mut next = after + 1;
+    loop {
+        if !budget.has_room() {
+            return limited().await;
+        }
+        let message = match source.next(next).await? {
+            Some(message) if message.sequence <= newest => message,
+            // The newest event was evicted meanwhile, and so was all before it.
+            _ => return expired().await,
+        };
+        let envelope = Envelope::from_parts(Some(&message.headers), &message.payload);
+        let frame = sse::event(envelope.event.as_deref(), &envelope.data);
+        if !budget.take(frame.len()) {
+            return limited().await;
+        }
+        kept.push(message.sequence, &frame);
+        let position = Some((key, message.sequence));
+        out.send(Delivery { frame, position }).await?;
+        if message.sequence == newest {
+            break;
+        }
+        next = message.sequence + 1;
+    }
+    // Had the position been evicted while reading, so could events after
+    // it, between two reads: the client must then refetch.
+    if after > 0 && !source.holds(after).await? {
+        return expired().await;
+    }
+    kept.seed();
     Ok(())
+}
+
+/// A history read kept for the subject's other resuming streams, as long
+/// as the subject's fan-out task could hold it all (see `recent`).
+struct Kept {
+    seeder: Option<Seeder>,
+    read: Vec<(u64, Bytes)>,
+    bytes: usize,
+}
+
+impl Kept {
+    fn new(seeder: Option<Seeder>) -> Self {
+        Self {
+            seeder,
+            read: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn push(&mut self, seq: u64, frame: &Bytes) {
+        if self.seeder.is_none() {
+            return;
+        }
+        self.bytes += frame.len();
+        self.read.push((seq, frame.clone()));
+        if !crate::recent::could_hold(self.read.len(), self.bytes) {
+            // Too much to hold: dropping the seeder lets the streams
+            // waiting for this read go and read for themselves now.
+            self.seeder = None;
+            self.read = Vec::new();
+        }
+    }
+
+    fn seed(self) {
+        if let Some(seeder) = self.seeder {
+            seeder.seed(self.read);
+        }
+    }
 }
