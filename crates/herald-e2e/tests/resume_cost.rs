@@ -241,3 +241,41 @@ async fn cursor_entries_for_subjects_not_followed_cost_nothing() {
     );
     assert_eq!(cost.requests, 0);
 }
+
+#[tokio::test]
+async fn connects_beyond_the_per_user_rate_get_429_with_retry_after() {
+    let mut config = edge_config("edge");
+    // One connect per 5 s after a burst of 3: the burst surely takes less.
+    config.connect_rate = herald_edge::ratelimit::ConnectRate {
+        per_second: 0.2,
+        burst: 3,
+    };
+    let stack = Stack::start(config).await;
+    let http = reqwest::Client::new();
+    let url = events_url(&stack.edge, &[]);
+    let alice = Claims::new("alice").hs256(SECRET);
+    for _ in 0..3 {
+        drop(SseStream::open(&http, &url, &alice).await);
+    }
+    let refused = http.get(&url).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&retry_after), "Retry-After {retry_after}");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_connects");
+    let rejects = "herald_edge_rejects_total{reason=\"too_many_connects\"}";
+    assert_eq!(stack.edge.metric(rejects).await, 1.0);
+    // Another user is not affected.
+    let bob = Claims::new("bob").hs256(SECRET);
+    drop(SseStream::open(&http, &url, &bob).await);
+    // Alice is admitted again once her bucket refilled.
+    herald_testing::eventually(Duration::from_secs(15), "alice admitted again", || async {
+        let response = http.get(&url).bearer_auth(&alice).send().await.unwrap();
+        (response.status() == 200).then_some(())
+    })
+    .await;
+}

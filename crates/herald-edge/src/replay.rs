@@ -479,3 +479,98 @@ impl Kept {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::{Fanout, Lookup, Member};
+    use crate::metrics::Metrics;
+    use crate::session::Signal;
+
+    const SUBJECT: &str = "herald.t.news";
+
+    /// A fan-out with two streams on `SUBJECT`, so that it keeps events.
+    async fn fanout(nats: &herald_testing::NatsServer) -> Arc<Fanout> {
+        let client = async_nats::connect(nats.client_url()).await.unwrap();
+        let (_, losses) = tokio::sync::watch::channel(0);
+        let fanout = Fanout::new(client, losses, Metrics::default());
+        for id in 0..2 {
+            let (queue, _) = mpsc::channel(8);
+            let signal = Signal::new(None);
+            fanout
+                .join(SUBJECT, id, Member { queue, signal })
+                .await
+                .unwrap();
+        }
+        fanout
+    }
+
+    fn frame(seq: u64) -> Bytes {
+        Bytes::from(format!("data: {seq}\n\n"))
+    }
+
+    #[tokio::test]
+    async fn a_read_the_edge_can_hold_serves_the_streams_waiting_for_it() {
+        let nats = herald_testing::NatsServer::start();
+        let fanout = fanout(&nats).await;
+        let Lookup::Miss(Some(seeder)) = fanout.lookup(SUBJECT, 7, true).await else {
+            panic!("the first resumer reads for the others");
+        };
+        let mut waiter = std::pin::pin!(fanout.lookup(SUBJECT, 7, true));
+        assert!(futures::poll!(&mut waiter).is_pending());
+        let mut kept = Kept::new(Some(seeder));
+        let last = 7 + crate::recent::MAX_EVENTS as u64;
+        for seq in 8..=last {
+            kept.push(seq, &frame(seq));
+        }
+        kept.seed();
+        let Lookup::Hit(events) = waiter.await else {
+            panic!("served from the read");
+        };
+        let seqs: Vec<u64> = events
+            .iter()
+            .filter_map(|d| d.position)
+            .map(|p| p.1)
+            .collect();
+        assert_eq!(seqs, (8..=last).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_read_too_large_to_hold_is_not_kept_and_releases_its_waiters_at_once() {
+        let nats = herald_testing::NatsServer::start();
+        let fanout = fanout(&nats).await;
+        let Lookup::Miss(Some(seeder)) = fanout.lookup(SUBJECT, 7, true).await else {
+            panic!("the first resumer reads for the others");
+        };
+        // Polled once, the waiter's lookup is queued before anything the
+        // reader sends after.
+        let mut waiter = std::pin::pin!(fanout.lookup(SUBJECT, 7, true));
+        assert!(futures::poll!(&mut waiter).is_pending());
+        let mut kept = Kept::new(Some(seeder));
+        for seq in 8..8 + crate::recent::MAX_EVENTS as u64 {
+            kept.push(seq, &frame(seq));
+        }
+        assert!(futures::poll!(&mut waiter).is_pending());
+        // One more than a subject keeps: the reader lets go of the read
+        // (and its memory) while it goes on reading for its own stream.
+        kept.push(100, &frame(100));
+        assert!(kept.seeder.is_none() && kept.read.is_empty());
+        let started = tokio::time::Instant::now();
+        let answer = waiter.await;
+        assert!(matches!(answer, Lookup::Miss(None)));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(4),
+            "released at once, not after the lookup wait"
+        );
+        // Byte-wise too: a few large frames are not kept either.
+        let Lookup::Miss(Some(seeder)) = fanout.lookup(SUBJECT, 9, true).await else {
+            panic!("a reader from another place");
+        };
+        let mut kept = Kept::new(Some(seeder));
+        let big = Bytes::from(vec![b'x'; crate::recent::MAX_BYTES / 2 + 1]);
+        kept.push(10, &big);
+        assert!(kept.seeder.is_some());
+        kept.push(11, &big);
+        assert!(kept.seeder.is_none() && kept.read.is_empty());
+    }
+}
