@@ -118,6 +118,22 @@ async fn fill_history(stack: &Stack, user: &str, rooms: &[String], count: usize)
     let refs: Vec<&str> = rooms.iter().map(String::as_str).collect();
     let http = reqwest::Client::new();
     let mut recorder = SseStream::open(&http, &events_url(&stack.edge, &refs), &token).await;
+    // Read while publishing, or the recorder falls behind and is closed.
+    let keys: Vec<u32> = subjects(user, rooms).iter().map(|s| key(s)).collect();
+    let reading = tokio::spawn(async move {
+        let mut sequences = vec![Vec::new(); keys.len()];
+        let mut last = Cursor::default();
+        for _ in 0..SUBJECTS * count {
+            let id = Cursor::decode(&recorder.next().await.id).unwrap();
+            for (i, &k) in keys.iter().enumerate() {
+                if id.get(k) != last.get(k) {
+                    sequences[i].push(id.get(k).unwrap());
+                }
+            }
+            last = id;
+        }
+        sequences
+    });
     // One after the other, round robin: the same sequences every run.
     let mut client = publisher(&stack.publish).await;
     for i in 0..count {
@@ -126,18 +142,7 @@ async fn fill_history(stack: &Stack, user: &str, rooms: &[String], count: usize)
             publish_to_topic(&mut client, room, &i.to_string()).await;
         }
     }
-    let keys: Vec<u32> = subjects(user, rooms).iter().map(|s| key(s)).collect();
-    let mut sequences = vec![Vec::new(); keys.len()];
-    let mut last = Cursor::default();
-    for _ in 0..SUBJECTS * count {
-        let id = Cursor::decode(&recorder.next().await.id).unwrap();
-        for (i, &k) in keys.iter().enumerate() {
-            if id.get(k) != last.get(k) {
-                sequences[i].push(id.get(k).unwrap());
-            }
-        }
-        last = id;
-    }
+    let sequences = reading.await.unwrap();
     sequences
 }
 
