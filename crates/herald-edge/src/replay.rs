@@ -482,6 +482,8 @@ impl Kept {
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
+
     use super::*;
     use crate::fanout::{Fanout, Lookup, Member};
     use crate::metrics::Metrics;
@@ -572,5 +574,86 @@ mod tests {
         assert!(kept.seeder.is_some());
         kept.push(11, &big);
         assert!(kept.seeder.is_none() && kept.read.is_empty());
+    }
+
+    #[tokio::test]
+    async fn events_evicted_while_replaying_end_in_a_reset_not_a_gap() {
+        let nats = herald_testing::NatsServer::start();
+        let client = async_nats::connect(nats.client_url()).await.unwrap();
+        let js = jetstream::new(client.clone());
+        let config = stream::Config {
+            name: "T".into(),
+            subjects: vec!["t.>".into()],
+            max_messages_per_subject: 5,
+            allow_direct: true,
+            ..Default::default()
+        };
+        js.create_stream(config).await.unwrap();
+        let publish = |i: u64| {
+            let js = js.clone();
+            async move {
+                let ack = js.publish("t.a", i.to_string().into()).await.unwrap();
+                assert_eq!(ack.await.unwrap().sequence, i);
+            }
+        };
+        for i in 1..=5 {
+            publish(i).await;
+        }
+        let mut gets = client.subscribe("$JS.API.DIRECT.GET.>").await.unwrap();
+        herald_core::nats::round_trip(&client).await.unwrap();
+        let source = Source {
+            stream: js.get_stream_no_info("T").await.unwrap(),
+            reads: Reads::Direct,
+            stored: "t.a".into(),
+        };
+        // The client has event 1; 2 to 5 are to be replayed.
+        let step = Step {
+            source,
+            key: 7,
+            after: 1,
+            action: Action::Replay { newest: 5 },
+            seeder: None,
+        };
+        // The only slot is taken: the reader waits before sending event 2.
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.send(reset(0, None, ResetReason::ReplayLimit))
+            .await
+            .unwrap();
+        let out = Out {
+            tx,
+            resets: Counter::default(),
+        };
+        let reading = tokio::spawn(async move {
+            let limits = crate::budget::ReplayLimits {
+                events: 100,
+                bytes: 1 << 20,
+            };
+            run_step(step, &mut Budget::new(limits), &out)
+                .await
+                .unwrap();
+            out.resets.get()
+        });
+        // Once it checked the position and asked for event 2, three newer
+        // events evict 1 to 3: the next read jumps from 2 to 4.
+        gets.next().await.unwrap();
+        gets.next().await.unwrap();
+        for i in 6..=8 {
+            publish(i).await;
+        }
+        rx.recv().await.unwrap();
+        let mut got = Vec::new();
+        while let Some(delivery) = rx.recv().await {
+            got.push(delivery);
+        }
+        assert_eq!(reading.await.unwrap(), 1, "one reset");
+        let last = got.pop().unwrap();
+        assert_eq!(
+            last.position,
+            Some((7, 5)),
+            "positioned at the newest event"
+        );
+        assert!(String::from_utf8_lossy(&last.frame).contains("history_expired"));
+        let seqs: Vec<u64> = got.iter().filter_map(|d| d.position).map(|p| p.1).collect();
+        assert!(seqs.ends_with(&[4, 5]) && !seqs.contains(&3), "{seqs:?}");
     }
 }
