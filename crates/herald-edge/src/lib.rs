@@ -13,6 +13,7 @@
 //! - [`session`]: one stream's body: events with ids, heartbeats, expiry, close.
 //! - [`replay`]: resuming from a `Last-Event-ID` cursor.
 //! - [`budget`]: what one connect may replay.
+//! - [`reads`]: single reads of a subject's history.
 //! - [`ratelimit`]: per-user connect rate.
 //! - [`sse`]: event-stream framing.
 //! - [`drain`]: the jittered drain.
@@ -29,6 +30,7 @@ pub mod fanout;
 pub mod metrics;
 pub mod presence;
 pub mod ratelimit;
+pub mod reads;
 pub mod recent;
 pub mod replay;
 pub mod server;

@@ -27,8 +27,7 @@ use std::collections::hash_map::{self, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_nats::jetstream::message::StreamMessage;
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use bytes::Bytes;
 use herald_core::cursor::key;
 use herald_core::envelope::Envelope;
@@ -38,6 +37,8 @@ use tokio::sync::mpsc;
 
 use crate::budget::Budget;
 use crate::fanout::{Delivery, Seeder};
+pub use crate::reads::Reads;
+use crate::reads::{ReadError, Source};
 use crate::sse;
 
 /// Event type telling a client to refetch its state: its cursor is older
@@ -81,15 +82,6 @@ pub enum ResumeError {
     Unavailable(String),
 }
 
-/// One subject's events in one history stream.
-#[derive(Debug)]
-struct Source {
-    stream: stream::Stream<()>,
-    reads: Reads,
-    /// Stored (history) subject.
-    stored: String,
-}
-
 /// What to do for one followed subject.
 #[derive(Debug)]
 enum Action {
@@ -122,27 +114,6 @@ pub struct Wanted {
 #[derive(Debug, Default)]
 pub struct Plan {
     steps: Vec<Step>,
-}
-
-/// Who answers single reads of history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reads {
-    /// Any server holding the stream (direct get): cheap, and exact while
-    /// history has one replica.
-    Direct,
-    /// The stream leader, through the JetStream API: a replica may lag
-    /// the leader, and a lagging answer would skip or reset events.
-    Leader,
-}
-
-impl Reads {
-    pub fn for_replicas(replicas: u8) -> Self {
-        if replicas == 1 {
-            Self::Direct
-        } else {
-            Self::Leader
-        }
-    }
 }
 
 /// Reads each wanted subject's newest event and checks its position
@@ -212,54 +183,6 @@ pub async fn plan(
         });
     }
     Ok(Plan { steps })
-}
-
-impl Source {
-    /// The subject's first stored event at or after sequence `from`.
-    async fn next(&self, from: u64) -> Result<Option<StreamMessage>, ReadError> {
-        if self.reads == Reads::Direct {
-            let request = self.stream.direct_get_builder().sequence(from);
-            match request.next_by_subject(self.stored.as_str()).send().await {
-                Ok(message) => return Ok(Some(message)),
-                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
-                // E.g. a stream made before direct gets were allowed: ask the leader.
-                Err(e) => tracing::debug!(error = %e, "direct get failed"),
-            }
-        }
-        let request = self.stream.raw_message_builder().sequence(from);
-        match request.next_by_subject(self.stored.as_str()).send().await {
-            Ok(message) => Ok(Some(message)),
-            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The sequence of the subject's newest stored event.
-    async fn newest(&self) -> Result<Option<u64>, ReadError> {
-        if self.reads == Reads::Direct {
-            let request = self.stream.direct_get_builder();
-            match request.last_by_subject(self.stored.as_str()).send().await {
-                Ok(message) => return Ok(Some(message.sequence)),
-                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
-                Err(e) => tracing::debug!(error = %e, "direct get failed"),
-            }
-        }
-        match self
-            .stream
-            .get_last_raw_message_by_subject(&self.stored)
-            .await
-        {
-            Ok(message) => Ok(Some(message.sequence)),
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Whether the subject's event `seq` is still stored. History drops a
-    /// subject's oldest events first, so if it is, everything after it is too.
-    async fn holds(&self, seq: u64) -> Result<bool, ReadError> {
-        Ok(self.next(seq).await?.is_some_and(|m| m.sequence == seq))
-    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ResumeError {
@@ -365,8 +288,6 @@ impl Reader {
         }
     }
 }
-
-type ReadError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where a replay's events go.
 struct Out {
@@ -482,6 +403,7 @@ impl Kept {
 
 #[cfg(test)]
 mod tests {
+    use async_nats::jetstream::stream;
     use futures::StreamExt;
 
     use super::*;
