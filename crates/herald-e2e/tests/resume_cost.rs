@@ -142,8 +142,7 @@ async fn fill_history(stack: &Stack, user: &str, rooms: &[String], count: usize)
             publish_to_topic(&mut client, room, &i.to_string()).await;
         }
     }
-    let sequences = reading.await.unwrap();
-    sequences
+    reading.await.unwrap()
 }
 
 /// Positions a hostile client would pick: from nothing seen, just before
