@@ -326,6 +326,10 @@ async fn a_slow_consumer_resumes_from_its_cursor_and_loses_nothing() {
 
     let mut config = edge_config("edge");
     config.queue_capacity = 32;
+    // The 16 KiB events that fill the socket quickly add up to more than
+    // one connect replays by default (1 MiB): this test is about the
+    // cursor after a stall, not about the cap.
+    config.replay.bytes = 32 << 20;
     let stack = Stack::start(config).await;
     let token = Claims::new("alice").hs256(SECRET);
 
@@ -462,4 +466,153 @@ async fn a_retried_publish_with_an_idempotency_key_is_stored_and_delivered_once(
     .collect();
     assert_eq!(received, ["filled", "headline", "next"]);
     stream.assert_silent(QUIET).await;
+}
+
+/// (event type, data) of the next `n` events.
+async fn next_events(stream: &mut SseStream, n: usize) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let event = stream.next().await;
+        got.push((event.event, event.data));
+    }
+    got
+}
+
+fn message(data: &str) -> (String, String) {
+    ("message".into(), data.into())
+}
+
+fn limit_reset() -> (String, String) {
+    ("herald.reset".into(), r#"{"reason":"replay_limit"}"#.into())
+}
+
+#[tokio::test]
+async fn a_resume_beyond_the_event_cap_gets_what_fits_then_one_reset_then_live() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let mut config = edge_config("edge");
+    config.replay.events = 5;
+    let edge = start_edge(&nats.client_url(), config).await;
+    let mut client = publisher(&publish).await;
+    let mut stream = open(&edge, &["news"], None).await;
+    publish_to_users(&mut client, &["alice"], "u0").await;
+    publish_to_topic(&mut client, "news", "t0").await;
+    stream.next().await;
+    let last_id = stream.next().await.id;
+    drop(stream);
+    for i in 1..=4 {
+        publish_to_users(&mut client, &["alice"], &format!("u{i}")).await;
+        publish_to_topic(&mut client, "news", &format!("t{i}")).await;
+    }
+
+    // The user stream comes first: its 4 events, then 1 of the topic's;
+    // the rest of the topic is one reset, positioned at its newest event.
+    let mut resumed = open(&edge, &["news"], Some(&last_id)).await;
+    let got = next_events(&mut resumed, 6).await;
+    let want = ["u1", "u2", "u3", "u4", "t1"].map(message);
+    assert_eq!(got[..5], want);
+    assert_eq!(got[5], limit_reset());
+    resumed.assert_silent(QUIET).await;
+    assert_eq!(edge.metric("herald_edge_resets_total").await, 1.0);
+    assert_eq!(edge.metric("herald_edge_replayed_events_total").await, 6.0);
+    // Live after the reset: both subjects.
+    publish_to_users(&mut client, &["alice"], "u5").await;
+    publish_to_topic(&mut client, "news", "t5").await;
+    let (u5, t5) = (resumed.next().await, resumed.next().await);
+    assert_eq!([u5.data.as_str(), t5.data.as_str()], ["u5", "t5"]);
+    drop(resumed);
+    // That id resumes with nothing to replay: no second reset.
+    let mut again = open(&edge, &["news"], Some(&t5.id)).await;
+    again.assert_silent(QUIET).await;
+}
+
+#[tokio::test]
+async fn a_resume_beyond_the_byte_cap_gets_what_fits_then_one_reset() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let mut config = edge_config("edge");
+    // Room for two 1 KiB events, not three.
+    config.replay.bytes = 2500;
+    let edge = start_edge(&nats.client_url(), config).await;
+    let mut client = publisher(&publish).await;
+    let mut stream = open(&edge, &[], None).await;
+    publish_to_users(&mut client, &["alice"], "first").await;
+    let last_id = stream.next().await.id;
+    drop(stream);
+    let big = |i: usize| format!("{i}{}", "x".repeat(1023));
+    for i in 0..5 {
+        publish_to_users(&mut client, &["alice"], &big(i)).await;
+    }
+    let mut resumed = open(&edge, &[], Some(&last_id)).await;
+    let got = next_events(&mut resumed, 3).await;
+    assert_eq!(got, [message(&big(0)), message(&big(1)), limit_reset()]);
+    resumed.assert_silent(QUIET).await;
+}
+
+#[tokio::test]
+async fn events_the_edge_holds_count_against_the_cap_too() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let mut config = edge_config("edge");
+    config.replay.events = 3;
+    let edge = start_edge(&nats.client_url(), config).await;
+    let mut client = publisher(&publish).await;
+    // Two streams on the topic: its fan-out task keeps the newest events.
+    let mut watcher = open_as(&edge, "u1", &["news"], None).await;
+    let _other = open_as(&edge, "u2", &["news"], None).await;
+    for i in 0..10 {
+        publish_to_topic(&mut client, "news", &format!("t{i}")).await;
+    }
+    let first = watcher.next().await;
+    for _ in 1..10 {
+        watcher.next().await;
+    }
+    let mut resumed = open_as(&edge, "u3", &["news"], Some(&first.id)).await;
+    let got = next_events(&mut resumed, 4).await;
+    assert_eq!(got[..3], ["t1", "t2", "t3"].map(message));
+    assert_eq!(got[3], limit_reset());
+    resumed.assert_silent(QUIET).await;
+    let memory = "herald_edge_resumed_subjects_total{source=\"memory\"}";
+    assert_eq!(edge.metric(memory).await, 1.0);
+    // The reset is positioned at the newest event held: live goes on from there.
+    publish_to_topic(&mut client, "news", "live").await;
+    assert_eq!(resumed.next().await.data, "live");
+}
+
+#[tokio::test]
+async fn an_audience_resuming_more_than_the_edge_keeps_reads_for_itself_and_loses_nothing() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let edge = start_edge(&nats.client_url(), edge_config("edge-1")).await;
+    let mut client = publisher(&publish).await;
+    let last_id = {
+        let mut stream = open_as(&edge, "u0", &["news"], None).await;
+        publish_to_topic(&mut client, "news", "t0").await;
+        stream.next().await.id
+    };
+    // More than a subject's fan-out task keeps (32 events): whoever reads
+    // history first does not keep it for the others, who read for
+    // themselves rather than wait for what would not be held.
+    const MISSED: usize = 40;
+    for i in 1..=MISSED {
+        publish_to_topic(&mut client, "news", &format!("t{i}")).await;
+    }
+    const AUDIENCE: usize = 10;
+    let opens = (0..AUDIENCE).map(|i| {
+        let (edge, last_id) = (&edge, &last_id);
+        async move { open_as(edge, &format!("u{i}"), &["news"], Some(last_id)).await }
+    });
+    let mut audience = futures::future::join_all(opens).await;
+    let expected: Vec<_> = (1..=MISSED).map(|i| format!("t{i}")).collect();
+    for (i, stream) in audience.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            got.push(stream.next().await.data);
+        }
+        assert_eq!(got, expected, "stream {i}");
+    }
+    futures::future::join_all(audience.iter_mut().map(|s| s.assert_silent(QUIET))).await;
+    let from = |source: &str| format!("herald_edge_resumed_subjects_total{{source=\"{source}\"}}");
+    assert_eq!(edge.metric(&from("history")).await, AUDIENCE as f64);
+    assert_eq!(edge.metric(&from("memory")).await, 0.0);
 }

@@ -10,6 +10,8 @@ use herald_core::history::HistoryArgs;
 use herald_core::tls::{ServerTls, TlsArgs};
 
 use crate::auth::Authenticator;
+use crate::budget::ReplayLimits;
+use crate::ratelimit::ConnectRate;
 
 /// herald-edge: holds clients' SSE streams and delivers their events from NATS.
 #[derive(Debug, clap::Parser)]
@@ -66,6 +68,25 @@ pub struct Args {
     #[arg(long, env = "HERALD_MAX_TOPICS", default_value_t = 32)]
     pub max_topics: usize,
 
+    /// Most events one connect replays from its cursor; a subject whose
+    /// missed events do not fit gets `herald.reset` (the app refetches).
+    #[arg(long, env = "HERALD_MAX_REPLAY_EVENTS", default_value_t = 1000)]
+    pub max_replay_events: usize,
+
+    /// Most bytes of events one connect replays; beyond, `herald.reset`.
+    #[arg(long, env = "HERALD_MAX_REPLAY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_replay_bytes: usize,
+
+    /// Connects per second one user may sustain on this edge (a token
+    /// bucket); beyond it and the burst, 429 with Retry-After.
+    #[arg(long, env = "HERALD_CONNECT_RATE_PER_USER", default_value_t = 1.0)]
+    pub connect_rate_per_user: f64,
+
+    /// Connects one user may make at once on this edge (every tab after a
+    /// network switch), refilled at --connect-rate-per-user.
+    #[arg(long, env = "HERALD_CONNECT_BURST_PER_USER", default_value_t = 30)]
+    pub connect_burst_per_user: u32,
+
     /// Events queued per stream; a client that falls this far behind is
     /// closed as a slow consumer and resumes later.
     #[arg(long, env = "HERALD_QUEUE_CAPACITY", default_value_t = 512)]
@@ -91,6 +112,9 @@ pub struct Config {
     pub max_connections: usize,
     pub max_connections_per_user: usize,
     pub max_topics: usize,
+    /// What one connect may replay.
+    pub replay: ReplayLimits,
+    pub connect_rate: ConnectRate,
     pub queue_capacity: usize,
     pub drain_window: Duration,
     pub drain_grace: Duration,
@@ -127,10 +151,23 @@ impl Args {
             ("--max-connections", self.max_connections),
             ("--max-connections-per-user", self.max_connections_per_user),
             ("--queue-capacity", self.queue_capacity),
+            ("--max-replay-events", self.max_replay_events),
+            ("--max-replay-bytes", self.max_replay_bytes),
+            (
+                "--connect-burst-per-user",
+                self.connect_burst_per_user as usize,
+            ),
         ] {
             if value == 0 {
                 return Err((flag, "must be at least 1".into()));
             }
+        }
+        let rate = self.connect_rate_per_user;
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err((
+                "--connect-rate-per-user",
+                format!("must be a number of connects per second above 0, not {rate}"),
+            ));
         }
         if self.presence_heartbeat < Duration::from_millis(10) {
             return Err(("--presence-heartbeat", "must be at least 10ms".into()));
@@ -148,6 +185,14 @@ impl Args {
             max_connections: self.max_connections,
             max_connections_per_user: self.max_connections_per_user,
             max_topics: self.max_topics,
+            replay: ReplayLimits {
+                events: self.max_replay_events,
+                bytes: self.max_replay_bytes,
+            },
+            connect_rate: ConnectRate {
+                per_second: rate,
+                burst: self.connect_burst_per_user,
+            },
             queue_capacity: self.queue_capacity,
             drain_window: self.drain_window,
             drain_grace: self.drain_grace,

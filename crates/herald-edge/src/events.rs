@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::AdmitError;
 use crate::auth::Claims;
+use crate::budget::Budget;
 use crate::error::ApiError;
 use crate::fanout::{Lookup, Member};
 use crate::metrics::{RejectReason, ResumeSource};
@@ -90,6 +91,10 @@ async fn open<B>(
     })?;
     let topics = requested_topics(query, &claims, state.config.max_topics)?;
     let cursor = last_event_id(req.headers(), query)?;
+    state
+        .connects
+        .check(user.as_str())
+        .map_err(too_many_connects)?;
     let permit = state.admission.admit(user.as_str()).map_err(|e| match e {
         AdmitError::NodeFull(_) => ApiError::unavailable("node_full", e, 5, RejectReason::NodeFull),
         AdmitError::UserLimit(_) => ApiError::new(
@@ -159,6 +164,21 @@ async fn open<B>(
     Ok(stream_response(BodyExt::boxed(StreamBody::new(body))))
 }
 
+/// 429 for a user over `--connect-rate-per-user`, with the wait until the
+/// next connect would be admitted.
+fn too_many_connects(wait: std::time::Duration) -> ApiError {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    ApiError {
+        retry_after: Some(secs),
+        ..ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connects",
+            format!("this user connects to this edge too often; retry in {secs} s"),
+            RejectReason::ConnectRate,
+        )
+    }
+}
+
 /// The demo page: one EventSource, its state, its events, resets.
 fn demo_page() -> Response<Body> {
     let mut response = Response::new(crate::server::full(bytes::Bytes::from_static(
@@ -205,8 +225,9 @@ fn last_event_id(headers: &http::HeaderMap, query: Option<&str>) -> Result<Curso
 }
 
 /// Starts the replay: what this node holds after the cursor, then history
-/// for the rest (checked against it first). The session's cursor keeps
-/// only the followed subjects' entries.
+/// for the rest (checked against it first), within the connect's replay
+/// caps. Only the followed subjects' entries are looked at (others cost
+/// nothing) and kept in the session's cursor.
 async fn resume(
     state: &State,
     cursor: Cursor,
@@ -215,6 +236,7 @@ async fn resume(
     if cursor.is_empty() {
         return Ok((None, cursor));
     }
+    let mut budget = Budget::new(state.config.replay);
     let mut kept = Cursor::default();
     let mut held = Vec::new();
     let mut wanted = Vec::new();
@@ -229,6 +251,10 @@ async fn resume(
         match state.fanout.lookup(subject, after, may_wait).await {
             Lookup::Hit(deliveries) => {
                 state.metrics.resumed(ResumeSource::Memory);
+                let (deliveries, reset) = replay::within_budget(key, deliveries, &mut budget);
+                if reset {
+                    state.metrics.resets.inc();
+                }
                 held.extend(deliveries);
             }
             Lookup::Miss(seeder) => {
@@ -251,8 +277,8 @@ async fn resume(
                 ApiError::unavailable("history_unavailable", e, 2, RejectReason::Unavailable)
             }
         })?;
-    state.metrics.resets.inc_by(plan.resets() as u64);
-    Ok((Replay::start(held, plan), kept))
+    let resets = state.metrics.resets.clone();
+    Ok((Replay::start(held, plan, budget, resets), kept))
 }
 
 /// The `topic` query parameters, validated and checked against the claim.

@@ -12,12 +12,16 @@
 //! - [`fanout`]: one NATS subscription per subject, shared by local streams.
 //! - [`session`]: one stream's body: events with ids, heartbeats, expiry, close.
 //! - [`replay`]: resuming from a `Last-Event-ID` cursor.
+//! - [`budget`]: what one connect may replay.
+//! - [`reads`]: single reads of a subject's history.
+//! - [`ratelimit`]: per-user connect rate.
 //! - [`sse`]: event-stream framing.
 //! - [`drain`]: the jittered drain.
 //! - [`metrics`], [`error`].
 
 pub mod admission;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod drain;
 pub mod error;
@@ -25,6 +29,8 @@ pub mod events;
 pub mod fanout;
 pub mod metrics;
 pub mod presence;
+pub mod ratelimit;
+pub mod reads;
 pub mod recent;
 pub mod replay;
 pub mod server;

@@ -49,6 +49,8 @@ pub enum RejectReason {
     BadRequest,
     NodeFull,
     UserLimit,
+    /// Over the per-user connect rate.
+    ConnectRate,
     Draining,
     Unavailable,
 }
@@ -61,6 +63,7 @@ impl EncodeLabelValue for RejectReason {
             Self::BadRequest => "bad_request",
             Self::NodeFull => "node_full",
             Self::UserLimit => "user_limit",
+            Self::ConnectRate => "too_many_connects",
             Self::Draining => "draining",
             Self::Unavailable => "unavailable",
         };

@@ -16,9 +16,16 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 /// Most events held per subject.
-const MAX_EVENTS: usize = 32;
+pub const MAX_EVENTS: usize = 32;
 /// Most frame bytes held per subject.
-const MAX_BYTES: usize = 16 * 1024;
+pub const MAX_BYTES: usize = 16 * 1024;
+
+/// Whether a read of `events` frames of `bytes` in all could be held: a
+/// history read larger than this is not kept for others (they would find
+/// its start trimmed away), so its reader need not keep it either.
+pub fn could_hold(events: usize, bytes: usize) -> bool {
+    events <= MAX_EVENTS && bytes <= MAX_BYTES
+}
 
 /// One subject's recent events.
 #[derive(Debug, Default)]

@@ -1,32 +1,77 @@
 //! Resume: replaying what a reconnecting client missed, per followed
-//! subject, from its cursor up to the present.
+//! subject, from its cursor up to the present, within the connect's
+//! [`Budget`].
 //!
 //! The stream's live subscriptions are made first. Then each subject's
 //! fan-out task is asked for what it holds after the cursor (see
-//! `recent`); for the rest, [`plan`] checks the cursor against history and
-//! [`Replay::start`] reads the missed events from the history streams. The
-//! session sends the replay, then the live queue, dropping live events the
-//! replay already covered (same subject, sequence not above its cursor):
-//! no gap, no duplicate.
+//! `recent`); for the rest, [`plan`] reads each subject's newest event in
+//! history (most reconnects missed nothing and stop there), and
+//! [`Replay::start`] reads the missed events up to it; later ones arrive
+//! live, since the subscription predates that read. The session sends the
+//! replay, then the live queue, dropping live events the replay already
+//! covered (same subject, sequence not above its cursor): no gap, no
+//! duplicate.
+//!
+//! A client picks its cursor, so what a connect may cost is bounded
+//! whatever the positions: per followed subject one read of its newest
+//! event (and per history stream one of its info, for positions above a
+//! subject's newest event); per subject replayed from history one read
+//! that the position is held, one per event, and one that the position
+//! was not evicted meanwhile (else events could have been skipped). Events
+//! and bytes are capped by the budget: a subject whose events do not all
+//! fit, or whose position history no longer holds, gets one `herald.reset`
+//! positioned at its newest event, so that the next resume starts there.
 
 use std::collections::VecDeque;
+use std::collections::hash_map::{self, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::message::StreamMessage;
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use bytes::Bytes;
 use herald_core::cursor::key;
 use herald_core::envelope::Envelope;
 use herald_core::history::{shard_of, stored_subject, stream_name};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
+use crate::budget::Budget;
 use crate::fanout::{Delivery, Seeder};
+pub use crate::reads::Reads;
+use crate::reads::{ReadError, Source};
 use crate::sse;
 
-/// Event type telling a client its cursor is older than history.
+/// Event type telling a client to refetch its state: its cursor is older
+/// than history, or what it missed is more than one connect replays.
 pub const RESET_EVENT: &str = "herald.reset";
+
+/// Why a subject gets a `herald.reset` (its `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// History no longer holds the client's last event.
+    HistoryExpired,
+    /// More was missed than `--max-replay-events` / `--max-replay-bytes`.
+    ReplayLimit,
+}
+
+impl ResetReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HistoryExpired => "history_expired",
+            Self::ReplayLimit => "replay_limit",
+        }
+    }
+}
+
+/// A `herald.reset` for subject `key`, positioned at its newest event (if
+/// any) so that the next resume starts from there.
+pub fn reset(key: u32, newest: Option<u64>, reason: ResetReason) -> Delivery {
+    let data = Bytes::from(format!(r#"{{"reason":"{}"}}"#, reason.as_str()));
+    Delivery {
+        frame: sse::event(Some(RESET_EVENT), &data),
+        position: newest.map(|seq| (key, seq)),
+    }
+}
 
 /// Why a cursor cannot be resumed.
 #[derive(Debug, thiserror::Error)]
@@ -39,16 +84,20 @@ pub enum ResumeError {
 
 /// What to do for one followed subject.
 #[derive(Debug)]
+enum Action {
+    /// Read the events after the position, up to `newest`.
+    Replay { newest: u64 },
+    /// The position is gone from history, or never was one of the subject's.
+    Reset,
+}
+
+#[derive(Debug)]
 struct Step {
-    /// Stored (history) subject.
-    stored: String,
+    source: Source,
     key: u32,
     /// Last sequence the client has.
     after: u64,
-    stream: stream::Stream<()>,
-    reads: Reads,
-    /// The client's last event is gone from history: send a reset.
-    reset: bool,
+    action: Action,
     seeder: Option<Seeder>,
 }
 
@@ -67,35 +116,9 @@ pub struct Plan {
     steps: Vec<Step>,
 }
 
-impl Plan {
-    /// Subjects whose cursor is older than history: each gets a reset.
-    pub fn resets(&self) -> usize {
-        self.steps.iter().filter(|s| s.reset).count()
-    }
-}
-
-/// Who answers single reads of history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reads {
-    /// Any server holding the stream (direct get): cheap, and exact while
-    /// history has one replica.
-    Direct,
-    /// The stream leader, through the JetStream API: a replica may lag
-    /// the leader, and a lagging answer would skip or reset events.
-    Leader,
-}
-
-impl Reads {
-    pub fn for_replicas(replicas: u8) -> Self {
-        if replicas == 1 {
-            Self::Direct
-        } else {
-            Self::Leader
-        }
-    }
-}
-
-/// Checks each wanted subject's cursor against history.
+/// Reads each wanted subject's newest event and checks its position
+/// against it: one read per subject, plus one of stream info per history
+/// stream where a position is above the subject's newest event.
 pub async fn plan(
     js: &jetstream::Context,
     wanted: Vec<Wanted>,
@@ -103,6 +126,8 @@ pub async fn plan(
     reads: Reads,
 ) -> Result<Plan, ResumeError> {
     let mut steps = Vec::new();
+    // Each stream's last sequence, read at most once per connect.
+    let mut tops: HashMap<u16, u64> = HashMap::new();
     for Wanted {
         subject,
         after,
@@ -114,69 +139,50 @@ pub async fn plan(
             .get_stream_no_info(stream_name(shard))
             .await
             .map_err(unavailable)?;
-        let stored = stored_subject(&subject, shard);
-        // Position 0 means "nothing seen yet": replay all history.
-        let reset = after > 0 && !still_held(&stream, reads, &stored, after).await?;
-        steps.push(Step {
-            stored,
-            key: key(&subject),
-            after,
+        let source = Source {
             stream,
             reads,
-            reset,
+            stored: stored_subject(&subject, shard),
+        };
+        let newest = source.newest().await.map_err(unavailable)?;
+        let action = match newest {
+            // Nothing missed (position 0: "nothing seen yet", and there is
+            // nothing): from here on, what arrives live is complete.
+            n if n == Some(after) || (after == 0 && n.is_none()) => {
+                if let Some(seeder) = seeder {
+                    seeder.seed(Vec::new());
+                }
+                continue;
+            }
+            Some(newest) if newest > after => Action::Replay { newest },
+            // Nothing of the subject at or after the position: expired, a
+            // position that never was the subject's, or one from the future.
+            _ => {
+                let top = match tops.entry(shard) {
+                    hash_map::Entry::Occupied(top) => *top.get(),
+                    hash_map::Entry::Vacant(slot) => {
+                        let info = source.stream.get_info().await.map_err(unavailable)?;
+                        *slot.insert(info.state.last_sequence)
+                    }
+                };
+                if after > top {
+                    return Err(ResumeError::Future {
+                        stream: stream_name(shard),
+                        seq: after,
+                    });
+                }
+                Action::Reset
+            }
+        };
+        steps.push(Step {
+            source,
+            key: key(&subject),
+            after,
+            action,
             seeder,
         });
     }
     Ok(Plan { steps })
-}
-
-/// Whether the client's last event is still in history. History drops a
-/// subject's oldest events first, so if it is, everything after it is too.
-async fn still_held(
-    stream: &stream::Stream<()>,
-    reads: Reads,
-    stored: &str,
-    after: u64,
-) -> Result<bool, ResumeError> {
-    match next_of(stream, reads, stored, after).await {
-        Ok(Some(message)) => Ok(message.sequence == after),
-        // Nothing of this subject from there on: expired, or never written.
-        Ok(None) => {
-            let info = stream.get_info().await.map_err(unavailable)?;
-            if after > info.state.last_sequence {
-                return Err(ResumeError::Future {
-                    stream: info.config.name,
-                    seq: after,
-                });
-            }
-            Ok(false)
-        }
-        Err(e) => Err(unavailable(e)),
-    }
-}
-
-/// The subject's first stored event at or after sequence `from`.
-async fn next_of(
-    stream: &stream::Stream<()>,
-    reads: Reads,
-    stored: &str,
-    from: u64,
-) -> Result<Option<StreamMessage>, stream::RawMessageError> {
-    if reads == Reads::Direct {
-        let request = stream.direct_get_builder().sequence(from);
-        match request.next_by_subject(stored).send().await {
-            Ok(message) => return Ok(Some(message)),
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
-            // E.g. a stream made before direct gets were allowed: ask the leader.
-            Err(e) => tracing::debug!(error = %e, "direct get failed"),
-        }
-    }
-    let request = stream.raw_message_builder().sequence(from);
-    match request.next_by_subject(stored).send().await {
-        Ok(message) => Ok(Some(message)),
-        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ResumeError {
@@ -207,13 +213,13 @@ impl Drop for Reader {
 }
 
 impl Replay {
-    /// Sends `held` first, then reads the plan's events; `None` if there
-    /// is nothing to replay.
-    pub fn start(held: Vec<Delivery>, plan: Plan) -> Option<Self> {
+    /// Sends `held` first, then reads the plan's events within `budget`,
+    /// counting the resets it sends; `None` if there is nothing to replay.
+    pub fn start(held: Vec<Delivery>, plan: Plan, budget: Budget, resets: Counter) -> Option<Self> {
         if held.is_empty() && plan.steps.is_empty() {
             return None;
         }
-        let reader = (!plan.steps.is_empty()).then(|| Reader::start(plan));
+        let reader = (!plan.steps.is_empty()).then(|| Reader::start(plan, budget, resets));
         Some(Self {
             held: held.into(),
             reader,
@@ -244,14 +250,31 @@ impl Replay {
     }
 }
 
+/// Events the node held for one subject, as many as `budget` allows; if
+/// not all fit, a reset positioned at the newest of them takes the place
+/// of the rest. The flag says whether there was a reset.
+pub fn within_budget(key: u32, held: Vec<Delivery>, budget: &mut Budget) -> (Vec<Delivery>, bool) {
+    let newest = held.last().and_then(|d| d.position).map(|(_, seq)| seq);
+    let mut kept = Vec::with_capacity(held.len());
+    for delivery in held {
+        if !budget.take(delivery.frame.len()) {
+            kept.push(reset(key, newest, ResetReason::ReplayLimit));
+            return (kept, true);
+        }
+        kept.push(delivery);
+    }
+    (kept, false)
+}
+
 impl Reader {
-    fn start(plan: Plan) -> Self {
+    fn start(plan: Plan, mut budget: Budget, resets: Counter) -> Self {
         let (tx, deliveries) = mpsc::channel(64);
         let failed = Arc::new(AtomicBool::new(false));
         let flag = failed.clone();
         let task = tokio::spawn(async move {
+            let out = Out { tx, resets };
             for step in plan.steps {
-                if let Err(e) = run_step(step, &tx).await {
+                if let Err(e) = run_step(step, &mut budget, &out).await {
                     tracing::warn!(error = %e, "replay failed");
                     flag.store(true, Ordering::Release);
                     return;
@@ -266,78 +289,293 @@ impl Reader {
     }
 }
 
-type ReadError = Box<dyn std::error::Error + Send + Sync>;
-
-async fn run_step(mut step: Step, tx: &mpsc::Sender<Delivery>) -> Result<(), ReadError> {
-    if step.reset {
-        return send_reset(&step, tx).await;
-    }
-    let mut sink = Sink {
-        tx,
-        key: step.key,
-        // What was read goes back to the fan-out for the next resumers.
-        read: step.seeder.as_ref().map(|_| Vec::new()),
-    };
-    // One request per event, up to the present. A consumer would stream
-    // them, but costs several API calls to set up, and most resumes miss
-    // only a few events; history keeps at most max-per-subject anyway.
-    let mut next = step.after + 1;
-    while let Some(message) = next_of(&step.stream, step.reads, &step.stored, next).await? {
-        next = message.sequence + 1;
-        sink.send(message.sequence, &message.headers, &message.payload)
-            .await?;
-    }
-    if let (Some(seeder), Some(read)) = (step.seeder.take(), sink.read) {
-        seeder.seed(read);
-    }
-    Ok(())
+/// Where a replay's events go.
+struct Out {
+    tx: mpsc::Sender<Delivery>,
+    /// `herald_edge_resets_total`.
+    resets: Counter,
 }
 
-/// Where a step's events go: framed, to the session, and kept for the seeder.
-struct Sink<'a> {
-    tx: &'a mpsc::Sender<Delivery>,
-    key: u32,
-    read: Option<Vec<(u64, Bytes)>>,
-}
+impl Out {
+    async fn send(&self, delivery: Delivery) -> Result<(), ReadError> {
+        Ok(self.tx.send(delivery).await?)
+    }
 
-impl Sink<'_> {
-    async fn send(
-        &mut self,
-        seq: u64,
-        headers: &HeaderMap,
-        payload: &Bytes,
+    async fn reset(
+        &self,
+        key: u32,
+        newest: Option<u64>,
+        reason: ResetReason,
     ) -> Result<(), ReadError> {
-        let envelope = Envelope::from_parts(Some(headers), payload);
-        let frame = sse::event(envelope.event.as_deref(), &envelope.data);
-        if let Some(read) = &mut self.read {
-            read.push((seq, frame.clone()));
-        }
-        let delivery = Delivery {
-            frame,
-            position: Some((self.key, seq)),
-        };
-        self.tx.send(delivery).await?;
-        Ok(())
+        self.resets.inc();
+        self.send(reset(key, newest, reason)).await
     }
 }
 
-/// One `herald.reset`, positioned at the subject's newest event so that the
-/// next resume starts from there.
-async fn send_reset(step: &Step, tx: &mpsc::Sender<Delivery>) -> Result<(), ReadError> {
-    let newest = match step
-        .stream
-        .get_last_raw_message_by_subject(&step.stored)
-        .await
-    {
-        Ok(message) => Some(message.sequence),
-        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
-        Err(e) => return Err(e.into()),
+/// Replays one subject from history, or resets it.
+async fn run_step(mut step: Step, budget: &mut Budget, out: &Out) -> Result<(), ReadError> {
+    let (key, after, source) = (step.key, step.after, &step.source);
+    let newest = match step.action {
+        Action::Reset => return out.reset(key, None, ResetReason::HistoryExpired).await,
+        Action::Replay { newest } => newest,
     };
-    let data = Bytes::from_static(br#"{"reason":"history_expired"}"#);
-    let delivery = Delivery {
-        frame: sse::event(Some(RESET_EVENT), &data),
-        position: newest.map(|seq| (step.key, seq)),
-    };
-    tx.send(delivery).await?;
+    let expired = || out.reset(key, Some(newest), ResetReason::HistoryExpired);
+    let limited = || out.reset(key, Some(newest), ResetReason::ReplayLimit);
+    if !budget.has_room() {
+        return limited().await;
+    }
+    if after > 0 && !source.holds(after).await? {
+        return expired().await;
+    }
+    let mut kept = Kept::new(step.seeder.take());
+    // One request per event. A consumer would stream them, but costs
+    // several API calls to set up (on the meta leader, in a cluster), and
+    // most resumes miss only a few events.
+    let mut next = after + 1;
+    loop {
+        if !budget.has_room() {
+            return limited().await;
+        }
+        let message = match source.next(next).await? {
+            Some(message) if message.sequence <= newest => message,
+            // The newest event was evicted meanwhile, and so was all before it.
+            _ => return expired().await,
+        };
+        let envelope = Envelope::from_parts(Some(&message.headers), &message.payload);
+        let frame = sse::event(envelope.event.as_deref(), &envelope.data);
+        if !budget.take(frame.len()) {
+            return limited().await;
+        }
+        kept.push(message.sequence, &frame);
+        let position = Some((key, message.sequence));
+        out.send(Delivery { frame, position }).await?;
+        if message.sequence == newest {
+            break;
+        }
+        next = message.sequence + 1;
+    }
+    // Had the position been evicted while reading, so could events after
+    // it, between two reads: the client must then refetch.
+    if after > 0 && !source.holds(after).await? {
+        return expired().await;
+    }
+    kept.seed();
     Ok(())
+}
+
+/// A history read kept for the subject's other resuming streams, as long
+/// as the subject's fan-out task could hold it all (see `recent`).
+struct Kept {
+    seeder: Option<Seeder>,
+    read: Vec<(u64, Bytes)>,
+    bytes: usize,
+}
+
+impl Kept {
+    fn new(seeder: Option<Seeder>) -> Self {
+        Self {
+            seeder,
+            read: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn push(&mut self, seq: u64, frame: &Bytes) {
+        if self.seeder.is_none() {
+            return;
+        }
+        self.bytes += frame.len();
+        self.read.push((seq, frame.clone()));
+        if !crate::recent::could_hold(self.read.len(), self.bytes) {
+            // Too much to hold: dropping the seeder lets the streams
+            // waiting for this read go and read for themselves now.
+            self.seeder = None;
+            self.read = Vec::new();
+        }
+    }
+
+    fn seed(self) {
+        if let Some(seeder) = self.seeder {
+            seeder.seed(self.read);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::stream;
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::fanout::{Fanout, Lookup, Member};
+    use crate::metrics::Metrics;
+    use crate::session::Signal;
+
+    const SUBJECT: &str = "herald.t.news";
+
+    /// A fan-out with two streams on `SUBJECT`, so that it keeps events.
+    async fn fanout(nats: &herald_testing::NatsServer) -> Arc<Fanout> {
+        let client = async_nats::connect(nats.client_url()).await.unwrap();
+        let (_, losses) = tokio::sync::watch::channel(0);
+        let fanout = Fanout::new(client, losses, Metrics::default());
+        for id in 0..2 {
+            let (queue, _) = mpsc::channel(8);
+            let signal = Signal::new(None);
+            fanout
+                .join(SUBJECT, id, Member { queue, signal })
+                .await
+                .unwrap();
+        }
+        fanout
+    }
+
+    fn frame(seq: u64) -> Bytes {
+        Bytes::from(format!("data: {seq}\n\n"))
+    }
+
+    #[tokio::test]
+    async fn a_read_the_edge_can_hold_serves_the_streams_waiting_for_it() {
+        let nats = herald_testing::NatsServer::start();
+        let fanout = fanout(&nats).await;
+        let Lookup::Miss(Some(seeder)) = fanout.lookup(SUBJECT, 7, true).await else {
+            panic!("the first resumer reads for the others");
+        };
+        let mut waiter = std::pin::pin!(fanout.lookup(SUBJECT, 7, true));
+        assert!(futures::poll!(&mut waiter).is_pending());
+        let mut kept = Kept::new(Some(seeder));
+        let last = 7 + crate::recent::MAX_EVENTS as u64;
+        for seq in 8..=last {
+            kept.push(seq, &frame(seq));
+        }
+        kept.seed();
+        let Lookup::Hit(events) = waiter.await else {
+            panic!("served from the read");
+        };
+        let seqs: Vec<u64> = events
+            .iter()
+            .filter_map(|d| d.position)
+            .map(|p| p.1)
+            .collect();
+        assert_eq!(seqs, (8..=last).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_read_too_large_to_hold_is_not_kept_and_releases_its_waiters_at_once() {
+        let nats = herald_testing::NatsServer::start();
+        let fanout = fanout(&nats).await;
+        let Lookup::Miss(Some(seeder)) = fanout.lookup(SUBJECT, 7, true).await else {
+            panic!("the first resumer reads for the others");
+        };
+        // Polled once, the waiter's lookup is queued before anything the
+        // reader sends after.
+        let mut waiter = std::pin::pin!(fanout.lookup(SUBJECT, 7, true));
+        assert!(futures::poll!(&mut waiter).is_pending());
+        let mut kept = Kept::new(Some(seeder));
+        for seq in 8..8 + crate::recent::MAX_EVENTS as u64 {
+            kept.push(seq, &frame(seq));
+        }
+        assert!(futures::poll!(&mut waiter).is_pending());
+        // One more than a subject keeps: the reader lets go of the read
+        // (and its memory) while it goes on reading for its own stream.
+        kept.push(100, &frame(100));
+        assert!(kept.seeder.is_none() && kept.read.is_empty());
+        let started = tokio::time::Instant::now();
+        let answer = waiter.await;
+        assert!(matches!(answer, Lookup::Miss(None)));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(4),
+            "released at once, not after the lookup wait"
+        );
+        // Byte-wise too: a few large frames are not kept either.
+        let Lookup::Miss(Some(seeder)) = fanout.lookup(SUBJECT, 9, true).await else {
+            panic!("a reader from another place");
+        };
+        let mut kept = Kept::new(Some(seeder));
+        let big = Bytes::from(vec![b'x'; crate::recent::MAX_BYTES / 2 + 1]);
+        kept.push(10, &big);
+        assert!(kept.seeder.is_some());
+        kept.push(11, &big);
+        assert!(kept.seeder.is_none() && kept.read.is_empty());
+    }
+
+    #[tokio::test]
+    async fn events_evicted_while_replaying_end_in_a_reset_not_a_gap() {
+        let nats = herald_testing::NatsServer::start();
+        let client = async_nats::connect(nats.client_url()).await.unwrap();
+        let js = jetstream::new(client.clone());
+        let config = stream::Config {
+            name: "T".into(),
+            subjects: vec!["t.>".into()],
+            max_messages_per_subject: 5,
+            allow_direct: true,
+            ..Default::default()
+        };
+        js.create_stream(config).await.unwrap();
+        let publish = |i: u64| {
+            let js = js.clone();
+            async move {
+                let ack = js.publish("t.a", i.to_string().into()).await.unwrap();
+                assert_eq!(ack.await.unwrap().sequence, i);
+            }
+        };
+        for i in 1..=5 {
+            publish(i).await;
+        }
+        let mut gets = client.subscribe("$JS.API.DIRECT.GET.>").await.unwrap();
+        herald_core::nats::round_trip(&client).await.unwrap();
+        let source = Source {
+            stream: js.get_stream_no_info("T").await.unwrap(),
+            reads: Reads::Direct,
+            stored: "t.a".into(),
+        };
+        // The client has event 1; 2 to 5 are to be replayed.
+        let step = Step {
+            source,
+            key: 7,
+            after: 1,
+            action: Action::Replay { newest: 5 },
+            seeder: None,
+        };
+        // The only slot is taken: the reader waits before sending event 2.
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.send(reset(0, None, ResetReason::ReplayLimit))
+            .await
+            .unwrap();
+        let out = Out {
+            tx,
+            resets: Counter::default(),
+        };
+        let reading = tokio::spawn(async move {
+            let limits = crate::budget::ReplayLimits {
+                events: 100,
+                bytes: 1 << 20,
+            };
+            run_step(step, &mut Budget::new(limits), &out)
+                .await
+                .unwrap();
+            out.resets.get()
+        });
+        // Once it checked the position and asked for event 2, three newer
+        // events evict 1 to 3: the next read jumps from 2 to 4.
+        gets.next().await.unwrap();
+        gets.next().await.unwrap();
+        for i in 6..=8 {
+            publish(i).await;
+        }
+        rx.recv().await.unwrap();
+        let mut got = Vec::new();
+        while let Some(delivery) = rx.recv().await {
+            got.push(delivery);
+        }
+        assert_eq!(reading.await.unwrap(), 1, "one reset");
+        let last = got.pop().unwrap();
+        assert_eq!(
+            last.position,
+            Some((7, 5)),
+            "positioned at the newest event"
+        );
+        assert!(String::from_utf8_lossy(&last.frame).contains("history_expired"));
+        let seqs: Vec<u64> = got.iter().filter_map(|d| d.position).map(|p| p.1).collect();
+        assert!(seqs.ends_with(&[4, 5]) && !seqs.contains(&3), "{seqs:?}");
+    }
 }

@@ -25,6 +25,7 @@ use crate::drain::Drain;
 use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 use crate::presence::Reporter;
+use crate::ratelimit::ConnectLimiter;
 
 /// Response body type of every edge response.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -46,6 +47,8 @@ pub struct State {
     pub config: Config,
     pub fanout: Arc<Fanout>,
     pub admission: Arc<Admission>,
+    /// Per-user connect rate.
+    pub connects: ConnectLimiter,
     pub drain: Arc<Drain>,
     pub metrics: Metrics,
     /// Changes when live events may have been missed.
@@ -89,6 +92,7 @@ impl Edge {
             fanout: Fanout::new(nats, losses.clone(), metrics.clone()),
             losses,
             admission,
+            connects: ConnectLimiter::new(config.connect_rate),
             drain: Arc::new(Drain::new(config.drain_window)),
             metrics,
             next_id: AtomicU64::new(0),

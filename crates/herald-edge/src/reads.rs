@@ -1,0 +1,87 @@
+//! Single reads of one subject's history: the leaf that `replay` builds
+//! on. Each method is one JetStream request (two when a direct get fails
+//! and the leader is asked instead).
+
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream;
+
+/// A failed read of history.
+pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Who answers single reads of history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Any server holding the stream (direct get): cheap, and exact while
+    /// history has one replica.
+    Direct,
+    /// The stream leader, through the JetStream API: a replica may lag
+    /// the leader, and a lagging answer would skip or reset events.
+    Leader,
+}
+
+impl Reads {
+    pub fn for_replicas(replicas: u8) -> Self {
+        if replicas == 1 {
+            Self::Direct
+        } else {
+            Self::Leader
+        }
+    }
+}
+
+/// One subject's events in one history stream.
+#[derive(Debug)]
+pub struct Source {
+    pub stream: stream::Stream<()>,
+    pub reads: Reads,
+    /// Stored (history) subject.
+    pub stored: String,
+}
+
+impl Source {
+    /// The subject's first stored event at or after sequence `from`.
+    pub async fn next(&self, from: u64) -> Result<Option<StreamMessage>, ReadError> {
+        if self.reads == Reads::Direct {
+            let request = self.stream.direct_get_builder().sequence(from);
+            match request.next_by_subject(self.stored.as_str()).send().await {
+                Ok(message) => return Ok(Some(message)),
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+                // E.g. a stream made before direct gets were allowed: ask the leader.
+                Err(e) => tracing::debug!(error = %e, "direct get failed"),
+            }
+        }
+        let request = self.stream.raw_message_builder().sequence(from);
+        match request.next_by_subject(self.stored.as_str()).send().await {
+            Ok(message) => Ok(Some(message)),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The sequence of the subject's newest stored event.
+    pub async fn newest(&self) -> Result<Option<u64>, ReadError> {
+        if self.reads == Reads::Direct {
+            let request = self.stream.direct_get_builder();
+            match request.last_by_subject(self.stored.as_str()).send().await {
+                Ok(message) => return Ok(Some(message.sequence)),
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+                Err(e) => tracing::debug!(error = %e, "direct get failed"),
+            }
+        }
+        match self
+            .stream
+            .get_last_raw_message_by_subject(&self.stored)
+            .await
+        {
+            Ok(message) => Ok(Some(message.sequence)),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the subject's event `seq` is still stored. History drops a
+    /// subject's oldest events first, so if it is, everything after it is too.
+    pub async fn holds(&self, seq: u64) -> Result<bool, ReadError> {
+        Ok(self.next(seq).await?.is_some_and(|m| m.sequence == seq))
+    }
+}
