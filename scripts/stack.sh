@@ -23,7 +23,7 @@ PRESENCE_ADMIN_PORT="${PRESENCE_ADMIN_PORT:-9092}"
 PUSH_PORT="${PUSH_PORT:-50053}"
 PUSH_ADMIN_PORT="${PUSH_ADMIN_PORT:-9093}"
 # A development secret; production edges get theirs from a secret store.
-export HERALD_JWT_SECRET="${HERALD_JWT_SECRET:-herald-local-dev-secret}"
+export HERALD_JWT_SECRET="${HERALD_JWT_SECRET:-herald-local-dev-secret-not-for-production}"
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for port in "$NATS_PORT" "$NATS_MONITOR_PORT" "$EDGE_PORT" "$EDGE_ADMIN_PORT" "$PUBLISH_PORT" "$PUBLISH_ADMIN_PORT" \
