@@ -63,11 +63,14 @@ fn model(rules: &Rules, claims: &Claims, now: u64) -> bool {
     let started = claims
         .nbf
         .is_none_or(|nbf| u128::from(nbf) <= now + u128::from(rules.leeway));
-    let for_us = rules.audience.as_ref().is_none_or(|want| match &claims.aud {
-        Some(Audience::One(one)) => one == want,
-        Some(Audience::Many(many)) => many.contains(want),
-        None => false,
-    });
+    let for_us = rules
+        .audience
+        .as_ref()
+        .is_none_or(|want| match &claims.aud {
+            Some(Audience::One(one)) => one == want,
+            Some(Audience::Many(many)) => many.contains(want),
+            None => false,
+        });
     let from_them = rules
         .issuer
         .as_ref()

@@ -33,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
     }
     match request::parse_target(&headers, query, max) {
         Ok(target) => check(&target, max),
-        Err(e) => assert!(["invalid_topic", "too_many_topics", "invalid_cursor"].contains(&e.code())),
+        Err(e) => {
+            assert!(["invalid_topic", "too_many_topics", "invalid_cursor"].contains(&e.code()))
+        }
     }
 });
 

@@ -266,7 +266,11 @@ mod tests {
             "{x} {y}"
         );
         assert_eq!(collision([user, a.as_str()]), None);
-        assert_eq!(collision([a.as_str(), a.as_str()]), None, "the same subject twice is no collision");
+        assert_eq!(
+            collision([a.as_str(), a.as_str()]),
+            None,
+            "the same subject twice is no collision"
+        );
         assert_eq!(collision([]), None);
     }
 

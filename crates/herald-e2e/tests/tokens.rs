@@ -70,7 +70,11 @@ async fn audience_and_issuer_are_required_when_configured() {
     ];
     for (claims, names) in refused {
         let (status, code, message) = answer(&url, &claims.hs256(SECRET)).await;
-        assert_eq!((status, code.as_str()), (401, "invalid_token"), "{claims:?}");
+        assert_eq!(
+            (status, code.as_str()),
+            (401, "invalid_token"),
+            "{claims:?}"
+        );
         assert!(message.contains(names), "{claims:?}: {message}");
     }
 }
@@ -113,7 +117,9 @@ async fn topics_whose_cursor_keys_collide_cannot_be_followed_together() {
 
     let nats = NatsServer::start();
     let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
-    let token = Claims::new("alice").topics(&["room-*", "news"]).hs256(SECRET);
+    let token = Claims::new("alice")
+        .topics(&["room-*", "news"])
+        .hs256(SECRET);
     let (status, code, message) = answer(&events_url(&edge, &[&a, "news", &b]), &token).await;
     assert_eq!((status, code.as_str()), (400, "subject_collision"));
     assert!(

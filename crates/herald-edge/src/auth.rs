@@ -4,7 +4,7 @@
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-pub use crate::claims::{Claims, ClaimError, Rules};
+pub use crate::claims::{ClaimError, Claims, Rules};
 
 /// Why a request was not authenticated; each maps to a 401 code.
 #[derive(Debug, thiserror::Error)]
@@ -319,14 +319,20 @@ mod tests {
             match a.verify(&token(claims.clone())) {
                 Err(e @ AuthError::Claim(_)) => {
                     assert_eq!(e.code(), "invalid_token");
-                    assert!(matches!(e, AuthError::Claim(ref got) if *got == want), "{claims}: {e}");
+                    assert!(
+                        matches!(e, AuthError::Claim(ref got) if *got == want),
+                        "{claims}: {e}"
+                    );
                 }
                 other => panic!("{claims}: {other:?}"),
             }
         }
         let early = token(serde_json::json!({"aud": "herald", "iss": iss, "nbf": now() + 300}));
         let err = a.verify(&early).unwrap_err();
-        assert!(matches!(err, AuthError::Claim(ClaimError::NotYetValid { .. })), "{err}");
+        assert!(
+            matches!(err, AuthError::Claim(ClaimError::NotYetValid { .. })),
+            "{err}"
+        );
         assert_eq!(err.code(), "invalid_token");
         // A malformed aud is no audience at all.
         let odd = token(serde_json::json!({"aud": 5, "iss": iss}));

@@ -238,10 +238,7 @@ mod tests {
                 leeway: 30
             })
         );
-        assert!(matches!(
-            at(u64::MAX),
-            Err(ClaimError::NotYetValid { .. })
-        ));
+        assert!(matches!(at(u64::MAX), Err(ClaimError::NotYetValid { .. })));
     }
 
     #[test]

@@ -129,7 +129,11 @@ impl Args {
                 "one is required (HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY) to verify client tokens".into(),
             ));
         }
-        if self.jwt_secret.as_deref().is_some_and(|s| s.len() < MIN_SECRET_LEN) {
+        if self
+            .jwt_secret
+            .as_deref()
+            .is_some_and(|s| s.len() < MIN_SECRET_LEN)
+        {
             return Err((
                 "--jwt-secret",
                 format!(
@@ -193,7 +197,10 @@ impl Args {
             ("--jwt-issuer", &self.jwt_issuer),
         ] {
             if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                return Err((flag, "must not be empty; leave it unset to accept any".into()));
+                return Err((
+                    flag,
+                    "must not be empty; leave it unset to accept any".into(),
+                ));
             }
         }
         if self.jwt_leeway > MAX_LEEWAY {

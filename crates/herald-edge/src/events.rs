@@ -243,10 +243,16 @@ fn check_topics(user: &UserId, topics: &[Topic], claims: &Claims) -> Result<(), 
             RejectReason::Forbidden,
         ));
     }
-    let followed: Vec<(String, String)> = std::iter::once((user.subject(), "the user's own stream".to_owned()))
-        .chain(topics.iter().map(|t| (t.subject(), format!("topic {:?}", t.as_str()))))
-        .collect();
-    let Some((a, b)) = herald_core::cursor::collision(followed.iter().map(|(s, _)| s.as_str())) else {
+    let followed: Vec<(String, String)> =
+        std::iter::once((user.subject(), "the user's own stream".to_owned()))
+            .chain(
+                topics
+                    .iter()
+                    .map(|t| (t.subject(), format!("topic {:?}", t.as_str()))),
+            )
+            .collect();
+    let Some((a, b)) = herald_core::cursor::collision(followed.iter().map(|(s, _)| s.as_str()))
+    else {
         return Ok(());
     };
     let name = |subject: &str| {

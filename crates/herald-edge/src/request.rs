@@ -239,15 +239,24 @@ mod tests {
         cursor.set(7, 42);
         let id = cursor.encode();
         let query = format!("last_event_id={id}");
-        assert_eq!(last_event_id(&HeaderMap::new(), Some(&query)), Ok(cursor.clone()));
+        assert_eq!(
+            last_event_id(&HeaderMap::new(), Some(&query)),
+            Ok(cursor.clone())
+        );
         let header = headers(&[("last-event-id", &id)]);
-        assert_eq!(last_event_id(&header, Some("last_event_id=junk")), Ok(cursor));
+        assert_eq!(
+            last_event_id(&header, Some("last_event_id=junk")),
+            Ok(cursor)
+        );
         assert_eq!(
             last_event_id(&headers(&[("last-event-id", "  ")]), Some(&query)),
             Ok(Cursor::default()),
             "an empty header means start from now"
         );
-        assert_eq!(last_event_id(&HeaderMap::new(), None), Ok(Cursor::default()));
+        assert_eq!(
+            last_event_id(&HeaderMap::new(), None),
+            Ok(Cursor::default())
+        );
     }
 
     #[test]

@@ -65,7 +65,10 @@ fn misconfiguration_is_one_line_and_exit_code_2() {
     let output = run_with(&["--jwt-secret", "0123456789abcdef0123456789abcde"]);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_misconfigured(output, "--jwt-secret");
-    assert!(stderr.contains("32 bytes") && stderr.contains("openssl rand -base64 32"), "{stderr}");
+    assert!(
+        stderr.contains("32 bytes") && stderr.contains("openssl rand -base64 32"),
+        "{stderr}"
+    );
     assert_misconfigured(
         run_with(&["--jwt-secret", SECRET, "--jwt-audience", ""]),
         "--jwt-audience",
