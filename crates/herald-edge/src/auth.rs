@@ -1,5 +1,7 @@
-//! Client authentication: a JWT from the `Authorization: Bearer` header,
-//! the `herald_token` cookie or the `access_token` query parameter.
+//! Client authentication: the JWT that [`crate::request::token`] finds in
+//! the `Authorization: Bearer` header, the `herald_token` cookie or the
+//! `access_token` query parameter. Its signature and algorithm are checked
+//! here, then its claims against the [`Rules`] (audience, issuer, time).
 
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -81,11 +83,6 @@ impl Authenticator {
             path: path.to_owned(),
             source,
         })
-    }
-
-    /// The rules tokens are checked against.
-    pub fn rules(&self) -> &Rules {
-        &self.rules
     }
 
     /// Finds and verifies the request's token.
