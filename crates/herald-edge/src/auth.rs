@@ -356,4 +356,47 @@ mod tests {
             Err(KeyError::Unrecognised(_))
         ));
     }
+
+    /// A claim value of the right type or not.
+    fn value() -> impl proptest::strategy::Strategy<Value = Option<serde_json::Value>> {
+        use proptest::prelude::*;
+        let times = prop_oneof![
+            Just(1_800_000_000u64),
+            1_799_999_000..1_800_001_000u64,
+            any::<u64>()
+        ];
+        proptest::option::of(prop_oneof![
+            times.prop_map(serde_json::Value::from),
+            "[a-c]{0,2}".prop_map(serde_json::Value::from),
+            proptest::collection::vec("[a-c]{0,2}", 0..3).prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            Just(serde_json::json!(-1)),
+            Just(serde_json::json!(1.5)),
+        ])
+    }
+
+    proptest::proptest! {
+        /// Signed claims of any shape verify exactly when they parse and
+        /// meet the rules: nothing in the signed path loosens or skips them.
+        #[test]
+        fn the_signed_path_agrees_with_the_rules(
+            sub in value(), exp in value(), nbf in value(), aud in value(), iss in value(),
+            want_aud in proptest::option::of("[a-c]{0,2}"),
+            want_iss in proptest::option::of("[a-c]{0,2}"),
+        ) {
+            let mut object = serde_json::Map::new();
+            for (name, value) in [("sub", sub), ("exp", exp), ("nbf", nbf), ("aud", aud), ("iss", iss)] {
+                if let Some(value) = value {
+                    object.insert(name.into(), value);
+                }
+            }
+            let payload = serde_json::Value::Object(object);
+            let rules = Rules { audience: want_aud, issuer: want_iss, leeway: 30 };
+            let now = 1_800_000_000;
+            let expected = serde_json::from_value::<Claims>(payload.clone())
+                .is_ok_and(|claims| rules.check(&claims, now).is_ok());
+            let verified = with_rules(rules).verify_at(&sign(payload, SECRET), now);
+            proptest::prop_assert_eq!(verified.is_ok(), expected, "{:?}", verified.err());
+        }
+    }
 }
