@@ -245,7 +245,7 @@ mod tests {
     }
 
     /// Two distinct subjects with one key, found by a birthday search
-    /// (about 2^16 names are tried before two share 32 bits).
+    /// (about 2^16 random names would do; these sequential ones take ~530k).
     fn colliding_pair() -> (String, String) {
         let mut seen = std::collections::HashMap::new();
         (0u32..)

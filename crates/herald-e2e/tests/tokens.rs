@@ -96,7 +96,8 @@ async fn nbf_in_the_future_is_refused_beyond_the_leeway() {
 }
 
 /// Two topic names whose live subjects share a cursor key: a birthday
-/// search over generated names (about 2^16 tries for 32 bits).
+/// search over generated names (`room-8699` and `room-526476`; anyone can
+/// find such a pair in seconds).
 fn colliding_topics() -> (String, String) {
     let mut seen: HashMap<u32, String> = HashMap::new();
     for i in 0u32.. {
