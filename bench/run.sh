@@ -55,7 +55,7 @@ wait_port() {
   exit 1
 }
 
-export HERALD_JWT_SECRET="bench-secret-0123456789"
+export HERALD_JWT_SECRET="bench-secret-0123456789-0123456789"
 export HERALD_NATS_URL="nats://127.0.0.1:24222"
 "$nats_server" -a 127.0.0.1 -p 24222 -js -sd "$work/nats" >"$work/nats.log" 2>&1 &
 pids+=($!)

@@ -107,12 +107,22 @@ struct TokenArgs {
     /// HS256 secret, the edge's --jwt-secret.
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
     secret: String,
+    /// `aud` claim, for an edge started with --jwt-audience.
+    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
+    aud: Option<String>,
+    /// `iss` claim, for an edge started with --jwt-issuer.
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    iss: Option<String>,
 }
 
 #[derive(serde::Serialize)]
 struct Claims<'a> {
     sub: &'a str,
     exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     topics: &'a [String],
 }
@@ -216,6 +226,8 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
     let claims = Claims {
         sub: &args.sub,
         exp: now + args.ttl.as_secs(),
+        aud: args.aud.as_deref(),
+        iss: args.iss.as_deref(),
         topics: &args.topics,
     };
     let key = jsonwebtoken::EncodingKey::from_secret(args.secret.as_bytes());

@@ -6,7 +6,11 @@
 //! would be smaller, but the edge receives each subject on its own
 //! subscription, so two subjects of one shard can arrive out of sequence
 //! order; a per-shard high-water mark would then skip the slower one.)
-//! A subject is named by [`key`], a 32-bit hash of its live subject.
+//! A subject is named by [`key`], a 32-bit hash of its live subject. Two
+//! subjects with one key would share an entry (and one would resume at the
+//! other's position, losing events); 32 bits make such a pair easy to
+//! construct on purpose, so a connection must not follow both: see
+//! [`collision`].
 //!
 //! The id is `v1` bytes — version, entry count, then (key, sequence) pairs
 //! in increasing key order, all as LEB128 varints — in unpadded URL-safe
@@ -29,6 +33,18 @@ pub fn key(live_subject: &str) -> u32 {
     live_subject.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     })
+}
+
+/// Two of `subjects` that differ but share a key, if any. A connection
+/// whose followed subjects collide is refused: their events would share a
+/// cursor entry and a resume would silently skip some of them.
+pub fn collision<'a>(subjects: impl IntoIterator<Item = &'a str>) -> Option<(&'a str, &'a str)> {
+    let mut keyed: Vec<(u32, &str)> = subjects.into_iter().map(|s| (key(s), s)).collect();
+    keyed.sort_unstable();
+    keyed
+        .windows(2)
+        .find(|w| w[0].0 == w[1].0 && w[0].1 != w[1].1)
+        .map(|w| (w[0].1, w[1].1))
 }
 
 /// Positions per followed subject: the last stream sequence delivered.
@@ -226,6 +242,36 @@ mod tests {
         assert_eq!(key(""), 0x811c_9dc5);
         assert_eq!(key("a"), 0xe40c_292c);
         assert_eq!(key("foobar"), 0xbf9c_f968);
+    }
+
+    /// Two distinct subjects with one key, found by a birthday search
+    /// (about 2^16 random names would do; these sequential ones take ~530k).
+    fn colliding_pair() -> (String, String) {
+        let mut seen = std::collections::HashMap::new();
+        (0u32..)
+            .map(|i| format!("herald.t.room-{i}"))
+            .find_map(|s| seen.insert(key(&s), s.clone()).map(|other| (other, s)))
+            .unwrap()
+    }
+
+    #[test]
+    fn colliding_subjects_are_found() {
+        let (a, b) = colliding_pair();
+        assert_ne!(a, b);
+        assert_eq!(key(&a), key(&b));
+        let user = "herald.u.alice";
+        let (x, y) = collision([user, a.as_str(), b.as_str()]).unwrap();
+        assert!(
+            (x, y) == (a.as_str(), b.as_str()) || (x, y) == (b.as_str(), a.as_str()),
+            "{x} {y}"
+        );
+        assert_eq!(collision([user, a.as_str()]), None);
+        assert_eq!(
+            collision([a.as_str(), a.as_str()]),
+            None,
+            "the same subject twice is no collision"
+        );
+        assert_eq!(collision([]), None);
     }
 
     #[test]

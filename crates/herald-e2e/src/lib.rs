@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 /// HS256 secret every test edge accepts.
-pub const SECRET: &str = "e2e-secret-0123456789";
+pub const SECRET: &str = "e2e-secret-0123456789-0123456789-abc";
 
 /// A service running in this process.
 pub struct Running {

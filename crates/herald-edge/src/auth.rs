@@ -1,36 +1,12 @@
-//! Client authentication: a JWT from the `Authorization: Bearer` header,
-//! the `herald_token` cookie or the `access_token` query parameter.
+//! Client authentication: the JWT that [`crate::request::token`] finds in
+//! the `Authorization: Bearer` header, the `herald_token` cookie or the
+//! `access_token` query parameter. Its signature and algorithm are checked
+//! here, then its claims against the [`Rules`] (audience, issuer, time).
 
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
 
-/// Seconds of clock skew tolerated on `exp`.
-const LEEWAY_SECS: u64 = 5;
-
-/// Claims Herald reads from a client token.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Claims {
-    /// The user id.
-    pub sub: String,
-    /// Expiry, seconds since the epoch; the stream closes then.
-    pub exp: u64,
-    /// Topics the holder may follow; an entry ending in `*` is a prefix.
-    #[serde(default)]
-    pub topics: Vec<String>,
-}
-
-impl Claims {
-    /// Whether the claim lets the holder follow `topic`.
-    pub fn allows_topic(&self, topic: &str) -> bool {
-        self.topics
-            .iter()
-            .any(|allowed| match allowed.strip_suffix('*') {
-                Some(prefix) => topic.starts_with(prefix),
-                None => allowed == topic,
-            })
-    }
-}
+pub use crate::claims::{ClaimError, Claims, Rules};
 
 /// Why a request was not authenticated; each maps to a 401 code.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +15,8 @@ pub enum AuthError {
         "no token: send `Authorization: Bearer <jwt>`, the `herald_token` cookie or `access_token`"
     )]
     Missing,
-    #[error("token expired; fetch a new one and reconnect")]
-    Expired,
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
     #[error("token signed with {0:?}, which this edge does not accept")]
     Algorithm(Algorithm),
     #[error("invalid token: {0}")]
@@ -52,8 +28,8 @@ impl AuthError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Missing => "missing_token",
-            Self::Expired => "token_expired",
-            Self::Algorithm(_) | Self::Invalid(_) => "invalid_token",
+            Self::Claim(ClaimError::Expired) => "token_expired",
+            Self::Claim(_) | Self::Algorithm(_) | Self::Invalid(_) => "invalid_token",
         }
     }
 }
@@ -76,12 +52,18 @@ pub struct Authenticator {
     secret: Option<DecodingKey>,
     /// Public key and the algorithms it verifies, if configured.
     public: Option<(DecodingKey, &'static [Algorithm])>,
+    /// Audience, issuer and clock skew every token must meet.
+    rules: Rules,
 }
 
 impl Authenticator {
     /// From an HS256 secret and/or a public key PEM; at least one is required
     /// (the config checks that).
-    pub fn new(secret: Option<&[u8]>, public_pem: Option<(&str, &[u8])>) -> Result<Self, KeyError> {
+    pub fn new(
+        secret: Option<&[u8]>,
+        public_pem: Option<(&str, &[u8])>,
+        rules: Rules,
+    ) -> Result<Self, KeyError> {
         let public = match public_pem {
             None => None,
             Some((path, pem)) => {
@@ -91,6 +73,7 @@ impl Authenticator {
         Ok(Self {
             secret: secret.map(DecodingKey::from_secret),
             public,
+            rules,
         })
     }
 
@@ -108,12 +91,18 @@ impl Authenticator {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<Claims, AuthError> {
-        let token = find_token(headers, query).ok_or(AuthError::Missing)?;
+        let token = crate::request::token(headers, query).ok_or(AuthError::Missing)?;
         self.verify(&token)
     }
 
-    /// Verifies one token: signature, algorithm, `exp` and `sub`.
+    /// Verifies one token now: signature and algorithm here, then the
+    /// claims against the [`Rules`].
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// [`Authenticator::verify`] at `now`, seconds since the epoch.
+    pub fn verify_at(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let key = self
@@ -121,15 +110,16 @@ impl Authenticator {
             .ok_or(AuthError::Algorithm(header.alg))?;
         let mut validation = Validation::new(header.alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = LEEWAY_SECS;
+        // Time, audience and issuer are the Rules' to check, in one pure
+        // function that tests and fuzzing reach directly.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.validate_aud = false;
-        match jsonwebtoken::decode::<Claims>(token, key, &validation) {
-            Ok(data) => Ok(data.claims),
-            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
-                Err(AuthError::Expired)
-            }
-            Err(e) => Err(AuthError::Invalid(e.to_string())),
-        }
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?
+            .claims;
+        self.rules.check(&claims, now)?;
+        Ok(claims)
     }
 
     fn key_for(&self, alg: Algorithm) -> Option<&DecodingKey> {
@@ -167,41 +157,20 @@ fn public_key(pem: &[u8]) -> Option<(DecodingKey, &'static [Algorithm])> {
     DecodingKey::from_rsa_pem(pem).ok().map(|k| (k, RSA))
 }
 
-/// Header first, then cookie, then query: the order of how deliberate each is.
-fn find_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    let bearer = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|t| t.trim().to_owned());
-    let cookie = || {
-        headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == "herald_token")
-            .map(|(_, value)| value.to_owned())
-    };
-    let query = || {
-        form_urlencoded::parse(query?.as_bytes())
-            .find(|(k, _)| k == "access_token")
-            .map(|(_, v)| v.into_owned())
-    };
-    bearer
-        .or_else(cookie)
-        .or_else(query)
-        .filter(|t| !t.is_empty())
+/// Seconds since the epoch by this machine's clock.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header};
+
+    const SECRET: &str = "unit-test-secret-0123456789abcdef";
 
     fn sign(claims: serde_json::Value, secret: &str) -> String {
         jsonwebtoken::encode(
@@ -213,45 +182,25 @@ mod tests {
     }
 
     fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
+        unix_now()
     }
 
     fn auth() -> Authenticator {
-        Authenticator::new(Some(b"s3cret"), None).unwrap()
+        with_rules(Rules {
+            leeway: 30,
+            ..Rules::default()
+        })
     }
 
-    #[test]
-    fn finds_token_in_header_cookie_and_query_in_that_order() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(
-            find_token(&headers, Some("access_token=q")),
-            Some("q".into())
-        );
-        headers.insert("cookie", "a=1; herald_token=c; b=2".parse().unwrap());
-        assert_eq!(
-            find_token(&headers, Some("access_token=q")),
-            Some("c".into())
-        );
-        headers.insert("authorization", "Bearer h".parse().unwrap());
-        assert_eq!(
-            find_token(&headers, Some("access_token=q")),
-            Some("h".into())
-        );
-        assert_eq!(
-            find_token(&HeaderMap::new(), Some("topic=x&access_token=")),
-            None
-        );
-        assert_eq!(find_token(&HeaderMap::new(), None), None);
+    fn with_rules(rules: Rules) -> Authenticator {
+        Authenticator::new(Some(SECRET.as_bytes()), None, rules).unwrap()
     }
 
     #[test]
     fn accepts_a_good_token() {
         let token = sign(
             serde_json::json!({"sub": "alice", "exp": now() + 60, "topics": ["news"]}),
-            "s3cret",
+            SECRET,
         );
         let claims = auth().verify(&token).unwrap();
         assert_eq!(claims.sub, "alice");
@@ -263,17 +212,21 @@ mod tests {
         let a = auth();
         let expired = sign(
             serde_json::json!({"sub": "alice", "exp": now() - 60}),
-            "s3cret",
+            SECRET,
         );
-        assert!(matches!(a.verify(&expired), Err(AuthError::Expired)));
+        assert!(matches!(
+            a.verify(&expired),
+            Err(AuthError::Claim(ClaimError::Expired))
+        ));
+        assert_eq!(a.verify(&expired).unwrap_err().code(), "token_expired");
         let wrong_key = sign(
             serde_json::json!({"sub": "alice", "exp": now() + 60}),
             "other",
         );
         assert!(matches!(a.verify(&wrong_key), Err(AuthError::Invalid(_))));
-        let no_exp = sign(serde_json::json!({"sub": "alice"}), "s3cret");
+        let no_exp = sign(serde_json::json!({"sub": "alice"}), SECRET);
         assert!(matches!(a.verify(&no_exp), Err(AuthError::Invalid(_))));
-        let no_sub = sign(serde_json::json!({"exp": now() + 60}), "s3cret");
+        let no_sub = sign(serde_json::json!({"exp": now() + 60}), SECRET);
         assert!(matches!(a.verify(&no_sub), Err(AuthError::Invalid(_))));
         for garbage in [
             "",
@@ -317,29 +270,133 @@ mod tests {
         out
     }
 
+    /// Signed tokens with `aud`, `iss` and `nbf` as an identity provider
+    /// would send them: each rule is enforced on the whole verify path.
     #[test]
-    fn topic_claims_match_exactly_or_by_prefix() {
-        let claims = Claims {
-            sub: "a".into(),
-            exp: 0,
-            topics: vec!["news".into(), "room.42.*".into()],
+    fn audience_issuer_and_nbf_are_enforced_on_signed_tokens() {
+        let a = with_rules(Rules {
+            audience: Some("herald".into()),
+            issuer: Some("https://id.example.com/".into()),
+            leeway: 30,
+        });
+        let token = |extra: serde_json::Value| {
+            let mut claims = serde_json::json!({"sub": "alice", "exp": now() + 60});
+            claims
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            sign(claims, SECRET)
         };
-        assert!(claims.allows_topic("news"));
-        assert!(!claims.allows_topic("news2"));
-        assert!(claims.allows_topic("room.42.chat"));
-        assert!(!claims.allows_topic("room.43.chat"));
-        let none = Claims {
-            topics: vec![],
-            ..claims
-        };
-        assert!(!none.allows_topic("news"));
+        let iss = "https://id.example.com/";
+        let ok = [
+            serde_json::json!({"aud": "herald", "iss": iss}),
+            serde_json::json!({"aud": ["app", "herald"], "iss": iss}),
+            serde_json::json!({"aud": "herald", "iss": iss, "nbf": now() + 20}),
+        ];
+        for claims in ok {
+            assert!(a.verify(&token(claims.clone())).is_ok(), "{claims}");
+        }
+        let refused = [
+            (serde_json::json!({"iss": iss}), ClaimError::NoAudience),
+            (
+                serde_json::json!({"aud": "app", "iss": iss}),
+                ClaimError::WrongAudience,
+            ),
+            (
+                serde_json::json!({"aud": ["app"], "iss": iss}),
+                ClaimError::WrongAudience,
+            ),
+            (serde_json::json!({"aud": "herald"}), ClaimError::NoIssuer),
+            (
+                serde_json::json!({"aud": "herald", "iss": "https://other/"}),
+                ClaimError::WrongIssuer,
+            ),
+        ];
+        for (claims, want) in refused {
+            match a.verify(&token(claims.clone())) {
+                Err(e @ AuthError::Claim(_)) => {
+                    assert_eq!(e.code(), "invalid_token");
+                    assert!(
+                        matches!(e, AuthError::Claim(ref got) if *got == want),
+                        "{claims}: {e}"
+                    );
+                }
+                other => panic!("{claims}: {other:?}"),
+            }
+        }
+        let early = token(serde_json::json!({"aud": "herald", "iss": iss, "nbf": now() + 300}));
+        let err = a.verify(&early).unwrap_err();
+        assert!(
+            matches!(err, AuthError::Claim(ClaimError::NotYetValid { .. })),
+            "{err}"
+        );
+        assert_eq!(err.code(), "invalid_token");
+        // A malformed aud is no audience at all.
+        let odd = token(serde_json::json!({"aud": 5, "iss": iss}));
+        assert!(matches!(a.verify(&odd), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn nbf_is_checked_even_without_audience_or_issuer() {
+        let early = sign(
+            serde_json::json!({"sub": "alice", "exp": now() + 600, "nbf": now() + 120}),
+            SECRET,
+        );
+        assert!(matches!(
+            auth().verify(&early),
+            Err(AuthError::Claim(ClaimError::NotYetValid { .. }))
+        ));
+        assert!(auth().verify_at(&early, now() + 100).is_ok());
     }
 
     #[test]
     fn unrecognised_pem_is_refused() {
         assert!(matches!(
-            Authenticator::new(None, Some(("k.pem", b"not a key"))),
+            Authenticator::new(None, Some(("k.pem", b"not a key")), Rules::default()),
             Err(KeyError::Unrecognised(_))
         ));
+    }
+
+    /// A claim value of the right type or not.
+    fn value() -> impl proptest::strategy::Strategy<Value = Option<serde_json::Value>> {
+        use proptest::prelude::*;
+        let times = prop_oneof![
+            Just(1_800_000_000u64),
+            1_799_999_000..1_800_001_000u64,
+            any::<u64>()
+        ];
+        proptest::option::of(prop_oneof![
+            times.prop_map(serde_json::Value::from),
+            "[a-c]{0,2}".prop_map(serde_json::Value::from),
+            proptest::collection::vec("[a-c]{0,2}", 0..3).prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            Just(serde_json::json!(-1)),
+            Just(serde_json::json!(1.5)),
+        ])
+    }
+
+    proptest::proptest! {
+        /// Signed claims of any shape verify exactly when they parse and
+        /// meet the rules: nothing in the signed path loosens or skips them.
+        #[test]
+        fn the_signed_path_agrees_with_the_rules(
+            sub in value(), exp in value(), nbf in value(), aud in value(), iss in value(),
+            want_aud in proptest::option::of("[a-c]{0,2}"),
+            want_iss in proptest::option::of("[a-c]{0,2}"),
+        ) {
+            let mut object = serde_json::Map::new();
+            for (name, value) in [("sub", sub), ("exp", exp), ("nbf", nbf), ("aud", aud), ("iss", iss)] {
+                if let Some(value) = value {
+                    object.insert(name.into(), value);
+                }
+            }
+            let payload = serde_json::Value::Object(object);
+            let rules = Rules { audience: want_aud, issuer: want_iss, leeway: 30 };
+            let now = 1_800_000_000;
+            let expected = serde_json::from_value::<Claims>(payload.clone())
+                .is_ok_and(|claims| rules.check(&claims, now).is_ok());
+            let verified = with_rules(rules).verify_at(&sign(payload, SECRET), now);
+            proptest::prop_assert_eq!(verified.is_ok(), expected, "{:?}", verified.err());
+        }
     }
 }

@@ -9,9 +9,15 @@ use herald_core::cli::{CommonArgs, parse_duration};
 use herald_core::history::HistoryArgs;
 use herald_core::tls::{ServerTls, TlsArgs};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Rules};
 use crate::budget::ReplayLimits;
 use crate::ratelimit::ConnectRate;
+
+/// Shortest HS256 secret accepted, in bytes (RFC 7518 §3.2: the key must be
+/// at least as long as the hash output).
+pub const MIN_SECRET_LEN: usize = 32;
+/// Most clock skew `--jwt-leeway` may grant: RFC 7519 speaks of "a few minutes".
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
 /// herald-edge: holds clients' SSE streams and delivers their events from NATS.
 #[derive(Debug, clap::Parser)]
@@ -42,6 +48,21 @@ pub struct Args {
     /// verifies RS*/PS*, ES256/ES384 or EdDSA client tokens.
     #[arg(long, env = "HERALD_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<String>,
+
+    /// Audience client tokens must name in `aud` (a string, or an array
+    /// holding it); unset accepts any. Set it when the key is an identity
+    /// provider's, which signs tokens for other applications too.
+    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Issuer client tokens must name in `iss`; unset accepts any.
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Clock skew tolerated on a token's `nbf` (at most 5s of it on `exp`,
+    /// since a stream ends at `exp`), e.g. `30s`.
+    #[arg(long, env = "HERALD_JWT_LEEWAY", default_value = "30s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
 
     /// Interval of heartbeat comments on idle streams, e.g. `15s`.
     #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
@@ -132,9 +153,19 @@ impl Args {
                 "one is required (HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY) to verify client tokens".into(),
             ));
         }
-        if self.jwt_secret.as_deref().is_some_and(|s| s.len() < 16) {
-            return Err(("--jwt-secret", "must be at least 16 bytes".into()));
+        if self
+            .jwt_secret
+            .as_deref()
+            .is_some_and(|s| s.len() < MIN_SECRET_LEN)
+        {
+            return Err((
+                "--jwt-secret",
+                format!(
+                    "must be at least {MIN_SECRET_LEN} bytes (RFC 7518: an HS256 key is at least 256 bits); make one with `openssl rand -base64 32`"
+                ),
+            ));
         }
+        let rules = self.jwt_rules()?;
         let pem = match &self.jwt_public_key {
             Some(path) => Some((
                 path.as_str(),
@@ -145,6 +176,7 @@ impl Args {
         let auth = Authenticator::new(
             self.jwt_secret.as_deref().map(str::as_bytes),
             pem.as_ref().map(|(p, k)| (*p, k.as_slice())),
+            rules,
         )
         .map_err(|e| ("--jwt-public-key", e.to_string()))?;
         for (flag, value) in [
@@ -198,6 +230,31 @@ impl Args {
             drain_grace: self.drain_grace,
             history: self.history.clone(),
             tls,
+        })
+    }
+}
+
+impl Args {
+    /// What tokens must say besides being signed.
+    fn jwt_rules(&self) -> Result<Rules, (&'static str, String)> {
+        for (flag, value) in [
+            ("--jwt-audience", &self.jwt_audience),
+            ("--jwt-issuer", &self.jwt_issuer),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err((
+                    flag,
+                    "must not be empty; leave it unset to accept any".into(),
+                ));
+            }
+        }
+        if self.jwt_leeway > MAX_LEEWAY {
+            return Err(("--jwt-leeway", "must be at most 5m".into()));
+        }
+        Ok(Rules {
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+            leeway: self.jwt_leeway.as_secs(),
         })
     }
 }

@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::fanout::{Lookup, Member};
 use crate::metrics::{RejectReason, ResumeSource};
 use crate::replay::{self, Reads, Replay, ResumeError, Wanted};
+use crate::request::{self, Target};
 use crate::server::{Body, State};
 use crate::session::{Guard, Session, Signal};
 use crate::sse;
@@ -89,8 +90,10 @@ async fn open<B>(
             RejectReason::Unauthorized,
         )
     })?;
-    let topics = requested_topics(query, &claims, state.config.max_topics)?;
-    let cursor = last_event_id(req.headers(), query)?;
+    let Target { topics, cursor } =
+        request::parse_target(req.headers(), query, state.config.max_topics)
+            .map_err(|e| ApiError::bad_request(e.code(), e))?;
+    check_topics(&user, &topics, &claims)?;
     state
         .connects
         .check(user.as_str())
@@ -195,35 +198,6 @@ fn demo_page() -> Response<Body> {
 
 const DEMO_PAGE: &str = include_str!("demo.html");
 
-/// The resume cursor from `Last-Event-ID` or the `last_event_id` query
-/// parameter (for clients that cannot set headers); empty if neither.
-fn last_event_id(headers: &http::HeaderMap, query: Option<&str>) -> Result<Cursor, ApiError> {
-    let header = headers
-        .get("last-event-id")
-        .map(|v| v.to_str().map(str::to_owned));
-    let id = match header {
-        Some(Ok(id)) => Some(id),
-        Some(Err(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_cursor",
-                "Last-Event-ID is not ASCII",
-            ));
-        }
-        None => form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .find(|(k, _)| k == "last_event_id")
-            .map(|(_, v)| v.into_owned()),
-    };
-    match id.as_deref().map(str::trim) {
-        None | Some("") => Ok(Cursor::default()),
-        Some(id) => Cursor::decode(id).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                format!("{e}; reconnect without it to start from now"),
-            )
-        }),
-    }
-}
-
 /// Starts the replay: what this node holds after the cursor, then history
 /// for the rest (checked against it first), within the connect's replay
 /// caps. Only the followed subjects' entries are looked at (others cost
@@ -281,37 +255,45 @@ async fn resume(
     Ok((Replay::start(held, plan, budget, resets), kept))
 }
 
-/// The `topic` query parameters, validated and checked against the claim.
-fn requested_topics(
-    query: Option<&str>,
-    claims: &Claims,
-    max: usize,
-) -> Result<Vec<Topic>, ApiError> {
-    let mut topics: Vec<Topic> = Vec::new();
-    let raw =
-        form_urlencoded::parse(query.unwrap_or_default().as_bytes()).filter(|(k, _)| k == "topic");
-    for (_, name) in raw {
-        let topic = Topic::parse(&name)
-            .map_err(|e| ApiError::bad_request("invalid_topic", format!("topic {name:?}: {e}")))?;
-        if !claims.allows_topic(topic.as_str()) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "topic_not_allowed",
-                format!("the token's `topics` claim does not allow topic {name:?}"),
-                RejectReason::Forbidden,
-            ));
-        }
-        if !topics.contains(&topic) {
-            topics.push(topic);
-        }
-        if topics.len() > max {
-            return Err(ApiError::bad_request(
-                "too_many_topics",
-                format!("at most {max} topics per connection"),
-            ));
-        }
+/// The token must allow every topic, and no two followed subjects may share
+/// a cursor key.
+fn check_topics(user: &UserId, topics: &[Topic], claims: &Claims) -> Result<(), ApiError> {
+    if let Some(topic) = topics.iter().find(|t| !claims.allows_topic(t.as_str())) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "topic_not_allowed",
+            format!(
+                "the token's `topics` claim does not allow topic {:?}",
+                topic.as_str()
+            ),
+            RejectReason::Forbidden,
+        ));
     }
-    Ok(topics)
+    distinct_keys(user, topics)
+}
+
+/// Refuses subjects whose cursor keys collide: they would share one entry
+/// of the event id, and a resume would skip one's events at the other's
+/// position. Keys are 32 bits, so such names can be made on purpose.
+fn distinct_keys(user: &UserId, topics: &[Topic]) -> Result<(), ApiError> {
+    let own = user.subject();
+    let subjects: Vec<String> = topics.iter().map(Topic::subject).collect();
+    let followed = std::iter::once(own.as_str()).chain(subjects.iter().map(String::as_str));
+    let Some((a, b)) = herald_core::cursor::collision(followed) else {
+        return Ok(());
+    };
+    let name = |subject: &str| match topics.iter().zip(&subjects).find(|(_, s)| *s == subject) {
+        Some((topic, _)) => format!("topic {:?}", topic.as_str()),
+        None => "the user's own stream".to_owned(),
+    };
+    Err(ApiError::bad_request(
+        "subject_collision",
+        format!(
+            "{} and {} cannot be followed on one connection (their event ids would collide); rename one of them",
+            name(a),
+            name(b)
+        ),
+    ))
 }
 
 /// Converts a JWT `exp` (seconds since the epoch) to a tokio instant.

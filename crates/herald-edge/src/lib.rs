@@ -6,7 +6,8 @@
 //! - [`config`]: flags, env vars, validation.
 //! - [`server`]: the serve loop, HTTP/1.1 + h2c, drain on shutdown.
 //! - [`events`]: the `/v1/events` handler.
-//! - [`auth`]: JWT from header, cookie or query.
+//! - [`request`]: what a request asks for (token, topics, cursor); pure parsing.
+//! - [`auth`]: verifies the JWT; [`claims`]: what it says and the rules it must meet.
 //! - [`admission`]: per-node and per-user connection limits, and the counts presence reports.
 //! - [`presence`]: reports this node's connections to the presence service.
 //! - [`fanout`]: one NATS subscription per subject, shared by local streams.
@@ -22,6 +23,7 @@
 pub mod admission;
 pub mod auth;
 pub mod budget;
+pub mod claims;
 pub mod config;
 pub mod drain;
 pub mod error;
@@ -33,6 +35,7 @@ pub mod ratelimit;
 pub mod reads;
 pub mod recent;
 pub mod replay;
+pub mod request;
 pub mod server;
 pub mod session;
 pub mod sse;

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use herald_testing::token::Claims;
 use herald_testing::{NatsServer, eventually};
 
-const SECRET: &str = "process-test-secret-0123";
+const SECRET: &str = "process-test-secret-0123456789-abcdef";
 
 fn free_addr() -> String {
     TcpListener::bind("127.0.0.1:0")
@@ -60,6 +60,27 @@ fn misconfiguration_is_one_line_and_exit_code_2() {
     };
     assert_misconfigured(run_with(&[]), "--jwt-secret");
     assert_misconfigured(run_with(&["--jwt-secret", "short"]), "--jwt-secret");
+    // RFC 7518: an HS256 key has at least 256 bits; one byte short is refused,
+    // with a way to make a good one.
+    let output = run_with(&["--jwt-secret", "0123456789abcdef0123456789abcde"]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_misconfigured(output, "--jwt-secret");
+    assert!(
+        stderr.contains("32 bytes") && stderr.contains("openssl rand -base64 32"),
+        "{stderr}"
+    );
+    assert_misconfigured(
+        run_with(&["--jwt-secret", SECRET, "--jwt-audience", ""]),
+        "--jwt-audience",
+    );
+    assert_misconfigured(
+        run_with(&["--jwt-secret", SECRET, "--jwt-issuer", " "]),
+        "--jwt-issuer",
+    );
+    assert_misconfigured(
+        run_with(&["--jwt-secret", SECRET, "--jwt-leeway", "10m"]),
+        "--jwt-leeway",
+    );
     assert_misconfigured(
         run_with(&["--jwt-public-key", "/nonexistent.pem"]),
         "--jwt-public-key",
@@ -108,6 +129,9 @@ fn help_explains_every_flag_and_its_variable() {
         "HERALD_NODE_ID",
         "HERALD_JWT_SECRET",
         "HERALD_JWT_PUBLIC_KEY",
+        "HERALD_JWT_AUDIENCE",
+        "HERALD_JWT_ISSUER",
+        "HERALD_JWT_LEEWAY",
         "HERALD_HEARTBEAT",
         "HERALD_LOG_FORMAT",
         "OTEL_EXPORTER_OTLP_ENDPOINT",

@@ -10,8 +10,22 @@ use serde::Serialize;
 pub struct Claims {
     pub sub: String,
     pub exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub topics: Vec<String>,
+}
+
+/// `aud` as one string or an array, both of which RFC 7519 allows.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Seconds since the epoch.
@@ -28,8 +42,34 @@ impl Claims {
         Self {
             sub: sub.to_owned(),
             exp: now() + 3600,
+            nbf: None,
+            aud: None,
+            iss: None,
             topics: Vec::new(),
         }
+    }
+
+    /// `aud` as one string.
+    pub fn audience(mut self, aud: &str) -> Self {
+        self.aud = Some(Audience::One(aud.to_owned()));
+        self
+    }
+
+    /// `aud` as an array.
+    pub fn audiences(mut self, auds: &[&str]) -> Self {
+        self.aud = Some(Audience::Many(auds.iter().map(|a| a.to_string()).collect()));
+        self
+    }
+
+    pub fn issuer(mut self, iss: &str) -> Self {
+        self.iss = Some(iss.to_owned());
+        self
+    }
+
+    /// Not valid before `nbf`, seconds since the epoch.
+    pub fn not_before(mut self, nbf: u64) -> Self {
+        self.nbf = Some(nbf);
+        self
     }
 
     pub fn topics(mut self, topics: &[&str]) -> Self {
