@@ -146,9 +146,13 @@ impl NatsSecurity {
                 "the URLs carry different credentials; give them once, with --nats-user and --nats-password",
             ));
         }
+        let other_login = self.nats_creds.is_some() || self.nats_nkey.is_some();
         match (&self.nats_user, &self.nats_password, first) {
             (Some(_), _, Some(_)) => Err(ConnectError::Credentials(
                 "credentials both in the URL and in --nats-user; give them once",
+            )),
+            (_, _, Some(_)) if other_login => Err(ConnectError::Credentials(
+                "credentials in the URL beside --nats-creds or --nats-nkey; use one way to log in",
             )),
             (Some(user), Some(password), None) => {
                 Ok(Some(Login::UserPassword(user.clone(), password.clone())))
@@ -426,6 +430,13 @@ mod tests {
             half.login(&addrs(&["nats://a"])),
             Err(ConnectError::Credentials(_))
         ));
+        let nkey = NatsSecurity {
+            nats_nkey: Some("seed".into()),
+            ..Default::default()
+        };
+        let mixed = nkey.login(&addrs(&["nats://u:p@a"]));
+        assert!(matches!(mixed, Err(ConnectError::Credentials(_))));
+        assert_eq!(nkey.login(&addrs(&["nats://a"])).unwrap(), None);
     }
 
     #[test]
