@@ -3,7 +3,9 @@
 Each check prints one line; any failure exits 1 with every problem listed.
 """
 import json
+import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -43,6 +45,82 @@ def check_compose():
             source = volume.split(":")[0]
             if source.startswith("./") and not (ROOT / source).exists():
                 yield f"{name}: mounts {source}, which does not exist"
+
+
+NATS_CONF = ROOT / "deploy/nats/nats.conf"
+AUTH_CONF = ROOT / "deploy/nats/auth.conf"
+# Services whose internal APIs need the bearer token.
+API_SERVICES = {"herald-publish", "herald-presence", "herald-push-worker"}
+
+
+def nats_users():
+    """{user: password variable} of deploy/nats/auth.conf."""
+    pattern = r"\{ user: ([\w-]+), password: \$(\w+), permissions: \$\w+ \}"
+    return dict(re.findall(pattern, AUTH_CONF.read_text()))
+
+
+def nats_variables(text):
+    """What a nats-server config reads from the environment: its `$NAMES`
+    outside comments and quoted subjects, less the blocks it defines."""
+    defined = set(re.findall(r"^\s*(\w+) = \{", text, re.M))
+    text = re.sub(r"#.*", "", re.sub(r'"[^"]*"', "", text))
+    return set(re.findall(r"\$(\w+)", text)) - defined
+
+
+def required(value):
+    """The variable of a `${VAR:?message}` interpolation, else None."""
+    match = re.fullmatch(r"\$\{(\w+):\?[^}]*\}", str(value))
+    return match and match.group(1)
+
+
+def published(port):
+    """(host address or None, text) of one Compose port mapping."""
+    if isinstance(port, dict):
+        return port.get("host_ip"), str(port)
+    parts = str(port).split(":")
+    return (parts[0] if len(parts) == 3 else None), str(port)
+
+
+def check_compose_lockdown():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    users = nats_users()
+    if not users:
+        yield "deploy/nats/auth.conf names no users"
+    if "include ./auth.conf" not in NATS_CONF.read_text():
+        yield "deploy/nats/nats.conf does not include auth.conf"
+    wanted = nats_variables(NATS_CONF.read_text()) | nats_variables(AUTH_CONF.read_text())
+    for name, service in services.items():
+        # Only the load balancer faces the network; consoles are this host's.
+        for host, text in map(published, service.get("ports", [])):
+            if name != "lb" and host != "127.0.0.1":
+                yield f"{name}: publishes {text} on every interface; bind it to 127.0.0.1 or drop it"
+        env = service.get("environment", {})
+        if str(service.get("image", "")).startswith("nats:"):
+            mounts = {v.split(":")[0]: v.split(":")[1] for v in service.get("volumes", [])}
+            for source, target in (("./deploy/nats/nats.conf", "/etc/nats/nats.conf"),
+                                   ("./deploy/nats/auth.conf", "/etc/nats/auth.conf")):
+                if mounts.get(source) != target:
+                    yield f"{name}: does not mount {source} at {target}"
+            for variable in sorted(wanted - env.keys()):
+                yield f"{name}: nats-server reads ${variable}, which its environment lacks"
+            for variable in sorted(v for v in wanted if v.endswith("_PASSWORD")):
+                if required(env.get(variable)) != variable:
+                    yield f"{name}: {variable} must be ${{{variable}:?...}} (no default)"
+        if "build" not in service:
+            continue
+        command = service.get("command", [""])[0]
+        user = env.get("HERALD_NATS_USER")
+        if user not in users:
+            yield f"{name}: HERALD_NATS_USER {user!r} is no user of deploy/nats/auth.conf"
+        elif required(env.get("HERALD_NATS_PASSWORD")) != users[user]:
+            yield f"{name}: HERALD_NATS_PASSWORD must be ${{{users[user]}:?...}}, {user}'s password"
+        elif user != command:
+            yield f"{name}: runs {command} as NATS user {user}"
+        if command in API_SERVICES and required(env.get("HERALD_API_TOKEN")) != "HERALD_API_TOKEN":
+            yield f"{name}: HERALD_API_TOKEN must be ${{HERALD_API_TOKEN:?...}}"
+        if command == "herald-edge" and required(env.get("HERALD_JWT_SECRET")) != "HERALD_JWT_SECRET":
+            yield f"{name}: HERALD_JWT_SECRET must be ${{HERALD_JWT_SECRET:?...}}"
 
 
 def promtool(*args):
@@ -185,6 +263,102 @@ def check_k8s_references():
         yield from promtool("check", "rules", str(local))
 
 
+def secret_refs(container):
+    """{env name: (secret, key)} of a container."""
+    refs = {}
+    for env in container.get("env", []):
+        ref = env.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            refs[env["name"]] = (ref["name"], ref["key"])
+    return refs
+
+
+def check_k8s_nats():
+    docs = [doc for _, doc in k8s_documents(K8S / "base")]
+    by_kind = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    config_maps = by_kind.get("ConfigMap", {})
+    auth = config_maps.get("nats-auth", {}).get("data", {}).get("auth.conf")
+    if auth != AUTH_CONF.read_text():
+        yield "ConfigMap nats-auth's auth.conf differs from deploy/nats/auth.conf"
+    nats_conf = config_maps["nats-config"]["data"]["nats.conf"]
+    if "include ./auth.conf" not in nats_conf:
+        yield "ConfigMap nats-config's nats.conf does not include auth.conf"
+    nats = by_kind["StatefulSet"]["nats"]["spec"]["template"]["spec"]
+    volume = next(v for v in nats["volumes"] if v["name"] == "config")
+    sources = {s.get("configMap", {}).get("name") for s in volume.get("projected", {}).get("sources", [])}
+    if not {"nats-config", "nats-auth"} <= sources:
+        yield "StatefulSet nats: volume config must project nats-config and nats-auth together"
+    container = nats["containers"][0]
+    env = {e["name"] for e in container.get("env", [])}
+    for variable in sorted((nats_variables(nats_conf) | nats_variables(auth)) - env):
+        yield f"StatefulSet nats: nats-server reads ${variable}, which its environment lacks"
+    nats_secrets = secret_refs(container)
+    users = nats_users()
+    for name, deployment in by_kind.get("Deployment", {}).items():
+        for c in deployment["spec"]["template"]["spec"]["containers"]:
+            user = next((e.get("value") for e in c.get("env", []) if e["name"] == "HERALD_NATS_USER"), None)
+            if user not in users:
+                yield f"{name}: HERALD_NATS_USER {user!r} is no user of deploy/nats/auth.conf"
+                continue
+            if c["command"][0] != user:
+                yield f"{name}: runs {c['command'][0]} as NATS user {user}"
+            mine = secret_refs(c).get("HERALD_NATS_PASSWORD")
+            if mine is None or mine != nats_secrets.get(users[user]):
+                yield f"{name}: HERALD_NATS_PASSWORD is not the secret NATS reads as ${users[user]}"
+            if user in API_SERVICES and "HERALD_API_TOKEN" not in secret_refs(c):
+                yield f"{name}: HERALD_API_TOKEN does not come from a secret"
+    for name, service in by_kind.get("Service", {}).items():
+        if service["spec"].get("type", "ClusterIP") != "ClusterIP":
+            yield f"Service {name} is {service['spec']['type']}: only the Ingress faces clients"
+    # A route sees every message: only NATS nodes may reach the route port.
+    for name, policy in by_kind.get("NetworkPolicy", {}).items():
+        for rule in policy["spec"].get("ingress", []):
+            if any(p.get("port") == 6222 for p in rule.get("ports", [])):
+                for peer in rule.get("from", []):
+                    if peer.get("podSelector", {}).get("matchLabels") != {"app.kubernetes.io/name": "nats"}:
+                        yield f"NetworkPolicy {name}: lets {peer} reach the NATS route port"
+
+
+def nats_server_accepts(name, nats_conf, env):
+    """`nats-server -t` on `nats_conf` beside deploy/nats/auth.conf, with
+    `env` (dummy secrets): the syntax, and every variable resolved."""
+    binary = os.environ.get("NATS_SERVER")
+    if not binary:
+        yield "no nats-server to check the NATS configs with (scripts/nats-server.sh)"
+        return
+    if os.sep in binary:
+        binary = os.path.abspath(binary)  # it runs in a temporary directory
+    with tempfile.TemporaryDirectory() as tmp:
+        (pathlib.Path(tmp) / "nats.conf").write_text(nats_conf)
+        (pathlib.Path(tmp) / "auth.conf").write_text(AUTH_CONF.read_text())
+        result = subprocess.run([binary, "-c", "nats.conf", "-t"], cwd=tmp, env=env,
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            yield f"{name}: nats-server refuses it: {(result.stdout + result.stderr).strip()}"
+
+
+# A secret as the deployment docs make them: letters and digits.
+DUMMY_SECRET = "h0123456789abcdef"
+
+
+def check_nats_configs():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = compose["services"]["nats-1"]["environment"]
+    interpolated = {k: re.sub(r"\$\{[^}]*\}", DUMMY_SECRET, str(v)) for k, v in env.items()}
+    yield from nats_server_accepts("deploy/nats/nats.conf (compose)", NATS_CONF.read_text(),
+                                   interpolated)
+    docs = {(doc["kind"], doc["metadata"]["name"]): doc for _, doc in k8s_documents(K8S / "base")}
+    container = docs[("StatefulSet", "nats")]["spec"]["template"]["spec"]["containers"][0]
+    k8s_env = {}
+    for e in container["env"]:
+        value = e.get("value", DUMMY_SECRET if "secretKeyRef" in e.get("valueFrom", {}) else "nats-0")
+        k8s_env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: k8s_env.get(m.group(1), ""), value)
+    nats_conf = docs[("ConfigMap", "nats-config")]["data"]["nats.conf"]
+    yield from nats_server_accepts("ConfigMap nats-config", nats_conf, k8s_env)
+
+
 def check_k8s_overlays():
     base = {(doc["kind"], doc["metadata"]["name"]) for _, doc in k8s_documents(K8S / "base")}
     images = {c["image"].split(":")[0] for _, doc in k8s_documents(K8S / "base")
@@ -213,4 +387,8 @@ check("Grafana provisioning, dashboard and its queries", check_grafana())
 check("Kubernetes manifests against the Kubernetes schemas", check_k8s_schemas())
 check("Kubernetes references: selectors, probes, PDBs, HPA, ingress, monitoring", check_k8s_references())
 check("Kubernetes overlays refer to the base", check_k8s_overlays())
+check("docker-compose.yml: NATS locked down, no port on the host but the load balancer's",
+      check_compose_lockdown())
+check("Kubernetes: NATS users and secrets agree with deploy/nats/auth.conf", check_k8s_nats())
+check("nats-server accepts the compose and Kubernetes NATS configs", check_nats_configs())
 sys.exit(1 if problems else 0)

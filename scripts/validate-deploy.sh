@@ -2,7 +2,8 @@
 # Static checks of the deployment files, standing in for `docker compose up`
 # (no Docker engine runs on the development machines): docker-compose.yml
 # against the Compose specification's JSON schema, Prometheus's config and
-# alert rules with promtool, the Grafana dashboard and its queries.
+# alert rules with promtool, the Grafana dashboard and its queries, the
+# NATS lockdown (users, secrets, ports) and the NATS configs with nats-server.
 # Installs what it lacks: a Python venv under .tools/ with pinned packages,
 # and promtool (Debian's `prometheus` package) when root.
 set -euo pipefail
@@ -34,5 +35,9 @@ if ! command -v promtool >/dev/null; then
     exit 1
   fi
 fi
+
+# nats-server checks the NATS configs (deploy/nats, the Kubernetes ConfigMaps).
+NATS_SERVER="$(scripts/nats-server.sh)"
+export NATS_SERVER
 
 exec "$venv/bin/python" deploy/validate.py

@@ -1,4 +1,10 @@
 //! Connecting to NATS the same way in every service.
+//!
+//! Each service presents its own credentials (user and password, an NKey,
+//! or a credentials file) and takes its replies on its own inbox prefix,
+//! `_INBOX_<service>` (see [`inbox_prefix`]), so that NATS permissions can
+//! give each service the replies meant for it and nobody else's
+//! (deploy/nats/auth.conf, docs/operations.md).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,12 +19,39 @@ pub enum ConnectError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Credentials(&'static str),
     #[error(transparent)]
     Connect(#[from] async_nats::ConnectError),
 }
 
+/// A secret read from a flag or the environment; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(password: impl Into<String>) -> Self {
+        Self(password.into())
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(redacted)")
+    }
+}
+
+impl std::str::FromStr for Password {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(s))
+    }
+}
+
 /// How a service proves itself to NATS and checks the server: TLS and
 /// credentials. Every flag is optional; none gives a plain connection.
+/// User and password may also come in the URLs (`nats://user:pass@host`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct NatsSecurity {
     /// PEM CA certificates to verify NATS servers with; turns TLS on.
@@ -40,6 +73,34 @@ pub struct NatsSecurity {
     /// File holding an NKey user seed (`SU…`) to authenticate with.
     #[arg(long, env = "HERALD_NATS_NKEY")]
     pub nats_nkey: Option<PathBuf>,
+
+    /// NATS user, with --nats-password (each service has its own: see
+    /// docs/operations.md).
+    #[arg(
+        long,
+        env = "HERALD_NATS_USER",
+        requires = "nats_password",
+        conflicts_with_all = ["nats_creds", "nats_nkey"]
+    )]
+    pub nats_user: Option<String>,
+
+    /// Password of --nats-user. Prefer the environment variable: a flag
+    /// shows in the process list.
+    #[arg(
+        long,
+        env = "HERALD_NATS_PASSWORD",
+        requires = "nats_user",
+        hide_env_values = true
+    )]
+    pub nats_password: Option<Password>,
+}
+
+/// User and password, or a token (a user name without a password, as
+/// NATS URLs carry one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Login {
+    UserPassword(String, Password),
+    Token(Password),
 }
 
 impl NatsSecurity {
@@ -71,6 +132,98 @@ impl NatsSecurity {
         }
         Ok(options)
     }
+
+    /// The user and password (or token) to log in with: from the flags, or
+    /// from the URLs. async-nats ignores credentials in a URL, which would
+    /// connect anonymously without a word, so they are taken out here.
+    fn login(&self, addrs: &[async_nats::ServerAddr]) -> Result<Option<Login>, ConnectError> {
+        let mut from_urls = addrs.iter().filter_map(login_of);
+        let first = from_urls.next();
+        if let Some(first) = &first
+            && from_urls.any(|other| &other != first)
+        {
+            return Err(ConnectError::Credentials(
+                "the URLs carry different credentials; give them once, with --nats-user and --nats-password",
+            ));
+        }
+        let other_login = self.nats_creds.is_some() || self.nats_nkey.is_some();
+        match (&self.nats_user, &self.nats_password, first) {
+            (Some(_), _, Some(_)) => Err(ConnectError::Credentials(
+                "credentials both in the URL and in --nats-user; give them once",
+            )),
+            (_, _, Some(_)) if other_login => Err(ConnectError::Credentials(
+                "credentials in the URL beside --nats-creds or --nats-nkey; use one way to log in",
+            )),
+            (Some(user), Some(password), None) => {
+                Ok(Some(Login::UserPassword(user.clone(), password.clone())))
+            }
+            // clap requires both flags together; a library caller may not.
+            (Some(_), None, None) | (None, Some(_), _) => Err(ConnectError::Credentials(
+                "--nats-user and --nats-password go together",
+            )),
+            (None, None, from_url) => Ok(from_url),
+        }
+    }
+}
+
+/// The credentials in one URL, percent-decoded.
+fn login_of(addr: &async_nats::ServerAddr) -> Option<Login> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(addr.username()?);
+    match addr.password().map(decode).filter(|p| !p.is_empty()) {
+        Some(password) => Some(Login::UserPassword(user, Password::new(password))),
+        None => Some(Login::Token(Password::new(user))),
+    }
+}
+
+/// `addr` without the user and password it may carry.
+fn without_login(addr: async_nats::ServerAddr) -> async_nats::ServerAddr {
+    if addr.username().is_none() {
+        return addr;
+    }
+    let mut url = addr.clone().into_inner();
+    let cleared = url.set_username("").is_ok() && url.set_password(None).is_ok();
+    match async_nats::ServerAddr::from_url(url) {
+        Ok(bare) if cleared => bare,
+        _ => addr,
+    }
+}
+
+/// The inbox prefix of a service: replies to its requests (JetStream API
+/// answers, publish acknowledgements) arrive on `<prefix>.…`. Each service
+/// has its own, outside `_INBOX.>`, so NATS permissions can let it read
+/// its own replies and no one else's. `service` is the first word of the
+/// connection name (`herald-edge edge-1` → `_INBOX_herald-edge`).
+pub fn inbox_prefix(name: &str) -> String {
+    let service = name.split(' ').next().unwrap_or_default();
+    let token: String = service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("_INBOX_{token}")
+}
+
+/// `url` without its credentials, fit for logs and error messages.
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 /// Counts the moments after which live messages may have been missed: the
@@ -94,16 +247,24 @@ pub async fn connect(
         .map(|url| {
             url.parse::<async_nats::ServerAddr>()
                 .map_err(|source| ConnectError::BadUrl {
-                    url: url.clone(),
+                    url: redact(url),
                     source,
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (losses_tx, losses) = tokio::sync::watch::channel(0u64);
     let losses_tx = std::sync::Arc::new(losses_tx);
-    let options = security.apply(async_nats::ConnectOptions::new()).await?;
+    let mut options = security.apply(async_nats::ConnectOptions::new()).await?;
+    options = match security.login(&addrs)? {
+        Some(Login::UserPassword(user, password)) => options.user_and_password(user, password.0),
+        Some(Login::Token(token)) => options.token(token.0),
+        None => options,
+    };
+    // The client logs the addresses it connects to: no secrets in them.
+    let addrs = addrs.into_iter().map(without_login).collect::<Vec<_>>();
     let client = options
         .name(name)
+        .custom_inbox_prefix(inbox_prefix(name))
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
         .event_callback(move |event| {
@@ -197,5 +358,156 @@ impl prometheus_client::collector::Collector for ConnectionCollector {
             counter.encode(metric)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(urls: &[&str]) -> Vec<async_nats::ServerAddr> {
+        urls.iter().map(|u| u.parse().unwrap()).collect()
+    }
+
+    fn with_user(user: &str, password: &str) -> NatsSecurity {
+        NatsSecurity {
+            nats_user: Some(user.into()),
+            nats_password: Some(Password::new(password)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_flags_or_the_urls() {
+        let none = NatsSecurity::default();
+        assert_eq!(none.login(&addrs(&["nats://h:4222"])).unwrap(), None);
+        assert_eq!(
+            with_user("edge", "pw")
+                .login(&addrs(&["nats://h"]))
+                .unwrap(),
+            Some(Login::UserPassword("edge".into(), Password::new("pw")))
+        );
+        // Percent-encoded in the URL, plain in the login.
+        let urls = addrs(&[
+            "nats://ed%40ge:p%2Fw%3A@a:4222",
+            "nats://ed%40ge:p%2Fw%3A@b",
+        ]);
+        assert_eq!(
+            none.login(&urls).unwrap(),
+            Some(Login::UserPassword("ed@ge".into(), Password::new("p/w:")))
+        );
+        assert_eq!(
+            none.login(&addrs(&["nats://s3cret@h"])).unwrap(),
+            Some(Login::Token(Password::new("s3cret")))
+        );
+        // A URL without credentials beside one with them: the ones given.
+        assert!(
+            none.login(&addrs(&["nats://a", "nats://u:p@b"]))
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn ambiguous_credentials_are_refused() {
+        let none = NatsSecurity::default();
+        for urls in [
+            &["nats://u:p@a", "nats://u:q@b"][..],
+            &["nats://u:p@a", "nats://v:p@b"],
+        ] {
+            assert!(matches!(
+                none.login(&addrs(urls)),
+                Err(ConnectError::Credentials(_))
+            ));
+        }
+        let both = with_user("edge", "pw").login(&addrs(&["nats://u:p@a"]));
+        assert!(matches!(both, Err(ConnectError::Credentials(_))));
+        let half = NatsSecurity {
+            nats_password: Some(Password::new("pw")),
+            ..Default::default()
+        };
+        assert!(matches!(
+            half.login(&addrs(&["nats://a"])),
+            Err(ConnectError::Credentials(_))
+        ));
+        let nkey = NatsSecurity {
+            nats_nkey: Some("seed".into()),
+            ..Default::default()
+        };
+        let mixed = nkey.login(&addrs(&["nats://u:p@a"]));
+        assert!(matches!(mixed, Err(ConnectError::Credentials(_))));
+        assert_eq!(nkey.login(&addrs(&["nats://a"])).unwrap(), None);
+    }
+
+    #[test]
+    fn flags_need_each_other_and_no_other_login() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            nats: NatsSecurity,
+        }
+        use clap::Parser;
+        let ok = Cli::try_parse_from(["x", "--nats-user", "u", "--nats-password", "p"]).unwrap();
+        assert_eq!(ok.nats.nats_user.as_deref(), Some("u"));
+        for bad in [
+            &["x", "--nats-user", "u"][..],
+            &["x", "--nats-password", "p"],
+            &[
+                "x",
+                "--nats-user",
+                "u",
+                "--nats-password",
+                "p",
+                "--nats-nkey",
+                "f",
+            ],
+            &[
+                "x",
+                "--nats-user",
+                "u",
+                "--nats-password",
+                "p",
+                "--nats-creds",
+                "f",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_show_in_debug_output() {
+        let debug = format!("{:?}", with_user("edge", "hunter2"));
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("edge"), "{debug}");
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_in_messages() {
+        let cases = [
+            ("nats://u:p@h:4222", "nats://***@h:4222"),
+            ("nats://tok@h", "nats://***@h"),
+            ("u:p@h:4222", "***@h:4222"),
+            ("nats://u:p@x@h/path@y", "nats://***@h/path@y"),
+            ("nats://h:4222", "nats://h:4222"),
+            ("", ""),
+            ("@", "***@"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact(url), want, "{url}");
+        }
+        let bare = without_login("nats://u:p@h:4222".parse().unwrap());
+        assert_eq!(bare.as_url_str(), "nats://h:4222");
+    }
+
+    #[test]
+    fn each_service_has_one_inbox_token_outside_the_default_inbox() {
+        assert_eq!(inbox_prefix("herald-edge edge-1"), "_INBOX_herald-edge");
+        assert_eq!(
+            inbox_prefix("herald-push-worker p"),
+            "_INBOX_herald-push-worker"
+        );
+        assert_eq!(inbox_prefix("a.b*>\tc d"), "_INBOX_a_b___c");
+        assert_eq!(inbox_prefix(""), "_INBOX_");
     }
 }

@@ -45,7 +45,8 @@ pub async fn start(
     let (nats, losses) = nats::connect(&common.nats_url, &common.nats_security, name)
         .await
         .unwrap_or_else(|e| {
-            let urls = common.nats_url.join(",");
+            let urls: Vec<_> = common.nats_url.iter().map(|u| nats::redact(u)).collect();
+            let urls = urls.join(",");
             cli::misconfigured("--nats-url", format!("cannot connect to {urls}: {e}"))
         });
     Started {

@@ -31,7 +31,7 @@ pub struct Running {
 }
 
 impl Running {
-    async fn start<F>(
+    pub async fn start<F>(
         registry: Registry,
         ready: Readiness,
         serve: impl FnOnce(TcpListener, CancellationToken) -> F,

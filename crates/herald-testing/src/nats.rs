@@ -29,6 +29,8 @@ pub struct NatsServer {
     client_port: u16,
     monitor_port: u16,
     name: String,
+    /// Set in the server's environment, e.g. passwords its config names.
+    env: Vec<(String, String)>,
 }
 
 /// A full-mesh cluster of routed servers.
@@ -48,21 +50,43 @@ impl NatsServer {
         Self::spawn("n1", None, extra)
     }
 
+    /// A single node with JetStream, `files` (name, contents) written
+    /// beside its config so `extra` can `include` them, and `env` in its
+    /// environment (nats-server reads `$VARIABLES` there).
+    pub fn start_with_files(extra: &str, files: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
+        let mut server = Self::new("n1");
+        for (name, contents) in files {
+            std::fs::write(server.dir.path().join(name), contents).expect("write nats file");
+        }
+        server.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        server.write_config(None, extra);
+        server.launch();
+        server
+    }
+
     fn spawn(name: &str, cluster: Option<(u16, &[u16])>, extra: &str) -> Self {
+        let mut server = Self::new(name);
+        server.write_config(cluster, extra);
+        server.launch();
+        server
+    }
+
+    fn new(name: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("herald-nats-")
             .tempdir()
             .expect("temp dir");
-        let mut server = Self {
+        Self {
             dir,
             child: None,
             client_port: free_port(),
             monitor_port: free_port(),
             name: name.to_owned(),
-        };
-        server.write_config(cluster, extra);
-        server.launch();
-        server
+            env: Vec::new(),
+        }
     }
 
     fn write_config(&self, cluster: Option<(u16, &[u16])>, extra: &str) {
@@ -99,6 +123,7 @@ impl NatsServer {
         let child = Command::new(binary())
             .arg("-c")
             .arg(self.config_path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -125,6 +150,12 @@ impl NatsServer {
     /// `http://127.0.0.1:<port>` of the monitoring endpoint.
     pub fn monitor_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+
+    /// What the server logged so far (errors such as permission
+    /// violations included).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
     }
 
     /// GETs a monitoring endpoint such as `/varz` or `/connz?subs=1`.

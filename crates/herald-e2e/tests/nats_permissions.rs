@@ -1,0 +1,548 @@
+//! NATS locked down as Herald deploys it: a real nats-server loads
+//! deploy/nats/auth.conf itself (generated from `auth_conf`, checked here),
+//! and every service runs in-process with its own user and nothing more:
+//! edges stream and resume, publish stores and answers with receipts,
+//! presence answers over gRPC and NATS, the push worker consumes the
+//! offline queue and keeps devices. The edge's user can neither forge
+//! history nor read the device bucket, and anonymous clients are refused.
+
+#[path = "nats_permissions/auth_conf.rs"]
+mod auth_conf;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use auth_conf::{CLIENT, EDGE, PRESENCE, PUBLISH, PUSH};
+use futures::StreamExt;
+use herald_core::history::{shard_of, stored_subject, stream_name};
+use herald_core::nats::{Losses, NatsSecurity, Password, inbox_prefix};
+use herald_core::presence::wire::{QUERY_SUBJECT, STATS_SUBJECT};
+use herald_core::subject::UserId;
+use herald_e2e::*;
+use herald_proto::v1::{
+    GetPresenceRequest, GetPresenceResponse, OfflinePolicy, Outcome, PublishRequest, StatsResponse,
+    UserTarget, publish_request::Target,
+};
+use herald_testing::fcm::FakeFcm;
+use herald_testing::sse::SseStream;
+use herald_testing::token::Claims;
+use herald_testing::{NatsServer, eventually};
+use prometheus_client::registry::Registry;
+use prost::Message;
+
+const WAIT: Duration = Duration::from_secs(20);
+const QUIET: Duration = Duration::from_millis(500);
+const AUTH_CONF: &str = "deploy/nats/auth.conf";
+const CONFIG_MAP: &str = "deploy/k8s/base/nats-auth.yaml";
+const CAROL_DEVICE: &str = "fcm-device-token:carol_phone-1";
+
+fn repo_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+#[test]
+fn deploy_files_are_generated_from_the_permissions() {
+    // nats-server reads an empty allow list as "everything".
+    for user in auth_conf::users() {
+        assert!(
+            !user.publish.is_empty() && !user.subscribe.is_empty(),
+            "{}",
+            user.name
+        );
+    }
+    let conf = auth_conf::render();
+    let config_map = auth_conf::config_map(&conf);
+    for (path, want) in [(AUTH_CONF, conf), (CONFIG_MAP, config_map)] {
+        let file = repo_file(path);
+        if std::env::var_os("HERALD_REGENERATE").is_some() {
+            std::fs::write(&file, want).unwrap();
+            continue;
+        }
+        let have = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            have == want,
+            "{path} differs from tests/nats_permissions/auth_conf.rs; regenerate with \
+             HERALD_REGENERATE=1 cargo test -p herald-e2e --test nats_permissions"
+        );
+    }
+}
+
+/// A nats-server with deploy/nats/auth.conf, and each user's password.
+struct LockedNats {
+    server: NatsServer,
+    passwords: HashMap<&'static str, String>,
+}
+
+impl LockedNats {
+    fn start() -> Self {
+        let auth = std::fs::read_to_string(repo_file(AUTH_CONF)).unwrap();
+        let users = auth_conf::users();
+        // Letters and digits, starting with a letter, as the file asks.
+        let passwords: HashMap<_, _> = users
+            .iter()
+            .map(|u| {
+                (
+                    u.name,
+                    format!("h{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+                )
+            })
+            .collect();
+        let env: Vec<(&str, &str)> = users
+            .iter()
+            .map(|u| (u.password, passwords[u.name].as_str()))
+            .collect();
+        let server =
+            NatsServer::start_with_files("include ./auth.conf\n", &[("auth.conf", &auth)], &env);
+        Self { server, passwords }
+    }
+
+    fn security(&self, user: &str) -> NatsSecurity {
+        NatsSecurity {
+            nats_user: Some(user.to_owned()),
+            nats_password: Some(Password::new(&self.passwords[user])),
+            ..Default::default()
+        }
+    }
+
+    /// Connects as the service `user` does: its flags, its connection name.
+    async fn connect(&self, user: &str) -> (async_nats::Client, Losses) {
+        let urls = [self.server.client_url()];
+        herald_core::nats::connect(&urls, &self.security(user), &format!("{user} e2e"))
+            .await
+            .unwrap_or_else(|e| panic!("{user} cannot connect: {e}"))
+    }
+
+    /// A plain client logged in as `user` (on its inbox prefix) that
+    /// records what the server refuses it.
+    async fn observed(&self, user: &str) -> Observed {
+        let (errors_tx, errors) = tokio::sync::mpsc::unbounded_channel();
+        let prefix = match user {
+            CLIENT => "_INBOX".to_owned(),
+            service => inbox_prefix(service),
+        };
+        let client = async_nats::ConnectOptions::new()
+            .user_and_password(user.to_owned(), self.passwords[user].clone())
+            .custom_inbox_prefix(prefix)
+            .event_callback(move |event| {
+                let errors = errors_tx.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = event {
+                        let _ = errors.send(e.to_string());
+                    }
+                }
+            })
+            .connect(self.server.client_url())
+            .await
+            .unwrap_or_else(|e| panic!("{user} cannot connect: {e}"));
+        Observed { client, errors }
+    }
+
+    /// Permission violations in the server's log.
+    fn violations(&self) -> Vec<String> {
+        let log = self.server.log();
+        log.lines()
+            .filter(|l| l.contains("Violation"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+struct Observed {
+    client: async_nats::Client,
+    errors: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Observed {
+    /// Waits for the server to refuse `subject`.
+    async fn refused(&mut self, subject: &str) {
+        let quoted = format!("\"{subject}\"");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let error = tokio::time::timeout_at(deadline, self.errors.recv())
+                .await
+                .unwrap_or_else(|_| panic!("the server did not refuse {subject}"))
+                .expect("the connection's events");
+            if error.to_lowercase().contains("permissions violation") && error.contains(&quoted) {
+                return;
+            }
+        }
+    }
+
+    /// Publishes to `subject` and waits for the server to refuse it.
+    async fn publish_refused(&mut self, subject: &str) {
+        self.client
+            .publish(subject.to_owned(), "forged".into())
+            .await
+            .unwrap();
+        self.refused(subject).await;
+    }
+}
+
+/// Every service, each on its own user, and a fake FCM.
+struct System {
+    nats: LockedNats,
+    publish: Running,
+    edges: [Running; 2],
+    presence: Running,
+    push: Running,
+    fcm: FakeFcm,
+    _dir: tempfile::TempDir,
+}
+
+impl System {
+    async fn start() -> Self {
+        let nats = LockedNats::start();
+        let publish = start_publish_as(&nats).await;
+        // edge-2 reads history from the stream leader (as with replicas),
+        // edge-1 with direct gets: both ways of resuming are exercised.
+        let edges = [
+            start_edge_as(&nats, "edge-1", 1).await,
+            start_edge_as(&nats, "edge-2", 3).await,
+        ];
+        let presence = start_presence_as(&nats).await;
+        let fcm = FakeFcm::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let push = start_push_as(&nats, push_config(&fcm, dir.path())).await;
+        for service in [&publish, &presence, &push] {
+            service.wait_ready().await;
+        }
+        Self {
+            nats,
+            publish,
+            edges,
+            presence,
+            push,
+            fcm,
+            _dir: dir,
+        }
+    }
+
+    fn devices_url(&self, user: &str) -> String {
+        format!("{}/v1/devices/{user}", self.push.url())
+    }
+
+    /// Waits until herald-publish's presence counts `users` users online.
+    async fn until_publish_sees(&self, users: f64) {
+        eventually(WAIT, "publish to see the connections", || async {
+            let online = self
+                .publish
+                .metric("herald_publish_presence_users_online")
+                .await;
+            (online == users).then_some(())
+        })
+        .await;
+    }
+
+    /// Publishes `data` to `users`; the receipts as (user, online, outcome).
+    async fn publish(
+        &self,
+        users: &[&str],
+        policy: OfflinePolicy,
+        data: &str,
+    ) -> Vec<(String, bool, Outcome)> {
+        let request = PublishRequest {
+            target: Some(Target::Users(UserTarget {
+                user_ids: users.iter().map(|u| u.to_string()).collect(),
+            })),
+            data: data.to_owned(),
+            offline: policy as i32,
+            ..Default::default()
+        };
+        let response = publisher(&self.publish)
+            .await
+            .publish(request)
+            .await
+            .expect("Publish")
+            .into_inner();
+        response
+            .receipts
+            .iter()
+            .map(|r| (r.user_id.clone(), r.online, r.outcome()))
+            .collect()
+    }
+}
+
+async fn start_publish_as(nats: &LockedNats) -> Running {
+    let (client, losses) = nats.connect(PUBLISH).await;
+    let mut registry = Registry::default();
+    let config = herald_publish::Config::defaults("publish-1");
+    let server = herald_publish::PublishServer::start(config, client, losses, &mut registry)
+        .await
+        .expect("herald-publish starts as herald-publish");
+    let ready = server.readiness();
+    Running::start(registry, ready, |listener, shutdown| async move {
+        server.serve(listener, shutdown).await.expect("gRPC server");
+    })
+    .await
+}
+
+async fn start_edge_as(nats: &LockedNats, node: &str, replicas: u8) -> Running {
+    let (client, losses) = nats.connect(EDGE).await;
+    let mut config = edge_config(node);
+    config.presence_heartbeat = Duration::from_millis(200);
+    config.history.history_replicas = replicas;
+    let mut registry = Registry::default();
+    let edge = herald_edge::Edge::new(config, client, losses, &mut registry);
+    let ready = edge.readiness();
+    Running::start(registry, ready, |listener, shutdown| {
+        edge.serve(listener, shutdown)
+    })
+    .await
+}
+
+async fn start_presence_as(nats: &LockedNats) -> Running {
+    let (client, losses) = nats.connect(PRESENCE).await;
+    let mut registry = Registry::default();
+    let config = herald_presence::Config::defaults("presence-1");
+    let server = herald_presence::PresenceServer::start(config, client, losses, &mut registry)
+        .await
+        .expect("herald-presence starts as herald-presence");
+    let ready = server.readiness();
+    Running::start(registry, ready, |listener, shutdown| async move {
+        server.serve(listener, shutdown).await.expect("gRPC server");
+    })
+    .await
+}
+
+async fn start_push_as(nats: &LockedNats, config: herald_push::Config) -> Running {
+    let (client, _) = nats.connect(PUSH).await;
+    let mut registry = Registry::default();
+    let worker = herald_push::PushWorker::start(config, client, &mut registry)
+        .await
+        .expect("the push worker starts as herald-push-worker");
+    let ready = herald_core::admin::Readiness::default();
+    let serving_ready = ready.clone();
+    Running::start(registry, ready, |listener, shutdown| {
+        worker.serve(listener, serving_ready, shutdown)
+    })
+    .await
+}
+
+/// Opens alice's stream (and topic `news`) on `edge`, resuming after `last_id`.
+async fn open_alice(edge: &Running, last_id: Option<&str>) -> SseStream {
+    let token = Claims::new("alice").topics(&["news"]).hs256(SECRET);
+    let mut request = reqwest::Client::new()
+        .get(events_url(edge, &["news"]))
+        .bearer_auth(token);
+    if let Some(id) = last_id {
+        request = request.header("last-event-id", id);
+    }
+    SseStream::from_response(request.send().await.unwrap()).await
+}
+
+fn receipt(user: &str, online: bool, outcome: Outcome) -> (String, bool, Outcome) {
+    (user.to_owned(), online, outcome)
+}
+
+#[tokio::test]
+async fn every_service_works_with_its_own_user() {
+    let system = System::start().await;
+    let http = reqwest::Client::new();
+
+    // The push worker keeps carol's device in its bucket.
+    let registered = http
+        .put(system.devices_url("carol"))
+        .json(&serde_json::json!({ "token": CAROL_DEVICE }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 204);
+    let devices: serde_json::Value = http
+        .get(system.devices_url("carol"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(devices["tokens"], serde_json::json!([CAROL_DEVICE]));
+
+    // Live: stored, ephemeral and topic events reach alice; receipts know
+    // she is online and bob is not.
+    let mut alice = open_alice(&system.edges[0], None).await;
+    system.until_publish_sees(1.0).await;
+    let receipts = system
+        .publish(&["alice", "bob"], OfflinePolicy::Store, "one")
+        .await;
+    assert_eq!(
+        receipts,
+        [
+            receipt("alice", true, Outcome::Delivered),
+            receipt("bob", false, Outcome::Stored)
+        ]
+    );
+    let first = alice.next().await;
+    assert_eq!(first.data, "one");
+    assert!(!first.id.is_empty(), "a stored event has an id");
+    publish_ephemeral(&mut publisher(&system.publish).await, &["alice"], "blink").await;
+    assert_eq!(alice.next().await.data, "blink");
+    publish_to_topic(&mut publisher(&system.publish).await, "news", "headline").await;
+    assert_eq!(alice.next().await.data, "headline");
+    let flash = PublishRequest {
+        target: Some(Target::Topic("news".into())),
+        data: "flash".into(),
+        ephemeral: true,
+        ..Default::default()
+    };
+    publisher(&system.publish)
+        .await
+        .publish(flash)
+        .await
+        .unwrap();
+    assert_eq!(alice.next().await.data, "flash");
+
+    // Presence answers over gRPC, and over NATS to herald-client.
+    assert_eq!(
+        presence_of(&system.presence, &["alice"]).await,
+        [(1, vec!["edge-1".to_owned()])]
+    );
+    let client = system.nats.observed(CLIENT).await.client;
+    let query = GetPresenceRequest {
+        user_ids: vec!["alice".into()],
+    };
+    let answer = client
+        .request(QUERY_SUBJECT, query.encode_to_vec().into())
+        .await
+        .expect("a presence answer over NATS");
+    let answer = GetPresenceResponse::decode(answer.payload).unwrap();
+    assert_eq!(answer.users[0].connections, 1, "{answer:?}");
+    let stats = client
+        .request(STATS_SUBJECT, Default::default())
+        .await
+        .expect("presence stats over NATS");
+    assert_eq!(
+        StatsResponse::decode(stats.payload).unwrap().users_online,
+        1
+    );
+
+    // Resume: what alice missed comes from history, on either edge.
+    drop(alice);
+    system.until_publish_sees(0.0).await;
+    for data in ["two", "three"] {
+        let receipts = system.publish(&["alice"], OfflinePolicy::Store, data).await;
+        assert_eq!(receipts, [receipt("alice", false, Outcome::Stored)]);
+    }
+    for edge in &system.edges {
+        let mut resumed = open_alice(edge, Some(&first.id)).await;
+        assert_eq!(resumed.next().await.data, "two");
+        assert_eq!(resumed.next().await.data, "three");
+    }
+
+    // Fallback: carol's event goes to the queue, the worker pushes it and
+    // acknowledges.
+    let receipts = system
+        .publish(&["carol"], OfflinePolicy::Fallback, "parcel")
+        .await;
+    assert_eq!(receipts, [receipt("carol", false, Outcome::Fallback)]);
+    eventually(WAIT, "a push to carol's device", || async {
+        let sends = system.fcm.sends();
+        (sends.len() == 1).then_some(sends)
+    })
+    .await;
+    assert_eq!(system.fcm.sends()[0].body["message"]["token"], CAROL_DEVICE);
+    let queue = system.nats.observed(PUSH).await.client;
+    let js = async_nats::jetstream::new(queue);
+    eventually(WAIT, "the offline queue to empty", || async {
+        let mut stream = js.get_stream("HERALD_OFFLINE").await.ok()?;
+        (stream.info().await.ok()?.state.messages == 0).then_some(())
+    })
+    .await;
+
+    assert_eq!(system.nats.violations(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_edge_user_cannot_forge_history_nor_read_devices() {
+    let nats = LockedNats::start();
+    let (client, losses) = nats.connect(PUBLISH).await;
+    let config = herald_publish::Config::defaults("publish-1");
+    let shards = config.history.history_shards;
+    herald_publish::PublishServer::start(config, client, losses, &mut Registry::default())
+        .await
+        .expect("the history streams");
+    let (client, _) = nats.connect(PUSH).await;
+    let devices = herald_push::devices::Registry::open(&async_nats::jetstream::new(client), 1, 5)
+        .await
+        .expect("the device bucket");
+    let carol = UserId::parse("carol").unwrap();
+    devices.add(&carol, CAROL_DEVICE).await.unwrap();
+
+    let mut edge = nats.observed(EDGE).await;
+    // Forged history: neither a store nor a live event gets through.
+    let live = "herald.u.alice";
+    let shard = shard_of(live, shards);
+    let stored = stored_subject(live, shard);
+    edge.publish_refused(&stored).await;
+    edge.publish_refused(live).await;
+    let js = async_nats::jetstream::new(edge.client.clone());
+    let mut history = js.get_stream(stream_name(shard)).await.unwrap();
+    assert_eq!(history.info().await.unwrap().state.messages, 0);
+
+    // The device bucket: no direct or leader get, no info, no consumer,
+    // no subscription to its subjects.
+    for api in [
+        "$JS.API.DIRECT.GET.KV_herald_devices.$KV.herald_devices.carol",
+        "$JS.API.DIRECT.GET.KV_herald_devices",
+        "$JS.API.STREAM.MSG.GET.KV_herald_devices",
+        "$JS.API.STREAM.INFO.KV_herald_devices",
+        "$JS.API.CONSUMER.CREATE.KV_herald_devices",
+        "$KV.herald_devices.carol",
+    ] {
+        edge.publish_refused(api).await;
+    }
+    let mut bucket = edge.client.subscribe("$KV.herald_devices.>").await.unwrap();
+    edge.refused("$KV.herald_devices.>").await;
+    devices
+        .add(&carol, "fcm-device-token:carol_tablet")
+        .await
+        .unwrap();
+    let leaked = tokio::time::timeout(QUIET, bucket.next()).await;
+    assert!(leaked.is_err(), "the edge read the bucket: {leaked:?}");
+    assert_eq!(devices.list(&carol).await.unwrap().len(), 2);
+
+    // Nor another service's replies (publish acknowledgements, API answers).
+    for inbox in ["_INBOX_herald-publish.>", "_INBOX.>", ">"] {
+        let _sub = edge.client.subscribe(inbox).await.unwrap();
+        edge.refused(inbox).await;
+    }
+
+    // Only herald-publish sends events.
+    for user in [PRESENCE, PUSH, CLIENT] {
+        let mut other = nats.observed(user).await;
+        other.publish_refused(live).await;
+        other.publish_refused(&stored).await;
+    }
+    // What the other test finds none of.
+    let logged = nats.violations();
+    assert!(logged.iter().any(|l| l.contains(&stored)), "{logged:?}");
+}
+
+#[tokio::test]
+async fn anonymous_and_wrong_credentials_are_refused() {
+    let nats = LockedNats::start();
+    let url = nats.server.client_url();
+    let anonymous = async_nats::ConnectOptions::new().connect(&url).await;
+    assert_eq!(
+        anonymous.err().map(|e| e.kind()),
+        Some(async_nats::ConnectErrorKind::AuthorizationViolation)
+    );
+    let urls = [url.clone()];
+    let services = herald_core::nats::connect(&urls, &Default::default(), "herald-edge x").await;
+    assert!(services.is_err(), "no credentials, no connection");
+    let mut wrong = nats.security(EDGE);
+    wrong.nats_password = Some(Password::new(&nats.passwords[PUBLISH]));
+    let refused = herald_core::nats::connect(&urls, &wrong, "herald-edge x").await;
+    assert!(refused.is_err(), "another user's password");
+
+    // Credentials in the URL work (async-nats alone would drop them).
+    let with_login = url.replace(
+        "nats://",
+        &format!("nats://{EDGE}:{}@", nats.passwords[EDGE]),
+    );
+    herald_core::nats::connect(&[with_login], &Default::default(), "herald-edge x")
+        .await
+        .expect("the edge's login, given in the URL");
+}
