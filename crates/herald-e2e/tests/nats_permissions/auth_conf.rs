@@ -94,6 +94,11 @@ fn edge() -> User {
                 &["DIRECT.GET", "STREAM.MSG.GET", "STREAM.INFO"],
                 &history(),
             ),
+            api(
+                "resume: a subject's newest event (direct get by subject)",
+                &["DIRECT.GET"],
+                &history().iter().map(|s| format!("{s}.>")).collect::<Vec<_>>(),
+            ),
         ],
         subscribe: vec![
             rule(
