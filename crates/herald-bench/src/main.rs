@@ -58,6 +58,10 @@ pub struct Target {
         hide_env_values = true
     )]
     pub secret: String,
+    /// herald-publish's API token (Herald only; unset on a loopback stack
+    /// started without one).
+    #[arg(long, env = "HERALD_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
     /// Give up waiting for deliveries after this many seconds.
     #[arg(long, default_value = "120", value_parser = |s: &str| s.parse().map(Duration::from_secs))]
     pub timeout: Duration,

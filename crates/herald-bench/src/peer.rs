@@ -7,6 +7,8 @@ use herald_proto::v1::{
     PublishRequest, UserTarget, publish_request::Target as PublishTarget,
     publisher_client::PublisherClient,
 };
+use tonic::metadata::MetadataValue;
+use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::transport::Channel;
 
 use crate::Target;
@@ -64,17 +66,53 @@ impl Target {
     /// A publisher for this system.
     pub async fn publisher(&self) -> anyhow::Result<Publisher> {
         Ok(match self.peer {
-            Kind::Herald => Publisher::Herald(
-                PublisherClient::connect(self.publish.clone())
-                    .await
-                    .with_context(|| format!("herald-publish at {}", self.publish))?,
-            ),
+            Kind::Herald => Publisher::Herald(self.herald_publisher().await?),
             Kind::Nchan => Publisher::Nchan {
                 http: reqwest::Client::new(),
                 base: self.publish.trim_end_matches('/').to_owned(),
             },
             Kind::Nats => Publisher::Nats(async_nats::connect(&self.publish).await?),
         })
+    }
+}
+
+impl Target {
+    /// A gRPC client of herald-publish that sends `--api-token` on every call.
+    pub async fn herald_publisher(&self) -> anyhow::Result<HeraldClient> {
+        let channel = Channel::from_shared(self.publish.clone())?
+            .connect()
+            .await
+            .with_context(|| format!("herald-publish at {}", self.publish))?;
+        let bearer = match &self.api_token {
+            Some(token) => Some(
+                format!("Bearer {token}")
+                    .parse()
+                    .context("--api-token is not a valid header value")?,
+            ),
+            None => None,
+        };
+        Ok(PublisherClient::with_interceptor(channel, Bearer(bearer)))
+    }
+}
+
+/// herald-publish's client, with the API token.
+pub type HeraldClient = PublisherClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <api token>` to each call, when one is set.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
     }
 }
 
@@ -89,7 +127,7 @@ fn channel(user: &str, topic: Option<&str>) -> String {
 /// Publishes events, one call each.
 #[derive(Clone)]
 pub enum Publisher {
-    Herald(PublisherClient<Channel>),
+    Herald(HeraldClient),
     Nchan { http: reqwest::Client, base: String },
     Nats(async_nats::Client),
 }
@@ -142,7 +180,7 @@ impl Publisher {
 }
 
 async fn herald(
-    client: &mut PublisherClient<Channel>,
+    client: &mut HeraldClient,
     target: PublishTarget,
     data: String,
     ephemeral: bool,

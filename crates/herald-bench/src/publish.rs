@@ -5,10 +5,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_proto::v1::{
-    PublishRequest, UserTarget, publish_request::Target as PublishTarget,
-    publisher_client::PublisherClient,
-};
+use herald_proto::v1::{PublishRequest, UserTarget, publish_request::Target as PublishTarget};
 
 use crate::Target;
 
@@ -73,7 +70,7 @@ async fn measure(target: &Target, args: &Args, ephemeral: bool) -> anyhow::Resul
         .await;
     });
 
-    let client = PublisherClient::connect(target.publish.clone()).await?;
+    let client = target.herald_publisher().await?;
     let started = Instant::now();
     let per_task = args.events / args.publishers;
     let mut tasks = Vec::new();

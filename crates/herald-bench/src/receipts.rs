@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use herald_proto::v1::{
     GetPresenceRequest, PublishRequest, UserTarget, publish_request::Target as PublishTarget,
-    publisher_client::PublisherClient,
 };
 use prost::Message;
 
@@ -25,7 +24,7 @@ pub struct Args {
 }
 
 pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
-    let mut client = PublisherClient::connect(target.publish.clone()).await?;
+    let mut client = target.herald_publisher().await?;
     let nats = async_nats::connect(&args.nats_url).await?;
     let deadline = Instant::now() + target.timeout;
     let mut publishes = Vec::with_capacity(args.calls);

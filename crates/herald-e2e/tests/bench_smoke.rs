@@ -5,10 +5,17 @@ use herald_e2e::*;
 
 #[tokio::test]
 async fn herald_bench_idle_and_fanout_ramp_run_and_count_every_delivery() {
-    let stack = Stack::start(edge_config("bench-edge")).await;
+    // herald-publish behind an API token, as a deployed one is.
+    let token = "bench-smoke-api-token-0123456789";
+    let nats = herald_testing::NatsServer::start();
+    let mut publish = herald_publish::Config::defaults("p");
+    publish.api_token = Some(token.to_owned());
+    let publish = start_publish(&nats.client_url(), publish).await;
+    let edge = start_edge(&nats.client_url(), edge_config("bench-edge")).await;
     let output = tokio::process::Command::new(binary("herald-bench"))
-        .args(["--peer", "herald", "--edge", &stack.edge.addr.to_string()])
-        .args(["--publish", &stack.publish.url(), "--secret", SECRET])
+        .args(["--peer", "herald", "--edge", &edge.addr.to_string()])
+        .args(["--publish", &publish.url(), "--secret", SECRET])
+        .args(["--api-token", token])
         .args([
             "--timeout",
             "30",

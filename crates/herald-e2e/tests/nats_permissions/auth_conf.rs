@@ -97,7 +97,10 @@ fn edge() -> User {
             api(
                 "resume: a subject's newest event (direct get by subject)",
                 &["DIRECT.GET"],
-                &history().iter().map(|s| format!("{s}.>")).collect::<Vec<_>>(),
+                &history()
+                    .iter()
+                    .map(|s| format!("{s}.>"))
+                    .collect::<Vec<_>>(),
             ),
         ],
         subscribe: vec![
