@@ -191,6 +191,11 @@ async fn drive<C>(
         };
         tokio::select! {
             ended = connection.as_mut() => {
+                // hyper's own HTTP/1 header timer may win the race with ours.
+                let late = activity.snapshot().changes == 0 && Instant::now() >= deadline;
+                if late && cut.is_none() {
+                    shared.metrics.header_timeouts.inc();
+                }
                 if let Err(e) = ended {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
