@@ -440,3 +440,58 @@ async fn the_grpc_ports_close_silent_and_idle_connections() {
     stop.cancel();
     serving.await.unwrap().unwrap();
 }
+
+/// A TLS client trusting `ca`.
+fn trusting(ca: &herald_testing::pki::TestCa) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+#[tokio::test]
+async fn the_tls_handshake_counts_in_the_same_budget_from_accept() {
+    // Long enough that a budget restarted after the handshake is told
+    // apart from the one from accept despite scheduling slack.
+    const TIMEOUT: Duration = Duration::from_secs(4);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = herald_testing::pki::TestCa::new("herald test CA");
+    let issued = ca.server();
+    let (cert, key) = (dir.path().join("edge.crt"), dir.path().join("edge.key"));
+    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let flags = ["--header-timeout", "4s", "--tls-cert", cert, "--tls-key", key];
+    let (_nats, _publish, edge) = system(&flags).await;
+
+    // Silent, or stuck in the middle of a ClientHello.
+    for bytes in [&b""[..], b"\x16\x03\x01\x02\x00\x01"] {
+        let time = close_time(edge.addr, bytes).await;
+        assert!(time >= TIMEOUT - Duration::from_millis(50), "{time:?}");
+        assert!(time <= TIMEOUT + MARGIN, "{time:?}");
+    }
+
+    // A handshake finished late leaves only the rest of the budget: the
+    // client dawdles (as an attacker would) before its handshake.
+    let connector = trusting(&ca);
+    let tcp = TcpStream::connect(edge.addr).await.unwrap();
+    let accepted = Instant::now();
+    tokio::time::sleep(TIMEOUT * 3 / 4).await;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("handshake in time");
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(WAIT, tls.read(&mut buf)).await.unwrap();
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let time = accepted.elapsed();
+    assert!(time >= TIMEOUT - Duration::from_millis(50), "{time:?}");
+    assert!(time <= TIMEOUT * 3 / 2, "closed {time:?} after accept");
+}
