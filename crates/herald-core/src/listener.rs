@@ -340,7 +340,10 @@ mod tests {
         let fit = sockets_within(fd_limit());
         assert_eq!(bounds(&[]).unwrap().max_sockets, fit);
         assert_eq!(bounds(&["--max-sockets", "7"]).unwrap().max_sockets, 7);
-        assert_eq!(bounds(&["--max-sockets", "0"]).unwrap_err().0, "--max-sockets");
+        assert_eq!(
+            bounds(&["--max-sockets", "0"]).unwrap_err().0,
+            "--max-sockets"
+        );
         if fit < usize::MAX {
             let too_many = (fit + 1).to_string();
             let (flag, problem) = bounds(&["--max-sockets", &too_many]).unwrap_err();

@@ -58,7 +58,10 @@ impl Http {
 
     /// HTTP/2 only, for gRPC.
     pub fn http2_only(listener: &Listener) -> Self {
-        Self::build(listener, auto::Builder::new(TokioExecutor::new()).http2_only())
+        Self::build(
+            listener,
+            auto::Builder::new(TokioExecutor::new()).http2_only(),
+        )
     }
 
     fn build(listener: &Listener, mut builder: auto::Builder<TokioExecutor>) -> Self {
@@ -182,7 +185,9 @@ async fn drive<C>(
         let timer = match cut {
             Some(at) => Some(Timer::Cut(at)),
             None if now.changes == 0 => Some(Timer::Header(deadline)),
-            None if now.in_flight == 0 => Some(Timer::Idle(idle_since + shared.bounds.idle_timeout)),
+            None if now.in_flight == 0 => {
+                Some(Timer::Idle(idle_since + shared.bounds.idle_timeout))
+            }
             None => None,
         };
         let wake_at = match timer {
@@ -261,7 +266,10 @@ pub async fn serve<F, S, B>(
     stop.cancel();
     let closed = tokio::time::timeout(CLOSE_GRACE + LATE_GRACE, sockets.closed()).await;
     if closed.is_err() {
-        tracing::warn!(open = sockets.open(), "some connections did not close in time");
+        tracing::warn!(
+            open = sockets.open(),
+            "some connections did not close in time"
+        );
     }
 }
 
@@ -280,8 +288,10 @@ pub async fn grpc(
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let mut routes = routes.clone();
             async move {
-                std::future::poll_fn(|cx| Service::<Request<Incoming>>::poll_ready(&mut routes, cx))
-                    .await?;
+                std::future::poll_fn(|cx| {
+                    Service::<Request<Incoming>>::poll_ready(&mut routes, cx)
+                })
+                .await?;
                 routes.call(request).await
             }
         })

@@ -82,13 +82,16 @@ async fn close_time(addr: SocketAddr, bytes: &'static [u8]) -> Duration {
 }
 
 /// Opens `count` connections sending each of `kinds` in turn, 100 at a time.
-async fn flood(addr: SocketAddr, count: usize, kinds: &[&'static [u8]]) -> JoinSet<Option<Duration>> {
+async fn flood(
+    addr: SocketAddr,
+    count: usize,
+    kinds: &[&'static [u8]],
+) -> JoinSet<Option<Duration>> {
     let mut readers = JoinSet::new();
     for batch in (0..count).collect::<Vec<_>>().chunks(100) {
-        let opened = futures::future::join_all(
-            batch.iter().map(|i| open(addr, kinds[i % kinds.len()])),
-        )
-        .await;
+        let opened =
+            futures::future::join_all(batch.iter().map(|i| open(addr, kinds[i % kinds.len()])))
+                .await;
         for (stream, since) in opened {
             readers.spawn(closed_after(stream, since));
         }
@@ -158,13 +161,22 @@ async fn silent_and_half_sent_connections_are_closed_while_a_stream_is_served() 
     assert_eq!(times.len(), 6_000);
     for (kind, time) in &times {
         let time = time.unwrap_or_else(|| panic!("a {kind} connection was never closed"));
-        assert!(time >= TIMEOUT - Duration::from_millis(50), "{kind} closed early: {time:?}");
+        assert!(
+            time >= TIMEOUT - Duration::from_millis(50),
+            "{kind} closed early: {time:?}"
+        );
         assert!(time <= TIMEOUT + MARGIN, "{kind} closed late: {time:?}");
     }
     let slowest = times.iter().filter_map(|t| t.1).max().unwrap();
     println!("slowest close after {slowest:?}");
-    assert_eq!(metric(admin, "herald_edge_header_timeouts_total").await, 6_000.0);
-    assert_eq!(metric(admin, "herald_edge_sockets_refused_total").await, 0.0);
+    assert_eq!(
+        metric(admin, "herald_edge_header_timeouts_total").await,
+        6_000.0
+    );
+    assert_eq!(
+        metric(admin, "herald_edge_sockets_refused_total").await,
+        0.0
+    );
     delivered(&publish, &mut bob, "bob", "after").await;
 
     drop((alice, bob, http));
@@ -177,8 +189,7 @@ async fn silent_and_half_sent_connections_are_closed_while_a_stream_is_served() 
 
 #[tokio::test]
 async fn the_socket_cap_closes_the_excess_at_once() {
-    let (_nats, publish, edge) =
-        system(&["--max-sockets", "20", "--header-timeout", "5s"]).await;
+    let (_nats, publish, edge) = system(&["--max-sockets", "20", "--header-timeout", "5s"]).await;
     let admin = edge.process().admin;
     let mut held = Vec::new();
     for _ in 0..20 {
@@ -190,9 +201,15 @@ async fn the_socket_cap_closes_the_excess_at_once() {
     .await;
     for _ in 0..30 {
         let time = close_time(edge.addr, b"").await;
-        assert!(time < Duration::from_secs(2), "excess closed after {time:?}");
+        assert!(
+            time < Duration::from_secs(2),
+            "excess closed after {time:?}"
+        );
     }
-    assert_eq!(metric(admin, "herald_edge_sockets_refused_total").await, 30.0);
+    assert_eq!(
+        metric(admin, "herald_edge_sockets_refused_total").await,
+        30.0
+    );
     let full = reqwest::Client::new().get(events(&edge)).send().await;
     assert!(full.is_err(), "no room for anyone while the cap is full");
 
@@ -258,7 +275,10 @@ async fn an_http2_connection_closes_once_idle_for_the_idle_timeout() {
     let idle_since = Instant::now();
     let ended = tokio::time::timeout(WAIT, ended).await.unwrap().unwrap();
     let idle = ended - idle_since;
-    assert!(idle >= IDLE - Duration::from_millis(100), "closed after {idle:?}");
+    assert!(
+        idle >= IDLE - Duration::from_millis(100),
+        "closed after {idle:?}"
+    );
     assert!(idle <= IDLE + MARGIN, "closed after {idle:?}");
     drop(client);
 }
@@ -329,7 +349,10 @@ async fn closes_the_silent(port: &str, addr: SocketAddr) {
             "{port}: a connection sending {bytes:?} closed after {time:?}"
         );
         if bytes.is_empty() {
-            assert!(time >= timeout - Duration::from_millis(50), "{port}: {time:?}");
+            assert!(
+                time >= timeout - Duration::from_millis(50),
+                "{port}: {time:?}"
+            );
         }
     }
 }
@@ -346,7 +369,9 @@ async fn the_admin_port_closes_silent_connections() {
         serving,
     ));
     closes_the_silent("admin", addr).await;
-    let health = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     stop.cancel();
     admin.await.unwrap();
@@ -360,10 +385,13 @@ async fn the_push_api_closes_silent_connections_and_slow_bodies() {
     let (client, _) = herald_core::nats::connect(&[nats.client_url()], &Default::default(), "t")
         .await
         .unwrap();
-    let worker =
-        herald_push::PushWorker::start(push_config(&fcm, dir.path()), client, &mut Registry::default())
-            .await
-            .unwrap();
+    let worker = herald_push::PushWorker::start(
+        push_config(&fcm, dir.path()),
+        client,
+        &mut Registry::default(),
+    )
+    .await
+    .unwrap();
     let (listener, addr) = bound_listener().await;
     let stop = CancellationToken::new();
     let serving = tokio::spawn(worker.serve(listener, Readiness::default(), stop.clone()));
@@ -377,10 +405,16 @@ async fn the_push_api_closes_silent_connections_and_slow_bodies() {
         .await
         .unwrap()
         .unwrap();
-    assert!(answer[..n].starts_with(b"HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&answer[..n]));
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
     assert!(since.elapsed() <= quick().header_timeout + MARGIN);
 
-    let devices = reqwest::get(format!("http://{addr}/v1/devices/alice")).await.unwrap();
+    let devices = reqwest::get(format!("http://{addr}/v1/devices/alice"))
+        .await
+        .unwrap();
     assert_eq!(devices.status(), 200);
     stop.cancel();
     serving.await.unwrap();
@@ -400,12 +434,17 @@ async fn grpc_port_is_bounded(port: &str, addr: SocketAddr) {
     health.check(request).await.unwrap();
 
     let (mut client, ended) = h2(addr).await;
-    let (response, _) = client.send_request(get(addr, "/").body(()).unwrap(), true).unwrap();
+    let (response, _) = client
+        .send_request(get(addr, "/").body(()).unwrap(), true)
+        .unwrap();
     drop(response.await.unwrap().into_body());
     let idle_since = Instant::now();
     let ended = tokio::time::timeout(WAIT, ended).await.unwrap().unwrap();
     let idle = ended - idle_since;
-    assert!(idle <= quick().idle_timeout + MARGIN, "{port}: idle connection closed after {idle:?}");
+    assert!(
+        idle <= quick().idle_timeout + MARGIN,
+        "{port}: idle connection closed after {idle:?}"
+    );
 }
 
 #[tokio::test]
@@ -417,9 +456,10 @@ async fn the_grpc_ports_close_silent_and_idle_connections() {
 
     let (client, losses) = connect().await.unwrap();
     let config = herald_publish::Config::defaults("p");
-    let publish = herald_publish::PublishServer::start(config, client, losses, &mut Registry::default())
-        .await
-        .unwrap();
+    let publish =
+        herald_publish::PublishServer::start(config, client, losses, &mut Registry::default())
+            .await
+            .unwrap();
     let (listener, addr) = bound_listener().await;
     let stop = CancellationToken::new();
     let serving = tokio::spawn(publish.serve(listener, stop.clone()));
@@ -470,7 +510,14 @@ async fn the_tls_handshake_counts_in_the_same_budget_from_accept() {
     std::fs::write(&cert, &issued.cert_pem).unwrap();
     std::fs::write(&key, &issued.key_pem).unwrap();
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
-    let flags = ["--header-timeout", "4s", "--tls-cert", cert, "--tls-key", key];
+    let flags = [
+        "--header-timeout",
+        "4s",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ];
     let (_nats, _publish, edge) = system(&flags).await;
 
     // Silent, or stuck in the middle of a ClientHello.
@@ -487,11 +534,56 @@ async fn the_tls_handshake_counts_in_the_same_budget_from_accept() {
     let accepted = Instant::now();
     tokio::time::sleep(TIMEOUT * 3 / 4).await;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tcp).await.expect("handshake in time");
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("handshake in time");
     let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(WAIT, tls.read(&mut buf)).await.unwrap();
+    let read = tokio::time::timeout(WAIT, tls.read(&mut buf))
+        .await
+        .unwrap();
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     let time = accepted.elapsed();
     assert!(time >= TIMEOUT - Duration::from_millis(50), "{time:?}");
     assert!(time <= TIMEOUT * 3 / 2, "closed {time:?} after accept");
+}
+
+/// Runs herald-edge with `flags` (NATS is never reached: the bounds are
+/// checked before binding); returns its exit code and stderr.
+fn misconfigured_edge(flags: &[&str]) -> (Option<i32>, String) {
+    let output = std::process::Command::new(binary("herald-edge"))
+        .args(["--jwt-secret", SECRET, "--nats-url", "nats://127.0.0.1:1"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(flags)
+        .output()
+        .expect("run herald-edge");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_bounds_exit_2_naming_the_flag() {
+    let (code, stderr) = misconfigured_edge(&["--max-sockets", "0"]);
+    assert_eq!(
+        (code, stderr.trim()),
+        (Some(2), "error: --max-sockets: must be at least 1")
+    );
+    let (code, stderr) = misconfigured_edge(&["--max-sockets", &usize::MAX.to_string()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: --max-sockets: ") && stderr.contains("ulimit -n"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for flags in [
+        ["--header-timeout", "0s"],
+        ["--idle-timeout", "soon"],
+        ["--max-sockets", "lots"],
+    ] {
+        let (code, stderr) = misconfigured_edge(&flags);
+        assert_eq!(code, Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(flags[0]), "{flags:?}: {stderr}");
+    }
 }

@@ -146,7 +146,10 @@ impl Edge {
             .await
             .is_err()
         {
-            tracing::warn!(open = sockets.open(), "some HTTP connections did not close in time");
+            tracing::warn!(
+                open = sockets.open(),
+                "some HTTP connections did not close in time"
+            );
         }
         stop_reporting.cancel();
         if let Some(task) = reporting {
