@@ -9,10 +9,11 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::listener::Listener;
+use crate::serve::Http;
 
 /// Readiness shared between a service and its admin port: ready once the
 /// service is serving, unready again while it drains.
@@ -31,38 +32,22 @@ impl Readiness {
 
 /// Serves the admin endpoints on `listener` until `shutdown` is cancelled.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     registry: Arc<Registry>,
     ready: Readiness,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    continue;
-                }
-            },
-        };
+    let listener = listener.into();
+    let http = Http::auto(&listener);
+    let service = || {
         let registry = registry.clone();
         let ready = ready.clone();
-        let service = service_fn(move |req| {
+        service_fn(move |req| {
             let response = respond(&req, &registry, &ready);
             async move { Ok::<_, Infallible>(response) }
-        });
-        tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "admin connection ended");
-            }
-        });
-    }
+        })
+    };
+    crate::serve::serve(listener, http, None, service, shutdown.cancelled()).await
 }
 
 fn respond(

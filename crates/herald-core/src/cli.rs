@@ -24,6 +24,9 @@ pub struct CommonArgs {
     #[command(flatten)]
     pub nats_security: crate::nats::NatsSecurity,
 
+    #[command(flatten)]
+    pub listener: crate::listener::ListenerArgs,
+
     /// This instance's name, reported in logs and metrics; defaults to the hostname.
     #[arg(long, env = "HERALD_NODE_ID")]
     pub node_id: Option<String>,

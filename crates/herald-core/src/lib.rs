@@ -12,19 +12,25 @@
 //! - [`offline`]: the work queue of events for users who were not connected.
 //! - [`presence`]: who is connected where, over NATS.
 //! - [`api_token`]: the bearer token of the internal gRPC APIs.
+//! - [`listener`]: every port's accept loop, socket cap and header deadline.
+//! - [`serve`]: HTTP and gRPC connections driven within those bounds.
+//! - [`activity`]: a connection's requests in flight, for its idle timeout.
 //! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` port.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
 //! - [`service`]: start-up (logging, binding, NATS) and the admin port beside a service.
 
+pub mod activity;
 pub mod admin;
 pub mod api_token;
 pub mod cli;
 pub mod cursor;
 pub mod envelope;
 pub mod history;
+pub mod listener;
 pub mod nats;
 pub mod offline;
 pub mod presence;
+pub mod serve;
 pub mod service;
 pub mod shutdown;
 pub mod subject;

@@ -11,12 +11,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Readiness};
 use crate::cli::{self, CommonArgs};
+use crate::listener::{self, ADMIN_MAX_SOCKETS, Bounds, Listener};
 use crate::{nats, telemetry};
 
 /// What a service needs before it can serve: its sockets and NATS.
 pub struct Started {
-    pub listener: TcpListener,
-    pub admin_listener: TcpListener,
+    /// The main port, bounded by `--header-timeout`, `--idle-timeout` and
+    /// `--max-sockets`.
+    pub listener: Listener,
+    /// The admin port: the same timeouts, [`ADMIN_MAX_SOCKETS`].
+    pub admin_listener: Listener,
     pub nats: async_nats::Client,
     /// When live messages may have been missed (see [`nats::Losses`]).
     pub losses: nats::Losses,
@@ -40,8 +44,18 @@ pub async fn start(
         common.otlp_endpoint.as_deref(),
     )
     .unwrap_or_else(|e| cli::misconfigured("--log / --otlp-endpoint", e));
-    let listener = bind("--listen", listen);
-    let admin_listener = bind("--admin-listen", admin_listen);
+    let fd_limit = listener::raise_fd_limit();
+    let bounds = common
+        .listener
+        .bounds()
+        .unwrap_or_else(|(flag, e)| cli::misconfigured(flag, e));
+    tracing::debug!(fd_limit, ?bounds, "listener bounds");
+    let admin_bounds = Bounds {
+        max_sockets: ADMIN_MAX_SOCKETS,
+        ..bounds
+    };
+    let listener = Listener::new(bind("--listen", listen), bounds);
+    let admin_listener = Listener::new(bind("--admin-listen", admin_listen), admin_bounds);
     let (nats, losses) = nats::connect(&common.nats_url, &common.nats_security, name)
         .await
         .unwrap_or_else(|e| {
@@ -80,12 +94,16 @@ fn bind(flag: &str, addr: SocketAddr) -> TcpListener {
 
 /// Runs `serving` with the admin port beside it. The admin port stays up
 /// until `serving` returns, so `/readyz` can report a drain in progress.
+/// Its sockets are counted under `herald_admin_`.
 pub async fn run_with_admin(
-    admin_listener: TcpListener,
-    registry: Registry,
+    admin_listener: impl Into<Listener>,
+    mut registry: Registry,
     ready: Readiness,
     serving: impl Future<Output = ()>,
 ) {
+    let sockets =
+        listener::SocketMetrics::register(registry.sub_registry_with_prefix("herald_admin"));
+    let admin_listener = admin_listener.into().counting_in(sockets);
     let stop_admin = CancellationToken::new();
     let admin = tokio::spawn(admin::serve(
         admin_listener,

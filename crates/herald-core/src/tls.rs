@@ -175,60 +175,11 @@ fn modified(cert: &Path, key: &Path) -> Option<SystemTime> {
     time(cert).max(time(key))
 }
 
-/// How long a client may take over its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A connection accepted by [`incoming`]: plain TCP or TLS over it.
+/// A connection accepted by a [`crate::listener::Listener`]: plain TCP or
+/// TLS over it.
 pub enum Conn {
     Plain(tokio::net::TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
-}
-
-/// Connections accepted on `listener`, through TLS when `acceptor` is set,
-/// for a gRPC server's `serve_with_incoming`. Handshakes run side by side,
-/// so a slow client holds up no one; the stream ends when dropped.
-pub fn incoming(
-    listener: tokio::net::TcpListener,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-) -> impl futures::Stream<Item = std::io::Result<Conn>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let tcp = tokio::select! {
-                _ = tx.closed() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = tcp.set_nodelay(true);
-            let Some(acceptor) = acceptor.clone() else {
-                let _ = tx.send(Ok(Conn::Plain(tcp))).await;
-                continue;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(Conn::Tls(Box::new(tls)))).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
-}
-
-impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = ();
-
-    fn connect_info(&self) -> Self::ConnectInfo {}
 }
 
 impl tokio::io::AsyncRead for Conn {

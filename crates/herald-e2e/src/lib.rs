@@ -194,6 +194,11 @@ impl ServiceProcess {
         service
     }
 
+    /// Its process id, e.g. to count its open files in `/proc/<pid>/fd`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: the process vanishes without closing anything.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -253,6 +258,11 @@ impl EdgeProcess {
     /// SIGKILL: the process vanishes without closing anything.
     pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// The process, e.g. for its pid or admin port.
+    pub fn process(&self) -> &ServiceProcess {
+        &self.process
     }
 }
 

@@ -123,6 +123,9 @@ pub struct Metrics {
     /// From `Publish` accepting an event to this edge handing it to its
     /// streams' queues.
     pub delivery_latency: Histogram,
+    /// TCP connections on the SSE port: open, refused over
+    /// `--max-sockets`, closed by the header or idle timeout.
+    pub sockets: herald_core::listener::SocketMetrics,
 }
 
 impl Default for Metrics {
@@ -140,6 +143,7 @@ impl Default for Metrics {
             resets: Counter::default(),
             // 0.25 ms to 8 s.
             delivery_latency: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            sockets: Default::default(),
         }
     }
 }
@@ -147,8 +151,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates the metrics and registers them under `herald_edge_`.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = Self::default();
         let r = registry.sub_registry_with_prefix("herald_edge");
+        let m = Self {
+            sockets: herald_core::listener::SocketMetrics::register(r),
+            ..Self::default()
+        };
         r.register("connections", "Open SSE streams", m.connections.clone());
         r.register("connects", "SSE streams opened", m.connects.clone());
         r.register("closes", "SSE streams closed, by reason", m.closes.clone());

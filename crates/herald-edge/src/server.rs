@@ -1,5 +1,5 @@
-//! The edge's serve loop: accepts HTTP/1.1 and HTTP/2 (h2c), and drains on
-//! shutdown.
+//! The edge's serve loop: accepts HTTP/1.1 and HTTP/2 (h2c, or by ALPN
+//! under TLS) within the listener's bounds, and drains on shutdown.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -7,15 +7,14 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use herald_core::admin::Readiness;
+use herald_core::listener::{Accepted, Listener};
 use herald_core::nats::Losses;
+use herald_core::serve::Http;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -30,13 +29,8 @@ use crate::ratelimit::ConnectLimiter;
 /// Response body type of every edge response.
 pub type Body = BoxBody<Bytes, Infallible>;
 
-/// How long idle HTTP connections get to close after the streams are gone.
+/// How long HTTP connections get to close after the streams are gone.
 const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-/// A client must send its request head within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// A client that has not finished its TLS handshake by then is dropped.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn full(bytes: Bytes) -> Body {
     BodyExt::boxed(Full::new(bytes))
@@ -112,8 +106,12 @@ impl Edge {
 
     /// Serves until `shutdown`, then drains: refuses new streams, closes
     /// open ones over the drain window, and returns when all are gone or
-    /// the grace period ends.
-    pub async fn serve(mut self, listener: TcpListener, shutdown: CancellationToken) {
+    /// the grace period ends. The listener bounds every connection (see
+    /// [`herald_core::serve`]); its sockets are counted in this edge's metrics.
+    pub async fn serve(mut self, listener: impl Into<Listener>, shutdown: CancellationToken) {
+        let listener = listener
+            .into()
+            .counting_in(self.state.metrics.sockets.clone());
         let stop_reporting = CancellationToken::new();
         let reporter = self.reporter.take().expect("serve runs once");
         let reporting = match reporter.start(stop_reporting.clone()).await {
@@ -123,20 +121,13 @@ impl Edge {
                 None
             }
         };
-        let graceful = GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Some(Duration::from_secs(30)));
+        let http = Http::auto(&listener);
         let tls = self.state.config.tls.as_ref();
         let tls = tls.map(|tls| tls.start(stop_reporting.clone()));
-        let accept =
-            |stream: TcpStream| self.spawn_connection(&builder, &graceful, tls.as_ref(), stream);
+        let close_connections = CancellationToken::new();
+        let accept = |accepted: Accepted| {
+            self.spawn_connection(&http, tls.as_ref(), accepted, &close_connections)
+        };
 
         self.ready.set(true);
         tokio::select! {
@@ -153,12 +144,17 @@ impl Edge {
             _ = self.streams_gone() => {}
             _ = accept_loop(&listener, &accept) => {} // still answering 503 meanwhile
         }
+        let sockets = listener.sockets();
         drop(listener);
-        if tokio::time::timeout(CONNECTION_CLOSE_GRACE, graceful.shutdown())
+        close_connections.cancel();
+        if tokio::time::timeout(CONNECTION_CLOSE_GRACE, sockets.closed())
             .await
             .is_err()
         {
-            tracing::warn!("some HTTP connections did not close in time");
+            tracing::warn!(
+                open = sockets.open(),
+                "some HTTP connections did not close in time"
+            );
         }
         stop_reporting.cancel();
         if let Some(task) = reporting {
@@ -175,70 +171,37 @@ impl Edge {
 
     fn spawn_connection(
         &self,
-        builder: &auto::Builder<TokioExecutor>,
-        graceful: &GracefulShutdown,
+        http: &Http,
         tls: Option<&TlsAcceptor>,
-        stream: TcpStream,
+        accepted: Accepted,
+        close: &CancellationToken,
     ) {
-        let _ = stream.set_nodelay(true);
         let state = self.state.clone();
         let transport = CancellationToken::new();
         let kill = transport.clone();
         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let http1 = req.version() < http::Version::HTTP_2;
             let transport = http1.then(|| transport.clone());
-            let state = state.clone();
-            // Boxed: hyper keeps the allocation of its service future for
-            // the connection's whole life, and the route future is large;
-            // a box is freed as soon as the response head is out (about
-            // 3 KiB less per idle stream, measured with heaptrack).
-            let route = Box::pin(crate::events::route(req, state, transport));
-            async move { Ok::<_, Infallible>(route.await) }
+            crate::events::route(req, state.clone(), transport).map(Ok::<_, Infallible>)
         });
-        let watcher = graceful.watcher();
-        let Some(tls) = tls.cloned() else {
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::spawn(until_killed(watcher.watch(connection.into_owned()), kill));
-            return;
-        };
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    until_killed(watcher.watch(connection.into_owned()), kill).await;
-                }
-                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!("TLS handshake timed out"),
-            }
-        });
+        let connection = http.serve_connection(accepted, tls.cloned(), service, close.clone());
+        tokio::spawn(until_killed(connection, kill));
     }
 }
 
 /// Runs a connection until it ends, or until `kill` (a slow consumer on
 /// HTTP/1.1) drops it.
-async fn until_killed<E: std::fmt::Display>(
-    connection: impl Future<Output = Result<(), E>>,
-    kill: CancellationToken,
-) {
+async fn until_killed(connection: impl Future<Output = ()>, kill: CancellationToken) {
     tokio::select! {
-        result = connection => if let Err(e) = result {
-            tracing::debug!(error = %e, "connection ended with an error");
-        },
+        _ = connection => {}
         _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer)"),
     }
 }
 
-/// Accepts until the listener fails for good; transient errors (e.g. out of
-/// file descriptors) are logged and retried after a pause.
-async fn accept_loop(listener: &TcpListener, accept: &impl Fn(TcpStream)) {
+/// Hands every connection the listener admits to `accept`; the listener
+/// pauses by itself when accepting fails (e.g. out of file descriptors).
+async fn accept_loop(listener: &Listener, accept: &impl Fn(Accepted)) {
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => accept(stream),
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        accept(listener.accept().await);
     }
 }

@@ -3,12 +3,12 @@
 
 use herald_core::admin::Readiness;
 use herald_core::api_token::ApiToken;
+use herald_core::listener::{Listener, SocketMetrics};
 use herald_core::nats::Losses;
 use herald_core::presence::{Follower, FollowerMetrics};
-use herald_core::tls::{self, ServerTls};
+use herald_core::tls::ServerTls;
 use herald_proto::v1::presence_server::PresenceServer as PresenceGrpc;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
@@ -25,6 +25,8 @@ pub struct PresenceServer {
     ready: Readiness,
     /// Stops following when the server stops.
     following: CancellationToken,
+    /// The gRPC port's sockets.
+    sockets: SocketMetrics,
 }
 
 impl PresenceServer {
@@ -50,6 +52,7 @@ impl PresenceServer {
             max_users: config.max_users,
             metrics: Metrics::register(registry),
         };
+        let sockets = SocketMetrics::register(registry);
         Ok(Self {
             service,
             api_token: config.api_token,
@@ -57,6 +60,7 @@ impl PresenceServer {
             nats,
             ready: Readiness::default(),
             following,
+            sockets,
         })
     }
 
@@ -65,12 +69,15 @@ impl PresenceServer {
         self.ready.clone()
     }
 
-    /// Serves until `shutdown`.
+    /// Serves until `shutdown`. The listener bounds every connection (see
+    /// [`herald_core::serve`]). Never fails once started; the `Result` is
+    /// kept for callers.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listener: impl Into<Listener>,
         shutdown: CancellationToken,
     ) -> Result<(), tonic::transport::Error> {
+        let listener = listener.into().counting_in(self.sockets.clone());
         let responder =
             crate::responder::start(self.nats.clone(), self.service.clone(), shutdown.clone())
                 .await;
@@ -104,13 +111,11 @@ impl PresenceServer {
                 .await;
         };
         let tls = self.tls.map(|tls| tls.start(self.following.clone()));
-        let served = tonic::transport::Server::builder()
-            .add_service(health_service)
+        let routes = tonic::service::Routes::new(health_service)
             .add_service(reflection)
-            .add_service(presence)
-            .serve_with_incoming_shutdown(tls::incoming(listener, tls), stopping)
-            .await;
+            .add_service(presence);
+        herald_core::serve::grpc(listener, tls, routes, stopping).await;
         self.following.cancel();
-        served
+        Ok(())
     }
 }

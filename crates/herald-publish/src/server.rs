@@ -2,13 +2,13 @@
 
 use herald_core::admin::Readiness;
 use herald_core::api_token::ApiToken;
+use herald_core::listener::{Listener, SocketMetrics};
 use herald_core::nats::Losses;
+use herald_core::offline;
 use herald_core::presence::{Follower, FollowerMetrics};
 use herald_core::subject::MAX_ID_LEN;
-use herald_core::{offline, tls};
 use herald_proto::v1::publisher_server::PublisherServer;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
@@ -31,6 +31,8 @@ pub struct PublishServer {
     ready: Readiness,
     /// Stops following presence when the server stops.
     following: CancellationToken,
+    /// The gRPC port's sockets.
+    sockets: SocketMetrics,
 }
 
 impl PublishServer {
@@ -54,6 +56,7 @@ impl PublishServer {
         )
         .await?;
         let metrics = Metrics::register(registry);
+        let sockets = SocketMetrics::register(registry.sub_registry_with_prefix("herald_publish"));
         herald_core::nats::register_metrics(registry, &nats);
         Ok(Self {
             service: PublishService {
@@ -65,6 +68,7 @@ impl PublishServer {
             },
             ready: Readiness::default(),
             following,
+            sockets,
         })
     }
 
@@ -72,12 +76,15 @@ impl PublishServer {
         self.ready.clone()
     }
 
-    /// Serves until `shutdown`; in-flight calls finish first.
+    /// Serves until `shutdown`; in-flight calls finish first. The
+    /// listener bounds every connection (see [`herald_core::serve`]).
+    /// Never fails once started; the `Result` is kept for callers.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listener: impl Into<Listener>,
         shutdown: CancellationToken,
     ) -> Result<(), tonic::transport::Error> {
+        let listener = listener.into().counting_in(self.sockets.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<PublisherServer<PublishService>>()
@@ -118,13 +125,11 @@ impl PublishServer {
                 .await;
         };
         let following = self.following.clone();
-        let served = tonic::transport::Server::builder()
-            .add_service(health_service)
+        let routes = tonic::service::Routes::new(health_service)
             .add_service(reflection)
-            .add_service(publisher)
-            .serve_with_incoming_shutdown(tls::incoming(listener, tls), stopping)
-            .await;
+            .add_service(publisher);
+        herald_core::serve::grpc(listener, tls, routes, stopping).await;
         following.cancel();
-        served
+        Ok(())
     }
 }

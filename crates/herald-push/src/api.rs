@@ -8,18 +8,18 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use herald_core::api_token::{ApiToken, Verdict};
+use herald_core::listener::Listener;
+use herald_core::serve::Http;
 use herald_core::subject::UserId;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::devices::{DevicesError, MAX_TOKEN_LEN, Registry};
@@ -31,38 +31,34 @@ const PREFIX: &str = "/v1/devices/";
 struct Api {
     devices: Registry,
     api_token: ApiToken,
+    /// A body must arrive within this (the listener's header timeout).
+    body_timeout: Duration,
 }
 
-/// Serves the API on `listener` (through TLS with `tls`) until `shutdown`.
+/// Serves the API on `listener` (through TLS with `tls`) until `shutdown`;
+/// the listener bounds every connection (see [`herald_core::serve`]).
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     devices: Registry,
     api_token: ApiToken,
     shutdown: CancellationToken,
 ) {
-    let api = Arc::new(Api { devices, api_token });
-    let mut connections = std::pin::pin!(herald_core::tls::incoming(listener, tls));
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = connections.next() => match accepted {
-                Some(Ok(stream)) => stream,
-                _ => return,
-            },
-        };
+    let body_timeout = listener.bounds().header_timeout;
+    let api = Arc::new(Api {
+        devices,
+        api_token,
+        body_timeout,
+    });
+    let http = Http::auto(&listener);
+    let service = || {
         let api = api.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let api = api.clone();
-                async move { Ok::<_, Infallible>(api.handle(req).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        service_fn(move |req| {
+            let api = api.clone();
+            async move { Ok::<_, Infallible>(api.handle(req).await) }
+        })
+    };
+    herald_core::serve::serve(listener, http, tls, service, shutdown.cancelled()).await
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -90,7 +86,7 @@ impl Api {
                 Ok(reply(StatusCode::OK, &json!({ "tokens": tokens })))
             }
             Method::PUT | Method::DELETE => {
-                let token = token_in_body(request.into_body()).await?;
+                let token = token_in_body(request.into_body(), self.body_timeout).await?;
                 if method == Method::PUT {
                     self.devices.add(&user, &token).await.map_err(refused)?;
                 } else {
@@ -144,14 +140,27 @@ fn user_in_path(path: &str) -> Result<UserId, (StatusCode, &'static str, String)
     UserId::parse(&raw).map_err(|e| bad(e.to_string()))
 }
 
-async fn token_in_body(body: Incoming) -> Result<String, (StatusCode, &'static str, String)> {
-    let bytes = Limited::new(body, MAX_BODY).collect().await.map_err(|_| {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the body must be at most {MAX_BODY} bytes"),
-        )
-    })?;
+async fn token_in_body(
+    body: Incoming,
+    timeout: Duration,
+) -> Result<String, (StatusCode, &'static str, String)> {
+    let read = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY).collect());
+    let bytes = read
+        .await
+        .map_err(|_| {
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the body must arrive within {timeout:?}"),
+            )
+        })?
+        .map_err(|_| {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body must be at most {MAX_BODY} bytes"),
+            )
+        })?;
     #[derive(serde::Deserialize)]
     struct Body {
         token: String,

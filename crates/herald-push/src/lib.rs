@@ -29,7 +29,6 @@ use async_nats::jetstream;
 use herald_core::api_token::ApiToken;
 use herald_core::offline;
 use prometheus_client::registry::Registry as MetricsRegistry;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// The whole worker: queue consumer and registration API.
@@ -38,6 +37,8 @@ pub struct PushWorker {
     js: jetstream::Context,
     api_token: Option<String>,
     tls: Option<herald_core::tls::ServerTls>,
+    /// The API port's sockets.
+    sockets: herald_core::listener::SocketMetrics,
 }
 
 impl PushWorker {
@@ -48,6 +49,9 @@ impl PushWorker {
         registry: &mut MetricsRegistry,
     ) -> Result<Self, String> {
         herald_core::nats::register_metrics(registry, &nats);
+        let sockets = herald_core::listener::SocketMetrics::register(
+            registry.sub_registry_with_prefix("herald_push"),
+        );
         let js = jetstream::new(nats);
         let devices = devices::Registry::open(&js, config.devices_replicas, config.max_devices)
             .await
@@ -64,6 +68,7 @@ impl PushWorker {
             js,
             api_token: config.api_token,
             tls: config.tls,
+            sockets,
         })
     }
 
@@ -71,10 +76,11 @@ impl PushWorker {
     /// is created by herald-publish; until it exists the worker waits.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listener: impl Into<herald_core::listener::Listener>,
         ready: herald_core::admin::Readiness,
         shutdown: CancellationToken,
     ) {
+        let listener = listener.into().counting_in(self.sockets);
         let api_token = ApiToken::new(self.api_token, self.worker.metrics.refused.clone());
         let tls = self.tls.map(|tls| tls.start(shutdown.clone()));
         let api = tokio::spawn(api::serve(
