@@ -68,8 +68,7 @@ async fn herald_js_is_served_as_javascript() {
     assert_eq!(response.status(), 200);
     let headers = response.headers();
     assert_eq!(
-        headers["content-type"],
-        "text/javascript; charset=utf-8",
+        headers["content-type"], "text/javascript; charset=utf-8",
         "browsers refuse a script of another type"
     );
     assert_eq!(headers["cache-control"], "public, max-age=300");
@@ -119,7 +118,9 @@ async fn herald_js_delivers_typed_and_message_events() {
         .wait_for("window.herald.events.length", 2.into(), WAIT)
         .await;
     assert_eq!(
-        browser.eval("window.herald.events.map((e) => e.type)").await,
+        browser
+            .eval("window.herald.events.map((e) => e.type)")
+            .await,
         json!(["greeting", "message"])
     );
     assert_eq!(
@@ -130,8 +131,17 @@ async fn herald_js_delivers_typed_and_message_events() {
         "the page shows each type, newest first"
     );
 
-    assert_eq!(browser.eval("window.client.close(), window.client.state").await, "closed");
-    assert_eq!(browser.eval("window.calls").await, 0, "a fresh token needs no renewal");
+    assert_eq!(
+        browser
+            .eval("window.client.close(), window.client.state")
+            .await,
+        "closed"
+    );
+    assert_eq!(
+        browser.eval("window.calls").await,
+        0,
+        "a fresh token needs no renewal"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
