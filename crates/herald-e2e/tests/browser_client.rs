@@ -16,19 +16,23 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// Starts a `Herald` in `browser`'s page (the demo page, which loads
 /// /herald.js) recording states, events and `getToken` calls; `getToken`
-/// answers `window.nextToken`.
-async fn start_client(browser: &mut Browser, token: &str, next_token: &str) {
+/// answers `window.nextToken`, after failing `failures` times.
+async fn start_client(browser: &mut Browser, token: &str, next_token: &str, failures: u32) {
     browser
         .wait_for("typeof Herald", "function".into(), WAIT)
         .await;
     let script = format!(
         r#"(() => {{
-          window.got = []; window.states = []; window.calls = 0;
+          window.got = []; window.states = []; window.calls = 0; window.failures = {failures};
           window.nextToken = "{next_token}";
           const record = (e) => window.got.push({{ type: e.type, data: e.data, id: e.lastEventId }});
           window.client = new Herald("/v1/events", {{
             token: "{token}",
-            getToken: async () => {{ window.calls += 1; return window.nextToken; }},
+            getToken: async () => {{
+              window.calls += 1;
+              if (window.failures > 0) {{ window.failures -= 1; throw new Error("auth service down"); }}
+              return window.nextToken;
+            }},
             minDelay: 200, maxDelay: 2000,
           }});
           window.client.onstate = (s) => window.states.push(s);
@@ -92,7 +96,7 @@ async fn herald_js_delivers_typed_and_message_events() {
     browser
         .wait_for("window.herald.state", "open".into(), WAIT)
         .await;
-    start_client(&mut browser, &token, &token).await;
+    start_client(&mut browser, &token, &token, 0).await;
     browser
         .wait_for("window.client.state", "open".into(), WAIT)
         .await;
@@ -155,7 +159,8 @@ async fn herald_js_renews_the_token_before_it_expires_and_loses_nothing() {
     let short = Claims::new("alice").expires_at(short_exp).hs256(SECRET);
     let long = Claims::new("alice").hs256(SECRET);
     let mut browser = Browser::open(&format!("http://{}/demo", edge.addr)).await;
-    start_client(&mut browser, &short, &long).await;
+    // The first renewal fails: the open stream keeps running meanwhile.
+    start_client(&mut browser, &short, &long, 1).await;
     browser
         .wait_for("window.client.state", "open".into(), WAIT)
         .await;
@@ -177,7 +182,7 @@ async fn herald_js_renews_the_token_before_it_expires_and_loses_nothing() {
     let got = browser.eval("window.got").await;
     assert_eq!(datas(&got), expected, "every event once, in order");
     let calls = browser.eval("window.calls").await.as_u64().unwrap();
-    assert!(calls >= 1, "getToken was called");
+    assert!(calls >= 2, "getToken was called again after it failed");
     assert_eq!(browser.eval("window.client.token").await, long.as_str());
     assert_eq!(browser.eval("window.client.state").await, "open");
     // Published after the old token died, still delivered.
@@ -202,23 +207,24 @@ async fn herald_js_recreates_the_stream_after_a_refusal() {
     let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
     let edge = EdgeProcess::start(&nats.client_url(), None).await;
     let good = Claims::new("alice").hs256(SECRET);
-    // Signed with another key: 401, which a bare EventSource never retries.
+    // Signed with another key: 401, which a bare EventSource never retries;
+    // and the first getToken() throws.
     let bad = Claims::new("alice").hs256("some-other-secret-0123456789-0123456789");
     let mut client = publisher(&publish).await;
     publish_typed(&mut client, "", "before").await;
 
     let mut browser = Browser::open(&format!("http://{}/demo", edge.addr)).await;
-    start_client(&mut browser, &bad, &good).await;
+    start_client(&mut browser, &bad, &good, 1).await;
     browser
         .wait_for("window.client.state", "open".into(), WAIT)
         .await;
     let states = browser.eval("window.states").await;
     assert_eq!(
         states,
-        json!(["retrying", "connecting", "open"]),
-        "refused, renewed, re-created"
+        json!(["retrying", "connecting", "retrying", "connecting", "open"]),
+        "refused; renewal failed, retried; renewed and re-created"
     );
-    assert_eq!(browser.eval("window.calls").await, 1);
+    assert_eq!(browser.eval("window.calls").await, 2);
 
     for i in 0..3 {
         publish_typed(&mut client, "", &format!("e{i}")).await;

@@ -84,17 +84,18 @@ class Herald {
   async connect(renew) {
     if (this.closed) return;
     clearTimeout(this.timer);
-    this.setState("connecting");
+    if (!this.source) this.setState("connecting");
     if (renew) {
       try {
         this.token = await this.options.getToken();
       } catch (error) {
-        return this.retry();
+        return this.renewalFailed();
       }
       if (this.closed) return;
       clearTimeout(this.timer); // a retry scheduled while we waited
     }
     if (this.source) this.source.close();
+    this.setState("connecting");
     const source = new EventSource(this.streamUrl(), {
       withCredentials: !!this.options.withCredentials,
     });
@@ -134,17 +135,31 @@ class Herald {
     this.source = null;
     this.failures += 1;
     this.setState("retrying");
-    const min = this.options.minDelay ?? 1000;
-    const max = this.options.maxDelay ?? 30000;
-    const cap = Math.min(max, min * 2 ** Math.min(this.failures - 1, 20));
-    const delay = Math.random() * cap; // full jitter spreads a crowd
     // A refusal is not visible to EventSource code (no status), so renew
     // whenever the token is near expiry or the attempt never opened.
     const renew =
       typeof this.options.getToken === "function" &&
       (!this.opened || this.expiresWithin(this.margin()));
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.connect(renew), delay);
+    this.timer = setTimeout(() => this.connect(renew), this.backoff());
+  }
+
+  // getToken() failed: a stream still open keeps running while renewal is
+  // tried again after a backoff; without one, the stream is retried.
+  renewalFailed() {
+    if (this.closed) return;
+    if (!this.source || this.source.readyState === EventSource.CLOSED) return this.retry();
+    this.failures += 1;
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = setTimeout(() => this.connect(true), this.backoff());
+  }
+
+  // Full jitter over a doubling cap: a crowd of clients spreads out.
+  backoff() {
+    const min = this.options.minDelay ?? 1000;
+    const max = this.options.maxDelay ?? 30000;
+    const cap = Math.min(max, min * 2 ** Math.min(Math.max(this.failures - 1, 0), 20));
+    return Math.random() * cap;
   }
 
   // Renews the token a margin before its `exp`, then re-creates the stream
