@@ -37,6 +37,7 @@ pub async fn route<B>(
     let result = match (req.method(), req.uri().path()) {
         (&Method::GET, "/v1/events") => open(&req, &state, transport).await,
         (&Method::GET, "/" | "/demo") => Ok(demo_page()),
+        (&Method::GET, "/herald.js") => Ok(script()),
         (_, "/v1/events") => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -197,6 +198,26 @@ fn demo_page() -> Response<Body> {
 }
 
 const DEMO_PAGE: &str = include_str!("demo.html");
+
+/// The browser client (`herald.js`): EventSource that survives refusals and
+/// token expiry. Cached briefly so a deploy's new script reaches tabs soon.
+fn script() -> Response<Body> {
+    let mut response = Response::new(crate::server::full(bytes::Bytes::from_static(
+        HERALD_JS.as_bytes(),
+    )));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+const HERALD_JS: &str = include_str!("herald.js");
 
 /// Starts the replay: what this node holds after the cursor, then history
 /// for the rest (checked against it first), within the connect's replay

@@ -99,6 +99,25 @@ impl Browser {
             }
         }
     }
+
+    /// Waits (up to `timeout`) until `expression` evaluates to `want`; an
+    /// expression that throws (the page still loading) reads as null.
+    pub async fn wait_for(&mut self, expression: &str, want: Value, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        let guarded =
+            format!("(() => {{ try {{ return {expression}; }} catch (e) {{ return null; }} }})()");
+        loop {
+            let got = self.eval(&guarded).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{expression} is {got}, not {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Waits for the page target's DevTools websocket URL.
