@@ -1,10 +1,14 @@
-//! Errors answered to clients as JSON `{"error": "...", "message": "..."}`.
+//! Refusals: JSON `{"error": "...", "message": "..."}`, or, for a transient
+//! refusal to a client that accepts `text/event-stream`, a stream that ends
+//! at once with a jittered `retry:`. An EventSource gives up for good on
+//! any other status or content type; on that stream it just comes back.
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 
 use crate::metrics::RejectReason;
 use crate::server::Body;
+use crate::sse;
 
 /// A refused request.
 #[derive(Debug)]
@@ -14,7 +18,9 @@ pub struct ApiError {
     pub code: &'static str,
     /// What was wrong and what to do.
     pub message: String,
-    /// Seconds for `Retry-After` on 503.
+    /// Seconds for `Retry-After`; set only when the refusal is transient
+    /// (the same request may succeed later), which is what lets an SSE
+    /// client be told to come back instead.
     pub retry_after: Option<u64>,
     /// How the refusal is counted.
     pub reject: RejectReason,
@@ -45,7 +51,9 @@ impl ApiError {
         )
     }
 
-    pub fn unavailable(
+    /// A refusal the client should retry after `retry_after` seconds.
+    pub fn transient(
+        status: StatusCode,
         code: &'static str,
         message: impl ToString,
         retry_after: u64,
@@ -53,11 +61,37 @@ impl ApiError {
     ) -> Self {
         Self {
             retry_after: Some(retry_after),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message, reject)
+            ..Self::new(status, code, message, reject)
         }
     }
 
-    pub fn into_response(self) -> Response<Body> {
+    pub fn unavailable(
+        code: &'static str,
+        message: impl ToString,
+        retry_after: u64,
+        reject: RejectReason,
+    ) -> Self {
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        Self::transient(status, code, message, retry_after, reject)
+    }
+
+    /// The answer; `event_stream` says whether the client accepts
+    /// `text/event-stream` (only transient refusals use it).
+    pub fn into_response(self, event_stream: bool) -> Response<Body> {
+        match self.retry_after {
+            Some(secs) if event_stream => self.retry_stream(secs),
+            _ => self.into_json(),
+        }
+    }
+
+    /// 200 `text/event-stream`: come back in [1, 2] × `Retry-After`, so
+    /// the refused clients spread out, and why; then the end.
+    fn retry_stream(self, secs: u64) -> Response<Body> {
+        let retry = sse::jittered(secs.saturating_mul(1000));
+        sse::response(crate::server::full(sse::closing(retry, self.code)))
+    }
+
+    fn into_json(self) -> Response<Body> {
         let body = serde_json::json!({ "error": self.code, "message": self.message });
         let mut response = Response::new(crate::server::full(Bytes::from(body.to_string())));
         *response.status_mut() = self.status;

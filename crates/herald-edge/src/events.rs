@@ -53,8 +53,14 @@ pub async fn route<B>(
     };
     result.unwrap_or_else(|e| {
         state.metrics.rejected(e.reject);
-        e.into_response()
+        e.into_response(wants_stream(&req))
     })
+}
+
+/// Whether a refusal may be answered as an event stream: an EventSource's
+/// connect, which would give up for good on an error status.
+fn wants_stream<B>(req: &Request<B>) -> bool {
+    req.method() == Method::GET && req.uri().path() == "/v1/events" && sse::accepted(req.headers())
 }
 
 async fn open<B>(
@@ -101,10 +107,12 @@ async fn open<B>(
         .map_err(too_many_connects)?;
     let permit = state.admission.admit(user.as_str()).map_err(|e| match e {
         AdmitError::NodeFull(_) => ApiError::unavailable("node_full", e, 5, RejectReason::NodeFull),
-        AdmitError::UserLimit(_) => ApiError::new(
+        // A slot frees when one of the user's streams ends: a guess.
+        AdmitError::UserLimit(_) => ApiError::transient(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_connections",
             e,
+            5,
             RejectReason::UserLimit,
         ),
     })?;
@@ -165,22 +173,20 @@ async fn open<B>(
     let opening = sse::opening(state.config.retry.as_millis() as u64, &state.config.node_id);
     let body = session.into_stream(opening).map(|b| Ok(Frame::data(b)));
     tracing::debug!(user = user.as_str(), topics = topics.len(), "stream opened");
-    Ok(stream_response(BodyExt::boxed(StreamBody::new(body))))
+    Ok(sse::response(BodyExt::boxed(StreamBody::new(body))))
 }
 
 /// 429 for a user over `--connect-rate-per-user`, with the wait until the
 /// next connect would be admitted.
 fn too_many_connects(wait: std::time::Duration) -> ApiError {
     let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    ApiError {
-        retry_after: Some(secs),
-        ..ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_connects",
-            format!("this user connects to this edge too often; retry in {secs} s"),
-            RejectReason::ConnectRate,
-        )
-    }
+    ApiError::transient(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_connects",
+        format!("this user connects to this edge too often; retry in {secs} s"),
+        secs,
+        RejectReason::ConnectRate,
+    )
 }
 
 /// The demo page: one EventSource, its state, its events, resets.
@@ -326,16 +332,4 @@ fn expiry_instant(exp: u64) -> tokio::time::Instant {
     // Capped so that a token claiming to live forever cannot overflow the clock.
     let secs = exp.saturating_sub(now).min(MAX_STREAM_SECS);
     tokio::time::Instant::now() + std::time::Duration::from_secs(secs)
-}
-
-fn stream_response(body: Body) -> Response<Body> {
-    let mut response = Response::new(body);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
 }

@@ -230,7 +230,7 @@ impl Running {
         let _ = self.session.signal.close(reason);
         let base = self.session.retry.as_millis() as u64;
         let retry = if reason == CloseReason::Drain {
-            base + fastrand::u64(0..=base)
+            sse::jittered(base)
         } else {
             base
         };

@@ -7,6 +7,55 @@
 //! one pass over the payload into one buffer, shared by every recipient.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Response, header};
+
+use crate::server::Body;
+
+/// An SSE response around `body`: not cached, not buffered by proxies.
+pub fn response(body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// Whether `Accept` names `text/event-stream` (EventSource always sends
+/// it), with a q-value above zero. Wildcards do not count: they are sent
+/// by clients that can read JSON errors.
+pub fn accepted(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(names_event_stream)
+}
+
+/// One `Accept` element: `type/subtype *(; param)`.
+fn names_event_stream(element: &str) -> bool {
+    let mut parts = element.split(';').map(str::trim);
+    let media = parts.next().unwrap_or_default();
+    media.eq_ignore_ascii_case("text/event-stream") && parts.all(|param| !refuses(param))
+}
+
+/// `q=0` (however written) means "not acceptable".
+fn refuses(param: &str) -> bool {
+    let Some((name, value)) = param.split_once('=') else {
+        return false;
+    };
+    name.trim().eq_ignore_ascii_case("q") && !value.trim().parse::<f32>().is_ok_and(|q| q > 0.0)
+}
+
+/// A reconnect delay drawn uniformly from [`base_ms`, 2 × `base_ms`], so
+/// clients told to come back at once do not come back in the same instant.
+pub fn jittered(base_ms: u64) -> u64 {
+    base_ms.saturating_add(fastrand::u64(0..=base_ms))
+}
 
 /// One event, framed: optional `event:` line, `data:` lines, blank line.
 pub fn event(event_type: Option<&str>, data: &[u8]) -> Bytes {
@@ -161,6 +210,60 @@ mod tests {
             parsed,
             vec![("a data: evil".to_owned(), "ok".to_owned(), None)]
         );
+    }
+
+    fn accept(values: &[&str]) -> bool {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+        }
+        accepted(&headers)
+    }
+
+    #[test]
+    fn accept_names_the_event_stream() {
+        assert!(accept(&["text/event-stream"]));
+        assert!(accept(&["Text/Event-Stream"]));
+        assert!(accept(&["application/json, text/event-stream;q=0.5"]));
+        assert!(accept(&["text/html", " text/event-stream ; charset=utf-8"]));
+        assert!(accept(&["text/event-stream; q=1"]));
+    }
+
+    #[test]
+    fn accept_without_the_event_stream_or_refusing_it() {
+        let hostile = [
+            "",
+            "*/*",
+            "text/*",
+            "application/json",
+            "text/event-stream-x",
+            "xtext/event-stream",
+            "text/event-stream;q=0",
+            "text/event-stream; Q=0.000",
+            "text/event-stream;q=-1",
+            "text/event-stream;q=nan",
+            "text/event-stream;q=",
+            "text/plain; note=\"text/event-stream\"",
+            ";;;,,,;=;q=",
+        ];
+        for value in hostile {
+            assert!(!accept(&[value]), "{value:?}");
+        }
+        assert!(!accept(&[]));
+        let mut headers = HeaderMap::new();
+        let latin1 = HeaderValue::from_bytes(b"text/event-stream\xff").unwrap();
+        headers.insert(header::ACCEPT, latin1);
+        assert!(!accepted(&headers), "not text, not accepted");
+    }
+
+    #[test]
+    fn jitter_stays_within_one_to_two_times() {
+        let drawn: Vec<u64> = (0..200).map(|_| jittered(1000)).collect();
+        assert!(drawn.iter().all(|ms| (1000..=2000).contains(ms)));
+        assert!(drawn.iter().any(|ms| *ms < 1500));
+        assert!(drawn.iter().any(|ms| *ms > 1500));
+        assert_eq!(jittered(0), 0);
+        assert!(jittered(u64::MAX) == u64::MAX, "saturates");
     }
 
     #[test]
