@@ -47,7 +47,7 @@ pub async fn route<B>(
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            "no such endpoint; SSE streams are at GET /v1/events, the demo page at GET /demo",
+            "no such endpoint; SSE streams are at GET /v1/events, the browser client at GET /herald.js, the demo page at GET /demo",
             RejectReason::BadRequest,
         )),
     };
