@@ -187,7 +187,12 @@ for per_user in (False, True):
             print(f"{label:<24}{r['clients']:>9}{r['all_open_secs']:>12.2f}{r['all_caught_up_secs']:>13.2f}"
                   f"{r['errors']:>8}{r['lost']:>7}{r['duplicated']:>6}")
 PY
+# Plots only for the plotted scenarios this run measured.
+plots=()
 for scenario in unicast fanout; do
-  python3 bench/plot.py "$out" "$scenario" >"${out%.jsonl}-$scenario.svg"
+  if [[ " $SCENARIOS " == *" $scenario "* ]]; then
+    python3 bench/plot.py "$out" "$scenario" >"${out%.jsonl}-$scenario.svg"
+    plots+=("${out%.jsonl}-$scenario.svg")
+  fi
 done
-echo "raw results: $out; plots: ${out%.jsonl}-{unicast,fanout}.svg" >&2
+echo "raw results: $out${plots:+; plots: ${plots[*]}}" >&2
