@@ -12,21 +12,9 @@ use serde_json::Value;
 
 /// Waits until `expression` evaluates to `want` in the page.
 async fn page_until(browser: &mut Browser, expression: &str, want: Value) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        // The page may still be loading: read null until it is there.
-        let guarded =
-            format!("(() => {{ try {{ return {expression}; }} catch (e) {{ return null; }} }})()");
-        let got = browser.eval(&guarded).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{expression} is {got}, not {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    browser
+        .wait_for(expression, want, Duration::from_secs(20))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
