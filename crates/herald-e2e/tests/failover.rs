@@ -14,13 +14,22 @@ fn replicated_publish() -> herald_publish::Config {
     config
 }
 
+/// An edge that knows history has three replicas, as deployments say to
+/// every service: it then reads history from stream leaders, since a
+/// replica's direct get may lag behind what was published.
+fn replicated_edge(node: &str) -> herald_edge::Config {
+    let mut config = edge_config(node);
+    config.history.history_replicas = 3;
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_killed_mid_stream_loses_nothing_for_a_client_that_moves() {
     let cluster = NatsCluster::start(3).await;
     let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish()).await;
     let mut doomed = EdgeProcess::start(&cluster.nodes[1].client_url(), None).await;
     let doomed_addr = doomed.addr;
-    let survivor = start_edge(&cluster.nodes[2].client_url(), edge_config("edge-3")).await;
+    let survivor = start_edge(&cluster.nodes[2].client_url(), replicated_edge("edge-3")).await;
     let token = Claims::new("alice").hs256(SECRET);
     let http = reqwest::Client::new();
     let mut stream =
@@ -73,7 +82,7 @@ async fn restarting_a_nats_node_loses_no_acknowledged_event() {
     // Publisher and edge on node 1; node 3 holds a replica of every stream
     // (and may lead some of them).
     let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish()).await;
-    let edge = start_edge(&cluster.nodes[0].client_url(), edge_config("edge-1")).await;
+    let edge = start_edge(&cluster.nodes[0].client_url(), replicated_edge("edge-1")).await;
     let token = Claims::new("alice").hs256(SECRET);
     let http = reqwest::Client::new();
     let first = SseStream::open(&http, &events_url(&edge, &[]), &token).await;
@@ -167,7 +176,7 @@ async fn a_client_loses_nothing_when_its_edge_loses_nats() {
     let mut cluster = NatsCluster::start(3).await;
     let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish()).await;
     // The edge knows only node 2; when node 2 dies it reconnects elsewhere.
-    let edge = start_edge(&cluster.nodes[1].client_url(), edge_config("edge-2")).await;
+    let edge = start_edge(&cluster.nodes[1].client_url(), replicated_edge("edge-2")).await;
     let token = Claims::new("alice").hs256(SECRET);
     let http = reqwest::Client::new();
     let url = events_url(&edge, &[]);
