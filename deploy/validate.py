@@ -245,6 +245,13 @@ def check_k8s_references():
         yield "Ingress herald-edge buffers responses: SSE events would be held back"
     if int(annotations.get("nginx.ingress.kubernetes.io/proxy-read-timeout", "60")) < 60:
         yield "Ingress herald-edge: read timeout below the heartbeat"
+    retried = annotations.get("nginx.ingress.kubernetes.io/proxy-next-upstream", "").split()
+    if not {"error", "http_503"} <= set(retried):
+        yield "Ingress herald-edge: a stopping or full edge's refusal is not retried on another edge"
+    snippet = annotations.get("nginx.ingress.kubernetes.io/configuration-snippet", "")
+    fallback = annotations.get("nginx.ingress.kubernetes.io/server-snippet", "")
+    if "Herald-Refusals status" not in snippet or "@herald_refused" not in fallback:
+        yield "Ingress herald-edge: an EventSource refused by every edge would get an error it never retries"
     for monitor in by_kind.get("ServiceMonitor", {}).values():
         wanted = monitor["spec"]["selector"]["matchLabels"]
         matched = [s for s in services.values()

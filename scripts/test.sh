@@ -15,17 +15,25 @@ for component in rustfmt clippy; do
   fi
 done
 
-# The browser test drives Debian's Chromium.
-if [ -z "${HERALD_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+# Debian packages the process-level tests drive: Chromium (browser tests),
+# nginx (the shipped load-balancer config), Node and npm (npm's
+# eventsource, a third-party EventSource).
+missing=()
+if [ -z "${HERALD_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then missing+=(chromium); fi
+if [ -z "${HERALD_NGINX:-}" ] && [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null; then missing+=(nginx-light); fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then missing+=(nodejs npm); fi
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing chromium with apt-get (for the browser test)" >&2
+    echo "installing ${missing[*]} with apt-get (for the process-level tests)" >&2
     apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
   else
-    echo "error: the browser test needs Chromium; run: sudo apt-get install -y chromium (or set HERALD_CHROMIUM)" >&2
+    echo "error: the tests need ${missing[*]}; run: sudo apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
 fi
+# The pinned eventsource package (crates/herald-testing/node/package-lock.json).
+npm ci --prefix crates/herald-testing/node --no-audit --no-fund --loglevel=error >&2
 
 HERALD_NATS_SERVER="$(scripts/nats-server.sh)"
 export HERALD_NATS_SERVER

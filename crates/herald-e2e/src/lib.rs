@@ -204,6 +204,23 @@ impl ServiceProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// SIGTERM, as an orchestrator stopping it sends; then waits (up to
+    /// `timeout`) for it to exit, as the orchestrator does before
+    /// starting its replacement.
+    pub async fn terminate(&mut self, timeout: std::time::Duration) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        herald_testing::eventually(timeout, "the process to exit after SIGTERM", || {
+            let exited = self.child.try_wait().unwrap();
+            async move { exited }
+        })
+        .await;
+    }
 }
 
 impl Drop for ServiceProcess {
@@ -258,6 +275,11 @@ impl EdgeProcess {
     /// SIGKILL: the process vanishes without closing anything.
     pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// SIGTERM, then waits for the drain to end and the process to exit.
+    pub async fn terminate(&mut self, timeout: std::time::Duration) {
+        self.process.terminate(timeout).await;
     }
 
     /// The process, e.g. for its pid or admin port.

@@ -139,6 +139,44 @@ async fn full_node_and_per_user_limit_tell_event_sources_to_come_back() {
     .await;
 }
 
+/// The shipped nginx config retries a refused connect on another edge and
+/// answers the EventSource itself; it asks for the status to see the
+/// refusal. Any other value of the header changes nothing.
+#[tokio::test]
+async fn a_proxy_that_retries_elsewhere_gets_refusals_as_statuses() {
+    let mut config = edge_config("edge");
+    config.max_connections = 1;
+    let s = Stack::start(config).await;
+    let http = reqwest::Client::new();
+    let url = events_url(&s.edge, &[]);
+    let _alice = SseStream::open(&http, &url, &token("alice")).await;
+    let refused = |value: &'static str| {
+        let request = http
+            .get(&url)
+            .bearer_auth(token("bob"))
+            .header("accept", EVENT_STREAM)
+            .header("herald-refusals", value);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response.text().await.unwrap();
+            Reply {
+                status,
+                headers,
+                body,
+            }
+        }
+    };
+    let reply = refused("status").await;
+    assert_eq!(json_error(&reply), (503, "node_full".into()));
+    assert_eq!(reply.headers["retry-after"], "5");
+    for other in ["stream", "", "status, status"] {
+        comes_back(&refused(other).await, "node_full", 5000..=10_000);
+    }
+    assert_eq!(s.edge.metric(&rejects("node_full")).await, 4.0);
+}
+
 #[tokio::test]
 async fn the_connect_rate_limit_tells_event_sources_to_come_back() {
     let mut config = edge_config("edge");

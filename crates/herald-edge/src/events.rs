@@ -58,10 +58,25 @@ pub async fn route<B>(
 }
 
 /// Whether a refusal may be answered as an event stream: an EventSource's
-/// connect, which would give up for good on an error status.
+/// connect, which would give up for good on an error status, unless a
+/// proxy in front asks for [`REFUSALS_AS_STATUS`].
 fn wants_stream<B>(req: &Request<B>) -> bool {
-    req.method() == Method::GET && req.uri().path() == "/v1/events" && sse::accepted(req.headers())
+    let headers = req.headers();
+    req.method() == Method::GET
+        && req.uri().path() == "/v1/events"
+        && sse::accepted(headers)
+        && headers
+            .get(REFUSALS_HEADER)
+            .is_none_or(|v| v != REFUSALS_AS_STATUS)
 }
+
+/// `Herald-Refusals: status`, sent by a proxy that retries a refused
+/// connect on another edge and, when none can take it, answers the
+/// EventSource with a `retry:` stream itself (deploy/nginx/nginx.conf): it
+/// needs the 503 or 429 to know that it should. A client that sends it
+/// itself only gets the statuses a non-EventSource client gets.
+const REFUSALS_HEADER: &str = "herald-refusals";
+const REFUSALS_AS_STATUS: &str = "status";
 
 async fn open<B>(
     req: &Request<B>,

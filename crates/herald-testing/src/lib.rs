@@ -3,19 +3,23 @@
 //!
 //! # Layout
 //! - [`browser`]: headless Chromium driven over the DevTools protocol.
+//! - [`eventsource`]: npm's `eventsource` package, many streams in one `node`.
 //! - [`fcm`]: a local fake of FCM and its OAuth endpoint (the only fake).
 //! - [`grpc`]: health checks and server reflection, as any client asks them.
 //! - [`nats`]: [`NatsServer`] and [`NatsCluster`], killed and cleaned up on drop.
+//! - [`nginx`]: nginx run from a deployment's config, its logs kept.
 //! - [`process`]: Herald's binaries as processes: clean environment, stderr kept, SIGTERM.
 //! - [`sse`]: a spec-following SSE client over reqwest.
 //! - [`token`]: minting client JWTs.
 //! - [`wait`]: [`eventually`], polling a condition instead of sleeping.
 
 pub mod browser;
+pub mod eventsource;
 pub mod fcm;
 pub mod grpc;
 pub mod nats;
 pub mod nats_auth;
+pub mod nginx;
 pub mod otlp;
 pub mod pki;
 pub mod process;
