@@ -8,6 +8,7 @@
 #
 #   CONNECTIONS=10000 FANOUT_RATES=5,10,20,50,100,200,400 bench/run.sh
 #   SCENARIOS="idle storm" bench/run.sh      # only some scenarios
+#   SCENARIOS=churn CHURN_SECS=180 bench/run.sh   # memory under churn and after
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -19,6 +20,8 @@ RATES="${RATES:-1000,2000,5000,10000,20000,40000}"
 SECS="${SECS:-5}"
 STORM_CLIENTS="${STORM_CLIENTS:-15000}"
 SOURCES="${SOURCES:-8}"
+CHURN_SECS="${CHURN_SECS:-180}"
+# churn (memory under churn and after it, Herald only) runs when asked.
 SCENARIOS="${SCENARIOS:-idle fanout unicast storm}"
 
 if [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
@@ -63,10 +66,13 @@ wait_port 24222
 "$bin/herald-publish" --listen 127.0.0.1:25051 --admin-listen 127.0.0.1:25091 --node-id bench-publish \
   --history-storage memory >"$work/publish.log" 2>&1 &
 pids+=($!)
-"$bin/herald-edge" --listen 127.0.0.1:25080 --admin-listen 127.0.0.1:25090 --node-id bench-edge \
-  --max-connections 19000 >"$work/edge.log" 2>&1 &
-edge_pid=$!
-pids+=($edge_pid)
+start_edge() {
+  "$bin/herald-edge" --listen 127.0.0.1:25080 --admin-listen 127.0.0.1:25090 --node-id bench-edge \
+    --max-connections 19000 >>"$work/edge.log" 2>&1 &
+  edge_pid=$!
+  pids+=($edge_pid)
+}
+start_edge
 mkdir -p "$work/nginx"
 nginx -p "$work/nginx" -c "$root/bench/nchan.conf" >"$work/nginx.log" 2>&1 &
 nginx_master=$!
@@ -114,6 +120,13 @@ if want storm; then
   # Each client on its own user stream: every resume reads its own history.
   run herald "${herald[@]}" "${storm[@]}" --per-user --before 1 --missed 3
   run nchan "${nchan[@]}" "${storm[@]}" --per-user --before 1 --missed 3
+fi
+if want churn; then
+  # A fresh edge: its baseline must not hold what earlier scenarios left.
+  kill "$edge_pid" && wait "$edge_pid" 2>/dev/null || true
+  start_edge
+  wait_port 25080
+  run herald "${herald[@]}" churn --pid "$edge_pid" --secs "$CHURN_SECS" --sources "$SOURCES"
 fi
 
 python3 - "$out" <<'PY'
@@ -186,6 +199,17 @@ for per_user in (False, True):
             label = peer + (", per user" if per_user else ", one topic")
             print(f"{label:<24}{r['clients']:>9}{r['all_open_secs']:>12.2f}{r['all_caught_up_secs']:>13.2f}"
                   f"{r['errors']:>8}{r['lost']:>7}{r['duplicated']:>6}")
+
+for r in of("churn", "herald"):
+    print()
+    print(f"churn: {r['live']} streams live for {r['secs']} s, {r['connects']} connects, "
+          f"{r['publishes']} publishes, {r['failed_connects']} failed")
+    print(f"  RSS MB: warm baseline {r['baseline_rss_kib'] / 1024:.1f}, peak {r['peak_rss_kib'] / 1024:.1f}, "
+          f"after close {r['after_close_rss_kib'] / 1024:.1f} "
+          f"({r['after_close_rss_kib'] / r['baseline_rss_kib'] * 100 - 100:+.0f}%); anonymous "
+          f"{r['baseline_anon_kib'] / 1024:.1f} -> {r['after_close_anon_kib'] / 1024:.1f}")
+    growth = r["growth_after_first_minute_percent"]
+    print(f"  growth after the first minute: {'n/a' if growth is None else f'{growth:+.1f}%'}")
 PY
 # Plots only for the plotted scenarios this run measured.
 plots=()

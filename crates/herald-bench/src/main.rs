@@ -13,9 +13,12 @@
 //! - `storm`: every client drops at once, events are published meanwhile,
 //!   and all reconnect together with their last ids: time until all stream
 //!   again and have caught up, errors, lost and duplicated events.
+//! - `churn`: streams replaced by new users at a steady pace while events
+//!   flow, then all closed: the server's resident memory over time and after.
 //! - `receipts`: a Publish with its receipt against the presence round trip
 //!   it avoids, in the same run.
 
+mod churn;
 mod fanout;
 mod peer;
 mod publish;
@@ -74,6 +77,7 @@ enum Scenario {
     Receipts(receipts::Args),
     Unicast(unicast::Args),
     Storm(storm::Args),
+    Churn(churn::Args),
 }
 
 #[tokio::main]
@@ -85,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Receipts(args) => receipts::run(&cli.target, &args).await,
         Scenario::Unicast(args) => unicast::run(&cli.target, &args).await,
         Scenario::Storm(args) => storm::run(&cli.target, &args).await,
+        Scenario::Churn(args) => churn::run(&cli.target, &args).await,
     }
 }
 

@@ -27,6 +27,7 @@ pub mod cursor;
 pub mod envelope;
 pub mod history;
 pub mod listener;
+pub mod memory;
 pub mod nats;
 pub mod offline;
 pub mod presence;

@@ -44,6 +44,7 @@ pub async fn start(
         common.otlp_endpoint.as_deref(),
     )
     .unwrap_or_else(|e| cli::misconfigured("--log / --otlp-endpoint", e));
+    crate::memory::spawn_trimmer();
     let fd_limit = listener::raise_fd_limit();
     let bounds = common
         .listener
