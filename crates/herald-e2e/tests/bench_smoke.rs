@@ -52,3 +52,38 @@ async fn herald_bench_idle_and_fanout_ramp_run_and_count_every_delivery() {
         assert!(step["p99_ms"].as_f64().unwrap() > 0.0, "{step}");
     }
 }
+
+#[tokio::test]
+async fn herald_bench_churn_replaces_streams_and_samples_memory() {
+    let nats = herald_testing::NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let edge = start_edge(&nats.client_url(), edge_config("bench-edge")).await;
+    let output = tokio::process::Command::new(binary("herald-bench"))
+        .args(["--peer", "herald", "--edge", &edge.addr.to_string()])
+        .args(["--publish", &publish.url(), "--secret", SECRET])
+        .args(["churn", "--pid", &std::process::id().to_string()])
+        .args(["--live", "20", "--replace", "5", "--every-ms", "100"])
+        .args(["--secs", "2", "--publish-rate", "20", "--sources", "2"])
+        .args(["--sample-secs", "1", "--settle-secs", "1"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|r| serde_json::from_str(r).unwrap())
+        .unwrap_or_else(|| panic!("no result: {stdout}"));
+    assert_eq!(result["scenario"], "churn");
+    assert_eq!(result["failed_connects"], 0, "{result}");
+    // 20 at first, then 5 more every 100 ms for 2 s (about 20 rounds).
+    let connects = result["connects"].as_u64().unwrap();
+    assert!((100..=140).contains(&connects), "{result}");
+    assert!(result["publishes"].as_u64().unwrap() >= 20, "{result}");
+    assert!(result["samples"].as_array().unwrap().len() >= 2, "{result}");
+    for field in ["baseline_rss_kib", "peak_rss_kib", "after_close_rss_kib"] {
+        assert!(result[field].as_u64().unwrap() > 0, "{field}: {result}");
+    }
+}
