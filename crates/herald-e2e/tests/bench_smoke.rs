@@ -3,6 +3,17 @@
 
 use herald_e2e::*;
 
+/// herald-bench's `RESULT` lines, once it exited successfully.
+fn results(output: &std::process::Output) -> Vec<serde_json::Value> {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("RESULT "))
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn herald_bench_idle_and_fanout_ramp_run_and_count_every_delivery() {
     // herald-publish behind an API token, as a deployed one is.
@@ -28,16 +39,9 @@ async fn herald_bench_idle_and_fanout_ramp_run_and_count_every_delivery() {
         .output()
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let results: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("RESULT "))
-        .map(|r| serde_json::from_str(r).unwrap())
-        .collect();
+    let results = results(&output);
     let [idle, slow, fast] = &results[..] else {
-        panic!("want an idle result and two rates: {stdout}");
+        panic!("want an idle result and two rates: {results:?}");
     };
     assert_eq!(idle["scenario"], "idle");
     assert_eq!(idle["connections"], 20);
@@ -68,14 +72,9 @@ async fn herald_bench_churn_replaces_streams_and_samples_memory() {
         .output()
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let result: serde_json::Value = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .map(|r| serde_json::from_str(r).unwrap())
-        .unwrap_or_else(|| panic!("no result: {stdout}"));
+    let [result] = &results(&output)[..] else {
+        panic!("want one churn result");
+    };
     assert_eq!(result["scenario"], "churn");
     assert_eq!(result["failed_connects"], 0, "{result}");
     // 20 at first, then 5 more every 100 ms for 2 s (about 20 rounds).
