@@ -15,11 +15,18 @@
 //!   again and have caught up, errors, lost and duplicated events.
 //! - `receipts`: a Publish with its receipt against the presence round trip
 //!   it avoids, in the same run.
+//! - `scale`: very many streams over several edges, held by `scale-agent`
+//!   processes it spawns; open, idle, a topic fan-out burst and a unicast
+//!   ramp (bench/scale.sh runs it).
 
 mod fanout;
 mod peer;
 mod publish;
 mod receipts;
+mod scale;
+mod scale_agent;
+mod scale_agents;
+mod scale_publish;
 mod storm;
 mod stream;
 mod unicast;
@@ -74,6 +81,10 @@ enum Scenario {
     Receipts(receipts::Args),
     Unicast(unicast::Args),
     Storm(storm::Args),
+    Scale(scale::Args),
+    /// One load-generator process of `scale` (spawned by it).
+    #[command(hide = true)]
+    ScaleAgent(scale_agent::Args),
 }
 
 #[tokio::main]
@@ -85,6 +96,8 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Receipts(args) => receipts::run(&cli.target, &args).await,
         Scenario::Unicast(args) => unicast::run(&cli.target, &args).await,
         Scenario::Storm(args) => storm::run(&cli.target, &args).await,
+        Scenario::Scale(args) => scale::run(&cli.target, &args).await,
+        Scenario::ScaleAgent(args) => scale_agent::run(&cli.target, &args).await,
     }
 }
 
