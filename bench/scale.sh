@@ -37,9 +37,13 @@ edges=$(((STREAMS + PER_EDGE - 1) / PER_EDGE))
 
 work="$(mktemp -d)"
 pids=()
+nats=()
 cleanup() {
-  # Agents exit when the coordinator's pipes close; the rest by pid.
+  # Agents exit when the coordinator's pipes close; the rest by pid, NATS
+  # last so the services leave it cleanly.
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${nats[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [[ -n "${KEEP:-}" ]] && echo "kept $work" >&2 || rm -rf "$work"
 }
@@ -79,7 +83,7 @@ jetstream { store_dir: "$work/nats-$n", max_memory_store: 2GB }
 cluster { name: herald-scale, listen: 127.0.0.1:$((PORT_BASE + 322 + n)), routes: [${routes%, }] }
 EOF
   "$nats_server" -c "$work/nats-$n.conf" >"$work/nats-$n.log" 2>&1 &
-  pids+=($!)
+  nats+=($!)
   nats_pids+=("--cpu-pid" "nats=$!")
   nats_urls+=("nats://127.0.0.1:$(nats_port $n)")
 done

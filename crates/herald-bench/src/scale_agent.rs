@@ -292,7 +292,11 @@ fn parse(data: &[u8]) -> Option<(u8, u64, u64)> {
     let text = std::str::from_utf8(data).ok()?;
     let mut fields = text.split(' ');
     let kind = fields.next()?.bytes().next()?;
-    Some((kind, fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+    Some((
+        kind,
+        fields.next()?.parse().ok()?,
+        fields.next()?.parse().ok()?,
+    ))
 }
 
 #[cfg(test)]

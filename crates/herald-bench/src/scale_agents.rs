@@ -222,7 +222,11 @@ impl CpuGroups {
         self.0
             .iter()
             .map(|(name, pids)| {
-                let pids = if name == "load" { with_children(pids[0]) } else { pids.clone() };
+                let pids = if name == "load" {
+                    with_children(pids[0])
+                } else {
+                    pids.clone()
+                };
                 crate::fanout::cpu_ticks(&pids)
             })
             .collect()
@@ -242,7 +246,10 @@ impl CpuGroups {
             .map(|((name, _), (now, before))| {
                 // 100 ticks per second: ticks per second is percent of a core.
                 let percent = now.saturating_sub(*before) as f64 / secs;
-                (name.clone(), serde_json::json!((percent * 10.0).round() / 10.0))
+                (
+                    name.clone(),
+                    serde_json::json!((percent * 10.0).round() / 10.0),
+                )
             })
             .collect())
     }
@@ -257,7 +264,11 @@ fn with_children(pid: u32) -> Vec<u32> {
     };
     for task in tasks.flatten() {
         let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        pids.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
     }
     pids
 }

@@ -33,7 +33,9 @@ pub async fn fan_out_burst(target: &Target, args: &Args) -> anyhow::Result<u64> 
                 }
                 let (topic, seq) = (n % topics, n / topics);
                 let data = format!("t {seq} {}", crate::now_micros());
-                publisher.publish_topic(&format!("scale-{topic}"), data).await?;
+                publisher
+                    .publish_topic(&format!("scale-{topic}"), data)
+                    .await?;
                 sent += 1;
             }
         });
@@ -47,7 +49,11 @@ pub async fn fan_out_burst(target: &Target, args: &Args) -> anyhow::Result<u64> 
 
 /// Publishes persisted events to random users at `rate` for `--secs`,
 /// numbered from 0; returns (sent, errors, seconds taken).
-pub async fn unicast_at(target: &Target, args: &Args, rate: u64) -> anyhow::Result<(u64, u64, f64)> {
+pub async fn unicast_at(
+    target: &Target,
+    args: &Args,
+    rate: u64,
+) -> anyhow::Result<(u64, u64, f64)> {
     let total = rate * args.secs;
     let callers = args.publishers.min(total).max(1);
     let publisher = target.publisher().await?;
