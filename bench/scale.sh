@@ -9,7 +9,7 @@
 # phase, then
 #   scale: <streams> streams, <KiB> KiB/stream, fan-out <deliveries/s> p99 <ms>, unicast <events/s> p99 <ms>, lost <n>
 # Bounded: the load run has a deadline (RUN_SECS), every process is
-# stopped on exit. Raw lines also go to bench/results/scale-<time>.jsonl.
+# stopped on exit. The lines also go to bench/results/scale-<time>.txt.
 #
 #   bench/scale.sh                     # 100,000 streams
 #   STREAMS=5000 RATES=500,1000 bench/scale.sh
@@ -21,7 +21,7 @@ PER_EDGE="${PER_EDGE:-17000}"       # streams per edge and per load generator
 TOPICS="${TOPICS:-4}"
 HEARTBEAT_SECS="${HEARTBEAT_SECS:-5}"
 FANOUT_EVENTS="${FANOUT_EVENTS:-25}" # per topic
-RATES="${RATES:-1000,2000,5000,10000}"
+RATES="${RATES:-1000,2000,3000,4000,5000,7500,10000}"
 SECS="${SECS:-5}"
 RUN_SECS="${RUN_SECS:-480}"
 PORT_BASE="${PORT_BASE:-30000}"     # below the ephemeral range: NATS 30222.., edges 30080..
@@ -39,6 +39,11 @@ work="$(mktemp -d)"
 pids=()
 nats=()
 cleanup() {
+  local status=$?
+  if [[ $status != 0 ]]; then
+    echo "error: bench/scale.sh failed ($status); last log lines:" >&2
+    tail -n 3 "$work"/*.log >&2 2>/dev/null || true
+  fi
   # Agents exit when the coordinator's pipes close; the rest by pid, NATS
   # last so the services leave it cleanly.
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -58,7 +63,7 @@ wait_port() {
   exit 1
 }
 wait_ok() { # url: until it answers 2xx (JetStream ready, service ready)
-  for _ in $(seq 1 300); do
+  for _ in $(seq 1 600); do
     curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
     sleep 0.1
   done
@@ -115,9 +120,10 @@ sleep 1
 sources=$(for a in $(seq 100 $((100 + 2 * edges - 1))); do printf '127.0.0.%s,' "$a"; done)
 results="$root/bench/results"
 mkdir -p "$results"
-out="$results/scale-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+out="$results/scale-$(date -u +%Y%m%dT%H%M%SZ).txt"
 echo "== $STREAMS streams on $edges edges, 3 NATS nodes" >&2
 raw="$work/scale.out"
+: >"$raw"
 # In the background, so a signal reaches the trap at once; `timeout`
 # passes the trap's TERM on, and the agents exit when their pipes close.
 timeout --signal=INT "$RUN_SECS" "$bin/herald-bench" --peer herald \
@@ -133,10 +139,6 @@ shown=$!
 status=0
 wait "$bench" || status=$?
 wait "$shown" || true
-sed -n 's/^RESULT //p' "$raw" >"$out"
-if [[ $status != 0 ]]; then
-  echo "error: the scale run failed ($status); logs:" >&2
-  tail -n 5 "$work"/*.log >&2
-  exit "$status"
-fi
+sed 's/^RESULT //' "$raw" >"$out"
+[[ $status == 0 ]] || exit "$status"
 echo "raw results: $out" >&2

@@ -48,13 +48,18 @@ pub struct Args {
     #[arg(long, default_value_t = 25)]
     pub fanout_events: u64,
     /// Unicast rates to try, events per second, in order.
-    #[arg(long, value_delimiter = ',', default_value = "1000,2000,5000,10000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,2000,3000,4000,5000,7500,10000"
+    )]
     pub rates: Vec<u64>,
     /// Seconds at each unicast rate.
     #[arg(long, default_value_t = 5)]
     pub secs: u64,
-    /// Concurrent publish calls.
-    #[arg(long, default_value_t = 64)]
+    /// Concurrent publish calls: enough that a persisted publish's round
+    /// trip (~10-20 ms with 3 replicas) does not cap the rate first.
+    #[arg(long, default_value_t = 256)]
     pub publishers: u64,
     /// A unicast step whose p99 passes this ends the ramp.
     #[arg(long, default_value_t = 100)]
