@@ -79,7 +79,11 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         "edges": args.edges.len(), "agents": agents.len(), "secs": open_secs,
         "per_sec": opened.opened as f64 / open_secs,
     }))?;
-    anyhow::ensure!(opened.opened > 0, "no stream opened");
+    anyhow::ensure!(
+        opened.opened > 0,
+        "no stream opened: {}",
+        opened.first_error.unwrap_or_default()
+    );
 
     let kib = idle(args, &mut agents, &cpu, pss_before, opened.opened).await?;
     let fanout = fanout(target, args, &mut agents, &cpu).await?;

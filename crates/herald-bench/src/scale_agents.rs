@@ -57,6 +57,8 @@ impl Agents {
                 .args(["--count", &streams.to_string()])
                 .args(["--sources", &sources.join(",")])
                 .args(["--topics", &args.topics.to_string()])
+                // By environment, not argument: kept out of process lists.
+                .env("HERALD_JWT_SECRET", &target.secret)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .kill_on_drop(true)

@@ -110,14 +110,12 @@ async fn herald_bench_scale_runs_every_phase_over_two_edges_and_loses_nothing() 
         (&60.into(), &0.into()),
         "{fanout}"
     );
-    for (step, sent) in [(slow, 20), (fast, 40)] {
-        assert_eq!(step["phase"], "unicast", "{step}");
-        assert_eq!(
-            (&step["sent"], &step["received"], &step["lost"]),
-            (&sent.into(), &sent.into(), &0.into()),
-            "{step}"
-        );
-    }
+    assert_eq!(unicast["phase"], "unicast", "{unicast}");
+    assert_eq!(
+        (&unicast["sent"], &unicast["received"], &unicast["lost"]),
+        (&20.into(), &20.into(), &0.into()),
+        "{unicast}"
+    );
     let summary = stdout.lines().last().unwrap();
     assert!(summary.starts_with("scale: 40 streams, "), "{summary}");
     assert!(summary.contains(" KiB/stream, fan-out "), "{summary}");
