@@ -70,6 +70,8 @@ pub struct Report {
 /// Per-phase counts, shared by every stream of the agent.
 struct Tally {
     heartbeats: Vec<AtomicU32>,
+    /// Streams that opened; `closed` of them have ended since.
+    opened: AtomicU64,
     closed: AtomicU64,
     topic_deliveries: AtomicU64,
     topic_duplicates: AtomicU64,
@@ -88,6 +90,7 @@ struct Unicast {
 pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let tally = Arc::new(Tally {
         heartbeats: (0..args.count).map(|_| AtomicU32::new(0)).collect(),
+        opened: AtomicU64::new(0),
         closed: AtomicU64::new(0),
         topic_deliveries: AtomicU64::new(0),
         topic_duplicates: AtomicU64::new(0),
@@ -100,13 +103,14 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         }),
     });
     let opened = open_all(target, args, &tally).await;
+    tally.opened.store(opened.opened, Ordering::Relaxed);
     println!("{}", serde_json::to_string(&opened)?);
     let mut lines = stdin_lines();
     while let Some(line) = lines.recv().await {
         let line = line?;
         match line.split_once(' ').unwrap_or((&line, "")) {
             ("mark", capacity) => tally.mark(capacity.parse()?),
-            ("report", _) => println!("{}", serde_json::to_string(&tally.report(args.count))?),
+            ("report", _) => println!("{}", serde_json::to_string(&tally.report())?),
             (other, _) => anyhow::bail!("unknown command {other:?}"),
         }
     }
@@ -258,10 +262,10 @@ impl Tally {
         unicast.latency.reset();
     }
 
-    fn report(&self, count: usize) -> Report {
+    fn report(&self) -> Report {
         let unicast = self.unicast.lock().unwrap();
         Report {
-            alive: count as u64 - self.closed.load(Ordering::Relaxed),
+            alive: self.opened.load(Ordering::Relaxed) - self.closed.load(Ordering::Relaxed),
             two_heartbeats: self
                 .heartbeats
                 .iter()
