@@ -253,7 +253,7 @@ async fn publish_at(target: &Target, args: &Args, rate: u64, first: u64) -> anyh
 /// Memory of all `pids`, in KiB: the proportional set size, so memory
 /// shared between processes (nginx workers share Nchan's shared memory
 /// zone) is counted once, not once per process.
-fn pss_kib(pids: &[u32]) -> anyhow::Result<u64> {
+pub(crate) fn pss_kib(pids: &[u32]) -> anyhow::Result<u64> {
     pids.iter()
         .map(|pid| {
             let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
@@ -271,7 +271,7 @@ fn pss_kib(pids: &[u32]) -> anyhow::Result<u64> {
 }
 
 /// User + system CPU time of all `pids`, in clock ticks (1/100 s).
-fn cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
+pub(crate) fn cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
     pids.iter()
         .map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;

@@ -17,12 +17,19 @@
 //!   flow, then all closed: the server's resident memory over time and after.
 //! - `receipts`: a Publish with its receipt against the presence round trip
 //!   it avoids, in the same run.
+//! - `scale`: very many streams over several edges, held by `scale-agent`
+//!   processes it spawns; open, idle, a topic fan-out burst and a unicast
+//!   ramp (bench/scale.sh runs it).
 
 mod churn;
 mod fanout;
 mod peer;
 mod publish;
 mod receipts;
+mod scale;
+mod scale_agent;
+mod scale_agents;
+mod scale_publish;
 mod storm;
 mod stream;
 mod unicast;
@@ -78,6 +85,10 @@ enum Scenario {
     Unicast(unicast::Args),
     Storm(storm::Args),
     Churn(churn::Args),
+    Scale(scale::Args),
+    /// One load-generator process of `scale` (spawned by it).
+    #[command(hide = true)]
+    ScaleAgent(scale_agent::Args),
 }
 
 #[tokio::main]
@@ -90,6 +101,8 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Unicast(args) => unicast::run(&cli.target, &args).await,
         Scenario::Storm(args) => storm::run(&cli.target, &args).await,
         Scenario::Churn(args) => churn::run(&cli.target, &args).await,
+        Scenario::Scale(args) => scale::run(&cli.target, &args).await,
+        Scenario::ScaleAgent(args) => scale_agent::run(&cli.target, &args).await,
     }
 }
 

@@ -86,3 +86,66 @@ async fn herald_bench_churn_replaces_streams_and_samples_memory() {
         assert!(result[field].as_u64().unwrap() > 0, "{field}: {result}");
     }
 }
+
+/// bench/scale.sh's load run, tiny: two edges, two load-generator
+/// processes, every phase, every event counted, and the summary line.
+#[tokio::test]
+async fn herald_bench_scale_runs_every_phase_over_two_edges_and_loses_nothing() {
+    let nats = herald_testing::NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let mut edges = Vec::new();
+    for node in ["scale-a", "scale-b"] {
+        let mut config = edge_config(node);
+        config.heartbeat = std::time::Duration::from_secs(1);
+        edges.push(start_edge(&nats.client_url(), config).await);
+    }
+    let edge_list = format!("{},{}", edges[0].addr, edges[1].addr);
+    let output = tokio::process::Command::new(binary("herald-bench"))
+        .args(["--peer", "herald", "--publish", &publish.url()])
+        .args(["--secret", SECRET, "--timeout", "30", "scale"])
+        .args([
+            "--edges",
+            &edge_list,
+            "--edge-pid",
+            &std::process::id().to_string(),
+        ])
+        .args(["--streams", "40", "--topics", "2", "--sources", "127.0.0.1"])
+        .args(["--heartbeat-secs", "1", "--fanout-events", "3"])
+        .args(["--rates", "20", "--secs", "1", "--p99-limit-ms", "10000"])
+        .output()
+        .await
+        .unwrap();
+    let phases = results(&output);
+    let [open, idle, fanout, unicast] = &phases[..] else {
+        panic!("want open, idle, fan-out and unicast phases: {phases:?}");
+    };
+    assert_eq!(
+        (&open["phase"], &open["opened"], &open["errors"]),
+        (&"open".into(), &40.into(), &0.into()),
+        "{open}"
+    );
+    assert_eq!(
+        (&open["edges"], &open["agents"]),
+        (&2.into(), &2.into()),
+        "{open}"
+    );
+    assert_eq!(idle["two_heartbeats"], 40, "{idle}");
+    // 20 of the 40 streams follow one of the 2 topics: 3 events each.
+    assert_eq!(fanout["expected"], 60, "{fanout}");
+    assert_eq!(
+        (&fanout["deliveries"], &fanout["lost"]),
+        (&60.into(), &0.into()),
+        "{fanout}"
+    );
+    assert_eq!(unicast["phase"], "unicast", "{unicast}");
+    assert_eq!(
+        (&unicast["sent"], &unicast["received"], &unicast["lost"]),
+        (&20.into(), &20.into(), &0.into()),
+        "{unicast}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout.lines().last().unwrap();
+    assert!(summary.starts_with("scale: 40 streams, "), "{summary}");
+    assert!(summary.contains(" KiB/stream, fan-out "), "{summary}");
+    assert!(summary.ends_with(", lost 0"), "{summary}");
+}
