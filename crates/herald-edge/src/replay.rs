@@ -40,6 +40,7 @@ use crate::fanout::{Delivery, Seeder};
 pub use crate::reads::Reads;
 use crate::reads::{ReadError, Source};
 use crate::sse;
+use crate::tails::Tails;
 
 /// Event type telling a client to refetch its state: its cursor is older
 /// than history, or what it missed is more than one connect replays.
@@ -94,6 +95,7 @@ enum Action {
 #[derive(Debug)]
 struct Step {
     source: Source,
+    shard: u16,
     key: u32,
     /// Last sequence the client has.
     after: u64,
@@ -114,6 +116,8 @@ pub struct Wanted {
 #[derive(Debug, Default)]
 pub struct Plan {
     steps: Vec<Step>,
+    /// Tails read once for many resumes (see `tails`).
+    tails: Option<Tails>,
 }
 
 /// Reads each wanted subject's newest event and checks its position
@@ -124,6 +128,7 @@ pub async fn plan(
     wanted: Vec<Wanted>,
     shards: u16,
     reads: Reads,
+    tails: &Tails,
 ) -> Result<Plan, ResumeError> {
     let mut steps = Vec::new();
     // Each stream's last sequence, read at most once per connect.
@@ -176,13 +181,17 @@ pub async fn plan(
         };
         steps.push(Step {
             source,
+            shard,
             key: key(&subject),
             after,
             action,
             seeder,
         });
     }
-    Ok(Plan { steps })
+    Ok(Plan {
+        steps,
+        tails: Some(tails.clone()),
+    })
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ResumeError {
@@ -274,7 +283,7 @@ impl Reader {
         let task = tokio::spawn(async move {
             let out = Out { tx, resets };
             for step in plan.steps {
-                if let Err(e) = run_step(step, &mut budget, &out).await {
+                if let Err(e) = run_step(step, &mut budget, &out, plan.tails.as_ref()).await {
                     tracing::warn!(error = %e, "replay failed");
                     flag.store(true, Ordering::Release);
                     return;
@@ -313,7 +322,12 @@ impl Out {
 }
 
 /// Replays one subject from history, or resets it.
-async fn run_step(mut step: Step, budget: &mut Budget, out: &Out) -> Result<(), ReadError> {
+async fn run_step(
+    mut step: Step,
+    budget: &mut Budget,
+    out: &Out,
+    tails: Option<&Tails>,
+) -> Result<(), ReadError> {
     let (key, after, source) = (step.key, step.after, &step.source);
     let newest = match step.action {
         Action::Reset => return out.reset(key, None, ResetReason::HistoryExpired).await,
@@ -328,11 +342,43 @@ async fn run_step(mut step: Step, budget: &mut Budget, out: &Out) -> Result<(), 
         return expired().await;
     }
     let mut kept = Kept::new(step.seeder.take());
+    let mut sent = after;
+    // A tail read for many resumes holds the subject's events up to its
+    // end; those after it are read one by one. (Position 0 asks for all
+    // of history: no tail starts there.)
+    let tail = match tails {
+        Some(tails) if after > 0 => {
+            tails
+                .covering(step.shard, &source.stream, after, newest)
+                .await
+        }
+        _ => None,
+    };
+    if let Some(tail) = &tail {
+        for (seq, frame) in tail.events(&source.stored, after, newest) {
+            if !budget.has_room() || !budget.take(frame.len()) {
+                return limited().await;
+            }
+            kept.push(*seq, frame);
+            let position = Some((key, *seq));
+            out.send(Delivery {
+                frame: frame.clone(),
+                position,
+            })
+            .await?;
+            sent = *seq;
+        }
+        if newest <= tail.end && sent != newest {
+            // The newest event was gone when the tail was read: so was
+            // the position (history drops oldest first).
+            return expired().await;
+        }
+    }
+    let mut next = tail.map_or(sent, |t| t.end.max(sent)) + 1;
     // One request per event. A consumer would stream them, but costs
     // several API calls to set up (on the meta leader, in a cluster), and
     // most resumes miss only a few events.
-    let mut next = after + 1;
-    loop {
+    while sent < newest {
         if !budget.has_room() {
             return limited().await;
         }
@@ -349,13 +395,12 @@ async fn run_step(mut step: Step, budget: &mut Budget, out: &Out) -> Result<(), 
         kept.push(message.sequence, &frame);
         let position = Some((key, message.sequence));
         out.send(Delivery { frame, position }).await?;
-        if message.sequence == newest {
-            break;
-        }
+        sent = message.sequence;
         next = message.sequence + 1;
     }
     // Had the position been evicted while reading, so could events after
-    // it, between two reads: the client must then refetch.
+    // it, between two reads (or before the tail read them): the client
+    // must then refetch.
     if after > 0 && !source.holds(after).await? {
         return expired().await;
     }
@@ -531,6 +576,7 @@ mod tests {
         // The client has event 1; 2 to 5 are to be replayed.
         let step = Step {
             source,
+            shard: 0,
             key: 7,
             after: 1,
             action: Action::Replay { newest: 5 },
@@ -550,7 +596,7 @@ mod tests {
                 events: 100,
                 bytes: 1 << 20,
             };
-            run_step(step, &mut Budget::new(limits), &out)
+            run_step(step, &mut Budget::new(limits), &out, None)
                 .await
                 .unwrap();
             out.resets.get()
