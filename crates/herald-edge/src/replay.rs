@@ -345,12 +345,13 @@ async fn run_step(
     let mut sent = after;
     // A tail read for many resumes holds the subject's events up to its
     // end; those after it are read one by one. (Position 0 asks for all
-    // of history: no tail starts there.)
+    // of history: no tail starts there.) If the tail read failed, this
+    // stream ends and its client comes back later.
     let tail = match tails {
         Some(tails) if after > 0 => {
             tails
                 .covering(step.shard, &source.stream, after, newest)
-                .await
+                .await?
         }
         _ => None,
     };

@@ -15,6 +15,13 @@
 //! past its end. What a sweep costs is thus bounded by what the resumes
 //! before it paid anyway, and by [`MAX_SPAN`] and [`MAX_BYTES`].
 //!
+//! A read that fails or stalls is tried again from where it stopped (what
+//! it read is kept), a few times, while its resumes wait; if it still
+//! fails they fail too, and their streams end with a come-back: falling
+//! back to single reads would put all their scans on a server that is
+//! already too slow to answer one read (a loaded run lost ~3,000 events
+//! that way).
+//!
 //! A tail holds every event the stream had in `(start, end]` when it was
 //! read, except ones deleted before it got to them. History drops a
 //! subject's oldest events first (per-subject limit, age, stream limits),
@@ -51,8 +58,24 @@ const KEEP: Duration = Duration::from_secs(10);
 /// How long the scan cost of a shard's resumes adds up before it starts
 /// again from zero.
 const WINDOW: Duration = Duration::from_secs(2);
-/// How long one tail read may take, and a resume waits for it.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a tail read may make no progress (creating its consumer, or
+/// between two events) before the attempt is given up.
+const STALL: Duration = Duration::from_secs(5);
+/// Attempts at one tail read, each going on from where the last stopped.
+const ATTEMPTS: u32 = 3;
+
+/// Where a tail read is: its waiters watch this.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Pending,
+    Done(Arc<Tail>),
+    Failed,
+}
+
+/// Why a resume cannot use the tail read it waited for.
+#[derive(Debug, thiserror::Error)]
+#[error("history tail read failed {ATTEMPTS} times; come back later")]
+pub struct TailReadFailed;
 
 /// A history stream's events in `(start, end]`, by stored subject.
 #[derive(Debug, Default)]
@@ -118,16 +141,16 @@ impl Demand {
 struct Shard {
     /// The newest tail read, while kept.
     tail: Option<(Instant, Arc<Tail>)>,
-    /// A read under way: where it starts, and its result when done.
-    reading: Option<(u64, watch::Receiver<Option<Arc<Tail>>>)>,
+    /// A read under way: where it starts, and its outcome.
+    reading: Option<(u64, watch::Receiver<Outcome>)>,
     demand: Demand,
 }
 
 /// What a resume should do.
 enum Next {
     Use(Arc<Tail>),
-    Wait(watch::Receiver<Option<Arc<Tail>>>),
-    Read(u64, watch::Sender<Option<Arc<Tail>>>),
+    Wait(watch::Receiver<Outcome>),
+    Read(u64, watch::Sender<Outcome>),
     Alone,
 }
 
@@ -135,8 +158,10 @@ enum Next {
 #[derive(Debug, Clone)]
 pub struct Tails {
     shards: Arc<[Mutex<Shard>]>,
-    /// `herald_edge_history_tail_reads_total`.
+    /// `herald_edge_history_tail_reads_total`: attempts, not reads.
     reads: Counter,
+    /// [`STALL`], shorter in tests.
+    stall: Duration,
 }
 
 impl Tails {
@@ -150,35 +175,43 @@ impl Tails {
                 })
             })
             .collect();
-        Self { shards, reads }
+        Self {
+            shards,
+            reads,
+            stall: STALL,
+        }
     }
 
     /// A tail of `stream` (shard `shard`) in which position `after` lies,
     /// if one is held, being read, or worth reading now for a resume of
     /// `(after, newest]`; `None`: read the subject's events one by one.
+    /// An error if the read it waited for failed: the resume must not
+    /// read alone then (see the module's doc), but come back later.
     pub async fn covering(
         &self,
         shard: u16,
         stream: &stream::Stream<()>,
         after: u64,
         newest: u64,
-    ) -> Option<Arc<Tail>> {
-        let next = self.next(shard, after, newest)?;
-        let mut result = match next {
-            Next::Use(tail) => return Some(tail),
-            Next::Alone => return None,
-            Next::Wait(result) => result,
+    ) -> Result<Option<Arc<Tail>>, TailReadFailed> {
+        let Some(next) = self.next(shard, after, newest) else {
+            return Ok(None);
+        };
+        let mut outcome = match next {
+            Next::Use(tail) => return Ok(Some(tail)),
+            Next::Alone => return Ok(None),
+            Next::Wait(outcome) => outcome,
             Next::Read(start, done) => {
-                let result = done.subscribe();
-                self.reads.inc();
+                let outcome = done.subscribe();
                 tokio::spawn(self.clone().read(shard, stream.clone(), start, done));
-                result
+                outcome
             }
         };
-        let wait = result.wait_for(Option::is_some);
-        match tokio::time::timeout(READ_TIMEOUT, wait).await {
-            Ok(Ok(tail)) => tail.clone().filter(|t| t.covers(after)),
-            _ => None,
+        // The read always ends in an outcome (a dropped sender is a failure).
+        let done = outcome.wait_for(|o| !matches!(o, Outcome::Pending)).await;
+        match done.as_deref() {
+            Ok(Outcome::Done(tail)) => Ok(Some(tail.clone()).filter(|t| t.covers(after))),
+            _ => Err(TailReadFailed),
         }
     }
 
@@ -207,90 +240,212 @@ impl Tails {
             return Some(Next::Alone);
         };
         s.demand = Demand::new();
-        let (done, result) = watch::channel(None);
+        let (done, result) = watch::channel(Outcome::Pending);
         s.reading = Some((start, result));
         Some(Next::Read(start, done))
     }
 
-    /// Reads the tail from `start` and keeps it; waiters hear the result
-    /// (or, on failure, that there is none).
+    /// Reads the tail from `start` and keeps it; waiters hear the outcome.
     async fn read(
         self,
         shard: u16,
         stream: stream::Stream<()>,
         start: u64,
-        done: watch::Sender<Option<Arc<Tail>>>,
+        done: watch::Sender<Outcome>,
     ) {
-        let read = tokio::time::timeout(READ_TIMEOUT, read_tail(&stream, start)).await;
-        let tail = match read {
-            Ok(Ok(tail)) => Some(Arc::new(tail)),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, shard, "history tail read failed");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(shard, "history tail read timed out");
-                None
-            }
+        let mut tail = Tail {
+            start,
+            end: start,
+            events: HashMap::new(),
         };
+        let mut complete = false;
+        for attempt in 1..=ATTEMPTS {
+            self.reads.inc();
+            match read_on(&stream, &mut tail, self.stall).await {
+                Ok(()) => {
+                    complete = true;
+                    break;
+                }
+                Err(e) => {
+                    let end = tail.end;
+                    tracing::warn!(error = %e, shard, start, end, attempt, "history tail read failed");
+                }
+            }
+        }
         let mut s = self.shards[usize::from(shard)].lock().unwrap();
         s.reading = None;
-        if let Some(tail) = &tail {
+        let outcome = if complete {
+            let tail = Arc::new(tail);
             s.tail = Some((Instant::now(), tail.clone()));
-        }
-        let _ = done.send(tail);
+            Outcome::Done(tail)
+        } else {
+            Outcome::Failed
+        };
+        let _ = done.send(outcome);
     }
 }
 
-/// Reads every event after `start` up to the stream's last one when the
-/// read began (or as many as fit), in stream order.
-async fn read_tail(
+/// Reads on from `tail.end`, in stream order, up to the stream's last
+/// event when the read began (or as many as fit): what it gets stays in
+/// `tail` even if it then fails. Fails if no step makes progress within
+/// `stall`.
+async fn read_on(
     stream: &stream::Stream<()>,
-    start: u64,
-) -> Result<Tail, crate::reads::ReadError> {
+    tail: &mut Tail,
+    stall: Duration,
+) -> Result<(), crate::reads::ReadError> {
     let config = pull::OrderedConfig {
         deliver_policy: DeliverPolicy::ByStartSequence {
-            start_sequence: start + 1,
+            start_sequence: tail.end + 1,
         },
         ..Default::default()
     };
-    let consumer = stream.create_consumer(config).await?;
+    let consumer = timeout(stall, stream.create_consumer(config)).await??;
     let name = consumer.cached_info().name.clone();
     let pending = consumer.cached_info().num_pending;
-    let mut tail = Tail {
-        start,
-        end: start,
-        events: HashMap::new(),
-    };
-    let mut bytes = 0;
-    if pending > 0 {
-        let mut messages = consumer.messages().await?;
-        while let Some(message) = messages.next().await {
-            let message = message?;
+    let read = async {
+        if pending == 0 {
+            return Ok(());
+        }
+        let mut messages = timeout(stall, consumer.messages()).await??;
+        let mut bytes: usize = tail.events.values().flatten().map(|e| e.1.len()).sum();
+        loop {
+            let message = timeout(stall, messages.next())
+                .await?
+                .ok_or("the tail's consumer ended")??;
             let info = message.info()?;
             let (seq, caught_up) = (info.stream_sequence, info.pending == 0);
             let envelope = Envelope::from_parts(message.headers.as_ref(), &message.payload);
             let frame = sse::event(envelope.event.as_deref(), &envelope.data);
             bytes += frame.len();
-            if bytes > MAX_BYTES || seq > start + MAX_SPAN {
-                break;
+            if bytes > MAX_BYTES || seq > tail.start + MAX_SPAN {
+                return Ok(());
             }
             let subject = message.subject.to_string();
             tail.events.entry(subject).or_default().push((seq, frame));
             tail.end = seq;
             // Later events arrive live to the resumes that use the tail.
             if caught_up {
-                break;
+                return Ok(());
             }
         }
-    }
-    let _ = stream.delete_consumer(&name).await;
-    Ok(tail)
+    };
+    let read: Result<(), crate::reads::ReadError> = read.await;
+    // Not waited for: the tail's waiters need not wait on the JetStream
+    // API too (the consumer expires by itself if this is lost).
+    let stream = stream.clone();
+    tokio::spawn(async move { stream.delete_consumer(&name).await });
+    read
+}
+
+/// `tokio::time::timeout`, its error a read error.
+async fn timeout<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T, crate::reads::ReadError> {
+    tokio::time::timeout(limit, f)
+        .await
+        .map_err(|_| format!("no progress in {limit:?}").into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A history stream behind a JetStream API that takes requests and
+    /// never answers (as one too loaded to answer in time), and a count
+    /// of the requests it got.
+    async fn unanswered(
+        nats: &herald_testing::NatsServer,
+    ) -> (stream::Stream<()>, async_nats::Subscriber) {
+        let client = async_nats::connect(nats.client_url()).await.unwrap();
+        let requests = client.subscribe("stalled.API.>").await.unwrap();
+        herald_core::nats::round_trip(&client).await.unwrap();
+        let js = async_nats::jetstream::with_prefix(client, "stalled.API");
+        (js.get_stream_no_info("T").await.unwrap(), requests)
+    }
+
+    #[tokio::test]
+    async fn resumes_waiting_for_a_read_that_stalls_fail_together_after_a_few_attempts() {
+        let nats = herald_testing::NatsServer::start();
+        let (stream, mut requests) = unanswered(&nats).await;
+        let mut tails = Tails::new(1, Counter::default());
+        tails.stall = Duration::from_millis(200);
+        // Until their steps add up, resumes read alone.
+        for _ in 1..SWEEP_FACTOR {
+            let alone = tails.covering(0, &stream, 100, 200).await;
+            assert!(matches!(alone, Ok(None)));
+        }
+        let resumes = (0..50).map(|_| tails.covering(0, &stream, 100, 200));
+        let started = Instant::now();
+        let outcomes = futures::future::join_all(resumes).await;
+        assert!(outcomes.iter().all(|o| o.is_err()), "none reads alone");
+        let waited = started.elapsed();
+        assert!(waited >= tails.stall * ATTEMPTS, "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+        // One read for all of them, tried ATTEMPTS times.
+        assert_eq!(tails.reads.get(), u64::from(ATTEMPTS));
+        let mut creates = 0;
+        while let Ok(Some(request)) =
+            tokio::time::timeout(Duration::from_millis(100), requests.next()).await
+        {
+            creates += usize::from(request.subject.contains("CONSUMER.CREATE"));
+        }
+        assert_eq!(creates, ATTEMPTS as usize);
+        // The shard is free again: later resumes start a new read.
+        let s = tails.shards[0].lock().unwrap();
+        assert!(s.reading.is_none() && s.tail.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_tail_read_goes_on_from_where_a_failed_attempt_stopped() {
+        let nats = herald_testing::NatsServer::start();
+        let client = async_nats::connect(nats.client_url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let config = stream::Config {
+            name: "T".into(),
+            subjects: vec!["t.>".into()],
+            ..Default::default()
+        };
+        let stream = js.create_stream(config).await.unwrap();
+        for i in 1..=10u64 {
+            let subject = format!("t.{}", i % 3);
+            js.publish(subject, i.to_string().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let stream = js
+            .get_stream_no_info(stream.cached_info().config.name.clone())
+            .await
+            .unwrap();
+        // An earlier attempt got events 3 to 6 of the tail after 2.
+        let mut tail = Tail {
+            start: 2,
+            end: 6,
+            events: HashMap::new(),
+        };
+        let frame = |i: u64| sse::event(None, i.to_string().as_bytes());
+        for i in 3..=6u64 {
+            let subject = format!("t.{}", i % 3);
+            tail.events.entry(subject).or_default().push((i, frame(i)));
+        }
+        read_on(&stream, &mut tail, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(tail.end, 10);
+        for subject in 0..3u64 {
+            let seqs: Vec<u64> = tail
+                .events(&format!("t.{subject}"), 2, 10)
+                .iter()
+                .map(|e| e.0)
+                .collect();
+            let expected: Vec<u64> = (3..=10).filter(|i| i % 3 == subject).collect();
+            assert_eq!(seqs, expected, "t.{subject}: each event once, in order");
+        }
+        assert_eq!(tail.events("t.1", 2, 10)[1].1, frame(7));
+    }
 
     #[test]
     fn a_lone_resume_never_pays_for_a_read() {
