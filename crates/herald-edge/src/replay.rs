@@ -625,4 +625,91 @@ mod tests {
         let seqs: Vec<u64> = got.iter().filter_map(|d| d.position).map(|p| p.1).collect();
         assert!(seqs.ends_with(&[4, 5]) && !seqs.contains(&3), "{seqs:?}");
     }
+
+    #[tokio::test]
+    async fn a_position_evicted_while_a_shared_tail_serves_it_ends_in_a_reset() {
+        let nats = herald_testing::NatsServer::start();
+        let client = async_nats::connect(nats.client_url()).await.unwrap();
+        let js = jetstream::new(client.clone());
+        let config = stream::Config {
+            name: "T".into(),
+            subjects: vec!["t.>".into()],
+            max_messages_per_subject: 5,
+            allow_direct: true,
+            ..Default::default()
+        };
+        js.create_stream(config).await.unwrap();
+        let publish = |i: u64| {
+            let js = js.clone();
+            async move {
+                let ack = js.publish("t.a", i.to_string().into()).await.unwrap();
+                assert_eq!(ack.await.unwrap().sequence, i);
+            }
+        };
+        for i in 1..=5 {
+            publish(i).await;
+        }
+        let mut gets = client.subscribe("$JS.API.DIRECT.GET.>").await.unwrap();
+        herald_core::nats::round_trip(&client).await.unwrap();
+        // The client has event 1 and the subject's newest is 5. The shared
+        // tail was read once 1 to 3 were gone (6 to 8 came): it holds 4 to 8.
+        let tails = Tails::new(1, Counter::default());
+        let held = (4..=8).map(|i| (i, frame(i))).collect();
+        let events = HashMap::from([("t.a".to_owned(), held)]);
+        tails.hold(0, crate::tails::Tail::of(1, 8, events));
+        let step = Step {
+            source: Source {
+                stream: js.get_stream_no_info("T").await.unwrap(),
+                reads: Reads::Direct,
+                stored: "t.a".into(),
+            },
+            shard: 0,
+            key: 7,
+            after: 1,
+            action: Action::Replay { newest: 5 },
+            seeder: None,
+        };
+        // The only slot is taken: the reader checks the position (still
+        // held), then waits before sending the tail's first event.
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.send(reset(0, None, ResetReason::ReplayLimit))
+            .await
+            .unwrap();
+        let out = Out {
+            tx,
+            resets: Counter::default(),
+        };
+        let reading = tokio::spawn(async move {
+            let limits = crate::budget::ReplayLimits {
+                events: 100,
+                bytes: 1 << 20,
+            };
+            run_step(step, &mut Budget::new(limits), &out, Some(&tails))
+                .await
+                .unwrap();
+            out.resets.get()
+        });
+        gets.next().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // Now the eviction the tail saw happens: 1 to 3 go.
+        for i in 6..=8 {
+            publish(i).await;
+        }
+        rx.recv().await.unwrap();
+        let mut got = Vec::new();
+        while let Some(delivery) = rx.recv().await {
+            got.push(delivery);
+        }
+        assert_eq!(reading.await.unwrap(), 1, "one reset");
+        let last = got.pop().unwrap();
+        assert_eq!(
+            last.position,
+            Some((7, 5)),
+            "positioned at the newest event"
+        );
+        assert!(String::from_utf8_lossy(&last.frame).contains("history_expired"));
+        // 2 and 3 were skipped: only the reset after them tells the client so.
+        let seqs: Vec<u64> = got.iter().filter_map(|d| d.position).map(|p| p.1).collect();
+        assert_eq!(seqs, vec![4, 5], "served from the tail, up to the newest");
+    }
 }

@@ -96,6 +96,12 @@ impl Tail {
         &events[from..to.max(from)]
     }
 
+    /// A tail as a read would have found it, for tests elsewhere.
+    #[cfg(test)]
+    pub fn of(start: u64, end: u64, events: HashMap<String, Vec<(u64, Bytes)>>) -> Self {
+        Self { start, end, events }
+    }
+
     fn covers(&self, after: u64) -> bool {
         self.start <= after && after <= self.end
     }
@@ -213,6 +219,13 @@ impl Tails {
             Ok(Outcome::Done(tail)) => Ok(Some(tail.clone()).filter(|t| t.covers(after))),
             _ => Err(TailReadFailed),
         }
+    }
+
+    /// Keeps `tail` as if this edge had just read it.
+    #[cfg(test)]
+    pub fn hold(&self, shard: u16, tail: Tail) {
+        self.shards[usize::from(shard)].lock().unwrap().tail =
+            Some((Instant::now(), Arc::new(tail)));
     }
 
     fn next(&self, shard: u16, after: u64, newest: u64) -> Option<Next> {
