@@ -46,7 +46,29 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  keep_edge_log
   rm -rf "$work"
+}
+# The edge's log outlives a run that went wrong (a Herald figure with
+# errors, retried or lost streams, or the run itself failing): next to the
+# results, its tail printed.
+keep_edge_log() {
+  local log="$work/edge.log"
+  [[ -s "$log" ]] || return 0
+  if [[ -z "${out:-}" || ! -s "$out" ]] || ! herald_went_well "$out"; then
+    local kept="$results/${stamp:-$(date -u +%Y%m%dT%H%M%SZ)}-edge.log"
+    cp "$log" "$kept"
+    echo "edge log kept: $kept; its last lines:" >&2
+    tail -n 20 "$log" >&2
+  fi
+}
+herald_went_well() {
+  python3 - "$1" <<'PY'
+import json, sys
+bad = [r for r in map(json.loads, open(sys.argv[1])) if r["peer"] == "herald"
+       and any(r.get(k) for k in ("errors", "retried", "lost"))]
+sys.exit(1 if bad else 0)
+PY
 }
 trap cleanup EXIT
 wait_port() {
@@ -192,13 +214,13 @@ for a, b in [("Herald ephemeral", "Nchan"), ("Herald persisted", "Nchan"),
 print("(each ramp stops at the first rate that misses; raise RATES / FANOUT_RATES to find a ceiling)")
 
 print()
-print(f"{'reconnect storm':<24}{'clients':>9}{'all open s':>12}{'caught up s':>13}{'errors':>8}{'lost':>7}{'dup':>6}")
+print(f"{'reconnect storm':<24}{'clients':>9}{'all open s':>12}{'caught up s':>13}{'errors':>8}{'retried':>9}{'lost':>7}{'dup':>6}")
 for per_user in (False, True):
     for peer in ("herald", "nchan"):
         for r in of("storm", peer, per_user=per_user):
             label = peer + (", per user" if per_user else ", one topic")
             print(f"{label:<24}{r['clients']:>9}{r['all_open_secs']:>12.2f}{r['all_caught_up_secs']:>13.2f}"
-                  f"{r['errors']:>8}{r['lost']:>7}{r['duplicated']:>6}")
+                  f"{r['errors']:>8}{r.get('retried', 0):>9}{r['lost']:>7}{r['duplicated']:>6}")
 
 for r in of("churn", "herald"):
     print()

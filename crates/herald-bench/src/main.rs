@@ -49,7 +49,7 @@ struct Cli {
 }
 
 /// The system under test, and where it runs.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Target {
     /// Herald, or Nchan (the peer it is compared with).
     #[arg(long, value_enum, default_value = "herald")]

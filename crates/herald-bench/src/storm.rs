@@ -4,9 +4,13 @@
 //! with `--per-user` only their own user stream (each resume is then its
 //! own history read). Measures the time until every stream is open again and until
 //! every client has every missed event, and counts errors, lost and
-//! duplicated events.
+//! duplicated events. After the drop, a client whose stream ends (or fails
+//! to open) before it has caught up comes back as an EventSource would:
+//! after the stream's `retry:` delay (else 1 s), with its last id; such
+//! returns are counted (`retried`).
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +50,7 @@ struct Figures {
     clients: usize,
     reconnected: usize,
     errors: usize,
+    retried: usize,
     all_open_secs: f64,
     all_caught_up_secs: f64,
     missed_per_client: u64,
@@ -65,7 +70,8 @@ type Clients = Arc<Vec<Mutex<Client>>>;
 pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let clients: Clients = Arc::new((0..args.clients).map(|_| Mutex::default()).collect());
     // Connect everyone, let them receive `before` events, then drop them all.
-    let readers = connect(target, args, &clients, Some(256)).await;
+    let retried = Arc::new(AtomicUsize::new(0));
+    let readers = connect(target, args, &clients, Some(256), None).await;
     let failed = readers.iter().filter(|r| r.is_finished()).count();
     anyhow::ensure!(
         failed == 0,
@@ -101,7 +107,7 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
 
     // Everyone back at once, each with its last id.
     let started = Instant::now();
-    let readers = connect(target, args, &clients, None).await;
+    let readers = connect(target, args, &clients, None, Some(retried.clone())).await;
     let caught_up = |c: &Client| c.seen.len() as u64 >= args.missed;
     let (mut all_open, mut errors) = (None, 0);
     let deadline = started + target.timeout;
@@ -144,6 +150,7 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         clients: args.clients,
         reconnected: args.clients - errors,
         errors,
+        retried: retried.load(Ordering::Relaxed),
         all_open_secs: all_open.unwrap_or(all_caught_up).as_secs_f64(),
         all_caught_up_secs: all_caught_up.as_secs_f64(),
         missed_per_client: args.missed,
@@ -151,12 +158,13 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         duplicated,
     };
     eprintln!(
-        "{} of {} back; all streaming after {:.2}s, all caught up after {:.2}s; {} errors, {} lost, {} duplicated",
+        "{} of {} back; all streaming after {:.2}s, all caught up after {:.2}s; {} errors, {} came back again, {} lost, {} duplicated",
         figures.reconnected,
         args.clients,
         figures.all_open_secs,
         figures.all_caught_up_secs,
         errors,
+        figures.retried,
         lost,
         duplicated
     );
@@ -203,48 +211,82 @@ async fn wait_until(timeout: Duration, check: impl Fn() -> bool) {
     }
 }
 
-/// Opens one stream per client, resuming from the client's last id; each
-/// records ids and event numbers. With `at_once`, at most that many connect
-/// together and this returns once all have connected; without, all connect
-/// at the same moment and this returns at once.
+/// Opens one stream per client, resuming from the client's last id;
+/// each records ids and event numbers. With `at_once`, at most that many
+/// connect together and this returns once all have connected; without,
+/// all connect at the same moment and this returns at once. With
+/// `retried`, a client not caught up whose stream ends comes back (and is
+/// counted there).
 async fn connect(
     target: &Target,
     args: &Args,
     clients: &Clients,
     at_once: Option<usize>,
+    retried: Option<Arc<AtomicUsize>>,
 ) -> crate::stream::Readers {
     let limit = at_once.unwrap_or(args.clients).max(1);
     let open = Arc::new(Semaphore::new(limit));
+    let target = Arc::new(target.clone());
     let mut readers = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
-        let last = clients[i].lock().unwrap().last_id.clone();
-        let topic = (!args.per_user).then_some("storm");
-        let request = target.resume_request(&user(i), topic, last.as_deref());
         let source = IpAddr::from([127, 0, 0, 1 + (i % usize::from(args.sources)) as u8]);
-        let (edge, clients) = (target.edge, clients.clone());
+        let (target, clients, retried) = (target.clone(), clients.clone(), retried.clone());
+        let (per_user, missed) = (args.per_user, args.missed);
         // Taken here, not in the task: waiting for all permits below must
         // mean every stream has connected, not that few tasks have started.
-        let permit = open.clone().acquire_owned().await;
+        let mut permit = Some(open.clone().acquire_owned().await);
         readers.push(tokio::spawn(async move {
-            let stream = crate::stream::open(edge, source, &request?).await;
-            drop(permit);
-            let mut stream = stream?;
-            crate::stream::for_each_line(&mut stream, |line| {
-                let mut client = clients[i].lock().unwrap();
-                if let Some(id) = line.strip_prefix(b"id: ") {
-                    client.last_id = Some(String::from_utf8_lossy(id).into_owned());
-                } else if let Some(data) = line.strip_prefix(b"data: ")
-                    && let Some(n) = std::str::from_utf8(data).ok().and_then(|d| d.parse().ok())
-                {
-                    client.seen.push(n);
+            loop {
+                let last = clients[i].lock().unwrap().last_id.clone();
+                let topic = (!per_user).then_some("storm");
+                let request = target.resume_request(&user(i), topic, last.as_deref())?;
+                let stream = crate::stream::open(target.edge, source, &request).await;
+                drop(permit.take());
+                let mut retry_ms = 1000;
+                match (stream, &retried) {
+                    (Ok(mut stream), _) => {
+                        crate::stream::for_each_line(&mut stream, |line| {
+                            let mut client = clients[i].lock().unwrap();
+                            if let Some(id) = line.strip_prefix(b"id: ") {
+                                client.last_id = Some(String::from_utf8_lossy(id).into_owned());
+                            } else if let Some(data) = line.strip_prefix(b"data: ")
+                                && let Some(n) =
+                                    std::str::from_utf8(data).ok().and_then(|d| d.parse().ok())
+                            {
+                                client.seen.push(n);
+                            } else if let Some(ms) = line.strip_prefix(b"retry: ")
+                                && let Some(ms) =
+                                    std::str::from_utf8(ms).ok().and_then(|d| d.parse().ok())
+                            {
+                                retry_ms = ms;
+                            }
+                        })
+                        .await;
+                    }
+                    (Err(e), None) => return Err(e),
+                    (Err(e), Some(_)) => note_refused(i, &e),
                 }
-            })
-            .await;
-            anyhow::Ok(())
+                let Some(retried) = &retried else {
+                    return anyhow::Ok(());
+                };
+                if clients[i].lock().unwrap().seen.len() as u64 >= missed {
+                    return anyhow::Ok(());
+                }
+                retried.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(retry_ms)).await;
+            }
         }));
     }
     if at_once.is_some() {
         let _all = open.acquire_many(limit as u32).await;
     }
     readers
+}
+
+/// The first few refused opens, for the log.
+fn note_refused(client: usize, e: &anyhow::Error) {
+    static NOTED: AtomicUsize = AtomicUsize::new(0);
+    if NOTED.fetch_add(1, Ordering::Relaxed) < 5 {
+        eprintln!("client {client}: {e:#}; coming back");
+    }
 }

@@ -183,6 +183,54 @@ async fn a_topic_audience_resuming_together_reads_history_once() {
 }
 
 #[tokio::test]
+async fn users_resuming_together_share_a_read_of_the_history_tail_and_lose_nothing() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let edge = start_edge(&nats.client_url(), edge_config("edge-1")).await;
+    let mut client = publisher(&publish).await;
+    // Each user's events lie far apart in the history streams, between
+    // everyone else's: single reads step over all of those.
+    const USERS: usize = 400;
+    let names: Vec<String> = (0..USERS).map(|i| format!("storm-{i}")).collect();
+    let users: Vec<&str> = names.iter().map(String::as_str).collect();
+    let opens = users.iter().map(|u| open_as(&edge, u, &[], None));
+    let mut streams = futures::future::join_all(opens).await;
+    publish_to_users(&mut client, &users, "b0").await;
+    let mut ids = Vec::new();
+    for stream in &mut streams {
+        ids.push(stream.next().await.id);
+    }
+    drop(streams);
+    for i in 1..4 {
+        publish_to_users(&mut client, &users, &format!("m{i}")).await;
+    }
+    // All back at once, while one more event arrives live.
+    let everyone = names.clone();
+    let live = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let users: Vec<&str> = everyone.iter().map(String::as_str).collect();
+        publish_to_users(&mut client, &users, "m4").await;
+    });
+    let opens = users
+        .iter()
+        .zip(&ids)
+        .map(|(u, id)| open_as(&edge, u, &[], Some(id)));
+    let mut streams = futures::future::join_all(opens).await;
+    live.await.unwrap();
+    let expected: Vec<String> = (1..5).map(|i| format!("m{i}")).collect();
+    for (user, stream) in users.iter().zip(&mut streams) {
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            got.push(stream.next().await.data);
+        }
+        assert_eq!(got, expected, "{user}");
+    }
+    futures::future::join_all(streams.iter_mut().map(|s| s.assert_silent(QUIET))).await;
+    assert!(edge.metric("herald_edge_history_tail_reads_total").await >= 1.0);
+    assert_eq!(edge.metric("herald_edge_resets_total").await, 0.0);
+}
+
+#[tokio::test]
 async fn streams_resuming_shared_topics_in_opposite_orders_do_not_wait_on_each_other() {
     let nats = NatsServer::start();
     let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;

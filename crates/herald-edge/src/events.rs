@@ -285,14 +285,20 @@ async fn resume(
     }
     let history = &state.config.history;
     let reads = Reads::for_replicas(history.history_replicas);
-    let plan = replay::plan(&state.js, wanted, history.history_shards, reads)
-        .await
-        .map_err(|e| match e {
-            ResumeError::Future { .. } => ApiError::bad_request("invalid_cursor", e),
-            ResumeError::Unavailable(_) => {
-                ApiError::unavailable("history_unavailable", e, 2, RejectReason::Unavailable)
-            }
-        })?;
+    let plan = replay::plan(
+        &state.js,
+        wanted,
+        history.history_shards,
+        reads,
+        &state.tails,
+    )
+    .await
+    .map_err(|e| match e {
+        ResumeError::Future { .. } => ApiError::bad_request("invalid_cursor", e),
+        ResumeError::Unavailable(_) => {
+            ApiError::unavailable("history_unavailable", e, 2, RejectReason::Unavailable)
+        }
+    })?;
     let resets = state.metrics.resets.clone();
     Ok((Replay::start(held, plan, budget, resets), kept))
 }

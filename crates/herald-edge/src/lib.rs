@@ -15,6 +15,7 @@
 //! - [`replay`]: resuming from a `Last-Event-ID` cursor.
 //! - [`budget`]: what one connect may replay.
 //! - [`reads`]: single reads of a subject's history.
+//! - [`tails`]: a history stream's tail, read once for many resumes.
 //! - [`ratelimit`]: per-user connect rate.
 //! - [`sse`]: event-stream framing.
 //! - [`drain`]: the jittered drain.
@@ -39,6 +40,7 @@ pub mod request;
 pub mod server;
 pub mod session;
 pub mod sse;
+pub mod tails;
 
 pub use config::{Args, Config};
 pub use server::Edge;

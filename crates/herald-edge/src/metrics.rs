@@ -120,6 +120,8 @@ pub struct Metrics {
     pub replayed: Counter,
     /// `herald.reset` events: a cursor older than history.
     pub resets: Counter,
+    /// Tails of history read once for many resumes (see `tails`).
+    pub tail_reads: Counter,
     /// From `Publish` accepting an event to this edge handing it to its
     /// streams' queues.
     pub delivery_latency: Histogram,
@@ -141,6 +143,7 @@ impl Default for Metrics {
             resumes: Family::default(),
             replayed: Counter::default(),
             resets: Counter::default(),
+            tail_reads: Counter::default(),
             // 0.25 ms to 8 s.
             delivery_latency: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             sockets: Default::default(),
@@ -188,6 +191,11 @@ impl Metrics {
             "resets",
             "herald.reset events sent: the client's cursor was older than history",
             m.resets.clone(),
+        );
+        r.register(
+            "history_tail_reads",
+            "History stream tails read once for many resuming streams",
+            m.tail_reads.clone(),
         );
         r.register(
             "delivery_latency_seconds",

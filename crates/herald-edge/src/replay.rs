@@ -40,6 +40,7 @@ use crate::fanout::{Delivery, Seeder};
 pub use crate::reads::Reads;
 use crate::reads::{ReadError, Source};
 use crate::sse;
+use crate::tails::Tails;
 
 /// Event type telling a client to refetch its state: its cursor is older
 /// than history, or what it missed is more than one connect replays.
@@ -94,6 +95,7 @@ enum Action {
 #[derive(Debug)]
 struct Step {
     source: Source,
+    shard: u16,
     key: u32,
     /// Last sequence the client has.
     after: u64,
@@ -114,6 +116,8 @@ pub struct Wanted {
 #[derive(Debug, Default)]
 pub struct Plan {
     steps: Vec<Step>,
+    /// Tails read once for many resumes (see `tails`).
+    tails: Option<Tails>,
 }
 
 /// Reads each wanted subject's newest event and checks its position
@@ -124,6 +128,7 @@ pub async fn plan(
     wanted: Vec<Wanted>,
     shards: u16,
     reads: Reads,
+    tails: &Tails,
 ) -> Result<Plan, ResumeError> {
     let mut steps = Vec::new();
     // Each stream's last sequence, read at most once per connect.
@@ -176,13 +181,17 @@ pub async fn plan(
         };
         steps.push(Step {
             source,
+            shard,
             key: key(&subject),
             after,
             action,
             seeder,
         });
     }
-    Ok(Plan { steps })
+    Ok(Plan {
+        steps,
+        tails: Some(tails.clone()),
+    })
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ResumeError {
@@ -274,7 +283,7 @@ impl Reader {
         let task = tokio::spawn(async move {
             let out = Out { tx, resets };
             for step in plan.steps {
-                if let Err(e) = run_step(step, &mut budget, &out).await {
+                if let Err(e) = run_step(step, &mut budget, &out, plan.tails.as_ref()).await {
                     tracing::warn!(error = %e, "replay failed");
                     flag.store(true, Ordering::Release);
                     return;
@@ -313,7 +322,12 @@ impl Out {
 }
 
 /// Replays one subject from history, or resets it.
-async fn run_step(mut step: Step, budget: &mut Budget, out: &Out) -> Result<(), ReadError> {
+async fn run_step(
+    mut step: Step,
+    budget: &mut Budget,
+    out: &Out,
+    tails: Option<&Tails>,
+) -> Result<(), ReadError> {
     let (key, after, source) = (step.key, step.after, &step.source);
     let newest = match step.action {
         Action::Reset => return out.reset(key, None, ResetReason::HistoryExpired).await,
@@ -328,11 +342,44 @@ async fn run_step(mut step: Step, budget: &mut Budget, out: &Out) -> Result<(), 
         return expired().await;
     }
     let mut kept = Kept::new(step.seeder.take());
+    let mut sent = after;
+    // A tail read for many resumes holds the subject's events up to its
+    // end; those after it are read one by one. (Position 0 asks for all
+    // of history: no tail starts there.) If the tail read failed, this
+    // stream ends and its client comes back later.
+    let tail = match tails {
+        Some(tails) if after > 0 => {
+            tails
+                .covering(step.shard, &source.stream, after, newest)
+                .await?
+        }
+        _ => None,
+    };
+    if let Some(tail) = &tail {
+        for (seq, frame) in tail.events(&source.stored, after, newest) {
+            if !budget.has_room() || !budget.take(frame.len()) {
+                return limited().await;
+            }
+            kept.push(*seq, frame);
+            let position = Some((key, *seq));
+            out.send(Delivery {
+                frame: frame.clone(),
+                position,
+            })
+            .await?;
+            sent = *seq;
+        }
+        if newest <= tail.end && sent != newest {
+            // The newest event was gone when the tail was read: so was
+            // the position (history drops oldest first).
+            return expired().await;
+        }
+    }
+    let mut next = tail.map_or(sent, |t| t.end.max(sent)) + 1;
     // One request per event. A consumer would stream them, but costs
     // several API calls to set up (on the meta leader, in a cluster), and
     // most resumes miss only a few events.
-    let mut next = after + 1;
-    loop {
+    while sent < newest {
         if !budget.has_room() {
             return limited().await;
         }
@@ -349,13 +396,12 @@ async fn run_step(mut step: Step, budget: &mut Budget, out: &Out) -> Result<(), 
         kept.push(message.sequence, &frame);
         let position = Some((key, message.sequence));
         out.send(Delivery { frame, position }).await?;
-        if message.sequence == newest {
-            break;
-        }
+        sent = message.sequence;
         next = message.sequence + 1;
     }
     // Had the position been evicted while reading, so could events after
-    // it, between two reads: the client must then refetch.
+    // it, between two reads (or before the tail read them): the client
+    // must then refetch.
     if after > 0 && !source.holds(after).await? {
         return expired().await;
     }
@@ -531,6 +577,7 @@ mod tests {
         // The client has event 1; 2 to 5 are to be replayed.
         let step = Step {
             source,
+            shard: 0,
             key: 7,
             after: 1,
             action: Action::Replay { newest: 5 },
@@ -550,7 +597,7 @@ mod tests {
                 events: 100,
                 bytes: 1 << 20,
             };
-            run_step(step, &mut Budget::new(limits), &out)
+            run_step(step, &mut Budget::new(limits), &out, None)
                 .await
                 .unwrap();
             out.resets.get()
@@ -577,5 +624,92 @@ mod tests {
         assert!(String::from_utf8_lossy(&last.frame).contains("history_expired"));
         let seqs: Vec<u64> = got.iter().filter_map(|d| d.position).map(|p| p.1).collect();
         assert!(seqs.ends_with(&[4, 5]) && !seqs.contains(&3), "{seqs:?}");
+    }
+
+    #[tokio::test]
+    async fn a_position_evicted_while_a_shared_tail_serves_it_ends_in_a_reset() {
+        let nats = herald_testing::NatsServer::start();
+        let client = async_nats::connect(nats.client_url()).await.unwrap();
+        let js = jetstream::new(client.clone());
+        let config = stream::Config {
+            name: "T".into(),
+            subjects: vec!["t.>".into()],
+            max_messages_per_subject: 5,
+            allow_direct: true,
+            ..Default::default()
+        };
+        js.create_stream(config).await.unwrap();
+        let publish = |i: u64| {
+            let js = js.clone();
+            async move {
+                let ack = js.publish("t.a", i.to_string().into()).await.unwrap();
+                assert_eq!(ack.await.unwrap().sequence, i);
+            }
+        };
+        for i in 1..=5 {
+            publish(i).await;
+        }
+        let mut gets = client.subscribe("$JS.API.DIRECT.GET.>").await.unwrap();
+        herald_core::nats::round_trip(&client).await.unwrap();
+        // The client has event 1 and the subject's newest is 5. The shared
+        // tail was read once 1 to 3 were gone (6 to 8 came): it holds 4 to 8.
+        let tails = Tails::new(1, Counter::default());
+        let held = (4..=8).map(|i| (i, frame(i))).collect();
+        let events = HashMap::from([("t.a".to_owned(), held)]);
+        tails.hold(0, crate::tails::Tail::of(1, 8, events));
+        let step = Step {
+            source: Source {
+                stream: js.get_stream_no_info("T").await.unwrap(),
+                reads: Reads::Direct,
+                stored: "t.a".into(),
+            },
+            shard: 0,
+            key: 7,
+            after: 1,
+            action: Action::Replay { newest: 5 },
+            seeder: None,
+        };
+        // The only slot is taken: the reader checks the position (still
+        // held), then waits before sending the tail's first event.
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.send(reset(0, None, ResetReason::ReplayLimit))
+            .await
+            .unwrap();
+        let out = Out {
+            tx,
+            resets: Counter::default(),
+        };
+        let reading = tokio::spawn(async move {
+            let limits = crate::budget::ReplayLimits {
+                events: 100,
+                bytes: 1 << 20,
+            };
+            run_step(step, &mut Budget::new(limits), &out, Some(&tails))
+                .await
+                .unwrap();
+            out.resets.get()
+        });
+        gets.next().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // Now the eviction the tail saw happens: 1 to 3 go.
+        for i in 6..=8 {
+            publish(i).await;
+        }
+        rx.recv().await.unwrap();
+        let mut got = Vec::new();
+        while let Some(delivery) = rx.recv().await {
+            got.push(delivery);
+        }
+        assert_eq!(reading.await.unwrap(), 1, "one reset");
+        let last = got.pop().unwrap();
+        assert_eq!(
+            last.position,
+            Some((7, 5)),
+            "positioned at the newest event"
+        );
+        assert!(String::from_utf8_lossy(&last.frame).contains("history_expired"));
+        // 2 and 3 were skipped: only the reset after them tells the client so.
+        let seqs: Vec<u64> = got.iter().filter_map(|d| d.position).map(|p| p.1).collect();
+        assert_eq!(seqs, vec![4, 5], "served from the tail, up to the newest");
     }
 }

@@ -25,6 +25,7 @@ use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 use crate::presence::Reporter;
 use crate::ratelimit::ConnectLimiter;
+use crate::tails::Tails;
 
 /// Response body type of every edge response.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -49,6 +50,8 @@ pub struct State {
     pub losses: Losses,
     /// History, for resuming from a cursor.
     pub js: async_nats::jetstream::Context,
+    /// History tails read once for many resumes.
+    pub tails: Tails,
     /// Source of connection ids.
     pub next_id: AtomicU64,
 }
@@ -83,6 +86,7 @@ impl Edge {
         );
         let state = State {
             js: async_nats::jetstream::new(nats.clone()),
+            tails: Tails::new(config.history.history_shards, metrics.tail_reads.clone()),
             fanout: Fanout::new(nats, losses.clone(), metrics.clone()),
             losses,
             admission,

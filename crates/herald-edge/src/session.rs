@@ -223,13 +223,14 @@ impl Running {
         true
     }
 
-    /// The last frame: a reconnect hint, spread out while draining so that
-    /// clients do not all come back in the same instant.
+    /// The last frame: a reconnect hint, spread out when many streams end
+    /// together (a drain; a NATS reconnect or history reads failing under
+    /// load) so that their clients do not all come back in the same instant.
     fn finish(&mut self, reason: CloseReason) -> Bytes {
         self.done = true;
         let _ = self.session.signal.close(reason);
         let base = self.session.retry.as_millis() as u64;
-        let retry = if reason == CloseReason::Drain {
+        let retry = if matches!(reason, CloseReason::Drain | CloseReason::ServerError) {
             sse::jittered(base)
         } else {
             base
