@@ -544,8 +544,13 @@ mod tests {
         assert!(kept.seeder.is_none() && kept.read.is_empty());
     }
 
-    #[tokio::test]
-    async fn events_evicted_while_replaying_end_in_a_reset_not_a_gap() {
+    /// A stream `T` keeping 5 events per subject, holding events 1 to 5 of
+    /// `t.a`, and a subscription seeing every direct get made of it.
+    async fn five_events_on_t_a() -> (
+        herald_testing::NatsServer,
+        jetstream::Context,
+        async_nats::Subscriber,
+    ) {
         let nats = herald_testing::NatsServer::start();
         let client = async_nats::connect(nats.client_url()).await.unwrap();
         let js = jetstream::new(client.clone());
@@ -557,18 +562,24 @@ mod tests {
             ..Default::default()
         };
         js.create_stream(config).await.unwrap();
-        let publish = |i: u64| {
-            let js = js.clone();
-            async move {
-                let ack = js.publish("t.a", i.to_string().into()).await.unwrap();
-                assert_eq!(ack.await.unwrap().sequence, i);
-            }
-        };
         for i in 1..=5 {
-            publish(i).await;
+            publish_t_a(&js, i).await;
         }
-        let mut gets = client.subscribe("$JS.API.DIRECT.GET.>").await.unwrap();
+        let gets = client.subscribe("$JS.API.DIRECT.GET.>").await.unwrap();
         herald_core::nats::round_trip(&client).await.unwrap();
+        (nats, js, gets)
+    }
+
+    /// Publishes event `i` to `t.a`, asserting it is the stream's `i`th.
+    async fn publish_t_a(js: &jetstream::Context, i: u64) {
+        let ack = js.publish("t.a", i.to_string().into()).await.unwrap();
+        assert_eq!(ack.await.unwrap().sequence, i);
+    }
+
+    #[tokio::test]
+    async fn events_evicted_while_replaying_end_in_a_reset_not_a_gap() {
+        let (_nats, js, mut gets) = five_events_on_t_a().await;
+        let publish = |i| publish_t_a(&js, i);
         let source = Source {
             stream: js.get_stream_no_info("T").await.unwrap(),
             reads: Reads::Direct,
@@ -628,29 +639,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_position_evicted_while_a_shared_tail_serves_it_ends_in_a_reset() {
-        let nats = herald_testing::NatsServer::start();
-        let client = async_nats::connect(nats.client_url()).await.unwrap();
-        let js = jetstream::new(client.clone());
-        let config = stream::Config {
-            name: "T".into(),
-            subjects: vec!["t.>".into()],
-            max_messages_per_subject: 5,
-            allow_direct: true,
-            ..Default::default()
-        };
-        js.create_stream(config).await.unwrap();
-        let publish = |i: u64| {
-            let js = js.clone();
-            async move {
-                let ack = js.publish("t.a", i.to_string().into()).await.unwrap();
-                assert_eq!(ack.await.unwrap().sequence, i);
-            }
-        };
-        for i in 1..=5 {
-            publish(i).await;
-        }
-        let mut gets = client.subscribe("$JS.API.DIRECT.GET.>").await.unwrap();
-        herald_core::nats::round_trip(&client).await.unwrap();
+        let (_nats, js, mut gets) = five_events_on_t_a().await;
+        let publish = |i| publish_t_a(&js, i);
         // The client has event 1 and the subject's newest is 5. The shared
         // tail was read once 1 to 3 were gone (6 to 8 came): it holds 4 to 8.
         let tails = Tails::new(1, Counter::default());
