@@ -5,13 +5,25 @@
 //!
 //! A user whose bucket has refilled is the same as one never seen, so it is
 //! forgotten: the map holds only users who connected within one refill
-//! period, and is swept when it doubles or a refill period passes.
+//! period, and is swept when it doubles or a refill period passes, on a
+//! connect or, when connects stop after a burst, by [`ConnectLimiter::forget_refilled`]
+//! every refill period (the map's table shrinks with it, so the memory of
+//! a burst of users comes back).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The longest wait or sweep period: a rate so low that its timers would
+/// overflow a `Duration` (`--connect-rate-per-user 1e-300`) uses this.
+const LONGEST: Duration = Duration::from_secs(24 * 3600);
+
+fn capped(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).map_or(LONGEST, |d| d.min(LONGEST))
+}
 
 /// Fewest entries before a sweep is worth it.
 const MIN_SWEEP: usize = 1024;
@@ -26,9 +38,9 @@ pub struct ConnectRate {
 }
 
 impl ConnectRate {
-    /// Time for an empty bucket to fill up.
+    /// Time for an empty bucket to fill up (how often the map is swept).
     fn refill(&self) -> Duration {
-        Duration::from_secs_f64(f64::from(self.burst) / self.per_second)
+        capped(f64::from(self.burst) / self.per_second)
     }
 }
 
@@ -88,8 +100,7 @@ impl ConnectLimiter {
             None => full,
         };
         if tokens < 1.0 {
-            let wait = (1.0 - tokens) / self.rate.per_second;
-            return Err(Duration::from_secs_f64(wait));
+            return Err(capped((1.0 - tokens) / self.rate.per_second));
         }
         let bucket = Bucket {
             tokens: tokens - 1.0,
@@ -105,8 +116,28 @@ impl ConnectLimiter {
         buckets
             .users
             .retain(|_, bucket| bucket.refilled(&self.rate, now) < full);
+        // A table four times larger than needed is a burst's, gone.
+        if buckets.users.capacity() > 4 * buckets.users.len().max(MIN_SWEEP) {
+            buckets.users.shrink_to(2 * buckets.users.len());
+        }
         buckets.sweep_at = (2 * buckets.users.len()).max(MIN_SWEEP);
         buckets.sweep_by = now + self.rate.refill();
+    }
+
+    /// Sweeps every refill period until `stop`, so that users are forgotten
+    /// even when no connect comes to trigger it.
+    pub async fn forget_refilled(&self, stop: CancellationToken) {
+        let mut every = tokio::time::interval(self.rate.refill());
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {
+                    let mut buckets = self.buckets.lock().unwrap();
+                    self.sweep(&mut buckets, Instant::now());
+                }
+            }
+        }
     }
 
     /// Users currently remembered.
@@ -187,5 +218,40 @@ mod tests {
             tokio::time::advance(Duration::from_millis(1)).await;
         }
         assert!(limiter.remembered() <= 2 * 4000, "{}", limiter.remembered());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_absurdly_low_rate_limits_without_overflowing_its_timers() {
+        let limiter = limiter(1e-300, 2);
+        limiter.check("alice").unwrap();
+        limiter.check("alice").unwrap();
+        assert_eq!(limiter.check("alice").unwrap_err(), LONGEST);
+        tokio::time::advance(LONGEST).await;
+        assert!(limiter.check("alice").is_err());
+        limiter.check("bob").unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_users_is_forgotten_without_another_connect() {
+        let limiter = std::sync::Arc::new(limiter(1.0, 4));
+        let stop = CancellationToken::new();
+        let forgetting = tokio::spawn({
+            let limiter = limiter.clone();
+            let stop = stop.clone();
+            async move { limiter.forget_refilled(stop).await }
+        });
+        for i in 0..50_000 {
+            limiter.check(&format!("user{i}")).unwrap();
+        }
+        let grown = limiter.buckets.lock().unwrap().users.capacity();
+        assert!(grown >= 50_000, "{grown}");
+        // No connect comes; two refill periods later all are forgotten and
+        // the table is small again.
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert_eq!(limiter.remembered(), 0);
+        let capacity = limiter.buckets.lock().unwrap().users.capacity();
+        assert!(capacity <= 2 * MIN_SWEEP, "{capacity}");
+        stop.cancel();
+        forgetting.await.unwrap();
     }
 }

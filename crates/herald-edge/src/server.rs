@@ -125,6 +125,11 @@ impl Edge {
                 None
             }
         };
+        let forgetting = tokio::spawn({
+            let state = self.state.clone();
+            let stop = stop_reporting.clone();
+            async move { state.connects.forget_refilled(stop).await }
+        });
         let http = Http::auto(&listener);
         let tls = self.state.config.tls.as_ref();
         let tls = tls.map(|tls| tls.start(stop_reporting.clone()));
@@ -164,6 +169,7 @@ impl Edge {
         if let Some(task) = reporting {
             let _ = task.await;
         }
+        let _ = forgetting.await;
         tracing::info!("drained");
     }
 

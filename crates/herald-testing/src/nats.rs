@@ -244,8 +244,10 @@ impl NatsCluster {
         cluster
     }
 
-    /// Waits until every node knows the JetStream meta leader, so streams
-    /// can be created.
+    /// Waits until every node knows the JetStream meta leader and the
+    /// leader sees every other node as a current peer, so replicated
+    /// streams can be placed (before that, creating an R3 stream may fail
+    /// with "no suitable peers for placement").
     pub async fn wait_for_jetstream(&self) {
         for node in &self.nodes {
             crate::eventually(
@@ -259,6 +261,24 @@ impl NatsCluster {
             )
             .await;
         }
+        let peers = self.nodes.len() - 1;
+        crate::eventually(
+            Duration::from_secs(30),
+            "every node a current JetStream peer",
+            || async {
+                for node in &self.nodes {
+                    let meta = &node.monitor("/jsz").await["meta_cluster"];
+                    if meta["leader"].as_str() != Some(node.name.as_str()) {
+                        continue;
+                    }
+                    let replicas = meta["replicas"].as_array()?;
+                    let current = replicas.iter().filter(|r| r["current"] == true);
+                    return (current.count() == peers).then_some(());
+                }
+                None
+            },
+        )
+        .await;
     }
 
     /// Waits until every node routes to every other node.
