@@ -231,10 +231,7 @@ impl Drop for ServiceProcess {
 
 /// A loopback address with a port free a moment ago.
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    herald_testing::process::free_addr()
 }
 
 /// herald-edge as its own process.

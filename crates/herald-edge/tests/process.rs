@@ -1,7 +1,6 @@
 //! The herald-edge binary as operators run it: misconfiguration exits with
 //! one line and code 2; SIGTERM drains.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -12,11 +11,7 @@ use herald_testing::{NatsServer, eventually};
 const SECRET: &str = "process-test-secret-0123456789-abcdef";
 
 fn free_addr() -> String {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
+    herald_testing::process::free_addr().to_string()
 }
 
 fn edge(args: &[&str]) -> Command {

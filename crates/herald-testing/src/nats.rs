@@ -365,7 +365,7 @@ async fn route_peers(node: &NatsServer) -> HashSet<String> {
 
 /// A free port below Linux's ephemeral range (32768+), so that no outgoing
 /// connection can take it while a server is down for a restart.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     loop {
         let port = fastrand::u16(15_000..32_000);
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {

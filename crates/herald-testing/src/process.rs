@@ -11,12 +11,10 @@ use std::time::Duration;
 
 use crate::eventually;
 
-/// A loopback address with a port free a moment ago.
+/// A loopback address with a port free a moment ago, below the ephemeral
+/// range: no test's outgoing connection can take it meanwhile.
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], crate::nats::free_port()))
 }
 
 /// Runs `binary` to its end with only `args` and `envs` (no inherited
