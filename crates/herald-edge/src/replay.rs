@@ -576,6 +576,20 @@ mod tests {
         assert_eq!(ack.await.unwrap().sequence, i);
     }
 
+    /// An output whose only slot is taken, so a reader waits before
+    /// sending its first delivery.
+    async fn one_slot_taken() -> (Out, mpsc::Receiver<Delivery>) {
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(reset(0, None, ResetReason::ReplayLimit))
+            .await
+            .unwrap();
+        let out = Out {
+            tx,
+            resets: Counter::default(),
+        };
+        (out, rx)
+    }
+
     #[tokio::test]
     async fn events_evicted_while_replaying_end_in_a_reset_not_a_gap() {
         let (_nats, js, mut gets) = five_events_on_t_a().await;
@@ -595,14 +609,7 @@ mod tests {
             seeder: None,
         };
         // The only slot is taken: the reader waits before sending event 2.
-        let (tx, mut rx) = mpsc::channel(1);
-        tx.send(reset(0, None, ResetReason::ReplayLimit))
-            .await
-            .unwrap();
-        let out = Out {
-            tx,
-            resets: Counter::default(),
-        };
+        let (out, mut rx) = one_slot_taken().await;
         let reading = tokio::spawn(async move {
             let limits = crate::budget::ReplayLimits {
                 events: 100,
@@ -661,14 +668,7 @@ mod tests {
         };
         // The only slot is taken: the reader checks the position (still
         // held), then waits before sending the tail's first event.
-        let (tx, mut rx) = mpsc::channel(1);
-        tx.send(reset(0, None, ResetReason::ReplayLimit))
-            .await
-            .unwrap();
-        let out = Out {
-            tx,
-            resets: Counter::default(),
-        };
+        let (out, mut rx) = one_slot_taken().await;
         let reading = tokio::spawn(async move {
             let limits = crate::budget::ReplayLimits {
                 events: 100,
