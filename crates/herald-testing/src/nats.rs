@@ -244,10 +244,11 @@ impl NatsCluster {
         cluster
     }
 
-    /// Waits until every node knows the JetStream meta leader and the
-    /// leader sees every other node as a current peer, so replicated
-    /// streams can be placed (before that, creating an R3 stream may fail
-    /// with "no suitable peers for placement").
+    /// Waits until every node knows the JetStream meta leader and a stream
+    /// replicated on every node can be placed (before that, creating an R3
+    /// stream may fail with "no suitable peers for placement"). A probe
+    /// stream is the one reliable sign: the leader's per-peer `current`
+    /// flag can stay false in an idle meta group.
     pub async fn wait_for_jetstream(&self) {
         for node in &self.nodes {
             crate::eventually(
@@ -261,24 +262,25 @@ impl NatsCluster {
             )
             .await;
         }
-        let peers = self.nodes.len() - 1;
+        let client = async_nats::connect(self.nodes[0].client_url())
+            .await
+            .expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let probe = async_nats::jetstream::stream::Config {
+            name: "HERALD_TESTING_PLACEMENT_PROBE".to_owned(),
+            num_replicas: self.nodes.len(),
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        };
         crate::eventually(
             Duration::from_secs(30),
-            "every node a current JetStream peer",
-            || async {
-                for node in &self.nodes {
-                    let meta = &node.monitor("/jsz").await["meta_cluster"];
-                    if meta["leader"].as_str() != Some(node.name.as_str()) {
-                        continue;
-                    }
-                    let replicas = meta["replicas"].as_array()?;
-                    let current = replicas.iter().filter(|r| r["current"] == true);
-                    return (current.count() == peers).then_some(());
-                }
-                None
-            },
+            "a stream placed on every node",
+            || async { js.create_stream(probe.clone()).await.ok().map(drop) },
         )
         .await;
+        js.delete_stream(&probe.name)
+            .await
+            .expect("delete the probe");
     }
 
     /// Waits until every node routes to every other node.
