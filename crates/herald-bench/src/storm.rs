@@ -106,6 +106,7 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     publisher.flush().await?;
 
     // Everyone back at once, each with its last id.
+    eprintln!("reconnecting {} clients", args.clients);
     let started = Instant::now();
     let readers = connect(target, args, &clients, None, Some(retried.clone())).await;
     let caught_up = |c: &Client| c.seen.len() as u64 >= args.missed;

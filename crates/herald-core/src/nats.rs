@@ -302,6 +302,73 @@ pub async fn round_trip(client: &async_nats::Client) -> Result<(), async_nats::R
     }
 }
 
+/// Round trips shared by everyone who asks while one is under way: each
+/// caller is answered by the first round trip that starts after it asked,
+/// so a burst of new subscriptions (an edge's audience coming back at
+/// once) waits for a few pings instead of sending one each.
+#[derive(Clone)]
+pub struct SharedRoundTrips {
+    client: async_nats::Client,
+    batch: std::sync::Arc<std::sync::Mutex<Batch>>,
+}
+
+/// Why a shared round trip failed (the same error for the whole batch).
+pub type RoundTripError = std::sync::Arc<async_nats::RequestError>;
+
+#[derive(Default)]
+struct Batch {
+    /// Whether a task is sending round trips for the waiters.
+    running: bool,
+    waiters: Vec<tokio::sync::oneshot::Sender<Result<(), RoundTripError>>>,
+}
+
+impl SharedRoundTrips {
+    pub fn new(client: async_nats::Client) -> Self {
+        Self {
+            client,
+            batch: Default::default(),
+        }
+    }
+
+    /// Like [`round_trip`]: once this returns, the server has processed
+    /// everything this client sent before the call.
+    pub async fn wait(&self) -> Result<(), RoundTripError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut batch = self.batch.lock().unwrap();
+            batch.waiters.push(tx);
+            !std::mem::replace(&mut batch.running, true)
+        };
+        if start {
+            tokio::spawn(self.clone().send_while_asked());
+        }
+        // A dropped sender: the runtime is shutting down.
+        rx.await.unwrap_or_else(|_| {
+            Err(std::sync::Arc::new(
+                async_nats::RequestErrorKind::Other.into(),
+            ))
+        })
+    }
+
+    async fn send_while_asked(self) {
+        loop {
+            let waiters = {
+                let mut batch = self.batch.lock().unwrap();
+                if batch.waiters.is_empty() {
+                    batch.running = false;
+                    return;
+                }
+                std::mem::take(&mut batch.waiters)
+            };
+            // Everything the waiters sent was queued before this request.
+            let result = round_trip(&self.client).await.map_err(std::sync::Arc::new);
+            for waiter in waiters {
+                let _ = waiter.send(result.clone());
+            }
+        }
+    }
+}
+
 /// Makes `client`'s connection visible on `/metrics`, read at each
 /// scrape: `herald_nats_connected` (1 or 0), `herald_nats_connects_total`
 /// (the first connection, then each reconnect) and messages in and out.
@@ -375,6 +442,48 @@ mod tests {
             nats_password: Some(Password::new(password)),
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn shared_round_trips_cover_every_subscription_made_before_asking() {
+        let server = herald_testing::NatsServer::start();
+        let client = async_nats::connect(server.client_url()).await.unwrap();
+        let publisher = async_nats::connect(server.client_url()).await.unwrap();
+        // Answer the pings, counting them (nobody answers them in production).
+        let mut pings = client.subscribe("_herald.ping.>").await.unwrap();
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let answering = tokio::spawn({
+            let (client, answered) = (client.clone(), answered.clone());
+            async move {
+                while let Some(ping) = futures::StreamExt::next(&mut pings).await {
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let reply = ping.reply.unwrap();
+                    client.publish(reply, bytes::Bytes::new()).await.unwrap();
+                }
+            }
+        });
+        let shared = SharedRoundTrips::new(client.clone());
+        let waits = (0..300).map(|i| {
+            let (client, shared, publisher) = (client.clone(), shared.clone(), publisher.clone());
+            tokio::spawn(async move {
+                let subject = format!("shared.{i}");
+                let mut subscription = client.subscribe(subject.clone()).await.unwrap();
+                shared.wait().await.unwrap();
+                // The server has the interest now: a publish right away arrives.
+                publisher.publish(subject, "x".into()).await.unwrap();
+                let got = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    futures::StreamExt::next(&mut subscription),
+                );
+                assert!(got.await.unwrap().is_some());
+            })
+        });
+        for wait in futures::future::join_all(waits).await {
+            wait.unwrap();
+        }
+        answering.abort();
+        let pings = answered.load(std::sync::atomic::Ordering::Relaxed);
+        assert!((1..300).contains(&pings), "{pings} pings for 300 waits");
     }
 
     #[test]

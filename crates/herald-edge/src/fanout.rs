@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use herald_core::envelope::Envelope;
 use herald_core::history::SEQUENCE_HEADER;
-use herald_core::nats::Losses;
+use herald_core::nats::{Losses, SharedRoundTrips};
 use herald_core::subject::TOPIC_PREFIX;
 use herald_core::telemetry;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -129,6 +129,8 @@ struct Entry {
 /// The registry of subjects followed on this node.
 pub struct Fanout {
     nats: async_nats::Client,
+    /// New subscriptions wait for these before their streams open.
+    round_trips: SharedRoundTrips,
     losses: Losses,
     subjects: Mutex<HashMap<String, Entry>>,
     metrics: Metrics,
@@ -137,6 +139,7 @@ pub struct Fanout {
 impl Fanout {
     pub fn new(nats: async_nats::Client, losses: Losses, metrics: Metrics) -> Arc<Self> {
         Arc::new(Self {
+            round_trips: SharedRoundTrips::new(nats.clone()),
             nats,
             losses,
             subjects: Mutex::new(HashMap::new()),
@@ -227,6 +230,7 @@ impl Fanout {
             subject: subject.to_owned(),
             key: herald_core::cursor::key(subject),
             nats: self.nats.clone(),
+            round_trips: self.round_trips.clone(),
             commands: commands.downgrade(),
             inbox,
             members: HashMap::new(),
@@ -276,6 +280,7 @@ struct SubjectTask {
     /// The subject's cursor key.
     key: u32,
     nats: async_nats::Client,
+    round_trips: SharedRoundTrips,
     /// Handed to seeders. Weak, or the task would keep its own inbox open
     /// and never end.
     commands: mpsc::WeakUnboundedSender<Command>,
@@ -295,7 +300,7 @@ impl SubjectTask {
         let subscribed = self.nats.subscribe(self.subject.clone()).await;
         // The server must have our interest before the client hears that
         // its stream is open, or an event published meanwhile is missed.
-        let flushed = herald_core::nats::round_trip(&self.nats).await;
+        let flushed = self.round_trips.wait().await;
         let mut subscription = match (subscribed, flushed) {
             (Ok(s), Ok(())) => s,
             (Err(e), _) => return self.fail(&ready, &e),

@@ -16,8 +16,9 @@
 //! whatever the positions: per followed subject one read of its newest
 //! event (and per history stream one of its info, for positions above a
 //! subject's newest event); per subject replayed from history one read
-//! that the position is held, one per event, and one that the position
-//! was not evicted meanwhile (else events could have been skipped). Events
+//! that the position is held (none when a shared tail read saw it), one
+//! per event (or a share of a tail read), and one that the position was
+//! not evicted meanwhile (else events could have been skipped). Events
 //! and bytes are capped by the budget: a subject whose events do not all
 //! fit, or whose position history no longer holds, gets one `herald.reset`
 //! positioned at its newest event, so that the next resume starts there.
@@ -338,11 +339,6 @@ async fn run_step(
     if !budget.has_room() {
         return limited().await;
     }
-    if after > 0 && !source.holds(after).await? {
-        return expired().await;
-    }
-    let mut kept = Kept::new(step.seeder.take());
-    let mut sent = after;
     // A tail read for many resumes holds the subject's events up to its
     // end; those after it are read one by one. (Position 0 asks for all
     // of history: no tail starts there.) If the tail read failed, this
@@ -355,6 +351,16 @@ async fn run_step(
         }
         _ => None,
     };
+    // The position must be held before reading on from it; a tail that
+    // read the client's own event shows that without asking.
+    let seen = tail
+        .as_ref()
+        .is_some_and(|t| t.holds(&source.stored, after));
+    if after > 0 && !seen && !source.holds(after).await? {
+        return expired().await;
+    }
+    let mut kept = Kept::new(step.seeder.take());
+    let mut sent = after;
     if let Some(tail) = &tail {
         for (seq, frame) in tail.events(&source.stored, after, newest) {
             if !budget.has_room() || !budget.take(frame.len()) {

@@ -96,6 +96,13 @@ impl Tail {
         &events[from..to.max(from)]
     }
 
+    /// Whether the read found the subject's event `seq` (it was held then).
+    pub fn holds(&self, stored: &str, seq: u64) -> bool {
+        self.events
+            .get(stored)
+            .is_some_and(|events| events.binary_search_by_key(&seq, |&(s, _)| s).is_ok())
+    }
+
     /// A tail as a read would have found it, for tests elsewhere.
     #[cfg(test)]
     pub fn of(start: u64, end: u64, events: HashMap<String, Vec<(u64, Bytes)>>) -> Self {
@@ -458,6 +465,28 @@ mod tests {
             assert_eq!(seqs, expected, "t.{subject}: each event once, in order");
         }
         assert_eq!(tail.events("t.1", 2, 10)[1].1, frame(7));
+    }
+
+    #[test]
+    fn a_tail_knows_which_positions_it_saw() {
+        let frame = Bytes::from_static(b"data: x\n\n");
+        let events = HashMap::from([(
+            "herald.h.0.u.a".to_owned(),
+            vec![(11, frame.clone()), (14, frame.clone()), (20, frame)],
+        )]);
+        let tail = Tail::of(10, 20, events);
+        assert!(tail.holds("herald.h.0.u.a", 14));
+        // Another subject's sequence, a sequence at the start (not read),
+        // and a subject the tail never saw.
+        assert!(!tail.holds("herald.h.0.u.a", 12));
+        assert!(!tail.holds("herald.h.0.u.a", 10));
+        assert!(!tail.holds("herald.h.0.u.b", 14));
+        let after_14: Vec<u64> = tail
+            .events("herald.h.0.u.a", 14, 20)
+            .iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(after_14, [20]);
     }
 
     #[test]
