@@ -8,11 +8,14 @@
 #
 #   CONNECTIONS=10000 FANOUT_RATES=5,10,20,50,100,200,400 bench/run.sh
 #   SCENARIOS="idle storm" bench/run.sh      # only some scenarios
+#   SCENARIOS=idle IDLE_SECS=60 bench/run.sh # idle CPU over four heartbeats
 #   SCENARIOS=churn CHURN_SECS=180 bench/run.sh   # memory under churn and after
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
 IDLE_CONNECTIONS="${IDLE_CONNECTIONS:-15000}"
+# Seconds the idle streams are held while CPU is measured (heartbeats every 15 s).
+IDLE_SECS="${IDLE_SECS:-20}"
 CONNECTIONS="${CONNECTIONS:-10000}"
 FANOUT_RATES="${FANOUT_RATES:-5,10,20,50,100,200,400}"
 USERS="${USERS:-15000}"
@@ -119,7 +122,7 @@ nchan=(--edge 127.0.0.1:28080 --publish http://127.0.0.1:28080)
 # shellcheck disable=SC2206
 nginx_pid_args=($nginx_pids)
 if want idle; then
-  idle=(--connections "$IDLE_CONNECTIONS" --sources "$SOURCES" --idle-only)
+  idle=(--connections "$IDLE_CONNECTIONS" --sources "$SOURCES" --idle-only --idle-secs "$IDLE_SECS")
   run herald "${herald[@]}" fanout --pid "$edge_pid" "${idle[@]}"
   run nchan "${nchan[@]}" fanout "${nginx_pid_args[@]}" "${idle[@]}"
 fi

@@ -22,6 +22,25 @@ use herald_core::nats::Losses;
 /// At most this many queued events are written in one frame.
 const MAX_BATCH: u64 = 64;
 
+/// Heartbeats fall on this grid (with an interval that is a multiple of
+/// it), so that the runtime wakes a few times a second to write many
+/// streams' heartbeats, not once per stream: an idle node's CPU goes to
+/// waking its workers more than to writing.
+const HEARTBEAT_GRID: Duration = Duration::from_secs(1);
+
+/// The first point of the heartbeat grid at or after `at`.
+fn on_grid(at: Instant) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    // A runtime whose clock is behind the epoch (paused time in tests).
+    let Some(since) = at.checked_duration_since(epoch) else {
+        return at;
+    };
+    let grid = HEARTBEAT_GRID.as_nanos();
+    let steps = since.as_nanos().div_ceil(grid);
+    epoch + Duration::from_nanos((steps * grid) as u64)
+}
+
 /// Lets others close a stream: the fan-out (slow consumer) or the stream itself.
 #[derive(Debug)]
 pub struct Signal {
@@ -121,9 +140,10 @@ impl Session {
         self.guard.opened = true;
         self.metrics.connects.inc();
         self.metrics.connections.inc();
-        let mut heartbeat =
-            tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let first = on_grid(Instant::now() + self.heartbeat);
+        let mut heartbeat = tokio::time::interval_at(first, self.heartbeat);
+        // Skipping (not delaying) a late tick keeps the stream on the grid.
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let running = Running {
             drain_turn: self.drain.turn(),
             session: self,
@@ -241,4 +261,27 @@ impl Running {
 
 async fn recv_replay(replay: &mut Option<Replay>) -> Option<Delivery> {
     replay.as_mut()?.next().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_start_on_the_grid_within_one_step() {
+        on_grid(Instant::now()); // sets the grid's epoch
+        let now = Instant::now();
+        for offset_ms in [0, 1, 249, 250, 251, 14_999, 15_000] {
+            let at = now + Duration::from_millis(offset_ms);
+            let first = on_grid(at);
+            assert!(first >= at && first - at < HEARTBEAT_GRID, "{offset_ms}");
+            // Every stream's first heartbeat is on the same grid.
+            let apart = first - on_grid(now);
+            assert_eq!(
+                apart.as_nanos() % HEARTBEAT_GRID.as_nanos(),
+                0,
+                "{offset_ms}"
+            );
+        }
+    }
 }
