@@ -9,7 +9,6 @@ use herald_core::subject::{Topic, UserId};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::AdmitError;
@@ -137,7 +136,7 @@ async fn open<B>(
     let mut losses = state.losses.clone();
     losses.mark_unchanged();
     let signal = Signal::new(transport);
-    let (queue, inbox) = mpsc::channel(state.config.queue_capacity);
+    let (queue, inbox) = crate::queue::bounded(state.config.queue_capacity);
     let mut guard = Guard {
         id: state.next_id.fetch_add(1, Ordering::Relaxed),
         subjects: Vec::with_capacity(1 + topics.len()),

@@ -25,6 +25,7 @@ use herald_core::telemetry;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::{CloseReason, Metrics};
+use crate::queue::{self, TrySendError};
 use crate::recent::Recent;
 use crate::session::Signal;
 use crate::sse;
@@ -48,7 +49,7 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub struct Member {
     /// Bounded: when full, the stream is closed as a slow consumer.
-    pub queue: mpsc::Sender<Delivery>,
+    pub queue: queue::Sender<Delivery>,
     pub signal: Arc<Signal>,
 }
 
@@ -255,7 +256,7 @@ impl Fanout {
 pub fn hand_out(members: &mut HashMap<ConnId, Member>, delivery: &Delivery, metrics: &Metrics) {
     members.retain(|_, member| match member.queue.try_send(delivery.clone()) {
         Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Err(TrySendError::Full) => {
             // Counted here, at once: an HTTP/2 stream that stopped reading
             // ends only when its client reads it again or the connection
             // closes (HTTP/1.1 ones are dropped now).
@@ -264,7 +265,7 @@ pub fn hand_out(members: &mut HashMap<ConnId, Member>, delivery: &Delivery, metr
             }
             false
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(TrySendError::Closed) => false,
     });
 }
 

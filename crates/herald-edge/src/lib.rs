@@ -11,6 +11,7 @@
 //! - [`admission`]: per-node and per-user connection limits, and the counts presence reports.
 //! - [`presence`]: reports this node's connections to the presence service.
 //! - [`fanout`]: one NATS subscription per subject, shared by local streams.
+//! - [`queue`]: a stream's event queue, empty of memory while idle.
 //! - [`session`]: one stream's body: events with ids, heartbeats, expiry, close.
 //! - [`replay`]: resuming from a `Last-Event-ID` cursor.
 //! - [`budget`]: what one connect may replay.
@@ -32,6 +33,7 @@ pub mod events;
 pub mod fanout;
 pub mod metrics;
 pub mod presence;
+pub mod queue;
 pub mod ratelimit;
 pub mod reads;
 pub mod recent;

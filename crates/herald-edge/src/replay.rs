@@ -471,7 +471,7 @@ mod tests {
         let (_, losses) = tokio::sync::watch::channel(0);
         let fanout = Fanout::new(client, losses, Metrics::default());
         for id in 0..2 {
-            let (queue, _) = mpsc::channel(8);
+            let (queue, _) = crate::queue::bounded(8);
             let signal = Signal::new(None);
             fanout
                 .join(SUBJECT, id, Member { queue, signal })

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +13,7 @@ use crate::admission::Permit;
 use crate::drain::Drain;
 use crate::fanout::{ConnId, Delivery, Fanout};
 use crate::metrics::{CloseReason, Metrics};
+use crate::queue;
 use crate::replay::Replay;
 use crate::sse;
 use herald_core::cursor::Cursor;
@@ -110,7 +110,7 @@ impl Drop for Guard {
 
 /// Everything a stream needs while it runs.
 pub struct Session {
-    pub queue: mpsc::Receiver<Delivery>,
+    pub queue: queue::Receiver<Delivery>,
     /// Missed events to send before the live queue, when resuming.
     pub replay: Option<Replay>,
     /// Where the client is: updated with every persisted event sent.
@@ -213,7 +213,7 @@ impl Running {
         while taken < MAX_BATCH {
             let next = match &mut self.session.replay {
                 Some(replay) => replay.try_next(),
-                None => self.session.queue.try_recv().ok(),
+                None => self.session.queue.try_recv(),
             };
             let Some(next) = next else { break };
             sent += u64::from(self.write(&mut buf, next));
