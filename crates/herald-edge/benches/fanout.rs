@@ -8,16 +8,16 @@ use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use herald_edge::fanout::{ConnId, Delivery, Member, hand_out};
 use herald_edge::metrics::Metrics;
+use herald_edge::queue::{self, Receiver};
 use herald_edge::session::Signal;
 use herald_edge::sse;
-use tokio::sync::mpsc;
 
 /// An audience of `size` streams, each with its queue's receiving end.
-fn audience(size: usize) -> (HashMap<ConnId, Member>, Vec<mpsc::Receiver<Delivery>>) {
+fn audience(size: usize) -> (HashMap<ConnId, Member>, Vec<Receiver<Delivery>>) {
     let mut members = HashMap::with_capacity(size);
     let mut queues = Vec::with_capacity(size);
     for id in 0..size as ConnId {
-        let (queue, inbox) = mpsc::channel(64);
+        let (queue, inbox) = queue::bounded(64);
         members.insert(
             id,
             Member {
