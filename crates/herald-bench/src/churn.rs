@@ -39,8 +39,10 @@ pub struct Args {
     /// Seconds between memory samples.
     #[arg(long, default_value_t = 5)]
     sample_secs: u64,
-    /// Seconds to wait after the last stream closed before the last sample.
-    #[arg(long, default_value_t = 15)]
+    /// Seconds to wait after the last stream closed before the last
+    /// sample: the edge counts its allocator's free memory every 30 s
+    /// while resident memory stays put (herald-core `memory.rs`).
+    #[arg(long, default_value_t = 40)]
     settle_secs: u64,
 }
 
