@@ -189,15 +189,15 @@ impl Edge {
     ) {
         let state = self.state.clone();
         let transport = CancellationToken::new();
-        let kill = transport.clone();
         match tls {
             // Plain HTTP/1.1 streams skip hyper (see `plain`).
             None => {
-                let connection =
+                let serving =
                     crate::plain::serve(accepted, state, http.clone(), transport, close.clone());
-                tokio::spawn(until_killed(connection, kill));
+                tokio::spawn(serving);
             }
             Some(tls) => {
+                let kill = transport.clone();
                 let service = service(state, transport);
                 let connection =
                     http.serve_connection(accepted, Some(tls.clone()), service, close.clone());
@@ -228,7 +228,7 @@ pub fn service(
 
 /// Runs a connection until it ends, or until `kill` (a slow consumer on
 /// HTTP/1.1) drops it.
-async fn until_killed(connection: impl Future<Output = ()>, kill: CancellationToken) {
+pub(crate) async fn until_killed(connection: impl Future<Output = ()>, kill: CancellationToken) {
     tokio::select! {
         _ = connection => {}
         _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer)"),
