@@ -163,6 +163,30 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Untrusted bytes never panic the reader, and only a whole
+        /// stream request with nothing after it is the edge's.
+        #[test]
+        fn any_bytes_are_classified(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Parsed::Stream(req) = parse(&bytes) {
+                proptest::prop_assert_eq!(req.uri().path(), "/v1/events");
+                proptest::prop_assert!(bytes.ends_with(b"\r\n\r\n"));
+            }
+        }
+
+        /// A stream request split anywhere waits for the rest, then is
+        /// the edge's: heads arrive in pieces.
+        #[test]
+        fn every_prefix_of_a_stream_head_is_partial(token in "[A-Za-z0-9._-]{0,300}", query in "[a-z=&]{0,40}") {
+            let head = format!("GET /v1/events?{query} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+            let bytes = head.as_bytes();
+            for cut in 0..bytes.len() {
+                proptest::prop_assert!(matches!(parse(&bytes[..cut]), Parsed::Partial), "cut at {}", cut);
+            }
+            proptest::prop_assert!(matches!(parse(bytes), Parsed::Stream(_)));
+        }
+    }
+
     #[test]
     fn a_half_head_waits_for_more() {
         assert!(matches!(
