@@ -13,6 +13,7 @@
 //! - [`presence`]: who is connected where, over NATS.
 //! - [`api_token`]: the bearer token of the internal gRPC APIs.
 //! - [`listener`]: every port's accept loop, socket cap and header deadline.
+//! - [`prefixed`]: a socket whose first bytes were already read.
 //! - [`serve`]: HTTP and gRPC connections driven within those bounds.
 //! - [`activity`]: a connection's requests in flight, for its idle timeout.
 //! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` port.
@@ -30,6 +31,7 @@ pub mod listener;
 pub mod memory;
 pub mod nats;
 pub mod offline;
+pub mod prefixed;
 pub mod presence;
 pub mod serve;
 pub mod service;

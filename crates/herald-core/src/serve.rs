@@ -19,6 +19,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -31,7 +32,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::{Activity, Tracked};
-use crate::listener::{Accepted, Listener, MAX_HEAD, Shared};
+use crate::listener::{Accepted, Listener, MAX_HEAD, Shared, Slot};
+use crate::prefixed::Prefixed;
 use crate::tls::Conn;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -113,17 +115,66 @@ impl Http {
                     None => return,
                 },
             };
-            let activity = Activity::default();
-            let service = Tracked {
-                inner: service,
-                activity: activity.clone(),
-            };
-            // Pinned here and driven by reference: moving it into `drive`
-            // would keep two copies of it in this future (+1.5 KiB a stream).
-            let connection = pin!(builder.serve_connection(TokioIo::new(io), service));
-            drive(connection, &activity, deadline, slot.shared(), &stop).await;
+            serve_io(&builder, io, service, deadline, &slot, &stop).await;
         }
     }
+
+    /// Serves a plain connection whose first bytes, `read`, someone else
+    /// read already, as [`Http::serve_connection`] (the from-accept
+    /// deadline still counts).
+    pub fn serve_after<S, B>(
+        &self,
+        accepted: Accepted,
+        read: Bytes,
+        service: S,
+        stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let builder = self.0.clone();
+        async move {
+            let Accepted {
+                stream,
+                deadline,
+                slot,
+            } = accepted;
+            let io = Conn::Prefixed(Prefixed { read, stream });
+            serve_io(&builder, io, service, deadline, &slot, &stop).await;
+        }
+    }
+}
+
+/// Serves `io` with `service` within the listener's bounds.
+async fn serve_io<S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: Conn,
+    service: S,
+    deadline: Instant,
+    slot: &Slot,
+    stop: &CancellationToken,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let activity = Activity::default();
+    let service = Tracked {
+        inner: service,
+        activity: activity.clone(),
+    };
+    // Pinned here and driven by reference: moving it into `drive`
+    // would keep two copies of it in this future (+1.5 KiB a stream).
+    let connection = pin!(builder.serve_connection(TokioIo::new(io), service));
+    drive(connection, &activity, deadline, slot.shared(), stop).await;
 }
 
 /// The TLS handshake, within the from-accept deadline.

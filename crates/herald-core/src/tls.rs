@@ -179,6 +179,8 @@ fn modified(cert: &Path, key: &Path) -> Option<SystemTime> {
 /// TLS over it.
 pub enum Conn {
     Plain(tokio::net::TcpStream),
+    /// Plain, with its first bytes read already.
+    Prefixed(crate::prefixed::Prefixed),
     Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
 }
 
@@ -190,6 +192,7 @@ impl tokio::io::AsyncRead for Conn {
     ) -> std::task::Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Conn::Prefixed(s) => std::pin::Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -203,6 +206,7 @@ impl tokio::io::AsyncWrite for Conn {
     ) -> std::task::Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Conn::Prefixed(s) => std::pin::Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
         }
     }
@@ -213,6 +217,7 @@ impl tokio::io::AsyncWrite for Conn {
     ) -> std::task::Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Conn::Prefixed(s) => std::pin::Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
         }
     }
@@ -223,6 +228,7 @@ impl tokio::io::AsyncWrite for Conn {
     ) -> std::task::Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Conn::Prefixed(s) => std::pin::Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
         }
     }

@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`config`]: flags, env vars, validation.
 //! - [`server`]: the serve loop, HTTP/1.1 + h2c, drain on shutdown.
+//! - [`plain`]: plain HTTP/1.1 streams served without hyper; [`head`] reads
+//!   their request heads, [`wire`] frames their responses.
 //! - [`events`]: the `/v1/events` handler.
 //! - [`request`]: what a request asks for (token, topics, cursor); pure parsing.
 //! - [`auth`]: verifies the JWT; [`claims`]: what it says and the rules it must meet.
@@ -31,7 +33,9 @@ pub mod drain;
 pub mod error;
 pub mod events;
 pub mod fanout;
+pub mod head;
 pub mod metrics;
+pub mod plain;
 pub mod presence;
 pub mod queue;
 pub mod ratelimit;
@@ -43,6 +47,7 @@ pub mod server;
 pub mod session;
 pub mod sse;
 pub mod tails;
+pub mod wire;
 
 pub use config::{Args, Config};
 pub use server::Edge;

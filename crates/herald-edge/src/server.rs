@@ -1,5 +1,6 @@
 //! The edge's serve loop: accepts HTTP/1.1 and HTTP/2 (h2c, or by ALPN
 //! under TLS) within the listener's bounds, and drains on shutdown.
+//! Plain HTTP/1.1 streams are served without hyper ([`crate::plain`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -188,20 +189,46 @@ impl Edge {
     ) {
         let state = self.state.clone();
         let transport = CancellationToken::new();
-        let kill = transport.clone();
-        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let http1 = req.version() < http::Version::HTTP_2;
-            let transport = http1.then(|| transport.clone());
-            crate::events::route(req, state.clone(), transport).map(Ok::<_, Infallible>)
-        });
-        let connection = http.serve_connection(accepted, tls.cloned(), service, close.clone());
-        tokio::spawn(until_killed(connection, kill));
+        match tls {
+            // Plain HTTP/1.1 streams skip hyper (see `plain`).
+            None => {
+                let serving =
+                    crate::plain::serve(accepted, state, http.clone(), transport, close.clone());
+                tokio::spawn(serving);
+            }
+            Some(tls) => {
+                let kill = transport.clone();
+                let service = service(state, transport);
+                let connection =
+                    http.serve_connection(accepted, Some(tls.clone()), service, close.clone());
+                tokio::spawn(until_killed(connection, kill));
+            }
+        }
     }
+}
+
+/// The edge's hyper service for one connection; `transport` closes it
+/// when it is HTTP/1.1.
+pub fn service(
+    state: Arc<State>,
+    transport: CancellationToken,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Send
++ 'static {
+    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let http1 = req.version() < http::Version::HTTP_2;
+        let transport = http1.then(|| transport.clone());
+        crate::events::route(req, state.clone(), transport).map(Ok::<_, Infallible>)
+    })
 }
 
 /// Runs a connection until it ends, or until `kill` (a slow consumer on
 /// HTTP/1.1) drops it.
-async fn until_killed(connection: impl Future<Output = ()>, kill: CancellationToken) {
+pub(crate) async fn until_killed(connection: impl Future<Output = ()>, kill: CancellationToken) {
     tokio::select! {
         _ = connection => {}
         _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer)"),
