@@ -83,13 +83,13 @@ impl Http {
         Self(Arc::new(builder))
     }
 
-    /// Serves one accepted connection with `service`, through TLS with
-    /// `tls`, until it ends, misses its deadline, stays idle too long, or
+    /// Serves one accepted connection with `service`, opened as `opening`
+    /// says, until it ends, misses its deadline, stays idle too long, or
     /// `stop` asks it to close.
     pub fn serve_connection<S, B>(
         &self,
         accepted: Accepted,
-        tls: Option<TlsAcceptor>,
+        opening: Opening,
         service: S,
         stop: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static
@@ -108,45 +108,35 @@ impl Http {
                 deadline,
                 slot,
             } = accepted;
-            let io = match tls {
-                None => Conn::Plain(stream),
-                Some(tls) => match handshake(&tls, stream, deadline, slot.shared(), &stop).await {
-                    Some(stream) => Conn::Tls(Box::new(stream)),
-                    None => return,
-                },
+            let io = match opening {
+                Opening::Plain => Conn::Plain(stream),
+                Opening::After(read) => Conn::Prefixed(Prefixed { read, stream }),
+                Opening::Tls(tls) => {
+                    match handshake(&tls, stream, deadline, slot.shared(), &stop).await {
+                        Some(stream) => Conn::Tls(Box::new(stream)),
+                        None => return,
+                    }
+                }
             };
             serve_io(&builder, io, service, deadline, &slot, &stop).await;
         }
     }
+}
 
-    /// Serves a plain connection whose first bytes, `read`, someone else
-    /// read already, as [`Http::serve_connection`] (the from-accept
-    /// deadline still counts).
-    pub fn serve_after<S, B>(
-        &self,
-        accepted: Accepted,
-        read: Bytes,
-        service: S,
-        stop: CancellationToken,
-    ) -> impl Future<Output = ()> + Send + 'static
-    where
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + Unpin + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
-    {
-        let builder = self.0.clone();
-        async move {
-            let Accepted {
-                stream,
-                deadline,
-                slot,
-            } = accepted;
-            let io = Conn::Prefixed(Prefixed { read, stream });
-            serve_io(&builder, io, service, deadline, &slot, &stop).await;
-        }
+/// How a connection's bytes begin.
+pub enum Opening {
+    Plain,
+    /// Plain, its first bytes already read by someone else (the
+    /// from-accept deadline still counts).
+    After(Bytes),
+    /// TLS, its handshake still to do (within the from-accept deadline).
+    Tls(TlsAcceptor),
+}
+
+impl Opening {
+    /// TLS when there is an acceptor, else plain.
+    pub fn of(tls: Option<&TlsAcceptor>) -> Self {
+        tls.map_or(Self::Plain, |tls| Self::Tls(tls.clone()))
     }
 }
 
@@ -311,7 +301,8 @@ pub async fn serve<F, S, B>(
             _ = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        tokio::spawn(http.serve_connection(accepted, tls.clone(), service(), stop.clone()));
+        let opening = Opening::of(tls.as_ref());
+        tokio::spawn(http.serve_connection(accepted, opening, service(), stop.clone()));
     }
     let sockets = listener.sockets();
     drop(listener); // the kernel stops completing handshakes for us

@@ -66,12 +66,7 @@ impl Running {
 
     /// The body of `/metrics`.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        metrics_at(self.admin).await
     }
 
     /// The value of one sample, e.g. `herald_edge_closes_total{reason="SlowConsumer"}`; 0 if absent.
@@ -100,6 +95,21 @@ impl Running {
     pub fn signal_shutdown(&self) {
         self.shutdown.cancel();
     }
+}
+
+/// The body of `/metrics` on the admin port `admin`.
+pub async fn metrics_at(admin: SocketAddr) -> String {
+    reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// One sample's value on the admin port `admin`; 0 if absent.
+pub async fn metric_at(admin: SocketAddr, sample: &str) -> f64 {
+    sample_value(&metrics_at(admin).await, sample)
 }
 
 /// Reads one sample from Prometheus text.

@@ -40,16 +40,6 @@ fn fds(pid: u32) -> usize {
         .count()
 }
 
-async fn metric(admin: SocketAddr, sample: &str) -> f64 {
-    let text = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    sample_value(&text, sample)
-}
-
 /// Connects and sends `bytes`; returns the socket and when it connected.
 async fn open(addr: SocketAddr, bytes: &'static [u8]) -> (TcpStream, Instant) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
@@ -170,11 +160,11 @@ async fn silent_and_half_sent_connections_are_closed_while_a_stream_is_served() 
     let slowest = times.iter().filter_map(|t| t.1).max().unwrap();
     println!("slowest close after {slowest:?}");
     assert_eq!(
-        metric(admin, "herald_edge_header_timeouts_total").await,
+        metric_at(admin, "herald_edge_header_timeouts_total").await,
         6_000.0
     );
     assert_eq!(
-        metric(admin, "herald_edge_sockets_refused_total").await,
+        metric_at(admin, "herald_edge_sockets_refused_total").await,
         0.0
     );
     delivered(&publish, &mut bob, "bob", "after").await;
@@ -196,7 +186,7 @@ async fn the_socket_cap_closes_the_excess_at_once() {
         held.push(open(edge.addr, b"").await.0);
     }
     eventually(WAIT, "20 sockets open", || async {
-        (metric(admin, "herald_edge_sockets_open").await == 20.0).then_some(())
+        (metric_at(admin, "herald_edge_sockets_open").await == 20.0).then_some(())
     })
     .await;
     for _ in 0..30 {
@@ -207,7 +197,7 @@ async fn the_socket_cap_closes_the_excess_at_once() {
         );
     }
     assert_eq!(
-        metric(admin, "herald_edge_sockets_refused_total").await,
+        metric_at(admin, "herald_edge_sockets_refused_total").await,
         30.0
     );
     let full = reqwest::Client::new().get(events(&edge)).send().await;
@@ -215,7 +205,7 @@ async fn the_socket_cap_closes_the_excess_at_once() {
 
     // The held sockets time out; then legitimate clients are served.
     eventually(WAIT, "the held sockets closed", || async {
-        (metric(admin, "herald_edge_sockets_open").await == 0.0).then_some(())
+        (metric_at(admin, "herald_edge_sockets_open").await == 0.0).then_some(())
     })
     .await;
     let http = reqwest::Client::new();

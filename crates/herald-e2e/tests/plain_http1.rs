@@ -25,16 +25,6 @@ async fn system() -> (NatsServer, Running, EdgeProcess) {
     (nats, publish, edge)
 }
 
-async fn metric(admin: SocketAddr, sample: &str) -> f64 {
-    let text = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    sample_value(&text, sample)
-}
-
 /// Reads from `tcp` until `done` says the text so far is complete, or the
 /// server closes; returns the text and whether the server closed.
 async fn read_until(tcp: &mut TcpStream, done: impl Fn(&str) -> bool) -> (String, bool) {
@@ -114,17 +104,17 @@ async fn a_plain_http1_stream_is_served_by_the_edge_itself() {
             received.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     }
-    assert_eq!(metric(admin, "herald_edge_connections").await, 1.0);
+    assert_eq!(metric_at(admin, "herald_edge_connections").await, 1.0);
 
     // A client that goes away while the stream idles is noticed.
     drop(tcp);
     eventually(WAIT, "the stream closed as client_gone", || async {
-        let gone = metric(admin, "herald_edge_closes_total{reason=\"client_gone\"}").await;
-        let open = metric(admin, "herald_edge_sockets_open").await;
+        let gone = metric_at(admin, "herald_edge_closes_total{reason=\"client_gone\"}").await;
+        let open = metric_at(admin, "herald_edge_sockets_open").await;
         (gone == 1.0 && open == 0.0).then_some(())
     })
     .await;
-    assert_eq!(metric(admin, "herald_edge_connections").await, 0.0);
+    assert_eq!(metric_at(admin, "herald_edge_connections").await, 0.0);
 }
 
 #[tokio::test]
@@ -175,7 +165,7 @@ async fn hostile_heads_are_bounded_and_answered_as_hyper_answers() {
     assert!(first < second, "{answer}");
 
     // A head that never completes is closed at the header deadline, and counted.
-    let before = metric(admin, "herald_edge_header_timeouts_total").await;
+    let before = metric_at(admin, "herald_edge_header_timeouts_total").await;
     let mut tcp = TcpStream::connect(edge.addr).await.unwrap();
     let since = Instant::now();
     tcp.write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n")
@@ -190,7 +180,7 @@ async fn hostile_heads_are_bounded_and_answered_as_hyper_answers() {
     );
     assert!(after <= HEADER_TIMEOUT + MARGIN, "closed late: {after:?}");
     assert_eq!(
-        metric(admin, "herald_edge_header_timeouts_total").await,
+        metric_at(admin, "herald_edge_header_timeouts_total").await,
         before + 1.0
     );
 }

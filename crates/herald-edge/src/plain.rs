@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use herald_core::listener::Accepted;
-use herald_core::serve::{CLOSE_GRACE, Http};
+use herald_core::serve::{CLOSE_GRACE, Http, Opening};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
@@ -57,7 +57,8 @@ pub async fn serve(
                 slot,
             };
             let service = crate::server::service(state, transport);
-            let serving = Box::pin(http.serve_after(accepted, read, service, stop));
+            let opening = Opening::After(read);
+            let serving = Box::pin(http.serve_connection(accepted, opening, service, stop));
             crate::server::until_killed(serving, kill).await;
         }
         First::Stream(req) => {

@@ -12,7 +12,7 @@ use futures::FutureExt;
 use herald_core::admin::Readiness;
 use herald_core::listener::{Accepted, Listener};
 use herald_core::nats::Losses;
-use herald_core::serve::Http;
+use herald_core::serve::{Http, Opening};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::service::service_fn;
 use prometheus_client::registry::Registry;
@@ -199,8 +199,8 @@ impl Edge {
             Some(tls) => {
                 let kill = transport.clone();
                 let service = service(state, transport);
-                let connection =
-                    http.serve_connection(accepted, Some(tls.clone()), service, close.clone());
+                let opening = Opening::Tls(tls.clone());
+                let connection = http.serve_connection(accepted, opening, service, close.clone());
                 tokio::spawn(until_killed(connection, kill));
             }
         }
