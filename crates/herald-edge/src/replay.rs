@@ -596,6 +596,41 @@ mod tests {
         (out, rx)
     }
 
+    /// Runs one step with room for everything; returns the resets it sent.
+    async fn replay_step(step: Step, out: Out, tails: Option<Tails>) -> u64 {
+        let limits = crate::budget::ReplayLimits {
+            events: 100,
+            bytes: 1 << 20,
+        };
+        run_step(step, &mut Budget::new(limits), &out, tails.as_ref())
+            .await
+            .unwrap();
+        out.resets.get()
+    }
+
+    /// Takes all a step sent after the slot taken by [`one_slot_taken`],
+    /// checks that it ended in exactly one `history_expired` reset at the
+    /// newest event (5), and returns the sequences sent before it.
+    async fn sequences_before_one_expiry_reset(
+        mut rx: mpsc::Receiver<Delivery>,
+        reading: tokio::task::JoinHandle<u64>,
+    ) -> Vec<u64> {
+        rx.recv().await.unwrap();
+        let mut got = Vec::new();
+        while let Some(delivery) = rx.recv().await {
+            got.push(delivery);
+        }
+        assert_eq!(reading.await.unwrap(), 1, "one reset");
+        let last = got.pop().unwrap();
+        assert_eq!(
+            last.position,
+            Some((7, 5)),
+            "positioned at the newest event"
+        );
+        assert!(String::from_utf8_lossy(&last.frame).contains("history_expired"));
+        got.iter().filter_map(|d| d.position).map(|p| p.1).collect()
+    }
+
     #[tokio::test]
     async fn events_evicted_while_replaying_end_in_a_reset_not_a_gap() {
         let (_nats, js, mut gets) = five_events_on_t_a().await;
@@ -615,17 +650,8 @@ mod tests {
             seeder: None,
         };
         // The only slot is taken: the reader waits before sending event 2.
-        let (out, mut rx) = one_slot_taken().await;
-        let reading = tokio::spawn(async move {
-            let limits = crate::budget::ReplayLimits {
-                events: 100,
-                bytes: 1 << 20,
-            };
-            run_step(step, &mut Budget::new(limits), &out, None)
-                .await
-                .unwrap();
-            out.resets.get()
-        });
+        let (out, rx) = one_slot_taken().await;
+        let reading = tokio::spawn(replay_step(step, out, None));
         // Once it checked the position and asked for event 2, three newer
         // events evict 1 to 3: the next read jumps from 2 to 4.
         gets.next().await.unwrap();
@@ -633,20 +659,7 @@ mod tests {
         for i in 6..=8 {
             publish(i).await;
         }
-        rx.recv().await.unwrap();
-        let mut got = Vec::new();
-        while let Some(delivery) = rx.recv().await {
-            got.push(delivery);
-        }
-        assert_eq!(reading.await.unwrap(), 1, "one reset");
-        let last = got.pop().unwrap();
-        assert_eq!(
-            last.position,
-            Some((7, 5)),
-            "positioned at the newest event"
-        );
-        assert!(String::from_utf8_lossy(&last.frame).contains("history_expired"));
-        let seqs: Vec<u64> = got.iter().filter_map(|d| d.position).map(|p| p.1).collect();
+        let seqs = sequences_before_one_expiry_reset(rx, reading).await;
         assert!(seqs.ends_with(&[4, 5]) && !seqs.contains(&3), "{seqs:?}");
     }
 
@@ -674,38 +687,16 @@ mod tests {
         };
         // The only slot is taken: the reader checks the position (still
         // held), then waits before sending the tail's first event.
-        let (out, mut rx) = one_slot_taken().await;
-        let reading = tokio::spawn(async move {
-            let limits = crate::budget::ReplayLimits {
-                events: 100,
-                bytes: 1 << 20,
-            };
-            run_step(step, &mut Budget::new(limits), &out, Some(&tails))
-                .await
-                .unwrap();
-            out.resets.get()
-        });
+        let (out, rx) = one_slot_taken().await;
+        let reading = tokio::spawn(replay_step(step, out, Some(tails)));
         gets.next().await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         // Now the eviction the tail saw happens: 1 to 3 go.
         for i in 6..=8 {
             publish(i).await;
         }
-        rx.recv().await.unwrap();
-        let mut got = Vec::new();
-        while let Some(delivery) = rx.recv().await {
-            got.push(delivery);
-        }
-        assert_eq!(reading.await.unwrap(), 1, "one reset");
-        let last = got.pop().unwrap();
-        assert_eq!(
-            last.position,
-            Some((7, 5)),
-            "positioned at the newest event"
-        );
-        assert!(String::from_utf8_lossy(&last.frame).contains("history_expired"));
+        let seqs = sequences_before_one_expiry_reset(rx, reading).await;
         // 2 and 3 were skipped: only the reset after them tells the client so.
-        let seqs: Vec<u64> = got.iter().filter_map(|d| d.position).map(|p| p.1).collect();
         assert_eq!(seqs, vec![4, 5], "served from the tail, up to the newest");
     }
 }
