@@ -233,6 +233,10 @@ pub fn redact(url: &str) -> String {
 /// clients then resume from their cursors).
 pub type Losses = tokio::sync::watch::Receiver<u64>;
 
+/// Where [`Losses`] are counted: every NATS connection of a service bumps
+/// the same counter, and `subscribe` gives a watcher.
+pub type LossCounter = tokio::sync::watch::Sender<u64>;
+
 /// Connects to the first reachable of `urls`, failing fast at start-up so a
 /// wrong `--nats-url` is reported at once rather than retried forever.
 /// Once connected, the client reconnects on its own (to any of `urls` and
@@ -241,7 +245,7 @@ pub async fn connect(
     urls: &[String],
     security: &NatsSecurity,
     name: &str,
-) -> Result<(async_nats::Client, Losses), ConnectError> {
+) -> Result<(async_nats::Client, LossCounter), ConnectError> {
     let addrs = urls
         .iter()
         .map(|url| {
@@ -252,8 +256,8 @@ pub async fn connect(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (losses_tx, losses) = tokio::sync::watch::channel(0u64);
-    let losses_tx = std::sync::Arc::new(losses_tx);
+    let losses = LossCounter::new(0);
+    let counter = losses.clone();
     let mut options = security.apply(async_nats::ConnectOptions::new()).await?;
     options = match security.login(&addrs)? {
         Some(Login::UserPassword(user, password)) => options.user_and_password(user, password.0),
@@ -268,7 +272,7 @@ pub async fn connect(
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
         .event_callback(move |event| {
-            let losses = losses_tx.clone();
+            let losses = counter.clone();
             async move {
                 tracing::info!(%event, "nats connection event");
                 if matches!(

@@ -23,7 +23,7 @@ pub struct Started {
     pub admin_listener: Listener,
     pub nats: async_nats::Client,
     /// When live messages may have been missed (see [`nats::Losses`]).
-    pub losses: nats::Losses,
+    pub losses: nats::LossCounter,
     /// Keeps span export running; flushes when dropped at exit.
     pub telemetry: telemetry::Guard,
 }

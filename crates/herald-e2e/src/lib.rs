@@ -297,12 +297,22 @@ impl EdgeProcess {
 
 /// Starts an edge on `nats_url` with `config`.
 pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running {
-    let (nats, losses) =
-        herald_core::nats::connect(&urls(nats_url), &Default::default(), "e2e-edge")
-            .await
-            .unwrap();
+    let urls = urls(nats_url);
+    let security = Default::default();
+    let (client, losses) = herald_core::nats::connect(&urls, &security, "e2e-edge")
+        .await
+        .unwrap();
     let mut registry = Registry::default();
-    let edge = herald_edge::Edge::new(config, nats, losses, &mut registry);
+    let nats = herald_edge::Nats {
+        client,
+        losses,
+        urls: &urls,
+        security: &security,
+        name: "e2e-edge",
+    };
+    let edge = herald_edge::Edge::connect(config, nats, &mut registry)
+        .await
+        .unwrap();
     let ready = edge.readiness();
     Running::start(registry, ready, |listener, shutdown| {
         edge.serve(listener, shutdown)
@@ -322,9 +332,10 @@ pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Ru
             .await
             .unwrap();
     let mut registry = Registry::default();
-    let server = herald_publish::PublishServer::start(config, nats, losses, &mut registry)
-        .await
-        .expect("herald-publish start");
+    let server =
+        herald_publish::PublishServer::start(config, nats, losses.subscribe(), &mut registry)
+            .await
+            .expect("herald-publish start");
     let ready = server.readiness();
     Running::start(registry, ready, |listener, shutdown| async move {
         server.serve(listener, shutdown).await.expect("gRPC server");
@@ -339,9 +350,10 @@ pub async fn start_presence(nats_url: &str, config: herald_presence::Config) -> 
             .await
             .unwrap();
     let mut registry = Registry::default();
-    let server = herald_presence::PresenceServer::start(config, nats, losses, &mut registry)
-        .await
-        .expect("presence subscriptions");
+    let server =
+        herald_presence::PresenceServer::start(config, nats, losses.subscribe(), &mut registry)
+            .await
+            .expect("presence subscriptions");
     let ready = server.readiness();
     Running::start(registry, ready, |listener, shutdown| async move {
         server.serve(listener, shutdown).await.expect("gRPC server");

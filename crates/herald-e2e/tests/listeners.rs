@@ -446,10 +446,14 @@ async fn the_grpc_ports_close_silent_and_idle_connections() {
 
     let (client, losses) = connect().await.unwrap();
     let config = herald_publish::Config::defaults("p");
-    let publish =
-        herald_publish::PublishServer::start(config, client, losses, &mut Registry::default())
-            .await
-            .unwrap();
+    let publish = herald_publish::PublishServer::start(
+        config,
+        client,
+        losses.subscribe(),
+        &mut Registry::default(),
+    )
+    .await
+    .unwrap();
     let (listener, addr) = bound_listener().await;
     let stop = CancellationToken::new();
     let serving = tokio::spawn(publish.serve(listener, stop.clone()));
@@ -459,10 +463,14 @@ async fn the_grpc_ports_close_silent_and_idle_connections() {
 
     let (client, losses) = connect().await.unwrap();
     let config = herald_presence::Config::defaults("presence");
-    let presence =
-        herald_presence::PresenceServer::start(config, client, losses, &mut Registry::default())
-            .await
-            .unwrap();
+    let presence = herald_presence::PresenceServer::start(
+        config,
+        client,
+        losses.subscribe(),
+        &mut Registry::default(),
+    )
+    .await
+    .unwrap();
     let (listener, addr) = bound_listener().await;
     let stop = CancellationToken::new();
     let serving = tokio::spawn(presence.serve(listener, stop.clone()));

@@ -16,7 +16,7 @@ use std::time::Duration;
 use auth_conf::{CLIENT, EDGE, PRESENCE, PUBLISH, PUSH};
 use futures::StreamExt;
 use herald_core::history::{shard_of, stored_subject, stream_name};
-use herald_core::nats::{Losses, NatsSecurity, Password, inbox_prefix};
+use herald_core::nats::{LossCounter, NatsSecurity, Password, inbox_prefix};
 use herald_core::presence::wire::{QUERY_SUBJECT, STATS_SUBJECT};
 use herald_core::subject::UserId;
 use herald_e2e::*;
@@ -108,7 +108,7 @@ impl LockedNats {
     }
 
     /// Connects as the service `user` does: its flags, its connection name.
-    async fn connect(&self, user: &str) -> (async_nats::Client, Losses) {
+    async fn connect(&self, user: &str) -> (async_nats::Client, LossCounter) {
         let urls = [self.server.client_url()];
         herald_core::nats::connect(&urls, &self.security(user), &format!("{user} e2e"))
             .await
@@ -269,9 +269,10 @@ async fn start_publish_as(nats: &LockedNats) -> Running {
     let (client, losses) = nats.connect(PUBLISH).await;
     let mut registry = Registry::default();
     let config = herald_publish::Config::defaults("publish-1");
-    let server = herald_publish::PublishServer::start(config, client, losses, &mut registry)
-        .await
-        .expect("herald-publish starts as herald-publish");
+    let server =
+        herald_publish::PublishServer::start(config, client, losses.subscribe(), &mut registry)
+            .await
+            .expect("herald-publish starts as herald-publish");
     let ready = server.readiness();
     Running::start(registry, ready, |listener, shutdown| async move {
         server.serve(listener, shutdown).await.expect("gRPC server");
@@ -285,7 +286,19 @@ async fn start_edge_as(nats: &LockedNats, node: &str, replicas: u8) -> Running {
     config.presence_heartbeat = Duration::from_millis(200);
     config.history.history_replicas = replicas;
     let mut registry = Registry::default();
-    let edge = herald_edge::Edge::new(config, client, losses, &mut registry);
+    let urls = [nats.server.client_url()];
+    let security = nats.security(EDGE);
+    let name = format!("{EDGE} e2e");
+    let link = herald_edge::Nats {
+        client,
+        losses,
+        urls: &urls,
+        security: &security,
+        name: &name,
+    };
+    let edge = herald_edge::Edge::connect(config, link, &mut registry)
+        .await
+        .expect("herald-edge starts as herald-edge");
     let ready = edge.readiness();
     Running::start(registry, ready, |listener, shutdown| {
         edge.serve(listener, shutdown)
@@ -297,9 +310,10 @@ async fn start_presence_as(nats: &LockedNats) -> Running {
     let (client, losses) = nats.connect(PRESENCE).await;
     let mut registry = Registry::default();
     let config = herald_presence::Config::defaults("presence-1");
-    let server = herald_presence::PresenceServer::start(config, client, losses, &mut registry)
-        .await
-        .expect("herald-presence starts as herald-presence");
+    let server =
+        herald_presence::PresenceServer::start(config, client, losses.subscribe(), &mut registry)
+            .await
+            .expect("herald-presence starts as herald-presence");
     let ready = server.readiness();
     Running::start(registry, ready, |listener, shutdown| async move {
         server.serve(listener, shutdown).await.expect("gRPC server");
@@ -460,9 +474,14 @@ async fn the_edge_user_cannot_forge_history_nor_read_devices() {
     let (client, losses) = nats.connect(PUBLISH).await;
     let config = herald_publish::Config::defaults("publish-1");
     let shards = config.history.history_shards;
-    herald_publish::PublishServer::start(config, client, losses, &mut Registry::default())
-        .await
-        .expect("the history streams");
+    herald_publish::PublishServer::start(
+        config,
+        client,
+        losses.subscribe(),
+        &mut Registry::default(),
+    )
+    .await
+    .expect("the history streams");
     let (client, _) = nats.connect(PUSH).await;
     let devices = herald_push::devices::Registry::open(&async_nats::jetstream::new(client), 1, 5)
         .await

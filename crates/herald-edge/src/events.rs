@@ -14,14 +14,16 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::AdmitError;
 use crate::auth::Claims;
 use crate::budget::Budget;
+use crate::delivery::Member;
 use crate::error::ApiError;
-use crate::fanout::{Lookup, Member};
 use crate::metrics::{RejectReason, ResumeSource};
 use crate::replay::{self, Reads, Replay, ResumeError, Wanted};
 use crate::request::{self, Target};
 use crate::server::{Body, State};
-use crate::session::{Guard, Session, Signal};
+use crate::session::{Guard, Session};
+use crate::signal::Signal;
 use crate::sse;
+use crate::subject::Lookup;
 use herald_core::cursor::Cursor;
 
 /// A stream outlives no token by more than this, even one with a far `exp`.
@@ -133,8 +135,7 @@ async fn open<B>(
 
     // From here on, a NATS reconnect may mean missed live events: the
     // session then ends and the client resumes from its cursor.
-    let mut losses = state.losses.clone();
-    losses.mark_unchanged();
+    let losses = state.losses.subscribe();
     let signal = Signal::new(transport);
     let (queue, inbox) = crate::queue::bounded(state.config.queue_capacity);
     let mut guard = Guard {

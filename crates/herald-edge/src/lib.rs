@@ -12,7 +12,12 @@
 //! - [`auth`]: verifies the JWT; [`claims`]: what it says and the rules it must meet.
 //! - [`admission`]: per-node and per-user connection limits, and the counts presence reports.
 //! - [`presence`]: reports this node's connections to the presence service.
-//! - [`fanout`]: one NATS subscription per subject, shared by local streams.
+//! - [`fanout`]: one NATS subscription per subject, shared by local streams,
+//!   on one lean connection (herald-subscriptions).
+//! - [`subject`]: one followed subject: its streams, its recent events, and
+//!   the history reads its resuming streams share.
+//! - [`delivery`]: a framed event and the stream queues it goes into.
+//! - [`signal`]: how a stream is told to close.
 //! - [`queue`]: a stream's event queue, empty of memory while idle.
 //! - [`session`]: one stream's body: events with ids, heartbeats, expiry, close.
 //! - [`replay`]: resuming from a `Last-Event-ID` cursor.
@@ -29,6 +34,7 @@ pub mod auth;
 pub mod budget;
 pub mod claims;
 pub mod config;
+pub mod delivery;
 pub mod drain;
 pub mod error;
 pub mod events;
@@ -45,9 +51,11 @@ pub mod replay;
 pub mod request;
 pub mod server;
 pub mod session;
+pub mod signal;
 pub mod sse;
+pub mod subject;
 pub mod tails;
 pub mod wire;
 
 pub use config::{Args, Config};
-pub use server::Edge;
+pub use server::{Edge, Nats};

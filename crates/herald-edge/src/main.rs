@@ -1,5 +1,5 @@
 use herald_core::{cli, service, shutdown};
-use herald_edge::{Args, Edge};
+use herald_edge::{Args, Edge, Nats};
 use prometheus_client::registry::Registry;
 
 #[tokio::main]
@@ -12,13 +12,22 @@ async fn main() {
     let started = service::start(&args.common, args.listen, args.admin_listen, &name).await;
 
     let mut registry = Registry::default();
-    let nats = started.nats.clone();
-    let edge = Edge::new(config, started.nats, started.losses, &mut registry);
+    let client = started.nats.clone();
+    let nats = Nats {
+        client: started.nats,
+        losses: started.losses,
+        urls: &args.common.nats_url,
+        security: &args.common.nats_security,
+        name: &name,
+    };
+    let edge = Edge::connect(config, nats, &mut registry)
+        .await
+        .unwrap_or_else(|e| cli::misconfigured("--nats-url", e));
     let ready = edge.readiness();
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, "herald-edge serving");
     let serving = edge.serve(started.listener, shutdown::on_signal());
     service::run_with_admin(started.admin_listener, registry, ready, serving).await;
     // Presence messages may still be queued.
-    shutdown::close_nats(&nats).await;
+    shutdown::close_nats(&client).await;
     drop(started.telemetry);
 }

@@ -37,10 +37,11 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
 use crate::budget::Budget;
-use crate::fanout::{Delivery, Seeder};
+use crate::delivery::Delivery;
 pub use crate::reads::Reads;
 use crate::reads::{ReadError, Source};
 use crate::sse;
+use crate::subject::Seeder;
 use crate::tails::Tails;
 
 /// Event type telling a client to refetch its state: its cursor is older
@@ -459,26 +460,22 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
-    use crate::fanout::{Fanout, Lookup, Member};
-    use crate::metrics::Metrics;
-    use crate::session::Signal;
+    use crate::delivery::Member;
+    use crate::signal::Signal;
+    use crate::subject::{Lookup, Subject};
 
     const SUBJECT: &str = "herald.t.news";
 
-    /// A fan-out with two streams on `SUBJECT`, so that it keeps events.
-    async fn fanout(nats: &herald_testing::NatsServer) -> Arc<Fanout> {
-        let client = async_nats::connect(nats.client_url()).await.unwrap();
+    /// `SUBJECT` with two streams, so that it keeps events.
+    fn shared_subject() -> Arc<Subject> {
         let (_, losses) = tokio::sync::watch::channel(0);
-        let fanout = Fanout::new(client, losses, Metrics::default());
+        let subject = Subject::new(SUBJECT, losses);
         for id in 0..2 {
             let (queue, _) = crate::queue::bounded(8);
             let signal = Signal::new(None);
-            fanout
-                .join(SUBJECT, id, Member { queue, signal })
-                .await
-                .unwrap();
+            subject.join(id, Member { queue, signal });
         }
-        fanout
+        subject
     }
 
     fn frame(seq: u64) -> Bytes {
@@ -487,12 +484,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_the_edge_can_hold_serves_the_streams_waiting_for_it() {
-        let nats = herald_testing::NatsServer::start();
-        let fanout = fanout(&nats).await;
-        let Lookup::Miss(Some(seeder)) = fanout.lookup(SUBJECT, 7, true).await else {
+        let subject = shared_subject();
+        let Lookup::Miss(Some(seeder)) = subject.lookup(7, true).await else {
             panic!("the first resumer reads for the others");
         };
-        let mut waiter = std::pin::pin!(fanout.lookup(SUBJECT, 7, true));
+        let mut waiter = std::pin::pin!(subject.lookup(7, true));
         assert!(futures::poll!(&mut waiter).is_pending());
         let mut kept = Kept::new(Some(seeder));
         let last = 7 + crate::recent::MAX_EVENTS as u64;
@@ -513,14 +509,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_too_large_to_hold_is_not_kept_and_releases_its_waiters_at_once() {
-        let nats = herald_testing::NatsServer::start();
-        let fanout = fanout(&nats).await;
-        let Lookup::Miss(Some(seeder)) = fanout.lookup(SUBJECT, 7, true).await else {
+        let subject = shared_subject();
+        let Lookup::Miss(Some(seeder)) = subject.lookup(7, true).await else {
             panic!("the first resumer reads for the others");
         };
         // Polled once, the waiter's lookup is queued before anything the
         // reader sends after.
-        let mut waiter = std::pin::pin!(fanout.lookup(SUBJECT, 7, true));
+        let mut waiter = std::pin::pin!(subject.lookup(7, true));
         assert!(futures::poll!(&mut waiter).is_pending());
         let mut kept = Kept::new(Some(seeder));
         for seq in 8..8 + crate::recent::MAX_EVENTS as u64 {
@@ -539,7 +534,7 @@ mod tests {
             "released at once, not after the lookup wait"
         );
         // Byte-wise too: a few large frames are not kept either.
-        let Lookup::Miss(Some(seeder)) = fanout.lookup(SUBJECT, 9, true).await else {
+        let Lookup::Miss(Some(seeder)) = subject.lookup(9, true).await else {
             panic!("a reader from another place");
         };
         let mut kept = Kept::new(Some(seeder));

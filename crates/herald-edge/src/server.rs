@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use herald_core::admin::Readiness;
 use herald_core::listener::{Accepted, Listener};
-use herald_core::nats::Losses;
+use herald_core::nats::{LossCounter, NatsSecurity};
 use herald_core::serve::{Http, Opening};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::service::service_fn;
@@ -48,13 +48,26 @@ pub struct State {
     pub drain: Arc<Drain>,
     pub metrics: Metrics,
     /// Changes when live events may have been missed.
-    pub losses: Losses,
+    pub losses: LossCounter,
     /// History, for resuming from a cursor.
     pub js: async_nats::jetstream::Context,
     /// History tails read once for many resumes.
     pub tails: Tails,
     /// Source of connection ids.
     pub next_id: AtomicU64,
+}
+
+/// How the edge reaches NATS.
+pub struct Nats<'a> {
+    pub client: async_nats::Client,
+    /// Counts the moments live events may have been missed, on either
+    /// connection.
+    pub losses: LossCounter,
+    /// What the subscription connection logs in with: the client's URLs,
+    /// credentials and name.
+    pub urls: &'a [String],
+    pub security: &'a NatsSecurity,
+    pub name: &'a str,
 }
 
 /// One edge node, ready to serve.
@@ -66,29 +79,38 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Builds the edge on a NATS connection and registers its metrics.
-    /// `losses` tells when live events may have been missed: every open
-    /// stream then ends, and its client resumes from its cursor.
-    pub fn new(
+    /// Builds the edge on NATS and registers its metrics: `nats.client`
+    /// publishes, requests and reads history; the streams' subjects are
+    /// held on a second, lean connection logged in the same way. When
+    /// live events may have been missed (`nats.losses` changes), every
+    /// open stream ends, and its client resumes from its cursor.
+    pub async fn connect(
         config: Config,
-        nats: async_nats::Client,
-        losses: Losses,
+        nats: Nats<'_>,
         registry: &mut Registry,
-    ) -> Self {
+    ) -> Result<Self, herald_subscriptions::ConnectError> {
         let metrics = Metrics::register(registry);
-        herald_core::nats::register_metrics(registry, &nats);
+        let Nats {
+            client,
+            losses,
+            urls,
+            security,
+            name,
+        } = nats;
+        herald_core::nats::register_metrics(registry, &client);
+        let fanout = Fanout::connect(urls, security, name, losses.clone(), metrics.clone()).await?;
         let admission = Admission::new(config.max_connections, config.max_connections_per_user);
         let reporter = Reporter::new(
-            nats.clone(),
+            client.clone(),
             admission.clone(),
             config.node_id.clone(),
             config.presence_heartbeat,
             registry,
         );
         let state = State {
-            js: async_nats::jetstream::new(nats.clone()),
+            js: async_nats::jetstream::new(client),
             tails: Tails::new(config.history.history_shards, metrics.tail_reads.clone()),
-            fanout: Fanout::new(nats, losses.clone(), metrics.clone()),
+            fanout,
             losses,
             admission,
             connects: ConnectLimiter::new(config.connect_rate),
@@ -97,11 +119,11 @@ impl Edge {
             next_id: AtomicU64::new(0),
             config,
         };
-        Self {
+        Ok(Self {
             state: Arc::new(state),
             ready: Readiness::default(),
             reporter: Some(reporter),
-        }
+        })
     }
 
     /// Readiness for the admin port: true while serving, false while draining.

@@ -7,14 +7,15 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
 
 use crate::admission::Permit;
+use crate::delivery::{ConnId, Delivery};
 use crate::drain::Drain;
-use crate::fanout::{ConnId, Delivery, Fanout};
+use crate::fanout::Fanout;
 use crate::metrics::{CloseReason, Metrics};
 use crate::queue;
 use crate::replay::Replay;
+use crate::signal::Signal;
 use crate::sse;
 use herald_core::cursor::Cursor;
 use herald_core::nats::Losses;
@@ -39,46 +40,6 @@ fn on_grid(at: Instant) -> Instant {
     let grid = HEARTBEAT_GRID.as_nanos();
     let steps = since.as_nanos().div_ceil(grid);
     epoch + Duration::from_nanos((steps * grid) as u64)
-}
-
-/// Lets others close a stream: the fan-out (slow consumer) or the stream itself.
-#[derive(Debug)]
-pub struct Signal {
-    /// The first reason given wins.
-    reason: OnceLock<CloseReason>,
-    closed: CancellationToken,
-    /// Closes the whole HTTP/1.1 connection: a client that stopped reading
-    /// never polls the body again, so only dropping the connection frees it.
-    transport: Option<CancellationToken>,
-}
-
-impl Signal {
-    pub fn new(transport: Option<CancellationToken>) -> Arc<Self> {
-        Arc::new(Self {
-            reason: OnceLock::new(),
-            closed: CancellationToken::new(),
-            transport,
-        })
-    }
-
-    /// Closes the stream for `reason` unless it is already closing;
-    /// returns whether this call was the one that closed it.
-    pub fn close(&self, reason: CloseReason) -> bool {
-        if self.reason.set(reason).is_err() {
-            return false;
-        }
-        self.closed.cancel();
-        if reason == CloseReason::SlowConsumer
-            && let Some(transport) = &self.transport
-        {
-            transport.cancel();
-        }
-        true
-    }
-
-    fn reason(&self) -> Option<CloseReason> {
-        self.reason.get().copied()
-    }
 }
 
 /// Undoes everything opening a stream did, however the stream ends.
@@ -177,7 +138,7 @@ impl Running {
             let replaying = s.replay.is_some();
             let step = tokio::select! {
                 biased;
-                _ = s.signal.closed.cancelled() => Step::Close(s.signal.reason().unwrap_or(CloseReason::ServerError)),
+                _ = s.signal.closed() => Step::Close(s.signal.reason().unwrap_or(CloseReason::ServerError)),
                 d = recv_replay(&mut s.replay), if replaying => d.map_or(Step::ReplayDone, Step::Send),
                 d = s.queue.recv(), if !replaying => d.map_or(Step::Close(CloseReason::ServerError), Step::Send),
                 _ = self.heartbeat.tick() => Step::Heartbeat,

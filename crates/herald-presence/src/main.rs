@@ -14,9 +14,14 @@ async fn main() {
 
     let mut registry = Registry::default();
     let nats = started.nats.clone();
-    let server = PresenceServer::start(config, started.nats, started.losses, &mut registry)
-        .await
-        .unwrap_or_else(|e| cli::misconfigured("--nats-url", format!("cannot subscribe: {e}")));
+    let server = PresenceServer::start(
+        config,
+        started.nats,
+        started.losses.subscribe(),
+        &mut registry,
+    )
+    .await
+    .unwrap_or_else(|e| cli::misconfigured("--nats-url", format!("cannot subscribe: {e}")));
     let ready = server.readiness();
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, "herald-presence serving");
     let serving = async {

@@ -22,9 +22,14 @@ async fn main() {
 
     let mut registry = Registry::default();
     let nats = started.nats.clone();
-    let server = PublishServer::start(config, started.nats, started.losses, &mut registry)
-        .await
-        .unwrap_or_else(|e| cli::misconfigured("--nats-url / --history-*", e));
+    let server = PublishServer::start(
+        config,
+        started.nats,
+        started.losses.subscribe(),
+        &mut registry,
+    )
+    .await
+    .unwrap_or_else(|e| cli::misconfigured("--nats-url / --history-*", e));
     let ready = server.readiness();
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, "herald-publish serving");
     let serving = async {
