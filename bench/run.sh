@@ -9,6 +9,7 @@
 #   CONNECTIONS=10000 FANOUT_RATES=5,10,20,50,100,200,400 bench/run.sh
 #   SCENARIOS="idle storm" bench/run.sh      # only some scenarios
 #   SCENARIOS=idle IDLE_SECS=60 bench/run.sh # idle CPU over four heartbeats
+#   SCENARIOS=idle-shared bench/run.sh       # idle streams, ten tabs per user
 #   SCENARIOS=churn CHURN_SECS=180 bench/run.sh   # memory under churn and after
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ STORM_CLIENTS="${STORM_CLIENTS:-15000}"
 SOURCES="${SOURCES:-8}"
 CHURN_SECS="${CHURN_SECS:-180}"
 # churn (memory under churn and after it, Herald only) runs when asked.
-SCENARIOS="${SCENARIOS:-idle fanout unicast storm}"
+SCENARIOS="${SCENARIOS:-idle idle-shared fanout unicast storm}"
 
 if [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
@@ -126,6 +127,12 @@ if want idle; then
   run herald "${herald[@]}" fanout --pid "$edge_pid" "${idle[@]}"
   run nchan "${nchan[@]}" fanout "${nginx_pid_args[@]}" "${idle[@]}"
 fi
+if want idle-shared; then
+  # Ten tabs per user: streams share their user's subject as well as the topic.
+  shared=(--connections "$IDLE_CONNECTIONS" --users $((IDLE_CONNECTIONS / 10)) --sources "$SOURCES" --idle-only --idle-secs "$IDLE_SECS")
+  run herald "${herald[@]}" fanout --pid "$edge_pid" "${shared[@]}"
+  run nchan "${nchan[@]}" fanout "${nginx_pid_args[@]}" "${shared[@]}"
+fi
 if want fanout; then
   fanout=(--connections "$CONNECTIONS" --sources "$SOURCES" --idle-secs 1 --rates "$FANOUT_RATES" --p99-limit-ms 1000)
   run herald "${herald[@]}" fanout --pid "$edge_pid" "${fanout[@]}"
@@ -172,14 +179,17 @@ def best(steps, limit_ms, key):
             and r["achieved_rate"] >= 0.95 * r["target_rate"]]
     return max(good, key=lambda r: r[key], default=None)
 
-h, n = of("idle", "herald"), of("idle", "nchan")
-if h and n:
-    h, n = h[0], n[0]
-    print(f"{'idle, ' + str(h['connections']) + ' streams':<28}{'Herald':>12}{'Nchan':>12}{'Herald/Nchan':>14}")
+for h in of("idle", "herald"):
+    n = of("idle", "nchan", users=h.get("users"))
+    if not n:
+        continue
+    n = n[0]
+    streams = f"idle, {h['connections']} streams" + (f" of {h['users']} users" if h.get("users", h["connections"]) < h["connections"] else "")
+    print(f"{streams:<36}{'Herald':>12}{'Nchan':>12}{'Herald/Nchan':>14}")
     for name, key in [("KiB per idle stream", "kib_per_idle_stream"),
                       ("idle CPU, % of a core", "idle_cpu_percent"),
                       ("seconds to open all", "open_secs")]:
-        print(f"{name:<28}{h[key]:>12.2f}{n[key]:>12.2f}{ratio(h[key], n[key]):>14}")
+        print(f"{name:<36}{h[key]:>12.2f}{n[key]:>12.2f}{ratio(h[key], n[key]):>14}")
 
 if of("fanout", "herald"):
     # 100 ms is the target; with 10,000 streams per event on this machine

@@ -22,6 +22,11 @@ pub struct Args {
     /// Streams to open.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
+    /// Users the streams belong to, in turn (default: one per stream).
+    /// Fewer users than streams are a user's several tabs, which share the
+    /// user's subject.
+    #[arg(long)]
+    users: Option<usize>,
     /// Loopback source addresses to spread streams over (127.0.0.1..=N).
     #[arg(long, default_value_t = 4)]
     sources: u8,
@@ -50,12 +55,19 @@ pub struct Args {
     sample_every: usize,
 }
 
+impl Args {
+    fn users(&self) -> usize {
+        self.users.unwrap_or(self.connections).clamp(1, self.connections.max(1))
+    }
+}
+
 /// The idle measurement; printed as one JSON line after `RESULT `.
 #[derive(Debug, serde::Serialize)]
 struct Idle {
     peer: crate::peer::Kind,
     scenario: &'static str,
     connections: usize,
+    users: usize,
     open_secs: f64,
     kib_per_idle_stream: f64,
     idle_cpu_percent: f64,
@@ -104,6 +116,7 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         peer: target.peer,
         scenario: "idle",
         connections: args.connections,
+        users: args.users(),
         open_secs,
         kib_per_idle_stream: pss_idle.saturating_sub(pss_before) as f64 / args.connections as f64,
         // 100 clock ticks per second: ticks per second is percent of a core.
@@ -191,7 +204,8 @@ async fn open_all(
     args: &Args,
     tally: &Arc<Tally>,
 ) -> anyhow::Result<crate::stream::Readers> {
-    let request = |i| target.sse_request(&format!("bench-{i}"), Some("bench"));
+    let users = args.users();
+    let request = |i| target.sse_request(&format!("bench-{}", i % users), Some("bench"));
     let on_data = |i: usize| {
         let tally = tally.clone();
         let sampled = i.is_multiple_of(args.sample_every.max(1));
