@@ -57,7 +57,9 @@ pub struct Args {
 
 impl Args {
     fn users(&self) -> usize {
-        self.users.unwrap_or(self.connections).clamp(1, self.connections.max(1))
+        self.users
+            .unwrap_or(self.connections)
+            .clamp(1, self.connections.max(1))
     }
 }
 

@@ -2,18 +2,19 @@
 //! open streams are closed one by one over a window, each at its own
 //! random moment, so clients reconnect elsewhere without a thundering herd.
 
-use std::sync::OnceLock;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+
+use crate::metrics::CloseReason;
+use crate::signal::Signal;
 
 /// Shared drain state of one edge.
 #[derive(Debug)]
 pub struct Drain {
-    token: CancellationToken,
-    /// When draining began; each stream's turn is an offset from it.
-    started: OnceLock<Instant>,
+    draining: AtomicBool,
     /// Streams are closed at random points within this window.
     window: Duration,
 }
@@ -21,32 +22,33 @@ pub struct Drain {
 impl Drain {
     pub fn new(window: Duration) -> Self {
         Self {
-            token: CancellationToken::new(),
-            started: OnceLock::new(),
+            draining: AtomicBool::new(false),
             window,
         }
     }
 
-    /// Starts draining; idempotent.
+    /// Starts draining: from now on, new streams are refused.
     pub fn start(&self) {
-        let _ = self.started.set(Instant::now());
-        self.token.cancel();
+        self.draining.store(true, Ordering::SeqCst);
     }
 
     pub fn is_draining(&self) -> bool {
-        self.token.is_cancelled()
+        self.draining.load(Ordering::SeqCst)
     }
 
-    /// A stream's random place in the drain window, drawn when it opens.
-    pub fn turn(&self) -> Duration {
-        self.window.mul_f64(fastrand::f64())
-    }
-
-    /// Resolves once draining has begun and `turn` has passed since.
-    pub async fn until(&self, turn: Duration) {
-        self.token.cancelled().await;
-        let started = *self.started.get_or_init(Instant::now);
-        tokio::time::sleep_until(started + turn).await;
+    /// Closes `streams`, each at a random moment of the window from now.
+    /// One timer for all of them: an idle stream waits on nothing for it.
+    pub async fn close_over_window(&self, streams: Vec<Arc<Signal>>) {
+        let start = Instant::now();
+        let mut turns: Vec<(Duration, Arc<Signal>)> = streams
+            .into_iter()
+            .map(|signal| (self.window.mul_f64(fastrand::f64()), signal))
+            .collect();
+        turns.sort_by_key(|(turn, _)| *turn);
+        for (turn, signal) in turns {
+            tokio::time::sleep_until(start + turn).await;
+            signal.close(CloseReason::Drain);
+        }
     }
 }
 
@@ -55,22 +57,30 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn turns_spread_over_the_window() {
+    async fn streams_close_one_by_one_over_the_window() {
         let drain = Drain::new(Duration::from_secs(10));
-        let turns: Vec<Duration> = (0..100).map(|_| drain.turn()).collect();
-        assert!(turns.iter().all(|t| *t < Duration::from_secs(10)));
-        assert!(turns.iter().any(|t| *t > Duration::from_secs(5)));
-        assert!(turns.iter().any(|t| *t < Duration::from_secs(5)));
-
-        let waiting =
-            tokio::time::timeout(Duration::from_secs(60), drain.until(Duration::from_secs(3)));
-        assert!(
-            waiting.await.is_err(),
-            "nothing happens before draining starts"
-        );
-        let start = Instant::now();
+        assert!(!drain.is_draining());
         drain.start();
-        drain.until(Duration::from_secs(3)).await;
-        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        assert!(drain.is_draining());
+        let streams: Vec<Arc<Signal>> = (0..100).map(|_| Signal::new(None)).collect();
+        let closing = drain.close_over_window(streams.clone());
+        let mut closing = std::pin::pin!(closing);
+        let closed = |streams: &[Arc<Signal>]| {
+            streams
+                .iter()
+                .filter(|s| s.reason() == Some(CloseReason::Drain))
+                .count()
+        };
+        let start = Instant::now();
+        let halfway = tokio::time::timeout(Duration::from_secs(5), &mut closing).await;
+        assert!(halfway.is_err(), "not all at once");
+        let half = closed(&streams);
+        assert!(
+            (20..80).contains(&half),
+            "{half} of 100 closed in half the window"
+        );
+        closing.await;
+        assert_eq!(closed(&streams), 100);
+        assert!(start.elapsed() <= Duration::from_secs(10));
     }
 }

@@ -16,7 +16,7 @@ use crate::auth::Claims;
 use crate::budget::Budget;
 use crate::delivery::Member;
 use crate::error::ApiError;
-use crate::metrics::{RejectReason, ResumeSource};
+use crate::metrics::{CloseReason, RejectReason, ResumeSource};
 use crate::replay::{self, Reads, Replay, ResumeError, Wanted};
 use crate::request::{self, Target};
 use crate::server::{Body, State};
@@ -135,7 +135,7 @@ async fn open<B>(
 
     // From here on, a NATS reconnect may mean missed live events: the
     // session then ends and the client resumes from its cursor.
-    let losses = state.losses.subscribe();
+    let epoch = *state.losses.borrow();
     let signal = Signal::new(transport);
     let (queue, inbox) = crate::queue::bounded(state.config.queue_capacity);
     let mut guard = Guard {
@@ -171,16 +171,22 @@ async fn open<B>(
     // Live first, then the replay: what is published meanwhile is in the
     // live queue, and the session drops what the replay already sent.
     let (replay, cursor) = resume(state, cursor, &guard.subjects).await?;
+    // A NATS loss or a drain closes the streams the fan-out holds; this
+    // one may have joined just after.
+    if *state.losses.borrow() != epoch {
+        signal.close(CloseReason::ServerError);
+    }
+    if state.drain.is_draining() {
+        signal.close(CloseReason::Drain);
+    }
 
     let session = Session {
         queue: inbox,
         replay,
         cursor,
-        losses,
         signal,
         heartbeat: state.config.heartbeat,
         expires: expiry_instant(claims.exp),
-        drain: state.drain.clone(),
         retry: state.config.retry,
         metrics: state.metrics.clone(),
         guard,

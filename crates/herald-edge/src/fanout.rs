@@ -9,13 +9,14 @@
 //! so NATS interest follows real streams.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use herald_core::nats::{LossCounter, NatsSecurity};
 use herald_subscriptions::{ConnectError, Deliver, Sid, Subscriptions};
 
 use crate::delivery::{ConnId, Member};
-use crate::metrics::Metrics;
+use crate::metrics::{CloseReason, Metrics};
+use crate::signal::Signal;
 use crate::subject::{Lookup, Subject};
 
 /// The subscription could not be made.
@@ -56,6 +57,7 @@ impl Fanout {
             losses: losses.subscribe(),
             metrics,
         });
+        tokio::spawn(close_on_loss(Arc::downgrade(&subjects), losses.subscribe()));
         let subscriptions =
             Subscriptions::connect(urls, security, name, losses, subjects.clone()).await?;
         Ok(Arc::new(Self {
@@ -133,6 +135,35 @@ impl Fanout {
         match found {
             Some(subject) => subject.lookup(after, may_wait).await,
             None => Lookup::Miss(None),
+        }
+    }
+
+    /// The signal of every stream that follows a subject here, once each.
+    pub fn streams(&self) -> Vec<Arc<Signal>> {
+        self.subjects.streams()
+    }
+}
+
+impl Subjects {
+    fn streams(&self) -> Vec<Arc<Signal>> {
+        let registry = self.registry.lock().unwrap();
+        let mut streams = HashMap::new();
+        for subject in registry.subjects.values() {
+            subject.signals(&mut streams);
+        }
+        streams.into_values().collect()
+    }
+}
+
+/// Ends every open stream when live events may have been missed (core
+/// NATS does not redeliver): their clients resume from their cursors.
+async fn close_on_loss(subjects: Weak<Subjects>, mut losses: tokio::sync::watch::Receiver<u64>) {
+    while losses.changed().await.is_ok() {
+        let Some(subjects) = subjects.upgrade() else {
+            return;
+        };
+        for signal in subjects.streams() {
+            signal.close(CloseReason::ServerError);
         }
     }
 }

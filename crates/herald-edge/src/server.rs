@@ -171,9 +171,14 @@ impl Edge {
         self.ready.set(false);
         self.state.drain.start();
         let grace = tokio::time::sleep(self.state.config.drain_grace);
+        let drained = async {
+            let streams = self.state.fanout.streams();
+            self.state.drain.close_over_window(streams).await;
+            self.streams_gone().await;
+        };
         tokio::select! {
             _ = grace => tracing::warn!(open = self.state.admission.open(), "drain grace ended with streams open"),
-            _ = self.streams_gone() => {}
+            _ = drained => {}
             _ = accept_loop(&listener, &accept) => {} // still answering 503 meanwhile
         }
         let sockets = listener.sockets();

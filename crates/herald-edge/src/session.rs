@@ -1,16 +1,18 @@
-//! One client's SSE stream: its queue, heartbeats, expiry and drain turn,
-//! turned into the response body; and the guard that cleans up after it.
+//! One client's SSE stream: its queue, heartbeats and expiry, turned into
+//! the response body; and the guard that cleans up after it. What ends
+//! many streams at once (a NATS loss, a drain) closes their signals from
+//! outside, so an idle stream waits on nothing shared.
 
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Sleep};
 
 use crate::admission::Permit;
 use crate::delivery::{ConnId, Delivery};
-use crate::drain::Drain;
 use crate::fanout::Fanout;
 use crate::metrics::{CloseReason, Metrics};
 use crate::queue;
@@ -18,7 +20,6 @@ use crate::replay::Replay;
 use crate::signal::Signal;
 use crate::sse;
 use herald_core::cursor::Cursor;
-use herald_core::nats::Losses;
 
 /// At most this many queued events are written in one frame.
 const MAX_BATCH: u64 = 64;
@@ -76,12 +77,11 @@ pub struct Session {
     pub replay: Option<Replay>,
     /// Where the client is: updated with every persisted event sent.
     pub cursor: Cursor,
-    /// Changes when the edge may have missed live events (NATS reconnect).
-    pub losses: Losses,
+    /// Closed by the fan-out (slow consumer), on a NATS loss, by the
+    /// drain, or by the stream itself.
     pub signal: Arc<Signal>,
     pub heartbeat: Duration,
     pub expires: Instant,
-    pub drain: Arc<Drain>,
     pub retry: Duration,
     pub metrics: Metrics,
     pub guard: Guard,
@@ -89,8 +89,10 @@ pub struct Session {
 
 struct Running {
     session: Session,
-    heartbeat: Interval,
-    drain_turn: Duration,
+    /// Wakes the stream for its next heartbeat or its expiry, whichever
+    /// comes first: one timer, made once, reset at each heartbeat.
+    timer: Pin<Box<Sleep>>,
+    next_heartbeat: Instant,
     done: bool,
 }
 
@@ -101,14 +103,11 @@ impl Session {
         self.guard.opened = true;
         self.metrics.connects.inc();
         self.metrics.connections.inc();
-        let first = on_grid(Instant::now() + self.heartbeat);
-        let mut heartbeat = tokio::time::interval_at(first, self.heartbeat);
-        // Skipping (not delaying) a late tick keeps the stream on the grid.
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let next_heartbeat = on_grid(Instant::now() + self.heartbeat);
         let running = Running {
-            drain_turn: self.drain.turn(),
+            timer: Box::pin(tokio::time::sleep_until(next_heartbeat.min(self.expires))),
+            next_heartbeat,
             session: self,
-            heartbeat,
             done: false,
         };
         let first = futures::stream::once(async move { opening });
@@ -141,10 +140,7 @@ impl Running {
                 _ = s.signal.closed() => Step::Close(s.signal.reason().unwrap_or(CloseReason::ServerError)),
                 d = recv_replay(&mut s.replay), if replaying => d.map_or(Step::ReplayDone, Step::Send),
                 d = s.queue.recv(), if !replaying => d.map_or(Step::Close(CloseReason::ServerError), Step::Send),
-                _ = self.heartbeat.tick() => Step::Heartbeat,
-                _ = s.losses.changed() => Step::Close(CloseReason::ServerError),
-                _ = tokio::time::sleep_until(s.expires) => Step::Close(CloseReason::TokenExpired),
-                _ = s.drain.until(self.drain_turn) => Step::Close(CloseReason::Drain),
+                () = self.timer.as_mut() => self.on_timer(),
             };
             match step {
                 Step::Send(first) => {
@@ -162,6 +158,21 @@ impl Running {
                 Step::Close(reason) => return Some(self.finish(reason)),
             }
         }
+    }
+
+    /// A heartbeat, and the timer set for the next; or the token expired.
+    fn on_timer(&mut self) -> Step {
+        let now = Instant::now();
+        if now >= self.session.expires {
+            return Step::Close(CloseReason::TokenExpired);
+        }
+        // Skipping (not delaying) a late beat keeps the stream on the grid.
+        while self.next_heartbeat <= now {
+            self.next_heartbeat += self.session.heartbeat;
+        }
+        let next = self.next_heartbeat.min(self.session.expires);
+        self.timer.as_mut().reset(next);
+        Step::Heartbeat
     }
 
     /// Writes `first` and whatever else is already queued into one frame:

@@ -22,6 +22,7 @@ use tokio::sync::{oneshot, watch};
 use crate::delivery::{ConnId, Delivery, Member, hand_out};
 use crate::metrics::Metrics;
 use crate::recent::Recent;
+use crate::signal::Signal;
 use crate::sse;
 
 /// How long a resuming stream waits for another's history read.
@@ -103,6 +104,14 @@ impl Subject {
         state.refs -= 1;
         state.members.remove(&id);
         state.refs == 0
+    }
+
+    /// Its streams' signals, each once however many subjects it follows.
+    pub fn signals(&self, into: &mut HashMap<ConnId, Arc<Signal>>) {
+        let state = self.state.lock().unwrap();
+        for (id, member) in &state.members {
+            into.entry(*id).or_insert_with(|| member.signal.clone());
+        }
     }
 
     /// Frames a live event once and hands the same bytes to every member.
@@ -283,7 +292,6 @@ mod tests {
     use super::*;
     use crate::metrics::CloseReason;
     use crate::queue;
-    use crate::signal::Signal;
 
     const TOPIC: &str = "herald.t.news";
     const USER: &str = "herald.u.alice";
