@@ -20,7 +20,10 @@ pub struct Block {
 pub fn parse(block: &[u8]) -> Block {
     let mut parsed = Block::default();
     let text = String::from_utf8_lossy(block);
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).peekable();
+    let mut lines = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .peekable();
     let Some(version) = lines.next().and_then(|l| l.strip_prefix("NATS/1.0")) else {
         return parsed;
     };
@@ -30,8 +33,7 @@ pub fn parse(block: &[u8]) -> Block {
     let description = description.trim();
     parsed.description = (!description.is_empty()).then(|| description.to_owned());
     while let Some(line) = lines.next() {
-        let Some((name, value)) = line.split_once(':').filter(|(name, _)| !name.is_empty())
-        else {
+        let Some((name, value)) = line.split_once(':').filter(|(name, _)| !name.is_empty()) else {
             continue;
         };
         let mut value = value.trim_start().to_owned();
@@ -56,7 +58,11 @@ mod tests {
         let block = parse(b"NATS/1.0\r\nA: 1\r\nNats-Sequence: 42\r\nA:  2 \r\n\r\n");
         assert_eq!(block.status, None);
         assert_eq!(block.description, None);
-        let all: Vec<_> = block.headers.get_all("A").map(|v| v.as_str().to_owned()).collect();
+        let all: Vec<_> = block
+            .headers
+            .get_all("A")
+            .map(|v| v.as_str().to_owned())
+            .collect();
         assert_eq!(all, ["1", "2"]);
         assert_eq!(block.headers.get("Nats-Sequence").unwrap().as_str(), "42");
 

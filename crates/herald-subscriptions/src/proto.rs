@@ -16,10 +16,16 @@ pub const MAX_LINE: usize = 1 << 20;
 /// One operation from the server.
 #[derive(Debug)]
 pub enum ServerOp {
-    Msg { sid: Sid, message: Message },
+    Msg {
+        sid: Sid,
+        message: Message,
+    },
     /// A message that cannot be handed on (its subject or reply is not
     /// UTF-8); the connection itself is fine.
-    Unreadable { sid: Sid, why: &'static str },
+    Unreadable {
+        sid: Sid,
+        why: &'static str,
+    },
     Ping,
     Pong,
     Ok,
@@ -78,7 +84,9 @@ pub fn parse(buf: &mut BytesMut, max_message: usize) -> Result<Parsed, ProtoErro
         }
         return Ok(Parsed::Need(buf.len() + 1));
     };
-    let line = buf[..newline].strip_suffix(b"\r").unwrap_or(&buf[..newline]);
+    let line = buf[..newline]
+        .strip_suffix(b"\r")
+        .unwrap_or(&buf[..newline]);
     let verb_end = line
         .iter()
         .position(|b| *b == b' ' || *b == b'\t')
@@ -135,7 +143,12 @@ fn message(
     let counts = if headers { 2 } else { 1 };
     let (subject, sid, reply, sizes) = match args.len().checked_sub(counts) {
         Some(2) => (args[0].clone(), args[1].clone(), None, &args[2..]),
-        Some(3) => (args[0].clone(), args[1].clone(), Some(args[2].clone()), &args[3..]),
+        Some(3) => (
+            args[0].clone(),
+            args[1].clone(),
+            Some(args[2].clone()),
+            &args[3..],
+        ),
         _ => return Err(bad),
     };
     let number = |range: &std::ops::Range<usize>| decimal(&buf[range.clone()]).ok_or(bad.clone());
@@ -221,7 +234,13 @@ fn decimal(digits: &[u8]) -> Option<u64> {
 
 /// The bytes of `MSG`/`HMSG` as a server writes them; for tests.
 #[cfg(test)]
-pub fn encode(sid: Sid, subject: &str, reply: Option<&str>, header: &[u8], payload: &[u8]) -> Vec<u8> {
+pub fn encode(
+    sid: Sid,
+    subject: &str,
+    reply: Option<&str>,
+    header: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
     let reply = reply.map(|r| format!(" {r}")).unwrap_or_default();
     let mut out = if header.is_empty() {
         format!("MSG {subject} {sid}{reply} {}\r\n", payload.len()).into_bytes()

@@ -123,7 +123,12 @@ fn violations_are_errors() {
         ),
     ];
     for (input, want) in cases {
-        assert_eq!(feed(input, &[]).1, Some(want), "{:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            feed(input, &[]).1,
+            Some(want),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
     }
     let long = vec![b'I'; MAX_LINE + 2];
     assert_eq!(feed(&long, &[]).1, Some(ProtoError::LineTooLong));

@@ -92,7 +92,11 @@ mod tests {
     fn turns_go_round_the_configured_and_learned_servers() {
         let mut s = servers(&["nats://127.0.0.1:1", "nats://127.0.0.1:2"]);
         s.connected_to(0);
-        s.learn(&["127.0.0.1:2".into(), "127.0.0.1:3".into(), "not a url at all".into()]);
+        s.learn(&[
+            "127.0.0.1:2".into(),
+            "127.0.0.1:3".into(),
+            "not a url at all".into(),
+        ]);
         let ports: Vec<u16> = (0..4).map(|_| s.pick().port()).collect();
         assert_eq!(ports, [2, 3, 1, 2]);
         assert_eq!(s.configured().len(), 2);
@@ -112,7 +116,10 @@ mod tests {
         assert_eq!(backoff(0), Duration::ZERO);
         for attempt in 1..40 {
             let pause = backoff(attempt);
-            assert!(pause <= MAX_BACKOFF && pause >= Duration::from_millis(50), "{pause:?}");
+            assert!(
+                pause <= MAX_BACKOFF && pause >= Duration::from_millis(50),
+                "{pause:?}"
+            );
         }
         assert!(backoff(30) >= MAX_BACKOFF / 2);
     }

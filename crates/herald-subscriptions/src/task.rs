@@ -62,7 +62,10 @@ impl Task {
                 End::Closed => return,
                 End::Lost(why) => {
                     tracing::warn!(server = server.as_url_str(), error = %why, "NATS connection lost; reconnecting");
-                    self.registry.counters.connected.store(false, std::sync::atomic::Ordering::Relaxed);
+                    self.registry
+                        .counters
+                        .connected
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                     // Core NATS does not redeliver what passed meanwhile.
                     self.losses.send_modify(|n| *n += 1);
                     self.round_trips.disconnected();
@@ -87,7 +90,10 @@ impl Task {
                 self.ping(session, false);
             }
             commands_first = !commands_first;
-            match self.next_event(session, &mut keepalive, &mut leave, commands_first).await {
+            match self
+                .next_event(session, &mut keepalive, &mut leave, commands_first)
+                .await
+            {
                 Event::Ready(Ready::Read) => {
                     if let Err(why) = self.take_ops(session, &mut leave) {
                         return End::Lost(why);
@@ -97,7 +103,9 @@ impl Task {
                 Event::Ready(Ready::Command(Some(command))) => {
                     self.command(command, session);
                     for _ in 0..COMMAND_BATCH {
-                        let Ok(command) = self.commands.try_recv() else { break };
+                        let Ok(command) = self.commands.try_recv() else {
+                            break;
+                        };
                         self.command(command, session);
                     }
                 }
@@ -108,7 +116,9 @@ impl Task {
                     }
                     self.ping(session, true);
                 }
-                Event::Leave => return End::Lost("the server is shutting down (lame duck mode)".into()),
+                Event::Leave => {
+                    return End::Lost("the server is shutting down (lame duck mode)".into());
+                }
             }
         }
     }
@@ -166,7 +176,10 @@ impl Task {
     ) -> Result<(), String> {
         let registry = self.registry.clone();
         let counters = &registry.counters;
-        while let Some(op) = session.next_op().map_err(|e| format!("protocol error: {e}"))? {
+        while let Some(op) = session
+            .next_op()
+            .map_err(|e| format!("protocol error: {e}"))?
+        {
             match op {
                 ServerOp::Msg { sid, message } => {
                     if registry.is_live(sid) {
@@ -236,7 +249,9 @@ impl Task {
                     self.connected(&session);
                     return Some(session);
                 }
-                Err(why) => tracing::debug!(server = server.as_url_str(), error = %why, attempt, "NATS reconnect failed"),
+                Err(why) => {
+                    tracing::debug!(server = server.as_url_str(), error = %why, attempt, "NATS reconnect failed")
+                }
             }
         }
         None
@@ -244,9 +259,15 @@ impl Task {
 
     fn connected(&mut self, session: &Session) {
         let counters = &self.registry.counters;
-        counters.connected.store(true, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Registry::count(&counters.connects);
-        tracing::info!(server = session.server.as_url_str(), subscriptions = self.registry.len(), "NATS reconnected");
+        tracing::info!(
+            server = session.server.as_url_str(),
+            subscriptions = self.registry.len(),
+            "NATS reconnected"
+        );
         // Streams opened while disconnected may have missed events too.
         self.losses.send_modify(|n| *n += 1);
     }

@@ -26,7 +26,12 @@ impl Deliver for Recorder {
 
 impl Recorder {
     pub fn of(&self, sid: Sid) -> Vec<async_nats::Message> {
-        self.seen.lock().unwrap().get(&sid).cloned().unwrap_or_default()
+        self.seen
+            .lock()
+            .unwrap()
+            .get(&sid)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// How many messages each sid got.
@@ -37,10 +42,14 @@ impl Recorder {
 
     /// Waits until `sid` has `n` messages; returns them.
     pub async fn wait(&self, sid: Sid, n: usize) -> Vec<async_nats::Message> {
-        herald_testing::eventually(Duration::from_secs(10), &format!("{n} messages for sid {sid}"), || async {
-            let got = self.of(sid);
-            (got.len() >= n).then_some(got)
-        })
+        herald_testing::eventually(
+            Duration::from_secs(10),
+            &format!("{n} messages for sid {sid}"),
+            || async {
+                let got = self.of(sid);
+                (got.len() >= n).then_some(got)
+            },
+        )
         .await
     }
 }
@@ -66,9 +75,15 @@ pub async fn connect_with(
     let recorder = Arc::new(Recorder::default());
     let (tx, losses) = watch::channel(0);
     let urls: Vec<String> = url.split(',').map(str::to_owned).collect();
-    let subs =
-        Subscriptions::connect_with(&urls, security, "herald-test subs", tx, recorder.clone(), options)
-            .await?;
+    let subs = Subscriptions::connect_with(
+        &urls,
+        security,
+        "herald-test subs",
+        tx,
+        recorder.clone(),
+        options,
+    )
+    .await?;
     Ok(Connected {
         subs,
         recorder,
