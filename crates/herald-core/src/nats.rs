@@ -33,6 +33,11 @@ impl Password {
     pub fn new(password: impl Into<String>) -> Self {
         Self(password.into())
     }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Password {
@@ -98,7 +103,7 @@ pub struct NatsSecurity {
 /// User and password, or a token (a user name without a password, as
 /// NATS URLs carry one).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Login {
+pub enum Login {
     UserPassword(String, Password),
     Token(Password),
 }
@@ -213,6 +218,28 @@ pub fn inbox_prefix(name: &str) -> String {
     format!("_INBOX_{token}")
 }
 
+/// The servers to connect to, without the credentials their URLs may
+/// carry, and the user and password (or token) to log in with, from the
+/// URLs or the flags (never both). Other credentials (TLS, NKey, creds
+/// file) stay in `security`.
+pub fn servers(
+    urls: &[String],
+    security: &NatsSecurity,
+) -> Result<(Vec<async_nats::ServerAddr>, Option<Login>), ConnectError> {
+    let addrs = urls
+        .iter()
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|source| ConnectError::BadUrl {
+                    url: redact(url),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let login = security.login(&addrs)?;
+    Ok((addrs.into_iter().map(without_login).collect(), login))
+}
+
 /// `url` without its credentials, fit for logs and error messages.
 pub fn redact(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
@@ -246,26 +273,16 @@ pub async fn connect(
     security: &NatsSecurity,
     name: &str,
 ) -> Result<(async_nats::Client, LossCounter), ConnectError> {
-    let addrs = urls
-        .iter()
-        .map(|url| {
-            url.parse::<async_nats::ServerAddr>()
-                .map_err(|source| ConnectError::BadUrl {
-                    url: redact(url),
-                    source,
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    // The client logs the addresses it connects to: no secrets in them.
+    let (addrs, login) = servers(urls, security)?;
     let losses = LossCounter::new(0);
     let counter = losses.clone();
     let mut options = security.apply(async_nats::ConnectOptions::new()).await?;
-    options = match security.login(&addrs)? {
+    options = match login {
         Some(Login::UserPassword(user, password)) => options.user_and_password(user, password.0),
         Some(Login::Token(token)) => options.token(token.0),
         None => options,
     };
-    // The client logs the addresses it connects to: no secrets in them.
-    let addrs = addrs.into_iter().map(without_login).collect::<Vec<_>>();
     let client = options
         .name(name)
         .custom_inbox_prefix(inbox_prefix(name))

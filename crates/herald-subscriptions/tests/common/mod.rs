@@ -1,0 +1,115 @@
+//! What the tests share: a callback that records what it is handed, and
+//! connecting with it.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_core::nats::NatsSecurity;
+use herald_subscriptions::{Deliver, Options, Sid, Subscriptions};
+use tokio::sync::watch;
+
+/// Keeps every message handed to it, by sid.
+#[derive(Default)]
+pub struct Recorder {
+    seen: Mutex<HashMap<Sid, Vec<async_nats::Message>>>,
+}
+
+impl Deliver for Recorder {
+    fn deliver(&self, sid: Sid, message: &async_nats::Message) {
+        let mut seen = self.seen.lock().unwrap();
+        seen.entry(sid).or_default().push(message.clone());
+    }
+}
+
+impl Recorder {
+    pub fn of(&self, sid: Sid) -> Vec<async_nats::Message> {
+        self.seen
+            .lock()
+            .unwrap()
+            .get(&sid)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How many messages each sid got.
+    pub fn counts(&self) -> HashMap<Sid, usize> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().map(|(sid, m)| (*sid, m.len())).collect()
+    }
+
+    /// Waits until `sid` has `n` messages; returns them.
+    pub async fn wait(&self, sid: Sid, n: usize) -> Vec<async_nats::Message> {
+        herald_testing::eventually(
+            Duration::from_secs(10),
+            &format!("{n} messages for sid {sid}"),
+            || async {
+                let got = self.of(sid);
+                (got.len() >= n).then_some(got)
+            },
+        )
+        .await
+    }
+}
+
+/// A connection to `urls` recording into a new [`Recorder`].
+pub struct Connected {
+    pub subs: Subscriptions,
+    pub recorder: Arc<Recorder>,
+    pub losses: watch::Receiver<u64>,
+}
+
+pub async fn connect(url: &str) -> Connected {
+    connect_with(url, &NatsSecurity::default(), Options::default())
+        .await
+        .unwrap()
+}
+
+pub async fn connect_with(
+    url: &str,
+    security: &NatsSecurity,
+    options: Options,
+) -> Result<Connected, herald_subscriptions::ConnectError> {
+    let recorder = Arc::new(Recorder::default());
+    let (tx, losses) = watch::channel(0);
+    let urls: Vec<String> = url.split(',').map(str::to_owned).collect();
+    let subs = Subscriptions::connect_with(
+        &urls,
+        security,
+        "herald-test subs",
+        tx,
+        recorder.clone(),
+        options,
+    )
+    .await?;
+    Ok(Connected {
+        subs,
+        recorder,
+        losses,
+    })
+}
+
+pub async fn publisher(url: &str) -> async_nats::Client {
+    async_nats::connect(url).await.unwrap()
+}
+
+/// Publishes and waits until the server has it.
+pub async fn publish(client: &async_nats::Client, subject: &str, payload: &'static [u8]) {
+    client
+        .publish(subject.to_owned(), bytes::Bytes::from_static(payload))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+}
+
+/// The server's view of our connection (by its name) in /connz.
+pub async fn our_connection(server: &herald_testing::NatsServer) -> Option<serde_json::Value> {
+    let connz = server.monitor("/connz?limit=1000").await;
+    connz["connections"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "herald-test subs")
+        .cloned()
+}
