@@ -12,6 +12,16 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use herald_core::serve::Http;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::json_api::{self, JsonApi};
+
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::service::PublishService;
@@ -98,15 +108,22 @@ impl PublishServer {
             self.service.config.api_token.clone(),
             self.service.metrics.refused(),
         );
-        // Refuse before decoding anything larger than the largest valid request.
+        // Refuse before decoding anything larger than the largest valid
+        // request or batch (each batch item costs a tag and a length).
         let config = &self.service.config;
         let max_request = config.max_payload + config.max_users * (MAX_ID_LEN + 8) + 4096;
+        let max_request = max_request.max(config.max_batch_bytes + config.max_batch * 6 + 16);
         let tls = config
             .tls
             .as_ref()
             .map(|tls| tls.start(self.following.clone()));
         let presence = self.service.presence.clone();
-        let publisher = PublisherServer::new(self.service).max_decoding_message_size(max_request);
+        let service = Arc::new(self.service);
+        let json = JsonApi {
+            service: service.clone(),
+            token: token.clone(),
+        };
+        let publisher = PublisherServer::from_arc(service).max_decoding_message_size(max_request);
         let publisher = InterceptedService::new(publisher, move |r| token.check(r));
 
         // Receipts are right once presence is complete.
@@ -128,8 +145,44 @@ impl PublishServer {
         let routes = tonic::service::Routes::new(health_service)
             .add_service(reflection)
             .add_service(publisher);
-        herald_core::serve::grpc(listener, tls, routes, stopping).await;
+        let http = Http::auto(&listener);
+        let dispatch = Dispatch {
+            grpc: routes.prepare(),
+            json,
+        };
+        herald_core::serve::serve(listener, http, tls, move || dispatch.clone(), stopping).await;
         following.cancel();
         Ok(())
+    }
+}
+
+/// One port, two APIs: the JSON API's paths (and any HTTP/1 request) go
+/// to [`JsonApi`], everything else to the gRPC routes.
+#[derive(Clone)]
+struct Dispatch {
+    grpc: tonic::service::Routes,
+    json: JsonApi,
+}
+
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<tonic::body::Body>, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for Dispatch {
+    type Response = Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn call(&self, request: Request<Incoming>) -> ResponseFuture {
+        if json_api::wants(&request) {
+            let json = self.json.clone();
+            return Box::pin(async move { Ok(json.handle(request).await) });
+        }
+        let mut grpc = self.grpc.clone();
+        Box::pin(async move {
+            use tonic::codegen::Service;
+            std::future::poll_fn(|cx| Service::<Request<Incoming>>::poll_ready(&mut grpc, cx))
+                .await?;
+            grpc.call(request).await
+        })
     }
 }
