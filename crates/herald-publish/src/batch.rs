@@ -92,7 +92,10 @@ impl PublishService {
         for request in requests {
             let ephemeral = request.ephemeral;
             let sent = match validate(request, &self.config) {
-                Ok(publication) => self.send(&publication, ephemeral).await,
+                Ok(publication) => match self.can_store(&publication, ephemeral) {
+                    Ok(()) => self.send(&publication, ephemeral).await,
+                    Err(unavailable) => Err(unavailable),
+                },
                 Err(invalid) => Err(invalid.into()),
             };
             pending.push(sent);

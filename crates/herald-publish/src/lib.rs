@@ -8,6 +8,7 @@
 //! - [`send`]: one event onto NATS (store or send, receipts, offline queue), acks pending.
 //! - [`batch`]: `PublishBatch`: its limits, every item sent, then all acks awaited.
 //! - [`json_api`]: HTTP `POST /v1/publish` and `/v1/publish:batch` on the gRPC port.
+//! - [`streams`]: the history streams and offline queue, created in the background.
 //! - [`validate`]: request checks, all before anything is published.
 //! - [`metrics`].
 
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod send;
 pub mod server;
 pub mod service;
+pub mod streams;
 pub mod validate;
 
 pub use config::{Args, Config};

@@ -4,7 +4,6 @@ use herald_core::admin::Readiness;
 use herald_core::api_token::ApiToken;
 use herald_core::listener::{Listener, SocketMetrics};
 use herald_core::nats::Losses;
-use herald_core::offline;
 use herald_core::presence::{Follower, FollowerMetrics};
 use herald_core::subject::MAX_ID_LEN;
 use herald_proto::v1::publisher_server::PublisherServer;
@@ -25,12 +24,11 @@ use crate::json_api::{self, JsonApi};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::service::PublishService;
+use crate::streams::Streams;
 
 /// Why herald-publish cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot create the history streams or offline queue (is JetStream enabled?): {0}")]
-    Streams(#[from] async_nats::jetstream::context::CreateStreamError),
     #[error("cannot follow presence: {0}")]
     Presence(#[from] async_nats::SubscribeError),
 }
@@ -46,8 +44,9 @@ pub struct PublishServer {
 }
 
 impl PublishServer {
-    /// Creates or updates the history streams and the offline queue, and
-    /// starts following presence for receipts.
+    /// Starts creating (or updating) the history streams and the offline
+    /// queue in the background (see [`crate::streams`]), and following
+    /// presence for receipts.
     pub async fn start(
         config: Config,
         nats: async_nats::Client,
@@ -56,8 +55,12 @@ impl PublishServer {
     ) -> Result<Self, StartError> {
         let js = async_nats::jetstream::new(nats.clone());
         let following = CancellationToken::new();
-        config.history.ensure_streams(&js).await?;
-        offline::ensure_stream(&js, &config.history).await?;
+        let streams = Streams::pending();
+        let preparing =
+            streams
+                .clone()
+                .prepare(js.clone(), config.history.clone(), following.clone());
+        tokio::spawn(preparing);
         let presence = Follower::start(
             nats.clone(),
             losses,
@@ -75,6 +78,7 @@ impl PublishServer {
                 config,
                 metrics,
                 presence,
+                streams,
             },
             ready: Readiness::default(),
             following,
@@ -84,6 +88,11 @@ impl PublishServer {
 
     pub fn readiness(&self) -> Readiness {
         self.ready.clone()
+    }
+
+    /// Whether the history streams and offline queue exist yet.
+    pub fn streams(&self) -> Streams {
+        self.service.streams.clone()
     }
 
     /// Serves until `shutdown`; in-flight calls finish first. The
@@ -118,6 +127,7 @@ impl PublishServer {
             .as_ref()
             .map(|tls| tls.start(self.following.clone()));
         let presence = self.service.presence.clone();
+        let streams = self.service.streams.clone();
         let service = Arc::new(self.service);
         let json = JsonApi {
             service: service.clone(),
@@ -126,9 +136,11 @@ impl PublishServer {
         let publisher = PublisherServer::from_arc(service).max_decoding_message_size(max_request);
         let publisher = InterceptedService::new(publisher, move |r| token.check(r));
 
-        // Receipts are right once presence is complete.
+        // Ready once stored events can be stored and receipts are right
+        // (presence complete).
         let ready = self.ready.clone();
         let becoming_ready = tokio::spawn(async move {
+            streams.wait().await;
             presence.warm().await;
             ready.set(true);
         });

@@ -8,7 +8,7 @@ use async_nats::jetstream;
 use herald_core::presence::Follower;
 use herald_core::telemetry;
 use herald_proto::v1::{
-    PublishBatchRequest, PublishBatchResponse, PublishRequest, PublishResponse,
+    OfflinePolicy, PublishBatchRequest, PublishBatchResponse, PublishRequest, PublishResponse,
     publisher_server::Publisher,
 };
 use tonic::{Request, Response, Status};
@@ -16,7 +16,8 @@ use tracing::{Instrument, Span};
 
 use crate::config::Config;
 use crate::metrics::{Metrics, Outcome};
-use crate::validate::validate;
+use crate::streams::Streams;
+use crate::validate::{Publication, validate};
 
 /// Publishes validated events: persisted ones into the sharded history
 /// streams (JetStream republishes them live), ephemeral ones on core NATS;
@@ -29,6 +30,8 @@ pub struct PublishService {
     pub metrics: Metrics,
     /// Who is connected, for receipts.
     pub presence: Follower,
+    /// Whether the history streams and offline queue exist yet.
+    pub streams: Streams,
 }
 
 #[tonic::async_trait]
@@ -97,7 +100,21 @@ impl PublishService {
         let ephemeral = request.ephemeral;
         let publication = validate(request, &self.config)?;
         self.connected()?;
+        self.can_store(&publication, ephemeral)?;
         self.send(&publication, ephemeral).await?.confirmed().await
+    }
+
+    /// Refused at once when the event needs JetStream (persisted, or
+    /// queued for mobile push) before its streams exist; ephemeral events
+    /// go out from the first second.
+    pub fn can_store(&self, publication: &Publication, ephemeral: bool) -> Result<(), Status> {
+        let needs_streams = !ephemeral || publication.offline == OfflinePolicy::Fallback;
+        if needs_streams && !self.streams.ready() {
+            return Err(Status::unavailable(
+                "the history streams are not ready yet (JetStream is starting); retry shortly",
+            ));
+        }
+        Ok(())
     }
 
     /// Refused at once when NATS is not connected: published now, the
