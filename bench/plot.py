@@ -12,6 +12,8 @@ import sys
 
 W, H, PAD = 720, 440, 60
 COLORS = {"herald ephemeral": "#d62728", "herald persisted": "#ff7f0e", "herald": "#d62728",
+          "herald ephemeral batch": "#9467bd", "herald persisted batch": "#8c564b",
+          "herald ephemeral http": "#e377c2", "herald persisted http": "#7f7f7f",
           "nchan": "#1f77b4", "nats": "#2ca02c"}
 
 
@@ -24,6 +26,8 @@ def series(path, scenario):
         name = r["peer"]
         if scenario == "unicast" and name == "herald":
             name += " ephemeral" if r["ephemeral"] else " persisted"
+            if r.get("via", "grpc") != "grpc":
+                name += " " + r["via"]
         rate = r["deliveries_per_sec"] if scenario == "fanout" else r["achieved_rate"]
         lines.setdefault(name, []).append((rate, r["p99_ms"], r["p50_ms"]))
     return {k: sorted(v) for k, v in lines.items()}

@@ -11,6 +11,7 @@
 #   SCENARIOS=idle IDLE_SECS=60 bench/run.sh # idle CPU over four heartbeats
 #   SCENARIOS=idle-shared bench/run.sh       # idle streams, ten tabs per user
 #   SCENARIOS=churn CHURN_SECS=180 bench/run.sh   # memory under churn and after
+#   SCENARIOS=unicast VIAS="grpc batch" bench/run.sh  # unicast by Publish and PublishBatch only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -91,7 +92,8 @@ pids+=($!)
 wait_port 24222
 "$bin/herald-publish" --listen 127.0.0.1:25051 --admin-listen 127.0.0.1:25091 --node-id bench-publish \
   --history-storage memory >"$work/publish.log" 2>&1 &
-pids+=($!)
+publish_pid=$!
+pids+=($publish_pid)
 start_edge() {
   "$bin/herald-edge" --listen 127.0.0.1:25080 --admin-listen 127.0.0.1:25090 --node-id bench-edge \
     --max-connections 19000 >>"$work/edge.log" 2>&1 &
@@ -140,8 +142,14 @@ if want fanout; then
 fi
 if want unicast; then
   unicast=(unicast --users "$USERS" --sources "$SOURCES" --rates "$RATES" --secs "$SECS")
-  run herald "${herald[@]}" "${unicast[@]}" --ephemeral
-  run herald "${herald[@]}" "${unicast[@]}"
+  # Each way into herald-publish, with its CPU and the edge's per event.
+  # PublishBatch: few callers, BATCH_SIZE events per call.
+  for via in ${VIAS:-grpc batch http}; do
+    via_args=(--via "$via" --cpu-pid "publish=$publish_pid" --cpu-pid "edge=$edge_pid")
+    [[ $via == batch ]] && via_args+=(--publishers 4 --batch-size "${BATCH_SIZE:-50}")
+    run herald "${herald[@]}" "${unicast[@]}" "${via_args[@]}" --ephemeral
+    run herald "${herald[@]}" "${unicast[@]}" "${via_args[@]}"
+  done
   run nchan "${nchan[@]}" "${unicast[@]}"
   run nats --publish "$HERALD_NATS_URL" "${unicast[@]}"
 fi
@@ -210,20 +218,34 @@ if of("fanout", "herald"):
             print(f"Herald / Nchan deliveries/s: {ratio(h['deliveries_per_sec'], n['deliveries_per_sec'])}")
 
 print()
-print(f"{'unicast, p99 <= 50 ms':<28}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p999 ms':>9}")
+print(f"{'unicast, p99 <= 50 ms':<34}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p999 ms':>9}"
+      f"{'x Nchan':>9}{'publish µs/ev':>15}{'edge µs/ev':>12}")
 sustained = {}
-for label, peer, eph in [("Herald ephemeral", "herald", True), ("Herald persisted", "herald", False),
-                         ("Nchan", "nchan", False), ("NATS alone (ceiling)", "nats", False)]:
-    r = sustained[label] = best(of("unicast", peer, ephemeral=eph), 50, "achieved_rate")
+unicast = [r for r in runs if r.get("scenario") == "unicast"]
+for r in unicast:
+    r.setdefault("via", "grpc")
+rows = [(f"Herald {'ephemeral' if eph else 'persisted'}, {via}", "herald", eph, via)
+        for via in ("grpc", "batch", "http") for eph in (True, False)]
+rows += [("Nchan", "nchan", False, "grpc"), ("NATS alone (ceiling)", "nats", False, "grpc")]
+nchan_best = best([r for r in unicast if r["peer"] == "nchan"], 50, "achieved_rate")
+for label, peer, eph, via in rows:
+    steps = [r for r in unicast if r["peer"] == peer and r["ephemeral"] == eph and r["via"] == via]
+    if not steps:
+        continue
+    r = sustained[label] = best(steps, 50, "achieved_rate")
     if r is None:
-        print(f"{label:<28}{'none':>10}")
-    else:
-        print(f"{label:<28}{r['achieved_rate']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['p999_ms']:>9.2f}")
+        print(f"{label:<34}{'none':>10}")
+        continue
+    cpu = r.get("cpu_us_per_event") or {}
+    x = ratio(r["achieved_rate"], nchan_best["achieved_rate"]) if nchan_best else "n/a"
+    print(f"{label:<34}{r['achieved_rate']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['p999_ms']:>9.2f}"
+          f"{x:>9}{cpu.get('publish', float('nan')):>15.1f}{cpu.get('edge', float('nan')):>12.1f}")
 def rate(label):
-    return sustained[label]["achieved_rate"] if sustained[label] else 0.0
-for a, b in [("Herald ephemeral", "Nchan"), ("Herald persisted", "Nchan"),
-             ("Herald ephemeral", "NATS alone (ceiling)")]:
+    return sustained[label]["achieved_rate"] if sustained.get(label) else 0.0
+for a, b in [("Herald ephemeral, grpc", "NATS alone (ceiling)"),
+             ("Herald ephemeral, batch", "NATS alone (ceiling)")]:
     print(f"{a} / {b}: {ratio(rate(a), rate(b))}")
+print("(CPU per event at the best step that held; clock ticks of 10 ms over the step and its straggler wait)")
 print("(each ramp stops at the first rate that misses; raise RATES / FANOUT_RATES to find a ceiling)")
 
 print()

@@ -9,7 +9,9 @@
 //!   each and their ratio, measured in the same run.
 //! - `unicast`: one stream per user, events to random users at rising
 //!   rates: achieved rate, latency percentiles, lost and duplicated events
-//!   (`--peer nats`: the same traffic on NATS alone, the broker ceiling).
+//!   (`--peer nats`: the same traffic on NATS alone, the broker ceiling;
+//!   `--via grpc|batch|http`: Herald's Publish, PublishBatch or HTTP publish;
+//!   `--cpu-pid name=pid`: CPU per event of a server process).
 //! - `storm`: every client drops at once, events are published meanwhile,
 //!   and all reconnect together with their last ids: time until all stream
 //!   again and have caught up, errors, lost and duplicated events.
@@ -33,6 +35,7 @@ mod scale_publish;
 mod storm;
 mod stream;
 mod unicast;
+mod via;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

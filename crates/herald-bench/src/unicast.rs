@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 
 use crate::Target;
 use crate::peer::Kind;
+use crate::via::Via;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,6 +42,21 @@ pub struct Args {
     /// p99 above this ends the ramp.
     #[arg(long, default_value_t = 50)]
     p99_limit_ms: u64,
+    /// Herald: how events enter herald-publish.
+    #[arg(long, value_enum, default_value = "grpc")]
+    via: Via,
+    /// Events per call with `--via batch`.
+    #[arg(long, default_value_t = 50)]
+    batch_size: u64,
+    /// `name=pid` of a process whose CPU per event to report (repeatable),
+    /// e.g. `publish=1234`: user + system time over the step, over events sent.
+    #[arg(long = "cpu-pid", value_parser = parse_named_pid)]
+    cpu_pids: Vec<(String, u32)>,
+}
+
+fn parse_named_pid(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s.split_once('=').ok_or("expected name=pid")?;
+    Ok((name.to_owned(), pid.parse().map_err(|e| format!("{e}"))?))
 }
 
 /// What one rate measured; printed as one JSON line after `RESULT `.
@@ -60,6 +76,9 @@ struct Step {
     p99_ms: f64,
     p999_ms: f64,
     publish_errors: u64,
+    via: Via,
+    /// CPU microseconds per event sent, per `--cpu-pid` name.
+    cpu_us_per_event: std::collections::BTreeMap<String, f64>,
 }
 
 /// What the readers share: latencies and which events arrived.
@@ -106,9 +125,17 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
             tally.seen = vec![0; max_events as usize];
             tally.duplicated = 0;
         }
+        let cpu_before = cpu_ticks(&args.cpu_pids)?;
         let (sent, errors, elapsed) = publish_at(target, args, rate).await?;
         // Let stragglers arrive: at most the p99 limit plus a second.
         tokio::time::sleep(Duration::from_millis(args.p99_limit_ms) + Duration::from_secs(1)).await;
+        let cpu_after = cpu_ticks(&args.cpu_pids)?;
+        // Clock ticks are 10 ms.
+        let cpu_us_per_event = cpu_before
+            .into_iter()
+            .zip(cpu_after)
+            .map(|((name, a), (_, b))| (name, (b - a) as f64 * 10_000.0 / sent.max(1) as f64))
+            .collect();
         let step = {
             let tally = tally.lock().unwrap();
             let received = tally.seen.iter().filter(|s| **s > 0).count() as u64;
@@ -128,11 +155,19 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
                 p99_ms: ms(0.99),
                 p999_ms: ms(0.999),
                 publish_errors: errors,
+                via: args.via,
+                cpu_us_per_event,
             }
         };
         eprintln!(
-            "rate {rate}/s: achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, lost {}, duplicated {}",
-            step.achieved_rate, step.p50_ms, step.p99_ms, step.p999_ms, step.lost, step.duplicated
+            "rate {rate}/s: achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, lost {}, duplicated {}, CPU µs/event {:?}",
+            step.achieved_rate,
+            step.p50_ms,
+            step.p99_ms,
+            step.p999_ms,
+            step.lost,
+            step.duplicated,
+            step.cpu_us_per_event
         );
         println!("RESULT {}", serde_json::to_string(&step)?);
         let (achieved, p99) = (step.achieved_rate, step.p99_ms);
@@ -189,39 +224,55 @@ async fn nats_clients(url: &str, count: usize) -> anyhow::Result<Vec<async_nats:
     Ok(clients)
 }
 
+/// CPU ticks of each named process.
+fn cpu_ticks(pids: &[(String, u32)]) -> anyhow::Result<Vec<(String, u64)>> {
+    pids.iter()
+        .map(|(name, pid)| Ok((name.clone(), crate::fanout::cpu_ticks(&[*pid])?)))
+        .collect()
+}
+
 /// Publishes at `rate` for `--secs` to random users, numbering events
-/// from 0; returns (sent, errors, seconds taken).
+/// from 0, in calls of one event (or `--batch-size` with `--via batch`);
+/// returns (sent, errors, seconds taken).
 async fn publish_at(target: &Target, args: &Args, rate: u64) -> anyhow::Result<(u64, u64, f64)> {
     let total = rate * args.secs;
+    let per_call = if args.via == Via::Batch {
+        args.batch_size.max(1)
+    } else {
+        1
+    };
     // Publisher p sends `share(p)` events, numbered from `offset(p)`: all
     // `total` of them, the remainder spread over the first publishers.
     let (each, extra) = (total / args.publishers, total % args.publishers);
     let share = |p: u64| each + u64::from(p < extra);
     let offset = |p: u64| p * each + p.min(extra);
-    let interval = Duration::from_secs_f64(args.publishers as f64 / rate as f64);
-    let publisher = target.publisher().await?;
+    let interval = Duration::from_secs_f64((args.publishers * per_call) as f64 / rate as f64);
+    let sender = target.sender(args.via).await?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.secs) + target.timeout;
     let mut tasks = Vec::new();
     for p in 0..args.publishers {
-        let mut publisher = publisher.clone();
+        let mut sender = sender.clone();
         let (users, ephemeral) = (args.users, args.ephemeral);
         let (share, offset) = (share(p), offset(p));
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let (mut sent, mut errors) = (0u64, 0u64);
-            for k in 0..share {
-                if Instant::now() > deadline {
-                    break;
-                }
+            let mut k = 0;
+            while k < share && Instant::now() <= deadline {
                 tick.tick().await;
-                let user = format!("bench-{}", fastrand::usize(0..users));
-                let data = format!("{} {}", offset + k, crate::now_micros());
-                match publisher.publish_user(&user, data, ephemeral).await {
-                    Ok(()) => sent += 1,
-                    Err(_) => errors += 1,
-                }
+                let calls = (share - k).min(per_call);
+                let events = (k..k + calls)
+                    .map(|k| {
+                        let user = format!("bench-{}", fastrand::usize(0..users));
+                        (user, format!("{} {}", offset + k, crate::now_micros()))
+                    })
+                    .collect();
+                let failed = sender.send(events, ephemeral).await;
+                sent += calls - failed;
+                errors += failed;
+                k += calls;
             }
             (sent, errors)
         }));
@@ -232,6 +283,6 @@ async fn publish_at(target: &Target, args: &Args, rate: u64) -> anyhow::Result<(
         sent += s;
         errors += e;
     }
-    publisher.flush().await?;
+    sender.flush().await?;
     Ok((sent, errors, started.elapsed().as_secs_f64()))
 }

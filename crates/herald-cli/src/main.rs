@@ -1,8 +1,11 @@
-//! `herald`: the operator CLI. `herald publish` calls the Publish API;
+//! `herald`: the operator CLI. `herald publish` calls the Publish API
+//! (`--ndjson`: many events from stdin through `PublishBatch`, see [`ndjson`]);
 //! `herald presence` asks who is connected; `herald token` mints an HS256
 //! client token for development and tests.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod ndjson;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -44,7 +47,7 @@ struct PublishArgs {
     /// Target user (repeatable).
     #[arg(
         long = "user",
-        required_unless_present = "topic",
+        required_unless_present_any = ["topic", "ndjson"],
         conflicts_with = "topic"
     )]
     users: Vec<String>,
@@ -55,8 +58,17 @@ struct PublishArgs {
     #[arg(long, default_value = "")]
     event: String,
     /// Event payload (UTF-8).
-    #[arg(long)]
-    data: String,
+    #[arg(long, required_unless_present = "ndjson")]
+    data: Option<String>,
+    /// Read events from stdin instead, one PublishRequest in proto3 JSON
+    /// per line (e.g. `{"users":{"userIds":["alice"]},"data":"hi"}`), and
+    /// send them through PublishBatch; failed lines are reported with their
+    /// line number on stderr, and the exit code is 1 if any failed.
+    #[arg(long, conflicts_with_all = ["users", "topic", "data"])]
+    ndjson: bool,
+    /// With --ndjson: requests per PublishBatch call.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
+    batch_size: u16,
     /// No history, no id, no replay.
     #[arg(long)]
     ephemeral: bool,
@@ -140,6 +152,9 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let mut client = PublisherClient::connect(args.addr.clone())
         .await
         .with_context(|| format!("cannot reach herald-publish at {}", args.addr))?;
+    if args.ndjson {
+        return publish_ndjson(client, &args).await;
+    }
     let target = match args.topic {
         Some(topic) => Target::Topic(topic),
         None => Target::Users(UserTarget {
@@ -149,7 +164,7 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let mut request = tonic::Request::new(PublishRequest {
         target: Some(target),
         event: args.event,
-        data: args.data,
+        data: args.data.unwrap_or_default(),
         ephemeral: args.ephemeral,
         offline: match args.offline {
             Policy::Store => OfflinePolicy::Store,
@@ -177,6 +192,30 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         let outcome = outcome.strip_prefix("OUTCOME_").unwrap_or(outcome);
         let online = if receipt.online { "online" } else { "offline" };
         println!("  {}: {online}, {outcome}", receipt.user_id);
+    }
+    Ok(())
+}
+
+async fn publish_ndjson(
+    client: PublisherClient<tonic::transport::Channel>,
+    args: &PublishArgs,
+) -> anyhow::Result<()> {
+    let token = args.api_token.as_deref();
+    let send = |batch| {
+        let mut client = client.clone();
+        let mut request = tonic::Request::new(batch);
+        let authorized = authorize(&mut request, token);
+        async move {
+            authorized.map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+            let answer = client.publish_batch(request).await?;
+            Ok(answer.into_inner().results)
+        }
+    };
+    let stdin = std::io::stdin().lock();
+    let tally = ndjson::run(stdin, usize::from(args.batch_size), send).await?;
+    println!("published {}, failed {}", tally.published, tally.failed);
+    if tally.failed > 0 {
+        std::process::exit(1);
     }
     Ok(())
 }

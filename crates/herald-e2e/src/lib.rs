@@ -336,6 +336,12 @@ pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Ru
         herald_publish::PublishServer::start(config, nats, losses.subscribe(), &mut registry)
             .await
             .expect("herald-publish start");
+    // Tests publish persisted events at once: wait for their streams.
+    let streams = server.streams();
+    let created = tokio::time::timeout(std::time::Duration::from_secs(30), streams.wait());
+    created
+        .await
+        .expect("the history streams created within 30 s");
     let ready = server.readiness();
     Running::start(registry, ready, |listener, shutdown| async move {
         server.serve(listener, shutdown).await.expect("gRPC server");

@@ -149,3 +149,48 @@ async fn herald_bench_scale_runs_every_phase_over_two_edges_and_loses_nothing() 
     assert!(summary.contains(" KiB/stream, fan-out "), "{summary}");
     assert!(summary.ends_with(", lost 0"), "{summary}");
 }
+
+#[tokio::test]
+async fn herald_bench_unicast_drives_each_publish_path_and_loses_nothing() {
+    let token = "bench-smoke-api-token-0123456789";
+    let nats = herald_testing::NatsServer::start();
+    let mut publish = herald_publish::Config::defaults("p");
+    publish.api_token = Some(token.to_owned());
+    let publish = start_publish(&nats.client_url(), publish).await;
+    let edge = start_edge(&nats.client_url(), edge_config("bench-edge")).await;
+    let pid = format!("self={}", std::process::id());
+    for via in ["grpc", "batch", "http"] {
+        let output = tokio::process::Command::new(binary("herald-bench"))
+            .args(["--peer", "herald", "--edge", &edge.addr.to_string()])
+            .args(["--publish", &publish.url(), "--secret", SECRET])
+            .args(["--api-token", token, "--timeout", "30"])
+            .args([
+                "unicast",
+                "--users",
+                "20",
+                "--sources",
+                "2",
+                "--rates",
+                "200",
+            ])
+            .args(["--secs", "1", "--publishers", "4", "--batch-size", "10"])
+            .args(["--via", via, "--cpu-pid", &pid])
+            .output()
+            .await
+            .unwrap();
+        let [step] = &results(&output)[..] else {
+            panic!("want one step: {}", String::from_utf8_lossy(&output.stderr));
+        };
+        assert_eq!(step["via"], via, "{step}");
+        assert_eq!(
+            (&step["sent"], &step["lost"]),
+            (&200.into(), &0.into()),
+            "{step}"
+        );
+        assert_eq!(step["publish_errors"], 0, "{step}");
+        assert!(
+            step["cpu_us_per_event"]["self"].as_f64().is_some(),
+            "{step}"
+        );
+    }
+}

@@ -1,7 +1,10 @@
 //! Generated code for Herald's gRPC API (`proto/herald/v1`), package `herald.v1`.
 //!
 //! Clients and servers for `Publisher` and `Presence` live in [`v1`];
-//! [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection.
+//! [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection; [`json`] is the
+//! proto3 JSON mapping of the Publish API's messages (HTTP publish, NDJSON).
+
+pub mod json;
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

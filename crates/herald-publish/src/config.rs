@@ -39,6 +39,15 @@ pub struct Args {
     /// Most users one Publish may target.
     #[arg(long, env = "HERALD_MAX_USERS_PER_PUBLISH", default_value_t = 1000)]
     pub max_users: usize,
+
+    /// Most requests in one PublishBatch (or HTTP `POST /v1/publish:batch`).
+    #[arg(long, env = "HERALD_MAX_BATCH", default_value_t = 1000)]
+    pub max_batch: usize,
+
+    /// Most bytes of one PublishBatch's requests, protobuf-encoded; also
+    /// the largest HTTP request body (JSON), in bytes.
+    #[arg(long, env = "HERALD_MAX_BATCH_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_batch_bytes: usize,
 }
 
 /// Validated configuration.
@@ -49,6 +58,10 @@ pub struct Config {
     pub api_token: Option<String>,
     pub max_payload: usize,
     pub max_users: usize,
+    /// Most requests in one batch.
+    pub max_batch: usize,
+    /// Most encoded bytes of one batch's requests; the HTTP body limit.
+    pub max_batch_bytes: usize,
     pub history: HistoryArgs,
     /// gRPC over TLS (and mutual TLS with `--tls-client-ca`).
     pub tls: Option<ServerTls>,
@@ -64,13 +77,25 @@ impl Args {
         if self.max_users == 0 {
             return Err(("--max-users-per-publish", "must be at least 1".into()));
         }
+        if self.max_batch == 0 {
+            return Err(("--max-batch", "must be at least 1".into()));
+        }
+        if self.max_batch_bytes < self.max_payload {
+            return Err((
+                "--max-batch-bytes",
+                format!("must be at least --max-payload ({})", self.max_payload),
+            ));
+        }
         Ok(Config {
             node_id: self.common.node_id(),
             api_token,
             max_payload: self.max_payload,
             max_users: self.max_users,
+            max_batch: self.max_batch,
+            max_batch_bytes: self.max_batch_bytes,
             history: self.history.clone(),
-            tls: self.tls.server_config(&[b"h2"])?,
+            // HTTP/1.1 for the JSON API beside gRPC's HTTP/2.
+            tls: self.tls.server_config(&[b"h2", b"http/1.1"])?,
         })
     }
 }

@@ -4,14 +4,22 @@
 //! # Layout
 //! - [`config`]: flags, env vars, validation.
 //! - [`server`]: gRPC serving with health and reflection.
-//! - [`service`]: the `Publisher` implementation: store or send, receipts, offline queue.
+//! - [`service`]: the `Publisher` implementation: each call counted, timed, traced.
+//! - [`send`]: one event onto NATS (store or send, receipts, offline queue), acks pending.
+//! - [`batch`]: `PublishBatch`: its limits, every item sent, then all acks awaited.
+//! - [`json_api`]: HTTP `POST /v1/publish` and `/v1/publish:batch` on the gRPC port.
+//! - [`streams`]: the history streams and offline queue, created in the background.
 //! - [`validate`]: request checks, all before anything is published.
 //! - [`metrics`].
 
+pub mod batch;
 pub mod config;
+pub mod json_api;
 pub mod metrics;
+pub mod send;
 pub mod server;
 pub mod service;
+pub mod streams;
 pub mod validate;
 
 pub use config::{Args, Config};

@@ -29,7 +29,7 @@ async fn main() {
         &mut registry,
     )
     .await
-    .unwrap_or_else(|e| cli::misconfigured("--nats-url / --history-*", e));
+    .unwrap_or_else(|e| cli::misconfigured("--nats-url", e));
     let ready = server.readiness();
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, "herald-publish serving");
     let serving = async {

@@ -15,6 +15,22 @@ pub enum Outcome {
     Unavailable,
 }
 
+impl Outcome {
+    /// How a call (or batch item) that ended with `result` is counted.
+    pub fn of<T>(result: &Result<T, tonic::Status>) -> Self {
+        result.as_ref().err().map_or(Self::Ok, Self::of_error)
+    }
+
+    /// How a call refused with `status` is counted.
+    pub fn of_error(status: &tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::InvalidArgument => Self::InvalidArgument,
+            tonic::Code::Unauthenticated => Self::Unauthenticated,
+            _ => Self::Unavailable,
+        }
+    }
+}
+
 impl EncodeLabelValue for Outcome {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
         let label = match self {
@@ -81,6 +97,7 @@ pub struct Metrics {
     receipts: Family<ReceiptLabels, Counter>,
     events: Family<TargetLabels, Counter>,
     pub latency: Histogram,
+    pub batch_latency: Histogram,
 }
 
 impl Metrics {
@@ -91,9 +108,14 @@ impl Metrics {
             events: Family::default(),
             // 50µs .. ~3.3s
             latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 17)),
+            batch_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 17)),
         };
         let r = registry.sub_registry_with_prefix("herald_publish");
-        r.register("requests", "Publish calls, by outcome", m.requests.clone());
+        r.register(
+            "requests",
+            "Publish calls and PublishBatch items, by outcome",
+            m.requests.clone(),
+        );
         r.register(
             "events",
             "Events put on NATS, by target kind",
@@ -108,6 +130,11 @@ impl Metrics {
             "duration_seconds",
             "Time to validate and hand a Publish to NATS",
             m.latency.clone(),
+        );
+        r.register(
+            "batch_duration_seconds",
+            "Time to validate, send and confirm a whole PublishBatch",
+            m.batch_latency.clone(),
         );
         m
     }

@@ -4,7 +4,6 @@ use herald_core::admin::Readiness;
 use herald_core::api_token::ApiToken;
 use herald_core::listener::{Listener, SocketMetrics};
 use herald_core::nats::Losses;
-use herald_core::offline;
 use herald_core::presence::{Follower, FollowerMetrics};
 use herald_core::subject::MAX_ID_LEN;
 use herald_proto::v1::publisher_server::PublisherServer;
@@ -12,15 +11,24 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use herald_core::serve::Http;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::json_api::{self, JsonApi};
+
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::service::PublishService;
+use crate::streams::Streams;
 
 /// Why herald-publish cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot create the history streams or offline queue (is JetStream enabled?): {0}")]
-    Streams(#[from] async_nats::jetstream::context::CreateStreamError),
     #[error("cannot follow presence: {0}")]
     Presence(#[from] async_nats::SubscribeError),
 }
@@ -36,8 +44,9 @@ pub struct PublishServer {
 }
 
 impl PublishServer {
-    /// Creates or updates the history streams and the offline queue, and
-    /// starts following presence for receipts.
+    /// Starts creating (or updating) the history streams and the offline
+    /// queue in the background (see [`crate::streams`]), and following
+    /// presence for receipts.
     pub async fn start(
         config: Config,
         nats: async_nats::Client,
@@ -46,8 +55,12 @@ impl PublishServer {
     ) -> Result<Self, StartError> {
         let js = async_nats::jetstream::new(nats.clone());
         let following = CancellationToken::new();
-        config.history.ensure_streams(&js).await?;
-        offline::ensure_stream(&js, &config.history).await?;
+        let streams = Streams::pending();
+        let preparing =
+            streams
+                .clone()
+                .prepare(js.clone(), config.history.clone(), following.clone());
+        tokio::spawn(preparing);
         let presence = Follower::start(
             nats.clone(),
             losses,
@@ -65,6 +78,7 @@ impl PublishServer {
                 config,
                 metrics,
                 presence,
+                streams,
             },
             ready: Readiness::default(),
             following,
@@ -74,6 +88,11 @@ impl PublishServer {
 
     pub fn readiness(&self) -> Readiness {
         self.ready.clone()
+    }
+
+    /// Whether the history streams and offline queue exist yet.
+    pub fn streams(&self) -> Streams {
+        self.service.streams.clone()
     }
 
     /// Serves until `shutdown`; in-flight calls finish first. The
@@ -98,20 +117,30 @@ impl PublishServer {
             self.service.config.api_token.clone(),
             self.service.metrics.refused(),
         );
-        // Refuse before decoding anything larger than the largest valid request.
+        // Refuse before decoding anything larger than the largest valid
+        // request or batch (each batch item costs a tag and a length).
         let config = &self.service.config;
         let max_request = config.max_payload + config.max_users * (MAX_ID_LEN + 8) + 4096;
+        let max_request = max_request.max(config.max_batch_bytes + config.max_batch * 6 + 16);
         let tls = config
             .tls
             .as_ref()
             .map(|tls| tls.start(self.following.clone()));
         let presence = self.service.presence.clone();
-        let publisher = PublisherServer::new(self.service).max_decoding_message_size(max_request);
+        let streams = self.service.streams.clone();
+        let service = Arc::new(self.service);
+        let json = JsonApi {
+            service: service.clone(),
+            token: token.clone(),
+        };
+        let publisher = PublisherServer::from_arc(service).max_decoding_message_size(max_request);
         let publisher = InterceptedService::new(publisher, move |r| token.check(r));
 
-        // Receipts are right once presence is complete.
+        // Ready once stored events can be stored and receipts are right
+        // (presence complete).
         let ready = self.ready.clone();
         let becoming_ready = tokio::spawn(async move {
+            streams.wait().await;
             presence.warm().await;
             ready.set(true);
         });
@@ -128,8 +157,44 @@ impl PublishServer {
         let routes = tonic::service::Routes::new(health_service)
             .add_service(reflection)
             .add_service(publisher);
-        herald_core::serve::grpc(listener, tls, routes, stopping).await;
+        let http = Http::auto(&listener);
+        let dispatch = Dispatch {
+            grpc: routes.prepare(),
+            json,
+        };
+        herald_core::serve::serve(listener, http, tls, move || dispatch.clone(), stopping).await;
         following.cancel();
         Ok(())
+    }
+}
+
+/// One port, two APIs: the JSON API's paths (and any HTTP/1 request) go
+/// to [`JsonApi`], everything else to the gRPC routes.
+#[derive(Clone)]
+struct Dispatch {
+    grpc: tonic::service::Routes,
+    json: JsonApi,
+}
+
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<tonic::body::Body>, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for Dispatch {
+    type Response = Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn call(&self, request: Request<Incoming>) -> ResponseFuture {
+        if json_api::wants(&request) {
+            let json = self.json.clone();
+            return Box::pin(async move { Ok(json.handle(request).await) });
+        }
+        let mut grpc = self.grpc.clone();
+        Box::pin(async move {
+            use tonic::codegen::Service;
+            std::future::poll_fn(|cx| Service::<Request<Incoming>>::poll_ready(&mut grpc, cx))
+                .await?;
+            grpc.call(request).await
+        })
     }
 }

@@ -226,8 +226,18 @@ impl Drop for NatsServer {
 }
 
 impl NatsCluster {
-    /// Starts `size` routed nodes (`n1`, `n2`, …) and waits for the full mesh.
+    /// Starts `size` routed nodes (`n1`, `n2`, …) and waits for the full
+    /// mesh and for JetStream to place replicated streams.
     pub async fn start(size: usize) -> Self {
+        let cluster = Self::start_fresh(size).await;
+        cluster.wait_for_jetstream().await;
+        cluster
+    }
+
+    /// Starts `size` routed nodes and waits for the mesh only: JetStream
+    /// may still be electing its meta leader, as when a whole deployment
+    /// starts at once.
+    pub async fn start_fresh(size: usize) -> Self {
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let nodes: Vec<NatsServer> = (0..size)
             .map(|i| {
@@ -240,7 +250,6 @@ impl NatsCluster {
             .collect();
         let cluster = Self { nodes };
         cluster.wait_for_mesh().await;
-        cluster.wait_for_jetstream().await;
         cluster
     }
 

@@ -1,0 +1,199 @@
+//! HTTP publish on the gRPC port, for services and scripts without gRPC:
+//! `POST /v1/publish` (a `PublishRequest` in proto3 JSON → a
+//! `PublishResponse`) and `POST /v1/publish:batch` (`{"requests": [...]}`
+//! → `{"results": [...]}`), behind the same API token, validation and
+//! limits as gRPC. Errors are `{"error": "<code>", "message": "..."}`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use herald_core::api_token::{ApiToken, Verdict};
+use herald_proto::json;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use tonic::{Code, Status};
+use tracing::Instrument;
+
+use crate::service::{PublishService, request_span};
+
+/// The JSON API's paths.
+pub const PUBLISH: &str = "/v1/publish";
+pub const PUBLISH_BATCH: &str = "/v1/publish:batch";
+
+/// Whether the JSON API answers `request` rather than gRPC: its paths,
+/// and anything over HTTP/1 (gRPC needs HTTP/2).
+pub fn wants(request: &Request<Incoming>) -> bool {
+    let path = request.uri().path();
+    path == PUBLISH || path == PUBLISH_BATCH || request.version() < http::Version::HTTP_2
+}
+
+/// What the JSON API needs; cheap to clone.
+#[derive(Clone)]
+pub struct JsonApi {
+    pub service: Arc<PublishService>,
+    pub token: ApiToken,
+}
+
+/// A refusal, as JSON.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl ToString) -> Self {
+        let message = message.to_string();
+        Self {
+            status,
+            code,
+            message,
+        }
+    }
+
+    /// A gRPC status as HTTP: 400, 401, 503 (or 500 for what should not happen).
+    fn of(status: &Status) -> Self {
+        let (http, code) = match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => {
+                (StatusCode::BAD_REQUEST, "invalid_argument")
+            }
+            Code::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        Self::new(http, code, status.message())
+    }
+
+    fn into_response(self) -> Response<tonic::body::Body> {
+        let body = serde_json::json!({ "error": self.code, "message": self.message });
+        let mut response = json_response(self.status, &body);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            let retry = HeaderValue::from_static("1");
+            response.headers_mut().insert(header::RETRY_AFTER, retry);
+        }
+        response
+    }
+}
+
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<tonic::body::Body> {
+    let bytes = serde_json::to_vec(body).expect("JSON of plain structs");
+    let mut response = Response::new(tonic::body::Body::new(Full::new(Bytes::from(bytes))));
+    *response.status_mut() = status;
+    let json = HeaderValue::from_static("application/json");
+    response.headers_mut().insert(header::CONTENT_TYPE, json);
+    response
+}
+
+impl JsonApi {
+    /// Answers one HTTP request; never fails (errors are JSON responses).
+    pub async fn handle(self, request: Request<Incoming>) -> Response<tonic::body::Body> {
+        let span = request_span(request.headers(), "http");
+        let answer = self.answer(request).instrument(span).await;
+        answer.unwrap_or_else(Refusal::into_response)
+    }
+
+    async fn answer(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<tonic::body::Body>, Refusal> {
+        let batch = match request.uri().path() {
+            PUBLISH => false,
+            PUBLISH_BATCH => true,
+            path => {
+                let message = format!("no {path} here: POST {PUBLISH} or {PUBLISH_BATCH}");
+                return Err(Refusal::new(StatusCode::NOT_FOUND, "not_found", message));
+            }
+        };
+        if request.method() != Method::POST {
+            let message = format!("{} takes POST", request.uri().path());
+            let status = StatusCode::METHOD_NOT_ALLOWED;
+            return Err(Refusal::new(status, "method_not_allowed", message));
+        }
+        self.authorize(&request)?;
+        let body = self.body(request).await?;
+        if batch {
+            self.batch(&body).await
+        } else {
+            self.single(&body).await
+        }
+    }
+
+    fn authorize(&self, request: &Request<Incoming>) -> Result<(), Refusal> {
+        let authorization = request.headers().get(header::AUTHORIZATION);
+        let message = match self
+            .token
+            .verdict(authorization.and_then(|v| v.to_str().ok()))
+        {
+            Verdict::Allowed => return Ok(()),
+            Verdict::Missing => "missing API token: send `Authorization: Bearer <token>`",
+            Verdict::Wrong => "wrong API token",
+        };
+        Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            message,
+        ))
+    }
+
+    /// The whole body, refused with 413 past `--max-batch-bytes` (before
+    /// reading it when `Content-Length` says so).
+    async fn body(&self, request: Request<Incoming>) -> Result<Bytes, Refusal> {
+        let max = self.service.config.max_batch_bytes;
+        let too_large = || {
+            let message = format!("the body is over {max} bytes (--max-batch-bytes)");
+            Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        };
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max as u64) {
+            return Err(too_large());
+        }
+        match Limited::new(request.into_body(), max).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(e) => {
+                let message = format!("cannot read the body: {e}");
+                Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    message,
+                ))
+            }
+        }
+    }
+
+    async fn single(&self, body: &[u8]) -> Result<Response<tonic::body::Body>, Refusal> {
+        let request: json::PublishRequest = parse(body)?;
+        let request = request.try_into().map_err(invalid)?;
+        let response = self.service.publish_one(request).await;
+        let response = response.map_err(|s| Refusal::of(&s))?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json::PublishResponse::from(response),
+        ))
+    }
+
+    async fn batch(&self, body: &[u8]) -> Result<Response<tonic::body::Body>, Refusal> {
+        let batch: json::PublishBatchRequest = parse(body)?;
+        let requests = batch
+            .into_requests()
+            .map_err(|(i, e)| invalid(format!("requests[{i}]: {e}")))?;
+        let response = self.service.publish_many(requests).await;
+        let response = response.map_err(|s| Refusal::of(&s))?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json::PublishBatchResponse::from(response),
+        ))
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON: {e}")))
+}
+
+fn invalid(message: impl ToString) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
+}
