@@ -131,6 +131,15 @@ pub struct Subscriptions {
     registry: Arc<Registry>,
 }
 
+impl std::fmt::Debug for Subscriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriptions")
+            .field("len", &self.len())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
 impl Subscriptions {
     /// Connects like `herald_core::nats::connect` (same URLs and
     /// credentials), failing fast at start-up; afterwards reconnects for as
