@@ -606,6 +606,26 @@ mod tests {
     }
 
     #[test]
+    fn servers_come_without_their_credentials_and_with_the_login() {
+        let urls = ["nats://u:p@a:4222".to_owned(), "tls://u:p@b".to_owned()];
+        let (addrs, login) = servers(&urls, &NatsSecurity::default()).unwrap();
+        let bare: Vec<&str> = addrs.iter().map(|a| a.as_url_str()).collect();
+        assert_eq!(bare, ["nats://a:4222", "tls://b"]);
+        assert_eq!(
+            login,
+            Some(Login::UserPassword("u".into(), Password::new("p")))
+        );
+        assert_eq!(
+            login.map(|l| match l {
+                Login::UserPassword(_, p) | Login::Token(p) => p.expose().to_owned(),
+            }),
+            Some("p".to_owned())
+        );
+        let bad = servers(&["http://x".to_owned()], &NatsSecurity::default());
+        assert!(matches!(bad, Err(ConnectError::BadUrl { .. })));
+    }
+
+    #[test]
     fn passwords_never_show_in_debug_output() {
         let debug = format!("{:?}", with_user("edge", "hunter2"));
         assert!(!debug.contains("hunter2"), "{debug}");

@@ -58,7 +58,9 @@ pub trait Deliver: Send + Sync + 'static {
     /// Called on the connection's task, in arrival order; must not block,
     /// await or panic (short locks are fine). A slow callback backs up the
     /// socket until the server drops the connection as a slow consumer,
-    /// which counts as a loss.
+    /// which counts as a loss. The message's subject and payload are slices
+    /// of the connection's read buffer: copy what you keep for long
+    /// (`Bytes::copy_from_slice`), or a small payload pins a 64 KiB block.
     fn deliver(&self, sid: Sid, message: &async_nats::Message);
 }
 
@@ -129,6 +131,15 @@ pub struct Stats {
 pub struct Subscriptions {
     commands: mpsc::UnboundedSender<Command>,
     registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Subscriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriptions")
+            .field("len", &self.len())
+            .field("stats", &self.stats())
+            .finish()
+    }
 }
 
 impl Subscriptions {

@@ -249,6 +249,10 @@ impl Task {
                     self.connected(&session);
                     return Some(session);
                 }
+                // Loud now and then, not on every try of a long outage.
+                Err(why) if attempt % 10 == 0 => {
+                    tracing::warn!(server = server.as_url_str(), error = %why, attempt, "NATS reconnect failed")
+                }
                 Err(why) => {
                     tracing::debug!(server = server.as_url_str(), error = %why, attempt, "NATS reconnect failed")
                 }

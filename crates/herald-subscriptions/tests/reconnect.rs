@@ -79,3 +79,100 @@ async fn a_killed_node_is_left_for_one_the_cluster_advertised() {
     )
     .await;
 }
+
+/// The pid of a running server, from the `[pid]` its log lines start with.
+fn pid_of(server: &NatsServer) -> String {
+    let log = server.log();
+    let pid = log.strip_prefix('[').and_then(|l| l.split_once(']'));
+    pid.expect("a [pid] log prefix").0.to_owned()
+}
+
+#[tokio::test]
+async fn a_node_in_lame_duck_mode_is_left_before_it_closes_us() {
+    let cluster = NatsCluster::start(2).await;
+    let c = connect(&cluster.nodes[0].client_url()).await;
+    let sid = c.subs.subscribe("herald.t.ldm");
+    c.subs.round_trip().await.unwrap();
+
+    // SIGUSR2: lame duck mode; the server closes its clients only after a
+    // 10 s grace period, so leaving sooner is this client's doing.
+    let pid = pid_of(&cluster.nodes[0]);
+    let sent = std::process::Command::new("kill")
+        .args(["-USR2", &pid])
+        .status();
+    assert!(sent.unwrap().success());
+    eventually(
+        Duration::from_secs(8),
+        "a move to the other node",
+        || async { (*c.losses.borrow() >= 2 && c.subs.stats().connected).then_some(()) },
+    )
+    .await;
+    assert!(our_connection(&cluster.nodes[1]).await.is_some());
+    let nats = publisher(&cluster.nodes[1].client_url()).await;
+    publish(&nats, "herald.t.ldm", b"moved").await;
+    c.recorder.wait(sid, 1).await;
+}
+
+#[tokio::test]
+async fn a_slow_callback_is_cut_off_as_a_slow_consumer_and_comes_back() {
+    // A small pending limit, so the server gives up on us quickly.
+    let server =
+        NatsServer::start_with("max_payload: 64KB\nmax_pending: 256KB\nwrite_deadline: \"1s\"\n");
+    let recorder = std::sync::Arc::new(Slow::default());
+    let (tx, losses) = tokio::sync::watch::channel(0);
+    let subs = herald_subscriptions::Subscriptions::connect(
+        &[server.client_url()],
+        &Default::default(),
+        "herald-test subs",
+        tx,
+        recorder.clone(),
+    )
+    .await
+    .unwrap();
+    subs.subscribe("herald.t.flood");
+    subs.round_trip().await.unwrap();
+    // Well over what the kernel's socket buffers hold on loopback, sent
+    // from a thread of its own: the stalled callback blocks its runtime.
+    let url = server.client_url();
+    let flood = std::thread::spawn(move || publish_raw(&url, "herald.t.flood", 32 * 1024, 1000));
+    eventually(
+        Duration::from_secs(20),
+        "the slow consumer cut off and back",
+        || async { (*losses.borrow() >= 2 && subs.stats().connected).then_some(()) },
+    )
+    .await;
+    assert!(server.log().contains("Slow Consumer"), "{}", server.log());
+    flood.join().unwrap();
+}
+
+/// Publishes `count` messages of `size` bytes through a plain socket.
+fn publish_raw(url: &str, subject: &str, size: usize, count: usize) {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(url.trim_start_matches("nats://")).unwrap();
+    let mut info = [0u8; 4096];
+    let _ = socket.read(&mut info).unwrap();
+    socket
+        .write_all(b"CONNECT {\"verbose\":false}\r\n")
+        .unwrap();
+    let one = [
+        format!("PUB {subject} {size}\r\n").as_bytes(),
+        &vec![b'f'; size],
+        b"\r\n",
+    ]
+    .concat();
+    for _ in 0..count {
+        socket.write_all(&one).unwrap();
+    }
+}
+
+/// Stalls on the first message, as a callback must not.
+#[derive(Default)]
+struct Slow(std::sync::atomic::AtomicBool);
+
+impl herald_subscriptions::Deliver for Slow {
+    fn deliver(&self, _: herald_subscriptions::Sid, _: &async_nats::Message) {
+        if !self.0.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    }
+}
