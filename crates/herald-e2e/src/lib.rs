@@ -325,6 +325,16 @@ pub fn edge_config(node: &str) -> herald_edge::Config {
     herald_edge::Config::with_secret(node, SECRET)
 }
 
+/// Waits until `server`'s history streams exist: tests publish persisted
+/// events at once, and herald-publish creates them in the background.
+pub async fn until_history_streams(server: &herald_publish::PublishServer) {
+    let streams = server.streams();
+    let created = tokio::time::timeout(std::time::Duration::from_secs(30), streams.wait());
+    created
+        .await
+        .expect("the history streams created within 30 s");
+}
+
 /// Starts herald-publish on `nats_url` with `config`.
 pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Running {
     let (nats, losses) =
@@ -336,12 +346,7 @@ pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Ru
         herald_publish::PublishServer::start(config, nats, losses.subscribe(), &mut registry)
             .await
             .expect("herald-publish start");
-    // Tests publish persisted events at once: wait for their streams.
-    let streams = server.streams();
-    let created = tokio::time::timeout(std::time::Duration::from_secs(30), streams.wait());
-    created
-        .await
-        .expect("the history streams created within 30 s");
+    until_history_streams(&server).await;
     let ready = server.readiness();
     Running::start(registry, ready, |listener, shutdown| async move {
         server.serve(listener, shutdown).await.expect("gRPC server");

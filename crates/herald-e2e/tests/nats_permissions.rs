@@ -273,12 +273,7 @@ async fn start_publish_as(nats: &LockedNats) -> Running {
         herald_publish::PublishServer::start(config, client, losses.subscribe(), &mut registry)
             .await
             .expect("herald-publish starts as herald-publish");
-    // Tests publish persisted events at once: wait for their streams.
-    let streams = server.streams();
-    let created = tokio::time::timeout(std::time::Duration::from_secs(30), streams.wait());
-    created
-        .await
-        .expect("the history streams created within 30 s");
+    until_history_streams(&server).await;
     let ready = server.readiness();
     Running::start(registry, ready, |listener, shutdown| async move {
         server.serve(listener, shutdown).await.expect("gRPC server");
