@@ -14,15 +14,23 @@ fn results(output: &std::process::Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn herald_bench_idle_and_fanout_ramp_run_and_count_every_delivery() {
-    // herald-publish behind an API token, as a deployed one is.
-    let token = "bench-smoke-api-token-0123456789";
+const API_TOKEN: &str = "bench-smoke-api-token-0123456789";
+
+/// NATS, herald-publish behind [`API_TOKEN`] (as a deployed one is) and an
+/// edge.
+async fn guarded_stack() -> (herald_testing::NatsServer, Running, Running) {
     let nats = herald_testing::NatsServer::start();
     let mut publish = herald_publish::Config::defaults("p");
-    publish.api_token = Some(token.to_owned());
+    publish.api_token = Some(API_TOKEN.to_owned());
     let publish = start_publish(&nats.client_url(), publish).await;
     let edge = start_edge(&nats.client_url(), edge_config("bench-edge")).await;
+    (nats, publish, edge)
+}
+
+#[tokio::test]
+async fn herald_bench_idle_and_fanout_ramp_run_and_count_every_delivery() {
+    let (_nats, publish, edge) = guarded_stack().await;
+    let token = API_TOKEN;
     let output = tokio::process::Command::new(binary("herald-bench"))
         .args(["--peer", "herald", "--edge", &edge.addr.to_string()])
         .args(["--publish", &publish.url(), "--secret", SECRET])
@@ -152,12 +160,8 @@ async fn herald_bench_scale_runs_every_phase_over_two_edges_and_loses_nothing() 
 
 #[tokio::test]
 async fn herald_bench_unicast_drives_each_publish_path_and_loses_nothing() {
-    let token = "bench-smoke-api-token-0123456789";
-    let nats = herald_testing::NatsServer::start();
-    let mut publish = herald_publish::Config::defaults("p");
-    publish.api_token = Some(token.to_owned());
-    let publish = start_publish(&nats.client_url(), publish).await;
-    let edge = start_edge(&nats.client_url(), edge_config("bench-edge")).await;
+    let (_nats, publish, edge) = guarded_stack().await;
+    let token = API_TOKEN;
     let pid = format!("self={}", std::process::id());
     for via in ["grpc", "batch", "http"] {
         let output = tokio::process::Command::new(binary("herald-bench"))
