@@ -73,15 +73,13 @@ impl Reporter {
     }
 
     async fn run(self, mut requests: async_nats::Subscriber, stop: CancellationToken) {
-        let mut heartbeat = tokio::time::interval(self.interval);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = self.admission.changed() => self.send_delta(self.admission.take_delta()).await,
-                _ = heartbeat.tick() => self.send_heartbeat().await,
-                Some(request) = requests.next() => self.answer(request).await,
-            }
+        // `stop` ends the loop even inside a send: while NATS is down,
+        // async-nats queues what is published, and once its queue is full
+        // a publish waits until NATS is back (it held an edge's shutdown
+        // for good once 5,000 closing streams had queued their deltas).
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            () = self.report(&mut requests) => {}
         }
         // With NATS unreachable the goodbye cannot go out; followers then
         // expire this node by its silence instead, so do not wait long.
@@ -99,6 +97,19 @@ impl Reporter {
             .is_err()
         {
             tracing::warn!("could not tell presence this edge is leaving; it will expire");
+        }
+    }
+
+    /// Deltas as connections come and go, heartbeats, and snapshots on request.
+    async fn report(&self, requests: &mut async_nats::Subscriber) {
+        let mut heartbeat = tokio::time::interval(self.interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.admission.changed() => self.send_delta(self.admission.take_delta()).await,
+                _ = heartbeat.tick() => self.send_heartbeat().await,
+                Some(request) = requests.next() => self.answer(request).await,
+            }
         }
     }
 

@@ -252,9 +252,13 @@ async fn sigterm_drains_readiness_new_connects_and_open_streams() {
 }
 
 /// With its NATS server gone, a stopping edge cannot say goodbye to
-/// presence; it must exit anyway rather than wait for NATS forever.
+/// presence; it must exit anyway rather than wait for NATS forever. Its
+/// open streams close over the drain window, each queueing a presence
+/// delta, well over what async-nats queues while disconnected (2,048),
+/// after which a publish waits for NATS to come back.
 #[tokio::test]
 async fn sigterm_exits_even_when_nats_is_gone() {
+    const STREAMS: usize = 5_000;
     let mut nats = NatsServer::start();
     let (listen, admin) = (free_addr(), free_addr());
     let url = nats.client_url();
@@ -268,9 +272,9 @@ async fn sigterm_exits_even_when_nats_is_gone() {
         "--jwt-secret",
         SECRET,
         "--drain-window",
-        "1s",
+        "4s",
         "--drain-grace",
-        "2s",
+        "6s",
     ];
     let mut process = Process(edge(&args).stderr(Stdio::null()).spawn().unwrap());
     let readyz = format!("http://{admin}/readyz");
@@ -279,6 +283,10 @@ async fn sigterm_exits_even_when_nats_is_gone() {
         (r.status() == 200).then_some(())
     })
     .await;
+    let mut streams = Vec::with_capacity(STREAMS);
+    for n in 0..STREAMS {
+        streams.push(open_stream(&listen, &format!("user-{n}")).await);
+    }
     nats.kill();
     let pid = process.0.id().to_string();
     assert!(
@@ -294,4 +302,30 @@ async fn sigterm_exits_even_when_nats_is_gone() {
     })
     .await;
     assert!(exited.success(), "{exited:?}");
+}
+
+/// A raw HTTP/1.1 stream for `user`, read up to its first frame.
+async fn open_stream(listen: &str, user: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let token = Claims::new(user).hs256(SECRET);
+    let head = format!("GET /v1/events?access_token={token} HTTP/1.1\r\nhost: edge\r\n\r\n");
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut read = Vec::new();
+    while !read.windows(6).any(|w| w == b"retry:") {
+        let mut buf = [0u8; 1024];
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "{user}'s stream closed: {}",
+            String::from_utf8_lossy(&read)
+        );
+        read.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        read.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&read)
+    );
+    socket
 }
