@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::AdmitError;
 use crate::auth::Claims;
+use crate::beats::Heartbeats;
 use crate::budget::Budget;
 use crate::delivery::Member;
 use crate::error::ApiError;
@@ -29,14 +30,16 @@ use herald_core::cursor::Cursor;
 /// A stream outlives no token by more than this, even one with a far `exp`.
 const MAX_STREAM_SECS: u64 = 366 * 24 * 3600;
 
-/// Routes a request; `transport` closes its HTTP/1.1 connection.
+/// Routes a request; `transport` closes its HTTP/1.1 connection, and
+/// `heartbeats` says who writes a stream's heartbeats.
 pub async fn route<B>(
     req: Request<B>,
     state: Arc<State>,
     transport: Option<CancellationToken>,
+    heartbeats: Heartbeats,
 ) -> Response<Body> {
     let result = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/v1/events") => open(&req, &state, transport).await,
+        (&Method::GET, "/v1/events") => open(&req, &state, transport, heartbeats).await,
         (&Method::GET, "/" | "/demo") => Ok(demo_page()),
         (&Method::GET, "/herald.js") => Ok(script()),
         (_, "/v1/events") => Err(ApiError::new(
@@ -83,6 +86,7 @@ async fn open<B>(
     req: &Request<B>,
     state: &Arc<State>,
     transport: Option<CancellationToken>,
+    heartbeats: Heartbeats,
 ) -> Result<Response<Body>, ApiError> {
     if state.drain.is_draining() {
         return Err(ApiError::unavailable(
@@ -185,7 +189,7 @@ async fn open<B>(
         replay,
         cursor,
         signal,
-        heartbeat: state.config.heartbeat,
+        heartbeat: (heartbeats == Heartbeats::InBody).then_some(state.config.heartbeat),
         expires: expiry_instant(claims.exp),
         retry: state.config.retry,
         metrics: state.metrics.clone(),

@@ -6,7 +6,8 @@
 //! - [`config`]: flags, env vars, validation.
 //! - [`server`]: the serve loop, HTTP/1.1 + h2c, drain on shutdown.
 //! - [`plain`]: plain HTTP/1.1 streams served without hyper; [`head`] reads
-//!   their request heads, [`wire`] frames their responses.
+//!   their request heads, [`wire`] frames their responses; [`line`] is
+//!   such a stream's socket, and [`beats`] writes their heartbeats.
 //! - [`events`]: the `/v1/events` handler.
 //! - [`request`]: what a request asks for (token, topics, cursor); pure parsing.
 //! - [`auth`]: verifies the JWT; [`claims`]: what it says and the rules it must meet.
@@ -31,6 +32,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod beats;
 pub mod budget;
 pub mod claims;
 pub mod config;
@@ -40,6 +42,7 @@ pub mod error;
 pub mod events;
 pub mod fanout;
 pub mod head;
+pub mod line;
 pub mod metrics;
 pub mod plain;
 pub mod presence;

@@ -7,9 +7,12 @@
 //! handles: the head's buffer is gone once the head is parsed, one frame
 //! is written at a time, and the connection closes after the response
 //! (`connection: close`; an EventSource reconnects on a new one anyway).
+//! Its heartbeats are written by the node's heartbeat task
+//! ([`crate::beats`]), so an idle stream's task does not wake.
 
 use std::convert::Infallible;
 use std::io::ErrorKind;
+use std::net::Shutdown;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -22,7 +25,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::beats::Heartbeats;
 use crate::head::{self, First};
+use crate::line::Line;
 use crate::server::{Body, State};
 use crate::wire::{self, Framing};
 
@@ -65,7 +70,7 @@ pub async fn serve(
             // Not through `until_killed`: it would hold a second copy of
             // this connection's state.
             tokio::select! {
-                _ = respond(&mut stream, *req, state, transport) => {}
+                _ = respond(stream, *req, state, transport) => {}
                 _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer)"),
                 _ = cut_after(&stop) => tracing::debug!("stream connection cut: it did not close in time"),
             }
@@ -74,21 +79,30 @@ pub async fn serve(
     }
 }
 
-/// Routes `req` as hyper's path does and writes the response.
+/// Routes `req` as hyper's path does and writes the response; the
+/// socket closes when it is written, or when this future is dropped.
 async fn respond(
-    stream: &mut TcpStream,
+    mut stream: TcpStream,
     req: Request<()>,
     state: Arc<State>,
     transport: CancellationToken,
 ) {
-    let routing = Box::pin(crate::events::route(req, state, Some(transport)));
+    let routing = crate::events::route(req, state.clone(), Some(transport), Heartbeats::ByNode);
+    let routing = Box::pin(routing); // its own statement: see `serve`
     let (head, framing, body) = framed(routing.await);
-    let written = match framing {
-        Framing::Length(_) => write_full(stream, head, body).await,
-        Framing::Chunked => write_chunked(stream, head, body).await,
-    };
-    if written.is_ok() {
-        let _ = stream.shutdown().await;
+    match framing {
+        Framing::Length(_) => {
+            if write_full(&mut stream, head, body).await.is_ok() {
+                let _ = stream.shutdown().await;
+            }
+        }
+        Framing::Chunked => {
+            let line = Arc::new(Line::new(stream));
+            state.beats.add(&line);
+            if write_chunked(&line, head, body).await.is_ok() {
+                let _ = socket2::SockRef::from(line.socket()).shutdown(Shutdown::Write);
+            }
+        }
     }
 }
 
@@ -119,18 +133,16 @@ async fn write_full(stream: &mut TcpStream, head: Bytes, body: Body) -> std::io:
 /// The stream, a frame at a time (the head goes with the first), until
 /// it ends or the client goes away; dropping `body` then ends the
 /// session as hyper's path does (`client_gone`).
-async fn write_chunked(stream: &mut TcpStream, head: Bytes, mut body: Body) -> std::io::Result<()> {
+async fn write_chunked(line: &Line, head: Bytes, mut body: Body) -> std::io::Result<()> {
     let mut head = Some(head);
     loop {
         let frame = tokio::select! {
             frame = body.frame() => frame,
-            () = client_gone(stream) => return Err(ErrorKind::ConnectionReset.into()),
+            () = client_gone(line.socket()) => return Err(ErrorKind::ConnectionReset.into()),
         };
         let first = head.take().unwrap_or_default();
         let Some(frame) = frame else {
-            return stream
-                .write_all_buf(&mut first.chain(wire::LAST_CHUNK))
-                .await;
+            return line.write_all(first.chain(wire::LAST_CHUNK)).await;
         };
         let data = frame
             .map(|f| f.into_data())
@@ -140,8 +152,8 @@ async fn write_chunked(stream: &mut TcpStream, head: Bytes, mut body: Body) -> s
             continue;
         }
         let size = wire::chunk_size(data.len());
-        let mut out = first.chain(size).chain(data).chain(&b"\r\n"[..]);
-        stream.write_all_buf(&mut out).await?;
+        let out = first.chain(size).chain(data).chain(&b"\r\n"[..]);
+        line.write_all(out).await?;
     }
 }
 
@@ -192,7 +204,7 @@ mod tests {
     #[test]
     fn a_streams_connection_future_stays_small() {
         let serve = future_size(|| serve(never(), never(), never(), never(), never()));
-        let route = future_size(|| crate::events::route::<()>(never(), never(), never()));
+        let route = future_size(|| crate::events::route::<()>(never(), never(), never(), never()));
         println!("connection future {serve} bytes; route future (boxed) {route} bytes");
         assert!(serve <= 1_400, "connection future of {serve} bytes");
     }

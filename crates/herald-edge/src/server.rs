@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
+use crate::beats::{Beats, Heartbeats};
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::fanout::Fanout;
@@ -55,6 +56,8 @@ pub struct State {
     pub tails: Tails,
     /// Source of connection ids.
     pub next_id: AtomicU64,
+    /// Heartbeats of the streams served without hyper.
+    pub beats: Beats,
 }
 
 /// How the edge reaches NATS.
@@ -117,6 +120,7 @@ impl Edge {
             drain: Arc::new(Drain::new(config.drain_window)),
             metrics,
             next_id: AtomicU64::new(0),
+            beats: Beats::new(config.heartbeat),
             config,
         };
         Ok(Self {
@@ -152,6 +156,11 @@ impl Edge {
             let state = self.state.clone();
             let stop = stop_reporting.clone();
             async move { state.connects.forget_refilled(stop).await }
+        });
+        let beating = tokio::spawn({
+            let state = self.state.clone();
+            let stop = stop_reporting.clone();
+            async move { state.beats.run(stop).await }
         });
         let http = Http::auto(&listener);
         let tls = self.state.config.tls.as_ref();
@@ -198,6 +207,7 @@ impl Edge {
             let _ = task.await;
         }
         let _ = forgetting.await;
+        let _ = beating.await;
         tracing::info!("drained");
     }
 
@@ -249,7 +259,8 @@ pub fn service(
     service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let http1 = req.version() < http::Version::HTTP_2;
         let transport = http1.then(|| transport.clone());
-        crate::events::route(req, state.clone(), transport).map(Ok::<_, Infallible>)
+        crate::events::route(req, state.clone(), transport, Heartbeats::InBody)
+            .map(Ok::<_, Infallible>)
     })
 }
 

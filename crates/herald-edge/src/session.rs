@@ -80,7 +80,9 @@ pub struct Session {
     /// Closed by the fan-out (slow consumer), on a NATS loss, by the
     /// drain, or by the stream itself.
     pub signal: Arc<Signal>,
-    pub heartbeat: Duration,
+    /// `None` when the node writes this stream's heartbeats (see
+    /// [`crate::beats`]); then the timer only ends the stream at `expires`.
+    pub heartbeat: Option<Duration>,
     pub expires: Instant,
     pub retry: Duration,
     pub metrics: Metrics,
@@ -92,7 +94,7 @@ struct Running {
     /// Wakes the stream for its next heartbeat or its expiry, whichever
     /// comes first: one timer, made once, reset at each heartbeat.
     timer: Pin<Box<Sleep>>,
-    next_heartbeat: Instant,
+    next_heartbeat: Option<Instant>,
     done: bool,
 }
 
@@ -103,9 +105,10 @@ impl Session {
         self.guard.opened = true;
         self.metrics.connects.inc();
         self.metrics.connections.inc();
-        let next_heartbeat = on_grid(Instant::now() + self.heartbeat);
+        let next_heartbeat = self.heartbeat.map(|h| on_grid(Instant::now() + h));
+        let wake = next_heartbeat.map_or(self.expires, |at| at.min(self.expires));
         let running = Running {
-            timer: Box::pin(tokio::time::sleep_until(next_heartbeat.min(self.expires))),
+            timer: Box::pin(tokio::time::sleep_until(wake)),
             next_heartbeat,
             session: self,
             done: false,
@@ -140,7 +143,10 @@ impl Running {
                 _ = s.signal.closed() => Step::Close(s.signal.reason().unwrap_or(CloseReason::ServerError)),
                 d = recv_replay(&mut s.replay), if replaying => d.map_or(Step::ReplayDone, Step::Send),
                 d = s.queue.recv(), if !replaying => d.map_or(Step::Close(CloseReason::ServerError), Step::Send),
-                () = self.timer.as_mut() => self.on_timer(),
+                () = self.timer.as_mut() => match self.on_timer() {
+                    Some(step) => step,
+                    None => continue,
+                },
             };
             match step {
                 Step::Send(first) => {
@@ -161,18 +167,23 @@ impl Running {
     }
 
     /// A heartbeat, and the timer set for the next; or the token expired.
-    fn on_timer(&mut self) -> Step {
+    fn on_timer(&mut self) -> Option<Step> {
         let now = Instant::now();
-        if now >= self.session.expires {
-            return Step::Close(CloseReason::TokenExpired);
+        let expires = self.session.expires;
+        if now >= expires {
+            return Some(Step::Close(CloseReason::TokenExpired));
         }
+        let (Some(next), Some(every)) = (&mut self.next_heartbeat, self.session.heartbeat) else {
+            self.timer.as_mut().reset(expires);
+            return None;
+        };
         // Skipping (not delaying) a late beat keeps the stream on the grid.
-        while self.next_heartbeat <= now {
-            self.next_heartbeat += self.session.heartbeat;
+        while *next <= now {
+            *next += every;
         }
-        let next = self.next_heartbeat.min(self.session.expires);
-        self.timer.as_mut().reset(next);
-        Step::Heartbeat
+        let wake = (*next).min(expires);
+        self.timer.as_mut().reset(wake);
+        Some(Step::Heartbeat)
     }
 
     /// Writes `first` and whatever else is already queued into one frame:

@@ -1,0 +1,199 @@
+//! Heartbeats of plain HTTP/1.1 streams, written by one task for the
+//! whole node. An idle stream's only work is its heartbeat; a task woken
+//! for each one (its timer, its `select!`, its body, its write) was most
+//! of an idle edge's CPU outside the kernel. Here one task wakes once a
+//! step, walks the streams due and writes each heartbeat with one
+//! non-blocking write: an idle stream's task never wakes. Streams served
+//! by hyper (HTTP/2, TLS) write their own, as hyper owns their sockets.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::line::Line;
+
+/// The heartbeat task wakes at most this often.
+const STEP: Duration = Duration::from_secs(1);
+
+/// Who writes a stream's heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeats {
+    /// The stream itself, into its body.
+    InBody,
+    /// The node's heartbeat task, straight to the socket.
+    ByNode,
+}
+
+/// The streams whose heartbeats this node writes, in one slot per step
+/// of the heartbeat interval: each step, one slot is walked.
+pub struct Beats {
+    step: Duration,
+    slots: Box<[Mutex<Vec<Weak<Line>>>]>,
+    /// The slot walked last: a stream added now is due one interval on.
+    last: AtomicUsize,
+}
+
+impl Beats {
+    /// Heartbeats at least every `interval` (exactly, for whole seconds).
+    pub fn new(interval: Duration) -> Self {
+        let step = interval.min(STEP).max(Duration::from_millis(1));
+        let slots = (interval.as_nanos() / step.as_nanos()).max(1) as usize;
+        Self {
+            step,
+            slots: (0..slots).map(|_| Mutex::default()).collect(),
+            last: AtomicUsize::new(0),
+        }
+    }
+
+    /// Writes `line`'s heartbeats until it is dropped.
+    pub fn add(&self, line: &Arc<Line>) {
+        let slot = self.last.load(Ordering::Acquire);
+        self.slots[slot].lock().unwrap().push(Arc::downgrade(line));
+    }
+
+    /// Walks one slot each step until `stop`.
+    pub async fn run(&self, stop: CancellationToken) {
+        let mut every = tokio::time::interval(self.step);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await; // the first tick is now; streams added now are due later
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let slot = (self.last.load(Ordering::Acquire) + 1) % self.slots.len();
+            self.walk(slot);
+            self.last.store(slot, Ordering::Release);
+        }
+    }
+
+    /// Writes the heartbeats of one slot's streams and forgets the gone.
+    fn walk(&self, slot: usize) {
+        let mut lines = self.slots[slot].lock().unwrap();
+        lines.retain(|line| match line.upgrade() {
+            Some(line) => {
+                line.beat();
+                true
+            }
+            None => false,
+        });
+        // A slot four times larger than needed held a burst, now gone.
+        let held = lines.len();
+        if lines.capacity() > 4 * held.max(64) {
+            lines.shrink_to(2 * held);
+        }
+    }
+
+    /// Streams whose heartbeats this node writes.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.slots.iter().map(|s| s.lock().unwrap().len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    const BEAT: &[u8] = b"d\r\n: heartbeat\n\n\r\n";
+
+    /// A line on one end of a loopback connection, and the other end.
+    async fn pair() -> (Arc<Line>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (Arc::new(Line::new(accepted.unwrap().0)), client.unwrap())
+    }
+
+    /// What `client` receives within `window`.
+    async fn read_for(client: &mut TcpStream, window: Duration) -> Vec<u8> {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(window, client.read_to_end(&mut got)).await;
+        got
+    }
+
+    fn beats_in(bytes: &[u8]) -> usize {
+        bytes.windows(BEAT.len()).filter(|w| *w == BEAT).count()
+    }
+
+    #[tokio::test]
+    async fn every_line_gets_a_heartbeat_each_interval_once_its_head_is_out() {
+        const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
+        const HELLO: &[u8] = b"5\r\nhello\r\n";
+        let beats = Arc::new(Beats::new(Duration::from_millis(100)));
+        let (idle, mut idle_client) = pair().await;
+        let (busy, mut busy_client) = pair().await;
+        let (headless, mut headless_client) = pair().await;
+        for line in [&idle, &busy, &headless] {
+            beats.add(line);
+        }
+        idle.write_all(HEAD).await.unwrap();
+        let stop = CancellationToken::new();
+        let running = tokio::spawn({
+            let (beats, stop) = (beats.clone(), stop.clone());
+            async move { beats.run(stop).await }
+        });
+        let writing = tokio::spawn(async move {
+            busy.write_all(HEAD).await.unwrap();
+            for _ in 0..20 {
+                busy.write_all(HELLO).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        });
+        let window = Duration::from_millis(500);
+        let (idle_got, busy_got, headless_got) = tokio::join!(
+            read_for(&mut idle_client, window),
+            read_for(&mut busy_client, window),
+            read_for(&mut headless_client, window),
+        );
+        let idle_beats = beats_in(&idle_got);
+        assert!(
+            (3..=6).contains(&idle_beats),
+            "{idle_beats} beats in 500 ms"
+        );
+        assert_eq!(idle_got, [HEAD, &BEAT.repeat(idle_beats)].concat());
+        let busy_beats = beats_in(&busy_got);
+        assert!(
+            (3..=6).contains(&busy_beats),
+            "{busy_beats} beats in 500 ms"
+        );
+        let hellos = busy_got
+            .windows(HELLO.len())
+            .filter(|w| *w == HELLO)
+            .count();
+        assert_eq!(hellos, 20, "events and heartbeats, whole");
+        let whole = HEAD.len() + 20 * HELLO.len() + busy_beats * BEAT.len();
+        assert_eq!(busy_got.len(), whole);
+        assert!(busy_got.starts_with(HEAD));
+        assert!(headless_got.is_empty(), "nothing goes before the head");
+        stop.cancel();
+        running.await.unwrap();
+        writing.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dropped_line_is_forgotten_at_its_next_turn() {
+        let beats = Beats::new(Duration::from_secs(3));
+        let mut clients = Vec::new();
+        let mut lines = Vec::new();
+        for _ in 0..3 {
+            let (line, client) = pair().await;
+            beats.add(&line);
+            lines.push(line);
+            clients.push(client);
+        }
+        assert_eq!(beats.held(), 3);
+        lines.truncate(1);
+        for slot in 0..3 {
+            beats.walk(slot);
+        }
+        assert_eq!(beats.held(), 1);
+    }
+}
