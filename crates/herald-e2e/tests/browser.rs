@@ -1,6 +1,7 @@
 //! A real browser: headless Chromium opens the demo page, the edge under it
 //! is killed and restarted, and Chromium's own EventSource reconnect (with
-//! its own `Last-Event-ID`) brings every event it missed.
+//! its own `Last-Event-ID`) brings every event it missed; the README's
+//! typed event shows on the demo page with its type.
 
 use std::time::Duration;
 
@@ -8,7 +9,9 @@ use herald_e2e::*;
 use herald_testing::NatsServer;
 use herald_testing::browser::Browser;
 use herald_testing::token::Claims;
-use serde_json::Value;
+use serde_json::{Value, json};
+
+const API_TOKEN: &str = "browser-test-api-token-0123";
 
 /// Waits until `expression` evaluates to `want` in the page.
 async fn page_until(browser: &mut Browser, expression: &str, want: Value) {
@@ -61,4 +64,88 @@ async fn chromium_gets_every_event_across_an_edge_restart() {
     assert_eq!(browser.eval("window.herald.resets").await, 0);
     assert_eq!(browser.eval("window.herald.state").await, "open");
     drop(edge);
+}
+
+/// Runs `herald publish` with `args` against `publish`, as the README does.
+async fn herald_publish(publish: &Running, args: &[&str]) {
+    let mut command = std::process::Command::new(binary("herald"));
+    command
+        .args(["publish", "--addr", &publish.url()])
+        .args(args)
+        .env_clear()
+        .env("HERALD_API_TOKEN", API_TOKEN);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "herald publish {args:?}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_shows_the_readmes_typed_event_with_its_type() {
+    let nats = NatsServer::start();
+    let mut config = herald_publish::Config::defaults("p");
+    config.api_token = Some(API_TOKEN.to_owned());
+    let publish = start_publish(&nats.client_url(), config).await;
+    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let token = Claims::new("alice").topics(&["news"]).hs256(SECRET);
+    // The README's demo URL and publish command.
+    let url = format!("{}/demo?token={token}&topic=news&type=headline", edge.url());
+    let mut browser = Browser::open(&url).await;
+    page_until(&mut browser, "window.herald.state", "open".into()).await;
+    let headline = [
+        "--topic",
+        "news",
+        "--event",
+        "headline",
+        "--data",
+        "hello news",
+    ];
+    herald_publish(&publish, &headline).await;
+    page_until(&mut browser, "window.herald.events.length", 1.into()).await;
+    let event = browser.eval("window.herald.events[0]").await;
+    assert_eq!(event["type"], "headline");
+    assert_eq!(event["data"], "hello news");
+    let cells = "[...document.querySelectorAll('#events td')].map((td) => td.textContent)";
+    let row = browser.eval(cells).await;
+    assert_eq!(row[0], "headline", "the page shows the type: {row}");
+    assert_eq!(row[1], "hello news");
+
+    // A type nobody named is dropped by the browser: the plain event
+    // published after it (same topic, so in order) shows, it does not.
+    herald_publish(
+        &publish,
+        &["--topic", "news", "--event", "order", "--data", "o1"],
+    )
+    .await;
+    herald_publish(&publish, &["--topic", "news", "--data", "plain"]).await;
+    page_until(&mut browser, "window.herald.events.length", 2.into()).await;
+    // Named in the box, it shows from then on, on the same stream.
+    let add = r#"(() => {
+      const box = document.getElementById("types");
+      box.value = "headline, order";
+      box.dispatchEvent(new Event("change"));
+      return window.herald.types;
+    })()"#;
+    assert_eq!(browser.eval(add).await, json!(["headline", "order"]));
+    herald_publish(
+        &publish,
+        &["--topic", "news", "--event", "order", "--data", "o2"],
+    )
+    .await;
+    page_until(&mut browser, "window.herald.events.length", 3.into()).await;
+    let seen = browser
+        .eval("window.herald.events.map((e) => e.type + ':' + e.data)")
+        .await;
+    assert_eq!(
+        seen,
+        json!(["headline:hello news", "message:plain", "order:o2"])
+    );
+    assert_eq!(
+        browser.eval("window.herald.state").await,
+        "open",
+        "never reconnected"
+    );
+    let connects = edge.metric("herald_edge_connects_total").await;
+    assert_eq!(connects, 1.0, "one stream throughout");
 }

@@ -11,6 +11,7 @@ use herald_core::tls::{ServerTls, TlsArgs};
 
 use crate::auth::{Authenticator, Rules};
 use crate::budget::ReplayLimits;
+use crate::cors::AllowedOrigins;
 use crate::ratelimit::ConnectRate;
 
 /// Shortest HS256 secret accepted, in bytes (RFC 7518 §3.2: the key must be
@@ -63,6 +64,13 @@ pub struct Args {
     /// since a stream ends at `exp`), e.g. `30s`.
     #[arg(long, env = "HERALD_JWT_LEEWAY", default_value = "30s", value_parser = parse_duration)]
     pub jwt_leeway: Duration,
+
+    /// Origins whose pages may read streams from another origin (CORS),
+    /// comma-separated and exact, e.g. `https://app.example.com`; or `*`
+    /// for any page, without cookies (tokens in the query only). Unset:
+    /// only pages of the edge's own origin.
+    #[arg(long, env = "HERALD_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
 
     /// Interval of heartbeat comments on idle streams, e.g. `15s`.
     #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
@@ -127,6 +135,8 @@ pub struct Args {
 pub struct Config {
     pub node_id: String,
     pub auth: Arc<Authenticator>,
+    /// Which other origins' pages may read streams.
+    pub origins: AllowedOrigins,
     pub heartbeat: Duration,
     pub presence_heartbeat: Duration,
     pub retry: Duration,
@@ -207,10 +217,13 @@ impl Args {
         if self.drain_grace < self.drain_window {
             return Err(("--drain-grace", "must be at least --drain-window".into()));
         }
+        let origins = AllowedOrigins::parse(self.allowed_origins.as_deref().unwrap_or_default())
+            .map_err(|e| ("--allowed-origins", e.to_string()))?;
         let tls = self.tls.server_config(&[b"h2", b"http/1.1"])?;
         Ok(Config {
             node_id: self.common.node_id(),
             auth: Arc::new(auth),
+            origins,
             heartbeat: self.heartbeat,
             presence_heartbeat: self.presence_heartbeat,
             retry: self.retry,

@@ -15,6 +15,7 @@ use crate::admission::AdmitError;
 use crate::auth::Claims;
 use crate::beats::Heartbeats;
 use crate::budget::Budget;
+use crate::cors::{self, Verdict};
 use crate::delivery::Member;
 use crate::error::ApiError;
 use crate::metrics::{CloseReason, RejectReason, ResumeSource};
@@ -31,15 +32,20 @@ use herald_core::cursor::Cursor;
 const MAX_STREAM_SECS: u64 = 366 * 24 * 3600;
 
 /// Routes a request; `transport` closes its HTTP/1.1 connection, and
-/// `heartbeats` says who writes a stream's heartbeats.
+/// `heartbeats` says who writes a stream's heartbeats. Every answer
+/// carries the CORS headers its `Origin` earns.
 pub async fn route<B>(
     req: Request<B>,
     state: Arc<State>,
     transport: Option<CancellationToken>,
     heartbeats: Heartbeats,
 ) -> Response<Body> {
+    let origins = &state.config.origins;
+    let verdict = origins.verdict(&req);
     let result = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/v1/events") => open(&req, &state, transport, heartbeats).await,
+        (_, "/v1/events") if verdict == Verdict::Refused => Err(origin_refused()),
+        (&Method::GET, "/v1/events") => open(&req, &state, transport, heartbeats, &verdict).await,
+        (&Method::OPTIONS, "/v1/events") => Ok(preflight(&verdict)),
         (&Method::GET, "/" | "/demo") => Ok(demo_page()),
         (&Method::GET, "/herald.js") => Ok(script()),
         (_, "/v1/events") => Err(ApiError::new(
@@ -55,10 +61,40 @@ pub async fn route<B>(
             RejectReason::BadRequest,
         )),
     };
-    result.unwrap_or_else(|e| {
+    let mut response = result.unwrap_or_else(|e| {
         state.metrics.rejected(e.reject);
         e.into_response(wants_stream(&req))
-    })
+    });
+    origins.decorate(&verdict, response.headers_mut());
+    response
+}
+
+/// 403 for a page of an origin not in `--allowed-origins`: refused before
+/// its token is read, and without CORS headers, so the page learns nothing.
+fn origin_refused() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "origin_not_allowed",
+        "this edge does not serve pages of the request's Origin; its operator lists the origins it serves in --allowed-origins (HERALD_ALLOWED_ORIGINS)",
+        RejectReason::Origin,
+    )
+}
+
+/// `OPTIONS /v1/events`: a browser's preflight learns what a page may
+/// send: `Authorization` (fetch-based clients), and `Last-Event-ID` (an
+/// EventSource's reconnect; not CORS-safelisted, though Chromium sends it
+/// without asking). A plain `OPTIONS` learns the methods.
+fn preflight(verdict: &Verdict) -> Response<Body> {
+    let mut response = Response::new(crate::server::full(bytes::Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    match verdict {
+        Verdict::Allowed(_) | Verdict::Public => cors::preflight_headers(headers),
+        Verdict::Local | Verdict::Refused => {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET, OPTIONS"));
+        }
+    }
+    response
 }
 
 /// Whether a refusal may be answered as an event stream: an EventSource's
@@ -87,6 +123,7 @@ async fn open<B>(
     state: &Arc<State>,
     transport: Option<CancellationToken>,
     heartbeats: Heartbeats,
+    verdict: &Verdict,
 ) -> Result<Response<Body>, ApiError> {
     if state.drain.is_draining() {
         return Err(ApiError::unavailable(
@@ -97,18 +134,21 @@ async fn open<B>(
         ));
     }
     let query = req.uri().query();
-    let claims = state
-        .config
-        .auth
-        .authenticate(req.headers(), query)
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                e.code(),
-                e,
-                RejectReason::Unauthorized,
-            )
-        })?;
+    let auth = &state.config.auth;
+    // Under `*` the browser drops any answer to a request with cookies:
+    // one carried along is not read, so it cannot hold a slot either.
+    let claims = match verdict {
+        Verdict::Public => auth.authenticate(&cors::without_cookies(req.headers()), query),
+        _ => auth.authenticate(req.headers(), query),
+    };
+    let claims = claims.map_err(|e| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            e.code(),
+            e,
+            RejectReason::Unauthorized,
+        )
+    })?;
     let user = UserId::parse(&claims.sub).map_err(|e| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,

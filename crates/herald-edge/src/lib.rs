@@ -10,6 +10,7 @@
 //!   such a stream's socket, and [`beats`] writes their heartbeats.
 //! - [`events`]: the `/v1/events` handler.
 //! - [`request`]: what a request asks for (token, topics, cursor); pure parsing.
+//! - [`cors`]: which other origins' pages may read streams (`--allowed-origins`).
 //! - [`auth`]: verifies the JWT; [`claims`]: what it says and the rules it must meet.
 //! - [`admission`]: per-node and per-user connection limits, and the counts presence reports.
 //! - [`presence`]: reports this node's connections to the presence service.
@@ -36,6 +37,7 @@ pub mod beats;
 pub mod budget;
 pub mod claims;
 pub mod config;
+pub mod cors;
 pub mod delivery;
 pub mod drain;
 pub mod error;

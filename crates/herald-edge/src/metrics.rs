@@ -46,6 +46,8 @@ impl EncodeLabelValue for CloseReason {
 pub enum RejectReason {
     Unauthorized,
     Forbidden,
+    /// A page of an origin not in `--allowed-origins`.
+    Origin,
     BadRequest,
     NodeFull,
     UserLimit,
@@ -60,6 +62,7 @@ impl EncodeLabelValue for RejectReason {
         let label = match self {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::Origin => "origin_not_allowed",
             Self::BadRequest => "bad_request",
             Self::NodeFull => "node_full",
             Self::UserLimit => "user_limit",

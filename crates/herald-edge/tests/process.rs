@@ -88,6 +88,18 @@ fn misconfiguration_is_one_line_and_exit_code_2() {
         run(&["--listen", "not-an-address", "--jwt-secret", SECRET]),
         "--listen",
     );
+    for origins in [
+        "https://app.example.com/",
+        "app.example.com",
+        "*,https://app.example.com",
+        "null",
+        "https://a.example,,https://b.example",
+    ] {
+        assert_misconfigured(
+            run_with(&["--jwt-secret", SECRET, "--allowed-origins", origins]),
+            "--allowed-origins",
+        );
+    }
     let dead = free_addr();
     let unreachable = format!("nats://{dead}");
     assert_misconfigured(
@@ -110,6 +122,11 @@ fn misconfiguration_is_one_line_and_exit_code_2() {
         .output()
         .unwrap();
     assert_misconfigured(output, "--listen");
+    let output = edge(&["--jwt-secret", SECRET])
+        .env("HERALD_ALLOWED_ORIGINS", "https://app.example.com/app")
+        .output()
+        .unwrap();
+    assert_misconfigured(output, "--allowed-origins");
 }
 
 #[test]
@@ -127,6 +144,7 @@ fn help_explains_every_flag_and_its_variable() {
         "HERALD_JWT_AUDIENCE",
         "HERALD_JWT_ISSUER",
         "HERALD_JWT_LEEWAY",
+        "HERALD_ALLOWED_ORIGINS",
         "HERALD_HEARTBEAT",
         "HERALD_LOG_FORMAT",
         "OTEL_EXPORTER_OTLP_ENDPOINT",

@@ -86,11 +86,6 @@ impl PresenceServer {
         }
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<PresenceGrpc<PresenceService>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .expect("descriptors are generated at build time and valid");
         let token = ApiToken::new(self.api_token.clone(), self.service.metrics.refused());
         let follower = self.service.follower.clone();
         let presence =
@@ -111,11 +106,41 @@ impl PresenceServer {
                 .await;
         };
         let tls = self.tls.map(|tls| tls.start(self.following.clone()));
-        let routes = tonic::service::Routes::new(health_service)
-            .add_service(reflection)
-            .add_service(presence);
+        let routes = tonic::service::Routes::new(health_service).add_service(presence);
+        let routes = with_reflection(routes);
         herald_core::serve::grpc(listener, tls, routes, stopping).await;
         self.following.cancel();
         Ok(())
     }
+}
+
+/// Server reflection in both versions clients ask for: grpcurl 1.9+ and
+/// tonic's client ask `grpc.reflection.v1`; grpcurl before 1.9, Postman,
+/// evans and grpcio's client ask `v1alpha`. Both list what this port
+/// serves (not the other Herald service, whose proto shares the set).
+fn with_reflection(routes: tonic::service::Routes) -> tonic::service::Routes {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let builder = || {
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        [
+            herald_proto::v1::presence_server::SERVICE_NAME,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]
+        .into_iter()
+        .fold(builder, |b, name| b.with_service_name(name))
+    };
+    let invalid = "descriptors are generated at build time and valid";
+    let current = builder()
+        .register_encoded_file_descriptor_set(v1alpha::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect(invalid);
+    let alpha = builder()
+        .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect(invalid);
+    routes.add_service(current).add_service(alpha)
 }

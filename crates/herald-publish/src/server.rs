@@ -108,11 +108,6 @@ impl PublishServer {
         health
             .set_serving::<PublisherServer<PublishService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .expect("descriptors are generated at build time and valid");
         let token = ApiToken::new(
             self.service.config.api_token.clone(),
             self.service.metrics.refused(),
@@ -154,9 +149,8 @@ impl PublishServer {
                 .await;
         };
         let following = self.following.clone();
-        let routes = tonic::service::Routes::new(health_service)
-            .add_service(reflection)
-            .add_service(publisher);
+        let routes = tonic::service::Routes::new(health_service).add_service(publisher);
+        let routes = with_reflection(routes);
         let http = Http::auto(&listener);
         let dispatch = Dispatch {
             grpc: routes.prepare(),
@@ -197,4 +191,35 @@ impl hyper::service::Service<Request<Incoming>> for Dispatch {
             grpc.call(request).await
         })
     }
+}
+
+/// Server reflection in both versions clients ask for: grpcurl 1.9+ and
+/// tonic's client ask `grpc.reflection.v1`; grpcurl before 1.9, Postman,
+/// evans and grpcio's client ask `v1alpha`. Both list what this port
+/// serves (not the other Herald service, whose proto shares the set).
+fn with_reflection(routes: tonic::service::Routes) -> tonic::service::Routes {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let builder = || {
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        [
+            herald_proto::v1::publisher_server::SERVICE_NAME,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]
+        .into_iter()
+        .fold(builder, |b, name| b.with_service_name(name))
+    };
+    let invalid = "descriptors are generated at build time and valid";
+    let current = builder()
+        .register_encoded_file_descriptor_set(v1alpha::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect(invalid);
+    let alpha = builder()
+        .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect(invalid);
+    routes.add_service(current).add_service(alpha)
 }

@@ -8,6 +8,7 @@
 //! - [`grpc`]: health checks and server reflection, as any client asks them.
 //! - [`nats`]: [`NatsServer`] and [`NatsCluster`], killed and cleaned up on drop.
 //! - [`nginx`]: nginx run from a deployment's config, its logs kept.
+//! - [`page`]: a web app's origin: one static page on a port of its own.
 //! - [`process`]: Herald's binaries as processes: clean environment, stderr kept, SIGTERM.
 //! - [`sse`]: a spec-following SSE client over reqwest.
 //! - [`token`]: minting client JWTs.
@@ -21,6 +22,7 @@ pub mod nats;
 pub mod nats_auth;
 pub mod nginx;
 pub mod otlp;
+pub mod page;
 pub mod pki;
 pub mod process;
 pub mod sse;
