@@ -114,6 +114,11 @@ async fn every_admin_port_serves_valid_openmetrics_with_the_operators_families()
         ("herald_edge_events_delivered", Counter),
         ("herald_edge_slow_consumer_closes", Counter),
         ("herald_edge_nats_subscriptions", Gauge),
+        ("herald_edge_nats_connected", Gauge),
+        ("herald_edge_nats_connects", Counter),
+        ("herald_edge_nats_pings", Counter),
+        ("herald_edge_nats_messages_in", Counter),
+        ("herald_edge_nats_messages_dropped", Counter),
         ("herald_edge_replayed_events", Counter),
         ("herald_edge_resets", Counter),
         ("herald_edge_resumed_subjects", Counter),
@@ -154,6 +159,10 @@ async fn every_admin_port_serves_valid_openmetrics_with_the_operators_families()
     assert_eq!(edge.metric("herald_nats_connected").await, 1.0);
     assert!(edge.metric("herald_nats_connects_total").await >= 1.0);
     assert_eq!(edge.metric("herald_edge_replayed_events_total").await, 1.0);
+    // The subscription connection carried the live event(s) to the fan-out.
+    assert_eq!(edge.metric("herald_edge_nats_connected").await, 1.0);
+    assert_eq!(edge.metric("herald_edge_nats_connects_total").await, 1.0);
+    assert!(edge.metric("herald_edge_nats_messages_in_total").await >= 1.0);
     assert!(
         edge.metric("herald_edge_delivery_latency_seconds_count")
             .await
@@ -220,6 +229,10 @@ async fn each_close_reason_is_counted_under_its_label() {
     })
     .await;
     assert!(edge.metric("herald_nats_connects_total").await >= 2.0);
+    herald_testing::eventually(Duration::from_secs(10), "subscriptions back", || async {
+        (edge.metric("herald_edge_nats_connects_total").await >= 2.0).then_some(())
+    })
+    .await;
 
     // Nothing was counted twice or under another reason.
     for (reason, want) in [

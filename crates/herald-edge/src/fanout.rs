@@ -66,6 +66,11 @@ impl Fanout {
         }))
     }
 
+    /// Reads the subscription connection's figures, for metrics.
+    pub fn stats_reader(&self) -> herald_subscriptions::StatsReader {
+        self.subscriptions.stats_reader()
+    }
+
     /// Adds a stream to `subject`, subscribing if it is the first; returns
     /// once the NATS server has the subscription. Pair every call, even a
     /// failed one, with [`Fanout::leave`].

@@ -24,7 +24,7 @@ use crate::beats::{Beats, Heartbeats};
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::fanout::Fanout;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SubscriptionsCollector};
 use crate::presence::Reporter;
 use crate::ratelimit::ConnectLimiter;
 use crate::tails::Tails;
@@ -102,6 +102,7 @@ impl Edge {
         } = nats;
         herald_core::nats::register_metrics(registry, &client);
         let fanout = Fanout::connect(urls, security, name, losses.clone(), metrics.clone()).await?;
+        registry.register_collector(Box::new(SubscriptionsCollector(fanout.stats_reader())));
         let admission = Admission::new(config.max_connections, config.max_connections_per_user);
         let reporter = Reporter::new(
             client.clone(),

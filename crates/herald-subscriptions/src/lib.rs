@@ -243,7 +243,29 @@ impl Subscriptions {
     }
 
     pub fn stats(&self) -> Stats {
-        let c = &self.registry.counters;
+        self.stats_reader().read()
+    }
+
+    /// Reads [`Stats`] without keeping the connection open, for a
+    /// metrics collector that may outlive it.
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader(self.registry.clone())
+    }
+}
+
+/// Reads a connection's [`Stats`]; see [`Subscriptions::stats_reader`].
+#[derive(Clone)]
+pub struct StatsReader(Arc<Registry>);
+
+impl std::fmt::Debug for StatsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StatsReader").field(&self.read()).finish()
+    }
+}
+
+impl StatsReader {
+    pub fn read(&self) -> Stats {
+        let c = &self.0.counters;
         Stats {
             connected: c.connected.load(Relaxed),
             connects: c.connects.load(Relaxed),
