@@ -109,7 +109,9 @@ $push_line
 
 In another terminal, follow alice's stream and the "news" topic:
 
-  curl -N -H 'Authorization: Bearer $token' 'http://127.0.0.1:$EDGE_PORT/v1/events?topic=news'
+  $bin/herald subscribe --url http://127.0.0.1:$EDGE_PORT --token $token --topic news
+
+(or with curl: curl -N -H 'Authorization: Bearer $token' 'http://127.0.0.1:$EDGE_PORT/v1/events?topic=news')
 
 and in a third, publish (the API token of this stack is $api_token):
 
