@@ -40,7 +40,9 @@ if [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
 fi
 nats_server="$(scripts/nats-server.sh)"
 echo "building release binaries..." >&2
-cargo build --locked --release -p herald-edge -p herald-publish -p herald-bench >&2
+# The whole workspace, as bench/scale.sh and `just build` build it: one
+# release feature set, so no run rebuilds what another built.
+cargo build --locked --release --workspace --bins >&2
 bin="$root/target/release"
 ulimit -n "$(ulimit -Hn)"
 

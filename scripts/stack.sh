@@ -43,7 +43,10 @@ done
 
 nats_server="$(scripts/nats-server.sh)"
 echo "building Herald (the first build takes a few minutes)..." >&2
-cargo build --locked -p herald-edge -p herald-publish -p herald-presence -p herald-push -p herald-cli
+# Exactly scripts/test.sh's build: one feature set, so after the tests this
+# is a no-op. (`--bins` alone resolves features without the dev-dependencies
+# that `--benches` and the test build bring in, and would rebuild ~45 crates.)
+cargo build --locked --workspace --bins --benches
 bin="$root/target/debug"
 
 state="$root/.stack"
