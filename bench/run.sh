@@ -270,12 +270,15 @@ for r in of("churn", "herald"):
     growth = r["growth_after_first_minute_percent"]
     print(f"  growth after the first minute: {'n/a' if growth is None else f'{growth:+.1f}%'}")
 PY
-# Plots only for the plotted scenarios this run measured.
+# Plots only for the plotted scenarios this run measured (plot.py says so
+# and fails when a scenario has no results).
 plots=()
 for scenario in unicast fanout; do
-  if [[ " $SCENARIOS " == *" $scenario "* ]]; then
-    python3 bench/plot.py "$out" "$scenario" >"${out%.jsonl}-$scenario.svg"
-    plots+=("${out%.jsonl}-$scenario.svg")
+  svg="${out%.jsonl}-$scenario.svg"
+  if want "$scenario" && python3 bench/plot.py "$out" "$scenario" >"$svg"; then
+    plots+=("$svg")
+  else
+    rm -f "$svg"
   fi
 done
 echo "raw results: $out${plots:+; plots: ${plots[*]}}" >&2
