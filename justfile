@@ -25,6 +25,6 @@ fmt:
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Release binaries under target/release.
+# Release binaries under target/release (the build bench/run.sh and bench/scale.sh share).
 build:
-    cargo build --locked --release -p herald-edge -p herald-publish -p herald-cli
+    cargo build --locked --release --workspace --bins

@@ -5,6 +5,10 @@ SVG (no plotting library needed) for one scenario, `unicast` (events/s)
 or `fanout` (deliveries/s):
 
     python3 bench/plot.py bench/results/<stamp>.jsonl unicast > latency.svg
+
+A file without that scenario (a run with SCENARIOS that left it out, or
+one where it failed) has nothing to plot: that is said on stderr, nothing
+goes to stdout, and the exit code is 1.
 """
 import json
 import math
@@ -29,13 +33,18 @@ def series(path, scenario):
             if r.get("via", "grpc") != "grpc":
                 name += " " + r["via"]
         rate = r["deliveries_per_sec"] if scenario == "fanout" else r["achieved_rate"]
-        lines.setdefault(name, []).append((rate, r["p99_ms"], r["p50_ms"]))
+        # A step that delivered nothing has no place on a log axis.
+        if rate > 0:
+            lines.setdefault(name, []).append((rate, r["p99_ms"], r["p50_ms"]))
     return {k: sorted(v) for k, v in lines.items()}
 
 
 def main(path, scenario):
     lines = series(path, scenario)
     points = [p for v in lines.values() for p in v]
+    if not points:
+        print(f"plot.py: no {scenario} results in {path}: nothing to plot", file=sys.stderr)
+        sys.exit(1)
     xmax = max(p[0] for p in points) * 1.1
     ymax = max(max(p[1] for p in points) * 1.1, 1.0)
     # Log scale on x: rates span orders of magnitude.
@@ -75,4 +84,7 @@ def main(path, scenario):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "unicast")
+    scenario = sys.argv[2] if len(sys.argv) > 2 else "unicast"
+    if len(sys.argv) < 2 or scenario not in ("unicast", "fanout"):
+        sys.exit("usage: plot.py RESULTS.jsonl [unicast|fanout]")
+    main(sys.argv[1], scenario)

@@ -40,7 +40,9 @@ if [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
 fi
 nats_server="$(scripts/nats-server.sh)"
 echo "building release binaries..." >&2
-cargo build --locked --release -p herald-edge -p herald-publish -p herald-bench >&2
+# The whole workspace, as bench/scale.sh and `just build` build it: one
+# release feature set, so no run rebuilds what another built.
+cargo build --locked --release --workspace --bins >&2
 bin="$root/target/release"
 ulimit -n "$(ulimit -Hn)"
 
@@ -268,12 +270,15 @@ for r in of("churn", "herald"):
     growth = r["growth_after_first_minute_percent"]
     print(f"  growth after the first minute: {'n/a' if growth is None else f'{growth:+.1f}%'}")
 PY
-# Plots only for the plotted scenarios this run measured.
+# Plots only for the plotted scenarios this run measured (plot.py says so
+# and fails when a scenario has no results).
 plots=()
 for scenario in unicast fanout; do
-  if [[ " $SCENARIOS " == *" $scenario "* ]]; then
-    python3 bench/plot.py "$out" "$scenario" >"${out%.jsonl}-$scenario.svg"
-    plots+=("${out%.jsonl}-$scenario.svg")
+  svg="${out%.jsonl}-$scenario.svg"
+  if want "$scenario" && python3 bench/plot.py "$out" "$scenario" >"$svg"; then
+    plots+=("$svg")
+  else
+    rm -f "$svg"
   fi
 done
 echo "raw results: $out${plots:+; plots: ${plots[*]}}" >&2

@@ -29,7 +29,7 @@ PORT_BASE="${PORT_BASE:-30000}"     # below the ephemeral range: NATS 30222.., e
 nats_server="$(scripts/nats-server.sh)"
 if [[ "${SKIP_BUILD:-}" != 1 ]]; then
   echo "building release binaries..." >&2
-  cargo build --locked --release -p herald-edge -p herald-publish -p herald-bench >&2
+  cargo build --locked --release --workspace --bins >&2
 fi
 bin="$root/target/release"
 ulimit -n "$(ulimit -Hn)"

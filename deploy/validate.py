@@ -28,7 +28,7 @@ def check(name, errors):
 def check_compose():
     compose_file = ROOT / "docker-compose.yml"
     result = subprocess.run(
-        [pathlib.Path(sys.executable).parent / "check-jsonschema",
+        [sys.executable, "-m", "check_jsonschema",
          "--builtin-schema", "vendor.compose-spec", str(compose_file)],
         capture_output=True, text=True)
     if result.returncode != 0:
@@ -366,6 +366,110 @@ def check_nats_configs():
     yield from nats_server_accepts("ConfigMap nats-config", nats_conf, k8s_env)
 
 
+def kustomizations():
+    """Every directory under deploy/ that holds a kustomization."""
+    return sorted(p.parent for p in (ROOT / "deploy").rglob("kustomization.yaml"))
+
+
+def render(directory):
+    """(documents, error) of `kubectl kustomize directory`."""
+    kubectl = os.environ.get("KUBECTL", "kubectl")
+    result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True)
+    if result.returncode != 0:
+        return [], (result.stdout + result.stderr).strip()
+    return [d for d in yaml.safe_load_all(result.stdout) if d], None
+
+
+def operator_models():
+    """The Prometheus Operator's ServiceMonitor and PrometheusRule as
+    pydantic models generated from its CRD schemas, or None."""
+    try:
+        from cloudcoil.models.prometheus_operator import v1
+    except ImportError:
+        return None
+    return {"ServiceMonitor": v1.ServiceMonitor, "PrometheusRule": v1.PrometheusRule}
+
+
+def strict_errors(doc, version, models):
+    """Why `doc` fails its schema: the Kubernetes one (unknown fields
+    refused), or its CRD's for the operator's kinds, where a field the
+    model does not know is dropped on the way through and so shows up as a
+    difference."""
+    name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+    if doc.get("kind") in OPERATOR_KINDS:
+        if models is None:
+            return []
+        try:
+            model = models[doc["kind"]].model_validate_json(json.dumps(doc), strict=True)
+        except Exception as e:  # pydantic.ValidationError, listing every field
+            return [f"{name}: {e}".replace("\n", "; ")]
+        kept = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        return [f"{name}: fields its CRD does not have: {path}" for path in dropped(doc, kept)]
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return [f"{name}: {e.message} at {list(e.path)}"]
+    return []
+
+
+def dropped(given, kept, path=""):
+    """Paths in `given` missing from `kept`."""
+    if isinstance(given, dict) and isinstance(kept, dict):
+        for key, value in given.items():
+            if key not in kept:
+                yield f"{path}.{key}"
+            else:
+                yield from dropped(value, kept[key], f"{path}.{key}")
+    elif isinstance(given, list) and isinstance(kept, list):
+        for i, (a, b) in enumerate(zip(given, kept)):
+            yield from dropped(a, b, f"{path}[{i}]")
+
+
+def check_k8s_rendered(models):
+    """Each kustomization as `kubectl apply -k` would send it."""
+    version = kubernetes_validate.latest_version()
+    for directory in kustomizations():
+        where = directory.relative_to(ROOT)
+        docs, error = render(directory)
+        if error:
+            yield f"{where}: kubectl kustomize fails: {error}"
+            continue
+        if not docs:
+            yield f"{where}: renders nothing"
+        for doc in docs:
+            yield from (f"{where}: {e}" for e in strict_errors(doc, version, models))
+        kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+        rendered_images = {c["image"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")
+                           for c in d["spec"]["template"]["spec"]["containers"]}
+        for image in kustomization.get("images", []):
+            wanted = f"{image.get('newName', image['name'])}:{image.get('newTag', 'latest')}"
+            if wanted not in rendered_images:
+                yield f"{where}: no container runs {wanted}, which its images: names"
+
+
+def check_validators_catch_mistakes(models):
+    """The strict checks above refuse what they must: a green run means
+    the manifests are right, not that the checker lets anything through."""
+    version = kubernetes_validate.latest_version()
+    bad = [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "typo"},
+         "spec": {"ports": [{"port": 80}], "selectr": {"app": "x"}}},
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+         "metadata": {"name": "unknown-field"},
+         "spec": {"selector": {}, "endpoints": [{"port": "admin", "intervall": "15s"}]}},
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+         "metadata": {"name": "no-selector"}, "spec": {"endpoints": [{"port": "admin"}]}},
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+         "metadata": {"name": "wrong-type"},
+         "spec": {"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "up", "for": 5}]}]}},
+    ]
+    for doc in bad:
+        if doc["kind"] in OPERATOR_KINDS and models is None:
+            continue
+        if not strict_errors(doc, version, models):
+            yield f"{doc['kind']}/{doc['metadata']['name']} passed, and must not"
+
+
 def check_k8s_overlays():
     base = {(doc["kind"], doc["metadata"]["name"]) for _, doc in k8s_documents(K8S / "base")}
     images = {c["image"].split(":")[0] for _, doc in k8s_documents(K8S / "base")
@@ -394,6 +498,16 @@ check("Grafana provisioning, dashboard and its queries", check_grafana())
 check("Kubernetes manifests against the Kubernetes schemas", check_k8s_schemas())
 check("Kubernetes references: selectors, probes, PDBs, HPA, ingress, monitoring", check_k8s_references())
 check("Kubernetes overlays refer to the base", check_k8s_overlays())
+MODELS = operator_models()
+if MODELS is None:
+    print("skip  ServiceMonitor and PrometheusRule against their CRD schemas: "
+          "cloudcoil-models-prometheus-operator is not installed "
+          "(pip install -r deploy/validate-requirements.txt)")
+check("every kustomization rendered (kubectl kustomize), strictly against the Kubernetes schemas"
+      + ("" if MODELS is None else " and the Prometheus Operator's CRDs"),
+      check_k8s_rendered(MODELS))
+check("the strict checks refuse unknown fields, missing ones and wrong types",
+      check_validators_catch_mistakes(MODELS))
 check("docker-compose.yml: NATS locked down, no port on the host but the load balancer's",
       check_compose_lockdown())
 check("Kubernetes: NATS users and secrets agree with deploy/nats/auth.conf", check_k8s_nats())

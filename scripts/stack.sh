@@ -43,7 +43,10 @@ done
 
 nats_server="$(scripts/nats-server.sh)"
 echo "building Herald (the first build takes a few minutes)..." >&2
-cargo build --locked -p herald-edge -p herald-publish -p herald-presence -p herald-push -p herald-cli
+# Exactly scripts/test.sh's build: one feature set, so after the tests this
+# is a no-op. (`--bins` alone resolves features without the dev-dependencies
+# that `--benches` and the test build bring in, and would rebuild ~45 crates.)
+cargo build --locked --workspace --bins --benches
 bin="$root/target/debug"
 
 state="$root/.stack"
@@ -109,7 +112,9 @@ $push_line
 
 In another terminal, follow alice's stream and the "news" topic:
 
-  curl -N -H 'Authorization: Bearer $token' 'http://127.0.0.1:$EDGE_PORT/v1/events?topic=news'
+  $bin/herald subscribe --url http://127.0.0.1:$EDGE_PORT --token $token --topic news
+
+(or with curl: curl -N -H 'Authorization: Bearer $token' 'http://127.0.0.1:$EDGE_PORT/v1/events?topic=news')
 
 and in a third, publish (the API token of this stack is $api_token):
 

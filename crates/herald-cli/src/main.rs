@@ -1,11 +1,26 @@
 //! `herald`: the operator CLI. `herald publish` calls the Publish API
 //! (`--ndjson`: many events from stdin through `PublishBatch`, see [`ndjson`]);
 //! `herald presence` asks who is connected; `herald token` mints an HS256
-//! client token for development and tests.
+//! client token for development and tests; `herald subscribe` tails a
+//! stream from the edge like a browser (see [`subscribe`]).
+//!
+//! # Layout
+//! - [`ndjson`]: `publish --ndjson`, many events from stdin.
+//! - [`token`]: minting HS256 client tokens.
+//! - [`subscribe`]: the subscribe loop; [`connect`] opens one stream,
+//!   [`sse`] parses it, [`output`] prints events, [`reconnect`] decides
+//!   when to come back.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::ExitCode;
+use std::time::Duration;
 
+mod connect;
 mod ndjson;
+mod output;
+mod reconnect;
+mod sse;
+mod subscribe;
+mod token;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -30,6 +45,8 @@ enum Command {
     Presence(PresenceArgs),
     /// Print an HS256 client token (for development; production tokens come from your auth service).
     Token(TokenArgs),
+    /// Tail a user's stream (and topics) from an edge, reconnecting like a browser.
+    Subscribe(subscribe::SubscribeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -127,25 +144,22 @@ struct TokenArgs {
     iss: Option<String>,
 }
 
-#[derive(serde::Serialize)]
-struct Claims<'a> {
-    sub: &'a str,
-    exp: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    aud: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    iss: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    topics: &'a [String],
-}
-
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
-        Command::Publish(args) => publish(args).await,
-        Command::Presence(args) => presence(args).await,
-        Command::Token(args) => token(&args),
+        Command::Publish(args) => publish(args).await?,
+        Command::Presence(args) => presence(args).await?,
+        Command::Token(args) => token(&args)?,
+        Command::Subscribe(args) => {
+            // Ctrl-C or SIGTERM is how a tail ends: not an error.
+            let stop = herald_core::shutdown::on_signal();
+            return Ok(tokio::select! {
+                code = subscribe::run(args) => code,
+                () = stop.cancelled() => ExitCode::SUCCESS,
+            });
+        }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn publish(args: PublishArgs) -> anyhow::Result<()> {
@@ -261,18 +275,12 @@ fn authorize<T>(request: &mut tonic::Request<T>, token: Option<&str>) -> anyhow:
 }
 
 fn token(args: &TokenArgs) -> anyhow::Result<()> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let claims = Claims {
+    let claims = token::Claims {
         sub: &args.sub,
-        exp: now + args.ttl.as_secs(),
+        topics: &args.topics,
         aud: args.aud.as_deref(),
         iss: args.iss.as_deref(),
-        topics: &args.topics,
     };
-    let key = jsonwebtoken::EncodingKey::from_secret(args.secret.as_bytes());
-    println!(
-        "{}",
-        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?
-    );
+    println!("{}", claims.mint(&args.secret, args.ttl)?);
     Ok(())
 }

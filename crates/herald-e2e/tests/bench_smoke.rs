@@ -63,6 +63,46 @@ async fn herald_bench_idle_and_fanout_ramp_run_and_count_every_delivery() {
         assert_eq!(step["lost"], 0, "{step}");
         assert!(step["p99_ms"].as_f64().unwrap() > 0.0, "{step}");
     }
+    plot_draws_the_fanout_and_says_unicast_is_missing(&results);
+}
+
+/// bench/plot.py on a run without unicast, as `SCENARIOS=fanout
+/// bench/run.sh` leaves it: the fan-out plot is drawn; for unicast it says
+/// there is nothing to plot (it used to crash on an empty `max()`).
+fn plot_draws_the_fanout_and_says_unicast_is_missing(results: &[serde_json::Value]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("run.jsonl");
+    let lines: Vec<String> = results.iter().map(|r| r.to_string()).collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let plot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/plot.py");
+    let run = |scenario: &str| {
+        std::process::Command::new("python3")
+            .args([plot, file.to_str().unwrap(), scenario])
+            .output()
+            .expect("python3 runs bench/plot.py")
+    };
+    let fanout = run("fanout");
+    let svg = String::from_utf8_lossy(&fanout.stdout);
+    assert!(
+        fanout.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fanout.stderr)
+    );
+    assert!(svg.starts_with("<svg") && svg.contains("herald"), "{svg}");
+    assert_eq!(
+        svg.matches("<circle").count(),
+        2,
+        "one point per rate: {svg}"
+    );
+
+    let unicast = run("unicast");
+    let stderr = String::from_utf8_lossy(&unicast.stderr);
+    assert_eq!(unicast.status.code(), Some(1), "{stderr}");
+    assert!(unicast.stdout.is_empty());
+    assert!(
+        stderr.contains("no unicast results") && !stderr.contains("Traceback"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
