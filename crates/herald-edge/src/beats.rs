@@ -26,13 +26,14 @@ pub enum Heartbeats {
     ByNode,
 }
 
-/// The streams whose heartbeats this node writes, in one slot per step
-/// of the heartbeat interval: each step, one slot is walked.
+/// The streams whose heartbeats this node writes, spread over one slot
+/// per step of the heartbeat interval: each step, one slot is walked.
 pub struct Beats {
     step: Duration,
     slots: Box<[Mutex<Vec<Weak<Line>>>]>,
-    /// The slot walked last: a stream added now is due one interval on.
-    last: AtomicUsize,
+    /// Streams are dealt to the slots in turn, so that a burst of connects
+    /// does not make one step write all of their heartbeats at once.
+    dealt: AtomicUsize,
 }
 
 impl Beats {
@@ -43,13 +44,14 @@ impl Beats {
         Self {
             step,
             slots: (0..slots).map(|_| Mutex::default()).collect(),
-            last: AtomicUsize::new(0),
+            dealt: AtomicUsize::new(0),
         }
     }
 
-    /// Writes `line`'s heartbeats until it is dropped.
+    /// Writes `line`'s heartbeats until it is dropped; the first within
+    /// one interval.
     pub fn add(&self, line: &Arc<Line>) {
-        let slot = self.last.load(Ordering::Acquire);
+        let slot = self.dealt.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         self.slots[slot].lock().unwrap().push(Arc::downgrade(line));
     }
 
@@ -57,32 +59,37 @@ impl Beats {
     pub async fn run(&self, stop: CancellationToken) {
         let mut every = tokio::time::interval(self.step);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        every.tick().await; // the first tick is now; streams added now are due later
-        loop {
+        for slot in (0..self.slots.len()).cycle() {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = every.tick() => {}
             }
-            let slot = (self.last.load(Ordering::Acquire) + 1) % self.slots.len();
-            self.walk(slot);
-            self.last.store(slot, Ordering::Release);
+            self.walk(slot).await;
         }
     }
 
-    /// Writes the heartbeats of one slot's streams and forgets the gone.
-    fn walk(&self, slot: usize) {
-        let mut lines = self.slots[slot].lock().unwrap();
-        lines.retain(|line| match line.upgrade() {
-            Some(line) => {
+    /// Writes the heartbeats of one slot's streams and forgets the gone,
+    /// letting other tasks run between batches: a slot of many thousand
+    /// streams takes milliseconds, which events should not wait for.
+    async fn walk(&self, slot: usize) {
+        const BATCH: usize = 256;
+        let lines = std::mem::take(&mut *self.slots[slot].lock().unwrap());
+        let mut kept = Vec::with_capacity(lines.len());
+        for (n, weak) in lines.into_iter().enumerate() {
+            if let Some(line) = weak.upgrade() {
                 line.beat();
-                true
+                kept.push(weak);
             }
-            None => false,
-        });
-        // A slot four times larger than needed held a burst, now gone.
-        let held = lines.len();
-        if lines.capacity() > 4 * held.max(64) {
-            lines.shrink_to(2 * held);
+            if n % BATCH == BATCH - 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        // Streams added meanwhile are in the slot already.
+        let mut lines = self.slots[slot].lock().unwrap();
+        if lines.is_empty() {
+            *lines = kept;
+        } else {
+            lines.append(&mut kept);
         }
     }
 
@@ -179,20 +186,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_dropped_line_is_forgotten_at_its_next_turn() {
+    async fn lines_are_dealt_evenly_and_a_dropped_one_is_forgotten_at_its_turn() {
         let beats = Beats::new(Duration::from_secs(3));
         let mut clients = Vec::new();
         let mut lines = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..9 {
             let (line, client) = pair().await;
             beats.add(&line);
             lines.push(line);
             clients.push(client);
         }
-        assert_eq!(beats.held(), 3);
+        let per_slot: Vec<usize> = beats
+            .slots
+            .iter()
+            .map(|s| s.lock().unwrap().len())
+            .collect();
+        assert_eq!(per_slot, [3, 3, 3], "a burst of connects is spread");
         lines.truncate(1);
         for slot in 0..3 {
-            beats.walk(slot);
+            beats.walk(slot).await;
         }
         assert_eq!(beats.held(), 1);
     }
