@@ -12,6 +12,7 @@
 #   SCENARIOS=idle-shared bench/run.sh       # idle streams, ten tabs per user
 #   SCENARIOS=churn CHURN_SECS=180 bench/run.sh   # memory under churn and after
 #   SCENARIOS=unicast VIAS="grpc batch" bench/run.sh  # unicast by Publish and PublishBatch only
+#   SCENARIOS=cluster bench/run.sh          # unicast across a 3-node NATS cluster (Herald only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -26,7 +27,10 @@ SECS="${SECS:-5}"
 STORM_CLIENTS="${STORM_CLIENTS:-15000}"
 SOURCES="${SOURCES:-8}"
 CHURN_SECS="${CHURN_SECS:-180}"
-# churn (memory under churn and after it, Herald only) runs when asked.
+# cluster: publish and the edge on different nodes of a 3-node cluster.
+CLUSTER_USERS="${CLUSTER_USERS:-5000}"
+CLUSTER_RATES="${CLUSTER_RATES:-10000,20000}"
+# churn (memory under churn and after it, Herald only) and cluster run when asked.
 SCENARIOS="${SCENARIOS:-idle idle-shared fanout unicast storm}"
 
 if [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
@@ -121,6 +125,41 @@ run() { # peer, then herald-bench arguments
   echo "== $peer: $*" >&2
   "$bin/herald-bench" --peer "$peer" "$@" | sed -n 's/^RESULT //p' >>"$out"
 }
+run_as() { # scenario name for the results, then as `run`
+  local scenario="$1" peer="$2"; shift 2
+  echo "== $scenario, $peer: $*" >&2
+  "$bin/herald-bench" --peer "$peer" "$@" | sed -n 's/^RESULT //p' |
+    sed "s/\"scenario\":\"[a-z-]*\"/\"scenario\":\"$scenario\"/" >>"$out"
+}
+# Three routed NATS nodes with JetStream: clients on 24231-24233.
+start_cluster() {
+  local n m routes
+  for n in 1 2 3; do
+    routes=""
+    for m in 1 2 3; do
+      [[ $m == "$n" ]] || routes+="nats://127.0.0.1:$((24240 + m)), "
+    done
+    cat >"$work/cluster-$n.conf" <<CONF
+server_name: bench-n$n
+host: 127.0.0.1
+port: $((24230 + n))
+http_port: $((24250 + n))
+jetstream { store_dir: "$work/cluster-$n" }
+cluster { name: herald-bench, listen: 127.0.0.1:$((24240 + n)), routes: [${routes%, }] }
+CONF
+    "$nats_server" -c "$work/cluster-$n.conf" >"$work/cluster-$n.log" 2>&1 &
+    pids+=($!)
+  done
+  for n in 1 2 3; do wait_ready $((24250 + n)) /healthz; done
+}
+wait_ready() { # port [path]: until it answers 2xx
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$1${2:-/readyz}" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "error: 127.0.0.1:$1${2:-/readyz} is not ready" >&2
+  exit 1
+}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 herald=(--edge 127.0.0.1:25080 --publish http://127.0.0.1:25051)
 nchan=(--edge 127.0.0.1:28080 --publish http://127.0.0.1:28080)
@@ -162,6 +201,29 @@ if want storm; then
   # Each client on its own user stream: every resume reads its own history.
   run herald "${herald[@]}" "${storm[@]}" --per-user --before 1 --missed 3
   run nchan "${nchan[@]}" "${storm[@]}" --per-user --before 1 --missed 3
+fi
+if want cluster; then
+  # Publish on node 0, the edge on node 1: every event crosses a route;
+  # persisted events are stored with 3 file replicas. Every rate is run,
+  # whatever the p99 of the one before.
+  start_cluster
+  cluster_history=(--history-storage file --history-replicas 3)
+  "$bin/herald-publish" --nats-url nats://127.0.0.1:24231 "${cluster_history[@]}" --node-id cluster-publish \
+    --listen 127.0.0.1:25151 --admin-listen 127.0.0.1:25191 >"$work/cluster-publish.log" 2>&1 &
+  cluster_publish=$!
+  pids+=($cluster_publish)
+  "$bin/herald-edge" --nats-url nats://127.0.0.1:24232 "${cluster_history[@]}" --node-id cluster-edge \
+    --listen 127.0.0.1:25180 --admin-listen 127.0.0.1:25190 --max-connections 19000 >"$work/cluster-edge.log" 2>&1 &
+  cluster_edge=$!
+  pids+=($cluster_edge)
+  wait_ready 25191
+  wait_ready 25190
+  cluster=(--edge 127.0.0.1:25180 --publish http://127.0.0.1:25151
+    unicast --users "$CLUSTER_USERS" --sources "$SOURCES" --rates "$CLUSTER_RATES" --secs "$SECS"
+    --p99-limit-ms 1000000 --via batch --publishers 4 --batch-size "${BATCH_SIZE:-50}"
+    --cpu-pid "publish=$cluster_publish" --cpu-pid "edge=$cluster_edge")
+  run_as cluster herald "${cluster[@]}" --ephemeral
+  run_as cluster herald "${cluster[@]}"
 fi
 if want churn; then
   # A fresh edge: its baseline must not hold what earlier scenarios left.
@@ -258,6 +320,15 @@ for per_user in (False, True):
             label = peer + (", per user" if per_user else ", one topic")
             print(f"{label:<24}{r['clients']:>9}{r['all_open_secs']:>12.2f}{r['all_caught_up_secs']:>13.2f}"
                   f"{r['errors']:>8}{r.get('retried', 0):>9}{r['lost']:>7}{r['duplicated']:>6}")
+
+cluster = of("cluster", "herald")
+if cluster:
+    print()
+    print(f"{'cluster (publish node 0, edge node 1)':<40}{'target/s':>9}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'lost':>6}")
+    for r in cluster:
+        label = "ephemeral" if r["ephemeral"] else "persisted, 3 file replicas"
+        print(f"{label:<40}{r['target_rate']:>9.0f}{r['achieved_rate']:>10.0f}{r['p50_ms']:>9.2f}"
+              f"{r['p99_ms']:>9.2f}{r['lost']:>6}")
 
 for r in of("churn", "herald"):
     print()
