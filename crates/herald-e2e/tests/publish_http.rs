@@ -188,6 +188,16 @@ async fn hostile_bodies_and_tokens_get_json_errors() {
             .code(),
         tonic::Code::Unauthenticated
     );
+    // Each refused call is counted once, as a gRPC call would be: nine
+    // bodies that are not a valid request, two over the limit.
+    let counted = |outcome: &str| {
+        let sample = format!("herald_publish_requests_total{{outcome=\"{outcome}\"}}");
+        let publish = &publish;
+        async move { publish.metric(&sample).await }
+    };
+    assert_eq!(counted("invalid_argument").await, 11.0);
+    assert_eq!(counted("unauthenticated").await, 3.0);
+    assert_eq!(counted("ok").await, 0.0);
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use tonic::{Code, Status};
 use tracing::Instrument;
 
+use crate::metrics::Outcome;
 use crate::service::{PublishService, request_span};
 
 /// The JSON API's paths.
@@ -111,11 +112,14 @@ impl JsonApi {
             return Err(Refusal::new(status, "method_not_allowed", message));
         }
         self.authorize(&request)?;
-        let body = self.body(request).await?;
+        // A body refused here never reaches the service, which counts the
+        // rest; as a gRPC call that does not decode, it is counted here.
+        let invalid = |_: &Refusal| self.service.metrics.request(Outcome::InvalidArgument);
+        let body = self.body(request).await.inspect_err(invalid)?;
         if batch {
-            self.batch(&body).await
+            self.batch(&body, invalid).await
         } else {
-            self.single(&body).await
+            self.single(&body, invalid).await
         }
     }
 
@@ -165,9 +169,13 @@ impl JsonApi {
         }
     }
 
-    async fn single(&self, body: &[u8]) -> Result<Response<tonic::body::Body>, Refusal> {
-        let request: json::PublishRequest = parse(body)?;
-        let request = request.try_into().map_err(invalid)?;
+    async fn single(
+        &self,
+        body: &[u8],
+        count: impl Fn(&Refusal),
+    ) -> Result<Response<tonic::body::Body>, Refusal> {
+        let request: json::PublishRequest = parse(body).inspect_err(&count)?;
+        let request = request.try_into().map_err(invalid).inspect_err(&count)?;
         let response = self.service.publish_one(request).await;
         let response = response.map_err(|s| Refusal::of(&s))?;
         Ok(json_response(
@@ -176,11 +184,16 @@ impl JsonApi {
         ))
     }
 
-    async fn batch(&self, body: &[u8]) -> Result<Response<tonic::body::Body>, Refusal> {
-        let batch: json::PublishBatchRequest = parse(body)?;
+    async fn batch(
+        &self,
+        body: &[u8],
+        count: impl Fn(&Refusal),
+    ) -> Result<Response<tonic::body::Body>, Refusal> {
+        let batch: json::PublishBatchRequest = parse(body).inspect_err(&count)?;
         let requests = batch
             .into_requests()
-            .map_err(|(i, e)| invalid(format!("requests[{i}]: {e}")))?;
+            .map_err(|(i, e)| invalid(format!("requests[{i}]: {e}")))
+            .inspect_err(&count)?;
         let response = self.service.publish_many(requests).await;
         let response = response.map_err(|s| Refusal::of(&s))?;
         Ok(json_response(
