@@ -85,7 +85,7 @@ where
             }
         }
         Err(status) => {
-            let error = format!("{:?}: {}", status.code(), status.message());
+            let error = herald_proto::result_error::error_text(&status);
             for number in numbers {
                 fail(tally, number, &error);
             }

@@ -114,7 +114,7 @@ async fn a_wrong_token_fails_every_line_and_exits_1() {
         "published 0, failed 2"
     );
     assert!(
-        stderr.starts_with("line 1: Unauthenticated: wrong API token"),
+        stderr.starts_with("line 1: UNAUTHENTICATED: wrong API token"),
         "{stderr}"
     );
 }

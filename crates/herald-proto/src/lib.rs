@@ -2,9 +2,11 @@
 //!
 //! Clients and servers for `Publisher` and `Presence` live in [`v1`];
 //! [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection; [`json`] is the
-//! proto3 JSON mapping of the Publish API's messages (HTTP publish, NDJSON).
+//! proto3 JSON mapping of the Publish API's messages (HTTP publish, NDJSON);
+//! [`result_error`] is how a failed batch item reads.
 
 pub mod json;
+pub mod result_error;
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

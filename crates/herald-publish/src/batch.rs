@@ -3,9 +3,10 @@
 //! awaited, so the batch costs about one JetStream round trip; a bad
 //! request fails alone, with its error in its result.
 
+use herald_proto::result_error::error_text;
 use herald_proto::v1::{PublishBatchResponse, PublishRequest, PublishResult};
 use prost::Message;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::config::Config;
 use crate::metrics::Outcome;
@@ -46,34 +47,6 @@ pub fn check(requests: &[PublishRequest], config: &Config) -> Result<(), BatchRe
         });
     }
     Ok(())
-}
-
-/// A batch item's error as `PublishResult.error`: `"<GRPC_CODE_NAME>: <message>"`.
-pub fn error_text(status: &Status) -> String {
-    format!("{}: {}", code_name(status.code()), status.message())
-}
-
-/// The canonical upper-snake name of a gRPC status code.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 impl PublishService {
@@ -159,15 +132,5 @@ mod tests {
             Err(BatchRefused::TooLarge { max: 40, .. })
         ));
         assert_eq!(check(&[], &config), Ok(()), "an empty batch is no error");
-    }
-
-    #[test]
-    fn errors_name_the_code_as_grpc_spells_it() {
-        let status = Status::invalid_argument("data is 9 bytes; the limit is 8");
-        assert_eq!(
-            error_text(&status),
-            "INVALID_ARGUMENT: data is 9 bytes; the limit is 8"
-        );
-        assert_eq!(code_name(Code::Unavailable), "UNAVAILABLE");
     }
 }
