@@ -220,7 +220,7 @@ if want cluster; then
   wait_ready 25190
   cluster=(--edge 127.0.0.1:25180 --publish http://127.0.0.1:25151
     unicast --users "$CLUSTER_USERS" --sources "$SOURCES" --rates "$CLUSTER_RATES" --secs "$SECS"
-    --p99-limit-ms 1000000 --via batch --publishers 4 --batch-size "${BATCH_SIZE:-50}"
+    --every-rate --via batch --publishers 4 --batch-size "${BATCH_SIZE:-50}"
     --cpu-pid "publish=$cluster_publish" --cpu-pid "edge=$cluster_edge")
   run_as cluster herald "${cluster[@]}" --ephemeral
   run_as cluster herald "${cluster[@]}"

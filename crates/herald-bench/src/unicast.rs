@@ -39,9 +39,13 @@ pub struct Args {
     /// Herald: publish ephemeral (core NATS) instead of persisted.
     #[arg(long)]
     ephemeral: bool,
-    /// p99 above this ends the ramp.
+    /// p99 above this ends the ramp; stragglers are awaited this long
+    /// plus a second.
     #[arg(long, default_value_t = 50)]
     p99_limit_ms: u64,
+    /// Run every rate, even after one missed (to report the p99 at each).
+    #[arg(long)]
+    every_rate: bool,
     /// Herald: how events enter herald-publish.
     #[arg(long, value_enum, default_value = "grpc")]
     via: Via,
@@ -171,7 +175,8 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         );
         println!("RESULT {}", serde_json::to_string(&step)?);
         let (achieved, p99) = (step.achieved_rate, step.p99_ms);
-        if !crate::step_held(rate, achieved, p99, args.p99_limit_ms, step.lost) {
+        if !args.every_rate && !crate::step_held(rate, achieved, p99, args.p99_limit_ms, step.lost)
+        {
             break;
         }
     }
