@@ -5,7 +5,7 @@
 default:
     @just --list
 
-# Start nats-server + herald-publish + herald-edge on 127.0.0.1 (Ctrl-C stops).
+# Start nats-server, herald-publish, herald-edge and herald-presence on 127.0.0.1 (Ctrl-C stops).
 stack:
     scripts/stack.sh
 

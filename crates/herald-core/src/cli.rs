@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// Exit code for every misconfiguration, as CONTRACT.md fixes it.
+/// Exit code for every misconfiguration. It is part of the documented
+/// interface (docs/configuration.md): scripts and supervisors tell a bad
+/// flag from a crash by it.
 pub const EXIT_MISCONFIGURED: i32 = 2;
 
 /// Flags shared by all services.
