@@ -18,6 +18,7 @@
 //! - [`activity`]: a connection's requests in flight, for its idle timeout.
 //! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` port.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
+//! - [`memory`]: giving the allocator's free memory back to the system.
 //! - [`service`]: start-up (logging, binding, NATS) and the admin port beside a service.
 
 pub mod activity;

@@ -26,6 +26,7 @@
 //! - [`budget`]: what one connect may replay.
 //! - [`reads`]: single reads of a subject's history.
 //! - [`tails`]: a history stream's tail, read once for many resumes.
+//! - [`recent`]: a subject's last events, kept for streams resuming just behind.
 //! - [`ratelimit`]: per-user connect rate.
 //! - [`sse`]: event-stream framing.
 //! - [`drain`]: the jittered drain.

@@ -7,8 +7,11 @@
 //! - [`fcm`]: a local fake of FCM and its OAuth endpoint (the only fake).
 //! - [`grpc`]: health checks and server reflection, as any client asks them.
 //! - [`nats`]: [`NatsServer`] and [`NatsCluster`], killed and cleaned up on drop.
+//! - [`nats_auth`]: decentralized NATS auth: operator, account and user JWTs, a creds file.
 //! - [`nginx`]: nginx run from a deployment's config, its logs kept.
+//! - [`otlp`]: an OTLP trace receiver (gRPC and HTTP) that keeps the spans it receives.
 //! - [`page`]: a web app's origin: one static page on a port of its own.
+//! - [`pki`]: a private CA and the certificates tests serve and present.
 //! - [`process`]: Herald's binaries as processes: clean environment, stderr kept, SIGTERM.
 //! - [`sse`]: a spec-following SSE client over reqwest.
 //! - [`token`]: minting client JWTs.
