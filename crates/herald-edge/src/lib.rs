@@ -6,7 +6,7 @@
 //! - [`config`]: flags, env vars, validation.
 //! - [`server`]: the serve loop, HTTP/1.1 + h2c, drain on shutdown.
 //! - [`plain`]: plain HTTP/1.1 streams served without hyper; [`head`] reads
-//!   their request heads, [`wire`] frames their responses; [`line`] is
+//!   their request heads, [`wire`] frames their responses; [`line`](mod@line) is
 //!   such a stream's socket, and [`beats`] writes their heartbeats.
 //! - [`events`]: the `/v1/events` handler.
 //! - [`request`]: what a request asks for (token, topics, cursor); pure parsing.
