@@ -15,6 +15,7 @@
 //! - [`listener`]: every port's accept loop, socket cap and header deadline.
 //! - [`prefixed`]: a socket whose first bytes were already read.
 //! - [`serve`]: HTTP and gRPC connections driven within those bounds.
+//! - [`reflection`]: gRPC server reflection, v1 and v1alpha.
 //! - [`activity`]: a connection's requests in flight, for its idle timeout.
 //! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` port.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
@@ -34,6 +35,7 @@ pub mod nats;
 pub mod offline;
 pub mod prefixed;
 pub mod presence;
+pub mod reflection;
 pub mod serve;
 pub mod service;
 pub mod shutdown;

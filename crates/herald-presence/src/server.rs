@@ -6,6 +6,7 @@ use herald_core::api_token::ApiToken;
 use herald_core::listener::{Listener, SocketMetrics};
 use herald_core::nats::Losses;
 use herald_core::presence::{Follower, FollowerMetrics};
+use herald_core::reflection::with_reflection;
 use herald_core::tls::ServerTls;
 use herald_proto::v1::presence_server::PresenceServer as PresenceGrpc;
 use prometheus_client::registry::Registry;
@@ -107,40 +108,13 @@ impl PresenceServer {
         };
         let tls = self.tls.map(|tls| tls.start(self.following.clone()));
         let routes = tonic::service::Routes::new(health_service).add_service(presence);
-        let routes = with_reflection(routes);
+        let routes = with_reflection(
+            routes,
+            herald_proto::FILE_DESCRIPTOR_SET,
+            herald_proto::v1::presence_server::SERVICE_NAME,
+        );
         herald_core::serve::grpc(listener, tls, routes, stopping).await;
         self.following.cancel();
         Ok(())
     }
-}
-
-/// Server reflection in both versions clients ask for: grpcurl 1.9+ and
-/// tonic's client ask `grpc.reflection.v1`; grpcurl before 1.9, Postman,
-/// evans and grpcio's client ask `v1alpha`. Both list what this port
-/// serves (not the other Herald service, whose proto shares the set).
-fn with_reflection(routes: tonic::service::Routes) -> tonic::service::Routes {
-    use tonic_reflection::pb::{v1, v1alpha};
-    let builder = || {
-        let builder = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-        [
-            herald_proto::v1::presence_server::SERVICE_NAME,
-            "grpc.health.v1.Health",
-            "grpc.reflection.v1.ServerReflection",
-            "grpc.reflection.v1alpha.ServerReflection",
-        ]
-        .into_iter()
-        .fold(builder, |b, name| b.with_service_name(name))
-    };
-    let invalid = "descriptors are generated at build time and valid";
-    let current = builder()
-        .register_encoded_file_descriptor_set(v1alpha::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect(invalid);
-    let alpha = builder()
-        .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .expect(invalid);
-    routes.add_service(current).add_service(alpha)
 }
