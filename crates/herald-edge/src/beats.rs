@@ -119,10 +119,14 @@ mod tests {
         (Arc::new(Line::new(accepted.unwrap().0)), client.unwrap())
     }
 
-    /// What `client` receives within `window`.
-    async fn read_for(client: &mut TcpStream, window: Duration) -> Vec<u8> {
+    /// All `client` receives until its line closes.
+    async fn read_all(client: &mut TcpStream) -> Vec<u8> {
         let mut got = Vec::new();
-        let _ = tokio::time::timeout(window, client.read_to_end(&mut got)).await;
+        let reading = client.read_to_end(&mut got);
+        tokio::time::timeout(Duration::from_secs(5), reading)
+            .await
+            .expect("the line closed")
+            .unwrap();
         got
     }
 
@@ -143,33 +147,37 @@ mod tests {
         }
         idle.write_all(HEAD).await.unwrap();
         let stop = CancellationToken::new();
+        let started = tokio::time::Instant::now();
         let running = tokio::spawn({
             let (beats, stop) = (beats.clone(), stop.clone());
             async move { beats.run(stop).await }
         });
-        let writing = tokio::spawn(async move {
-            busy.write_all(HEAD).await.unwrap();
-            for _ in 0..20 {
-                busy.write_all(HELLO).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-        });
-        let window = Duration::from_millis(500);
-        let (idle_got, busy_got, headless_got) = tokio::join!(
-            read_for(&mut idle_client, window),
-            read_for(&mut busy_client, window),
-            read_for(&mut headless_client, window),
-        );
+        busy.write_all(HEAD).await.unwrap();
+        for _ in 0..20 {
+            busy.write_all(HELLO).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.cancel();
+        running.await.unwrap();
+        let ran_ms = started.elapsed().as_millis() as usize;
+        // Closing the lines ends what each client reads.
+        drop((idle, busy, headless, beats));
+        let idle_got = read_all(&mut idle_client).await;
+        let busy_got = read_all(&mut busy_client).await;
+        let headless_got = read_all(&mut headless_client).await;
+        // One beat per 100 ms step, give or take the first and a late one.
+        let expected = 3..=ran_ms / 100 + 1;
         let idle_beats = beats_in(&idle_got);
         assert!(
-            (3..=6).contains(&idle_beats),
-            "{idle_beats} beats in 500 ms"
+            expected.contains(&idle_beats),
+            "{idle_beats} beats in {ran_ms} ms"
         );
         assert_eq!(idle_got, [HEAD, &BEAT.repeat(idle_beats)].concat());
         let busy_beats = beats_in(&busy_got);
         assert!(
-            (3..=6).contains(&busy_beats),
-            "{busy_beats} beats in 500 ms"
+            expected.contains(&busy_beats),
+            "{busy_beats} beats in {ran_ms} ms"
         );
         let hellos = busy_got
             .windows(HELLO.len())
@@ -180,9 +188,6 @@ mod tests {
         assert_eq!(busy_got.len(), whole);
         assert!(busy_got.starts_with(HEAD));
         assert!(headless_got.is_empty(), "nothing goes before the head");
-        stop.cancel();
-        running.await.unwrap();
-        writing.await.unwrap();
     }
 
     #[tokio::test]
