@@ -232,7 +232,6 @@ async fn open<B>(
         heartbeat: (heartbeats == Heartbeats::InBody).then_some(state.config.heartbeat),
         expires: expiry_instant(claims.exp),
         retry: state.config.retry,
-        metrics: state.metrics.clone(),
         guard,
     };
     let opening = sse::opening(state.config.retry.as_millis() as u64, &state.config.node_id);

@@ -67,10 +67,16 @@ pub async fn serve(
             crate::server::until_killed(serving, kill).await;
         }
         First::Stream(req) => {
+            // Out of its box, which is freed here rather than held (224
+            // bytes) until the stream ends.
+            let req = {
+                let boxed = req;
+                *boxed
+            };
             // Not through `until_killed`: it would hold a second copy of
             // this connection's state.
             tokio::select! {
-                _ = respond(stream, *req, state, transport) => {}
+                _ = respond(stream, req, state, transport) => {}
                 _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer)"),
                 _ = cut_after(&stop) => tracing::debug!("stream connection cut: it did not close in time"),
             }

@@ -47,7 +47,8 @@ pub struct State {
     /// Per-user connect rate.
     pub connects: ConnectLimiter,
     pub drain: Arc<Drain>,
-    pub metrics: Metrics,
+    /// Shared by every stream: one pointer each, not a copy of every handle.
+    pub metrics: Arc<Metrics>,
     /// Changes when live events may have been missed.
     pub losses: LossCounter,
     /// History, for resuming from a cursor.
@@ -119,7 +120,7 @@ impl Edge {
             admission,
             connects: ConnectLimiter::new(config.connect_rate),
             drain: Arc::new(Drain::new(config.drain_window)),
-            metrics,
+            metrics: Arc::new(metrics),
             next_id: AtomicU64::new(0),
             beats: Beats::new(config.heartbeat),
             config,

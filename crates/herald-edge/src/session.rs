@@ -50,7 +50,7 @@ pub struct Guard {
     pub subjects: Vec<String>,
     pub fanout: Arc<Fanout>,
     pub signal: Arc<Signal>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Set once the stream was handed to the client; only then is it counted.
     pub opened: bool,
     pub _permit: Permit,
@@ -85,7 +85,6 @@ pub struct Session {
     pub heartbeat: Option<Duration>,
     pub expires: Instant,
     pub retry: Duration,
-    pub metrics: Metrics,
     pub guard: Guard,
 }
 
@@ -103,8 +102,8 @@ impl Session {
     /// heartbeats, and a closing hint.
     pub fn into_stream(mut self, opening: Bytes) -> impl Stream<Item = Bytes> + Send {
         self.guard.opened = true;
-        self.metrics.connects.inc();
-        self.metrics.connections.inc();
+        self.guard.metrics.connects.inc();
+        self.guard.metrics.connections.inc();
         let next_heartbeat = self.heartbeat.map(|h| on_grid(Instant::now() + h));
         let wake = next_heartbeat.map_or(self.expires, |at| at.min(self.expires));
         let running = Running {
@@ -202,9 +201,9 @@ impl Running {
             sent += u64::from(self.write(&mut buf, next));
             taken += 1;
         }
-        self.session.metrics.delivered.inc_by(sent);
+        self.session.guard.metrics.delivered.inc_by(sent);
         if self.session.replay.is_some() {
-            self.session.metrics.replayed.inc_by(sent);
+            self.session.guard.metrics.replayed.inc_by(sent);
         }
         (!buf.is_empty()).then(|| buf.freeze())
     }
