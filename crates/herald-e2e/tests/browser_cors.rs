@@ -58,6 +58,22 @@ async fn event_source(browser: &mut Browser, name: &str, query: &str, credential
     assert_eq!(browser.eval(&script).await, true);
 }
 
+/// Puts `token` in the page's `herald_token` cookie (cookies are per host,
+/// not per port: the edge's host gets it too).
+async fn set_cookie(browser: &mut Browser, token: &str) {
+    let cookie = format!("document.cookie = \"herald_token={token}; path=/; SameSite=Lax\"");
+    browser.eval(&cookie).await;
+}
+
+/// `token` in the cookie, then two EventSources: `byQuery` with the token
+/// in its URL (no cookies sent), `byCookie` with `withCredentials`.
+async fn by_query_and_by_cookie(browser: &mut Browser, token: &str) {
+    set_cookie(browser, token).await;
+    let query = format!("?access_token={token}");
+    event_source(browser, "byQuery", &query, false).await;
+    event_source(browser, "byCookie", "", true).await;
+}
+
 async fn datas(browser: &mut Browser, name: &str) -> serde_json::Value {
     browser
         .eval(&format!("window[\"{name}Got\"].map((e) => e.data)"))
@@ -87,11 +103,9 @@ async fn an_allowed_origin_reads_streams_by_query_token_and_by_cookie_across_a_r
         }})()"#
     );
     assert_eq!(browser.eval(&start).await, true);
-    // bob's in the herald_token cookie, sent with `withCredentials`
-    // (cookies are per host, not per port: the edge's host gets it too).
+    // bob's in the herald_token cookie, sent with `withCredentials`.
     let bob = Claims::new("bob").hs256(SECRET);
-    let cookie = format!("document.cookie = \"herald_token={bob}; path=/; SameSite=Lax\"");
-    browser.eval(&cookie).await;
+    set_cookie(&mut browser, &bob).await;
     event_source(&mut browser, "bob", "", true).await;
     browser
         .wait_for("window.alice.state", "open".into(), WAIT)
@@ -141,16 +155,7 @@ async fn a_page_of_an_origin_not_allowed_gets_nothing() {
     let mut browser = open_app(&other, &edge.url()).await;
 
     let token = Claims::new("alice").hs256(SECRET);
-    let cookie = format!("document.cookie = \"herald_token={token}; path=/; SameSite=Lax\"");
-    browser.eval(&cookie).await;
-    event_source(
-        &mut browser,
-        "byQuery",
-        &format!("?access_token={token}"),
-        false,
-    )
-    .await;
-    event_source(&mut browser, "byCookie", "", true).await;
+    by_query_and_by_cookie(&mut browser, &token).await;
     // Refused (403 without CORS headers): the browser gives up for good.
     for name in ["byQuery", "byCookie"] {
         let closed = format!("window.{name}.readyState");
@@ -181,16 +186,7 @@ async fn a_wildcard_serves_tokens_in_the_query_never_cookies() {
     let mut browser = open_app(&page, &edge.url()).await;
 
     let token = Claims::new("alice").hs256(SECRET);
-    let cookie = format!("document.cookie = \"herald_token={token}; path=/; SameSite=Lax\"");
-    browser.eval(&cookie).await;
-    event_source(
-        &mut browser,
-        "byQuery",
-        &format!("?access_token={token}"),
-        false,
-    )
-    .await;
-    event_source(&mut browser, "byCookie", "", true).await;
+    by_query_and_by_cookie(&mut browser, &token).await;
     browser
         .wait_for("window.byQuery.readyState", 1.into(), WAIT)
         .await;
