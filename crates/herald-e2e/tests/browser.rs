@@ -1,6 +1,7 @@
 //! A real browser: headless Chromium opens the demo page, the edge under it
 //! is killed and restarted, and Chromium's own EventSource reconnect (with
-//! its own `Last-Event-ID`) brings every event it missed; the README's
+//! its own `Last-Event-ID`) brings every event it missed, even when none
+//! had reached it before (the opening's id); the README's
 //! typed event shows on the demo page with its type.
 
 use std::time::Duration;
@@ -63,6 +64,44 @@ async fn chromium_gets_every_event_across_an_edge_restart() {
     );
     assert_eq!(browser.eval("window.herald.resets").await, 0);
     assert_eq!(browser.eval("window.herald.state").await, "open");
+    drop(edge);
+}
+
+/// The stream's opening carries its starting id: a page whose edge dies
+/// before any event reached it still resumes from there, and gets what was
+/// stored on its user and topic meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_that_saw_no_event_gets_what_was_stored_while_it_was_away() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let mut client = publisher(&publish).await;
+    // History before the page opened is not the page's to get.
+    publish_to_topic(&mut client, "news", "before").await;
+    let mut edge = EdgeProcess::start(&nats.client_url(), None).await;
+    let token = Claims::new("alice").topics(&["news"]).hs256(SECRET);
+    let page = format!("http://{}/demo?token={token}&topic=news", edge.addr);
+    let mut browser = Browser::open(&page).await;
+    page_until(&mut browser, "window.herald.state", "open".into()).await;
+
+    edge.kill();
+    page_until(&mut browser, "window.herald.state", "connecting".into()).await;
+    publish_to_users(&mut client, &["alice"], "to alice").await;
+    publish_to_topic(&mut client, "news", "to news").await;
+    let edge = EdgeProcess::start(&nats.client_url(), Some(edge.addr)).await;
+    page_until(&mut browser, "window.herald.events.length", 2.into()).await;
+    page_until(&mut browser, "window.herald.state", "open".into()).await;
+    publish_to_topic(&mut client, "news", "live").await;
+    page_until(&mut browser, "window.herald.events.length", 3.into()).await;
+
+    let mut data: Vec<String> = serde_json::from_value(
+        browser
+            .eval("window.herald.events.map((e) => e.data)")
+            .await,
+    )
+    .unwrap();
+    data[..2].sort();
+    assert_eq!(data, ["to alice", "to news", "live"]);
+    assert_eq!(browser.eval("window.herald.resets").await, 0);
     drop(edge);
 }
 

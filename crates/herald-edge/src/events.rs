@@ -25,6 +25,7 @@ use crate::server::{Body, State};
 use crate::session::{Guard, Session};
 use crate::signal::Signal;
 use crate::sse;
+use crate::starts::{self, History};
 use crate::subject::Lookup;
 use herald_core::cursor::Cursor;
 
@@ -224,6 +225,8 @@ async fn open<B>(
         signal.close(CloseReason::Drain);
     }
 
+    // The id a client that goes away before any event resumes from.
+    let id = (!cursor.is_empty()).then(|| cursor.encode());
     let session = Session {
         queue: inbox,
         replay,
@@ -234,7 +237,8 @@ async fn open<B>(
         retry: state.config.retry,
         guard,
     };
-    let opening = sse::opening(state.config.retry.as_millis() as u64, &state.config.node_id);
+    let retry = state.config.retry.as_millis() as u64;
+    let opening = sse::opening(retry, &state.config.node_id, id.as_deref());
     let body = session.into_stream(opening).map(|b| Ok(Frame::data(b)));
     tracing::debug!(user = user.as_str(), topics = topics.len(), "stream opened");
     Ok(sse::response(BodyExt::boxed(StreamBody::new(body))))
@@ -292,22 +296,22 @@ const HERALD_JS: &str = include_str!("herald.js");
 /// Starts the replay: what this node holds after the cursor, then history
 /// for the rest (checked against it first), within the connect's replay
 /// caps. Only the followed subjects' entries are looked at (others cost
-/// nothing) and kept in the session's cursor.
+/// nothing) and kept in the session's cursor; followed subjects the cursor
+/// has no position for get their start (see `starts`).
 async fn resume(
     state: &State,
     cursor: Cursor,
     subjects: &[String],
 ) -> Result<(Option<Replay>, Cursor), ApiError> {
-    if cursor.is_empty() {
-        return Ok((None, cursor));
-    }
     let mut budget = Budget::new(state.config.replay);
     let mut kept = Cursor::default();
     let mut held = Vec::new();
     let mut wanted = Vec::new();
+    let mut unplaced = Vec::new();
     for subject in subjects {
         let key = herald_core::cursor::key(subject);
         let Some(after) = cursor.get(key) else {
+            unplaced.push(subject.as_str());
             continue;
         };
         kept.set(key, after);
@@ -332,22 +336,25 @@ async fn resume(
             }
         }
     }
-    let history = &state.config.history;
-    let reads = Reads::for_replicas(history.history_replicas);
-    let plan = replay::plan(
-        &state.js,
-        wanted,
-        history.history_shards,
-        reads,
-        &state.tails,
-    )
-    .await
-    .map_err(|e| match e {
+    let config = &state.config.history;
+    let history = History {
+        js: &state.js,
+        shards: config.history_shards,
+        reads: Reads::for_replicas(config.history_replicas),
+    };
+    let (plan, starts) = tokio::join!(
+        replay::plan(&history, wanted, &state.tails),
+        starts::positions(&history, &state.fanout, &unplaced)
+    );
+    let plan = plan.map_err(|e| match e {
         ResumeError::Future { .. } => ApiError::bad_request("invalid_cursor", e),
         ResumeError::Unavailable(_) => {
             ApiError::unavailable("history_unavailable", e, 2, RejectReason::Unavailable)
         }
     })?;
+    for (key, start) in starts {
+        kept.set(key, start);
+    }
     let resets = state.metrics.resets.clone();
     Ok((Replay::start(held, plan, budget, resets), kept))
 }

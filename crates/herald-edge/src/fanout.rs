@@ -132,15 +132,22 @@ impl Fanout {
     /// What this node holds after `after` for a stream of `subject` (see
     /// [`Subject::lookup`]); a subject nobody here follows holds nothing.
     pub async fn lookup(&self, subject: &str, after: u64, may_wait: bool) -> Lookup {
-        let found = {
-            let registry = self.subjects.registry.lock().unwrap();
-            let sid = registry.sids.get(subject);
-            sid.map(|sid| registry.subjects[sid].clone())
-        };
-        match found {
+        match self.find(subject) {
             Some(subject) => subject.lookup(after, may_wait).await,
             None => Lookup::Miss(None),
         }
+    }
+
+    /// The subject if a stream here follows it.
+    pub fn find(&self, subject: &str) -> Option<Arc<Subject>> {
+        let registry = self.subjects.registry.lock().unwrap();
+        let sid = registry.sids.get(subject);
+        sid.map(|sid| registry.subjects[sid].clone())
+    }
+
+    /// The current NATS loss count: what a read started now is good for.
+    pub fn epoch(&self) -> u64 {
+        *self.subjects.losses.borrow()
     }
 
     /// The signal of every stream that follows a subject here, once each.

@@ -23,6 +23,7 @@
 //! - [`queue`]: a stream's event queue, empty of memory while idle.
 //! - [`session`]: one stream's body: events with ids, heartbeats, expiry, close.
 //! - [`replay`]: resuming from a `Last-Event-ID` cursor.
+//! - [`starts`]: where a stream starts on subjects its id holds no position for.
 //! - [`budget`]: what one connect may replay.
 //! - [`reads`]: single reads of a subject's history.
 //! - [`tails`]: a history stream's tail, read once for many resumes.
@@ -59,6 +60,7 @@ pub mod server;
 pub mod session;
 pub mod signal;
 pub mod sse;
+pub mod starts;
 pub mod subject;
 pub mod tails;
 pub mod wire;

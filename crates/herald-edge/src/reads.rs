@@ -2,8 +2,8 @@
 //! on. Each method is one JetStream request (two when a direct get fails
 //! and the leader is asked instead).
 
-use async_nats::jetstream::message::StreamMessage;
-use async_nats::jetstream::stream;
+use async_nats::jetstream::{self, message::StreamMessage, stream};
+use herald_core::history::{shard_of, stored_subject, stream_name};
 
 /// A failed read of history.
 pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
@@ -39,6 +39,22 @@ pub struct Source {
 }
 
 impl Source {
+    /// Live `subject`'s events in its history shard (of `shards`). Makes
+    /// no request.
+    pub async fn of(
+        js: &jetstream::Context,
+        subject: &str,
+        shards: u16,
+        reads: Reads,
+    ) -> Result<Self, ReadError> {
+        let shard = shard_of(subject, shards);
+        Ok(Self {
+            stream: js.get_stream_no_info(stream_name(shard)).await?,
+            reads,
+            stored: stored_subject(subject, shard),
+        })
+    }
+
     /// The subject's first stored event at or after sequence `from`.
     pub async fn next(&self, from: u64) -> Result<Option<StreamMessage>, ReadError> {
         if self.reads == Reads::Direct {

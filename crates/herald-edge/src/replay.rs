@@ -28,11 +28,10 @@ use std::collections::hash_map::{self, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_nats::jetstream;
 use bytes::Bytes;
 use herald_core::cursor::key;
 use herald_core::envelope::Envelope;
-use herald_core::history::{shard_of, stored_subject, stream_name};
+use herald_core::history::{shard_of, stream_name};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
@@ -41,6 +40,7 @@ use crate::delivery::Delivery;
 pub use crate::reads::Reads;
 use crate::reads::{ReadError, Source};
 use crate::sse;
+use crate::starts::History;
 use crate::subject::Seeder;
 use crate::tails::Tails;
 
@@ -126,10 +126,8 @@ pub struct Plan {
 /// against it: one read per subject, plus one of stream info per history
 /// stream where a position is above the subject's newest event.
 pub async fn plan(
-    js: &jetstream::Context,
+    history: &History<'_>,
     wanted: Vec<Wanted>,
-    shards: u16,
-    reads: Reads,
     tails: &Tails,
 ) -> Result<Plan, ResumeError> {
     let mut steps = Vec::new();
@@ -141,16 +139,10 @@ pub async fn plan(
         seeder,
     } in wanted
     {
-        let shard = shard_of(&subject, shards);
-        let stream = js
-            .get_stream_no_info(stream_name(shard))
+        let shard = shard_of(&subject, history.shards);
+        let source = Source::of(history.js, &subject, history.shards, history.reads)
             .await
             .map_err(unavailable)?;
-        let source = Source {
-            stream,
-            reads,
-            stored: stored_subject(&subject, shard),
-        };
         let newest = source.newest().await.map_err(unavailable)?;
         let action = match newest {
             // Nothing missed (position 0: "nothing seen yet", and there is
@@ -456,7 +448,7 @@ impl Kept {
 
 #[cfg(test)]
 mod tests {
-    use async_nats::jetstream::stream;
+    use async_nats::jetstream::{self, stream};
     use futures::StreamExt;
 
     use super::*;

@@ -96,10 +96,15 @@ pub fn event(event_type: Option<&str>, data: &[u8]) -> Bytes {
 }
 
 /// The stream's first bytes: the reconnect delay and a comment, so clients
-/// and proxies see the stream open at once.
-pub fn opening(retry_ms: u64, node: &str) -> Bytes {
+/// and proxies see the stream open at once; and the stream's starting id,
+/// if it has one. A block without data dispatches no event, but an
+/// EventSource keeps its id for the next reconnect.
+pub fn opening(retry_ms: u64, node: &str, id: Option<&str>) -> Bytes {
+    let id = id
+        .map(|id| format!("id: {}\n", one_line(id)))
+        .unwrap_or_default();
     Bytes::from(format!(
-        "retry: {retry_ms}\n: herald edge {}\n\n",
+        "retry: {retry_ms}\n{id}: herald edge {}\n\n",
         one_line(node)
     ))
 }
@@ -268,7 +273,8 @@ mod tests {
 
     #[test]
     fn control_frames_dispatch_no_event() {
-        let mut all = opening(2000, "edge-1\nid: 5").to_vec();
+        let mut all = opening(2000, "edge-1\nid: 5", Some("AQE\ndata: x")).to_vec();
+        assert!(all.starts_with(b"retry: 2000\nid: AQE data: x\n: herald edge edge-1 id: 5\n"));
         all.extend_from_slice(&heartbeat());
         all.extend_from_slice(&closing(1000, "drain\ndata: x"));
         assert!(parse(&all).is_empty());

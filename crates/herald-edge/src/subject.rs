@@ -48,8 +48,14 @@ struct State {
     recent: Recent,
     /// Streams waiting for a history read under way, by where it starts.
     waiting: HashMap<u64, Vec<oneshot::Sender<Lookup>>>,
-    /// The loss count that `recent` is complete for.
+    /// The loss count that `recent` and `newest` are good for.
     epoch: u64,
+    /// The highest sequence stored on the subject that this node knows of
+    /// (0: none), from live events and reads; see [`Subject::newest`].
+    newest: u64,
+    /// Whether `newest` is the subject's newest: a read after subscribing
+    /// said so, and no live event can have been missed since.
+    newest_known: bool,
 }
 
 /// What the node already holds for a stream resuming a subject.
@@ -75,6 +81,8 @@ impl Subject {
                 recent: Recent::default(),
                 waiting: HashMap::new(),
                 epoch,
+                newest: 0,
+                newest_known: false,
             }),
         })
     }
@@ -85,6 +93,25 @@ impl Subject {
 
     pub fn confirm(&self) {
         self.confirmed.store(true, Ordering::Release);
+    }
+
+    /// The sequence of the subject's newest stored event (0: none), if
+    /// this node knows it: a stream joining now starts there without
+    /// reading history (see `starts`).
+    pub fn newest(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap();
+        state.sync_epoch(&self.losses);
+        state.newest_known.then_some(state.newest)
+    }
+
+    /// `newest`, read after the subscription was confirmed while the loss
+    /// count was `epoch`; live events keep it current from then on.
+    pub fn learn_newest(&self, newest: u64, epoch: u64) {
+        let mut state = self.state.lock().unwrap();
+        if state.sync_epoch(&self.losses) == epoch {
+            state.newest = state.newest.max(newest);
+            state.newest_known = true;
+        }
     }
 
     /// Adds a stream. Once two share the subject, its events are kept for
@@ -122,10 +149,9 @@ impl Subject {
             position: sequence(message).map(|seq| (self.key, seq)),
         };
         let mut state = self.state.lock().unwrap();
-        if let Some((_, seq)) = delivery.position
-            && state.recent.is_recording()
-        {
+        if let Some((_, seq)) = delivery.position {
             state.sync_epoch(&self.losses);
+            state.newest = state.newest.max(seq);
             state.recent.record(seq, &delivery.frame);
         }
         // One span per event and node (not per stream), in the trace the
@@ -236,6 +262,7 @@ impl State {
         let now = *losses.borrow();
         if now != self.epoch {
             self.recent.clear();
+            self.newest_known = false;
             self.epoch = now;
         }
         now

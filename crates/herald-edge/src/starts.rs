@@ -1,0 +1,66 @@
+//! Where a stream starts on a followed subject its event id holds no
+//! position for: a fresh connect, a topic added on reconnect, a subject of
+//! which no event reached the client yet. The start is the subject's newest
+//! stored event, learned after the stream joined (so that every later one
+//! reaches it live) and sent in the opening `id:`: a client that goes away
+//! before any event and comes back with that id is replayed what was stored
+//! meanwhile. Position 0 is "no event yet": everything stored later is
+//! replayed.
+//!
+//! A subject followed here knows its newest event once one read told it
+//! (live events keep it current), so a topic's audience reads once, not
+//! once per stream. A failed read leaves the subject without a position:
+//! it then starts live, as it would have before ids carried starts.
+
+use async_nats::jetstream;
+use futures::future::join_all;
+
+use crate::fanout::Fanout;
+use crate::reads::{ReadError, Reads, Source};
+
+/// Where history is and how it is read.
+pub struct History<'a> {
+    pub js: &'a jetstream::Context,
+    pub shards: u16,
+    pub reads: Reads,
+}
+
+/// The start position, by cursor key, of each of `subjects` this node
+/// could learn. Call after the stream joined them.
+pub async fn positions(
+    history: &History<'_>,
+    fanout: &Fanout,
+    subjects: &[&str],
+) -> Vec<(u32, u64)> {
+    let epoch = fanout.epoch();
+    let starts = subjects.iter().map(|&subject| async move {
+        let followed = fanout.find(subject);
+        if let Some(newest) = followed.as_ref().and_then(|s| s.newest()) {
+            return Some(newest);
+        }
+        match newest(history, subject).await {
+            Ok(newest) => {
+                if let Some(followed) = followed {
+                    followed.learn_newest(newest, epoch);
+                }
+                Some(newest)
+            }
+            Err(e) => {
+                tracing::debug!(subject, error = %e, "cannot read where the stream starts");
+                None
+            }
+        }
+    });
+    let starts = join_all(starts).await;
+    subjects
+        .iter()
+        .zip(starts)
+        .filter_map(|(subject, start)| Some((herald_core::cursor::key(subject), start?)))
+        .collect()
+}
+
+/// The sequence of `subject`'s newest stored event, 0 if none.
+async fn newest(history: &History<'_>, subject: &str) -> Result<u64, ReadError> {
+    let source = Source::of(history.js, subject, history.shards, history.reads).await?;
+    Ok(source.newest().await?.unwrap_or(0))
+}
