@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 
+use crate::body::Body;
 use crate::metrics::RejectReason;
-use crate::server::Body;
 use crate::sse;
 
 /// A refused request.
@@ -88,12 +88,12 @@ impl ApiError {
     /// the refused clients spread out, and why; then the end.
     fn retry_stream(self, secs: u64) -> Response<Body> {
         let retry = sse::jittered(secs.saturating_mul(1000));
-        sse::response(crate::server::full(sse::closing(retry, self.code)))
+        sse::response(crate::body::full(sse::closing(retry, self.code)))
     }
 
     fn into_json(self) -> Response<Body> {
         let body = serde_json::json!({ "error": self.code, "message": self.message });
-        let mut response = Response::new(crate::server::full(Bytes::from(body.to_string())));
+        let mut response = Response::new(crate::body::full(Bytes::from(body.to_string())));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(

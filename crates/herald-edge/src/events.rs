@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::AdmitError;
 use crate::auth::Claims;
 use crate::beats::Heartbeats;
+use crate::body::Body;
 use crate::budget::Budget;
 use crate::cors::{self, Verdict};
 use crate::delivery::Member;
@@ -21,12 +22,12 @@ use crate::error::ApiError;
 use crate::metrics::{CloseReason, RejectReason, ResumeSource};
 use crate::replay::{self, Reads, Replay, ResumeError, Wanted};
 use crate::request::{self, Target};
-use crate::server::{Body, State};
 use crate::session::{Guard, Session};
+use crate::sharing::{self, Lookup};
 use crate::signal::Signal;
 use crate::sse;
 use crate::starts::{self, History};
-use crate::subject::Lookup;
+use crate::state::State;
 use herald_core::cursor::Cursor;
 
 /// A stream outlives no token by more than this, even one with a far `exp`.
@@ -86,7 +87,7 @@ fn origin_refused() -> ApiError {
 /// EventSource's reconnect; not CORS-safelisted, though Chromium sends it
 /// without asking). A plain `OPTIONS` learns the methods.
 fn preflight(verdict: &Verdict) -> Response<Body> {
-    let mut response = Response::new(crate::server::full(bytes::Bytes::new()));
+    let mut response = Response::new(crate::body::full(bytes::Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
     match verdict {
@@ -259,7 +260,7 @@ fn too_many_connects(wait: std::time::Duration) -> ApiError {
 
 /// The demo page: one EventSource, its state, its events, resets.
 fn demo_page() -> Response<Body> {
-    let mut response = Response::new(crate::server::full(bytes::Bytes::from_static(
+    let mut response = Response::new(crate::body::full(bytes::Bytes::from_static(
         DEMO_PAGE.as_bytes(),
     )));
     let headers = response.headers_mut();
@@ -276,7 +277,7 @@ const DEMO_PAGE: &str = include_str!("demo.html");
 /// The browser client (`herald.js`): EventSource that survives refusals and
 /// token expiry. Cached briefly so a deploy's new script reaches tabs soon.
 fn script() -> Response<Body> {
-    let mut response = Response::new(crate::server::full(bytes::Bytes::from_static(
+    let mut response = Response::new(crate::body::full(bytes::Bytes::from_static(
         HERALD_JS.as_bytes(),
     )));
     let headers = response.headers_mut();
@@ -316,7 +317,7 @@ async fn resume(
         };
         kept.set(key, after);
         // Holding a read for others, this stream must not wait for theirs.
-        let may_wait = wanted.iter().all(|w: &Wanted| w.seeder.is_none());
+        let may_wait = sharing::may_wait(wanted.iter().map(|w: &Wanted| &w.seeder));
         match state.fanout.lookup(subject, after, may_wait).await {
             Lookup::Hit(deliveries) => {
                 state.metrics.resumed(ResumeSource::Memory);

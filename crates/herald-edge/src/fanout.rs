@@ -16,8 +16,9 @@ use herald_subscriptions::{ConnectError, Deliver, Sid, Subscriptions};
 
 use crate::delivery::{ConnId, Member};
 use crate::metrics::{CloseReason, Metrics};
+use crate::sharing::Lookup;
 use crate::signal::Signal;
-use crate::subject::{Lookup, Subject};
+use crate::subject::Subject;
 
 /// The subscription could not be made.
 #[derive(Debug, thiserror::Error)]

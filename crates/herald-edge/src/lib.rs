@@ -4,7 +4,9 @@
 //!
 //! # Layout
 //! - [`config`]: flags, env vars, validation.
-//! - [`server`]: the serve loop, HTTP/1.1 + h2c, drain on shutdown.
+//! - [`server`]: the serve loop, HTTP/1.1 + h2c, drain on shutdown;
+//!   [`state`] is what its requests share, [`service`] the hyper service
+//!   for connections hyper serves, [`body`] every response's body type.
 //! - [`plain`]: plain HTTP/1.1 streams served without hyper; [`head`] reads
 //!   their request heads, [`wire`] frames their responses; [`line`](mod@line) is
 //!   such a stream's socket, and [`beats`] writes their heartbeats.
@@ -22,7 +24,8 @@
 //! - [`signal`]: how a stream is told to close.
 //! - [`queue`]: a stream's event queue, empty of memory while idle.
 //! - [`session`]: one stream's body: events with ids, heartbeats, expiry, close.
-//! - [`replay`]: resuming from a `Last-Event-ID` cursor.
+//! - [`replay`]: resuming from a `Last-Event-ID` cursor; [`sharing`]: one
+//!   history read shared by the streams resuming a subject from one place.
 //! - [`starts`]: where a stream starts on subjects its id holds no position for.
 //! - [`budget`]: what one connect may replay.
 //! - [`reads`]: single reads of a subject's history.
@@ -36,6 +39,7 @@
 pub mod admission;
 pub mod auth;
 pub mod beats;
+pub mod body;
 pub mod budget;
 pub mod claims;
 pub mod config;
@@ -57,10 +61,13 @@ pub mod recent;
 pub mod replay;
 pub mod request;
 pub mod server;
+pub mod service;
 pub mod session;
+pub mod sharing;
 pub mod signal;
 pub mod sse;
 pub mod starts;
+pub mod state;
 pub mod subject;
 pub mod tails;
 pub mod wire;

@@ -26,9 +26,10 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::beats::Heartbeats;
+use crate::body::Body;
 use crate::head::{self, First};
 use crate::line::Line;
-use crate::server::{Body, State};
+use crate::state::State;
 use crate::wire::{self, Framing};
 
 /// Serves one plain connection until it ends, until `stop` asks it to
@@ -61,10 +62,10 @@ pub async fn serve(
                 deadline,
                 slot,
             };
-            let service = crate::server::service(state, transport);
+            let service = crate::service::service(state, transport);
             let opening = Opening::After(read);
             let serving = Box::pin(http.serve_connection(accepted, opening, service, stop));
-            crate::server::until_killed(serving, kill).await;
+            crate::service::until_killed(serving, kill).await;
         }
         First::Stream(req) => {
             // Out of its box, which is freed here rather than held (224

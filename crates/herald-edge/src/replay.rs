@@ -39,9 +39,9 @@ use crate::budget::Budget;
 use crate::delivery::Delivery;
 pub use crate::reads::Reads;
 use crate::reads::{ReadError, Source};
+use crate::sharing::{Kept, Seeder};
 use crate::sse;
 use crate::starts::History;
-use crate::subject::Seeder;
 use crate::tails::Tails;
 
 /// Event type telling a client to refetch its state: its cursor is older
@@ -408,133 +408,15 @@ async fn run_step(
     Ok(())
 }
 
-/// A history read kept for the subject's other resuming streams, as long
-/// as the subject's fan-out task could hold it all (see `recent`).
-struct Kept {
-    seeder: Option<Seeder>,
-    read: Vec<(u64, Bytes)>,
-    bytes: usize,
-}
-
-impl Kept {
-    fn new(seeder: Option<Seeder>) -> Self {
-        Self {
-            seeder,
-            read: Vec::new(),
-            bytes: 0,
-        }
-    }
-
-    fn push(&mut self, seq: u64, frame: &Bytes) {
-        if self.seeder.is_none() {
-            return;
-        }
-        self.bytes += frame.len();
-        self.read.push((seq, frame.clone()));
-        if !crate::recent::could_hold(self.read.len(), self.bytes) {
-            // Too much to hold: dropping the seeder lets the streams
-            // waiting for this read go and read for themselves now.
-            self.seeder = None;
-            self.read = Vec::new();
-        }
-    }
-
-    fn seed(self) {
-        if let Some(seeder) = self.seeder {
-            seeder.seed(self.read);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use async_nats::jetstream::{self, stream};
     use futures::StreamExt;
 
     use super::*;
-    use crate::delivery::Member;
-    use crate::signal::Signal;
-    use crate::subject::{Lookup, Subject};
-
-    const SUBJECT: &str = "herald.t.news";
-
-    /// `SUBJECT` with two streams, so that it keeps events.
-    fn shared_subject() -> Arc<Subject> {
-        let (_, losses) = tokio::sync::watch::channel(0);
-        let subject = Subject::new(SUBJECT, losses);
-        for id in 0..2 {
-            let (queue, _) = crate::queue::bounded(8);
-            let signal = Signal::new(None);
-            subject.join(id, Member { queue, signal });
-        }
-        subject
-    }
 
     fn frame(seq: u64) -> Bytes {
         Bytes::from(format!("data: {seq}\n\n"))
-    }
-
-    #[tokio::test]
-    async fn a_read_the_edge_can_hold_serves_the_streams_waiting_for_it() {
-        let subject = shared_subject();
-        let Lookup::Miss(Some(seeder)) = subject.lookup(7, true).await else {
-            panic!("the first resumer reads for the others");
-        };
-        let mut waiter = std::pin::pin!(subject.lookup(7, true));
-        assert!(futures::poll!(&mut waiter).is_pending());
-        let mut kept = Kept::new(Some(seeder));
-        let last = 7 + crate::recent::MAX_EVENTS as u64;
-        for seq in 8..=last {
-            kept.push(seq, &frame(seq));
-        }
-        kept.seed();
-        let Lookup::Hit(events) = waiter.await else {
-            panic!("served from the read");
-        };
-        let seqs: Vec<u64> = events
-            .iter()
-            .filter_map(|d| d.position)
-            .map(|p| p.1)
-            .collect();
-        assert_eq!(seqs, (8..=last).collect::<Vec<_>>());
-    }
-
-    #[tokio::test]
-    async fn a_read_too_large_to_hold_is_not_kept_and_releases_its_waiters_at_once() {
-        let subject = shared_subject();
-        let Lookup::Miss(Some(seeder)) = subject.lookup(7, true).await else {
-            panic!("the first resumer reads for the others");
-        };
-        // Polled once, the waiter's lookup is queued before anything the
-        // reader sends after.
-        let mut waiter = std::pin::pin!(subject.lookup(7, true));
-        assert!(futures::poll!(&mut waiter).is_pending());
-        let mut kept = Kept::new(Some(seeder));
-        for seq in 8..8 + crate::recent::MAX_EVENTS as u64 {
-            kept.push(seq, &frame(seq));
-        }
-        assert!(futures::poll!(&mut waiter).is_pending());
-        // One more than a subject keeps: the reader lets go of the read
-        // (and its memory) while it goes on reading for its own stream.
-        kept.push(100, &frame(100));
-        assert!(kept.seeder.is_none() && kept.read.is_empty());
-        let started = tokio::time::Instant::now();
-        let answer = waiter.await;
-        assert!(matches!(answer, Lookup::Miss(None)));
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(4),
-            "released at once, not after the lookup wait"
-        );
-        // Byte-wise too: a few large frames are not kept either.
-        let Lookup::Miss(Some(seeder)) = subject.lookup(9, true).await else {
-            panic!("a reader from another place");
-        };
-        let mut kept = Kept::new(Some(seeder));
-        let big = Bytes::from(vec![b'x'; crate::recent::MAX_BYTES / 2 + 1]);
-        kept.push(10, &big);
-        assert!(kept.seeder.is_some());
-        kept.push(11, &big);
-        assert!(kept.seeder.is_none() && kept.read.is_empty());
     }
 
     /// A stream `T` keeping 5 events per subject, holding events 1 to 5 of

@@ -2,64 +2,32 @@
 //! under TLS) within the listener's bounds, and drains on shutdown.
 //! Plain HTTP/1.1 streams are served without hyper ([`crate::plain`]).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::FutureExt;
 use herald_core::admin::Readiness;
 use herald_core::listener::{Accepted, Listener};
 use herald_core::nats::{LossCounter, NatsSecurity};
 use herald_core::serve::{Http, Opening};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::service::service_fn;
 use prometheus_client::registry::Registry;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
-use crate::beats::{Beats, Heartbeats};
+use crate::beats::Beats;
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::fanout::Fanout;
 use crate::metrics::{Metrics, SubscriptionsCollector};
 use crate::presence::Reporter;
 use crate::ratelimit::ConnectLimiter;
+use crate::service::{service, until_killed};
+use crate::state::State;
 use crate::tails::Tails;
-
-/// Response body type of every edge response.
-pub type Body = BoxBody<Bytes, Infallible>;
 
 /// How long HTTP connections get to close after the streams are gone.
 const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-pub fn full(bytes: Bytes) -> Body {
-    BodyExt::boxed(Full::new(bytes))
-}
-
-/// State shared by every request on one edge.
-pub struct State {
-    pub config: Config,
-    pub fanout: Arc<Fanout>,
-    pub admission: Arc<Admission>,
-    /// Per-user connect rate.
-    pub connects: ConnectLimiter,
-    pub drain: Arc<Drain>,
-    /// Shared by every stream: one pointer each, not a copy of every handle.
-    pub metrics: Arc<Metrics>,
-    /// Changes when live events may have been missed.
-    pub losses: LossCounter,
-    /// History, for resuming from a cursor.
-    pub js: async_nats::jetstream::Context,
-    /// History tails read once for many resumes.
-    pub tails: Tails,
-    /// Source of connection ids.
-    pub next_id: AtomicU64,
-    /// Heartbeats of the streams served without hyper.
-    pub beats: Beats,
-}
 
 /// How the edge reaches NATS.
 pub struct Nats<'a> {
@@ -243,35 +211,6 @@ impl Edge {
                 tokio::spawn(until_killed(connection, kill));
             }
         }
-    }
-}
-
-/// The edge's hyper service for one connection; `transport` closes it
-/// when it is HTTP/1.1.
-pub fn service(
-    state: Arc<State>,
-    transport: CancellationToken,
-) -> impl hyper::service::Service<
-    hyper::Request<hyper::body::Incoming>,
-    Response = hyper::Response<Body>,
-    Error = Infallible,
-    Future: Send + 'static,
-> + Send
-+ 'static {
-    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let http1 = req.version() < http::Version::HTTP_2;
-        let transport = http1.then(|| transport.clone());
-        crate::events::route(req, state.clone(), transport, Heartbeats::InBody)
-            .map(Ok::<_, Infallible>)
-    })
-}
-
-/// Runs a connection until it ends, or until `kill` (a slow consumer on
-/// HTTP/1.1) drops it.
-pub(crate) async fn until_killed(connection: impl Future<Output = ()>, kill: CancellationToken) {
-    tokio::select! {
-        _ = connection => {}
-        _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer)"),
     }
 }
 

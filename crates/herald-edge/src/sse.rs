@@ -9,7 +9,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, header};
 
-use crate::server::Body;
+use crate::body::Body;
 
 /// An SSE response around `body`: not cached, not buffered by proxies.
 pub fn response(body: Body) -> Response<Body> {

@@ -1,32 +1,23 @@
 //! One subject followed on this node: the streams that follow it, and what
-//! it keeps for streams resuming it.
-//!
-//! Streams resuming a subject from the same place share one history read:
-//! the first that misses what the subject holds gets a [`Seeder`] and reads;
-//! the others wait for that read (at most [`LOOKUP_WAIT`]) and are then
-//! served from memory. A stream already holding a seeder never waits, so
-//! two streams cannot each wait for the read the other holds.
+//! it keeps for streams resuming it (their shared reads: see `sharing`).
 
-use std::collections::{HashMap, hash_map};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::envelope::Envelope;
 use herald_core::history::SEQUENCE_HEADER;
 use herald_core::subject::TOPIC_PREFIX;
 use herald_core::telemetry;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::delivery::{ConnId, Delivery, Member, hand_out};
 use crate::metrics::Metrics;
 use crate::recent::Recent;
+use crate::sharing::{self, Keeper, Lookup, Seeder, Turn, Waiting};
 use crate::signal::Signal;
 use crate::sse;
-
-/// How long a resuming stream waits for another's history read.
-pub const LOOKUP_WAIT: Duration = Duration::from_secs(5);
 
 /// One subject's members and recent events.
 pub struct Subject {
@@ -47,7 +38,7 @@ struct State {
     members: HashMap<ConnId, Member>,
     recent: Recent,
     /// Streams waiting for a history read under way, by where it starts.
-    waiting: HashMap<u64, Vec<oneshot::Sender<Lookup>>>,
+    waiting: Waiting,
     /// The loss count that `recent` and `newest` are good for.
     epoch: u64,
     /// The highest sequence stored on the subject that this node knows of
@@ -56,15 +47,6 @@ struct State {
     /// Whether `newest` is the subject's newest: a read after subscribing
     /// said so, and no live event can have been missed since.
     newest_known: bool,
-}
-
-/// What the node already holds for a stream resuming a subject.
-pub enum Lookup {
-    /// Every event after the cursor, from memory.
-    Hit(Vec<Delivery>),
-    /// History must be read; hand the result to the seeder, if any, so
-    /// that the next streams resuming from there are served from memory.
-    Miss(Option<Seeder>),
 }
 
 impl Subject {
@@ -79,7 +61,7 @@ impl Subject {
                 refs: 0,
                 members: HashMap::new(),
                 recent: Recent::default(),
-                waiting: HashMap::new(),
+                waiting: Waiting::default(),
                 epoch,
                 newest: 0,
                 newest_known: false,
@@ -178,14 +160,9 @@ impl Subject {
     /// Call after joining, so that live events from then on reach the
     /// stream.
     pub async fn lookup(self: &Arc<Self>, after: u64, may_wait: bool) -> Lookup {
-        let waiting = match self.try_lookup(after, may_wait) {
-            Ok(lookup) => return lookup,
-            Err(waiting) => waiting,
-        };
-        match tokio::time::timeout(LOOKUP_WAIT, waiting).await {
-            Ok(Ok(lookup)) => lookup,
-            // That read is stuck or gone: read for ourselves.
-            _ => Lookup::Miss(None),
+        match self.try_lookup(after, may_wait) {
+            Ok(lookup) => lookup,
+            Err(answer) => sharing::wait(answer).await,
         }
     }
 
@@ -194,10 +171,10 @@ impl Subject {
         self: &Arc<Self>,
         after: u64,
         may_wait: bool,
-    ) -> Result<Lookup, oneshot::Receiver<Lookup>> {
+    ) -> Result<Lookup, tokio::sync::oneshot::Receiver<Lookup>> {
         let mut state = self.state.lock().unwrap();
         let epoch = state.sync_epoch(&self.losses);
-        if let Some(hit) = state.held(self.key, after) {
+        if let Some(hit) = held(&state.recent, self.key, after) {
             return Ok(hit);
         }
         // A topic's followers tend to come back together (their edge
@@ -208,54 +185,38 @@ impl Subject {
         if !state.recent.is_recording() {
             return Ok(Lookup::Miss(None));
         }
-        match state.waiting.entry(after) {
-            // Someone is reading from there already: wait for it.
-            hash_map::Entry::Occupied(mut waiting) if may_wait => {
-                let (reply, answer) = oneshot::channel();
-                waiting.get_mut().push(reply);
-                Err(answer)
-            }
-            hash_map::Entry::Occupied(_) => Ok(Lookup::Miss(None)),
-            hash_map::Entry::Vacant(slot) => {
-                slot.insert(Vec::new());
-                Ok(Lookup::Miss(Some(Seeder {
-                    subject: Some(self.clone()),
-                    after,
-                    epoch,
-                })))
-            }
+        match state.waiting.turn(after, may_wait) {
+            Turn::Wait(answer) => Err(answer),
+            Turn::Alone => Ok(Lookup::Miss(None)),
+            Turn::Read => Ok(Lookup::Miss(Some(Seeder::new(self.clone(), after, epoch)))),
         }
     }
+}
 
+impl Keeper for Subject {
     /// Keeps a history read (unless NATS was lost since the lookup) and
     /// answers the streams waiting for it.
-    fn seed(&self, after: u64, read: Option<Vec<(u64, Bytes)>>, epoch: u64) {
+    fn keep(&self, after: u64, read: Option<Vec<(u64, Bytes)>>, epoch: u64) {
         let mut state = self.state.lock().unwrap();
         if let Some(read) = read
             && state.sync_epoch(&self.losses) == epoch
         {
             state.recent.seed(after, read);
         }
-        for reply in state.waiting.remove(&after).unwrap_or_default() {
-            let _ = reply.send(state.held(self.key, after).unwrap_or(Lookup::Miss(None)));
-        }
+        let State {
+            waiting, recent, ..
+        } = &mut *state;
+        waiting.answer(after, || {
+            held(recent, self.key, after).unwrap_or(Lookup::Miss(None))
+        });
+    }
+
+    fn name(&self) -> &str {
+        &self.name
     }
 }
 
 impl State {
-    /// The events after `after`, if all are held.
-    fn held(&self, key: u32, after: u64) -> Option<Lookup> {
-        let events = self.recent.after(after)?;
-        let deliveries = events
-            .into_iter()
-            .map(|(seq, frame)| Delivery {
-                frame,
-                position: Some((key, seq)),
-            })
-            .collect();
-        Some(Lookup::Hit(deliveries))
-    }
-
     /// The current loss count; what `recent` holds is dropped when it
     /// changed, since live events may have been missed.
     fn sync_epoch(&mut self, losses: &watch::Receiver<u64>) -> u64 {
@@ -269,43 +230,17 @@ impl State {
     }
 }
 
-/// Gives a history read back to its subject, whose other streams resuming
-/// from the same place wait for it; dropped unused, it lets them read for
-/// themselves.
-pub struct Seeder {
-    /// Taken when the result is given.
-    subject: Option<Arc<Subject>>,
-    after: u64,
-    /// The loss count when the reader looked up.
-    epoch: u64,
-}
-
-impl Seeder {
-    /// `read`: every event after the looked-up cursor, in order.
-    pub fn seed(mut self, read: Vec<(u64, Bytes)>) {
-        self.give(Some(read));
-    }
-
-    fn give(&mut self, read: Option<Vec<(u64, Bytes)>>) {
-        if let Some(subject) = self.subject.take() {
-            subject.seed(self.after, read, self.epoch);
-        }
-    }
-}
-
-impl Drop for Seeder {
-    fn drop(&mut self) {
-        self.give(None);
-    }
-}
-
-impl std::fmt::Debug for Seeder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Seeder")
-            .field("subject", &self.subject.as_ref().map(|s| &s.name))
-            .field("after", &self.after)
-            .finish()
-    }
+/// The events after `after`, if all are held.
+fn held(recent: &Recent, key: u32, after: u64) -> Option<Lookup> {
+    let events = recent.after(after)?;
+    let deliveries = events
+        .into_iter()
+        .map(|(seq, frame)| Delivery {
+            frame,
+            position: Some((key, seq)),
+        })
+        .collect();
+    Some(Lookup::Hit(deliveries))
 }
 
 /// The stream sequence JetStream's RePublish put on a persisted event.
@@ -321,7 +256,6 @@ mod tests {
     use crate::queue;
 
     const TOPIC: &str = "herald.t.news";
-    const USER: &str = "herald.u.alice";
 
     fn subject(name: &str) -> (Arc<Subject>, watch::Sender<u64>) {
         let (losses, watcher) = watch::channel(0);
@@ -342,11 +276,6 @@ mod tests {
         };
         subject.join(id, member);
         (inbox, signal)
-    }
-
-    fn read(seqs: std::ops::RangeInclusive<u64>) -> Vec<(u64, Bytes)> {
-        seqs.map(|seq| (seq, Bytes::from(format!("data: {seq}\n\n"))))
-            .collect()
     }
 
     fn seqs(lookup: Lookup) -> Vec<u64> {
@@ -372,74 +301,6 @@ mod tests {
             description: None,
             length: data.len(),
         }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn streams_resuming_from_one_place_share_one_read() {
-        let (topic, _losses) = subject(TOPIC);
-        let _streams = [join(&topic, 1, 8), join(&topic, 2, 8)];
-        let Lookup::Miss(Some(seeder)) = topic.lookup(7, true).await else {
-            panic!("the first resumer reads for the others");
-        };
-        let mut waiter = std::pin::pin!(topic.lookup(7, true));
-        assert!(futures::poll!(&mut waiter).is_pending());
-        // Holding a read itself, a stream must not wait for another's.
-        assert!(matches!(topic.lookup(7, false).await, Lookup::Miss(None)));
-        seeder.seed(read(8..=10));
-        assert_eq!(seqs(waiter.await), [8, 9, 10]);
-        assert_eq!(
-            seqs(topic.lookup(8, true).await),
-            [9, 10],
-            "later ones from memory"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_read_given_up_releases_its_waiters_at_once() {
-        let (topic, _losses) = subject(TOPIC);
-        let Lookup::Miss(Some(seeder)) = topic.lookup(7, true).await else {
-            panic!("a topic's first resumer reads for the others");
-        };
-        let mut waiter = std::pin::pin!(topic.lookup(7, true));
-        assert!(futures::poll!(&mut waiter).is_pending());
-        let started = tokio::time::Instant::now();
-        drop(seeder);
-        assert!(matches!(waiter.await, Lookup::Miss(None)));
-        assert_eq!(started.elapsed(), Duration::ZERO);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_stuck_read_is_waited_for_no_longer_than_the_lookup_wait() {
-        let (topic, _losses) = subject(TOPIC);
-        let Lookup::Miss(Some(_stuck)) = topic.lookup(7, true).await else {
-            panic!("a topic's first resumer reads for the others");
-        };
-        let started = tokio::time::Instant::now();
-        assert!(matches!(topic.lookup(7, true).await, Lookup::Miss(None)));
-        assert_eq!(started.elapsed(), LOOKUP_WAIT);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_read_from_before_a_nats_loss_is_not_kept() {
-        let (topic, losses) = subject(TOPIC);
-        let Lookup::Miss(Some(seeder)) = topic.lookup(7, true).await else {
-            panic!("a topic's first resumer reads for the others");
-        };
-        let mut waiter = std::pin::pin!(topic.lookup(7, true));
-        assert!(futures::poll!(&mut waiter).is_pending());
-        losses.send_modify(|n| *n += 1);
-        seeder.seed(read(8..=10));
-        assert!(matches!(waiter.await, Lookup::Miss(None)));
-        assert!(matches!(topic.lookup(7, true).await, Lookup::Miss(Some(_))));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_users_only_stream_keeps_nothing_for_others() {
-        let (user, _losses) = subject(USER);
-        let _stream = join(&user, 1, 8);
-        assert!(matches!(user.lookup(7, true).await, Lookup::Miss(None)));
-        let _tab = join(&user, 2, 8);
-        assert!(matches!(user.lookup(7, true).await, Lookup::Miss(Some(_))));
     }
 
     #[tokio::test]

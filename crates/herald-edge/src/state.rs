@@ -1,0 +1,37 @@
+//! What every request on one edge shares.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use herald_core::nats::LossCounter;
+
+use crate::admission::Admission;
+use crate::beats::Beats;
+use crate::config::Config;
+use crate::drain::Drain;
+use crate::fanout::Fanout;
+use crate::metrics::Metrics;
+use crate::ratelimit::ConnectLimiter;
+use crate::tails::Tails;
+
+/// State shared by every request on one edge.
+pub struct State {
+    pub config: Config,
+    pub fanout: Arc<Fanout>,
+    pub admission: Arc<Admission>,
+    /// Per-user connect rate.
+    pub connects: ConnectLimiter,
+    pub drain: Arc<Drain>,
+    /// Shared by every stream: one pointer each, not a copy of every handle.
+    pub metrics: Arc<Metrics>,
+    /// Changes when live events may have been missed.
+    pub losses: LossCounter,
+    /// History, for resuming from a cursor.
+    pub js: async_nats::jetstream::Context,
+    /// History tails read once for many resumes.
+    pub tails: Tails,
+    /// Source of connection ids.
+    pub next_id: AtomicU64,
+    /// Heartbeats of the streams served without hyper.
+    pub beats: Beats,
+}
