@@ -43,6 +43,7 @@ if [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
   fi
 fi
 nats_server="$(scripts/nats-server.sh)"
+source bench/nats-cluster.sh
 echo "building release binaries..." >&2
 # The whole workspace, as bench/scale.sh and `just build` build it: one
 # release feature set, so no run rebuilds what another built.
@@ -54,8 +55,9 @@ work="$(mktemp -d)"
 results="$root/bench/results"
 mkdir -p "$results"
 pids=()
+cluster_pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" "${cluster_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   keep_edge_log
   rm -rf "$work"
@@ -131,27 +133,6 @@ run_as() { # scenario name for the results, then as `run`
   "$bin/herald-bench" --peer "$peer" "$@" | sed -n 's/^RESULT //p' |
     sed "s/\"scenario\":\"[a-z-]*\"/\"scenario\":\"$scenario\"/" >>"$out"
 }
-# Three routed NATS nodes with JetStream: clients on 24231-24233.
-start_cluster() {
-  local n m routes
-  for n in 1 2 3; do
-    routes=""
-    for m in 1 2 3; do
-      [[ $m == "$n" ]] || routes+="nats://127.0.0.1:$((24240 + m)), "
-    done
-    cat >"$work/cluster-$n.conf" <<CONF
-server_name: bench-n$n
-host: 127.0.0.1
-port: $((24230 + n))
-http_port: $((24250 + n))
-jetstream { store_dir: "$work/cluster-$n" }
-cluster { name: herald-bench, listen: 127.0.0.1:$((24240 + n)), routes: [${routes%, }] }
-CONF
-    "$nats_server" -c "$work/cluster-$n.conf" >"$work/cluster-$n.log" 2>&1 &
-    pids+=($!)
-  done
-  for n in 1 2 3; do wait_ready $((24250 + n)) /healthz; done
-}
 wait_ready() { # port [path]: until it answers 2xx
   for _ in $(seq 1 300); do
     curl -fsS -o /dev/null "http://127.0.0.1:$1${2:-/readyz}" 2>/dev/null && return 0
@@ -206,13 +187,14 @@ if want cluster; then
   # Publish on node 0, the edge on node 1: every event crosses a route;
   # persisted events are stored with 3 file replicas. Every rate is run,
   # whatever the p99 of the one before.
-  start_cluster
+  # Clients on 24231-24233, routes on 24241-24243.
+  start_nats_cluster herald-bench 24231 24241 24251 "$work"
   cluster_history=(--history-storage file --history-replicas 3)
-  "$bin/herald-publish" --nats-url nats://127.0.0.1:24231 "${cluster_history[@]}" --node-id cluster-publish \
+  "$bin/herald-publish" --nats-url "${cluster_urls[0]}" "${cluster_history[@]}" --node-id cluster-publish \
     --listen 127.0.0.1:25151 --admin-listen 127.0.0.1:25191 >"$work/cluster-publish.log" 2>&1 &
   cluster_publish=$!
   pids+=($cluster_publish)
-  "$bin/herald-edge" --nats-url nats://127.0.0.1:24232 "${cluster_history[@]}" --node-id cluster-edge \
+  "$bin/herald-edge" --nats-url "${cluster_urls[1]}" "${cluster_history[@]}" --node-id cluster-edge \
     --listen 127.0.0.1:25180 --admin-listen 127.0.0.1:25190 --max-connections 19000 >"$work/cluster-edge.log" 2>&1 &
   cluster_edge=$!
   pids+=($cluster_edge)

@@ -27,6 +27,7 @@ RUN_SECS="${RUN_SECS:-480}"
 PORT_BASE="${PORT_BASE:-30000}"     # below the ephemeral range: NATS 30222.., edges 30080..
 
 nats_server="$(scripts/nats-server.sh)"
+source bench/nats-cluster.sh
 if [[ "${SKIP_BUILD:-}" != 1 ]]; then
   echo "building release binaries..." >&2
   cargo build --locked --release --workspace --bins >&2
@@ -37,7 +38,7 @@ edges=$(((STREAMS + PER_EDGE - 1) / PER_EDGE))
 
 work="$(mktemp -d)"
 pids=()
-nats=()
+cluster_pids=()
 cleanup() {
   local status=$?
   if [[ $status != 0 ]]; then
@@ -48,7 +49,7 @@ cleanup() {
   # last so the services leave it cleanly.
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  for pid in "${nats[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${cluster_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [[ -n "${KEEP:-}" ]] && echo "kept $work" >&2 || rm -rf "$work"
 }
@@ -72,27 +73,11 @@ wait_ok() { # url: until it answers 2xx (JetStream ready, service ready)
 }
 
 # NATS: three routed nodes with JetStream (memory history, 3 replicas).
-nats_port() { echo $((PORT_BASE + 222 + $1)); }
-nats_urls=()
-for n in 0 1 2; do
-  routes=""
-  for m in 0 1 2; do
-    [[ $m == "$n" ]] || routes+="nats://127.0.0.1:$((PORT_BASE + 322 + m)), "
-  done
-  cat >"$work/nats-$n.conf" <<EOF
-server_name: scale-n$n
-host: 127.0.0.1
-port: $(nats_port $n)
-http_port: $((PORT_BASE + 822 + n))
-jetstream { store_dir: "$work/nats-$n", max_memory_store: 2GB }
-cluster { name: herald-scale, listen: 127.0.0.1:$((PORT_BASE + 322 + n)), routes: [${routes%, }] }
-EOF
-  "$nats_server" -c "$work/nats-$n.conf" >"$work/nats-$n.log" 2>&1 &
-  nats+=($!)
-  nats_pids+=("--cpu-pid" "nats=$!")
-  nats_urls+=("nats://127.0.0.1:$(nats_port $n)")
-done
-for n in 0 1 2; do wait_ok "http://127.0.0.1:$((PORT_BASE + 822 + n))/healthz"; done
+start_nats_cluster herald-scale $((PORT_BASE + 222)) $((PORT_BASE + 322)) $((PORT_BASE + 822)) \
+  "$work" "max_memory_store: 2GB"
+nats_urls=("${cluster_urls[@]}")
+nats_pids=()
+for pid in "${cluster_pids[@]}"; do nats_pids+=("--cpu-pid" "nats=$pid"); done
 
 export HERALD_JWT_SECRET="scale-secret-0123456789-0123456789"
 history=(--history-storage memory --history-replicas 3)
