@@ -281,8 +281,10 @@ impl NatsCluster {
             storage: async_nats::jetstream::stream::StorageType::Memory,
             ..Default::default()
         };
+        // Slow under load (three nodes electing on two busy cores): the
+        // wait costs only what it needs.
         crate::eventually(
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             "a stream placed on every node",
             || async { js.create_stream(probe.clone()).await.ok().map(drop) },
         )
