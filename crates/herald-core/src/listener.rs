@@ -3,7 +3,7 @@
 //! sockets (excess ones are closed at once), and the from-accept deadline
 //! by which a connection must have sent a complete request head.
 //!
-//! [`crate::serve`] drives each accepted connection within these bounds.
+//! The `serve` module drives each accepted connection within these bounds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use crate::cli::parse_duration;
+use crate::duration::parse_duration;
 
 /// Largest request head (request line and headers) any listener reads;
 /// beyond it, 431.

@@ -32,9 +32,9 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::{Activity, Tracked};
+use crate::conn::Conn;
 use crate::listener::{Accepted, Listener, MAX_HEAD, Shared, Slot};
 use crate::prefixed::Prefixed;
-use crate::tls::Conn;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -313,8 +313,8 @@ async fn hostile_cursors_get_400_or_clean_handling() {
     let http = reqwest::Client::new();
     let url = events_url(&edge, &[]);
 
-    let mut future = herald_core::cursor::Cursor::default();
-    future.set(herald_core::cursor::key("herald.u.alice"), 1_000_000);
+    let mut future = herald_domain::cursor::Cursor::default();
+    future.set(herald_domain::cursor::key("herald.u.alice"), 1_000_000);
     // Within the 16 KiB head limit (larger heads get 431: tests/listeners.rs).
     let huge = "A".repeat(12_000);
     for bad in [
@@ -344,8 +344,8 @@ async fn hostile_cursors_get_400_or_clean_handling() {
 
     // Position 0 is "nothing seen yet": all of alice's history, then live.
     publish_to_users(&mut client, &["alice"], "stored").await;
-    let mut zero = herald_core::cursor::Cursor::default();
-    zero.set(herald_core::cursor::key("herald.u.alice"), 0);
+    let mut zero = herald_domain::cursor::Cursor::default();
+    zero.set(herald_domain::cursor::key("herald.u.alice"), 0);
     let mut from_zero = open(&edge, &[], Some(&zero.encode())).await;
     assert_eq!(from_zero.next().await.data, "stored");
     from_zero.assert_silent(QUIET).await;

@@ -30,9 +30,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_nats::jetstream;
 use bytes::Bytes;
-use herald_core::cursor::key;
 use herald_core::envelope::Envelope;
 use herald_core::history::{shard_of, stored_subject, stream_name};
+use herald_domain::cursor::key;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 

@@ -6,7 +6,7 @@ use herald_core::listener::{Listener, SocketMetrics};
 use herald_core::nats::Losses;
 use herald_core::presence::{Follower, FollowerMetrics};
 use herald_core::reflection::with_reflection;
-use herald_core::subject::MAX_ID_LEN;
+use herald_domain::subject::MAX_ID_LEN;
 use herald_proto::v1::publisher_server::PublisherServer;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;

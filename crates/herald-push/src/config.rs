@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use herald_core::cli::{CommonArgs, parse_duration};
+use herald_core::cli::CommonArgs;
+use herald_core::duration::parse_duration;
 
 use crate::fcm::ServiceAccount;
 

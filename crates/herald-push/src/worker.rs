@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::StreamExt;
 use herald_core::envelope::{EVENT_HEADER, EVENT_ID_HEADER};
 use herald_core::offline;
-use herald_core::subject::UserId;
+use herald_domain::subject::UserId;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetryPolicy;
