@@ -18,7 +18,9 @@
 //! - [`conn`]: an accepted connection's bytes: plain, [`prefixed`] or TLS.
 //! - [`prefixed`]: a socket whose first bytes were already read.
 //! - [`activity`]: a connection's requests in flight, for its idle timeout.
-//! - [`serve`]: HTTP and gRPC connections driven within those bounds.
+//! - [`backoff`]: pauses after failed accepts.
+//! - [`serve`]: the accept loop, and HTTP connections driven within the listener's bounds.
+//! - [`grpc`]: a gRPC service served with health, reflection, TLS, readiness, graceful stop.
 //! - [`reflection`]: gRPC server reflection, v1 and v1alpha.
 //! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` port.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
@@ -28,10 +30,12 @@
 pub mod activity;
 pub mod admin;
 pub mod api_token;
+pub mod backoff;
 pub mod cli;
 pub mod conn;
 pub mod duration;
 pub mod envelope;
+pub mod grpc;
 pub mod history;
 pub mod listener;
 pub mod memory;

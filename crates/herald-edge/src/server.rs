@@ -12,7 +12,7 @@ use futures::FutureExt;
 use herald_core::admin::Readiness;
 use herald_core::listener::{Accepted, Listener};
 use herald_core::nats::{LossCounter, NatsSecurity};
-use herald_core::serve::{Http, Opening};
+use herald_core::serve::{self, Http, Opening};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::service::service_fn;
 use prometheus_client::registry::Registry;
@@ -31,9 +31,6 @@ use crate::tails::Tails;
 
 /// Response body type of every edge response.
 pub type Body = BoxBody<Bytes, Infallible>;
-
-/// How long HTTP connections get to close after the streams are gone.
-const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 pub fn full(bytes: Bytes) -> Body {
     BodyExt::boxed(Full::new(bytes))
@@ -175,7 +172,7 @@ impl Edge {
         self.ready.set(true);
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = accept_loop(&listener, &accept) => {}
+            never = serve::accept_each(&listener, &accept) => match never {},
         }
 
         tracing::info!(open = self.state.admission.open(), "draining");
@@ -190,20 +187,10 @@ impl Edge {
         tokio::select! {
             _ = grace => tracing::warn!(open = self.state.admission.open(), "drain grace ended with streams open"),
             _ = drained => {}
-            _ = accept_loop(&listener, &accept) => {} // still answering 503 meanwhile
+            // Still answering 503 meanwhile.
+            never = serve::accept_each(&listener, &accept) => match never {},
         }
-        let sockets = listener.sockets();
-        drop(listener);
-        close_connections.cancel();
-        if tokio::time::timeout(CONNECTION_CLOSE_GRACE, sockets.closed())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = sockets.open(),
-                "some HTTP connections did not close in time"
-            );
-        }
+        serve::close(listener, &close_connections).await;
         stop_reporting.cancel();
         if let Some(task) = reporting {
             let _ = task.await;
@@ -272,13 +259,5 @@ pub(crate) async fn until_killed(connection: impl Future<Output = ()>, kill: Can
     tokio::select! {
         _ = connection => {}
         _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer)"),
-    }
-}
-
-/// Hands every connection the listener admits to `accept`; the listener
-/// pauses by itself when accepting fails (e.g. out of file descriptors).
-async fn accept_loop(listener: &Listener, accept: &impl Fn(Accepted)) {
-    loop {
-        accept(listener.accept().await);
     }
 }
