@@ -8,8 +8,8 @@
 //! then `topic` NUL `claims JSON`.
 #![no_main]
 
-use herald_edge::auth::{Authenticator, Rules};
-use herald_edge::claims::{Audience, Claims};
+use herald_domain::auth::Authenticator;
+use herald_domain::claims::{Audience, Claims, Rules};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use libfuzzer_sys::fuzz_target;
 

@@ -2,7 +2,7 @@
 //! whatever decodes must re-encode to exactly the same id.
 #![no_main]
 
-use herald_core::cursor::Cursor;
+use herald_domain::cursor::Cursor;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

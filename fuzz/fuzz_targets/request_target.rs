@@ -8,8 +8,8 @@
 //! last-event-id separated by NUL bytes.
 #![no_main]
 
-use herald_core::subject::Topic;
-use herald_edge::request::{self, Target};
+use herald_domain::subject::Topic;
+use herald_domain::request::{self, Target};
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 

@@ -2,7 +2,7 @@
 //! one safe NATS token that decodes back to the same id.
 #![no_main]
 
-use herald_core::subject::{decode_token, encode_token};
+use herald_domain::subject::{decode_token, encode_token};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

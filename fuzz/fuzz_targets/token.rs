@@ -3,7 +3,8 @@
 //! signed with another key verifies.
 #![no_main]
 
-use herald_edge::auth::{Authenticator, Rules};
+use herald_domain::auth::Authenticator;
+use herald_domain::claims::Rules;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -24,7 +24,7 @@ mod token;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use herald_core::cli::parse_duration;
+use herald_core::duration::parse_duration;
 use herald_proto::v1::{
     GetPresenceRequest, OfflinePolicy, PublishRequest, UserTarget, presence_client::PresenceClient,
     publish_request::Target, publisher_client::PublisherClient,

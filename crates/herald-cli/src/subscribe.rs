@@ -47,7 +47,7 @@ pub struct SubscribeArgs {
     #[arg(long)]
     last_event_id: Option<String>,
     /// Lifetime of a minted token.
-    #[arg(long, default_value = "1h", value_parser = herald_core::cli::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = herald_core::duration::parse_duration)]
     ttl: Duration,
     /// `aud` of a minted token, for an edge started with --jwt-audience.
     #[arg(long, env = "HERALD_JWT_AUDIENCE")]
@@ -57,7 +57,7 @@ pub struct SubscribeArgs {
     iss: Option<String>,
     /// Reconnect when nothing, not even a heartbeat, arrived for this long
     /// (a connection a proxy or NAT dropped without a word).
-    #[arg(long, default_value = "60s", value_parser = herald_core::cli::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = herald_core::duration::parse_duration)]
     idle_timeout: Duration,
     /// PEM CA certificates to trust for an `https://` edge instead of the
     /// built-in roots.
@@ -262,13 +262,13 @@ fn events_uri(base: &Uri, topics: &[String]) -> Uri {
 }
 
 fn parse_topic(raw: &str) -> Result<String, String> {
-    herald_core::subject::Topic::parse(raw)
+    herald_domain::subject::Topic::parse(raw)
         .map(|t| t.as_str().to_owned())
         .map_err(|e| e.to_string())
 }
 
 fn parse_user(raw: &str) -> Result<String, String> {
-    herald_core::subject::UserId::parse(raw)
+    herald_domain::subject::UserId::parse(raw)
         .map(|u| u.as_str().to_owned())
         .map_err(|e| e.to_string())
 }

@@ -2,7 +2,6 @@
 //! one-line, exit-code-2 treatment of misconfiguration.
 
 use std::fmt::Display;
-use std::time::Duration;
 
 use clap::Parser;
 
@@ -77,27 +76,4 @@ pub fn parse<T: Parser>() -> T {
 pub fn misconfigured(flag: &str, problem: impl Display) -> ! {
     eprintln!("error: {flag}: {problem}");
     std::process::exit(EXIT_MISCONFIGURED)
-}
-
-/// Parses durations such as `15s`, `500ms` or `2m` for clap.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. `15s`)"))?;
-    if d.is_zero() {
-        return Err("must be greater than zero".to_owned());
-    }
-    Ok(d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_and_reject_nonsense() {
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 }

@@ -41,7 +41,7 @@ pub struct HistoryArgs {
     pub history_max_per_subject: i64,
 
     /// How long events are kept, e.g. `24h`.
-    #[arg(long, env = "HERALD_HISTORY_MAX_AGE", default_value = "24h", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "HERALD_HISTORY_MAX_AGE", default_value = "24h", value_parser = crate::duration::parse_duration)]
     pub history_max_age: Duration,
 }
 
@@ -54,7 +54,7 @@ pub enum Storage {
 
 /// Which shard holds a live subject: FNV-1a, stable across processes and versions.
 pub fn shard_of(live_subject: &str, shards: u16) -> u16 {
-    (crate::cursor::key(live_subject) % u32::from(shards)) as u16
+    (herald_domain::cursor::key(live_subject) % u32::from(shards)) as u16
 }
 
 /// The stream name of a shard.

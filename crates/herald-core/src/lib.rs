@@ -1,22 +1,27 @@
-//! What Herald's services share, and nothing else.
+//! What runs Herald's services: flags, listeners and serving, TLS,
+//! telemetry, NATS and its streams, the admin port and shutdown. The
+//! rules of ids, subjects, cursors, tokens and presence are herald-domain's;
+//! this crate is where they meet sockets and NATS.
 //!
 //! # Layout
-//! - [`subject`]: user ids and topics, validated and encoded into safe NATS subjects.
-//! - [`cursor`]: event ids, one stream position per history shard.
+//! - [`cli`]: common flags and the exit-code-2 handling of misconfiguration.
+//! - [`duration`]: durations as flags take them.
+//! - [`telemetry`]: `tracing` setup, text or JSON; OTLP export and W3C trace context.
+//! - [`nats`]: connecting to NATS.
 //! - [`envelope`]: how an event travels on NATS (payload + `Herald-Event` header).
 //! - [`history`]: the sharded JetStream history streams.
-//! - [`cli`]: common flags and the exit-code-2 handling of misconfiguration.
-//! - [`telemetry`]: `tracing` setup, text or JSON; OTLP export and W3C trace context.
-//! - [`tls`]: TLS for Herald's listeners, with certificate reload and mutual TLS.
-//! - [`nats`]: connecting to NATS.
 //! - [`offline`]: the work queue of events for users who were not connected.
-//! - [`presence`]: who is connected where, over NATS.
+//! - [`presence`]: following who is connected where, over NATS.
 //! - [`api_token`]: the bearer token of the internal gRPC APIs.
 //! - [`listener`]: every port's accept loop, socket cap and header deadline.
+//! - [`tls`]: TLS for Herald's listeners, with certificate reload and mutual TLS.
+//! - [`conn`]: an accepted connection's bytes: plain, [`prefixed`] or TLS.
 //! - [`prefixed`]: a socket whose first bytes were already read.
-//! - [`serve`]: HTTP and gRPC connections driven within those bounds.
-//! - [`reflection`]: gRPC server reflection, v1 and v1alpha.
 //! - [`activity`]: a connection's requests in flight, for its idle timeout.
+//! - [`backoff`]: pauses after failed accepts.
+//! - [`serve`]: the accept loop, and HTTP connections driven within the listener's bounds.
+//! - [`grpc`]: a gRPC service served with health, reflection, TLS, readiness, graceful stop.
+//! - [`reflection`]: gRPC server reflection, v1 and v1alpha.
 //! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` port.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
 //! - [`memory`]: giving the allocator's free memory back to the system.
@@ -25,9 +30,12 @@
 pub mod activity;
 pub mod admin;
 pub mod api_token;
+pub mod backoff;
 pub mod cli;
-pub mod cursor;
+pub mod conn;
+pub mod duration;
 pub mod envelope;
+pub mod grpc;
 pub mod history;
 pub mod listener;
 pub mod memory;
@@ -39,6 +47,5 @@ pub mod reflection;
 pub mod serve;
 pub mod service;
 pub mod shutdown;
-pub mod subject;
 pub mod telemetry;
 pub mod tls;

@@ -1,9 +1,9 @@
-//! Bounded listeners: the one accept loop every port uses, with back-off
-//! when accepting fails (e.g. out of file descriptors), a cap on open
+//! Bounded listeners: the one accept every port uses, with back-off when
+//! accepting fails (e.g. out of file descriptors), a cap on open
 //! sockets (excess ones are closed at once), and the from-accept deadline
 //! by which a connection must have sent a complete request head.
 //!
-//! [`crate::serve`] drives each accepted connection within these bounds.
+//! The `serve` module drives each accepted connection within these bounds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +15,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use crate::cli::parse_duration;
+use crate::backoff;
+use crate::duration::parse_duration;
 
 /// Largest request head (request line and headers) any listener reads;
 /// beyond it, 431.
@@ -27,9 +28,6 @@ pub const ADMIN_MAX_SOCKETS: usize = 128;
 /// File descriptors kept free of client sockets, at least: NATS, the
 /// admin port, TLS certificate reads, logs.
 const RESERVED_FDS: u64 = 256;
-
-/// Shortest and longest pause after a failed accept.
-const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
 
 /// How every listener of a service is bounded (flags shared by all services).
 #[derive(Debug, Clone, clap::Args)]
@@ -224,23 +222,13 @@ impl Listener {
     }
 
     /// The next connection within the socket cap. Excess connections are
-    /// closed at once; failures (e.g. out of file descriptors) are logged
-    /// and retried after a pause that doubles while they last.
+    /// closed at once; failures (e.g. out of file descriptors) are retried
+    /// with back-off (see [`crate::backoff`]).
     pub async fn accept(&self) -> Accepted {
-        let mut pause = ACCEPT_BACKOFF.0;
         loop {
-            match self.tcp.accept().await {
-                Ok((stream, _)) => {
-                    pause = ACCEPT_BACKOFF.0;
-                    if let Some(accepted) = self.admit(stream) {
-                        return accepted;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, pause_ms = pause.as_millis(), "accept failed");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(ACCEPT_BACKOFF.1);
-                }
+            let (stream, _) = backoff::accept(|| self.tcp.accept()).await;
+            if let Some(accepted) = self.admit(stream) {
+                return accepted;
             }
         }
     }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
+use herald_domain::subject::{UserId, decode_token, encode_token};
+
 use crate::history::{HistoryArgs, Storage};
-use crate::subject::{UserId, decode_token, encode_token};
 
 /// The stream's name.
 pub const STREAM: &str = "HERALD_OFFLINE";

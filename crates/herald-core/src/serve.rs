@@ -1,6 +1,6 @@
 //! The one way Herald serves HTTP (HTTP/1.1 and HTTP/2, or HTTP/2 only
-//! for gRPC): each connection accepted by a [`Listener`] is driven within
-//! its bounds.
+//! for gRPC): every port accepts in [`accept_each`], and each connection
+//! accepted by a [`Listener`] is driven within its bounds.
 //!
 //! - The TLS handshake and the first complete request head must both be
 //!   done by the from-accept deadline, whatever the protocol (hyper-util's
@@ -13,6 +13,7 @@
 //! - Request heads over [`MAX_HEAD`] answer 431 (HTTP/1.1 and HTTP/2).
 //! - A graceful close that a client stalls is cut after a grace period.
 
+use std::convert::Infallible;
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -32,9 +33,9 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::{Activity, Tracked};
+use crate::conn::Conn;
 use crate::listener::{Accepted, Listener, MAX_HEAD, Shared, Slot};
 use crate::prefixed::Prefixed;
-use crate::tls::Conn;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -295,15 +296,31 @@ pub async fn serve<F, S, B>(
     B::Error: Into<BoxError>,
 {
     let stop = CancellationToken::new();
-    let mut shutdown = pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
+    let accept = |accepted| {
         let opening = Opening::of(tls.as_ref());
         tokio::spawn(http.serve_connection(accepted, opening, service(), stop.clone()));
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        never = accept_each(&listener, accept) => match never {},
     }
+    close(listener, &stop).await;
+}
+
+/// Hands every connection `listener` admits to `accept`, for as long as
+/// it is polled: the one accept loop of every port (the listener backs
+/// off by itself when accepting fails).
+pub async fn accept_each(listener: &Listener, accept: impl Fn(Accepted)) -> Infallible {
+    loop {
+        accept(listener.accept().await);
+    }
+}
+
+/// Stops accepting on `listener`, asks its connections to close by
+/// cancelling `stop` (the token they were served with), and waits until
+/// they are closed: at most [`CLOSE_GRACE`] and a second, the longest a
+/// connection takes once asked.
+pub async fn close(listener: Listener, stop: &CancellationToken) {
     let sockets = listener.sockets();
     drop(listener); // the kernel stops completing handshakes for us
     stop.cancel();
@@ -314,30 +331,4 @@ pub async fn serve<F, S, B>(
             "some connections did not close in time"
         );
     }
-}
-
-/// Serves gRPC `routes` (HTTP/2 only) on `listener` until `shutdown`, as [`serve`].
-pub async fn grpc(
-    listener: Listener,
-    tls: Option<TlsAcceptor>,
-    routes: tonic::service::Routes,
-    shutdown: impl Future<Output = ()>,
-) {
-    use tonic::codegen::Service;
-    let routes = routes.prepare();
-    let http = Http::http2_only(&listener);
-    let service = move || {
-        let routes = routes.clone();
-        hyper::service::service_fn(move |request: Request<Incoming>| {
-            let mut routes = routes.clone();
-            async move {
-                std::future::poll_fn(|cx| {
-                    Service::<Request<Incoming>>::poll_ready(&mut routes, cx)
-                })
-                .await?;
-                routes.call(request).await
-            }
-        })
-    };
-    serve(listener, http, tls, service, shutdown).await
 }

@@ -1,6 +1,8 @@
 //! The one shutdown mechanism: a [`CancellationToken`] cancelled by SIGTERM
 //! or SIGINT; and, last of all, handing NATS what the process published.
 
+use std::future::Future;
+use std::pin::pin;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -27,6 +29,23 @@ pub fn on_signal() -> CancellationToken {
         cancel.cancel();
     });
     token
+}
+
+/// Runs `work` until it ends by itself or, once `shutdown` is cancelled,
+/// for at most `grace` more; `None` if it was cut. Each service bounds
+/// its stop this way: work that outlives the grace (a stalled peer, a
+/// retry loop) is dropped rather than holding the process.
+pub async fn within_grace<F: Future>(
+    work: F,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> Option<F::Output> {
+    let mut work = pin!(work);
+    tokio::select! {
+        done = &mut work => return Some(done),
+        _ = shutdown.cancelled() => {}
+    }
+    tokio::time::timeout(grace, work).await.ok()
 }
 
 /// Longest a stopping service waits for NATS to take what it published.
@@ -66,5 +85,44 @@ pub async fn close_nats(nats: &async_nats::Client) {
             timeout = ?NATS_CLOSE_TIMEOUT,
             "NATS did not take the queued messages in time; they are lost"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn work_that_ignores_shutdown_is_cut_after_the_grace() {
+        let shutdown = CancellationToken::new();
+        let start = Instant::now();
+        let cancel = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cancel.cancel();
+        });
+        let forever = std::future::pending::<()>();
+        let done = within_grace(forever, &shutdown, Duration::from_secs(2)).await;
+        assert_eq!(done, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_that_ends_in_time_gives_its_output() {
+        let shutdown = CancellationToken::new();
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            7
+        };
+        // No shutdown: the work runs as long as it takes.
+        assert_eq!(within_grace(slow, &shutdown, Duration::ZERO).await, Some(7));
+        shutdown.cancel();
+        let finishing = async {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            8
+        };
+        let done = within_grace(finishing, &shutdown, Duration::from_secs(1)).await;
+        assert_eq!(done, Some(8));
     }
 }

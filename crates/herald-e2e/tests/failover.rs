@@ -113,8 +113,8 @@ async fn restarting_a_nats_node_loses_no_acknowledged_event() {
     // nothing (position 0) gets them all back, resuming from its last id,
     // as EventSource would, if a replay is cut short while the cluster
     // settles after the restart.
-    let mut cursor = herald_core::cursor::Cursor::default();
-    cursor.set(herald_core::cursor::key("herald.u.alice"), 0);
+    let mut cursor = herald_domain::cursor::Cursor::default();
+    cursor.set(herald_domain::cursor::key("herald.u.alice"), 0);
     let mut last_id = cursor.encode();
     let mut got = std::collections::HashSet::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

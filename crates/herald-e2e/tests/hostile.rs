@@ -208,7 +208,7 @@ async fn payloads_arrive_as_published_through_a_spec_parser() {
         assert_eq!(event.event, if i % 2 == 0 { "message" } else { "typed" });
         assert_ne!(event.id, "7", "no payload can set an id");
         assert!(
-            herald_core::cursor::Cursor::decode(&event.id).is_ok(),
+            herald_domain::cursor::Cursor::decode(&event.id).is_ok(),
             "{:?}",
             event.id
         );

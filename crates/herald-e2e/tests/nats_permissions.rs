@@ -17,8 +17,8 @@ use auth_conf::{CLIENT, EDGE, PRESENCE, PUBLISH, PUSH};
 use futures::StreamExt;
 use herald_core::history::{shard_of, stored_subject, stream_name};
 use herald_core::nats::{LossCounter, NatsSecurity, Password, inbox_prefix};
-use herald_core::presence::wire::{QUERY_SUBJECT, STATS_SUBJECT};
-use herald_core::subject::UserId;
+use herald_domain::presence::wire::{QUERY_SUBJECT, STATS_SUBJECT};
+use herald_domain::subject::UserId;
 use herald_e2e::*;
 use herald_proto::v1::{
     GetPresenceRequest, GetPresenceResponse, OfflinePolicy, Outcome, PublishRequest, StatsResponse,

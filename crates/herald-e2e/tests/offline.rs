@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use herald_core::cursor::{self, Cursor};
 use herald_core::history;
+use herald_domain::cursor::{self, Cursor};
 use herald_e2e::*;
 use herald_proto::v1::{
     OfflinePolicy, Outcome, PublishRequest, Receipt, UserTarget, publish_request::Target,

@@ -109,10 +109,10 @@ async fn a_client_that_got_no_event_resumes_from_the_opening_id() {
     publish_to_topic(&mut client, "news", "old").await;
 
     let id = opening_id(&edge, &["news", "sport"]).await;
-    let cursor = herald_core::cursor::Cursor::decode(&id).unwrap();
+    let cursor = herald_domain::cursor::Cursor::decode(&id).unwrap();
     let keys: Vec<u32> = cursor.entries().iter().map(|e| e.0).collect();
     let mut followed =
-        ["herald.u.alice", "herald.t.news", "herald.t.sport"].map(herald_core::cursor::key);
+        ["herald.u.alice", "herald.t.news", "herald.t.sport"].map(herald_domain::cursor::key);
     followed.sort_unstable();
     assert_eq!(keys, followed, "one position per followed subject");
     assert_eq!(
@@ -156,7 +156,7 @@ async fn a_start_learned_from_live_events_is_current() {
 }
 
 fn followed_key(subject: &str) -> u32 {
-    herald_core::cursor::key(subject)
+    herald_domain::cursor::key(subject)
 }
 
 #[tokio::test]
@@ -401,8 +401,8 @@ async fn hostile_cursors_get_400_or_clean_handling() {
     let http = reqwest::Client::new();
     let url = events_url(&edge, &[]);
 
-    let mut future = herald_core::cursor::Cursor::default();
-    future.set(herald_core::cursor::key("herald.u.alice"), 1_000_000);
+    let mut future = herald_domain::cursor::Cursor::default();
+    future.set(herald_domain::cursor::key("herald.u.alice"), 1_000_000);
     // Within the 16 KiB head limit (larger heads get 431: tests/listeners.rs).
     let huge = "A".repeat(12_000);
     for bad in [
@@ -432,8 +432,8 @@ async fn hostile_cursors_get_400_or_clean_handling() {
 
     // Position 0 is "nothing seen yet": all of alice's history, then live.
     publish_to_users(&mut client, &["alice"], "stored").await;
-    let mut zero = herald_core::cursor::Cursor::default();
-    zero.set(herald_core::cursor::key("herald.u.alice"), 0);
+    let mut zero = herald_domain::cursor::Cursor::default();
+    zero.set(herald_domain::cursor::key("herald.u.alice"), 0);
     let mut from_zero = open(&edge, &[], Some(&zero.encode())).await;
     assert_eq!(from_zero.next().await.data, "stored");
     from_zero.assert_silent(QUIET).await;

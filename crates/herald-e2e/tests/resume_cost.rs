@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use herald_core::cursor::{Cursor, key};
+use herald_domain::cursor::{Cursor, key};
 use herald_e2e::*;
 use herald_testing::sse::SseStream;
 use herald_testing::token::Claims;
@@ -65,10 +65,12 @@ fn rooms(prefix: &str) -> Vec<String> {
 }
 
 fn subjects(user: &str, rooms: &[String]) -> Vec<String> {
-    let user = herald_core::subject::UserId::parse(user).unwrap().subject();
+    let user = herald_domain::subject::UserId::parse(user)
+        .unwrap()
+        .subject();
     let topics = rooms
         .iter()
-        .map(|r| herald_core::subject::Topic::parse(r).unwrap().subject());
+        .map(|r| herald_domain::subject::Topic::parse(r).unwrap().subject());
     std::iter::once(user).chain(topics).collect()
 }
 
@@ -238,7 +240,7 @@ async fn cursor_entries_for_subjects_not_followed_cost_nothing() {
     let mut client = publisher(&stack.publish).await;
     publish_to_users(&mut client, &["mallory"], "stored").await;
     let mut cursor = Cursor::default();
-    for i in 0..herald_core::cursor::MAX_ENTRIES as u64 {
+    for i in 0..herald_domain::cursor::MAX_ENTRIES as u64 {
         cursor.set(key(&format!("herald.t.elsewhere{i}")), i + 1);
     }
     let cost = hostile_connect(&stack, "mallory", &[], &cursor).await;

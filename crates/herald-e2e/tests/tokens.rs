@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use herald_core::cursor::key;
-use herald_core::subject::Topic;
+use herald_domain::cursor::key;
+use herald_domain::subject::Topic;
 use herald_e2e::*;
 use herald_testing::NatsServer;
 use herald_testing::sse::SseStream;

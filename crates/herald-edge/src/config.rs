@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_core::cli::{CommonArgs, parse_duration};
+use herald_core::cli::CommonArgs;
+use herald_core::duration::parse_duration;
 use herald_core::history::HistoryArgs;
 use herald_core::tls::{ServerTls, TlsArgs};
+use herald_domain::auth::Authenticator;
+use herald_domain::claims::Rules;
 
-use crate::auth::{Authenticator, Rules};
 use crate::budget::ReplayLimits;
 use crate::cors::AllowedOrigins;
 use crate::ratelimit::ConnectRate;

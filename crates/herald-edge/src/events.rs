@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
-use herald_core::subject::{Topic, UserId};
+use herald_domain::claims::Claims;
+use herald_domain::cursor::Cursor;
+use herald_domain::request::{self, Target};
+use herald_domain::subject::{Topic, UserId};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::AdmitError;
-use crate::auth::Claims;
 use crate::beats::Heartbeats;
 use crate::body::Body;
 use crate::budget::Budget;
@@ -21,14 +23,12 @@ use crate::delivery::Member;
 use crate::error::ApiError;
 use crate::metrics::{CloseReason, RejectReason, ResumeSource};
 use crate::replay::{self, Reads, Replay, ResumeError, Wanted};
-use crate::request::{self, Target};
 use crate::session::{Guard, Session};
 use crate::sharing::{self, Lookup};
 use crate::signal::Signal;
 use crate::sse;
 use crate::starts::{self, History};
 use crate::state::State;
-use herald_core::cursor::Cursor;
 
 /// A stream outlives no token by more than this, even one with a far `exp`.
 const MAX_STREAM_SECS: u64 = 366 * 24 * 3600;
@@ -310,7 +310,7 @@ async fn resume(
     let mut wanted = Vec::new();
     let mut unplaced = Vec::new();
     for subject in subjects {
-        let key = herald_core::cursor::key(subject);
+        let key = herald_domain::cursor::key(subject);
         let Some(after) = cursor.get(key) else {
             unplaced.push(subject.as_str());
             continue;
@@ -384,7 +384,7 @@ fn distinct_keys(user: &UserId, topics: &[Topic]) -> Result<(), ApiError> {
     let own = user.subject();
     let subjects: Vec<String> = topics.iter().map(Topic::subject).collect();
     let followed = std::iter::once(own.as_str()).chain(subjects.iter().map(String::as_str));
-    let Some((a, b)) = herald_core::cursor::collision(followed) else {
+    let Some((a, b)) = herald_domain::cursor::collision(followed) else {
         return Ok(());
     };
     let name = |subject: &str| match topics.iter().zip(&subjects).find(|(_, s)| *s == subject) {

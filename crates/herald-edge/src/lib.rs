@@ -10,10 +10,9 @@
 //! - [`plain`]: plain HTTP/1.1 streams served without hyper; [`head`] reads
 //!   their request heads, [`wire`] frames their responses; [`line`](mod@line) is
 //!   such a stream's socket, and [`beats`] writes their heartbeats.
-//! - [`events`]: the `/v1/events` handler.
-//! - [`request`]: what a request asks for (token, topics, cursor); pure parsing.
+//! - [`events`]: the `/v1/events` handler; the token, claims and request
+//!   rules it applies are herald-domain's (`auth`, `claims`, `request`).
 //! - [`cors`]: which other origins' pages may read streams (`--allowed-origins`).
-//! - [`auth`]: verifies the JWT; [`claims`]: what it says and the rules it must meet.
 //! - [`admission`]: per-node and per-user connection limits, and the counts presence reports.
 //! - [`presence`]: reports this node's connections to the presence service.
 //! - [`fanout`]: one NATS subscription per subject, shared by local streams,
@@ -37,11 +36,9 @@
 //! - [`metrics`], [`error`].
 
 pub mod admission;
-pub mod auth;
 pub mod beats;
 pub mod body;
 pub mod budget;
-pub mod claims;
 pub mod config;
 pub mod cors;
 pub mod delivery;
@@ -59,7 +56,6 @@ pub mod ratelimit;
 pub mod reads;
 pub mod recent;
 pub mod replay;
-pub mod request;
 pub mod server;
 pub mod service;
 pub mod session;

@@ -1,12 +1,12 @@
 //! Reports this edge's connections to presence: numbered deltas as they
 //! happen, a heartbeat every interval, snapshots on request, and a last
-//! word when the edge stops (see `herald_core::presence::wire`).
+//! word when the edge stops (see `herald_domain::presence::wire`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use herald_core::presence::wire::{
+use herald_domain::presence::wire::{
     NodeMessage, SYNC_SUBJECT, SyncRequest, is_snapshot_inbox, node_subject, snapshot_parts,
     unix_ms,
 };

@@ -29,9 +29,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use herald_core::cursor::key;
 use herald_core::envelope::Envelope;
 use herald_core::history::{shard_of, stream_name};
+use herald_domain::cursor::key;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use herald_core::admin::Readiness;
 use herald_core::listener::{Accepted, Listener};
 use herald_core::nats::{LossCounter, NatsSecurity};
-use herald_core::serve::{Http, Opening};
+use herald_core::serve::{self, Http, Opening};
 use prometheus_client::registry::Registry;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -25,9 +25,6 @@ use crate::ratelimit::ConnectLimiter;
 use crate::service::{service, until_killed};
 use crate::state::State;
 use crate::tails::Tails;
-
-/// How long HTTP connections get to close after the streams are gone.
-const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How the edge reaches NATS.
 pub struct Nats<'a> {
@@ -143,7 +140,7 @@ impl Edge {
         self.ready.set(true);
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = accept_loop(&listener, &accept) => {}
+            never = serve::accept_each(&listener, &accept) => match never {},
         }
 
         tracing::info!(open = self.state.admission.open(), "draining");
@@ -158,20 +155,10 @@ impl Edge {
         tokio::select! {
             _ = grace => tracing::warn!(open = self.state.admission.open(), "drain grace ended with streams open"),
             _ = drained => {}
-            _ = accept_loop(&listener, &accept) => {} // still answering 503 meanwhile
+            // Still answering 503 meanwhile.
+            never = serve::accept_each(&listener, &accept) => match never {},
         }
-        let sockets = listener.sockets();
-        drop(listener);
-        close_connections.cancel();
-        if tokio::time::timeout(CONNECTION_CLOSE_GRACE, sockets.closed())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = sockets.open(),
-                "some HTTP connections did not close in time"
-            );
-        }
+        serve::close(listener, &close_connections).await;
         stop_reporting.cancel();
         if let Some(task) = reporting {
             let _ = task.await;
@@ -211,13 +198,5 @@ impl Edge {
                 tokio::spawn(until_killed(connection, kill));
             }
         }
-    }
-}
-
-/// Hands every connection the listener admits to `accept`; the listener
-/// pauses by itself when accepting fails (e.g. out of file descriptors).
-async fn accept_loop(listener: &Listener, accept: &impl Fn(Accepted)) {
-    loop {
-        accept(listener.accept().await);
     }
 }

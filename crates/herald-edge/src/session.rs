@@ -19,7 +19,7 @@ use crate::queue;
 use crate::replay::Replay;
 use crate::signal::Signal;
 use crate::sse;
-use herald_core::cursor::Cursor;
+use herald_domain::cursor::Cursor;
 
 /// At most this many queued events are written in one frame.
 const MAX_BATCH: u64 = 64;

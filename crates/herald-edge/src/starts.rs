@@ -55,7 +55,7 @@ pub async fn positions(
     subjects
         .iter()
         .zip(starts)
-        .filter_map(|(subject, start)| Some((herald_core::cursor::key(subject), start?)))
+        .filter_map(|(subject, start)| Some((herald_domain::cursor::key(subject), start?)))
         .collect()
 }
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use herald_core::envelope::Envelope;
 use herald_core::history::SEQUENCE_HEADER;
-use herald_core::subject::TOPIC_PREFIX;
 use herald_core::telemetry;
+use herald_domain::subject::TOPIC_PREFIX;
 use tokio::sync::watch;
 
 use crate::delivery::{ConnId, Delivery, Member, hand_out};
@@ -54,7 +54,7 @@ impl Subject {
         let epoch = *losses.borrow();
         Arc::new(Self {
             name: name.into(),
-            key: herald_core::cursor::key(name),
+            key: herald_domain::cursor::key(name),
             confirmed: AtomicBool::new(false),
             losses,
             state: Mutex::new(State {
@@ -312,7 +312,7 @@ mod tests {
         let (a, b) = (first.try_recv().unwrap(), second.try_recv().unwrap());
         assert_eq!(a.frame, "data: hello\n\n");
         assert_eq!(a.frame.as_ptr(), b.frame.as_ptr(), "one copy shared");
-        assert_eq!(a.position, Some((herald_core::cursor::key(TOPIC), 8)));
+        assert_eq!(a.position, Some((herald_domain::cursor::key(TOPIC), 8)));
         topic.deliver(&persisted(9, "again"), &Metrics::default());
         // Complete from the first live event on: a client that got it
         // resumes from memory.

@@ -3,7 +3,7 @@
 //! Bodies are the protobuf messages of the gRPC API.
 
 use futures::StreamExt;
-use herald_core::presence::wire::{ERROR_HEADER, QUERY_SUBJECT, QUEUE_GROUP, STATS_SUBJECT};
+use herald_domain::presence::wire::{ERROR_HEADER, QUERY_SUBJECT, QUEUE_GROUP, STATS_SUBJECT};
 use herald_proto::v1::GetPresenceRequest;
 use prost::Message;
 use tokio_util::sync::CancellationToken;

@@ -3,14 +3,15 @@
 
 use herald_core::admin::Readiness;
 use herald_core::api_token::ApiToken;
+use herald_core::grpc::Grpc;
 use herald_core::listener::{Listener, SocketMetrics};
 use herald_core::nats::Losses;
 use herald_core::presence::{Follower, FollowerMetrics};
-use herald_core::reflection::with_reflection;
 use herald_core::tls::ServerTls;
-use herald_proto::v1::presence_server::PresenceServer as PresenceGrpc;
+use herald_proto::v1::presence_server::{PresenceServer as PresenceGrpc, SERVICE_NAME};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::config::Config;
@@ -71,7 +72,7 @@ impl PresenceServer {
     }
 
     /// Serves until `shutdown`. The listener bounds every connection (see
-    /// [`herald_core::serve`]). Never fails once started; the `Result` is
+    /// [`herald_core::grpc`]). Never fails once started; the `Result` is
     /// kept for callers.
     pub async fn serve(
         self,
@@ -85,35 +86,20 @@ impl PresenceServer {
         if let Err(e) = &responder {
             tracing::error!(error = %e, "cannot answer presence over NATS");
         }
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<PresenceGrpc<PresenceService>>().await;
         let token = ApiToken::new(self.api_token.clone(), self.service.metrics.refused());
         let follower = self.service.follower.clone();
+        // Ready once the state is complete (every edge has answered).
+        let warm = async move { follower.warm().await };
         let presence =
             InterceptedService::new(PresenceGrpc::new(self.service), move |r| token.check(r));
-
-        let ready = self.ready.clone();
-        let becoming_ready = tokio::spawn(async move {
-            follower.warm().await;
-            ready.set(true);
-        });
-        let ready = self.ready.clone();
-        let stopping = async move {
-            shutdown.cancelled().await;
-            becoming_ready.abort();
-            ready.set(false);
-            health
-                .set_not_serving::<PresenceGrpc<PresenceService>>()
-                .await;
+        let grpc = Grpc {
+            routes: Routes::new(presence),
+            name: SERVICE_NAME,
+            descriptors: herald_proto::FILE_DESCRIPTOR_SET,
+            tls: self.tls,
+            ready: self.ready,
         };
-        let tls = self.tls.map(|tls| tls.start(self.following.clone()));
-        let routes = tonic::service::Routes::new(health_service).add_service(presence);
-        let routes = with_reflection(
-            routes,
-            herald_proto::FILE_DESCRIPTOR_SET,
-            herald_proto::v1::presence_server::SERVICE_NAME,
-        );
-        herald_core::serve::grpc(listener, tls, routes, stopping).await;
+        grpc.serve(listener, warm, shutdown).await;
         self.following.cancel();
         Ok(())
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_core::api_token::{ApiToken, Verdict};
+use herald_core::grpc::HttpApi;
 use herald_proto::json;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -22,18 +23,26 @@ use crate::service::{PublishService, request_span};
 pub const PUBLISH: &str = "/v1/publish";
 pub const PUBLISH_BATCH: &str = "/v1/publish:batch";
 
-/// Whether the JSON API answers `request` rather than gRPC: its paths,
-/// and anything over HTTP/1 (gRPC needs HTTP/2).
-pub fn wants(request: &Request<Incoming>) -> bool {
-    let path = request.uri().path();
-    path == PUBLISH || path == PUBLISH_BATCH || request.version() < http::Version::HTTP_2
-}
-
 /// What the JSON API needs; cheap to clone.
 #[derive(Clone)]
 pub struct JsonApi {
     pub service: Arc<PublishService>,
     pub token: ApiToken,
+}
+
+impl HttpApi for JsonApi {
+    /// Its paths, and anything over HTTP/1 (gRPC needs HTTP/2).
+    fn wants(&self, request: &Request<Incoming>) -> bool {
+        let path = request.uri().path();
+        path == PUBLISH || path == PUBLISH_BATCH || request.version() < http::Version::HTTP_2
+    }
+
+    /// Answers one HTTP request; never fails (errors are JSON responses).
+    async fn handle(self, request: Request<Incoming>) -> Response<tonic::body::Body> {
+        let span = request_span(request.headers(), "http");
+        let answer = self.answer(request).instrument(span).await;
+        answer.unwrap_or_else(Refusal::into_response)
+    }
 }
 
 /// A refusal, as JSON.
@@ -87,13 +96,6 @@ fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<t
 }
 
 impl JsonApi {
-    /// Answers one HTTP request; never fails (errors are JSON responses).
-    pub async fn handle(self, request: Request<Incoming>) -> Response<tonic::body::Body> {
-        let span = request_span(request.headers(), "http");
-        let answer = self.answer(request).instrument(span).await;
-        answer.unwrap_or_else(Refusal::into_response)
-    }
-
     async fn answer(
         &self,
         request: Request<Incoming>,

@@ -11,14 +11,6 @@ async fn main() {
     let name = format!("herald-publish {}", config.node_id);
     let started = service::start(&args.common, args.listen, args.admin_listen, &name).await;
     args.api_auth.warn_if_insecure(args.listen);
-    let server_max = started.nats.server_info().max_payload;
-    if config.max_payload > server_max {
-        let problem = format!(
-            "{} exceeds the NATS server's max_payload of {server_max}",
-            config.max_payload
-        );
-        cli::misconfigured("--max-payload", problem);
-    }
 
     let mut registry = Registry::default();
     let nats = started.nats.clone();
@@ -29,7 +21,7 @@ async fn main() {
         &mut registry,
     )
     .await
-    .unwrap_or_else(|e| cli::misconfigured("--nats-url", e));
+    .unwrap_or_else(|e| cli::misconfigured(e.flag(), e));
     let ready = server.readiness();
     tracing::info!(listen = %args.listen, admin = %args.admin_listen, "herald-publish serving");
     let serving = async {

@@ -6,8 +6,8 @@
 use async_nats::jetstream::context::PublishAckFuture;
 use herald_core::envelope::EVENT_ID_HEADER;
 use herald_core::history::{shard_of, stored_subject};
-use herald_core::subject::UserId;
 use herald_core::{offline, telemetry};
+use herald_domain::subject::UserId;
 use herald_proto::v1::{OfflinePolicy, Outcome as ReceiptOutcome, PublishResponse, Receipt};
 use tonic::Status;
 use tracing::Instrument;

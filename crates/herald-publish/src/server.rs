@@ -1,28 +1,23 @@
-//! Serving the gRPC API: Publisher (behind the API token), health and reflection.
+//! Serving the gRPC API: Publisher (behind the API token), health and
+//! reflection, with the HTTP JSON API on the same port.
+
+use std::sync::Arc;
 
 use herald_core::admin::Readiness;
 use herald_core::api_token::ApiToken;
+use herald_core::grpc::Grpc;
 use herald_core::listener::{Listener, SocketMetrics};
 use herald_core::nats::Losses;
 use herald_core::presence::{Follower, FollowerMetrics};
-use herald_core::reflection::with_reflection;
-use herald_core::subject::MAX_ID_LEN;
-use herald_proto::v1::publisher_server::PublisherServer;
+use herald_domain::subject::MAX_ID_LEN;
+use herald_proto::v1::publisher_server::{PublisherServer, SERVICE_NAME};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::sync::Arc;
-
-use herald_core::serve::Http;
-use http::{Request, Response};
-use hyper::body::Incoming;
-
-use crate::json_api::{self, JsonApi};
-
 use crate::config::Config;
+use crate::json_api::JsonApi;
 use crate::metrics::Metrics;
 use crate::service::PublishService;
 use crate::streams::Streams;
@@ -30,8 +25,21 @@ use crate::streams::Streams;
 /// Why herald-publish cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// NATS would refuse events that `--max-payload` lets callers send.
+    #[error("{max_payload} exceeds the NATS server's max_payload of {server}")]
+    MaxPayloadAboveNats { max_payload: usize, server: usize },
     #[error("cannot follow presence: {0}")]
     Presence(#[from] async_nats::SubscribeError),
+}
+
+impl StartError {
+    /// The flag an operator should look at.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            Self::MaxPayloadAboveNats { .. } => "--max-payload",
+            Self::Presence(_) => "--nats-url",
+        }
+    }
 }
 
 /// One herald-publish instance.
@@ -45,15 +53,24 @@ pub struct PublishServer {
 }
 
 impl PublishServer {
-    /// Starts creating (or updating) the history streams and the offline
-    /// queue in the background (see [`crate::streams`]), and following
-    /// presence for receipts.
+    /// Checks `--max-payload` against the NATS server's limit, then starts
+    /// creating (or updating) the history streams and the offline queue in
+    /// the background (see [`crate::streams`]), and following presence for
+    /// receipts.
     pub async fn start(
         config: Config,
         nats: async_nats::Client,
         losses: Losses,
         registry: &mut Registry,
     ) -> Result<Self, StartError> {
+        let server = nats.server_info().max_payload;
+        if config.max_payload > server {
+            let max_payload = config.max_payload;
+            return Err(StartError::MaxPayloadAboveNats {
+                max_payload,
+                server,
+            });
+        }
         let js = async_nats::jetstream::new(nats.clone());
         let following = CancellationToken::new();
         let streams = Streams::pending();
@@ -97,7 +114,7 @@ impl PublishServer {
     }
 
     /// Serves until `shutdown`; in-flight calls finish first. The
-    /// listener bounds every connection (see [`herald_core::serve`]).
+    /// listener bounds every connection (see [`herald_core::grpc`]).
     /// Never fails once started; the `Result` is kept for callers.
     pub async fn serve(
         self,
@@ -105,25 +122,19 @@ impl PublishServer {
         shutdown: CancellationToken,
     ) -> Result<(), tonic::transport::Error> {
         let listener = listener.into().counting_in(self.sockets.clone());
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<PublisherServer<PublishService>>()
-            .await;
-        let token = ApiToken::new(
-            self.service.config.api_token.clone(),
-            self.service.metrics.refused(),
-        );
-        // Refuse before decoding anything larger than the largest valid
-        // request or batch (each batch item costs a tag and a length).
         let config = &self.service.config;
-        let max_request = config.max_payload + config.max_users * (MAX_ID_LEN + 8) + 4096;
-        let max_request = max_request.max(config.max_batch_bytes + config.max_batch * 6 + 16);
-        let tls = config
-            .tls
-            .as_ref()
-            .map(|tls| tls.start(self.following.clone()));
-        let presence = self.service.presence.clone();
-        let streams = self.service.streams.clone();
+        let token = ApiToken::new(config.api_token.clone(), self.service.metrics.refused());
+        let max_request = max_request(config);
+        let tls = config.tls.clone();
+        // Ready once stored events can be stored and receipts are right
+        // (presence complete).
+        let warm = {
+            let (streams, presence) = (self.service.streams.clone(), self.service.presence.clone());
+            async move {
+                streams.wait().await;
+                presence.warm().await;
+            }
+        };
         let service = Arc::new(self.service);
         let json = JsonApi {
             service: service.clone(),
@@ -131,69 +142,23 @@ impl PublishServer {
         };
         let publisher = PublisherServer::from_arc(service).max_decoding_message_size(max_request);
         let publisher = InterceptedService::new(publisher, move |r| token.check(r));
-
-        // Ready once stored events can be stored and receipts are right
-        // (presence complete).
-        let ready = self.ready.clone();
-        let becoming_ready = tokio::spawn(async move {
-            streams.wait().await;
-            presence.warm().await;
-            ready.set(true);
-        });
-        let ready = self.ready.clone();
-        let stopping = async move {
-            shutdown.cancelled().await;
-            becoming_ready.abort();
-            ready.set(false);
-            health
-                .set_not_serving::<PublisherServer<PublishService>>()
-                .await;
+        let grpc = Grpc {
+            routes: Routes::new(publisher),
+            name: SERVICE_NAME,
+            descriptors: herald_proto::FILE_DESCRIPTOR_SET,
+            tls,
+            ready: self.ready,
         };
-        let following = self.following.clone();
-        let routes = tonic::service::Routes::new(health_service).add_service(publisher);
-        let routes = with_reflection(
-            routes,
-            herald_proto::FILE_DESCRIPTOR_SET,
-            herald_proto::v1::publisher_server::SERVICE_NAME,
-        );
-        let http = Http::auto(&listener);
-        let dispatch = Dispatch {
-            grpc: routes.prepare(),
-            json,
-        };
-        herald_core::serve::serve(listener, http, tls, move || dispatch.clone(), stopping).await;
-        following.cancel();
+        grpc.serve_with(json, listener, warm, shutdown).await;
+        self.following.cancel();
         Ok(())
     }
 }
 
-/// One port, two APIs: the JSON API's paths (and any HTTP/1 request) go
-/// to [`JsonApi`], everything else to the gRPC routes.
-#[derive(Clone)]
-struct Dispatch {
-    grpc: tonic::service::Routes,
-    json: JsonApi,
-}
-
-type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<Response<tonic::body::Body>, Infallible>> + Send>>;
-
-impl hyper::service::Service<Request<Incoming>> for Dispatch {
-    type Response = Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn call(&self, request: Request<Incoming>) -> ResponseFuture {
-        if json_api::wants(&request) {
-            let json = self.json.clone();
-            return Box::pin(async move { Ok(json.handle(request).await) });
-        }
-        let mut grpc = self.grpc.clone();
-        Box::pin(async move {
-            use tonic::codegen::Service;
-            std::future::poll_fn(|cx| Service::<Request<Incoming>>::poll_ready(&mut grpc, cx))
-                .await?;
-            grpc.call(request).await
-        })
-    }
+/// The largest request decoded: anything larger is refused before it is
+/// read, larger than the largest valid request or batch (each batch item
+/// costs a tag and a length).
+fn max_request(config: &Config) -> usize {
+    let single = config.max_payload + config.max_users * (MAX_ID_LEN + 8) + 4096;
+    single.max(config.max_batch_bytes + config.max_batch * 6 + 16)
 }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use herald_core::envelope::{Envelope, check_event_type};
-use herald_core::subject::{Topic, UserId};
+use herald_domain::subject::{Topic, UserId};
 use herald_proto::v1::{OfflinePolicy, PublishRequest, publish_request::Target};
 
 use crate::config::Config;

@@ -59,6 +59,22 @@ async fn start(nats: &NatsServer, listen: &str, args: &[&str], envs: &[(&str, &s
 }
 
 #[test]
+fn a_max_payload_nats_would_refuse_does_not_start() {
+    let nats = NatsServer::start_with("max_payload: 1024\n");
+    let (url, listen, admin) = (nats.client_url(), free_addr(), free_addr());
+    let (listen, admin) = (listen.to_string(), admin.to_string());
+    // Logging is on by then (the limit is NATS's, known once connected):
+    // `--log warn` leaves the refusal alone on stderr.
+    let args = [
+        ["--nats-url", url.as_str(), "--listen", listen.as_str()],
+        ["--admin-listen", admin.as_str(), "--max-payload", "2048"],
+        ["--log", "warn", "--log-format", "text"],
+    ]
+    .concat();
+    assert_misconfigured(&run(binary(), &args, &[]), "--max-payload");
+}
+
+#[test]
 fn an_open_api_on_a_reachable_address_does_not_start() {
     // NATS is unreachable: the token rule is checked before connecting.
     let dead = format!("nats://{}", free_addr());

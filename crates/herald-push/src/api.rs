@@ -14,7 +14,7 @@ use bytes::Bytes;
 use herald_core::api_token::{ApiToken, Verdict};
 use herald_core::listener::Listener;
 use herald_core::serve::Http;
-use herald_core::subject::UserId;
+use herald_domain::subject::UserId;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;

@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use herald_core::cli::{CommonArgs, parse_duration};
+use herald_core::cli::CommonArgs;
+use herald_core::duration::parse_duration;
 
 use crate::fcm::ServiceAccount;
 
@@ -74,6 +75,11 @@ pub struct Args {
     /// Copies of the device-token bucket (1, or 3 in a cluster).
     #[arg(long, env = "HERALD_DEVICES_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub devices_replicas: u8,
+
+    /// On SIGTERM, how long events in hand may take to finish; those still
+    /// unfinished are not acknowledged, and JetStream delivers them again.
+    #[arg(long, env = "HERALD_DRAIN_GRACE", default_value = "15s", value_parser = parse_duration)]
+    pub drain_grace: Duration,
 }
 
 /// Validated configuration.
@@ -90,6 +96,8 @@ pub struct Config {
     pub concurrency: usize,
     pub max_devices: usize,
     pub devices_replicas: usize,
+    /// How long events in hand may take to finish at shutdown.
+    pub drain_grace: Duration,
 }
 
 /// Where and as whom to send.
@@ -167,6 +175,7 @@ impl Args {
             concurrency: self.concurrency,
             max_devices: self.max_devices,
             devices_replicas: usize::from(self.devices_replicas),
+            drain_grace: self.drain_grace,
         })
     }
 }

@@ -4,7 +4,7 @@
 //! two registrations racing for one user both land.
 
 use async_nats::jetstream::{self, kv};
-use herald_core::subject::{UserId, encode_token};
+use herald_domain::subject::{UserId, encode_token};
 use serde::{Deserialize, Serialize};
 
 /// The bucket's name.

@@ -62,6 +62,7 @@ impl PushWorker {
             retry: config.retry,
             metrics: metrics::Metrics::register(registry),
             concurrency: config.concurrency,
+            drain_grace: config.drain_grace,
         };
         Ok(Self {
             worker,

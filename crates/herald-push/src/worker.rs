@@ -4,14 +4,18 @@
 //! then the worker tells JetStream it is still working, and if it dies the
 //! message is delivered again (at least once).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::StreamExt;
 use herald_core::envelope::{EVENT_HEADER, EVENT_ID_HEADER};
 use herald_core::offline;
-use herald_core::subject::UserId;
+use herald_core::shutdown::within_grace;
+use herald_domain::subject::UserId;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetryPolicy;
@@ -37,10 +41,13 @@ pub struct Worker {
     pub retry: RetryPolicy,
     pub metrics: Metrics,
     pub concurrency: usize,
+    /// How long events in hand may take to finish once shutdown begins.
+    pub drain_grace: Duration,
 }
 
 impl Worker {
-    /// Consumes until `shutdown`; events in hand are finished first.
+    /// Consumes until `shutdown`; events in hand then get the drain grace
+    /// to finish, and those cut are delivered again (not acknowledged).
     pub async fn run(
         self,
         stream: jetstream::stream::Stream,
@@ -61,16 +68,30 @@ impl Worker {
             .messages()
             .await
             .map_err(|e| format!("cannot read the queue: {e}"))?;
-        messages
-            .take_until(shutdown.cancelled_owned())
-            .for_each_concurrent(self.concurrency, |message| async {
-                match message {
-                    Ok(message) => self.handle(message).await,
-                    Err(e) => tracing::warn!(error = %e, "offline queue read failed; continuing"),
-                }
-            })
-            .await;
+        // Boxed as `dyn Send` here, where its lifetimes are concrete:
+        // through `within_grace`'s generic parameter the compiler fails to
+        // prove it `Send` for the task that runs the worker (its
+        // higher-ranked lifetime check gives up on the closure's futures).
+        let consuming: Pin<Box<dyn Future<Output = ()> + Send + '_>> = Box::pin(
+            messages
+                .take_until(shutdown.clone().cancelled_owned())
+                .for_each_concurrent(self.concurrency, |message| self.take(message)),
+        );
+        if within_grace(consuming, &shutdown, self.drain_grace)
+            .await
+            .is_none()
+        {
+            tracing::warn!(grace = ?self.drain_grace, "events still in hand at the end of the drain grace; JetStream delivers them again");
+        }
         Ok(())
+    }
+
+    /// Handles one message the queue gave, or logs why it gave none.
+    async fn take(&self, message: Result<jetstream::Message, MessagesError>) {
+        match message {
+            Ok(message) => self.handle(message).await,
+            Err(e) => tracing::warn!(error = %e, "offline queue read failed; continuing"),
+        }
     }
 
     async fn handle(&self, message: jetstream::Message) {

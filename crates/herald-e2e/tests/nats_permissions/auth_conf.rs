@@ -5,10 +5,10 @@
 use herald_core::history::{MAX_SHARDS, stream_name};
 use herald_core::nats::inbox_prefix;
 use herald_core::offline;
-use herald_core::presence::wire::{
+use herald_domain::presence::wire::{
     NODE_WILDCARD, QUERY_SUBJECT, QUEUE_GROUP, SNAPSHOT_PREFIX, STATS_SUBJECT, SYNC_SUBJECT,
 };
-use herald_core::subject::{TOPIC_PREFIX, USER_PREFIX};
+use herald_domain::subject::{TOPIC_PREFIX, USER_PREFIX};
 use herald_push::devices::BUCKET;
 use herald_push::worker::CONSUMER;
 

@@ -2,7 +2,7 @@
 //! (each stream's `id:` line), decoded once per resume.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use herald_core::cursor::{Cursor, key};
+use herald_domain::cursor::{Cursor, key};
 use std::hint::black_box;
 
 fn cursor(entries: u32) -> Cursor {

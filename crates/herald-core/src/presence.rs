@@ -1,6 +1,7 @@
-//! Keeps a [`Directory`] in step with the edges over NATS: the presence
-//! service answers from it, and herald-publish reads it for receipts
-//! without a round trip.
+//! Presence over NATS: a [`Follower`] keeps a [`Directory`] in step with
+//! the edges; the presence service answers from it, and herald-publish
+//! reads it for receipts without a round trip. The messages and the state
+//! are herald-domain's `presence`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -15,11 +16,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use super::directory::{Directory, Followup};
-use super::wire::{
+use herald_domain::presence::directory::{Directory, Followup};
+use herald_domain::presence::wire::{
     NODE_WILDCARD, NodeMessage, ReceiveError, SNAPSHOT_PREFIX, SYNC_SUBJECT, SnapshotPart,
     SyncRequest, unix_ms,
 };
+
 use crate::nats::Losses;
 
 /// How often dead nodes are looked for and gauges refreshed.

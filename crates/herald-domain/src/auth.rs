@@ -6,7 +6,7 @@
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-pub use crate::claims::{ClaimError, Claims, Rules};
+use crate::claims::{ClaimError, Claims, Rules};
 
 /// Why a request was not authenticated; each maps to a 401 code.
 #[derive(Debug, thiserror::Error)]

@@ -3,8 +3,8 @@
 //! untrusted input (a leaf module), so that the fuzz targets and property
 //! tests call exactly what the server runs.
 
-use herald_core::cursor::{Cursor, CursorError};
-use herald_core::subject::{IdError, Topic};
+use crate::cursor::{Cursor, CursorError};
+use crate::subject::{IdError, Topic};
 use http::HeaderMap;
 
 /// Name of the cookie that may carry the token.
