@@ -180,48 +180,45 @@ impl Kept {
 
 #[cfg(test)]
 mod tests {
-    use tokio::sync::watch;
+    use std::sync::Mutex;
 
     use super::*;
-    use crate::delivery::{ConnId, Member};
-    use crate::queue;
-    use crate::signal::Signal;
-    use crate::subject::Subject;
 
-    const TOPIC: &str = "herald.t.news";
-    const USER: &str = "herald.u.alice";
-
-    fn subject(name: &str) -> (Arc<Subject>, watch::Sender<u64>) {
-        let (losses, watcher) = watch::channel(0);
-        (Subject::new(name, watcher), losses)
+    /// A keeper that records what it was given and answers its waiters
+    /// with a hit of what it holds, as a subject does.
+    #[derive(Default)]
+    struct Recorder {
+        given: Mutex<Vec<(u64, Option<Vec<u64>>)>>,
+        waiting: Mutex<Waiting>,
     }
 
-    /// Joins a stream; returns its queue's end.
-    fn join(subject: &Subject, id: ConnId) -> queue::Receiver<Delivery> {
-        let (queue, inbox) = queue::bounded(8);
-        let signal = Signal::new(None);
-        subject.join(id, Member { queue, signal });
-        inbox
-    }
-
-    /// `TOPIC` with two streams, so that it keeps events.
-    fn shared_subject() -> Arc<Subject> {
-        let (subject, _) = subject(TOPIC);
-        for id in 0..2 {
-            let _ = join(&subject, id);
+    impl Keeper for Recorder {
+        fn keep(&self, after: u64, read: Option<Vec<(u64, Bytes)>>, _epoch: u64) {
+            let seqs = read.map(|r| r.iter().map(|(seq, _)| *seq).collect::<Vec<_>>());
+            self.given.lock().unwrap().push((after, seqs.clone()));
+            self.waiting.lock().unwrap().answer(after, || match &seqs {
+                Some(seqs) => Lookup::Hit(seqs.iter().map(|&seq| delivery(seq)).collect()),
+                None => Lookup::Miss(None),
+            });
         }
-        subject
+
+        fn name(&self) -> &str {
+            "herald.t.test"
+        }
+    }
+
+    fn delivery(seq: u64) -> Delivery {
+        Delivery {
+            frame: frame(seq),
+            position: Some((1, seq)),
+        }
     }
 
     fn frame(seq: u64) -> Bytes {
         Bytes::from(format!("data: {seq}\n\n"))
     }
 
-    fn read(seqs: std::ops::RangeInclusive<u64>) -> Vec<(u64, Bytes)> {
-        seqs.map(|seq| (seq, frame(seq))).collect()
-    }
-
-    fn seqs(lookup: Lookup) -> Vec<u64> {
+    fn hit(lookup: Lookup) -> Vec<u64> {
         match lookup {
             Lookup::Hit(events) => events
                 .iter()
@@ -232,142 +229,92 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stream_holding_a_read_for_others_may_not_wait() {
-        let (topic, _losses) = subject(TOPIC);
-        let seeder = Seeder::new(topic, 7, 0);
-        assert!(may_wait([&None, &None]));
-        assert!(!may_wait([&None, &Some(seeder)]));
+    /// A recorder with a read under way from `after`: its seeder, and a
+    /// stream waiting for it.
+    fn read_with_a_waiter(after: u64) -> (Arc<Recorder>, Seeder, oneshot::Receiver<Lookup>) {
+        let keeper = Arc::new(Recorder::default());
+        let mut waiting = keeper.waiting.lock().unwrap();
+        assert!(matches!(waiting.turn(after, true), Turn::Read));
+        let Turn::Wait(answer) = waiting.turn(after, true) else {
+            panic!("the second one waits");
+        };
+        drop(waiting);
+        let seeder = Seeder::new(keeper.clone(), after, 0);
+        (keeper, seeder, answer)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn streams_resuming_from_one_place_share_one_read() {
-        let (topic, _losses) = subject(TOPIC);
-        let _streams = [join(&topic, 1), join(&topic, 2)];
-        let Lookup::Miss(Some(seeder)) = topic.lookup(7, true).await else {
-            panic!("the first resumer reads for the others");
-        };
-        let mut waiter = std::pin::pin!(topic.lookup(7, true));
-        assert!(futures::poll!(&mut waiter).is_pending());
-        // Holding a read itself, a stream must not wait for another's.
-        assert!(matches!(topic.lookup(7, false).await, Lookup::Miss(None)));
-        seeder.seed(read(8..=10));
-        assert_eq!(seqs(waiter.await), [8, 9, 10]);
-        assert_eq!(
-            seqs(topic.lookup(8, true).await),
-            [9, 10],
-            "later ones from memory"
+    #[test]
+    fn a_stream_holding_a_read_for_others_may_not_wait() {
+        let seeder = Seeder::new(Arc::new(Recorder::default()), 7, 0);
+        assert!(may_wait([&None, &None]));
+        assert!(!may_wait([&None, &Some(seeder)]));
+        let mut waiting = Waiting::default();
+        assert!(matches!(waiting.turn(7, true), Turn::Read));
+        assert!(matches!(waiting.turn(7, false), Turn::Alone));
+        assert!(
+            matches!(waiting.turn(8, false), Turn::Read),
+            "another place"
         );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_read_given_up_releases_its_waiters_at_once() {
-        let (topic, _losses) = subject(TOPIC);
-        let Lookup::Miss(Some(seeder)) = topic.lookup(7, true).await else {
-            panic!("a topic's first resumer reads for the others");
-        };
-        let mut waiter = std::pin::pin!(topic.lookup(7, true));
-        assert!(futures::poll!(&mut waiter).is_pending());
+    async fn a_read_given_back_serves_its_waiters_at_once() {
+        let (keeper, seeder, answer) = read_with_a_waiter(7);
+        let mut kept = Kept::new(Some(seeder));
+        for seq in 8..=10 {
+            kept.push(seq, &frame(seq));
+        }
+        kept.seed();
         let started = tokio::time::Instant::now();
-        drop(seeder);
-        assert!(matches!(waiter.await, Lookup::Miss(None)));
+        assert_eq!(hit(wait(answer).await), [8, 9, 10]);
         assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(*keeper.given.lock().unwrap(), [(7, Some(vec![8, 9, 10]))]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_too_large_to_hold_is_let_go_at_once() {
+        let (keeper, seeder, answer) = read_with_a_waiter(7);
+        let mut kept = Kept::new(Some(seeder));
+        let most = crate::recent::MAX_EVENTS as u64;
+        for seq in 8..8 + most {
+            kept.push(seq, &frame(seq));
+        }
+        assert!(keeper.given.lock().unwrap().is_empty(), "still kept");
+        kept.push(8 + most, &frame(8 + most));
+        assert_eq!(*keeper.given.lock().unwrap(), [(7, None)], "given up");
+        let started = tokio::time::Instant::now();
+        assert!(matches!(wait(answer).await, Lookup::Miss(None)));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        kept.seed(); // nothing left to give
+        assert_eq!(keeper.given.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_frame_counts_by_its_bytes() {
+        let (keeper, seeder, _answer) = read_with_a_waiter(7);
+        let mut kept = Kept::new(Some(seeder));
+        let big = Bytes::from(vec![b'x'; crate::recent::MAX_BYTES / 2 + 1]);
+        kept.push(8, &big);
+        assert!(keeper.given.lock().unwrap().is_empty());
+        kept.push(9, &big);
+        assert_eq!(*keeper.given.lock().unwrap(), [(7, None)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_seeder_releases_its_waiters_at_once() {
+        let (keeper, seeder, answer) = read_with_a_waiter(7);
+        drop(seeder);
+        let started = tokio::time::Instant::now();
+        assert!(matches!(wait(answer).await, Lookup::Miss(None)));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(*keeper.given.lock().unwrap(), [(7, None)]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_stuck_read_is_waited_for_no_longer_than_the_lookup_wait() {
-        let (topic, _losses) = subject(TOPIC);
-        let Lookup::Miss(Some(_stuck)) = topic.lookup(7, true).await else {
-            panic!("a topic's first resumer reads for the others");
-        };
+        let (_keeper, _stuck, answer) = read_with_a_waiter(7);
         let started = tokio::time::Instant::now();
-        assert!(matches!(topic.lookup(7, true).await, Lookup::Miss(None)));
+        assert!(matches!(wait(answer).await, Lookup::Miss(None)));
         assert_eq!(started.elapsed(), LOOKUP_WAIT);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_read_from_before_a_nats_loss_is_not_kept() {
-        let (topic, losses) = subject(TOPIC);
-        let Lookup::Miss(Some(seeder)) = topic.lookup(7, true).await else {
-            panic!("a topic's first resumer reads for the others");
-        };
-        let mut waiter = std::pin::pin!(topic.lookup(7, true));
-        assert!(futures::poll!(&mut waiter).is_pending());
-        losses.send_modify(|n| *n += 1);
-        seeder.seed(read(8..=10));
-        assert!(matches!(waiter.await, Lookup::Miss(None)));
-        assert!(matches!(topic.lookup(7, true).await, Lookup::Miss(Some(_))));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_users_only_stream_keeps_nothing_for_others() {
-        let (user, _losses) = subject(USER);
-        let _stream = join(&user, 1);
-        assert!(matches!(user.lookup(7, true).await, Lookup::Miss(None)));
-        let _tab = join(&user, 2);
-        assert!(matches!(user.lookup(7, true).await, Lookup::Miss(Some(_))));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_read_the_edge_can_hold_serves_the_streams_waiting_for_it() {
-        let subject = shared_subject();
-        let Lookup::Miss(Some(seeder)) = subject.lookup(7, true).await else {
-            panic!("the first resumer reads for the others");
-        };
-        let mut waiter = std::pin::pin!(subject.lookup(7, true));
-        assert!(futures::poll!(&mut waiter).is_pending());
-        let mut kept = Kept::new(Some(seeder));
-        let last = 7 + crate::recent::MAX_EVENTS as u64;
-        for seq in 8..=last {
-            kept.push(seq, &frame(seq));
-        }
-        kept.seed();
-        let Lookup::Hit(events) = waiter.await else {
-            panic!("served from the read");
-        };
-        let seqs: Vec<u64> = events
-            .iter()
-            .filter_map(|d| d.position)
-            .map(|p| p.1)
-            .collect();
-        assert_eq!(seqs, (8..=last).collect::<Vec<_>>());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_read_too_large_to_hold_is_not_kept_and_releases_its_waiters_at_once() {
-        let subject = shared_subject();
-        let Lookup::Miss(Some(seeder)) = subject.lookup(7, true).await else {
-            panic!("the first resumer reads for the others");
-        };
-        // Polled once, the waiter's lookup is queued before anything the
-        // reader sends after.
-        let mut waiter = std::pin::pin!(subject.lookup(7, true));
-        assert!(futures::poll!(&mut waiter).is_pending());
-        let mut kept = Kept::new(Some(seeder));
-        for seq in 8..8 + crate::recent::MAX_EVENTS as u64 {
-            kept.push(seq, &frame(seq));
-        }
-        assert!(futures::poll!(&mut waiter).is_pending());
-        // One more than a subject keeps: the reader lets go of the read
-        // (and its memory) while it goes on reading for its own stream.
-        kept.push(100, &frame(100));
-        assert!(kept.seeder.is_none() && kept.read.is_empty());
-        let started = tokio::time::Instant::now();
-        let answer = waiter.await;
-        assert!(matches!(answer, Lookup::Miss(None)));
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(4),
-            "released at once, not after the lookup wait"
-        );
-        // Byte-wise too: a few large frames are not kept either.
-        let Lookup::Miss(Some(seeder)) = subject.lookup(9, true).await else {
-            panic!("a reader from another place");
-        };
-        let mut kept = Kept::new(Some(seeder));
-        let big = Bytes::from(vec![b'x'; crate::recent::MAX_BYTES / 2 + 1]);
-        kept.push(10, &big);
-        assert!(kept.seeder.is_some());
-        kept.push(11, &big);
-        assert!(kept.seeder.is_none() && kept.read.is_empty());
     }
 }

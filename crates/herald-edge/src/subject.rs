@@ -335,3 +335,157 @@ mod tests {
         assert!(topic.leave(2), "none left");
     }
 }
+
+/// How streams resuming a subject share its reads (see `sharing`).
+#[cfg(test)]
+mod sharing_tests {
+    use tokio::sync::watch;
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::Subject;
+    use crate::delivery::{ConnId, Delivery, Member};
+    use crate::queue;
+    use crate::sharing::{Kept, LOOKUP_WAIT, Lookup};
+    use crate::signal::Signal;
+
+    const TOPIC: &str = "herald.t.news";
+    const USER: &str = "herald.u.alice";
+
+    fn subject(name: &str) -> (Arc<Subject>, watch::Sender<u64>) {
+        let (losses, watcher) = watch::channel(0);
+        (Subject::new(name, watcher), losses)
+    }
+
+    /// Joins a stream; returns its queue's end.
+    fn join(subject: &Subject, id: ConnId) -> queue::Receiver<Delivery> {
+        let (queue, inbox) = queue::bounded(8);
+        let signal = Signal::new(None);
+        subject.join(id, Member { queue, signal });
+        inbox
+    }
+
+    /// `TOPIC` with two streams, so that it keeps events.
+    fn shared_subject() -> Arc<Subject> {
+        let (subject, _) = subject(TOPIC);
+        for id in 0..2 {
+            let _ = join(&subject, id);
+        }
+        subject
+    }
+
+    fn frame(seq: u64) -> Bytes {
+        Bytes::from(format!("data: {seq}\n\n"))
+    }
+
+    fn read(seqs: std::ops::RangeInclusive<u64>) -> Vec<(u64, Bytes)> {
+        seqs.map(|seq| (seq, frame(seq))).collect()
+    }
+
+    fn seqs(lookup: Lookup) -> Vec<u64> {
+        match lookup {
+            Lookup::Hit(events) => events
+                .iter()
+                .filter_map(|d| d.position)
+                .map(|p| p.1)
+                .collect(),
+            Lookup::Miss(_) => panic!("expected a hit"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_resuming_from_one_place_share_one_read() {
+        let (topic, _losses) = subject(TOPIC);
+        let _streams = [join(&topic, 1), join(&topic, 2)];
+        let Lookup::Miss(Some(seeder)) = topic.lookup(7, true).await else {
+            panic!("the first resumer reads for the others");
+        };
+        let mut waiter = std::pin::pin!(topic.lookup(7, true));
+        assert!(futures::poll!(&mut waiter).is_pending());
+        // Holding a read itself, a stream must not wait for another's.
+        assert!(matches!(topic.lookup(7, false).await, Lookup::Miss(None)));
+        seeder.seed(read(8..=10));
+        assert_eq!(seqs(waiter.await), [8, 9, 10]);
+        assert_eq!(
+            seqs(topic.lookup(8, true).await),
+            [9, 10],
+            "later ones from memory"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_given_up_releases_its_waiters_at_once() {
+        let (topic, _losses) = subject(TOPIC);
+        let Lookup::Miss(Some(seeder)) = topic.lookup(7, true).await else {
+            panic!("a topic's first resumer reads for the others");
+        };
+        let mut waiter = std::pin::pin!(topic.lookup(7, true));
+        assert!(futures::poll!(&mut waiter).is_pending());
+        let started = tokio::time::Instant::now();
+        drop(seeder);
+        assert!(matches!(waiter.await, Lookup::Miss(None)));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_read_is_waited_for_no_longer_than_the_lookup_wait() {
+        let (topic, _losses) = subject(TOPIC);
+        let Lookup::Miss(Some(_stuck)) = topic.lookup(7, true).await else {
+            panic!("a topic's first resumer reads for the others");
+        };
+        let started = tokio::time::Instant::now();
+        assert!(matches!(topic.lookup(7, true).await, Lookup::Miss(None)));
+        assert_eq!(started.elapsed(), LOOKUP_WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_from_before_a_nats_loss_is_not_kept() {
+        let (topic, losses) = subject(TOPIC);
+        let Lookup::Miss(Some(seeder)) = topic.lookup(7, true).await else {
+            panic!("a topic's first resumer reads for the others");
+        };
+        let mut waiter = std::pin::pin!(topic.lookup(7, true));
+        assert!(futures::poll!(&mut waiter).is_pending());
+        losses.send_modify(|n| *n += 1);
+        seeder.seed(read(8..=10));
+        assert!(matches!(waiter.await, Lookup::Miss(None)));
+        assert!(matches!(topic.lookup(7, true).await, Lookup::Miss(Some(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_users_only_stream_keeps_nothing_for_others() {
+        let (user, _losses) = subject(USER);
+        let _stream = join(&user, 1);
+        assert!(matches!(user.lookup(7, true).await, Lookup::Miss(None)));
+        let _tab = join(&user, 2);
+        assert!(matches!(user.lookup(7, true).await, Lookup::Miss(Some(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_the_edge_can_hold_serves_the_streams_waiting_for_it() {
+        let subject = shared_subject();
+        let Lookup::Miss(Some(seeder)) = subject.lookup(7, true).await else {
+            panic!("the first resumer reads for the others");
+        };
+        let mut waiter = std::pin::pin!(subject.lookup(7, true));
+        assert!(futures::poll!(&mut waiter).is_pending());
+        let mut kept = Kept::new(Some(seeder));
+        let last = 7 + crate::recent::MAX_EVENTS as u64;
+        for seq in 8..=last {
+            kept.push(seq, &frame(seq));
+        }
+        kept.seed();
+        let Lookup::Hit(events) = waiter.await else {
+            panic!("served from the read");
+        };
+        let seqs: Vec<u64> = events
+            .iter()
+            .filter_map(|d| d.position)
+            .map(|p| p.1)
+            .collect();
+        assert_eq!(seqs, (8..=last).collect::<Vec<_>>());
+    }
+}

@@ -25,10 +25,14 @@
 //! - `round_trips`: which PONG answers whom (pure).
 //! - `servers`: where to reconnect, and how long to wait between tries.
 //! - `registry`: the live subscriptions and counters, shared by handle and task.
+//! - `deliver`: what messages are handed to ([`Deliver`], by [`Sid`]);
+//!   `options`: tuning ([`Options`]).
 
 mod connection;
+mod deliver;
 mod headers;
 mod login;
+mod options;
 mod proto;
 mod registry;
 mod round_trips;
@@ -47,22 +51,11 @@ use crate::connection::{Failure, Session, Setup};
 use crate::registry::Registry;
 use crate::task::{Command, Task};
 
-/// A subscription's id on its connection.
-pub type Sid = u64;
+pub use deliver::{Deliver, Sid};
+pub use options::Options;
 
 /// How long a [`Subscriptions::round_trip`] waits for the server.
 pub const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Receives every message of every subscription.
-pub trait Deliver: Send + Sync + 'static {
-    /// Called on the connection's task, in arrival order; must not block,
-    /// await or panic (short locks are fine). A slow callback backs up the
-    /// socket until the server drops the connection as a slow consumer,
-    /// which counts as a loss. The message's subject and payload are slices
-    /// of the connection's read buffer: copy what you keep for long
-    /// (`Bytes::copy_from_slice`), or a small payload pins a 64 KiB block.
-    fn deliver(&self, sid: Sid, message: &async_nats::Message);
-}
 
 /// Why the connection could not be made at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -90,25 +83,6 @@ pub enum RoundTripError {
     TimedOut(std::time::Duration),
     #[error("the NATS connection is closed")]
     Closed,
-}
-
-/// Tuning; the defaults suit production.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// A PING goes out this often; after two go unanswered the connection
-    /// counts as dead (a half-open socket is found this way).
-    pub ping_interval: Duration,
-    /// Per attempt: TCP, TLS, CONNECT and the first PONG.
-    pub connect_timeout: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            ping_interval: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
-        }
-    }
 }
 
 /// What the connection has done so far, for metrics.

@@ -7,7 +7,7 @@
 use async_nats::{Message, Subject};
 use bytes::{Buf, BytesMut};
 
-use crate::Sid;
+use crate::deliver::Sid;
 
 /// The longest control line accepted (an INFO from a big cluster lists
 /// many URLs; anything longer is not NATS).

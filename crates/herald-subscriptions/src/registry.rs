@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use crate::Sid;
+use crate::deliver::Sid;
 
 #[derive(Default)]
 pub struct Registry {

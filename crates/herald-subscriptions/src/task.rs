@@ -13,11 +13,12 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Interval, Sleep};
 
 use crate::connection::{Failure, Ready, Session, Setup};
+use crate::deliver::{Deliver, Sid};
+use crate::options::Options;
 use crate::proto::{Info, ServerOp};
 use crate::registry::Registry;
 use crate::round_trips::{RoundTrips, Waiter};
 use crate::servers::{Servers, backoff};
-use crate::{Deliver, Options, Sid};
 
 /// Keep-alive PINGs left unanswered before the connection counts as dead.
 const MAX_UNANSWERED: u32 = 2;
