@@ -6,6 +6,7 @@
 //! - [`envelope`]: how an event travels on NATS (payload + `Herald-Event` header).
 //! - [`history`]: the sharded JetStream history streams.
 //! - [`cli`]: common flags and the exit-code-2 handling of misconfiguration.
+//! - [`config_error`]: the error of a flag whose value cannot work, naming the flag.
 //! - [`telemetry`]: `tracing` setup, text or JSON; OTLP export and W3C trace context.
 //! - [`tls`]: TLS for Herald's listeners, with certificate reload and mutual TLS.
 //! - [`nats`]: connecting to NATS.
@@ -26,6 +27,7 @@ pub mod activity;
 pub mod admin;
 pub mod api_token;
 pub mod cli;
+pub mod config_error;
 pub mod cursor;
 pub mod envelope;
 pub mod history;

@@ -1,65 +1,15 @@
-//! What a client token says, and the rules it must meet once its signature
-//! verifies: audience, issuer and its time window. A leaf module of pure
-//! functions, so the fuzz targets and property tests check exactly what the
-//! edge runs.
+//! The rules a client token's claims must meet once its signature
+//! verifies: audience, issuer and its time window. The claims themselves
+//! are herald-proto's, shared with the tools that mint tokens. A leaf
+//! module of pure functions, so the fuzz targets and property tests check
+//! exactly what the edge runs.
 
-use serde::Deserialize;
+pub use herald_proto::claims::{Audience, Claims};
 
 /// Most clock skew `exp` is ever given, whatever `--jwt-leeway` says: more
 /// would accept tokens whose stream the edge closes at once (a stream ends
 /// at `exp`), so a client would reconnect in a loop with its dead token.
 pub const MAX_EXP_LEEWAY_SECS: u64 = 5;
-
-/// Claims Herald reads from a client token.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Claims {
-    /// The user id.
-    pub sub: String,
-    /// Expiry, seconds since the epoch; the stream closes then.
-    pub exp: u64,
-    /// Not before, seconds since the epoch, if the issuer set it.
-    #[serde(default)]
-    pub nbf: Option<u64>,
-    /// Whom the token is for; checked against `--jwt-audience`.
-    #[serde(default)]
-    pub aud: Option<Audience>,
-    /// Who issued the token; checked against `--jwt-issuer`.
-    #[serde(default)]
-    pub iss: Option<String>,
-    /// Topics the holder may follow; an entry ending in `*` is a prefix.
-    #[serde(default)]
-    pub topics: Vec<String>,
-}
-
-/// RFC 7519 lets `aud` be one string or an array of them.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum Audience {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Audience {
-    /// Whether the token is meant for `audience`.
-    pub fn contains(&self, audience: &str) -> bool {
-        match self {
-            Self::One(one) => one == audience,
-            Self::Many(many) => many.iter().any(|a| a == audience),
-        }
-    }
-}
-
-impl Claims {
-    /// Whether the claim lets the holder follow `topic`.
-    pub fn allows_topic(&self, topic: &str) -> bool {
-        self.topics
-            .iter()
-            .any(|allowed| match allowed.strip_suffix('*') {
-                Some(prefix) => topic.starts_with(prefix),
-                None => allowed == topic,
-            })
-    }
-}
 
 /// Why signed claims are refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

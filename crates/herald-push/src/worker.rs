@@ -29,6 +29,15 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Pause before a message whose devices could not be read comes back.
 const REGISTRY_RETRY: Duration = Duration::from_secs(5);
 
+/// Why the worker cannot consume the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("cannot create the queue consumer: {0}")]
+    Consumer(#[from] jetstream::stream::ConsumerError),
+    #[error("cannot read the queue: {0}")]
+    Read(#[from] jetstream::consumer::StreamError),
+}
+
 /// The mobile-push worker.
 #[derive(Clone)]
 pub struct Worker {
@@ -45,7 +54,7 @@ impl Worker {
         self,
         stream: jetstream::stream::Stream,
         shutdown: CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConsumeError> {
         let config = pull::Config {
             durable_name: Some(CONSUMER.to_owned()),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
@@ -53,14 +62,8 @@ impl Worker {
             max_ack_pending: i64::try_from(self.concurrency).unwrap_or(i64::MAX),
             ..Default::default()
         };
-        let consumer = stream
-            .get_or_create_consumer(CONSUMER, config)
-            .await
-            .map_err(|e| format!("cannot create the queue consumer: {e}"))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| format!("cannot read the queue: {e}"))?;
+        let consumer = stream.get_or_create_consumer(CONSUMER, config).await?;
+        let messages = consumer.messages().await?;
         messages
             .take_until(shutdown.cancelled_owned())
             .for_each_concurrent(self.concurrency, |message| async {
