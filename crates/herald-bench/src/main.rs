@@ -31,6 +31,7 @@ mod receipts;
 mod scale;
 mod scale_agent;
 mod scale_agents;
+mod scale_args;
 mod scale_publish;
 mod storm;
 mod stream;
@@ -89,7 +90,7 @@ enum Scenario {
     Unicast(unicast::Args),
     Storm(storm::Args),
     Churn(churn::Args),
-    Scale(scale::Args),
+    Scale(scale_args::Args),
     /// One load-generator process of `scale` (spawned by it).
     #[command(hide = true)]
     ScaleAgent(scale_agent::Args),

@@ -1,7 +1,6 @@
 //! The Firebase service-account key file the worker signs in with: read
 //! and checked at start, its private key never logged. A leaf module: the
-//! flags ([`crate::config`]) read it, the FCM client ([`crate::fcm`]) signs
-//! with it.
+//! flags read it, the FCM client signs with it.
 
 use serde::Deserialize;
 
