@@ -31,6 +31,7 @@ mod receipts;
 mod scale;
 mod scale_agent;
 mod scale_agents;
+mod scale_args;
 mod scale_publish;
 mod storm;
 mod stream;
@@ -41,6 +42,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+use herald_domain::claims::Claims;
 
 #[derive(Debug, Parser)]
 #[command(name = "herald-bench", about)]
@@ -88,7 +90,7 @@ enum Scenario {
     Unicast(unicast::Args),
     Storm(storm::Args),
     Churn(churn::Args),
-    Scale(scale::Args),
+    Scale(scale_args::Args),
     /// One load-generator process of `scale` (spawned by it).
     #[command(hide = true)]
     ScaleAgent(scale_agent::Args),
@@ -111,17 +113,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// An HS256 token for `sub` following `topics`.
 pub fn token(secret: &str, sub: &str, topics: &[&str]) -> anyhow::Result<String> {
-    #[derive(serde::Serialize)]
-    struct Claims<'a> {
-        sub: &'a str,
-        exp: u64,
-        topics: &'a [&'a str],
-    }
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 3600;
+    let claims = Claims::new(sub).topics(topics);
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
     Ok(jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
-        &Claims { sub, exp, topics },
+        &claims,
         &key,
     )?)
 }

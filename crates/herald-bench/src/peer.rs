@@ -4,8 +4,7 @@
 
 use anyhow::{Context, bail};
 use herald_proto::v1::{
-    PublishRequest, UserTarget, publish_request::Target as PublishTarget,
-    publisher_client::PublisherClient,
+    PublishRequest, publish_request::Target as PublishTarget, publisher_client::PublisherClient,
 };
 use tonic::metadata::MetadataValue;
 use tonic::service::{Interceptor, interceptor::InterceptedService};
@@ -166,9 +165,7 @@ impl Publisher {
     ) -> anyhow::Result<()> {
         match self {
             Self::Herald(client) => {
-                let target = PublishTarget::Users(UserTarget {
-                    user_ids: vec![user.to_owned()],
-                });
+                let target = PublishTarget::users([user]);
                 herald(client, target, data, ephemeral).await
             }
             Self::Nchan { http, base } => nchan(http, base, &channel(user, None), data).await,

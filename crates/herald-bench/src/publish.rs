@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_proto::v1::{PublishRequest, UserTarget, publish_request::Target as PublishTarget};
+use hdrhistogram::Histogram;
+use herald_proto::v1::{PublishRequest, publish_request::Target as PublishTarget};
 
 use crate::Target;
 
@@ -24,7 +25,7 @@ struct Figures {
     per_second: f64,
     p50_us: u64,
     p99_us: u64,
-    received: usize,
+    received: u64,
 }
 
 pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
@@ -54,7 +55,9 @@ async fn measure(target: &Target, args: &Args, ephemeral: bool) -> anyhow::Resul
     let request = target.sse_request(&user, None)?;
     let mut stream =
         crate::stream::open(target.edge, IpAddr::from([127, 0, 0, 1]), &request).await?;
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.events as usize)));
+    let latencies = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
     let sink = latencies.clone();
     let reader = tokio::spawn(async move {
         crate::stream::for_each_data(&mut stream, |data| {
@@ -62,9 +65,8 @@ async fn measure(target: &Target, args: &Args, ephemeral: bool) -> anyhow::Resul
                 .ok()
                 .and_then(|s| s.split(' ').nth(1)?.parse::<u64>().ok());
             if let Some(sent) = sent {
-                sink.lock()
-                    .unwrap()
-                    .push(crate::now_micros().saturating_sub(sent));
+                let latency = crate::now_micros().saturating_sub(sent).max(1);
+                sink.lock().unwrap().saturating_record(latency);
             }
         })
         .await;
@@ -80,9 +82,7 @@ async fn measure(target: &Target, args: &Args, ephemeral: bool) -> anyhow::Resul
         tasks.push(tokio::spawn(async move {
             for i in 0..per_task {
                 let request = PublishRequest {
-                    target: Some(PublishTarget::Users(UserTarget {
-                        user_ids: vec![user.clone()],
-                    })),
+                    target: Some(PublishTarget::users([&user])),
                     data: format!("{} {}", t * per_task + i, crate::now_micros()),
                     ephemeral,
                     ..Default::default()
@@ -97,23 +97,16 @@ async fn measure(target: &Target, args: &Args, ephemeral: bool) -> anyhow::Resul
     }
     let per_second = (per_task * args.publishers) as f64 / started.elapsed().as_secs_f64();
     let deadline = Instant::now() + target.timeout;
-    while latencies.lock().unwrap().len() < (per_task * args.publishers) as usize
-        && Instant::now() < deadline
+    while latencies.lock().unwrap().len() < per_task * args.publishers && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     reader.abort();
-    let mut all = latencies.lock().unwrap().clone();
-    all.sort_unstable();
-    let pick = |q: f64| {
-        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
+    let latencies = latencies.lock().unwrap();
     Ok(Figures {
         per_second,
-        p50_us: pick(0.50),
-        p99_us: pick(0.99),
-        received: all.len(),
+        p50_us: latencies.value_at_quantile(0.50),
+        p99_us: latencies.value_at_quantile(0.99),
+        received: latencies.len(),
     })
 }

@@ -4,10 +4,11 @@
 //! run, a persisted Publish to one user (receipt included) against that
 //! round trip alone, so the ratio says what asking presence would add.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use hdrhistogram::Histogram;
 use herald_proto::v1::{
-    GetPresenceRequest, PublishRequest, UserTarget, publish_request::Target as PublishTarget,
+    GetPresenceRequest, PublishRequest, publish_request::Target as PublishTarget,
 };
 use prost::Message;
 
@@ -27,8 +28,8 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let mut client = target.herald_publisher().await?;
     let nats = async_nats::connect(&args.nats_url).await?;
     let deadline = Instant::now() + target.timeout;
-    let mut publishes = Vec::with_capacity(args.calls);
-    let mut lookups = Vec::with_capacity(args.calls);
+    let mut publishes = micros()?;
+    let mut lookups = micros()?;
     let query = GetPresenceRequest {
         user_ids: vec!["bench-receipts".to_owned()],
     }
@@ -38,23 +39,21 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
             break;
         }
         let request = PublishRequest {
-            target: Some(PublishTarget::Users(UserTarget {
-                user_ids: vec!["bench-receipts".to_owned()],
-            })),
+            target: Some(PublishTarget::users(["bench-receipts"])),
             data: format!("receipt {i}"),
             ..Default::default()
         };
         let started = Instant::now();
         let response = client.publish(request).await?.into_inner();
-        publishes.push(started.elapsed());
+        publishes.saturating_record(started.elapsed().as_micros() as u64);
         anyhow::ensure!(response.receipts.len() == 1, "one receipt expected");
 
         let started = Instant::now();
         nats.request("herald.presence.query", query.clone().into())
             .await?;
-        lookups.push(started.elapsed());
+        lookups.saturating_record(started.elapsed().as_micros() as u64);
     }
-    let (publish, lookup) = (percentiles(&mut publishes), percentiles(&mut lookups));
+    let (publish, lookup) = (percentiles(&publishes), percentiles(&lookups));
     println!("call                          p50 µs   p99 µs");
     println!(
         "Publish (receipt included)  {:>8} {:>8}",
@@ -72,12 +71,12 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Call times in microseconds, up to a minute.
+fn micros() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
 /// p50 and p99, in microseconds.
-fn percentiles(samples: &mut [Duration]) -> (u128, u128) {
-    samples.sort_unstable();
-    let pick = |q: f64| {
-        let i = ((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1));
-        samples.get(i).map_or(0, Duration::as_micros)
-    };
-    (pick(0.50), pick(0.99))
+fn percentiles(calls: &Histogram<u64>) -> (u64, u64) {
+    (calls.value_at_quantile(0.50), calls.value_at_quantile(0.99))
 }

@@ -10,8 +10,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::Target;
-use crate::scale::Args;
 use crate::scale_agent::{Opened, Report};
+use crate::scale_args::Args;
 
 /// One running agent.
 struct Agent {

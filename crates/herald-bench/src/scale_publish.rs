@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Target;
-use crate::scale::Args;
 use crate::scale_agent::MAX_TOPIC_EVENTS;
+use crate::scale_args::Args;
 
 /// Publishes `--fanout-events` to each topic, numbered from 0 per topic,
 /// as fast as `--publishers` concurrent calls go. Returns how many went

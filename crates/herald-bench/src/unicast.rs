@@ -58,9 +58,18 @@ pub struct Args {
     cpu_pids: Vec<(String, u32)>,
 }
 
-fn parse_named_pid(s: &str) -> Result<(String, u32), String> {
-    let (name, pid) = s.split_once('=').ok_or("expected name=pid")?;
-    Ok((name.to_owned(), pid.parse().map_err(|e| format!("{e}"))?))
+/// Why a `--cpu-pid` is not `name=pid`.
+#[derive(Debug, thiserror::Error)]
+enum NamedPidError {
+    #[error("expected name=pid")]
+    NoName,
+    #[error("{0}")]
+    Pid(#[from] std::num::ParseIntError),
+}
+
+fn parse_named_pid(s: &str) -> Result<(String, u32), NamedPidError> {
+    let (name, pid) = s.split_once('=').ok_or(NamedPidError::NoName)?;
+    Ok((name.to_owned(), pid.parse()?))
 }
 
 /// What one rate measured; printed as one JSON line after `RESULT `.

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, bail};
 use herald_proto::v1::{
-    PublishBatchRequest, PublishRequest, UserTarget, publish_request::Target as PublishTarget,
+    PublishBatchRequest, PublishRequest, publish_request::Target as PublishTarget,
 };
 
 use crate::Target;
@@ -109,9 +109,7 @@ impl Sender {
 
 fn request(user: String, data: String, ephemeral: bool) -> PublishRequest {
     PublishRequest {
-        target: Some(PublishTarget::Users(UserTarget {
-            user_ids: vec![user],
-        })),
+        target: Some(PublishTarget::users([user])),
         data,
         ephemeral,
         ..Default::default()

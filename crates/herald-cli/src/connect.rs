@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use herald_core::config_error::ConfigError;
+use herald_core::tls::{PemError, read_certs};
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -50,14 +52,15 @@ pub struct Client {
 impl Client {
     /// Trusts the built-in (Mozilla) roots, or only the CA certificates in
     /// the PEM file `ca_file`.
-    pub fn new(ca_file: Option<&Path>) -> Result<Self, String> {
+    pub fn new(ca_file: Option<&Path>) -> Result<Self, ConfigError> {
         let provider = rustls::crypto::ring::default_provider();
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let builder = match ca_file {
             None => builder
                 .with_provider_and_webpki_roots(provider)
-                .map_err(|e| format!("TLS setup failed: {e}"))?,
-            Some(path) => builder.with_tls_config(tls_config(provider, path)?),
+                .map_err(|e| ConfigError::new("--ca-file", format!("TLS setup failed: {e}")))?,
+            Some(path) => builder
+                .with_tls_config(tls_config(provider, path).map_err(ConfigError::of("--ca-file"))?),
         };
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -191,28 +194,35 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Why `--ca-file` cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+enum CaError {
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    #[error("{}: {error}", path.display())]
+    Cert {
+        path: std::path::PathBuf,
+        error: rustls::Error,
+    },
+    #[error("TLS setup failed: {0}")]
+    Setup(rustls::Error),
+}
+
 fn tls_config(
     provider: rustls::crypto::CryptoProvider,
     path: &Path,
-) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let shown = path.display();
+) -> Result<rustls::ClientConfig, CaError> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        CertificateDer::pem_file_iter(path).map_err(|e| format!("--ca-file {shown}: {e}"))?
-    {
-        let cert = cert.map_err(|e| format!("--ca-file {shown}: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("--ca-file {shown}: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("--ca-file {shown}: no certificate in it"));
+    for cert in read_certs(path)? {
+        roots.add(cert).map_err(|error| CaError::Cert {
+            path: path.to_owned(),
+            error,
+        })?;
     }
     Ok(
         rustls::ClientConfig::builder_with_provider(Arc::new(provider))
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .map_err(CaError::Setup)?
             .with_root_certificates(roots)
             .with_no_client_auth(),
     )

@@ -25,8 +25,9 @@ mod token;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald_core::duration::parse_duration;
+use herald_domain::claims::{Audience, Claims};
 use herald_proto::v1::{
-    GetPresenceRequest, OfflinePolicy, PublishRequest, UserTarget, presence_client::PresenceClient,
+    GetPresenceRequest, OfflinePolicy, PublishRequest, presence_client::PresenceClient,
     publish_request::Target, publisher_client::PublisherClient,
 };
 
@@ -171,9 +172,7 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     }
     let target = match args.topic {
         Some(topic) => Target::Topic(topic),
-        None => Target::Users(UserTarget {
-            user_ids: args.users,
-        }),
+        None => Target::users(args.users),
     };
     let mut request = tonic::Request::new(PublishRequest {
         target: Some(target),
@@ -275,12 +274,13 @@ fn authorize<T>(request: &mut tonic::Request<T>, token: Option<&str>) -> anyhow:
 }
 
 fn token(args: &TokenArgs) -> anyhow::Result<()> {
-    let claims = token::Claims {
-        sub: &args.sub,
-        topics: &args.topics,
-        aud: args.aud.as_deref(),
-        iss: args.iss.as_deref(),
+    let claims = Claims {
+        aud: args.aud.clone().map(Audience::One),
+        iss: args.iss.clone(),
+        ..Claims::new(&args.sub)
+            .topics(&args.topics)
+            .valid_for(args.ttl)
     };
-    println!("{}", claims.mint(&args.secret, args.ttl)?);
+    println!("{}", token::hs256(&claims, &args.secret)?);
     Ok(())
 }

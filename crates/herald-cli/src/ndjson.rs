@@ -12,18 +12,25 @@ use prost::Message;
 /// Stays well under herald-publish's default `--max-batch-bytes` (4 MiB).
 const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 
-/// A line's request, or why it was not sent.
-pub type Line = (usize, Result<PublishRequest, String>);
+/// Why a line was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Mapping(#[from] json::JsonError),
+}
+
+/// A line's number and its request, or why it was not sent.
+pub type Line = (usize, Result<PublishRequest, LineError>);
 
 /// Parses one NDJSON line (1-based `number`); blank lines are skipped.
 pub fn parse_line(number: usize, text: &str) -> Option<Line> {
     if text.trim().is_empty() {
         return None;
     }
-    let parsed = serde_json::from_str::<json::PublishRequest>(text)
-        .map_err(|e| format!("invalid JSON: {e}"))
-        .and_then(|r| PublishRequest::try_from(r).map_err(|e| e.to_string()));
-    Some((number, parsed))
+    let parsed = || Ok(serde_json::from_str::<json::PublishRequest>(text)?.try_into()?);
+    Some((number, parsed()))
 }
 
 /// What a run did, for the summary and the exit code.
@@ -50,7 +57,7 @@ where
         let request = match parsed {
             Ok(request) => request,
             Err(e) => {
-                fail(&mut tally, number, &e);
+                fail(&mut tally, number, e);
                 continue;
             }
         };
@@ -80,7 +87,7 @@ where
                 if result.error.is_empty() {
                     tally.published += 1;
                 } else {
-                    fail(tally, number, &result.error);
+                    fail(tally, number, result.error);
                 }
             }
         }
@@ -93,7 +100,7 @@ where
     }
 }
 
-fn fail(tally: &mut Tally, number: usize, error: &str) {
+fn fail(tally: &mut Tally, number: usize, error: impl std::fmt::Display) {
     tally.failed += 1;
     eprintln!("line {number}: {error}");
 }

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use herald_core::config_error::ConfigError;
+use herald_domain::claims::{Audience, Claims};
+use herald_domain::subject::{IdError, Topic, UserId};
 use http::Uri;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -86,11 +89,11 @@ enum End {
 pub async fn run(args: SubscribeArgs) -> ExitCode {
     let credentials = match credentials(&args) {
         Ok(c) => c,
-        Err(e) => return misconfigured(&e),
+        Err(e) => return misconfigured(e),
     };
     let client = match Client::new(args.ca_file.as_deref()) {
         Ok(c) => c,
-        Err(e) => return misconfigured(&e),
+        Err(e) => return misconfigured(e),
     };
     let uri = events_uri(&args.url, &args.topics);
     let mut parser = Parser::default();
@@ -99,7 +102,7 @@ pub async fn run(args: SubscribeArgs) -> ExitCode {
     loop {
         let token = match token_for(&credentials, &args) {
             Ok(t) => t,
-            Err(e) => return misconfigured(&e.to_string()),
+            Err(e) => return misconfigured(ConfigError::new("--jwt-secret", e)),
         };
         let resume = parser.last_event_id().to_owned();
         let wait = match client.open(&uri, &token, &resume).await {
@@ -190,55 +193,75 @@ async fn read(
     }
 }
 
-fn credentials(args: &SubscribeArgs) -> Result<Credentials, String> {
+fn credentials(args: &SubscribeArgs) -> Result<Credentials, ConfigError> {
     match (&args.token, &args.jwt_secret, &args.user) {
         (Some(token), _, None) => Ok(Credentials::Given(token.clone())),
         (None, Some(secret), Some(user)) => Ok(Credentials::Minted {
             secret: secret.clone(),
             user: user.clone(),
         }),
-        (Some(_), _, Some(_)) => {
-            Err("--user mints a token: give --token or --user, not both".into())
-        }
-        (None, None, _) => Err("no token: give --token, or --jwt-secret and --user".into()),
-        (None, Some(_), None) => {
-            Err("--jwt-secret needs --user, the user to mint a token for".into())
-        }
+        (Some(_), _, Some(_)) => Err(ConfigError::new(
+            "--token / --user",
+            "give one, not both: --user mints a token",
+        )),
+        (None, None, _) => Err(ConfigError::new(
+            "--token",
+            "required, or --jwt-secret and --user to mint one",
+        )),
+        (None, Some(_), None) => Err(ConfigError::new(
+            "--user",
+            "required with --jwt-secret: the user to mint a token for",
+        )),
     }
 }
 
-fn token_for(credentials: &Credentials, args: &SubscribeArgs) -> anyhow::Result<String> {
+fn token_for(
+    credentials: &Credentials,
+    args: &SubscribeArgs,
+) -> Result<String, jsonwebtoken::errors::Error> {
     match credentials {
         Credentials::Given(token) => Ok(token.clone()),
-        Credentials::Minted { secret, user } => token::Claims {
-            sub: user,
-            topics: &args.topics,
-            aud: args.aud.as_deref(),
-            iss: args.iss.as_deref(),
+        Credentials::Minted { secret, user } => {
+            let claims = Claims {
+                aud: args.aud.clone().map(Audience::One),
+                iss: args.iss.clone(),
+                ..Claims::new(user).topics(&args.topics).valid_for(args.ttl)
+            };
+            token::hs256(&claims, secret)
         }
-        .mint(secret, args.ttl),
     }
 }
 
-fn misconfigured(message: &str) -> ExitCode {
-    eprintln!("error: {message}");
+fn misconfigured(e: ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
     ExitCode::from(herald_core::cli::EXIT_MISCONFIGURED as u8)
 }
 
+/// Why `--url` is not an edge's base URL.
+#[derive(Debug, thiserror::Error)]
+enum UrlError {
+    #[error("{0}; expected e.g. http://127.0.0.1:8080")]
+    Unreadable(#[from] http::uri::InvalidUri),
+    #[error("the URL must start with http:// or https://")]
+    Scheme,
+    #[error("the URL has no host")]
+    NoHost,
+    #[error("give the base URL without a query; topics go in --topic")]
+    Query,
+}
+
 /// An `http://` or `https://` base URL with a host and no query.
-fn parse_base_url(raw: &str) -> Result<Uri, String> {
-    let uri: Uri = raw
-        .parse()
-        .map_err(|e| format!("{e}; expected e.g. http://127.0.0.1:8080"))?;
+fn parse_base_url(raw: &str) -> Result<Uri, UrlError> {
+    let uri: Uri = raw.parse()?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        _ => return Err("the URL must start with http:// or https://".into()),
+        _ => return Err(UrlError::Scheme),
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err("the URL has no host".into());
+        return Err(UrlError::NoHost);
     }
     if uri.query().is_some() {
-        return Err("give the base URL without a query; topics go in --topic".into());
+        return Err(UrlError::Query);
     }
     Ok(uri)
 }
@@ -261,16 +284,12 @@ fn events_uri(base: &Uri, topics: &[String]) -> Uri {
         .expect("built from a valid URI and encoded topics")
 }
 
-fn parse_topic(raw: &str) -> Result<String, String> {
-    herald_domain::subject::Topic::parse(raw)
-        .map(|t| t.as_str().to_owned())
-        .map_err(|e| e.to_string())
+fn parse_topic(raw: &str) -> Result<String, IdError> {
+    Topic::parse(raw).map(|t| t.as_str().to_owned())
 }
 
-fn parse_user(raw: &str) -> Result<String, String> {
-    herald_domain::subject::UserId::parse(raw)
-        .map(|u| u.as_str().to_owned())
-        .map_err(|e| e.to_string())
+fn parse_user(raw: &str) -> Result<String, IdError> {
+    UserId::parse(raw).map(|u| u.as_str().to_owned())
 }
 
 #[cfg(test)]

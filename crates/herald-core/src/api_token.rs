@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use prometheus_client::metrics::counter::Counter;
 use tonic::{Request, Status};
 
+use crate::config_error::ConfigError;
+
 /// Shortest token accepted: 16 characters, so it cannot be guessed online.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -34,18 +36,15 @@ pub struct ApiAuthArgs {
 impl ApiAuthArgs {
     /// The token the API on `api_listen` requires (`None`: open), or why the
     /// service must not start, naming `--api-token`.
-    pub fn validate(
-        &self,
-        api_listen: SocketAddr,
-    ) -> Result<Option<String>, (&'static str, String)> {
+    pub fn validate(&self, api_listen: SocketAddr) -> Result<Option<String>, ConfigError> {
         match &self.api_token {
-            Some(token) if token.chars().count() < MIN_TOKEN_LEN => Err((
+            Some(token) if token.chars().count() < MIN_TOKEN_LEN => Err(ConfigError::new(
                 "--api-token",
                 format!("must be at least {MIN_TOKEN_LEN} characters (try `openssl rand -hex 32`)"),
             )),
             Some(token) => Ok(Some(token.clone())),
             None if self.insecure_no_auth || is_loopback(api_listen) => Ok(None),
-            None => Err((
+            None => Err(ConfigError::new(
                 "--api-token",
                 format!(
                     "required: {api_listen} is reachable from other hosts; set --api-token \
@@ -168,7 +167,7 @@ mod tests {
         auth(args)
             .validate(listen.parse().unwrap())
             .err()
-            .map(|(flag, _)| flag)
+            .map(|e| e.flag)
     }
 
     #[test]

@@ -3,11 +3,20 @@
 
 use std::time::Duration;
 
+/// Why a duration flag cannot be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0} (try e.g. `15s`)")]
+    Unreadable(humantime::DurationError),
+    #[error("must be greater than zero")]
+    Zero,
+}
+
 /// Parses durations such as `15s`, `500ms` or `2m` for clap.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. `15s`)"))?;
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let d = humantime::parse_duration(s).map_err(DurationError::Unreadable)?;
     if d.is_zero() {
-        return Err("must be greater than zero".to_owned());
+        return Err(DurationError::Zero);
     }
     Ok(d)
 }
@@ -23,5 +32,7 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("-1s").is_err());
+        let unreadable = parse_duration("fast").unwrap_err().to_string();
+        assert!(unreadable.ends_with("(try e.g. `15s`)"), "{unreadable}");
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`cli`]: common flags and the exit-code-2 handling of misconfiguration.
+//! - [`config_error`]: the error of a flag whose value cannot work, naming the flag.
 //! - [`duration`]: durations as flags take them.
 //! - [`telemetry`]: `tracing` setup, text or JSON; OTLP export and W3C trace context.
 //! - [`nats`]: connecting to NATS.
@@ -32,6 +33,7 @@ pub mod admin;
 pub mod api_token;
 pub mod backoff;
 pub mod cli;
+pub mod config_error;
 pub mod conn;
 pub mod duration;
 pub mod envelope;

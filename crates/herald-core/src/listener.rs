@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::backoff;
+use crate::config_error::ConfigError;
 use crate::duration::parse_duration;
 
 /// Largest request head (request line and headers) any listener reads;
@@ -74,14 +75,14 @@ impl Default for Bounds {
 
 impl ListenerArgs {
     /// The main port's bounds, checked against the open-file limit.
-    pub fn bounds(&self) -> Result<Bounds, (&'static str, String)> {
+    pub fn bounds(&self) -> Result<Bounds, ConfigError> {
         let limit = fd_limit();
         let fit = sockets_within(limit);
         let max_sockets = match self.max_sockets {
             None => fit,
-            Some(0) => return Err(("--max-sockets", "must be at least 1".into())),
+            Some(0) => return Err(ConfigError::new("--max-sockets", "must be at least 1")),
             Some(n) if n > fit => {
-                return Err((
+                return Err(ConfigError::new(
                     "--max-sockets",
                     format!(
                         "{n} sockets do not fit in the open-file limit of {limit} (`ulimit -n`) \
@@ -310,7 +311,7 @@ mod tests {
         listener: ListenerArgs,
     }
 
-    fn bounds(args: &[&str]) -> Result<Bounds, (&'static str, String)> {
+    fn bounds(args: &[&str]) -> Result<Bounds, ConfigError> {
         let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap();
         cli.listener.bounds()
     }
@@ -329,12 +330,12 @@ mod tests {
         assert_eq!(bounds(&[]).unwrap().max_sockets, fit);
         assert_eq!(bounds(&["--max-sockets", "7"]).unwrap().max_sockets, 7);
         assert_eq!(
-            bounds(&["--max-sockets", "0"]).unwrap_err().0,
+            bounds(&["--max-sockets", "0"]).unwrap_err().flag,
             "--max-sockets"
         );
         if fit < usize::MAX {
             let too_many = (fit + 1).to_string();
-            let (flag, problem) = bounds(&["--max-sockets", &too_many]).unwrap_err();
+            let ConfigError { flag, problem } = bounds(&["--max-sockets", &too_many]).unwrap_err();
             assert_eq!(flag, "--max-sockets");
             assert!(problem.contains("ulimit -n"), "{problem}");
         }

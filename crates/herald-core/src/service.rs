@@ -49,7 +49,7 @@ pub async fn start(
     let bounds = common
         .listener
         .bounds()
-        .unwrap_or_else(|(flag, e)| cli::misconfigured(flag, e));
+        .unwrap_or_else(|e| cli::misconfigured(e.flag, e.problem));
     tracing::debug!(fd_limit, ?bounds, "listener bounds");
     let admin_bounds = Bounds {
         max_sockets: ADMIN_MAX_SOCKETS,

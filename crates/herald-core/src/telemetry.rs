@@ -33,6 +33,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// Why logging or span export cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("bad log filter: {0}")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    #[error("OTEL_EXPORTER_OTLP_PROTOCOL {0:?}: use grpc, http/protobuf or http/json")]
+    Protocol(String),
+    #[error("cannot set up OTLP export to {endpoint}: {error}")]
+    Exporter {
+        endpoint: String,
+        error: opentelemetry_otlp::ExporterBuildError,
+    },
+    #[error("{0}")]
+    Installed(#[from] tracing_subscriber::util::TryInitError),
+}
+
 /// Whether spans are exported; hot paths make spans only then.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
@@ -74,8 +90,8 @@ pub fn init(
     filter: &str,
     (service, instance): (&str, &str),
     otlp_endpoint: Option<&str>,
-) -> Result<Guard, String> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| format!("bad log filter: {e}"))?;
+) -> Result<Guard, TelemetryError> {
+    let filter = EnvFilter::try_new(filter)?;
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Text => fmt.boxed(),
@@ -91,8 +107,7 @@ pub fn init(
         .with(filter)
         .with(fmt)
         .with(otel)
-        .try_init()
-        .map_err(|e| e.to_string())?;
+        .try_init()?;
     if provider.is_some() {
         EXPORTING.store(true, Ordering::Relaxed);
     }
@@ -103,7 +118,7 @@ fn otlp_provider(
     endpoint: &str,
     service: &str,
     instance: &str,
-) -> Result<SdkTracerProvider, String> {
+) -> Result<SdkTracerProvider, TelemetryError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let exporter = match protocol()? {
         Protocol::Grpc => builder.with_tonic().with_endpoint(endpoint).build(),
@@ -113,7 +128,10 @@ fn otlp_provider(
             .with_endpoint(traces_url(endpoint))
             .build(),
     }
-    .map_err(|e| format!("cannot set up OTLP export to {endpoint}: {e}"))?;
+    .map_err(|error| TelemetryError::Exporter {
+        endpoint: endpoint.to_owned(),
+        error,
+    })?;
     // Which node a span comes from; OTEL_RESOURCE_ATTRIBUTES may override.
     let node = opentelemetry::KeyValue::new("service.instance.id", instance.to_owned());
     let mut resource = opentelemetry_sdk::Resource::builder_empty()
@@ -133,7 +151,7 @@ fn otlp_provider(
 }
 
 /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`.
-fn protocol() -> Result<Protocol, String> {
+fn protocol() -> Result<Protocol, TelemetryError> {
     let value = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
         .unwrap_or_default();
@@ -141,9 +159,7 @@ fn protocol() -> Result<Protocol, String> {
         "" | "grpc" => Ok(Protocol::Grpc),
         "http/protobuf" => Ok(Protocol::HttpBinary),
         "http/json" => Ok(Protocol::HttpJson),
-        other => Err(format!(
-            "OTEL_EXPORTER_OTLP_PROTOCOL {other:?}: use grpc, http/protobuf or http/json"
-        )),
+        other => Err(TelemetryError::Protocol(other.to_owned())),
     }
 }
 

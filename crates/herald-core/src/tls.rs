@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
+
+use crate::config_error::ConfigError;
 
 /// How often certificate files are checked for changes.
 pub const RELOAD_CHECK: Duration = Duration::from_secs(5);
@@ -34,6 +36,21 @@ pub struct TlsArgs {
     pub tls_client_ca: Option<PathBuf>,
 }
 
+/// Why a certificate or key file cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("cannot read certificates from {}: {error}", path.display())]
+    Certs { path: PathBuf, error: pem::Error },
+    #[error("no certificate in {}", path.display())]
+    NoCert { path: PathBuf },
+    #[error("cannot read a private key from {}: {error}", path.display())]
+    Key { path: PathBuf, error: pem::Error },
+    #[error("unusable private key: {0}")]
+    UnusableKey(rustls::Error),
+    #[error("{} does not match its key: {error}", path.display())]
+    Mismatch { path: PathBuf, error: rustls::Error },
+}
+
 /// Serves the current certificate and swaps in a new one when its files
 /// change.
 #[derive(Debug)]
@@ -51,7 +68,7 @@ impl ResolvesServerCert for Reloader {
 
 impl Reloader {
     /// Reads the certificate and key now.
-    pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, PemError> {
         let certified = certified_key(cert, key)?;
         Ok(Self {
             cert: cert.to_owned(),
@@ -110,30 +127,21 @@ impl TlsArgs {
     /// The TLS of a listener offering `alpn` protocols (e.g. `h2`,
     /// `http/1.1`); `None` without `--tls-cert`. Errors name the flag at
     /// fault.
-    pub fn server_config(
-        &self,
-        alpn: &[&[u8]],
-    ) -> Result<Option<ServerTls>, (&'static str, String)> {
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Option<ServerTls>, ConfigError> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
-        let reloader = Arc::new(Reloader::load(cert, key).map_err(|e| ("--tls-cert", e))?);
+        let reloader = Reloader::load(cert, key).map_err(ConfigError::of("--tls-cert"))?;
+        let reloader = Arc::new(reloader);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| ("--tls-cert", e.to_string()))?;
+            .map_err(ConfigError::of("--tls-cert"))?;
         let builder = match &self.tls_client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in read_certs(ca).map_err(|e| ("--tls-client-ca", e))? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| ("--tls-client-ca", e.to_string()))?;
-                }
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .build()
-                    .map_err(|e| ("--tls-client-ca", e.to_string()))?;
+                let verifier =
+                    client_verifier(ca, provider).map_err(ConfigError::of("--tls-client-ca"))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
@@ -146,26 +154,58 @@ impl TlsArgs {
     }
 }
 
-fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+/// Checks client certificates against the CAs in `ca` (mutual TLS).
+fn client_verifier(
+    ca: &Path,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, ClientCaError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(ca)? {
+        roots.add(cert)?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider).build()?;
+    Ok(verifier)
+}
+
+/// Why `--tls-client-ca` cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum ClientCaError {
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    #[error("{0}")]
+    Cert(#[from] rustls::Error),
+    #[error("{0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, PemError> {
     let chain = read_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("unusable private key: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|error| PemError::Key {
+        path: key.to_owned(),
+        error,
+    })?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(PemError::UnusableKey)?;
     let certified = CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .map_err(|e| format!("{} does not match its key: {e}", cert.display()))?;
+    certified.keys_match().map_err(|error| PemError::Mismatch {
+        path: cert.to_owned(),
+        error,
+    })?;
     Ok(certified)
 }
 
 /// Every certificate in a PEM file; none is an error.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
+        .map_err(|error| PemError::Certs {
+            path: path.to_owned(),
+            error,
+        })?;
     if certs.is_empty() {
-        return Err(format!("no certificate in {}", path.display()));
+        return Err(PemError::NoCert {
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }

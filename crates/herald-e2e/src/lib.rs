@@ -4,12 +4,15 @@
 
 use std::net::SocketAddr;
 
+mod metrics;
+pub use metrics::{families, metric_at, metrics_at, sample_value};
+
 use herald_core::admin::Readiness;
 use herald_core::service;
 use herald_proto::v1::presence_client::PresenceClient;
 use herald_proto::v1::publisher_client::PublisherClient;
 use herald_proto::v1::{
-    GetPresenceRequest, PublishRequest, PublishResponse, UserTarget, publish_request::Target,
+    GetPresenceRequest, PublishRequest, PublishResponse, publish_request::Target,
 };
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -69,7 +72,7 @@ impl Running {
         metrics_at(self.admin).await
     }
 
-    /// The value of one sample, e.g. `herald_edge_closes_total{reason="SlowConsumer"}`; 0 if absent.
+    /// The value of one sample, e.g. `herald_edge_closes_total{reason="slow_consumer"}`; 0 if absent.
     pub async fn metric(&self, sample: &str) -> f64 {
         sample_value(&self.metrics().await, sample)
     }
@@ -95,34 +98,6 @@ impl Running {
     pub fn signal_shutdown(&self) {
         self.shutdown.cancel();
     }
-}
-
-/// The body of `/metrics` on the admin port `admin`.
-pub async fn metrics_at(admin: SocketAddr) -> String {
-    reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// One sample's value on the admin port `admin`; 0 if absent.
-pub async fn metric_at(admin: SocketAddr, sample: &str) -> f64 {
-    sample_value(&metrics_at(admin).await, sample)
-}
-
-/// Reads one sample from Prometheus text.
-pub fn sample_value(text: &str, sample: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(sample)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
 }
 
 /// The smallest whole system: one NATS node, herald-publish, one edge.
@@ -420,8 +395,7 @@ pub fn push_config(
         "--fcm-max-backoff",
         "200ms",
     ]);
-    args.validate()
-        .unwrap_or_else(|(flag, e)| panic!("{flag}: {e}"))
+    args.validate().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Starts herald-push-worker on `nats_url` with `config`.
@@ -452,18 +426,14 @@ pub async fn publish_to_users(
     users: &[&str],
     data: &str,
 ) -> PublishResponse {
-    let target = Target::Users(UserTarget {
-        user_ids: users.iter().map(|u| u.to_string()).collect(),
-    });
+    let target = Target::users(users);
     publish(client, target, "", data).await.expect("publish")
 }
 
 /// Publishes `data` to `users` on core NATS (`ephemeral`), panicking on error.
 pub async fn publish_ephemeral(client: &mut PublisherClient<Channel>, users: &[&str], data: &str) {
     let request = PublishRequest {
-        target: Some(Target::Users(UserTarget {
-            user_ids: users.iter().map(|u| u.to_string()).collect(),
-        })),
+        target: Some(Target::users(users)),
         data: data.to_owned(),
         ephemeral: true,
         ..Default::default()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use herald_e2e::*;
 use herald_testing::NatsServer;
 use herald_testing::browser::Browser;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 use serde_json::{Value, json};
 
 const API_TOKEN: &str = "browser-test-api-token-0123";

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use herald_e2e::*;
-use herald_proto::v1::{UserTarget, publish_request::Target};
+use herald_proto::v1::publish_request::Target;
 use herald_testing::NatsServer;
 use herald_testing::browser::Browser;
-use herald_testing::token::{Claims, now};
+use herald_testing::token::{Claims, Sign, now};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -48,9 +48,7 @@ async fn publish_typed(
     event: &str,
     data: &str,
 ) {
-    let users = Target::Users(UserTarget {
-        user_ids: vec!["alice".to_owned()],
-    });
+    let users = Target::users(["alice"]);
     publish(client, users, event, data).await.expect("publish");
 }
 

@@ -9,7 +9,7 @@ use herald_e2e::*;
 use herald_testing::NatsServer;
 use herald_testing::browser::Browser;
 use herald_testing::page::PageServer;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use herald_e2e::*;
 use herald_testing::NatsServer;
 use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 
 const TOKEN: &str = "ndjson-api-token-0123";
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use herald_core::tls::TlsArgs;
 use herald_e2e::*;
-use herald_testing::token::{Claims, now};
+use herald_testing::token::{Claims, Sign, now};
 use herald_testing::{NatsServer, eventually};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};

@@ -4,11 +4,9 @@
 use std::time::Duration;
 
 use herald_e2e::*;
-use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::sse::{QUIET, SseStream};
+use herald_testing::token::{Claims, Sign};
 use herald_testing::{NatsCluster, eventually, route_interest, route_out_msgs};
-
-const QUIET: Duration = Duration::from_millis(300);
 
 #[tokio::test]
 async fn events_reach_every_connection_of_their_user_and_no_one_else() {

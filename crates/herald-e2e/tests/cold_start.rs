@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use herald_e2e::*;
 use herald_proto::v1::publisher_client::PublisherClient;
-use herald_proto::v1::{PublishRequest, UserTarget, publish_request::Target};
+use herald_proto::v1::{PublishRequest, publish_request::Target};
 use herald_testing::process::Service;
 use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 use herald_testing::{NatsCluster, eventually};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
@@ -92,9 +92,7 @@ fn spawn_publish(nats_url: &str, listen: SocketAddr) -> Service {
 
 fn request(user: &str, ephemeral: bool) -> PublishRequest {
     PublishRequest {
-        target: Some(Target::Users(UserTarget {
-            user_ids: vec![user.to_owned()],
-        })),
+        target: Some(Target::users([user])),
         data: since_epoch().to_string(),
         ephemeral,
         ..Default::default()
@@ -141,7 +139,7 @@ async fn open_streams(edge: &Running) -> Arrivals {
     let http = reqwest::Client::new();
     let mut readers = Vec::with_capacity(STREAMS);
     for i in 0..STREAMS {
-        let token = Claims::new(&format!("cold-{i}")).hs256(SECRET);
+        let token = Claims::new(format!("cold-{i}")).hs256(SECRET);
         let mut stream = SseStream::open(&http, &events_url(edge, &[]), &token).await;
         let latencies = latencies.clone();
         readers.push(tokio::spawn(async move {

@@ -5,7 +5,7 @@
 //! token is not even read); `*` answers `*` and never reads a cookie.
 
 use herald_e2e::*;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 use http::{HeaderMap, HeaderValue};
 use reqwest::{Client, Response};
 

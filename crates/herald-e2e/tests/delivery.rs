@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use herald_e2e::*;
 use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 use herald_testing::{NatsServer, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use herald_e2e::*;
 use herald_testing::NatsCluster;
 use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 
 fn replicated_publish() -> herald_publish::Config {
     let mut config = herald_publish::Config::defaults("p");
@@ -155,11 +155,7 @@ async fn publish_retrying(
 ) -> usize {
     for refused in 0..100 {
         let request = herald_proto::v1::PublishRequest {
-            target: Some(herald_proto::v1::publish_request::Target::Users(
-                herald_proto::v1::UserTarget {
-                    user_ids: vec!["alice".into()],
-                },
-            )),
+            target: Some(herald_proto::v1::publish_request::Target::users(["alice"])),
             data: data.to_owned(),
             ..Default::default()
         };

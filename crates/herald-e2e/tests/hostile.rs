@@ -4,13 +4,11 @@
 use std::time::Duration;
 
 use herald_e2e::*;
-use herald_proto::v1::{UserTarget, publish_request::Target};
+use herald_proto::v1::publish_request::Target;
 use herald_testing::eventually;
-use herald_testing::sse::SseStream;
-use herald_testing::token::{Claims, now};
+use herald_testing::sse::{QUIET, SseStream};
+use herald_testing::token::{Claims, Sign, now};
 use jsonwebtoken::Algorithm;
-
-const QUIET: Duration = Duration::from_millis(300);
 
 async fn stack() -> Stack {
     Stack::start(edge_config("edge")).await
@@ -193,9 +191,7 @@ async fn payloads_arrive_as_published_through_a_spec_parser() {
     ];
     for (i, payload) in payloads.iter().enumerate() {
         let event = if i % 2 == 0 { "" } else { "typed" };
-        let users = Target::Users(UserTarget {
-            user_ids: vec!["alice".into()],
-        });
+        let users = Target::users(["alice"]);
         publish(&mut client, users, event, payload).await.unwrap();
     }
     for (i, payload) in payloads.iter().enumerate() {
@@ -223,11 +219,7 @@ async fn bad_publish_requests_are_invalid_argument_and_publish_nothing() {
     let mut stream =
         SseStream::open(&reqwest::Client::new(), &events_url(&s.edge, &[]), &token).await;
     let mut client = publisher(&s.publish).await;
-    let users = |ids: &[&str]| {
-        Target::Users(UserTarget {
-            user_ids: ids.iter().map(|s| s.to_string()).collect(),
-        })
-    };
+    let users = |ids: &[&str]| Target::users(ids);
     let too_big = "x".repeat(64 * 1024 + 1);
     let cases: Vec<(Target, &str, &str, &str)> = vec![
         (users(&["alice"]), "", &too_big, "limit"),

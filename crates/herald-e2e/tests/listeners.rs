@@ -14,7 +14,7 @@ use herald_core::admin::Readiness;
 use herald_core::listener::{Bounds, Listener};
 use herald_e2e::*;
 use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 use herald_testing::{NatsServer, eventually};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

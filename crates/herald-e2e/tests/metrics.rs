@@ -10,19 +10,12 @@ use herald_e2e::*;
 use herald_testing::NatsServer;
 use herald_testing::fcm::FakeFcm;
 use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 use openmetrics_parser::OpenMetricsType::{self, Counter, Gauge, Histogram};
 
 /// Parses `/metrics` strictly; family name → type.
-async fn families(service: &Running) -> HashMap<String, OpenMetricsType> {
-    let text = service.metrics().await;
-    let exposition = openmetrics_parser::openmetrics::parse_openmetrics(&text)
-        .unwrap_or_else(|e| panic!("invalid OpenMetrics ({e:?}):\n{text}"));
-    exposition
-        .families
-        .into_iter()
-        .map(|(name, family)| (name, family.family_type))
-        .collect()
+async fn families_of(service: &Running) -> HashMap<String, OpenMetricsType> {
+    families(&service.metrics().await)
 }
 
 /// Every family is `herald_`-prefixed and histograms are in seconds; and
@@ -125,7 +118,7 @@ async fn every_admin_port_serves_valid_openmetrics_with_the_operators_families()
         ("herald_edge_delivery_latency_seconds", Histogram),
     ];
     edge_families.extend(NATS_FAMILIES);
-    check("edge", &families(&edge).await, &edge_families);
+    check("edge", &families_of(&edge).await, &edge_families);
     let mut publish_families = vec![
         ("herald_publish_requests", Counter),
         ("herald_publish_events", Counter),
@@ -134,7 +127,7 @@ async fn every_admin_port_serves_valid_openmetrics_with_the_operators_families()
         ("herald_publish_presence_users_online", Gauge),
     ];
     publish_families.extend(NATS_FAMILIES);
-    check("publish", &families(&publish).await, &publish_families);
+    check("publish", &families_of(&publish).await, &publish_families);
     let mut presence_families = vec![
         ("herald_presence_users_online", Gauge),
         ("herald_presence_nodes", Gauge),
@@ -144,7 +137,11 @@ async fn every_admin_port_serves_valid_openmetrics_with_the_operators_families()
         ("herald_presence_event_lag_seconds", Histogram),
     ];
     presence_families.extend(NATS_FAMILIES);
-    check("presence", &families(&presence).await, &presence_families);
+    check(
+        "presence",
+        &families_of(&presence).await,
+        &presence_families,
+    );
     // (Labelled families appear with their first sample; no push is sent here.)
     let mut push_families = vec![
         ("herald_push_retries", Counter),
@@ -152,7 +149,7 @@ async fn every_admin_port_serves_valid_openmetrics_with_the_operators_families()
         ("herald_push_send_duration_seconds", Histogram),
     ];
     push_families.extend(NATS_FAMILIES);
-    check("push", &families(&push).await, &push_families);
+    check("push", &families_of(&push).await, &push_families);
 
     // The values say what happened.
     assert_eq!(edge.metric("herald_edge_connections").await, 1.0);
@@ -247,7 +244,7 @@ async fn each_close_reason_is_counted_under_its_label() {
     // The edge drains (SIGTERM).
     let mut draining = Vec::new();
     for i in 0..20 {
-        let token = Claims::new(&format!("drained-{i}")).hs256(SECRET);
+        let token = Claims::new(format!("drained-{i}")).hs256(SECRET);
         draining.push(SseStream::open(&http, &events, &token).await);
     }
     edge.signal_shutdown();

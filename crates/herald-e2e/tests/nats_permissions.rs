@@ -22,17 +22,16 @@ use herald_domain::subject::UserId;
 use herald_e2e::*;
 use herald_proto::v1::{
     GetPresenceRequest, GetPresenceResponse, OfflinePolicy, Outcome, PublishRequest, StatsResponse,
-    UserTarget, publish_request::Target,
+    publish_request::Target,
 };
 use herald_testing::fcm::FakeFcm;
-use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::sse::{QUIET, SseStream};
+use herald_testing::token::{Claims, Sign};
 use herald_testing::{NatsServer, eventually};
 use prometheus_client::registry::Registry;
 use prost::Message;
 
 const WAIT: Duration = Duration::from_secs(20);
-const QUIET: Duration = Duration::from_millis(500);
 const AUTH_CONF: &str = "deploy/nats/auth.conf";
 const CONFIG_MAP: &str = "deploy/k8s/base/nats-auth.yaml";
 const CAROL_DEVICE: &str = "fcm-device-token:carol_phone-1";
@@ -244,9 +243,7 @@ impl System {
         data: &str,
     ) -> Vec<(String, bool, Outcome)> {
         let request = PublishRequest {
-            target: Some(Target::Users(UserTarget {
-                user_ids: users.iter().map(|u| u.to_string()).collect(),
-            })),
+            target: Some(Target::users(users)),
             data: data.to_owned(),
             offline: policy as i32,
             ..Default::default()

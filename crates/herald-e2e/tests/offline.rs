@@ -7,16 +7,13 @@ use std::time::Duration;
 use herald_core::history;
 use herald_domain::cursor::{self, Cursor};
 use herald_e2e::*;
-use herald_proto::v1::{
-    OfflinePolicy, Outcome, PublishRequest, Receipt, UserTarget, publish_request::Target,
-};
+use herald_proto::v1::{OfflinePolicy, Outcome, PublishRequest, Receipt, publish_request::Target};
 use herald_testing::fcm::{FakeFcm, Reply};
-use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::sse::{QUIET, SseStream};
+use herald_testing::token::{Claims, Sign};
 use herald_testing::{NatsServer, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
-const QUIET: Duration = Duration::from_millis(500);
 const CAROL_DEVICE: &str = "fcm-device-token:carol_phone-1";
 
 /// NATS, publish, an edge, the push worker and a fake FCM.
@@ -113,9 +110,7 @@ async fn publish_with(
     data: &str,
 ) -> (String, Vec<(String, bool, Outcome)>) {
     let request = PublishRequest {
-        target: Some(Target::Users(UserTarget {
-            user_ids: users.iter().map(|u| u.to_string()).collect(),
-        })),
+        target: Some(Target::users(users)),
         data: data.to_owned(),
         offline: policy as i32,
         ephemeral,

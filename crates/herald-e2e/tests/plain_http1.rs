@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use herald_e2e::*;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 use herald_testing::{NatsServer, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

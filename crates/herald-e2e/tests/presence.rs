@@ -11,7 +11,7 @@ use herald_e2e::*;
 use herald_presence::Config as PresenceConfig;
 use herald_proto::v1::{GetPresenceRequest, GetPresenceResponse, StatsRequest, StatsResponse};
 use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 use herald_testing::{NatsCluster, NatsServer, eventually};
 use prost::Message;
 use tokio_util::sync::CancellationToken;

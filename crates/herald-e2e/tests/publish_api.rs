@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use herald_e2e::*;
-use herald_proto::v1::{UserTarget, publish_request::Target};
+use herald_proto::v1::publish_request::Target;
 use herald_testing::NatsServer;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -16,9 +16,7 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 const API_TOKEN: &str = "publish-api-token-0123";
 
 fn target() -> Target {
-    Target::Users(UserTarget {
-        user_ids: vec!["alice".into()],
-    })
+    Target::users(["alice"])
 }
 
 #[tokio::test]
@@ -137,8 +135,9 @@ async fn health_reflection_and_admin_are_served() {
         200
     );
     let metrics = publish.metrics().await;
-    assert!(
-        metrics.contains("# TYPE herald_publish_duration_seconds histogram"),
+    assert_eq!(
+        families(&metrics).get("herald_publish_duration_seconds"),
+        Some(&openmetrics_parser::OpenMetricsType::Histogram),
         "{metrics}"
     );
     publish.stop().await;

@@ -2,23 +2,19 @@
 //! bad one failing alone, persisted ones stored in order before the
 //! answer; and JetStream stores pipelined rather than one round trip each.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use herald_e2e::*;
 use herald_proto::v1::{
-    PublishBatchRequest, PublishRequest, PublishResult, UserTarget, publish_request::Target,
+    PublishBatchRequest, PublishRequest, PublishResult, publish_request::Target,
 };
-use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::sse::{QUIET, SseStream};
+use herald_testing::token::{Claims, Sign};
 use herald_testing::{NatsCluster, NatsServer};
-
-const QUIET: Duration = Duration::from_millis(300);
 
 fn to_user(user: &str, data: &str) -> PublishRequest {
     PublishRequest {
-        target: Some(Target::Users(UserTarget {
-            user_ids: vec![user.to_owned()],
-        })),
+        target: Some(Target::users([user])),
         data: data.to_owned(),
         ..Default::default()
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use herald_e2e::*;
 use herald_testing::NatsServer;
 use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "http-publish-token-0123";

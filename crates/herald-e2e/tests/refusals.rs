@@ -11,7 +11,7 @@ use std::time::Duration;
 use herald_e2e::*;
 use herald_testing::eventually;
 use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 use reqwest::header::HeaderMap;
 
 /// What browsers' and Node's EventSource send.

@@ -4,10 +4,8 @@ use std::time::Duration;
 
 use herald_e2e::*;
 use herald_testing::NatsServer;
-use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
-
-const QUIET: Duration = Duration::from_millis(300);
+use herald_testing::sse::{QUIET, SseStream};
+use herald_testing::token::{Claims, Sign};
 
 /// Opens alice's stream on `edge`, resuming from `last_id` if given.
 async fn open(edge: &Running, topics: &[&str], last_id: Option<&str>) -> SseStream {
@@ -561,11 +559,7 @@ async fn a_retried_publish_with_an_idempotency_key_is_stored_and_delivered_once(
         idempotency_key: key.to_owned(),
         ..Default::default()
     };
-    let users = || {
-        herald_proto::v1::publish_request::Target::Users(herald_proto::v1::UserTarget {
-            user_ids: vec!["alice".into(), "bob".into()],
-        })
-    };
+    let users = || herald_proto::v1::publish_request::Target::users(["alice", "bob"]);
     let topic = || herald_proto::v1::publish_request::Target::Topic("news".into());
 
     let first = client

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use herald_domain::cursor::{Cursor, key};
 use herald_e2e::*;
 use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 
 /// Rooms followed by the hostile stream, besides its user stream.
 const ROOMS: usize = 32;
@@ -30,7 +30,7 @@ const SHARDS: usize = 4;
 /// Followed subjects: the rooms and the user stream.
 const SUBJECTS: usize = 1 + ROOMS;
 /// A replay is over once no event came for this long.
-const QUIET: Duration = Duration::from_millis(1500);
+const REPLAY_OVER: Duration = Duration::from_millis(1500);
 
 /// Counts JetStream API requests on the server, from any client.
 struct ApiCounter {
@@ -97,7 +97,7 @@ async fn hostile_connect(stack: &Stack, user: &str, rooms: &[String], cursor: &C
         .unwrap();
     let mut stream = SseStream::from_response(response).await;
     let (mut events, mut resets) = (0, 0);
-    while let Some(event) = stream.next_within(QUIET).await {
+    while let Some(event) = stream.next_within(REPLAY_OVER).await {
         if event.event == "herald.reset" {
             resets += 1;
         } else {

@@ -16,7 +16,7 @@ use herald_proto::v1::{PublishRequest, publish_request::Target};
 use herald_testing::browser::Browser;
 use herald_testing::eventsource::EventSources;
 use herald_testing::nginx::Nginx;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 use herald_testing::{NatsCluster, NatsServer, eventually};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -99,9 +99,7 @@ impl Deployment {
 
     /// One sample of edge `i`'s metrics; 0 if absent.
     async fn metric(&self, i: usize, sample: &str) -> f64 {
-        let admin = self.edges[i].as_ref().unwrap().process().admin;
-        let response = reqwest::get(format!("http://{admin}/metrics")).await;
-        sample_value(&response.unwrap().text().await.unwrap(), sample)
+        metric_at(self.edges[i].as_ref().unwrap().process().admin, sample).await
     }
 
     fn url(&self) -> String {
@@ -126,7 +124,7 @@ fn nginx_config(front: SocketAddr, edges: &[SocketAddr]) -> String {
 }
 
 fn token(client: usize) -> String {
-    Claims::new(&format!("user-{client}"))
+    Claims::new(format!("user-{client}"))
         .topics(&[TOPIC])
         .hs256(SECRET)
 }

@@ -8,7 +8,7 @@ use herald_domain::subject::Topic;
 use herald_e2e::*;
 use herald_testing::NatsServer;
 use herald_testing::sse::SseStream;
-use herald_testing::token::{Claims, now};
+use herald_testing::token::{Claims, Sign, now};
 
 const AUDIENCE: &str = "herald-test";
 const ISSUER: &str = "https://id.example.com/";
@@ -20,7 +20,7 @@ fn config(flags: &[&str]) -> herald_edge::Config {
         .chain(flags);
     <herald_edge::Args as clap::Parser>::parse_from(args)
         .validate()
-        .unwrap_or_else(|(flag, e)| panic!("{flag}: {e}"))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Status, error code and message of a GET with `token`.

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use herald_e2e::*;
 use herald_proto::v1::publisher_client::PublisherClient;
-use herald_proto::v1::{PublishRequest, UserTarget, publish_request::Target};
+use herald_proto::v1::{PublishRequest, publish_request::Target};
 use herald_testing::NatsServer;
 use herald_testing::otlp::{OtlpReceiver, ReceivedSpan};
 use herald_testing::sse::SseStream;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
@@ -94,9 +94,7 @@ async fn publish_traced(publish_addr: &str, trace_id: &str) {
         .await
         .unwrap();
     let mut request = tonic::Request::new(PublishRequest {
-        target: Some(Target::Users(UserTarget {
-            user_ids: vec!["alice".into()],
-        })),
+        target: Some(Target::users(["alice"])),
         data: "traced".into(),
         ..Default::default()
     });

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::cli::CommonArgs;
+use herald_core::config_error::ConfigError;
 use herald_core::duration::parse_duration;
 use herald_core::history::HistoryArgs;
 use herald_core::tls::{ServerTls, TlsArgs};
@@ -158,11 +159,11 @@ pub struct Config {
 
 impl Args {
     /// Checks the flags; on error names the flag and what is wrong.
-    pub fn validate(&self) -> Result<Config, (&'static str, String)> {
+    pub fn validate(&self) -> Result<Config, ConfigError> {
         if self.jwt_secret.is_none() && self.jwt_public_key.is_none() {
-            return Err((
+            return Err(ConfigError::new(
                 "--jwt-secret / --jwt-public-key",
-                "one is required (HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY) to verify client tokens".into(),
+                "one is required (HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY) to verify client tokens",
             ));
         }
         if self
@@ -170,7 +171,7 @@ impl Args {
             .as_deref()
             .is_some_and(|s| s.len() < MIN_SECRET_LEN)
         {
-            return Err((
+            return Err(ConfigError::new(
                 "--jwt-secret",
                 format!(
                     "must be at least {MIN_SECRET_LEN} bytes (RFC 7518: an HS256 key is at least 256 bits); make one with `openssl rand -base64 32`"
@@ -181,7 +182,7 @@ impl Args {
         let pem = match &self.jwt_public_key {
             Some(path) => Some((
                 path.as_str(),
-                Authenticator::read_pem(path).map_err(|e| ("--jwt-public-key", e.to_string()))?,
+                Authenticator::read_pem(path).map_err(ConfigError::of("--jwt-public-key"))?,
             )),
             None => None,
         };
@@ -190,7 +191,7 @@ impl Args {
             pem.as_ref().map(|(p, k)| (*p, k.as_slice())),
             rules,
         )
-        .map_err(|e| ("--jwt-public-key", e.to_string()))?;
+        .map_err(ConfigError::of("--jwt-public-key"))?;
         for (flag, value) in [
             ("--max-connections", self.max_connections),
             ("--max-connections-per-user", self.max_connections_per_user),
@@ -203,24 +204,30 @@ impl Args {
             ),
         ] {
             if value == 0 {
-                return Err((flag, "must be at least 1".into()));
+                return Err(ConfigError::new(flag, "must be at least 1"));
             }
         }
         let rate = self.connect_rate_per_user;
         if !(rate.is_finite() && rate > 0.0) {
-            return Err((
+            return Err(ConfigError::new(
                 "--connect-rate-per-user",
                 format!("must be a number of connects per second above 0, not {rate}"),
             ));
         }
         if self.presence_heartbeat < Duration::from_millis(10) {
-            return Err(("--presence-heartbeat", "must be at least 10ms".into()));
+            return Err(ConfigError::new(
+                "--presence-heartbeat",
+                "must be at least 10ms",
+            ));
         }
         if self.drain_grace < self.drain_window {
-            return Err(("--drain-grace", "must be at least --drain-window".into()));
+            return Err(ConfigError::new(
+                "--drain-grace",
+                "must be at least --drain-window",
+            ));
         }
         let origins = AllowedOrigins::parse(self.allowed_origins.as_deref().unwrap_or_default())
-            .map_err(|e| ("--allowed-origins", e.to_string()))?;
+            .map_err(ConfigError::of("--allowed-origins"))?;
         let tls = self.tls.server_config(&[b"h2", b"http/1.1"])?;
         Ok(Config {
             node_id: self.common.node_id(),
@@ -251,20 +258,20 @@ impl Args {
 
 impl Args {
     /// What tokens must say besides being signed.
-    fn jwt_rules(&self) -> Result<Rules, (&'static str, String)> {
+    fn jwt_rules(&self) -> Result<Rules, ConfigError> {
         for (flag, value) in [
             ("--jwt-audience", &self.jwt_audience),
             ("--jwt-issuer", &self.jwt_issuer),
         ] {
             if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                return Err((
+                return Err(ConfigError::new(
                     flag,
-                    "must not be empty; leave it unset to accept any".into(),
+                    "must not be empty; leave it unset to accept any",
                 ));
             }
         }
         if self.jwt_leeway > MAX_LEEWAY {
-            return Err(("--jwt-leeway", "must be at most 5m".into()));
+            return Err(ConfigError::new("--jwt-leeway", "must be at most 5m"));
         }
         Ok(Rules {
             audience: self.jwt_audience.clone(),
@@ -284,7 +291,6 @@ impl Config {
             "--node-id",
             node_id,
         ]);
-        args.validate()
-            .unwrap_or_else(|(flag, e)| panic!("{flag}: {e}"))
+        args.validate().unwrap_or_else(|e| panic!("{e}"))
     }
 }

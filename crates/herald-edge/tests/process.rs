@@ -5,7 +5,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
-use herald_testing::token::Claims;
+use herald_testing::token::{Claims, Sign};
 use herald_testing::{NatsServer, eventually};
 
 const SECRET: &str = "process-test-secret-0123456789-abcdef";

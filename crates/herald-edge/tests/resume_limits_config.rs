@@ -11,7 +11,7 @@ fn parse(extra: &[&str]) -> Result<herald_edge::Config, String> {
         "flag-test-secret-0123456789abcdef",
     ];
     let args = Args::try_parse_from(base.iter().chain(extra)).map_err(|e| e.to_string())?;
-    args.validate().map_err(|(flag, e)| format!("{flag}: {e}"))
+    args.validate().map_err(|e| e.to_string())
 }
 
 #[test]

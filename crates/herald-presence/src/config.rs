@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use herald_core::api_token::ApiAuthArgs;
 use herald_core::cli::CommonArgs;
+use herald_core::config_error::ConfigError;
 use herald_core::tls::{ServerTls, TlsArgs};
 
 /// herald-presence: knows which users are connected, on which edges.
@@ -45,10 +46,13 @@ pub struct Config {
 
 impl Args {
     /// Checks the flags; on error names the flag and what is wrong.
-    pub fn validate(&self) -> Result<Config, (&'static str, String)> {
+    pub fn validate(&self) -> Result<Config, ConfigError> {
         let api_token = self.api_auth.validate(self.listen)?;
         if self.max_users == 0 {
-            return Err(("--max-users-per-query", "must be at least 1".into()));
+            return Err(ConfigError::new(
+                "--max-users-per-query",
+                "must be at least 1",
+            ));
         }
         Ok(Config {
             node_id: self.common.node_id(),
@@ -70,7 +74,6 @@ impl Config {
             "--listen",
             "127.0.0.1:0",
         ]);
-        args.validate()
-            .unwrap_or_else(|(flag, e)| panic!("{flag}: {e}"))
+        args.validate().unwrap_or_else(|e| panic!("{e}"))
     }
 }

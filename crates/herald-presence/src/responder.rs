@@ -41,7 +41,7 @@ pub async fn start(
                 Ok(body) => nats.publish(reply, body.into()).await,
                 Err(error) => {
                     let mut headers = async_nats::HeaderMap::new();
-                    headers.insert(ERROR_HEADER, error.as_str());
+                    headers.insert(ERROR_HEADER, error.header().as_str());
                     nats.publish_with_headers(reply, headers, Default::default())
                         .await
                 }
@@ -53,12 +53,25 @@ pub async fn start(
     }))
 }
 
+/// Why a query is refused; told to the caller in [`ERROR_HEADER`].
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("the body is not a GetPresenceRequest: {0}")]
+    Undecodable(#[from] prost::DecodeError),
+    #[error("{}", .0.message())]
+    Invalid(#[from] tonic::Status),
+}
+
+impl Refusal {
+    /// The message on one line, as a header value must be.
+    fn header(&self) -> String {
+        self.to_string().replace(['\r', '\n'], " ")
+    }
+}
+
 /// The encoded answer, or the reason the request is refused.
-fn answer_query(service: &PresenceService, payload: &[u8]) -> Result<Vec<u8>, String> {
-    let request = GetPresenceRequest::decode(payload)
-        .map_err(|e| format!("the body is not a GetPresenceRequest: {e}"))?;
-    service
-        .get_presence(Api::Nats, request)
-        .map(|response| response.encode_to_vec())
-        .map_err(|status| status.message().replace(['\r', '\n'], " "))
+fn answer_query(service: &PresenceService, payload: &[u8]) -> Result<Vec<u8>, Refusal> {
+    let request = GetPresenceRequest::decode(payload)?;
+    let response = service.get_presence(Api::Nats, request)?;
+    Ok(response.encode_to_vec())
 }

@@ -52,15 +52,24 @@ pub enum JsonError {
     TwoTargets,
 }
 
+/// A batch's request that the JSON mapping refuses, and where it is.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("requests[{index}]: {error}")]
+pub struct BatchItemError {
+    /// Its index in `requests`.
+    pub index: usize,
+    pub error: JsonError,
+}
+
 impl TryFrom<PublishRequest> for v1::PublishRequest {
     type Error = JsonError;
 
     fn try_from(json: PublishRequest) -> Result<Self, JsonError> {
         let target = match (json.users, json.topic) {
             (Some(_), Some(_)) => return Err(JsonError::TwoTargets),
-            (Some(users), None) => Some(v1::publish_request::Target::Users(v1::UserTarget {
-                user_ids: users.user_ids.unwrap_or_default(),
-            })),
+            (Some(users), None) => Some(v1::publish_request::Target::users(
+                users.user_ids.unwrap_or_default(),
+            )),
             (None, Some(topic)) => Some(v1::publish_request::Target::Topic(topic)),
             (None, None) => None,
         };
@@ -77,10 +86,13 @@ impl TryFrom<PublishRequest> for v1::PublishRequest {
 
 impl PublishBatchRequest {
     /// The prost requests; the first one the mapping refuses, with its index.
-    pub fn into_requests(self) -> Result<Vec<v1::PublishRequest>, (usize, JsonError)> {
+    pub fn into_requests(self) -> Result<Vec<v1::PublishRequest>, BatchItemError> {
         let requests = self.requests.unwrap_or_default().into_iter().enumerate();
         requests
-            .map(|(i, r)| r.try_into().map_err(|e| (i, e)))
+            .map(|(index, r)| {
+                r.try_into()
+                    .map_err(|error| BatchItemError { index, error })
+            })
             .collect()
     }
 }

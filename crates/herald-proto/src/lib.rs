@@ -1,12 +1,15 @@
-//! Generated code for Herald's gRPC API (`proto/herald/v1`), package `herald.v1`.
+//! Herald's wire contract: the generated code for its gRPC API
+//! (`proto/herald/v1`, package `herald.v1`) and what travels beside it.
 //!
 //! Clients and servers for `Publisher` and `Presence` live in [`v1`];
 //! [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection; [`json`] is the
 //! proto3 JSON mapping of the Publish API's messages (HTTP publish, NDJSON);
-//! [`result_error`] is how a failed batch item reads.
+//! [`result_error`] is how a failed batch item reads; [`target`] builds a
+//! request's target.
 
 pub mod json;
 pub mod result_error;
+pub mod target;
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

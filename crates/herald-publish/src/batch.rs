@@ -102,13 +102,11 @@ impl PublishService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_proto::v1::{UserTarget, publish_request::Target};
+    use herald_proto::v1::publish_request::Target;
 
     fn request(data: &str) -> PublishRequest {
         PublishRequest {
-            target: Some(Target::Users(UserTarget {
-                user_ids: vec!["a".into()],
-            })),
+            target: Some(Target::users(["a"])),
             data: data.into(),
             ..Default::default()
         }

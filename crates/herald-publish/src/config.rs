@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use herald_core::api_token::ApiAuthArgs;
 use herald_core::cli::CommonArgs;
+use herald_core::config_error::ConfigError;
 use herald_core::history::HistoryArgs;
 use herald_core::tls::{ServerTls, TlsArgs};
 
@@ -69,19 +70,22 @@ pub struct Config {
 
 impl Args {
     /// Checks the flags; on error names the flag and what is wrong.
-    pub fn validate(&self) -> Result<Config, (&'static str, String)> {
+    pub fn validate(&self) -> Result<Config, ConfigError> {
         let api_token = self.api_auth.validate(self.listen)?;
         if self.max_payload == 0 {
-            return Err(("--max-payload", "must be at least 1".into()));
+            return Err(ConfigError::new("--max-payload", "must be at least 1"));
         }
         if self.max_users == 0 {
-            return Err(("--max-users-per-publish", "must be at least 1".into()));
+            return Err(ConfigError::new(
+                "--max-users-per-publish",
+                "must be at least 1",
+            ));
         }
         if self.max_batch == 0 {
-            return Err(("--max-batch", "must be at least 1".into()));
+            return Err(ConfigError::new("--max-batch", "must be at least 1"));
         }
         if self.max_batch_bytes < self.max_payload {
-            return Err((
+            return Err(ConfigError::new(
                 "--max-batch-bytes",
                 format!("must be at least --max-payload ({})", self.max_payload),
             ));
@@ -111,7 +115,6 @@ impl Config {
             "--listen",
             "127.0.0.1:0",
         ]);
-        args.validate()
-            .unwrap_or_else(|(flag, e)| panic!("{flag}: {e}"))
+        args.validate().unwrap_or_else(|e| panic!("{e}"))
     }
 }

@@ -192,10 +192,7 @@ impl JsonApi {
         count: impl Fn(&Refusal),
     ) -> Result<Response<tonic::body::Body>, Refusal> {
         let batch: json::PublishBatchRequest = parse(body).inspect_err(&count)?;
-        let requests = batch
-            .into_requests()
-            .map_err(|(i, e)| invalid(format!("requests[{i}]: {e}")))
-            .inspect_err(&count)?;
+        let requests = batch.into_requests().map_err(invalid).inspect_err(&count)?;
         let response = self.service.publish_many(requests).await;
         let response = response.map_err(|s| Refusal::of(&s))?;
         Ok(json_response(

@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`config`]: flags, env vars, validation.
 //! - [`server`]: gRPC serving with health and reflection.
-//! - [`service`]: the `Publisher` implementation: each call counted, timed, traced.
+//! - [`publish`]: the `Publisher` implementation: each call counted, timed, traced.
+//! - [`service`]: the API's state, and the checks before an event is sent.
 //! - [`send`]: one event onto NATS (store or send, receipts, offline queue), acks pending.
 //! - [`batch`]: `PublishBatch`: its limits, every item sent, then all acks awaited.
 //! - [`json_api`]: HTTP `POST /v1/publish` and `/v1/publish:batch` on the gRPC port.
@@ -16,6 +17,7 @@ pub mod batch;
 pub mod config;
 pub mod json_api;
 pub mod metrics;
+pub mod publish;
 pub mod send;
 pub mod server;
 pub mod service;

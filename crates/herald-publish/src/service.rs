@@ -1,23 +1,17 @@
-//! The `Publisher` gRPC service: `Publish` and `PublishBatch`, each call
-//! counted, timed and traced. The work itself is in [`crate::send`] and
-//! [`crate::batch`], which the HTTP API calls too.
-
-use std::time::Instant;
+//! The Publish API's state, and the checks every event passes before it
+//! is sent: a leaf that the calls, the sending and batches build on.
 
 use async_nats::jetstream;
 use herald_core::presence::Follower;
 use herald_core::telemetry;
-use herald_proto::v1::{
-    OfflinePolicy, PublishBatchRequest, PublishBatchResponse, PublishRequest, PublishResponse,
-    publisher_server::Publisher,
-};
-use tonic::{Request, Response, Status};
-use tracing::{Instrument, Span};
+use herald_proto::v1::OfflinePolicy;
+use tonic::Status;
+use tracing::Span;
 
 use crate::config::Config;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::Metrics;
 use crate::streams::Streams;
-use crate::validate::{Publication, validate};
+use crate::validate::Publication;
 
 /// Publishes validated events: persisted ones into the sharded history
 /// streams (JetStream republishes them live), ephemeral ones on core NATS;
@@ -34,31 +28,6 @@ pub struct PublishService {
     pub streams: Streams,
 }
 
-#[tonic::async_trait]
-impl Publisher for PublishService {
-    async fn publish(
-        &self,
-        request: Request<PublishRequest>,
-    ) -> Result<Response<PublishResponse>, Status> {
-        let span = request_span(&request.metadata().clone().into_headers(), "Publish");
-        let result = self
-            .publish_one(request.into_inner())
-            .instrument(span)
-            .await;
-        result.map(Response::new)
-    }
-
-    async fn publish_batch(
-        &self,
-        request: Request<PublishBatchRequest>,
-    ) -> Result<Response<PublishBatchResponse>, Status> {
-        let span = request_span(&request.metadata().clone().into_headers(), "PublishBatch");
-        let requests = request.into_inner().requests;
-        let result = self.publish_many(requests).instrument(span).await;
-        result.map(Response::new)
-    }
-}
-
 /// The call's span, child of the caller's `traceparent`.
 pub(crate) fn request_span(headers: &http::HeaderMap, method: &'static str) -> Span {
     telemetry::span(|| {
@@ -69,41 +38,6 @@ pub(crate) fn request_span(headers: &http::HeaderMap, method: &'static str) -> S
 }
 
 impl PublishService {
-    /// One event, counted and timed (gRPC and HTTP both come here).
-    pub async fn publish_one(&self, request: PublishRequest) -> Result<PublishResponse, Status> {
-        let started = Instant::now();
-        let result = self.publish_inner(request).await;
-        self.metrics.request(Outcome::of(&result));
-        self.metrics
-            .latency
-            .observe(started.elapsed().as_secs_f64());
-        result
-    }
-
-    /// A batch, each item counted, the call timed.
-    pub async fn publish_many(
-        &self,
-        requests: Vec<PublishRequest>,
-    ) -> Result<PublishBatchResponse, Status> {
-        let started = Instant::now();
-        let result = self.publish_batch_inner(requests).await;
-        if let Err(status) = &result {
-            self.metrics.request(Outcome::of_error(status));
-        }
-        self.metrics
-            .batch_latency
-            .observe(started.elapsed().as_secs_f64());
-        result
-    }
-
-    async fn publish_inner(&self, request: PublishRequest) -> Result<PublishResponse, Status> {
-        let ephemeral = request.ephemeral;
-        let publication = validate(request, &self.config)?;
-        self.connected()?;
-        self.can_store(&publication, ephemeral)?;
-        self.send(&publication, ephemeral).await?.confirmed().await
-    }
-
     /// Refused at once when the event needs JetStream (persisted, or
     /// queued for mobile push) before its streams exist; ephemeral events
     /// go out from the first second.

@@ -138,12 +138,9 @@ fn distinct_users(ids: &[String], max: usize) -> Result<Vec<UserId>, InvalidRequ
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_proto::v1::UserTarget;
 
     fn users(ids: &[&str]) -> Option<Target> {
-        Some(Target::Users(UserTarget {
-            user_ids: ids.iter().map(|s| s.to_string()).collect(),
-        }))
+        Some(Target::users(ids))
     }
 
     fn request(target: Option<Target>, data: &str) -> PublishRequest {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use herald_proto::v1::publisher_client::PublisherClient;
-use herald_proto::v1::{OfflinePolicy, PublishRequest, UserTarget, publish_request::Target};
+use herald_proto::v1::{OfflinePolicy, PublishRequest, publish_request::Target};
 use herald_testing::process::{Service, assert_misconfigured, free_addr, run};
 use herald_testing::{NatsServer, grpc};
 use tonic::transport::Channel;
@@ -23,9 +23,7 @@ fn binary() -> &'static Path {
 
 fn request(user: &str, data: String, ephemeral: bool, offline: OfflinePolicy) -> PublishRequest {
     PublishRequest {
-        target: Some(Target::Users(UserTarget {
-            user_ids: vec![user.into()],
-        })),
+        target: Some(Target::users([user])),
         data,
         ephemeral,
         offline: offline as i32,

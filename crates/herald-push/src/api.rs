@@ -14,7 +14,7 @@ use bytes::Bytes;
 use herald_core::api_token::{ApiToken, Verdict};
 use herald_core::listener::Listener;
 use herald_core::serve::Http;
-use herald_domain::subject::UserId;
+use herald_domain::subject::{IdError, UserId};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -63,127 +63,123 @@ pub async fn serve(
 
 type Answer = Response<Full<Bytes>>;
 
-impl Api {
-    async fn handle(&self, request: Request<Incoming>) -> Answer {
-        match self.route(request).await {
-            Ok(answer) => answer,
-            Err((status, error, message)) => {
-                reply(status, &json!({"error": error, "message": message}))
+/// Why a call is refused; each reason has its status and error code.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("send `Authorization: Bearer <api token>`")]
+    Unauthorized,
+    #[error("no such resource; use {PREFIX}{{user}}")]
+    NotFound,
+    #[error("use GET, PUT or DELETE")]
+    MethodNotAllowed,
+    #[error("the user id is not UTF-8 once decoded")]
+    UserNotUtf8,
+    #[error("{0}")]
+    BadUser(#[from] IdError),
+    #[error("the body must arrive within {0:?}")]
+    SlowBody(Duration),
+    #[error("the body must be at most {MAX_BODY} bytes")]
+    BodyTooLarge,
+    #[error("expected {{\"token\": \"...\"}}: {0}")]
+    BadBody(serde_json::Error),
+    #[error(transparent)]
+    Devices(#[from] DevicesError),
+}
+
+impl Refusal {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::UserNotUtf8 | Self::BadUser(_) => (StatusCode::BAD_REQUEST, "invalid_user"),
+            Self::SlowBody(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::BadBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            Self::Devices(DevicesError::BadToken) => (StatusCode::BAD_REQUEST, "invalid_token"),
+            Self::Devices(DevicesError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
         }
     }
 
-    async fn route(
-        &self,
-        request: Request<Incoming>,
-    ) -> Result<Answer, (StatusCode, &'static str, String)> {
+    fn answer(&self) -> Answer {
+        let (status, error) = self.status_and_code();
+        reply(
+            status,
+            &json!({"error": error, "message": self.to_string()}),
+        )
+    }
+}
+
+impl Api {
+    async fn handle(&self, request: Request<Incoming>) -> Answer {
+        match self.route(request).await {
+            Ok(answer) => answer,
+            Err(refusal) => refusal.answer(),
+        }
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Result<Answer, Refusal> {
         self.authorize(&request)?;
         let user = user_in_path(request.uri().path())?;
         let method = request.method().clone();
         match method {
             Method::GET => {
-                let tokens = self.devices.list(&user).await.map_err(refused)?;
+                let tokens = self.devices.list(&user).await?;
                 Ok(reply(StatusCode::OK, &json!({ "tokens": tokens })))
             }
             Method::PUT | Method::DELETE => {
                 let token = token_in_body(request.into_body(), self.body_timeout).await?;
                 if method == Method::PUT {
-                    self.devices.add(&user, &token).await.map_err(refused)?;
+                    self.devices.add(&user, &token).await?;
                 } else {
-                    self.devices.remove(&user, &token).await.map_err(refused)?;
+                    self.devices.remove(&user, &token).await?;
                 }
                 Ok(Response::builder()
                     .status(StatusCode::NO_CONTENT)
                     .body(Full::default())
                     .expect("valid response"))
             }
-            _ => Err((
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use GET, PUT or DELETE".into(),
-            )),
+            _ => Err(Refusal::MethodNotAllowed),
         }
     }
 
-    fn authorize(
-        &self,
-        request: &Request<Incoming>,
-    ) -> Result<(), (StatusCode, &'static str, String)> {
+    fn authorize(&self, request: &Request<Incoming>) -> Result<(), Refusal> {
         let authorization = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         match self.api_token.verdict(authorization) {
             Verdict::Allowed => Ok(()),
-            Verdict::Missing | Verdict::Wrong => Err((
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send `Authorization: Bearer <api token>`".into(),
-            )),
+            Verdict::Missing | Verdict::Wrong => Err(Refusal::Unauthorized),
         }
     }
 }
 
-fn user_in_path(path: &str) -> Result<UserId, (StatusCode, &'static str, String)> {
+fn user_in_path(path: &str) -> Result<UserId, Refusal> {
     let encoded = path
         .strip_prefix(PREFIX)
         .filter(|rest| !rest.contains('/'))
-        .ok_or((
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no such resource; use {PREFIX}{{user}}"),
-        ))?;
-    let bad = |message: String| (StatusCode::BAD_REQUEST, "invalid_user", message);
+        .ok_or(Refusal::NotFound)?;
     let raw = percent_encoding::percent_decode_str(encoded)
         .decode_utf8()
-        .map_err(|_| bad("the user id is not UTF-8 once decoded".into()))?;
-    UserId::parse(&raw).map_err(|e| bad(e.to_string()))
+        .map_err(|_| Refusal::UserNotUtf8)?;
+    Ok(UserId::parse(&raw)?)
 }
 
-async fn token_in_body(
-    body: Incoming,
-    timeout: Duration,
-) -> Result<String, (StatusCode, &'static str, String)> {
+async fn token_in_body(body: Incoming, timeout: Duration) -> Result<String, Refusal> {
     let read = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY).collect());
     let bytes = read
         .await
-        .map_err(|_| {
-            (
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                format!("the body must arrive within {timeout:?}"),
-            )
-        })?
-        .map_err(|_| {
-            (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the body must be at most {MAX_BODY} bytes"),
-            )
-        })?;
+        .map_err(|_| Refusal::SlowBody(timeout))?
+        .map_err(|_| Refusal::BodyTooLarge)?;
     #[derive(serde::Deserialize)]
     struct Body {
         token: String,
     }
-    let body: Body = serde_json::from_slice(&bytes.to_bytes()).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("expected {{\"token\": \"...\"}}: {e}"),
-        )
-    })?;
+    let body: Body = serde_json::from_slice(&bytes.to_bytes()).map_err(Refusal::BadBody)?;
     Ok(body.token)
-}
-
-fn refused(e: DevicesError) -> (StatusCode, &'static str, String) {
-    match e {
-        DevicesError::BadToken => (StatusCode::BAD_REQUEST, "invalid_token", e.to_string()),
-        DevicesError::Unavailable(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        ),
-    }
 }
 
 fn reply(status: StatusCode, body: &serde_json::Value) -> Answer {

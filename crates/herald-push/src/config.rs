@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use herald_core::cli::CommonArgs;
+use herald_core::config_error::ConfigError;
 use herald_core::duration::parse_duration;
 
-use crate::fcm::ServiceAccount;
+use crate::account::ServiceAccount;
 
 /// herald-push-worker: sends events queued for offline users as mobile push
 /// through FCM, and keeps the users' device tokens.
@@ -120,38 +121,45 @@ pub struct RetryPolicy {
 impl Args {
     /// Checks the flags and reads the service account; on error names the
     /// flag and what is wrong.
-    pub fn validate(&self) -> Result<Config, (&'static str, String)> {
-        let path = self.fcm_credentials.as_deref().ok_or((
-            "--fcm-credentials",
-            "required: the Firebase service-account JSON file (HERALD_FCM_CREDENTIALS)".to_owned(),
-        ))?;
-        let account = ServiceAccount::read(path).map_err(|e| ("--fcm-credentials", e))?;
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let path = self.fcm_credentials.as_deref().ok_or_else(|| {
+            ConfigError::new(
+                "--fcm-credentials",
+                "required: the Firebase service-account JSON file (HERALD_FCM_CREDENTIALS)",
+            )
+        })?;
+        let account = ServiceAccount::read(path).map_err(ConfigError::of("--fcm-credentials"))?;
         let project_id = self
             .fcm_project_id
             .clone()
             .or_else(|| account.project_id.clone())
-            .ok_or((
-                "--fcm-project-id",
-                "required: the service account names no project_id".to_owned(),
-            ))?;
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "--fcm-project-id",
+                    "required: the service account names no project_id",
+                )
+            })?;
         for (flag, url) in [
             ("--fcm-endpoint", Some(&self.fcm_endpoint)),
             ("--fcm-token-url", self.fcm_token_url.as_ref()),
         ] {
             if url.is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://"))) {
-                return Err((flag, "must be an http(s) URL".into()));
+                return Err(ConfigError::new(flag, "must be an http(s) URL"));
             }
         }
         if self.fcm_max_attempts == 0 {
-            return Err(("--fcm-max-attempts", "must be at least 1".into()));
+            return Err(ConfigError::new("--fcm-max-attempts", "must be at least 1"));
         }
         if self.fcm_max_backoff < self.fcm_backoff {
-            return Err(("--fcm-max-backoff", "must be at least --fcm-backoff".into()));
+            return Err(ConfigError::new(
+                "--fcm-max-backoff",
+                "must be at least --fcm-backoff",
+            ));
         }
         if self.concurrency == 0 || self.max_devices == 0 {
-            return Err((
+            return Err(ConfigError::new(
                 "--concurrency / --max-devices-per-user",
-                "must be at least 1".into(),
+                "must be at least 1",
             ));
         }
         Ok(Config {

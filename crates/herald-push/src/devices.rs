@@ -121,32 +121,41 @@ impl Registry {
                     .await
                     .map(drop)
                     .map_err(|e| {
-                        (
-                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                            e.to_string(),
-                        )
+                        Write::failed(e.kind() == kv::UpdateErrorKind::WrongLastRevision, e)
                     }),
                 None => self
                     .kv
                     .create(key(user), value)
                     .await
                     .map(drop)
-                    .map_err(|e| {
-                        (
-                            e.kind() == kv::CreateErrorKind::AlreadyExists,
-                            e.to_string(),
-                        )
-                    }),
+                    .map_err(|e| Write::failed(e.kind() == kv::CreateErrorKind::AlreadyExists, e)),
             };
             match written {
                 Ok(()) => return Ok(()),
-                Err((true, _)) => continue, // someone else changed it first
-                Err((false, e)) => return Err(DevicesError::Unavailable(e)),
+                Err(Write::Raced) => continue, // someone else changed it first
+                Err(Write::Failed(e)) => return Err(e),
             }
         }
         Err(DevicesError::Unavailable(
             "too much contention on one user".into(),
         ))
+    }
+}
+
+/// Why a compare-and-set did not land.
+enum Write {
+    /// Someone else changed the entry first: read it again and retry.
+    Raced,
+    Failed(DevicesError),
+}
+
+impl Write {
+    fn failed(raced: bool, e: impl std::fmt::Display) -> Self {
+        if raced {
+            Self::Raced
+        } else {
+            Self::Failed(unavailable(e))
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::config::FcmConfig;
+use crate::https::{self, HttpsError};
 
 /// OAuth scope FCM requires.
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -17,44 +18,6 @@ const RENEW_BEFORE: Duration = Duration::from_secs(60);
 /// FCM refuses data payloads over 4 KiB; larger events are sent without
 /// their data (with `herald_truncated`), and the app fetches them over SSE.
 pub const MAX_DATA_BYTES: usize = 3 * 1024;
-
-/// The fields of a Google service-account key file the worker uses.
-#[derive(Clone, Deserialize)]
-pub struct ServiceAccount {
-    pub client_email: String,
-    pub private_key: String,
-    #[serde(default)]
-    pub private_key_id: Option<String>,
-    #[serde(default)]
-    pub project_id: Option<String>,
-    #[serde(default = "default_token_uri")]
-    pub token_uri: String,
-}
-
-fn default_token_uri() -> String {
-    "https://oauth2.googleapis.com/token".to_owned()
-}
-
-impl std::fmt::Debug for ServiceAccount {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceAccount")
-            .field("client_email", &self.client_email)
-            .field("project_id", &self.project_id)
-            .finish_non_exhaustive() // never the key
-    }
-}
-
-impl ServiceAccount {
-    /// Reads and checks a key file; the error says what is wrong with it.
-    pub fn read(path: &str) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-        let account: Self = serde_json::from_str(&text)
-            .map_err(|e| format!("{path} is not a service-account key: {e}"))?;
-        jsonwebtoken::EncodingKey::from_rsa_pem(account.private_key.as_bytes())
-            .map_err(|e| format!("{path}: private_key is not an RSA key in PEM: {e}"))?;
-        Ok(account)
-    }
-}
 
 /// One event as the phone receives it.
 #[derive(Debug, Clone)]
@@ -79,19 +42,41 @@ pub enum SendOutcome {
     Rejected(String),
 }
 
+/// Why the client cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum FcmError {
+    #[error("{0}")]
+    Key(jsonwebtoken::errors::Error),
+    #[error(transparent)]
+    Https(#[from] HttpsError),
+}
+
+/// Why no access token could be had; the send is tried again later.
+#[derive(Debug, thiserror::Error)]
+enum SignInError {
+    #[error("{0}")]
+    Sign(jsonwebtoken::errors::Error),
+    #[error("token endpoint unreachable: {0}")]
+    Unreachable(HttpsError),
+    #[error("token endpoint answered {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("token endpoint answered an unexpected body: {0}")]
+    Unexpected(serde_json::Error),
+}
+
 /// Sends through FCM HTTP v1.
 pub struct FcmClient {
-    http: crate::https::Client,
+    http: https::Client,
     config: FcmConfig,
     key: jsonwebtoken::EncodingKey,
     token: Mutex<Option<(String, Instant)>>,
 }
 
 impl FcmClient {
-    pub fn new(config: FcmConfig) -> Result<Self, String> {
+    pub fn new(config: FcmConfig) -> Result<Self, FcmError> {
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(config.account.private_key.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let http = crate::https::Client::new()?;
+            .map_err(FcmError::Key)?;
+        let http = https::Client::new()?;
         Ok(Self {
             http,
             config,
@@ -104,7 +89,7 @@ impl FcmClient {
     pub async fn send(&self, device: &str, message: &PushMessage) -> SendOutcome {
         let token = match self.access_token().await {
             Ok(token) => token,
-            Err(reason) => return retry(reason, None),
+            Err(reason) => return retry(reason.to_string(), None),
         };
         let url = format!(
             "{}/v1/projects/{}/messages:send",
@@ -132,7 +117,7 @@ impl FcmClient {
     }
 
     /// A valid access token, signing in again when the cached one is about to expire.
-    async fn access_token(&self) -> Result<String, String> {
+    async fn access_token(&self) -> Result<String, SignInError> {
         let mut cached = self.token.lock().await;
         if let Some((token, expires)) = cached.as_ref()
             && Instant::now() + RENEW_BEFORE < *expires
@@ -145,7 +130,7 @@ impl FcmClient {
     }
 
     /// The OAuth 2.0 JWT-bearer grant (RFC 7523) Google uses for service accounts.
-    async fn sign_in(&self) -> Result<(String, Duration), String> {
+    async fn sign_in(&self) -> Result<(String, Duration), SignInError> {
         let account = &self.config.account;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -160,7 +145,7 @@ impl FcmClient {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.kid = account.private_key_id.clone();
         let assertion =
-            jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| e.to_string())?;
+            jsonwebtoken::encode(&header, &claims, &self.key).map_err(SignInError::Sign)?;
         let form = form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
             .append_pair("assertion", &assertion)
@@ -174,18 +159,20 @@ impl FcmClient {
                 form.into(),
             )
             .await
-            .map_err(|e| format!("token endpoint unreachable: {e}"))?;
+            .map_err(SignInError::Unreachable)?;
         let text = String::from_utf8_lossy(&answer.body);
         if !(200..300).contains(&answer.status) {
-            return Err(format!("token endpoint answered {}: {text}", answer.status));
+            return Err(SignInError::Refused {
+                status: answer.status,
+                body: text.into_owned(),
+            });
         }
         #[derive(Deserialize)]
         struct Grant {
             access_token: String,
             expires_in: u64,
         }
-        let grant: Grant = serde_json::from_str(&text)
-            .map_err(|e| format!("token endpoint answered an unexpected body: {e}"))?;
+        let grant: Grant = serde_json::from_str(&text).map_err(SignInError::Unexpected)?;
         Ok((grant.access_token, Duration::from_secs(grant.expires_in)))
     }
 }

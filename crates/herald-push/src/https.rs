@@ -17,6 +17,21 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest answer body read.
 const MAX_ANSWER: usize = 64 * 1024;
 
+/// Why a call got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpsError {
+    #[error("TLS setup failed: {0}")]
+    Setup(rustls::Error),
+    #[error("bad request to {url}: {error}")]
+    Request { url: String, error: http::Error },
+    #[error("{0}")]
+    Call(#[from] hyper_util::client::legacy::Error),
+    #[error("{0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+}
+
 /// What a server answered.
 #[derive(Debug)]
 pub struct Answer {
@@ -33,10 +48,10 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new() -> Result<Self, String> {
+    pub fn new() -> Result<Self, HttpsError> {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .map_err(HttpsError::Setup)?
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -53,7 +68,7 @@ impl Client {
         authorization: Option<&str>,
         content_type: &str,
         body: Bytes,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, HttpsError> {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(url)
@@ -63,13 +78,12 @@ impl Client {
         }
         let request = request
             .body(Full::new(body))
-            .map_err(|e| format!("bad request to {url}: {e}"))?;
+            .map_err(|error| HttpsError::Request {
+                url: url.to_owned(),
+                error,
+            })?;
         let call = async {
-            let response = self
-                .pool
-                .request(request)
-                .await
-                .map_err(|e| e.to_string())?;
+            let response = self.pool.request(request).await?;
             let status = response.status().as_u16();
             let retry_after = response
                 .headers()
@@ -79,7 +93,7 @@ impl Client {
             let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
                 .collect()
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(HttpsError::Body)?
                 .to_bytes();
             Ok(Answer {
                 status,
@@ -89,6 +103,6 @@ impl Client {
         };
         tokio::time::timeout(TIMEOUT, call)
             .await
-            .map_err(|_| format!("no answer within {TIMEOUT:?}"))?
+            .map_err(|_| HttpsError::TimedOut(TIMEOUT))?
     }
 }

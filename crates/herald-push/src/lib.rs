@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`config`]: flags, env vars, validation, the retry policy.
+//! - [`account`]: the Firebase service-account key file.
 //! - [`worker`]: the queue consumer: send, retry, acknowledge.
 //! - [`fcm`]: the FCM client (service-account sign-in, `messages:send`).
 //! - [`https`]: the HTTPS client FCM is reached with.
@@ -11,6 +12,7 @@
 //! - [`api`]: the device registration HTTP API.
 //! - [`metrics`].
 
+pub mod account;
 pub mod api;
 pub mod config;
 pub mod devices;
@@ -31,6 +33,15 @@ use herald_core::offline;
 use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio_util::sync::CancellationToken;
 
+/// Why the worker cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Devices(#[from] devices::DevicesError),
+    #[error(transparent)]
+    Fcm(#[from] fcm::FcmError),
+}
+
 /// The whole worker: queue consumer and registration API.
 pub struct PushWorker {
     worker: Worker,
@@ -47,15 +58,14 @@ impl PushWorker {
         config: Config,
         nats: async_nats::Client,
         registry: &mut MetricsRegistry,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StartError> {
         herald_core::nats::register_metrics(registry, &nats);
         let sockets = herald_core::listener::SocketMetrics::register(
             registry.sub_registry_with_prefix("herald_push"),
         );
         let js = jetstream::new(nats);
-        let devices = devices::Registry::open(&js, config.devices_replicas, config.max_devices)
-            .await
-            .map_err(|e| e.to_string())?;
+        let devices =
+            devices::Registry::open(&js, config.devices_replicas, config.max_devices).await?;
         let worker = Worker {
             fcm: Arc::new(fcm::FcmClient::new(config.fcm)?),
             devices,

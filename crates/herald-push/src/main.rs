@@ -8,7 +8,7 @@ async fn main() {
     let args: Args = cli::parse();
     let config = args
         .validate()
-        .unwrap_or_else(|(flag, e)| cli::misconfigured(flag, e));
+        .unwrap_or_else(|e| cli::misconfigured(e.flag, e.problem));
     let name = format!("herald-push-worker {}", config.node_id);
     let started = service::start(&args.common, args.listen, args.admin_listen, &name).await;
     args.api_auth.warn_if_insecure(args.listen);

@@ -33,6 +33,15 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Pause before a message whose devices could not be read comes back.
 const REGISTRY_RETRY: Duration = Duration::from_secs(5);
 
+/// Why the worker cannot consume the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("cannot create the queue consumer: {0}")]
+    Consumer(#[from] jetstream::stream::ConsumerError),
+    #[error("cannot read the queue: {0}")]
+    Read(#[from] jetstream::consumer::StreamError),
+}
+
 /// The mobile-push worker.
 #[derive(Clone)]
 pub struct Worker {
@@ -52,7 +61,7 @@ impl Worker {
         self,
         stream: jetstream::stream::Stream,
         shutdown: CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConsumeError> {
         let config = pull::Config {
             durable_name: Some(CONSUMER.to_owned()),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
@@ -60,14 +69,8 @@ impl Worker {
             max_ack_pending: i64::try_from(self.concurrency).unwrap_or(i64::MAX),
             ..Default::default()
         };
-        let consumer = stream
-            .get_or_create_consumer(CONSUMER, config)
-            .await
-            .map_err(|e| format!("cannot create the queue consumer: {e}"))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| format!("cannot read the queue: {e}"))?;
+        let consumer = stream.get_or_create_consumer(CONSUMER, config).await?;
+        let messages = consumer.messages().await?;
         // Boxed as `dyn Send` here, where its lifetimes are concrete:
         // through `within_grace`'s generic parameter the compiler fails to
         // prove it `Send` for the task that runs the worker (its

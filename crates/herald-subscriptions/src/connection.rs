@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::login::Identity;
 use crate::proto::{self, Info, Parsed, ServerOp};
-use crate::transport::{Tls, Transport};
+use crate::transport::{Tls, TlsError, Transport};
 
 /// Bytes read at a time, at least.
 const READ_CHUNK: usize = 64 * 1024;
@@ -42,7 +42,9 @@ pub enum Failure {
     #[error("protocol error: {0}")]
     Protocol(#[from] proto::ProtoError),
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] TlsError),
+    #[error("no answer within {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 /// A connection past its handshake.
@@ -88,16 +90,12 @@ impl Session {
         let tls = server.tls_required() || setup.tls.required() || info.tls_required;
         if tls {
             if !info.tls_required && !info.tls_available {
-                return Err(Failure::Tls("the server does not offer TLS".into()));
+                return Err(TlsError::NotOffered.into());
             }
             let Transport::Plain(tcp) = session.io else {
-                return Err(Failure::Tls("TLS started twice".into()));
+                return Err(TlsError::StartedTwice.into());
             };
-            session.io = setup
-                .tls
-                .upgrade(tcp, server.host())
-                .await
-                .map_err(Failure::Tls)?;
+            session.io = setup.tls.upgrade(tcp, server.host()).await?;
         }
         let connect = setup
             .identity

@@ -40,6 +40,8 @@ mod servers;
 mod task;
 mod transport;
 
+pub use transport::TlsError;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -70,10 +72,12 @@ pub enum ConnectError {
     /// A bad URL, credentials given twice, an unreadable file.
     #[error(transparent)]
     Config(#[from] herald_core::nats::ConnectError),
-    /// The CA or client certificate could not be loaded, or the TLS
-    /// handshake failed.
+    /// The CA or client certificate could not be loaded.
     #[error("NATS TLS: {0}")]
-    Tls(String),
+    TlsSetup(#[from] TlsError),
+    /// TLS with the server at `url` failed: not offered, or the handshake.
+    #[error("NATS TLS: {url}: {error}")]
+    Tls { url: String, error: TlsError },
 }
 
 /// Why a round trip failed.
@@ -143,7 +147,7 @@ impl Subscriptions {
         let (addrs, login) = herald_core::nats::servers(urls, security)?;
         let setup = Arc::new(Setup {
             identity: login::Identity::load(security, login)?,
-            tls: transport::Tls::load(security).map_err(ConnectError::Tls)?,
+            tls: transport::Tls::load(security)?,
             name: name.to_owned(),
         });
         let mut servers = servers::Servers::new(addrs);
@@ -266,7 +270,7 @@ async fn first_connection(
                 return Ok((index, session, info));
             }
             Ok(Err(Failure::Refused(reason))) => return Err(ConnectError::Refused { url, reason }),
-            Ok(Err(Failure::Tls(why))) => return Err(ConnectError::Tls(format!("{url}: {why}"))),
+            Ok(Err(Failure::Tls(error))) => return Err(ConnectError::Tls { url, error }),
             Ok(Err(other)) => failures.push(format!("{url}: {other}")),
             Err(_) => failures.push(format!(
                 "{url}: no answer within {:?}",

@@ -97,7 +97,7 @@ impl Task {
             {
                 Event::Ready(Ready::Read) => {
                     if let Err(why) = self.take_ops(session, &mut leave) {
-                        return End::Lost(why);
+                        return End::Lost(why.to_string());
                     }
                 }
                 Event::Ready(Ready::Command(None)) => return End::Closed,
@@ -174,13 +174,10 @@ impl Task {
         &mut self,
         session: &mut Session,
         leave: &mut Option<Pin<Box<Sleep>>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let registry = self.registry.clone();
         let counters = &registry.counters;
-        while let Some(op) = session
-            .next_op()
-            .map_err(|e| format!("protocol error: {e}"))?
-        {
+        while let Some(op) = session.next_op()? {
             match op {
                 ServerOp::Msg { sid, message } => {
                     if registry.is_live(sid) {
@@ -292,7 +289,7 @@ async fn open_and_restore(
     registry: Arc<Registry>,
     pause: Duration,
     timeout: Duration,
-) -> Result<(Session, Info), String> {
+) -> Result<(Session, Info), Failure> {
     tokio::time::sleep(pause).await;
     let attempt = async {
         let (mut session, info) = Session::open(&server, &setup).await?;
@@ -303,7 +300,7 @@ async fn open_and_restore(
         Ok::<_, Failure>((session, info))
     };
     match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Ok(result) => result,
+        Err(_) => Err(Failure::TimedOut(timeout)),
     }
 }

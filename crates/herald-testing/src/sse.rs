@@ -6,6 +6,11 @@ use std::time::Duration;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
 
+/// How long a stream (or a queue, or a bucket) must stay silent for a test
+/// to take it that nothing more is coming: a delivery on loopback takes
+/// milliseconds, so this is ample even on a loaded machine.
+pub const QUIET: Duration = Duration::from_millis(500);
+
 type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
 
 /// One open SSE stream.

@@ -1,0 +1,196 @@
+//! No module imports another that imports it back, in any crate: a cycle
+//! means neither can be read, tested or moved without the other.
+//!
+//! Each crate's modules are its `src` files; a module refers to another when
+//! its code (not its comments or its `tests` module) names `crate::other`
+//! (also inside `crate::{…}`), or `super::other` from a nested file; naming
+//! an item of the crate root (`crate::Item`) refers to the root. Doc links
+//! are comments, so they do not count. A binary beside a library is a crate
+//! of its own and names the library by its crate name.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+type Graph = BTreeMap<String, BTreeSet<String>>;
+
+#[test]
+fn no_crate_has_a_module_cycle() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cycles = Vec::new();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&crates).unwrap() {
+        let src = entry.unwrap().path().join("src");
+        if !src.is_dir() {
+            continue;
+        }
+        let graph = graph(&src);
+        checked += graph.len();
+        if let Some(cycle) = find_cycle(&graph) {
+            cycles.push(format!("{}: {}", src.display(), cycle.join(" -> ")));
+        }
+    }
+    assert!(checked > 100, "only {checked} modules found");
+    assert!(cycles.is_empty(), "module cycles:\n{}", cycles.join("\n"));
+}
+
+#[test]
+fn a_cycle_is_found() {
+    let mut graph = Graph::new();
+    let edge = |g: &mut Graph, a: &str, b: &str| {
+        g.entry(a.into()).or_default().insert(b.into());
+        g.entry(b.into()).or_default();
+    };
+    edge(&mut graph, "server", "events");
+    edge(&mut graph, "events", "error");
+    assert_eq!(find_cycle(&graph), None);
+    edge(&mut graph, "error", "server");
+    let cycle = find_cycle(&graph).unwrap();
+    assert_eq!(cycle.first(), cycle.last());
+    assert_eq!(cycle.len(), 4, "{cycle:?}");
+    let refs = references(&code_of(
+        "use crate::{a::X, b};\n// crate::c\nlet x = crate::d::f();",
+    ));
+    assert_eq!(refs, ["a", "b", "d"].map(String::from).into());
+}
+
+/// Module name (`a` or `a::b`) to the modules of the crate it refers to.
+fn graph(src: &Path) -> Graph {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    // With a library, `main.rs` is the root of another crate (the binary).
+    let library = src.join("lib.rs").exists();
+    let names: BTreeMap<String, PathBuf> = files
+        .into_iter()
+        .filter(|path| !(library && path.ends_with("main.rs")))
+        .map(|path| (module_name(src, &path), path))
+        .collect();
+    let mut graph = Graph::new();
+    for (name, path) in &names {
+        let code = code_of(&std::fs::read_to_string(path).unwrap());
+        let parent = name.rsplit_once("::").map(|(p, _)| p);
+        // A name that is no module is an item of the crate root.
+        let mut refs: BTreeSet<String> = references(&code)
+            .into_iter()
+            .map(|r| {
+                if names.contains_key(&r) {
+                    r
+                } else {
+                    String::new()
+                }
+            })
+            .collect();
+        if let Some(parent) = parent {
+            for r in after(&code, "super::") {
+                refs.insert(format!("{parent}::{r}"));
+            }
+        }
+        let top = name.split("::").next().unwrap();
+        refs.retain(|r| r != name && r != top && names.contains_key(r));
+        graph.insert(name.clone(), refs);
+    }
+    graph
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// `src/a/b.rs` is `a::b`; `src/a/mod.rs` is `a`; `lib.rs` (or `main.rs`)
+/// is the root, named "".
+fn module_name(src: &Path, path: &Path) -> String {
+    let relative = path.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = relative
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
+/// The file's code: without comment lines and without its `tests` module.
+fn code_of(text: &str) -> String {
+    let text = text
+        .split_once("#[cfg(test)]\nmod tests")
+        .map_or(text, |(code, _)| code);
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The top-level modules `code` names through `crate::`.
+fn references(code: &str) -> BTreeSet<String> {
+    let mut refs: BTreeSet<String> = after(code, "crate::").into_iter().collect();
+    for group in code.split("crate::{").skip(1) {
+        let group = group.split('}').next().unwrap_or_default();
+        for item in group.split(',') {
+            let name = item.trim().split("::").next().unwrap_or_default();
+            if !name.is_empty() {
+                refs.insert(name.to_owned());
+            }
+        }
+    }
+    refs
+}
+
+/// The identifiers right after each `prefix` in `code`.
+fn after(code: &str, prefix: &str) -> Vec<String> {
+    code.split(prefix)
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// A path `a -> b -> … -> a`, if the graph has a cycle.
+fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
+    let mut done = BTreeSet::new();
+    for start in graph.keys() {
+        let mut path = Vec::new();
+        if let Some(cycle) = visit(graph, start, &mut path, &mut done) {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
+fn visit(
+    graph: &Graph,
+    node: &str,
+    path: &mut Vec<String>,
+    done: &mut BTreeSet<String>,
+) -> Option<Vec<String>> {
+    if let Some(at) = path.iter().position(|n| n == node) {
+        let mut cycle = path[at..].to_vec();
+        cycle.push(node.to_owned());
+        return Some(cycle);
+    }
+    if done.contains(node) {
+        return None;
+    }
+    path.push(node.to_owned());
+    for next in graph.get(node).into_iter().flatten() {
+        if let Some(cycle) = visit(graph, next, path, done) {
+            return Some(cycle);
+        }
+    }
+    path.pop();
+    done.insert(node.to_owned());
+    None
+}
