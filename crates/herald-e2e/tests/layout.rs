@@ -1,3 +1,9 @@
+//! What the workspace's layout promises.
+//!
+//! The domain crate has no runtime, and the fuzz targets build against it
+//! alone: checked on the manifests (building the fuzz crate needs nightly
+//! and libFuzzer's C++ toolchain, which a fresh machine lacks).
+//!
 //! No module imports another that imports it back, in any crate: a cycle
 //! means neither can be read, tested or moved without the other.
 //!
@@ -12,6 +18,46 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
+
+/// The `[dependencies]` table of a manifest: the names it lists.
+fn dependencies(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let table = text
+        .split("\n[dependencies]\n")
+        .nth(1)
+        .expect("a [dependencies] table");
+    let table = table.split("\n[").next().unwrap();
+    table
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name.trim()))
+        .map(|name| name.trim_end_matches(".workspace").to_owned())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_domain_crate_has_no_runtime_and_the_fuzz_targets_use_only_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let domain = dependencies(&root.join("crates/herald-domain/Cargo.toml"));
+    assert!(domain.contains(&"serde".to_owned()), "{domain:?}");
+    for runtime in [
+        "tokio",
+        "hyper",
+        "tonic",
+        "async-nats",
+        "opentelemetry",
+        "herald-core",
+    ] {
+        assert!(
+            !domain.iter().any(|d| d.starts_with(runtime)),
+            "herald-domain depends on {runtime}: {domain:?}"
+        );
+    }
+    let fuzz = dependencies(&root.join("fuzz/Cargo.toml"));
+    let herald: Vec<&String> = fuzz.iter().filter(|d| d.starts_with("herald-")).collect();
+    assert_eq!(herald, ["herald-domain"], "{fuzz:?}");
+}
 
 #[test]
 fn no_crate_has_a_module_cycle() {
