@@ -178,6 +178,19 @@ impl Kept {
     }
 }
 
+/// The sequences of a hit (tests of what uses the sharing too).
+#[cfg(test)]
+pub fn hit_sequences(lookup: Lookup) -> Vec<u64> {
+    match lookup {
+        Lookup::Hit(events) => events
+            .iter()
+            .filter_map(|d| d.position)
+            .map(|p| p.1)
+            .collect(),
+        Lookup::Miss(_) => panic!("expected a hit"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -218,17 +231,6 @@ mod tests {
         Bytes::from(format!("data: {seq}\n\n"))
     }
 
-    fn hit(lookup: Lookup) -> Vec<u64> {
-        match lookup {
-            Lookup::Hit(events) => events
-                .iter()
-                .filter_map(|d| d.position)
-                .map(|p| p.1)
-                .collect(),
-            Lookup::Miss(_) => panic!("expected a hit"),
-        }
-    }
-
     /// A recorder with a read under way from `after`: its seeder, and a
     /// stream waiting for it.
     fn read_with_a_waiter(after: u64) -> (Arc<Recorder>, Seeder, oneshot::Receiver<Lookup>) {
@@ -266,7 +268,7 @@ mod tests {
         }
         kept.seed();
         let started = tokio::time::Instant::now();
-        assert_eq!(hit(wait(answer).await), [8, 9, 10]);
+        assert_eq!(hit_sequences(wait(answer).await), [8, 9, 10]);
         assert_eq!(started.elapsed(), Duration::ZERO);
         assert_eq!(*keeper.given.lock().unwrap(), [(7, Some(vec![8, 9, 10]))]);
     }

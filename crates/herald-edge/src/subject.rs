@@ -251,11 +251,15 @@ fn sequence(message: &async_nats::Message) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::metrics::CloseReason;
     use crate::queue;
+    use crate::sharing::{Kept, LOOKUP_WAIT, hit_sequences};
 
     const TOPIC: &str = "herald.t.news";
+    const USER: &str = "herald.u.alice";
 
     fn subject(name: &str) -> (Arc<Subject>, watch::Sender<u64>) {
         let (losses, watcher) = watch::channel(0);
@@ -276,17 +280,6 @@ mod tests {
         };
         subject.join(id, member);
         (inbox, signal)
-    }
-
-    fn seqs(lookup: Lookup) -> Vec<u64> {
-        match lookup {
-            Lookup::Hit(events) => events
-                .iter()
-                .filter_map(|d| d.position)
-                .map(|p| p.1)
-                .collect(),
-            Lookup::Miss(_) => panic!("expected a hit"),
-        }
     }
 
     fn persisted(seq: u64, data: &str) -> async_nats::Message {
@@ -316,7 +309,7 @@ mod tests {
         topic.deliver(&persisted(9, "again"), &Metrics::default());
         // Complete from the first live event on: a client that got it
         // resumes from memory.
-        assert_eq!(seqs(topic.lookup(8, true).await), [9]);
+        assert_eq!(hit_sequences(topic.lookup(8, true).await), [9]);
     }
 
     #[tokio::test]
@@ -334,48 +327,6 @@ mod tests {
         assert!(!topic.leave(1), "the quick stream still follows");
         assert!(topic.leave(2), "none left");
     }
-}
-
-/// How streams resuming a subject share its reads (see `sharing`).
-#[cfg(test)]
-mod sharing_tests {
-    use tokio::sync::watch;
-
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use bytes::Bytes;
-
-    use super::Subject;
-    use crate::delivery::{ConnId, Delivery, Member};
-    use crate::queue;
-    use crate::sharing::{Kept, LOOKUP_WAIT, Lookup};
-    use crate::signal::Signal;
-
-    const TOPIC: &str = "herald.t.news";
-    const USER: &str = "herald.u.alice";
-
-    fn subject(name: &str) -> (Arc<Subject>, watch::Sender<u64>) {
-        let (losses, watcher) = watch::channel(0);
-        (Subject::new(name, watcher), losses)
-    }
-
-    /// Joins a stream; returns its queue's end.
-    fn join(subject: &Subject, id: ConnId) -> queue::Receiver<Delivery> {
-        let (queue, inbox) = queue::bounded(8);
-        let signal = Signal::new(None);
-        subject.join(id, Member { queue, signal });
-        inbox
-    }
-
-    /// `TOPIC` with two streams, so that it keeps events.
-    fn shared_subject() -> Arc<Subject> {
-        let (subject, _) = subject(TOPIC);
-        for id in 0..2 {
-            let _ = join(&subject, id);
-        }
-        subject
-    }
 
     fn frame(seq: u64) -> Bytes {
         Bytes::from(format!("data: {seq}\n\n"))
@@ -385,21 +336,19 @@ mod sharing_tests {
         seqs.map(|seq| (seq, frame(seq))).collect()
     }
 
-    fn seqs(lookup: Lookup) -> Vec<u64> {
-        match lookup {
-            Lookup::Hit(events) => events
-                .iter()
-                .filter_map(|d| d.position)
-                .map(|p| p.1)
-                .collect(),
-            Lookup::Miss(_) => panic!("expected a hit"),
+    /// `TOPIC` with two streams, so that it keeps events.
+    fn shared_subject() -> Arc<Subject> {
+        let (subject, _) = subject(TOPIC);
+        for id in 0..2 {
+            let _ = join(&subject, id, 8);
         }
+        subject
     }
 
     #[tokio::test(start_paused = true)]
     async fn streams_resuming_from_one_place_share_one_read() {
         let (topic, _losses) = subject(TOPIC);
-        let _streams = [join(&topic, 1), join(&topic, 2)];
+        let _streams = [join(&topic, 1, 8), join(&topic, 2, 8)];
         let Lookup::Miss(Some(seeder)) = topic.lookup(7, true).await else {
             panic!("the first resumer reads for the others");
         };
@@ -408,9 +357,9 @@ mod sharing_tests {
         // Holding a read itself, a stream must not wait for another's.
         assert!(matches!(topic.lookup(7, false).await, Lookup::Miss(None)));
         seeder.seed(read(8..=10));
-        assert_eq!(seqs(waiter.await), [8, 9, 10]);
+        assert_eq!(hit_sequences(waiter.await), [8, 9, 10]);
         assert_eq!(
-            seqs(topic.lookup(8, true).await),
+            hit_sequences(topic.lookup(8, true).await),
             [9, 10],
             "later ones from memory"
         );
@@ -458,9 +407,9 @@ mod sharing_tests {
     #[tokio::test(start_paused = true)]
     async fn a_users_only_stream_keeps_nothing_for_others() {
         let (user, _losses) = subject(USER);
-        let _stream = join(&user, 1);
+        let _stream = join(&user, 1, 8);
         assert!(matches!(user.lookup(7, true).await, Lookup::Miss(None)));
-        let _tab = join(&user, 2);
+        let _tab = join(&user, 2, 8);
         assert!(matches!(user.lookup(7, true).await, Lookup::Miss(Some(_))));
     }
 
