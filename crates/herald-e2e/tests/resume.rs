@@ -14,6 +14,16 @@ async fn open(edge: &Running, topics: &[&str], last_id: Option<&str>) -> SseStre
 
 /// Opens `user`'s stream on `edge`, resuming from `last_id` if given.
 async fn open_as(edge: &Running, user: &str, topics: &[&str], last_id: Option<&str>) -> SseStream {
+    SseStream::from_response(connect(edge, user, topics, last_id).await).await
+}
+
+/// The answer to `user`'s connect to `edge`, before its body is read.
+async fn connect(
+    edge: &Running,
+    user: &str,
+    topics: &[&str],
+    last_id: Option<&str>,
+) -> reqwest::Response {
     let token = Claims::new(user).topics(&["*"]).hs256(SECRET);
     let mut request = reqwest::Client::new()
         .get(events_url(edge, topics))
@@ -21,7 +31,7 @@ async fn open_as(edge: &Running, user: &str, topics: &[&str], last_id: Option<&s
     if let Some(id) = last_id {
         request = request.header("last-event-id", id);
     }
-    SseStream::from_response(request.send().await.unwrap()).await
+    request.send().await.unwrap()
 }
 
 #[tokio::test]
@@ -75,14 +85,7 @@ async fn a_reconnect_gets_what_it_missed_once_and_in_order_on_any_edge() {
 /// no data, so it is no event); the stream is then dropped.
 async fn opening_id(edge: &Running, topics: &[&str]) -> String {
     use futures::StreamExt;
-    let token = Claims::new("alice").topics(&["*"]).hs256(SECRET);
-    let response = reqwest::Client::new()
-        .get(events_url(edge, topics))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let mut body = response.bytes_stream();
+    let mut body = connect(edge, "alice", topics, None).await.bytes_stream();
     let mut head = Vec::new();
     while !head.windows(2).any(|w| w == b"\n\n") {
         head.extend_from_slice(&body.next().await.unwrap().unwrap());
@@ -107,17 +110,13 @@ async fn a_client_that_got_no_event_resumes_from_the_opening_id() {
     publish_to_topic(&mut client, "news", "old").await;
 
     let id = opening_id(&edge, &["news", "sport"]).await;
-    let cursor = herald_domain::cursor::Cursor::decode(&id).unwrap();
+    use herald_domain::cursor::{Cursor, key};
+    let cursor = Cursor::decode(&id).unwrap();
     let keys: Vec<u32> = cursor.entries().iter().map(|e| e.0).collect();
-    let mut followed =
-        ["herald.u.alice", "herald.t.news", "herald.t.sport"].map(herald_domain::cursor::key);
+    let mut followed = ["herald.u.alice", "herald.t.news", "herald.t.sport"].map(key);
     followed.sort_unstable();
     assert_eq!(keys, followed, "one position per followed subject");
-    assert_eq!(
-        cursor.get(followed_key("herald.t.sport")),
-        Some(0),
-        "no event yet"
-    );
+    assert_eq!(cursor.get(key("herald.t.sport")), Some(0), "no event yet");
 
     publish_to_users(&mut client, &["alice"], "u-missed").await;
     publish_to_topic(&mut client, "news", "n-missed").await;
@@ -151,10 +150,6 @@ async fn a_start_learned_from_live_events_is_current() {
     let mut resumed = open(&edge, &["news"], Some(&id)).await;
     assert_eq!(resumed.next().await.data, "n2");
     resumed.assert_silent(QUIET).await;
-}
-
-fn followed_key(subject: &str) -> u32 {
-    herald_domain::cursor::key(subject)
 }
 
 #[tokio::test]
