@@ -274,13 +274,12 @@ impl EdgeProcess {
 pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running {
     let urls = urls(nats_url);
     let security = Default::default();
-    let (client, losses) = herald_core::nats::connect(&urls, &security, "e2e-edge")
+    let (client, _) = herald_core::nats::connect(&urls, &security, "e2e-edge")
         .await
         .unwrap();
     let mut registry = Registry::default();
     let nats = herald_edge::Nats {
         client,
-        losses,
         urls: &urls,
         security: &security,
         name: "e2e-edge",

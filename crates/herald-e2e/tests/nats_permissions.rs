@@ -279,7 +279,7 @@ async fn start_publish_as(nats: &LockedNats) -> Running {
 }
 
 async fn start_edge_as(nats: &LockedNats, node: &str, replicas: u8) -> Running {
-    let (client, losses) = nats.connect(EDGE).await;
+    let (client, _) = nats.connect(EDGE).await;
     let mut config = edge_config(node);
     config.presence_heartbeat = Duration::from_millis(200);
     config.history.history_replicas = replicas;
@@ -289,7 +289,6 @@ async fn start_edge_as(nats: &LockedNats, node: &str, replicas: u8) -> Running {
     let name = format!("{EDGE} e2e");
     let link = herald_edge::Nats {
         client,
-        losses,
         urls: &urls,
         security: &security,
         name: &name,

@@ -21,6 +21,7 @@ use crate::budget::Budget;
 use crate::cors::{self, Verdict};
 use crate::delivery::Member;
 use crate::error::ApiError;
+use crate::fanout::SubscribeError;
 use crate::metrics::{CloseReason, RejectReason, ResumeSource};
 use crate::replay::{self, Reads, Replay, ResumeError, Wanted};
 use crate::session::{Guard, Session};
@@ -184,39 +185,31 @@ async fn open<B>(
     let epoch = *state.losses.borrow();
     let signal = Signal::new(transport);
     let (queue, inbox) = crate::queue::bounded(state.config.queue_capacity);
+    let subjects: Vec<String> = std::iter::once(user.subject())
+        .chain(topics.iter().map(Topic::subject))
+        .collect();
     let mut guard = Guard {
         id: state.next_id.fetch_add(1, Ordering::Relaxed),
-        subjects: Vec::with_capacity(1 + topics.len()),
+        joined: Vec::with_capacity(subjects.len()),
         fanout: state.fanout.clone(),
         signal: signal.clone(),
         metrics: state.metrics.clone(),
         opened: false,
         _permit: permit,
     };
-    let subjects = std::iter::once(user.subject()).chain(topics.iter().map(Topic::subject));
-    for subject in subjects {
-        guard.subjects.push(subject.clone());
+    for subject in &subjects {
         let member = Member {
             queue: queue.clone(),
             signal: signal.clone(),
         };
-        state
-            .fanout
-            .join(&subject, guard.id, member)
-            .await
-            .map_err(|e| {
-                ApiError::unavailable(
-                    "nats_unavailable",
-                    format!("{e}; retry shortly"),
-                    2,
-                    RejectReason::Unavailable,
-                )
-            })?;
+        let sid = state.fanout.join(subject, guard.id, member);
+        guard.joined.push(sid);
+        state.fanout.confirm(sid).await.map_err(join_refused)?;
     }
     drop(queue); // members hold the senders; the stream ends if all drop
     // Live first, then the replay: what is published meanwhile is in the
     // live queue, and the session drops what the replay already sent.
-    let (replay, cursor) = resume(state, cursor, &guard.subjects).await?;
+    let (replay, cursor) = resume(state, cursor, &subjects).await?;
     // A NATS loss or a drain closes the streams the fan-out holds; this
     // one may have joined just after.
     if *state.losses.borrow() != epoch {
@@ -243,6 +236,25 @@ async fn open<B>(
     let body = session.into_stream(opening).map(|b| Ok(Frame::data(b)));
     tracing::debug!(user = user.as_str(), topics = topics.len(), "stream opened");
     Ok(sse::response(BodyExt::boxed(StreamBody::new(body))))
+}
+
+/// A subscription NATS did not make: 503, or a stream that ends at once
+/// with a `retry:` for an EventSource, which comes back.
+fn join_refused(e: SubscribeError) -> ApiError {
+    match e {
+        SubscribeError::Unavailable(_) => ApiError::unavailable(
+            "nats_unavailable",
+            format!("{e}; retry shortly"),
+            2,
+            RejectReason::Unavailable,
+        ),
+        SubscribeError::Refused(_) => ApiError::unavailable(
+            "subscription_refused",
+            "NATS refused a subscription this stream needs (a permissions rule or a subscription limit on the edge's NATS user); retry later",
+            5,
+            RejectReason::SubscriptionRefused,
+        ),
+    }
 }
 
 /// 429 for a user over `--connect-rate-per-user`, with the wait until the

@@ -6,13 +6,15 @@
 //! gives it to the subject's streams: an idle subject costs a map entry,
 //! not a channel and a task. The registry is touched on connect and
 //! disconnect; when the last stream of a subject leaves, it unsubscribes,
-//! so NATS interest follows real streams.
+//! so NATS interest follows real streams. A subscription the server
+//! refuses fails the joins waiting for it and ends the streams holding
+//! it, which their clients retry: no stream stays open and deaf.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use herald_core::nats::{LossCounter, NatsSecurity};
-use herald_subscriptions::{ConnectError, Deliver, Sid, Subscriptions};
+use herald_subscriptions::{ConnectError, Deliver, Refusal, Sid, Source, Subscriptions};
 
 use crate::delivery::{ConnId, Member};
 use crate::metrics::{CloseReason, Metrics};
@@ -22,8 +24,14 @@ use crate::subject::Subject;
 
 /// The subscription could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot subscribe to {0} on NATS")]
-pub struct SubscribeError(String);
+pub enum SubscribeError {
+    /// NATS did not answer (it is away, or slow).
+    #[error("cannot subscribe to {0} on NATS")]
+    Unavailable(String),
+    /// NATS answered no (a permissions rule, a subscription limit).
+    #[error("NATS refused the subscription to {0}")]
+    Refused(String),
+}
 
 /// The registry of subjects followed on this node.
 pub struct Fanout {
@@ -73,58 +81,66 @@ impl Fanout {
     }
 
     /// Adds a stream to `subject`, subscribing if it is the first; returns
-    /// once the NATS server has the subscription. Pair every call, even a
-    /// failed one, with [`Fanout::leave`].
-    pub async fn join(
-        &self,
-        subject: &str,
-        id: ConnId,
-        member: Member,
-    ) -> Result<(), SubscribeError> {
-        let joined = {
-            let mut registry = self.subjects.registry.lock().unwrap();
-            let joined = match registry.sids.get(subject) {
-                Some(sid) => registry.subjects[sid].clone(),
-                None => self.subscribe(&mut registry, subject),
-            };
-            joined.join(id, member);
-            joined
+    /// the subscription to [`Fanout::confirm`], and to [`Fanout::leave`]
+    /// whatever happens next.
+    pub fn join(&self, subject: &str, id: ConnId, member: Member) -> Sid {
+        let mut registry = self.subjects.registry.lock().unwrap();
+        let sid = match registry.sids.get(subject) {
+            Some(sid) => *sid,
+            None => self.subscribe(&mut registry, subject),
+        };
+        registry.subjects[&sid].join(id, member);
+        sid
+    }
+
+    /// Returns once the NATS server has the subscription `sid`.
+    pub async fn confirm(&self, sid: Sid) -> Result<(), SubscribeError> {
+        let Some(joined) = self.subjects.get(sid) else {
+            // Refused (and forgotten) since the join.
+            return Err(SubscribeError::Refused(String::new()));
         };
         if joined.is_confirmed() {
             return Ok(());
         }
         // The server must have our interest before the client hears that
         // its stream is open, or an event published meanwhile is missed.
+        // A refusal comes before the answer to this round trip.
         match self.subscriptions.round_trip().await {
+            Ok(()) if joined.is_refused() => Err(SubscribeError::Refused(joined.name().into())),
             Ok(()) => {
                 joined.confirm();
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(subject, error = %e, "cannot subscribe");
-                Err(SubscribeError(subject.to_owned()))
+                tracing::error!(subject = joined.name(), error = %e, "cannot subscribe");
+                Err(SubscribeError::Unavailable(joined.name().into()))
             }
         }
     }
 
-    fn subscribe(&self, registry: &mut Registry, subject: &str) -> Arc<Subject> {
+    fn subscribe(&self, registry: &mut Registry, subject: &str) -> Sid {
         let sid = self.subscriptions.subscribe(subject);
         let fresh = Subject::new(subject, self.subjects.losses.clone());
         registry.sids.insert(subject.into(), sid);
-        registry.subjects.insert(sid, fresh.clone());
+        registry.subjects.insert(sid, fresh);
         self.subjects.metrics.subscriptions.inc();
-        fresh
+        sid
     }
 
-    /// Removes a stream from `subject`, unsubscribing after the last one.
-    pub fn leave(&self, subject: &str, id: ConnId) {
+    /// Removes a stream from the subscription `sid` joined, unsubscribing
+    /// after the last one. By sid, not by subject: a refused subscription
+    /// is forgotten at once, and the next stream of its subject makes a
+    /// new one.
+    pub fn leave(&self, sid: Sid, id: ConnId) {
         let mut registry = self.subjects.registry.lock().unwrap();
-        let Some(&sid) = registry.sids.get(subject) else {
+        let Some(subject) = registry.subjects.get(&sid) else {
             return;
         };
-        if registry.subjects[&sid].leave(id) {
-            registry.sids.remove(subject);
-            registry.subjects.remove(&sid);
+        if subject.leave(id) {
+            let subject = registry.subjects.remove(&sid).expect("just found");
+            if registry.sids.get(subject.name()) == Some(&sid) {
+                registry.sids.remove(subject.name());
+            }
             self.subscriptions.unsubscribe(sid);
             self.subjects.metrics.subscriptions.dec();
         }
@@ -158,6 +174,10 @@ impl Fanout {
 }
 
 impl Subjects {
+    fn get(&self, sid: Sid) -> Option<Arc<Subject>> {
+        self.registry.lock().unwrap().subjects.get(&sid).cloned()
+    }
+
     fn streams(&self) -> Vec<Arc<Signal>> {
         let registry = self.registry.lock().unwrap();
         let mut streams = HashMap::new();
@@ -182,10 +202,38 @@ async fn close_on_loss(subjects: Weak<Subjects>, mut losses: tokio::sync::watch:
 }
 
 impl Deliver for Subjects {
-    fn deliver(&self, sid: Sid, message: &async_nats::Message) {
-        let subject = self.registry.lock().unwrap().subjects.get(&sid).cloned();
-        if let Some(subject) = subject {
-            subject.deliver(message, &self.metrics);
+    fn deliver(&self, sid: Sid, message: &async_nats::Message, source: Source) {
+        if let Some(subject) = self.get(sid) {
+            subject.deliver(message, source, &self.metrics);
+        }
+    }
+
+    /// Forgets the subscription (the next stream of its subject asks
+    /// again), fails the joins waiting for it and ends its streams: their
+    /// clients come back after the `retry:` hint.
+    fn refused(&self, sid: Sid, refusal: &Refusal) {
+        let refused = {
+            let mut registry = self.registry.lock().unwrap();
+            let Some(subject) = registry.subjects.get(&sid).cloned() else {
+                return;
+            };
+            if registry.sids.get(subject.name()) == Some(&sid) {
+                registry.sids.remove(subject.name());
+            }
+            subject
+        };
+        refused.refuse();
+        self.metrics.refused(refusal.reason);
+        let mut streams = HashMap::new();
+        refused.signals(&mut streams);
+        tracing::warn!(
+            subject = %refusal.subject,
+            reason = refusal.reason.as_str(),
+            streams = streams.len(),
+            "NATS refused a subscription; ending its streams"
+        );
+        for signal in streams.into_values() {
+            signal.close(CloseReason::SubscriptionRefused);
         }
     }
 }

@@ -15,7 +15,6 @@ async fn main() {
     let client = started.nats.clone();
     let nats = Nats {
         client: started.nats,
-        losses: started.losses,
         urls: &args.common.nats_url,
         security: &args.common.nats_security,
         name: &name,

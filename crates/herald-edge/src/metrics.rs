@@ -22,6 +22,10 @@ pub enum CloseReason {
     Drain,
     /// The edge lost the NATS subscription behind the stream.
     ServerError,
+    /// NATS refused (or withdrew) the subscription behind the stream: a
+    /// permissions rule or a subscription limit. Transient: the client
+    /// comes back after its `retry:` and the edge asks NATS again.
+    SubscriptionRefused,
 }
 
 impl CloseReason {
@@ -33,6 +37,7 @@ impl CloseReason {
             Self::TokenExpired => "token_expired",
             Self::Drain => "drain",
             Self::ServerError => "server_error",
+            Self::SubscriptionRefused => "subscription_refused",
         }
     }
 }
@@ -57,6 +62,8 @@ pub enum RejectReason {
     ConnectRate,
     Draining,
     Unavailable,
+    /// NATS refused a subscription the stream needs.
+    SubscriptionRefused,
 }
 
 impl EncodeLabelValue for RejectReason {
@@ -71,6 +78,7 @@ impl EncodeLabelValue for RejectReason {
             Self::ConnectRate => "too_many_connects",
             Self::Draining => "draining",
             Self::Unavailable => "unavailable",
+            Self::SubscriptionRefused => "subscription_refused",
         };
         std::fmt::Write::write_str(encoder, label)
     }
@@ -100,6 +108,21 @@ struct ResumeLabels {
     source: ResumeSource,
 }
 
+/// Why NATS refused a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Refusal(herald_subscriptions::RefusalReason);
+
+impl EncodeLabelValue for Refusal {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.0.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: Refusal,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CloseLabels {
     reason: CloseReason,
@@ -120,6 +143,7 @@ pub struct Metrics {
     pub delivered: Counter,
     pub slow_consumer_closes: Counter,
     pub subscriptions: Gauge,
+    refusals: Family<RefusalLabels, Counter>,
     resumes: Family<ResumeLabels, Counter>,
     /// Events sent to streams from a replay (resume), not live.
     pub replayed: Counter,
@@ -145,6 +169,7 @@ impl Default for Metrics {
             delivered: Counter::default(),
             slow_consumer_closes: Counter::default(),
             subscriptions: Gauge::default(),
+            refusals: Family::default(),
             resumes: Family::default(),
             replayed: Counter::default(),
             resets: Counter::default(),
@@ -188,6 +213,11 @@ impl Metrics {
             m.subscriptions.clone(),
         );
         r.register(
+            "nats_subscription_refusals",
+            "Subscriptions NATS refused or withdrew, by reason (permissions, max_subscriptions); their streams were ended",
+            m.refusals.clone(),
+        );
+        r.register(
             "replayed_events",
             "Events sent to resuming streams from history or the fan-out's memory",
             m.replayed.clone(),
@@ -217,6 +247,11 @@ impl Metrics {
 
     pub fn resumed(&self, source: ResumeSource) {
         self.resumes.get_or_create(&ResumeLabels { source }).inc();
+    }
+
+    pub fn refused(&self, reason: herald_subscriptions::RefusalReason) {
+        let reason = Refusal(reason);
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
     }
 
     pub fn closed(&self, reason: CloseReason) {
@@ -265,6 +300,16 @@ impl prometheus_client::collector::Collector for SubscriptionsCollector {
                 "herald_edge_nats_messages_dropped",
                 "Messages for subjects no longer followed, or unreadable",
                 stats.dropped,
+            ),
+            (
+                "herald_edge_nats_messages_oversized",
+                "Messages over the accepted size, skipped (the connection stays)",
+                stats.oversized,
+            ),
+            (
+                "herald_edge_nats_moves",
+                "Moves of the subscription connection to another server, made before leaving one in lame duck mode",
+                stats.moves,
             ),
         ];
         for (name, help, value) in counters {

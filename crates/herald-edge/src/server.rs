@@ -28,10 +28,9 @@ use crate::tails::Tails;
 
 /// How the edge reaches NATS.
 pub struct Nats<'a> {
+    /// Publishes presence, reads history. Its own reconnects (a NATS
+    /// upgrade closes it) end no stream: live events do not come on it.
     pub client: async_nats::Client,
-    /// Counts the moments live events may have been missed, on either
-    /// connection.
-    pub losses: LossCounter,
     /// What the subscription connection logs in with: the client's URLs,
     /// credentials and name.
     pub urls: &'a [String],
@@ -51,8 +50,9 @@ impl Edge {
     /// Builds the edge on NATS and registers its metrics: `nats.client`
     /// publishes, requests and reads history; the streams' subjects are
     /// held on a second, lean connection logged in the same way. When
-    /// live events may have been missed (`nats.losses` changes), every
-    /// open stream ends, and its client resumes from its cursor.
+    /// that one may have missed live events (it lost its server), every
+    /// open stream ends, and its client resumes from its cursor; a move
+    /// away from a server in lame duck mode loses nothing and ends none.
     pub async fn connect(
         config: Config,
         nats: Nats<'_>,
@@ -61,12 +61,12 @@ impl Edge {
         let metrics = Metrics::register(registry);
         let Nats {
             client,
-            losses,
             urls,
             security,
             name,
         } = nats;
         herald_core::nats::register_metrics(registry, &client);
+        let losses = LossCounter::new(0);
         let fanout = Fanout::connect(urls, security, name, losses.clone(), metrics.clone()).await?;
         registry.register_collector(Box::new(SubscriptionsCollector(fanout.stats_reader())));
         let admission = Admission::new(config.max_connections, config.max_connections_per_user);

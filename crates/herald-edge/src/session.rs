@@ -20,6 +20,11 @@ use crate::replay::Replay;
 use crate::signal::Signal;
 use crate::sse;
 use herald_domain::cursor::Cursor;
+use herald_subscriptions::Sid;
+
+/// A stream whose subscription NATS refused is told to come back after
+/// about this long (jittered), not at once.
+const REFUSED_RETRY_MS: u64 = 5_000;
 
 /// At most this many queued events are written in one frame.
 const MAX_BATCH: u64 = 64;
@@ -46,8 +51,8 @@ fn on_grid(at: Instant) -> Instant {
 /// Undoes everything opening a stream did, however the stream ends.
 pub struct Guard {
     pub id: ConnId,
-    /// Subjects joined so far; left on drop.
-    pub subjects: Vec<String>,
+    /// Subscriptions joined so far; left on drop.
+    pub joined: Vec<Sid>,
     pub fanout: Arc<Fanout>,
     pub signal: Arc<Signal>,
     pub metrics: Arc<Metrics>,
@@ -58,8 +63,8 @@ pub struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        for subject in &self.subjects {
-            self.fanout.leave(subject, self.id);
+        for sid in &self.joined {
+            self.fanout.leave(*sid, self.id);
         }
         if self.opened {
             let reason = self.signal.reason().unwrap_or(CloseReason::ClientGone);
@@ -232,10 +237,11 @@ impl Running {
         self.done = true;
         let _ = self.session.signal.close(reason);
         let base = self.session.retry.as_millis() as u64;
-        let retry = if matches!(reason, CloseReason::Drain | CloseReason::ServerError) {
-            sse::jittered(base)
-        } else {
-            base
+        let retry = match reason {
+            CloseReason::Drain | CloseReason::ServerError => sse::jittered(base),
+            // NATS would refuse again at once: come back later, spread.
+            CloseReason::SubscriptionRefused => sse::jittered(base.max(REFUSED_RETRY_MS)),
+            _ => base,
         };
         sse::closing(retry, reason.as_str())
     }

@@ -24,7 +24,8 @@ pub struct State {
     pub drain: Arc<Drain>,
     /// Shared by every stream: one pointer each, not a copy of every handle.
     pub metrics: Arc<Metrics>,
-    /// Changes when live events may have been missed.
+    /// Changes when live events may have been missed: the subscription
+    /// connection lost its server.
     pub losses: LossCounter,
     /// History, for resuming from a cursor.
     pub js: async_nats::jetstream::Context,

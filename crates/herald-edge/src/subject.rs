@@ -10,6 +10,7 @@ use herald_core::envelope::Envelope;
 use herald_core::history::SEQUENCE_HEADER;
 use herald_core::telemetry;
 use herald_domain::subject::TOPIC_PREFIX;
+use herald_subscriptions::Source;
 use tokio::sync::watch;
 
 use crate::delivery::{ConnId, Delivery, Member, hand_out};
@@ -26,6 +27,8 @@ pub struct Subject {
     key: u32,
     /// Whether the NATS server is known to have the subscription.
     confirmed: AtomicBool,
+    /// Whether the NATS server refused it: nothing will come.
+    refused: AtomicBool,
     /// Counts NATS losses: what `recent` holds is void after one.
     losses: watch::Receiver<u64>,
     state: Mutex<State>,
@@ -44,6 +47,9 @@ struct State {
     /// The highest sequence stored on the subject that this node knows of
     /// (0: none), from live events and reads; see [`Subject::newest`].
     newest: u64,
+    /// The highest sequence handed to the streams live: while the NATS
+    /// subscriptions move between servers, an event may come twice.
+    delivered: u64,
     /// Whether `newest` is the subject's newest: a read after subscribing
     /// said so, and no live event can have been missed since.
     newest_known: bool,
@@ -56,6 +62,7 @@ impl Subject {
             name: name.into(),
             key: herald_domain::cursor::key(name),
             confirmed: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
             losses,
             state: Mutex::new(State {
                 refs: 0,
@@ -64,6 +71,7 @@ impl Subject {
                 waiting: Waiting::default(),
                 epoch,
                 newest: 0,
+                delivered: 0,
                 newest_known: false,
             }),
         })
@@ -75,6 +83,18 @@ impl Subject {
 
     pub fn confirm(&self) {
         self.confirmed.store(true, Ordering::Release);
+    }
+
+    pub fn is_refused(&self) -> bool {
+        self.refused.load(Ordering::Acquire)
+    }
+
+    pub fn refuse(&self) {
+        self.refused.store(true, Ordering::Release);
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The sequence of the subject's newest stored event (0: none), if
@@ -124,13 +144,27 @@ impl Subject {
     }
 
     /// Frames a live event once and hands the same bytes to every member.
-    pub fn deliver(&self, message: &async_nats::Message, metrics: &Metrics) {
+    /// While the subscriptions move between NATS servers (`source` is not
+    /// `Only`), a persisted event already handed on is dropped by its
+    /// sequence, and an ephemeral one from the server being left is
+    /// dropped: ephemeral events are at most once.
+    pub fn deliver(&self, message: &async_nats::Message, source: Source, metrics: &Metrics) {
+        let seq = sequence(message);
+        if seq.is_none() && source == Source::Predecessor {
+            return;
+        }
+        let mut state = self.state.lock().unwrap();
+        if let Some(seq) = seq {
+            if source != Source::Only && seq <= state.delivered {
+                return;
+            }
+            state.delivered = state.delivered.max(seq);
+        }
         let envelope = Envelope::from_message(message);
         let delivery = Delivery {
             frame: sse::event(envelope.event.as_deref(), &envelope.data),
-            position: sequence(message).map(|seq| (self.key, seq)),
+            position: seq.map(|seq| (self.key, seq)),
         };
-        let mut state = self.state.lock().unwrap();
         if let Some((_, seq)) = delivery.position {
             state.sync_epoch(&self.losses);
             state.newest = state.newest.max(seq);
@@ -212,7 +246,7 @@ impl Keeper for Subject {
     }
 
     fn name(&self) -> &str {
-        &self.name
+        Subject::name(self)
     }
 }
 
@@ -301,15 +335,50 @@ mod tests {
         let (topic, _losses) = subject(TOPIC);
         let (mut first, _) = join(&topic, 1, 8);
         let (mut second, _) = join(&topic, 2, 8);
-        topic.deliver(&persisted(8, "hello"), &Metrics::default());
+        topic.deliver(&persisted(8, "hello"), Source::Only, &Metrics::default());
         let (a, b) = (first.try_recv().unwrap(), second.try_recv().unwrap());
         assert_eq!(a.frame, "data: hello\n\n");
         assert_eq!(a.frame.as_ptr(), b.frame.as_ptr(), "one copy shared");
         assert_eq!(a.position, Some((herald_domain::cursor::key(TOPIC), 8)));
-        topic.deliver(&persisted(9, "again"), &Metrics::default());
+        topic.deliver(&persisted(9, "again"), Source::Only, &Metrics::default());
         // Complete from the first live event on: a client that got it
         // resumes from memory.
         assert_eq!(hit_sequences(topic.lookup(8, true).await), [9]);
+    }
+
+    fn ephemeral(data: &str) -> async_nats::Message {
+        async_nats::Message {
+            headers: None,
+            ..persisted(0, data)
+        }
+    }
+
+    #[tokio::test]
+    async fn while_subscriptions_move_an_event_that_comes_twice_is_handed_on_once() {
+        let (topic, _losses) = subject(TOPIC);
+        let (mut stream, _) = join(&topic, 1, 16);
+        let metrics = Metrics::default();
+        // Before the move, and on the server left before the new one
+        // confirmed: the old connection is the only one.
+        topic.deliver(&persisted(1, "a"), Source::Only, &metrics);
+        topic.deliver(&persisted(2, "b"), Source::Only, &metrics);
+        // Moved: both connections carry what follows for a moment.
+        topic.deliver(&persisted(2, "b"), Source::Successor, &metrics);
+        topic.deliver(&persisted(3, "c"), Source::Successor, &metrics);
+        topic.deliver(&persisted(3, "c"), Source::Predecessor, &metrics);
+        topic.deliver(&ephemeral("live"), Source::Successor, &metrics);
+        topic.deliver(&ephemeral("late"), Source::Predecessor, &metrics);
+        topic.deliver(&persisted(4, "d"), Source::Predecessor, &metrics);
+        topic.deliver(&persisted(4, "d"), Source::Successor, &metrics);
+        let got: Vec<Bytes> = std::iter::from_fn(|| stream.try_recv())
+            .map(|d| d.frame)
+            .collect();
+        let want = ["a", "b", "c", "live", "d"].map(|d| Bytes::from(format!("data: {d}\n\n")));
+        assert_eq!(got, want);
+        // Alone again, sequences are not second-guessed (a history stream
+        // may have been recreated).
+        topic.deliver(&persisted(1, "anew"), Source::Only, &metrics);
+        assert_eq!(stream.try_recv().unwrap().frame, "data: anew\n\n");
     }
 
     #[tokio::test]
@@ -319,7 +388,7 @@ mod tests {
         let (mut quick, _) = join(&topic, 2, 8);
         let metrics = Metrics::default();
         for seq in 1..=3 {
-            topic.deliver(&persisted(seq, "x"), &metrics);
+            topic.deliver(&persisted(seq, "x"), Source::Only, &metrics);
         }
         assert_eq!(signal.reason(), Some(CloseReason::SlowConsumer));
         assert_eq!(metrics.slow_consumer_closes.get(), 1, "counted once");

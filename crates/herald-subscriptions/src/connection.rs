@@ -1,6 +1,8 @@
 //! One connection to one server: the handshake (INFO, TLS, CONNECT, PING
-//! → PONG), then buffered reads and writes driven by one task.
+//! → PONG), then buffered reads and writes driven by one task, and what
+//! the server has yet to answer on it.
 
+use std::fmt::Write as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -9,8 +11,13 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use herald_core::nats::{Login, NatsSecurity};
+
+use crate::acks::Acks;
+use crate::deliver::Sid;
 use crate::login::Identity;
-use crate::proto::{self, Info, Parsed, ServerOp};
+use crate::proto::{self, Info, Parsed, Parser, ServerOp};
+use crate::round_trips::RoundTrips;
 use crate::transport::{Tls, TlsError, Transport};
 
 /// Bytes read at a time, at least.
@@ -18,16 +25,18 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A write buffer larger than this (e.g. after re-sending every SUB) is
 /// let go once empty.
 const WRITE_KEEP: usize = 256 * 1024;
-/// Messages up to this size are read even if the server's INFO announces
-/// a smaller (or no) max_payload.
-const MIN_MESSAGE_LIMIT: usize = 1 << 20;
-
 /// What every connection is made with.
 pub struct Setup {
-    pub identity: Identity,
+    /// Where the credentials are: their files are read again for every
+    /// connection, so a rotated key is picked up at the next reconnect.
+    pub security: NatsSecurity,
+    /// User and password, or a token, from the flags or the URLs.
+    pub login: Option<Login>,
     pub tls: Tls,
     /// Sent in CONNECT, shown in the server's /connz.
     pub name: String,
+    /// Messages larger than this are skipped.
+    pub max_message: usize,
 }
 
 /// Why a connection could not be made or was lost.
@@ -45,6 +54,8 @@ pub enum Failure {
     Tls(#[from] TlsError),
     #[error("no answer within {0:?}")]
     TimedOut(std::time::Duration),
+    #[error("credentials: {0}")]
+    Credentials(#[from] herald_core::nats::ConnectError),
 }
 
 /// A connection past its handshake.
@@ -56,17 +67,12 @@ pub struct Session {
     unflushed: bool,
     /// The size the next operation needs in `read`, when known.
     need: usize,
-    /// The largest message accepted.
-    max_message: usize,
+    parser: Parser,
+    /// The SUBs and UNSUBs the server has not answered yet.
+    pub acks: Acks,
+    /// The PINGs it has not answered yet, and who waits for them.
+    pub round_trips: RoundTrips,
     pub server: ServerAddr,
-}
-
-/// What woke the connection's task.
-pub enum Ready<C> {
-    /// Bytes arrived: take the operations with [`Session::next_op`].
-    Read,
-    Command(C),
-    Failed(Failure),
 }
 
 impl Session {
@@ -74,13 +80,16 @@ impl Session {
     pub async fn open(server: &ServerAddr, setup: &Setup) -> Result<(Self, Info), Failure> {
         let tcp = TcpStream::connect((server.host(), server.port())).await?;
         tcp.set_nodelay(true)?;
+        let identity = Identity::load(&setup.security, setup.login.clone())?;
         let mut session = Session {
             io: Transport::Plain(tcp),
             read: BytesMut::with_capacity(READ_CHUNK),
             write: BytesMut::new(),
             unflushed: false,
             need: 0,
-            max_message: MIN_MESSAGE_LIMIT,
+            parser: Parser::new(setup.max_message),
+            acks: Acks::default(),
+            round_trips: RoundTrips::default(),
             server: server.clone(),
         };
         let mut info = match session.read_op().await? {
@@ -97,8 +106,7 @@ impl Session {
             };
             session.io = setup.tls.upgrade(tcp, server.host()).await?;
         }
-        let connect = setup
-            .identity
+        let connect = identity
             .connect_line(&setup.name, tls, info.nonce.as_deref())
             .map_err(|e| Failure::Refused(e.to_owned()))?;
         session.io.write_all(connect.as_bytes()).await?;
@@ -113,7 +121,6 @@ impl Session {
                 _ => {}
             }
         }
-        session.max_message = info.max_payload.max(MIN_MESSAGE_LIMIT);
         Ok((session, info))
     }
 
@@ -132,7 +139,7 @@ impl Session {
 
     /// The next complete operation read, if any.
     pub fn next_op(&mut self) -> Result<Option<ServerOp>, proto::ProtoError> {
-        match proto::parse(&mut self.read, self.max_message)? {
+        match self.parser.parse(&mut self.read)? {
             Parsed::Op(op) => {
                 self.need = 0;
                 Ok(Some(op))
@@ -147,6 +154,10 @@ impl Session {
     /// Makes room for the next read: a chunk, or the rest of a large
     /// message at once.
     fn reserve(&mut self) {
+        if self.parser.is_skipping() {
+            // An oversized message's bytes are dropped as they come.
+            self.need = 0;
+        }
         let missing = self.need.saturating_sub(self.read.len());
         let spare = self.read.capacity() - self.read.len();
         if spare < missing || spare < READ_CHUNK / 16 {
@@ -154,50 +165,44 @@ impl Session {
         }
     }
 
-    /// Queues bytes to send.
-    pub fn queue(&mut self) -> &mut BytesMut {
-        &mut self.write
+    /// Queues a SUB; the server answers it in line (see `acks`).
+    pub fn subscribe(&mut self, sid: Sid, subject: &str) {
+        let _ = write!(self.write, "SUB {subject} {sid}\r\n");
+        self.acks.subscribed(sid);
     }
 
-    /// Sends everything queued (used before the task takes over).
-    pub async fn flush(&mut self) -> Result<(), Failure> {
-        self.io.write_all(&self.write).await?;
-        self.write.clear();
-        self.io.flush().await?;
-        Ok(())
+    /// Queues an UNSUB; the server answers it in line too.
+    pub fn unsubscribe(&mut self, sid: Sid) {
+        let _ = write!(self.write, "UNSUB {sid}\r\n");
+        self.acks.unsubscribed();
     }
 
-    /// Makes progress on writes, then waits for a read or a command.
-    /// `commands_first` alternates so that neither starves the other.
-    pub fn poll_ready<C>(
-        &mut self,
-        cx: &mut Context<'_>,
-        commands: impl FnOnce(&mut Context<'_>) -> Poll<C>,
-        commands_first: bool,
-    ) -> Poll<Ready<C>> {
-        if let Err(e) = self.poll_write(cx) {
-            return Poll::Ready(Ready::Failed(e));
-        }
-        if commands_first {
-            if let Poll::Ready(command) = commands(cx) {
-                return Poll::Ready(Ready::Command(command));
-            }
-            self.poll_read(cx)
+    /// Queues a PING for the callers waiting in `round_trips`, or, with
+    /// `keepalive`, to tell a live server from a silent socket.
+    pub fn ping(&mut self, keepalive: bool) {
+        self.write.extend_from_slice(b"PING\r\n");
+        if keepalive {
+            self.round_trips.keepalive_sent();
         } else {
-            match self.poll_read(cx) {
-                Poll::Pending => commands(cx).map(Ready::Command),
-                ready => ready,
-            }
+            self.round_trips.ping_sent();
         }
     }
 
-    fn poll_read<C>(&mut self, cx: &mut Context<'_>) -> Poll<Ready<C>> {
+    /// Queues the answer to the server's PING.
+    pub fn pong(&mut self) {
+        self.write.extend_from_slice(b"PONG\r\n");
+    }
+
+    /// Makes progress on writes, then resolves once bytes were read (take
+    /// the operations with [`Session::next_op`]) or the connection failed.
+    pub fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        self.poll_write(cx)?;
         self.reserve();
         match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(0)) => Poll::Ready(Ready::Failed(Failure::Closed)),
-            Poll::Ready(Ok(_)) => Poll::Ready(Ready::Read),
-            Poll::Ready(Err(e)) => Poll::Ready(Ready::Failed(e.into())),
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(Failure::Closed)),
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
         }
     }
 

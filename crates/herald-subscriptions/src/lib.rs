@@ -16,18 +16,24 @@
 //! # Layout
 //! - this file: the handle, [`Subscriptions`], and what it is made with.
 //! - `task`: the one task that owns the socket: reads, writes, keep-alive,
+//!   moves away from a server in lame duck mode (make before break),
 //!   reconnects (re-sending every SUB) and counts losses.
-//! - `connection`: one connection: the handshake and buffered I/O.
+//! - `connection`: one connection: the handshake, buffered I/O, and what
+//!   the server has yet to answer on it.
 //! - `proto`: parsing server operations (pure; property-tested);
 //!   `headers`: the header block of an HMSG.
+//! - `acks`: which SUB a `+OK` or `-ERR` answers (pure);
+//!   `server_error`: what a `-ERR` says (pure).
 //! - `login`: the CONNECT line, credentials files and NKey signatures.
 //! - `transport`: plain TCP or TLS.
 //! - `round_trips`: which PONG answers whom (pure).
 //! - `servers`: where to reconnect, and how long to wait between tries.
-//! - `registry`: the live subscriptions and counters, shared by handle and task.
-//! - `deliver`: what messages are handed to ([`Deliver`], by [`Sid`]);
-//!   `options`: tuning ([`Options`]).
+//! - `registry`: the live subscriptions, the changes not yet sent, and
+//!   counters, shared by handle and task.
+//! - `deliver`: what messages and refusals are handed to ([`Deliver`], by
+//!   [`Sid`]); `options`: tuning ([`Options`]).
 
+mod acks;
 mod connection;
 mod deliver;
 mod headers;
@@ -36,6 +42,7 @@ mod options;
 mod proto;
 mod registry;
 mod round_trips;
+mod server_error;
 mod servers;
 mod task;
 mod transport;
@@ -51,9 +58,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::connection::{Failure, Session, Setup};
 use crate::registry::Registry;
-use crate::task::{Command, Task};
+use crate::task::Task;
 
-pub use deliver::{Deliver, Sid};
+pub use deliver::{Deliver, Refusal, RefusalReason, Sid, Source};
 pub use options::Options;
 
 /// How long a [`Subscriptions::round_trip`] waits for the server.
@@ -101,13 +108,22 @@ pub struct Stats {
     pub delivered: u64,
     /// Messages for subscriptions already dropped, or unreadable.
     pub dropped: u64,
+    /// Messages over [`Options::max_message`], skipped.
+    pub oversized: u64,
+    /// Subscriptions the server refused.
+    pub refused: u64,
+    /// Moves to another server, made before leaving one in lame duck mode.
+    pub moves: u64,
 }
 
 /// A cheap handle to the connection; its task ends, closing the socket,
 /// when the last handle is dropped.
 #[derive(Clone)]
 pub struct Subscriptions {
-    commands: mpsc::UnboundedSender<Command>,
+    waiters: mpsc::UnboundedSender<round_trips::Waiter>,
+    /// Tells the task that changes wait in the registry; one message
+    /// stands for any number of them.
+    wake: mpsc::Sender<()>,
     registry: Arc<Registry>,
 }
 
@@ -145,32 +161,42 @@ impl Subscriptions {
         options: Options,
     ) -> Result<Self, ConnectError> {
         let (addrs, login) = herald_core::nats::servers(urls, security)?;
+        // Read now to fail fast on a bad file; read again at every connect.
+        login::Identity::load(security, login.clone())?;
         let setup = Arc::new(Setup {
-            identity: login::Identity::load(security, login)?,
+            security: security.clone(),
+            login,
             tls: transport::Tls::load(security)?,
             name: name.to_owned(),
+            max_message: options.max_message,
         });
-        let mut servers = servers::Servers::new(addrs);
+        let mut servers = servers::Servers::new(addrs, options.ignore_advertised);
         let (index, session, info) =
             first_connection(servers.configured(), &setup, &options).await?;
         servers.connected_to(index);
         servers.learn(&info.connect_urls);
         let registry = Arc::new(Registry::default());
+        registry.link(|_, _| {}, |_, _| {});
         registry.counters.connected.store(true, Relaxed);
         Registry::count(&registry.counters.connects);
-        let (commands, receiver) = mpsc::unbounded_channel();
+        let (waiters, waiters_rx) = mpsc::unbounded_channel();
+        let (wake, wake_rx) = mpsc::channel(1);
         let task = Task {
             setup,
             registry: registry.clone(),
-            commands: receiver,
+            waiters: waiters_rx,
+            wake: wake_rx,
             deliver,
             losses,
             servers,
             options,
-            round_trips: Default::default(),
         };
         tokio::spawn(task.run(session));
-        Ok(Self { commands, registry })
+        Ok(Self {
+            waiters,
+            wake,
+            registry,
+        })
     }
 
     /// Registers interest in `subject`; sent now, or on reconnect. A
@@ -183,26 +209,29 @@ impl Subscriptions {
             tracing::error!(?subject, "not a NATS subject; not subscribing");
             return sid;
         }
-        self.registry.insert(sid, subject);
-        let _ = self.commands.send(Command::Subscribe(sid));
+        if self.registry.insert(sid, subject) {
+            let _ = self.wake.try_send(());
+        }
         sid
     }
 
     /// Drops the subscription; messages for it that arrive later are dropped.
     pub fn unsubscribe(&self, sid: Sid) {
         if self.registry.remove(sid) {
-            let _ = self.commands.send(Command::Unsubscribe(sid));
+            let _ = self.wake.try_send(());
         }
     }
 
     /// Resolves once the server has processed everything sent on this
-    /// connection before the call. Callers waiting together share a ping.
+    /// connection before the call; a subscription it refused by then has
+    /// been handed to [`Deliver::refused`]. Callers waiting together
+    /// share a ping.
     /// While reconnecting, waits for the new connection (within the
     /// timeout), since what was sent before went with the old one.
     pub async fn round_trip(&self) -> Result<(), RoundTripError> {
         let (waiter, answer) = oneshot::channel();
-        self.commands
-            .send(Command::RoundTrip(waiter))
+        self.waiters
+            .send(waiter)
             .map_err(|_| RoundTripError::Closed)?;
         match tokio::time::timeout(ROUND_TRIP_TIMEOUT, answer).await {
             Ok(Ok(())) => Ok(()),
@@ -250,6 +279,9 @@ impl StatsReader {
             pings: c.pings.load(Relaxed),
             delivered: c.delivered.load(Relaxed),
             dropped: c.dropped.load(Relaxed),
+            oversized: c.oversized.load(Relaxed),
+            refused: c.refused.load(Relaxed),
+            moves: c.moves.load(Relaxed),
         }
     }
 }

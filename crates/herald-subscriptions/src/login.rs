@@ -64,7 +64,8 @@ impl Identity {
         nonce: Option<&str>,
     ) -> Result<String, &'static str> {
         let mut connect = serde_json::json!({
-            "verbose": false,
+            // Every SUB answered in line: how a refused one is known.
+            "verbose": true,
             "pedantic": false,
             "lang": "rust",
             "version": env!("CARGO_PKG_VERSION"),

@@ -10,6 +10,18 @@ pub struct Options {
     pub ping_interval: Duration,
     /// Per attempt: TCP, TLS, CONNECT and the first PONG.
     pub connect_timeout: Duration,
+    /// Messages larger than this (headers and payload) are skipped and
+    /// counted, whatever the server would carry: one message must not
+    /// take the memory, or the connection, of every stream on the node.
+    pub max_message: usize,
+    /// Use only the configured servers, never those the cluster
+    /// advertises (they may not be reachable from here).
+    pub ignore_advertised: bool,
+    /// A server announcing lame duck mode is left within this time,
+    /// somewhere at random, so that its clients do not all move at once.
+    /// Keep it under the server's `lame_duck_grace_period` (10 s by
+    /// default), after which it starts closing connections.
+    pub lame_duck_spread: Duration,
 }
 
 impl Default for Options {
@@ -17,6 +29,9 @@ impl Default for Options {
         Self {
             ping_interval: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            max_message: 1 << 20,
+            ignore_advertised: false,
+            lame_duck_spread: Duration::from_secs(5),
         }
     }
 }

@@ -26,6 +26,12 @@ pub enum ServerOp {
         sid: Sid,
         why: &'static str,
     },
+    /// A message over the size limit: its bytes are skipped, the
+    /// connection is fine.
+    Oversized {
+        sid: Sid,
+        size: usize,
+    },
     Ping,
     Pong,
     Ok,
@@ -66,17 +72,62 @@ pub enum ProtoError {
     Unknown(String),
     #[error("malformed {0} arguments")]
     BadArguments(&'static str),
-    #[error("a message of {size} bytes, over the limit of {limit}")]
-    TooLarge { size: usize, limit: usize },
     #[error("a message payload not followed by CRLF")]
     MissingCrlf,
     #[error("malformed INFO: {0}")]
     BadInfo(String),
 }
 
-/// Takes the first complete operation off `buf`; messages larger than
-/// `max_message` bytes (headers and payload) are refused.
-pub fn parse(buf: &mut BytesMut, max_message: usize) -> Result<Parsed, ProtoError> {
+/// Reads operations off the front of a connection's read buffer.
+#[derive(Debug)]
+pub struct Parser {
+    /// Messages larger than this (headers and payload) are skipped.
+    max_message: usize,
+    /// Bytes of an oversized message still to drop as they arrive.
+    skip: usize,
+}
+
+impl Parser {
+    pub fn new(max_message: usize) -> Self {
+        Self {
+            max_message,
+            skip: 0,
+        }
+    }
+
+    /// Takes the first complete operation off `buf`. A message over the
+    /// limit is answered with [`ServerOp::Oversized`] as soon as its
+    /// control line is read, and its bytes are dropped as they come, so
+    /// it never sits in memory.
+    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Parsed, ProtoError> {
+        self.drop_skipped(buf);
+        if self.skip > 0 {
+            return Ok(Parsed::Need(1));
+        }
+        let parsed = parse(buf, self.max_message)?;
+        if let Parsed::Op(ServerOp::Oversized { size, .. }) = &parsed {
+            // The payload and its CRLF.
+            self.skip = size.saturating_add(2);
+            self.drop_skipped(buf);
+        }
+        Ok(parsed)
+    }
+
+    /// Whether the bytes arriving now are an oversized message's, dropped.
+    pub fn is_skipping(&self) -> bool {
+        self.skip > 0
+    }
+
+    fn drop_skipped(&mut self, buf: &mut BytesMut) {
+        let dropped = self.skip.min(buf.len());
+        buf.advance(dropped);
+        self.skip -= dropped;
+    }
+}
+
+/// Takes the first complete operation off `buf`; of a message larger than
+/// `max_message` bytes (headers and payload), only the control line.
+fn parse(buf: &mut BytesMut, max_message: usize) -> Result<Parsed, ProtoError> {
     let searched = &buf[..buf.len().min(MAX_LINE + 1)];
     let Some(newline) = memchr::memchr(b'\n', searched) else {
         if buf.len() > MAX_LINE {
@@ -160,10 +211,8 @@ fn message(
         return Err(bad);
     }
     if total > max_message {
-        return Err(ProtoError::TooLarge {
-            size: total,
-            limit: max_message,
-        });
+        buf.advance(newline + 1);
+        return Ok(Parsed::Op(ServerOp::Oversized { sid, size: total }));
     }
     let payload_start = newline + 1;
     let end = payload_start + total + 2;

@@ -9,6 +9,7 @@ const LIMIT: usize = 1 << 20;
 /// `cuts`; stops at the first protocol error.
 fn feed(input: &[u8], cuts: &[usize]) -> (Vec<ServerOp>, Option<ProtoError>) {
     let mut buf = BytesMut::new();
+    let mut parser = Parser::new(LIMIT);
     let mut ops = Vec::new();
     let mut at = 0;
     let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
@@ -18,7 +19,7 @@ fn feed(input: &[u8], cuts: &[usize]) -> (Vec<ServerOp>, Option<ProtoError>) {
         buf.extend_from_slice(&input[at..bound.max(at)]);
         at = bound.max(at);
         loop {
-            match parse(&mut buf, LIMIT) {
+            match parser.parse(&mut buf) {
                 Ok(Parsed::Op(op)) => ops.push(op),
                 Ok(Parsed::Need(n)) => {
                     assert!(n > buf.len(), "asks for {n} with {} held", buf.len());
@@ -98,7 +99,7 @@ fn a_payload_that_looks_like_protocol_is_taken_by_its_length() {
 fn an_incomplete_message_says_how_much_it_needs() {
     let input = encode(1, "x", None, b"", &[b'z'; 100]);
     let mut buf = BytesMut::from(&input[..20]);
-    let Ok(Parsed::Need(n)) = parse(&mut buf, LIMIT) else {
+    let Ok(Parsed::Need(n)) = Parser::new(LIMIT).parse(&mut buf) else {
         panic!()
     };
     assert_eq!(n, input.len());
@@ -107,20 +108,13 @@ fn an_incomplete_message_says_how_much_it_needs() {
 
 #[test]
 fn violations_are_errors() {
-    let cases: [(&[u8], ProtoError); 7] = [
+    let cases: [(&[u8], ProtoError); 6] = [
         (b"HELLO\r\n", ProtoError::Unknown("HELLO".into())),
         (b"MSG x 1\r\n", ProtoError::BadArguments("MSG")),
         (b"MSG x 1 a b c\r\n", ProtoError::BadArguments("MSG")),
         (b"MSG x -1 3\r\nabc\r\n", ProtoError::BadArguments("MSG")),
         (b"HMSG x 1 9 3\r\n", ProtoError::BadArguments("HMSG")),
         (b"MSG x 1 3\r\nabcde\r\n", ProtoError::MissingCrlf),
-        (
-            b"MSG x 1 99999999999\r\n",
-            ProtoError::TooLarge {
-                size: 99_999_999_999,
-                limit: LIMIT,
-            },
-        ),
     ];
     for (input, want) in cases {
         assert_eq!(
@@ -136,6 +130,41 @@ fn violations_are_errors() {
         feed(b"INFO {nope\r\n", &[]).1,
         Some(ProtoError::BadInfo(_))
     ));
+}
+
+#[test]
+fn an_oversized_message_is_skipped_as_it_arrives_not_the_connection() {
+    let big = vec![b'x'; LIMIT + 1];
+    let input = [
+        &encode(7, "big", None, b"", &big)[..],
+        &encode(8, "small", None, b"", b"ok")[..],
+        b"PING\r\n",
+    ]
+    .concat();
+    // Cut anywhere, even inside the skipped bytes and their CRLF.
+    for cuts in [vec![], vec![5, 40, LIMIT / 2, LIMIT + 20, LIMIT + 21]] {
+        let (ops, error) = feed(&input, &cuts);
+        assert_eq!(error, None);
+        assert!(
+            matches!(ops[0], ServerOp::Oversized { sid: 7, size } if size == LIMIT + 1),
+            "{:?}",
+            ops[0]
+        );
+        assert!(matches!(&ops[1], ServerOp::Msg { sid: 8, message } if message.payload == "ok"));
+        assert!(matches!(ops[2], ServerOp::Ping));
+        assert_eq!(ops.len(), 3);
+    }
+    // A size beyond any buffer is skipped the same way, never reserved.
+    let mut parser = Parser::new(LIMIT);
+    let mut buf = BytesMut::from(&b"MSG x 1 99999999999\r\nabc"[..]);
+    assert!(matches!(
+        parser.parse(&mut buf),
+        Ok(Parsed::Op(ServerOp::Oversized {
+            size: 99_999_999_999,
+            ..
+        }))
+    ));
+    assert!(buf.is_empty() && parser.is_skipping());
 }
 
 #[test]

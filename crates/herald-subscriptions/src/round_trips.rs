@@ -67,14 +67,14 @@ impl RoundTrips {
         }
     }
 
-    /// The connection was lost: its PINGs will never be answered, and what
-    /// their callers sent must be sent again, so they wait for a PING on
-    /// the next connection instead.
-    pub fn disconnected(&mut self) {
-        let mut again: Vec<Waiter> = self.in_flight.drain(..).flatten().collect();
-        again.append(&mut self.waiting);
-        self.waiting = again;
+    /// Everyone still waiting, oldest first: the connection was lost (its
+    /// PINGs will never be answered, and what their callers sent must be
+    /// sent again) or left, so they wait for a PING on the next one.
+    pub fn take_waiters(&mut self) -> Vec<Waiter> {
+        let mut waiters: Vec<Waiter> = self.in_flight.drain(..).flatten().collect();
+        waiters.append(&mut self.waiting);
         self.unanswered_keepalives = 0;
+        waiters
     }
 }
 
@@ -129,11 +129,15 @@ mod tests {
         rt.ping_sent();
         rt.keepalive_sent();
         let mut queued = waiter(&mut rt);
-        rt.disconnected();
-        assert_eq!(rt.unanswered_keepalives(), 0);
-        assert!(rt.wants_ping());
-        rt.ping_sent();
-        rt.pong();
+        let waiters = rt.take_waiters();
+        assert_eq!(waiters.len(), 2);
+        let mut next = RoundTrips::default();
+        for waiter in waiters {
+            next.ask(waiter);
+        }
+        assert!(next.wants_ping());
+        next.ping_sent();
+        next.pong();
         assert!(sent.try_recv().is_ok() && queued.try_recv().is_ok());
     }
 

@@ -1,50 +1,101 @@
-//! The one task that owns the socket: reads and hands messages to the
-//! callback, writes what the handles ask, keeps the connection alive, and
-//! reconnects when it is lost.
+//! The one task that owns the connection: reads and hands messages to the
+//! callback, writes what the handles ask, keeps the connection alive, moves
+//! to another server when its own announces lame duck mode (the new
+//! connection subscribed and confirmed before the old one is left), and
+//! reconnects when the connection is lost.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Interval, Sleep};
 
-use crate::connection::{Failure, Ready, Session, Setup};
-use crate::deliver::{Deliver, Sid};
+use crate::connection::{Failure, Session, Setup};
+use crate::deliver::{Deliver, Refusal, Source};
 use crate::options::Options;
 use crate::proto::{Info, ServerOp};
 use crate::registry::Registry;
 use crate::round_trips::{RoundTrips, Waiter};
+use crate::server_error;
 use crate::servers::{Servers, backoff};
 
 /// Keep-alive PINGs left unanswered before the connection counts as dead.
 const MAX_UNANSWERED: u32 = 2;
-/// Commands handled in one go before the socket is looked at again.
-const COMMAND_BATCH: usize = 1024;
-/// A server in lame duck mode is left within this time (jittered, so
-/// that its clients do not all move at once).
-const LAME_DUCK_LEAVE: Duration = Duration::from_secs(5);
-
-/// What a handle asks of the task.
-pub enum Command {
-    /// The subscription is in the registry: send its SUB.
-    Subscribe(Sid),
-    Unsubscribe(Sid),
-    RoundTrip(Waiter),
-}
+/// Round-trip requests taken in one go before the socket is looked at again.
+const WAITER_BATCH: usize = 1024;
+/// After a move, the server left is read until it answers a PING (so
+/// what it sent before has all arrived), or for this long.
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
+/// A connection moved to must confirm its SUBs within this, or the move
+/// is tried again elsewhere.
+const RESTORE_WAIT: Duration = Duration::from_secs(30);
 
 pub struct Task {
     pub setup: Arc<Setup>,
     pub registry: Arc<Registry>,
-    pub commands: UnboundedReceiver<Command>,
+    /// Callers of `round_trip`.
+    pub waiters: mpsc::UnboundedReceiver<Waiter>,
+    /// Subscription changes wait in the registry; this says there are some.
+    pub wake: mpsc::Receiver<()>,
     pub deliver: Arc<dyn Deliver>,
     pub losses: watch::Sender<u64>,
     pub servers: Servers,
     pub options: Options,
-    pub round_trips: RoundTrips,
+}
+
+/// The connection that serves, and the ones open beside it for a moment.
+struct Links {
+    primary: Session,
+    /// Answered once the SUBs sent again after a reconnect are confirmed.
+    restored: Option<oneshot::Receiver<()>>,
+    moving: Moving,
+    /// The connection left by a move, read until it is drained.
+    leaving: Option<Leaving>,
+}
+
+type Opening = Pin<Box<dyn Future<Output = Result<(Session, Info), Failure>> + Send>>;
+
+/// A move away from a server in lame duck mode.
+enum Moving {
+    Idle,
+    /// Its server announced lame duck mode: connect elsewhere at `at`.
+    Due {
+        at: Pin<Box<Sleep>>,
+        attempt: u32,
+    },
+    Connecting {
+        opening: Opening,
+        attempt: u32,
+    },
+    /// Every subscription was sent on the new connection; the PONG after
+    /// them confirms them all, and the move is made.
+    Confirming {
+        session: Box<Session>,
+        confirmed: oneshot::Receiver<()>,
+        deadline: Pin<Box<Sleep>>,
+        attempt: u32,
+    },
+}
+
+struct Leaving {
+    session: Session,
+    drained: oneshot::Receiver<()>,
+    deadline: Pin<Box<Sleep>>,
+}
+
+/// Which connection operations came from, and what its messages are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The serving connection: its messages go on as `Source`.
+    Primary(Source),
+    /// Being confirmed: the primary still hands on everything, so its
+    /// messages are dropped.
+    Confirming,
+    Leaving,
 }
 
 /// Why [`Task::serve`] returned.
@@ -54,198 +105,465 @@ enum End {
     Lost(String),
 }
 
+enum Event {
+    /// Every handle was dropped.
+    Closed,
+    Waiter(Waiter),
+    Wake,
+    Tick,
+    Primary(Result<(), Failure>),
+    MoveDue,
+    Opened(Box<Result<(Session, Info), Failure>>),
+    Successor(Result<(), Failure>),
+    SuccessorTimedOut,
+    Leaving(Result<(), Failure>),
+    Left,
+}
+
 impl Task {
     /// Serves `session` and its successors until every handle is dropped.
-    pub async fn run(mut self, mut session: Session) {
+    pub async fn run(mut self, session: Session) {
+        let mut links = Links::new(session, None);
         loop {
-            let server = session.server.clone();
-            match self.serve(&mut session).await {
+            match self.serve(&mut links).await {
                 End::Closed => return,
                 End::Lost(why) => {
-                    tracing::warn!(server = server.as_url_str(), error = %why, "NATS connection lost; reconnecting");
-                    self.registry
-                        .counters
-                        .connected
-                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    let server = links.primary.server.as_url_str().to_owned();
+                    tracing::warn!(%server, error = %why, "NATS connection lost; reconnecting");
+                    self.registry.counters.connected.store(false, Relaxed);
+                    self.registry.unlink();
                     // Core NATS does not redeliver what passed meanwhile.
                     self.losses.send_modify(|n| *n += 1);
-                    self.round_trips.disconnected();
                 }
             }
-            drop(session);
-            match self.reconnect().await {
-                Some(next) => session = next,
+            let mut waiting = RoundTrips::default();
+            for waiter in links.primary.round_trips.take_waiters() {
+                waiting.ask(waiter);
+            }
+            match self.reconnect(waiting).await {
+                Some(next) => links = next,
                 None => return,
             }
         }
     }
 
-    async fn serve(&mut self, session: &mut Session) -> End {
+    async fn serve(&mut self, links: &mut Links) -> End {
+        let mut keepalive = self.keepalive();
+        let mut channels_first = false;
+        loop {
+            channels_first = !channels_first;
+            let event = self.next_event(links, &mut keepalive, channels_first).await;
+            match event {
+                Event::Closed => return End::Closed,
+                Event::Waiter(waiter) => {
+                    let mut waiters = vec![waiter];
+                    while waiters.len() < WAITER_BATCH
+                        && let Ok(waiter) = self.waiters.try_recv()
+                    {
+                        waiters.push(waiter);
+                    }
+                    // Their callers' subscription changes are in the
+                    // registry by now: they go out before the PING.
+                    self.flush(links);
+                    for waiter in waiters {
+                        links.primary.round_trips.ask(waiter);
+                    }
+                }
+                Event::Wake => self.flush(links),
+                Event::Tick => {
+                    if links.primary.round_trips.unanswered_keepalives() >= MAX_UNANSWERED {
+                        return End::Lost(format!("no answer to {MAX_UNANSWERED} PINGs"));
+                    }
+                    links.primary.ping(true);
+                    Registry::count(&self.registry.counters.pings);
+                }
+                Event::Primary(Err(failure)) => return End::Lost(failure.to_string()),
+                Event::Primary(Ok(())) => {
+                    let source = match links.leaving {
+                        Some(_) => Source::Successor,
+                        None => Source::Only,
+                    };
+                    let ldm = match self.take_ops(&mut links.primary, Role::Primary(source)) {
+                        Ok(ldm) => ldm,
+                        Err(failure) => return End::Lost(failure.to_string()),
+                    };
+                    if ldm && matches!(links.moving, Moving::Idle) {
+                        links.moving = self.move_due(0);
+                    }
+                    self.check_restored(links);
+                }
+                Event::MoveDue => {
+                    let Moving::Due { attempt, .. } = links.moving else {
+                        unreachable!("only a due move is due")
+                    };
+                    links.moving = self.open_elsewhere(&links.primary, attempt);
+                }
+                Event::Opened(opened) => match *opened {
+                    Ok((session, info)) => {
+                        self.servers.learn(&info.connect_urls);
+                        let Moving::Connecting { attempt, .. } = links.moving else {
+                            unreachable!("only a move under way opens")
+                        };
+                        links.moving = self.subscribe_moving(&mut links.primary, session, attempt);
+                    }
+                    Err(failure) => self.move_failed(links, &failure.to_string()),
+                },
+                Event::Successor(Err(failure)) => self.move_failed(links, &failure.to_string()),
+                Event::SuccessorTimedOut => {
+                    self.move_failed(links, "its SUBs were not confirmed in time")
+                }
+                Event::Successor(Ok(())) => {
+                    let Moving::Confirming { session, .. } = &mut links.moving else {
+                        unreachable!("only a confirming successor reads")
+                    };
+                    match self.take_ops(session, Role::Confirming) {
+                        Ok(_) => self.check_moved(links, &mut keepalive),
+                        Err(failure) => self.move_failed(links, &failure.to_string()),
+                    }
+                }
+                Event::Leaving(result) => {
+                    let leaving = links.leaving.as_mut().expect("a leaving connection read");
+                    let drained = match result {
+                        Ok(()) => self.take_ops(&mut leaving.session, Role::Leaving).is_err(),
+                        Err(_) => true,
+                    };
+                    if drained || leaving.drained.try_recv().is_ok() {
+                        links.leaving = None;
+                    }
+                }
+                Event::Left => links.leaving = None,
+            }
+            if links.primary.round_trips.wants_ping() {
+                links.primary.ping(false);
+                Registry::count(&self.registry.counters.pings);
+            }
+        }
+    }
+
+    fn keepalive(&self) -> Interval {
         let every = self.options.ping_interval;
         let mut keepalive = tokio::time::interval_at(Instant::now() + every, every);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut leave: Option<Pin<Box<Sleep>>> = None;
-        let mut commands_first = false;
-        loop {
-            if self.round_trips.wants_ping() {
-                self.ping(session, false);
-            }
-            commands_first = !commands_first;
-            match self
-                .next_event(session, &mut keepalive, &mut leave, commands_first)
-                .await
-            {
-                Event::Ready(Ready::Read) => {
-                    if let Err(why) = self.take_ops(session, &mut leave) {
-                        return End::Lost(why.to_string());
-                    }
-                }
-                Event::Ready(Ready::Command(None)) => return End::Closed,
-                Event::Ready(Ready::Command(Some(command))) => {
-                    self.command(command, session);
-                    for _ in 0..COMMAND_BATCH {
-                        let Ok(command) = self.commands.try_recv() else {
-                            break;
-                        };
-                        self.command(command, session);
-                    }
-                }
-                Event::Ready(Ready::Failed(failure)) => return End::Lost(failure.to_string()),
-                Event::Tick => {
-                    if self.round_trips.unanswered_keepalives() >= MAX_UNANSWERED {
-                        return End::Lost(format!("no answer to {MAX_UNANSWERED} PINGs"));
-                    }
-                    self.ping(session, true);
-                }
-                Event::Leave => {
-                    return End::Lost("the server is shutting down (lame duck mode)".into());
-                }
-            }
-        }
+        keepalive
     }
 
     fn next_event<'a>(
         &'a mut self,
-        session: &'a mut Session,
+        links: &'a mut Links,
         keepalive: &'a mut Interval,
-        leave: &'a mut Option<Pin<Box<Sleep>>>,
-        commands_first: bool,
+        channels_first: bool,
     ) -> impl Future<Output = Event> + 'a {
         std::future::poll_fn(move |cx| {
-            if let Some(sleep) = leave.as_mut()
-                && sleep.as_mut().poll(cx).is_ready()
-            {
-                return std::task::Poll::Ready(Event::Leave);
+            if let Poll::Ready(event) = links.poll_side(cx) {
+                return Poll::Ready(event);
             }
             if keepalive.poll_tick(cx).is_ready() {
-                return std::task::Poll::Ready(Event::Tick);
+                return Poll::Ready(Event::Tick);
             }
-            let commands = &mut self.commands;
-            session
-                .poll_ready(cx, |cx| commands.poll_recv(cx), commands_first)
-                .map(Event::Ready)
+            if channels_first && let Poll::Ready(event) = self.poll_channels(cx) {
+                return Poll::Ready(event);
+            }
+            if let Poll::Ready(result) = links.primary.poll_io(cx) {
+                return Poll::Ready(Event::Primary(result));
+            }
+            self.poll_channels(cx)
         })
     }
 
-    fn ping(&mut self, session: &mut Session, keepalive: bool) {
-        session.queue().extend_from_slice(b"PING\r\n");
-        if keepalive {
-            self.round_trips.keepalive_sent();
-        } else {
-            self.round_trips.ping_sent();
+    fn poll_channels(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        match self.waiters.poll_recv(cx) {
+            Poll::Ready(Some(waiter)) => return Poll::Ready(Event::Waiter(waiter)),
+            Poll::Ready(None) => return Poll::Ready(Event::Closed),
+            Poll::Pending => {}
         }
-        Registry::count(&self.registry.counters.pings);
+        match self.wake.poll_recv(cx) {
+            Poll::Ready(Some(())) => Poll::Ready(Event::Wake),
+            Poll::Ready(None) => Poll::Ready(Event::Closed),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
-    fn command(&mut self, command: Command, session: &mut Session) {
-        match command {
-            Command::Subscribe(sid) => self.registry.with_subject(sid, |subject| {
-                let _ = write!(session.queue(), "SUB {subject} {sid}\r\n");
-            }),
-            Command::Unsubscribe(sid) => {
-                let _ = write!(session.queue(), "UNSUB {sid}\r\n");
+    /// Writes the subscription changes waiting, to every connection that
+    /// takes them.
+    fn flush(&self, links: &mut Links) {
+        let Links {
+            primary, moving, ..
+        } = links;
+        let mut successor = match moving {
+            Moving::Confirming { session, .. } => Some(&mut **session),
+            _ => None,
+        };
+        self.registry.flush(|sid, subject| {
+            for session in std::iter::once(&mut *primary).chain(successor.as_deref_mut()) {
+                match subject {
+                    Some(subject) => session.subscribe(sid, subject),
+                    None => session.unsubscribe(sid),
+                }
             }
-            Command::RoundTrip(waiter) => self.round_trips.ask(waiter),
-        }
+        });
     }
 
-    /// Handles every complete operation read so far.
-    fn take_ops(
-        &mut self,
-        session: &mut Session,
-        leave: &mut Option<Pin<Box<Sleep>>>,
-    ) -> Result<(), Failure> {
+    /// Handles every complete operation read so far on `session`; returns
+    /// whether its server announced lame duck mode.
+    fn take_ops(&mut self, session: &mut Session, role: Role) -> Result<bool, Failure> {
         let registry = self.registry.clone();
         let counters = &registry.counters;
+        let mut ldm = false;
         while let Some(op) = session.next_op()? {
             match op {
-                ServerOp::Msg { sid, message } => {
-                    if registry.is_live(sid) {
-                        self.deliver.deliver(sid, &message);
+                ServerOp::Msg { sid, message } => match role {
+                    Role::Primary(source) if registry.is_live(sid) => {
+                        self.deliver.deliver(sid, &message, source);
                         Registry::count(&counters.delivered);
-                    } else {
-                        Registry::count(&counters.dropped);
                     }
+                    Role::Leaving if registry.is_live(sid) => {
+                        self.deliver.deliver(sid, &message, Source::Predecessor);
+                        Registry::count(&counters.delivered);
+                    }
+                    Role::Confirming => {}
+                    _ => Registry::count(&counters.dropped),
+                },
+                ServerOp::Oversized { sid, size } => {
+                    tracing::warn!(
+                        sid,
+                        size,
+                        limit = self.options.max_message,
+                        "NATS message over the size limit skipped"
+                    );
+                    Registry::count(&counters.oversized);
                 }
                 ServerOp::Unreadable { sid, why } => {
                     tracing::warn!(sid, why, "NATS message dropped");
                     Registry::count(&counters.dropped);
                 }
-                ServerOp::Ping => session.queue().extend_from_slice(b"PONG\r\n"),
-                ServerOp::Pong => self.round_trips.pong(),
-                ServerOp::Ok => {}
-                // Permission violations leave the connection open; other
-                // errors are followed by the server closing it.
-                ServerOp::Err(text) => {
-                    tracing::error!(server = session.server.as_url_str(), error = %text, "NATS error")
+                ServerOp::Ping => session.pong(),
+                ServerOp::Pong => session.round_trips.pong(),
+                ServerOp::Ok => session.acks.ok(),
+                ServerOp::Err(text) => self.server_error(session, role, &text),
+                ServerOp::Info(info) => {
+                    if role != Role::Leaving {
+                        self.servers.learn(&info.connect_urls);
+                    }
+                    if info.ldm && matches!(role, Role::Primary(_)) {
+                        tracing::info!(server = %info.server_name, "NATS server entering lame duck mode; moving");
+                        ldm = true;
+                    }
                 }
-                ServerOp::Info(info) => self.info(&info, leave),
             }
         }
-        Ok(())
+        Ok(ldm)
     }
 
-    fn info(&mut self, info: &Info, leave: &mut Option<Pin<Box<Sleep>>>) {
-        self.servers.learn(&info.connect_urls);
-        if info.ldm && leave.is_none() {
-            tracing::info!(server = %info.server_name, "NATS server entering lame duck mode; moving");
-            let after = LAME_DUCK_LEAVE.mul_f64(fastrand::f64());
-            *leave = Some(Box::pin(tokio::time::sleep(after)));
+    /// A `-ERR`: a refused subscription ends it; other errors are followed
+    /// by the server closing the connection.
+    fn server_error(&self, session: &mut Session, role: Role, text: &str) {
+        let server = session.server.as_url_str().to_owned();
+        let Some(refused) = server_error::refused(text) else {
+            tracing::error!(%server, error = %text, "NATS error");
+            return;
+        };
+        let sid = match refused.sid {
+            // Dropped by the server on its own: not an answer in line.
+            Some(sid) => sid,
+            None => {
+                let oldest = session
+                    .acks
+                    .oldest()
+                    .and_then(|sid| self.registry.subject(sid));
+                let answers_oldest = match (&refused.subject, oldest) {
+                    (Some(named), Some(oldest)) => *named == *oldest,
+                    _ => true,
+                };
+                if !answers_oldest {
+                    tracing::error!(%server, error = %text, "NATS refused a subscription it did not name");
+                    return;
+                }
+                match session.acks.refused() {
+                    Some(sid) => sid,
+                    None => return,
+                }
+            }
+        };
+        if role == Role::Leaving {
+            // Its subscriptions have moved; the new server decides.
+            return;
         }
+        let Some(subject) = self.registry.refuse(sid) else {
+            return;
+        };
+        Registry::count(&self.registry.counters.refused);
+        let refusal = Refusal {
+            subject: subject.into(),
+            reason: refused.reason,
+            text: text.to_owned(),
+        };
+        tracing::warn!(%server, subject = %refusal.subject, reason = refusal.reason.as_str(), error = %text, "NATS refused a subscription");
+        self.deliver.refused(sid, &refusal);
+    }
+
+    /// The SUBs sent again after a reconnect are confirmed: streams opened
+    /// meanwhile may have missed events.
+    fn check_restored(&self, links: &mut Links) {
+        let Some(restored) = links.restored.as_mut() else {
+            return;
+        };
+        if restored.try_recv().is_err() {
+            return;
+        }
+        links.restored = None;
+        self.confirmed_again(&links.primary);
+    }
+
+    fn confirmed_again(&self, session: &Session) {
+        let counters = &self.registry.counters;
+        counters.connected.store(true, Relaxed);
+        Registry::count(&counters.connects);
+        tracing::info!(
+            server = session.server.as_url_str(),
+            subscriptions = self.registry.len(),
+            "NATS reconnected"
+        );
+        self.losses.send_modify(|n| *n += 1);
+    }
+
+    /// A move in `after` (jittered, so that a server's clients do not all
+    /// move at once) or, once one failed, after a back-off.
+    fn move_due(&self, attempt: u32) -> Moving {
+        let after = match attempt {
+            0 => self.options.lame_duck_spread.mul_f64(fastrand::f64()),
+            n => backoff(n),
+        };
+        Moving::Due {
+            at: Box::pin(tokio::time::sleep(after)),
+            attempt,
+        }
+    }
+
+    fn open_elsewhere(&mut self, primary: &Session, attempt: u32) -> Moving {
+        let server = self.servers.pick(Some(&primary.server));
+        let setup = self.setup.clone();
+        let timeout = self.options.connect_timeout;
+        let opening = Box::pin(async move {
+            match tokio::time::timeout(timeout, Session::open(&server, &setup)).await {
+                Ok(result) => result,
+                Err(_) => Err(Failure::TimedOut(timeout)),
+            }
+        });
+        Moving::Connecting { opening, attempt }
+    }
+
+    /// Sends every subscription on `successor`, and the changes waiting to
+    /// `primary` first, so that both see every change from here on.
+    fn subscribe_moving(
+        &self,
+        primary: &mut Session,
+        mut successor: Session,
+        attempt: u32,
+    ) -> Moving {
+        self.registry.link(
+            |sid, subject| match subject {
+                Some(subject) => primary.subscribe(sid, subject),
+                None => primary.unsubscribe(sid),
+            },
+            |sid, subject| successor.subscribe(sid, subject),
+        );
+        let (marker, confirmed) = oneshot::channel();
+        successor.round_trips.ask(marker);
+        successor.ping(false);
+        Moving::Confirming {
+            session: Box::new(successor),
+            confirmed,
+            deadline: Box::pin(tokio::time::sleep(RESTORE_WAIT)),
+            attempt,
+        }
+    }
+
+    fn move_failed(&self, links: &mut Links, why: &str) {
+        let attempt = match &links.moving {
+            Moving::Connecting { attempt, .. } | Moving::Confirming { attempt, .. } => *attempt,
+            _ => 0,
+        };
+        tracing::warn!(error = %why, attempt, "moving NATS subscriptions failed; trying again");
+        links.moving = self.move_due(attempt + 1);
+    }
+
+    /// Once the successor confirmed every subscription, it serves; the old
+    /// connection is read until drained, then closed.
+    fn check_moved(&self, links: &mut Links, keepalive: &mut Interval) {
+        let Moving::Confirming { confirmed, .. } = &mut links.moving else {
+            return;
+        };
+        if confirmed.try_recv().is_err() {
+            return;
+        }
+        let Moving::Confirming { session, .. } = std::mem::replace(&mut links.moving, Moving::Idle)
+        else {
+            unreachable!()
+        };
+        let mut old = std::mem::replace(&mut links.primary, *session);
+        // Callers waiting on the old server ask the new one.
+        for waiter in old.round_trips.take_waiters() {
+            links.primary.round_trips.ask(waiter);
+        }
+        let (marker, drained) = oneshot::channel();
+        old.round_trips.ask(marker);
+        old.ping(false);
+        tracing::info!(
+            from = old.server.as_url_str(),
+            to = links.primary.server.as_url_str(),
+            subscriptions = self.registry.len(),
+            "NATS subscriptions moved"
+        );
+        Registry::count(&self.registry.counters.moves);
+        links.leaving = Some(Leaving {
+            session: old,
+            drained,
+            deadline: Box::pin(tokio::time::sleep(LEAVE_WAIT)),
+        });
+        if links.restored.take().is_some() {
+            // Confirmed on the new server, which is what was awaited.
+            self.confirmed_again(&links.primary);
+        }
+        *keepalive = self.keepalive();
     }
 
     /// Connects again, to the servers in turn, until it works or every
-    /// handle is gone; then subscribes again to every live subject.
-    async fn reconnect(&mut self) -> Option<Session> {
-        // Subscribes asked while reconnecting may miss the re-sent list.
-        let mut deferred = Vec::new();
+    /// handle is gone; then sends every live subscription, to be confirmed
+    /// by the PONG after them (`Links::restored`).
+    async fn reconnect(&mut self, mut waiting: RoundTrips) -> Option<Links> {
         for attempt in 0u32.. {
-            let server = self.servers.pick();
-            let attempt_once = open_and_restore(
-                server.clone(),
-                self.setup.clone(),
-                self.registry.clone(),
-                backoff(attempt),
-                self.options.connect_timeout,
-            );
+            let server = self.servers.pick(None);
+            let timeout = self.options.connect_timeout;
+            let setup = self.setup.clone();
+            let attempt_once = async {
+                tokio::time::sleep(backoff(attempt)).await;
+                match tokio::time::timeout(timeout, Session::open(&server, &setup)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Failure::TimedOut(timeout)),
+                }
+            };
             tokio::pin!(attempt_once);
             let result = loop {
                 tokio::select! {
                     result = &mut attempt_once => break result,
-                    command = self.commands.recv() => match command? {
-                        Command::RoundTrip(waiter) => self.round_trips.ask(waiter),
-                        other => deferred.push(other),
-                    },
+                    waiter = self.waiters.recv() => waiting.ask(waiter?),
+                    // Changes wait in the registry: while no connection
+                    // is linked, only its live subscriptions count.
+                    wake = self.wake.recv() => wake?,
                 }
             };
             match result {
                 Ok((mut session, info)) => {
                     self.servers.learn(&info.connect_urls);
-                    for command in deferred {
-                        self.command(command, &mut session);
+                    self.registry
+                        .link(|_, _| {}, |sid, subject| session.subscribe(sid, subject));
+                    let (marker, restored) = oneshot::channel();
+                    session.round_trips.ask(marker);
+                    session.ping(false);
+                    for waiter in waiting.take_waiters() {
+                        session.round_trips.ask(waiter);
                     }
-                    self.connected(&session);
-                    return Some(session);
+                    return Some(Links::new(session, Some(restored)));
                 }
                 // Loud now and then, not on every try of a long outage.
                 Err(why) if attempt % 10 == 0 => {
@@ -258,49 +576,44 @@ impl Task {
         }
         None
     }
+}
 
-    fn connected(&mut self, session: &Session) {
-        let counters = &self.registry.counters;
-        counters
-            .connected
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        Registry::count(&counters.connects);
-        tracing::info!(
-            server = session.server.as_url_str(),
-            subscriptions = self.registry.len(),
-            "NATS reconnected"
-        );
-        // Streams opened while disconnected may have missed events too.
-        self.losses.send_modify(|n| *n += 1);
+impl Links {
+    fn new(primary: Session, restored: Option<oneshot::Receiver<()>>) -> Self {
+        Self {
+            primary,
+            restored,
+            moving: Moving::Idle,
+            leaving: None,
+        }
     }
-}
 
-enum Event {
-    Ready(Ready<Option<Command>>),
-    Tick,
-    Leave,
-}
-
-/// After `pause`, connects to `server` and sends a SUB for every live
-/// subscription, all within `timeout`.
-async fn open_and_restore(
-    server: async_nats::ServerAddr,
-    setup: Arc<Setup>,
-    registry: Arc<Registry>,
-    pause: Duration,
-    timeout: Duration,
-) -> Result<(Session, Info), Failure> {
-    tokio::time::sleep(pause).await;
-    let attempt = async {
-        let (mut session, info) = Session::open(&server, &setup).await?;
-        registry.for_each(|sid, subject| {
-            let _ = write!(session.queue(), "SUB {subject} {sid}\r\n");
-        });
-        session.flush().await?;
-        Ok::<_, Failure>((session, info))
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(Failure::TimedOut(timeout)),
+    /// What happened on the side of the primary: a move, a connection
+    /// being left.
+    fn poll_side(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if let Some(leaving) = &mut self.leaving {
+            if leaving.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Left);
+            }
+            if let Poll::Ready(result) = leaving.session.poll_io(cx) {
+                return Poll::Ready(Event::Leaving(result));
+            }
+        }
+        match &mut self.moving {
+            Moving::Idle => Poll::Pending,
+            Moving::Due { at, .. } => at.as_mut().poll(cx).map(|()| Event::MoveDue),
+            Moving::Connecting { opening, .. } => opening
+                .as_mut()
+                .poll(cx)
+                .map(|opened| Event::Opened(Box::new(opened))),
+            Moving::Confirming {
+                session, deadline, ..
+            } => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::SuccessorTimedOut);
+                }
+                session.poll_io(cx).map(Event::Successor)
+            }
+        }
     }
 }

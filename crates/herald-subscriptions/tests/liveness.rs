@@ -17,6 +17,7 @@ async fn a_silent_server_is_detected_within_the_ping_budget() {
     let options = Options {
         ping_interval: ping,
         connect_timeout: Duration::from_secs(1),
+        ..Options::default()
     };
     let c = connect_with(&server.client_url(), &NatsSecurity::default(), options)
         .await

@@ -88,7 +88,7 @@ fn pid_of(server: &NatsServer) -> String {
 }
 
 #[tokio::test]
-async fn a_node_in_lame_duck_mode_is_left_before_it_closes_us() {
+async fn a_node_in_lame_duck_mode_is_left_before_it_closes_us_without_a_loss() {
     let cluster = NatsCluster::start(2).await;
     let c = connect(&cluster.nodes[0].client_url()).await;
     let sid = c.subs.subscribe("herald.t.ldm");
@@ -104,10 +104,16 @@ async fn a_node_in_lame_duck_mode_is_left_before_it_closes_us() {
     eventually(
         Duration::from_secs(8),
         "a move to the other node",
-        || async { (*c.losses.borrow() >= 2 && c.subs.stats().connected).then_some(()) },
+        || async {
+            (c.subs.stats().moves == 1 && our_connection(&cluster.nodes[0]).await.is_none())
+                .then_some(())
+        },
     )
     .await;
     assert!(our_connection(&cluster.nodes[1]).await.is_some());
+    let stats = c.subs.stats();
+    assert!(stats.connected, "{stats:?}");
+    assert_eq!(*c.losses.borrow(), 0, "made before broken: no loss");
     let nats = publisher(&cluster.nodes[1].client_url()).await;
     publish(&nats, "herald.t.ldm", b"moved").await;
     c.recorder.wait(sid, 1).await;
@@ -170,9 +176,18 @@ fn publish_raw(url: &str, subject: &str, size: usize, count: usize) {
 struct Slow(std::sync::atomic::AtomicBool);
 
 impl herald_subscriptions::Deliver for Slow {
-    fn deliver(&self, _: herald_subscriptions::Sid, _: &async_nats::Message) {
+    fn deliver(
+        &self,
+        _: herald_subscriptions::Sid,
+        _: &async_nats::Message,
+        _: herald_subscriptions::Source,
+    ) {
         if !self.0.swap(true, std::sync::atomic::Ordering::Relaxed) {
             std::thread::sleep(Duration::from_secs(3));
         }
+    }
+
+    fn refused(&self, sid: herald_subscriptions::Sid, refusal: &herald_subscriptions::Refusal) {
+        panic!("sid {sid} refused: {refusal:?}");
     }
 }

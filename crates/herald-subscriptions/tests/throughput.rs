@@ -77,7 +77,12 @@ struct Counter(
 );
 
 impl herald_subscriptions::Deliver for Counter {
-    fn deliver(&self, _: herald_subscriptions::Sid, message: &async_nats::Message) {
+    fn deliver(
+        &self,
+        _: herald_subscriptions::Sid,
+        message: &async_nats::Message,
+        _: herald_subscriptions::Source,
+    ) {
         assert_eq!(message.payload.len(), 128);
         let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if n == 1 || n == MESSAGES {
@@ -85,5 +90,9 @@ impl herald_subscriptions::Deliver for Counter {
             let now = Some(Instant::now());
             if n == 1 { times.0 = now } else { times.1 = now }
         }
+    }
+
+    fn refused(&self, sid: herald_subscriptions::Sid, refusal: &herald_subscriptions::Refusal) {
+        panic!("sid {sid} refused: {refusal:?}");
     }
 }

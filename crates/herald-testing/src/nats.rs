@@ -206,6 +206,29 @@ impl NatsServer {
         self.signal("-CONT");
     }
 
+    /// Puts the server in lame duck mode (SIGUSR2), as a rolling upgrade
+    /// does: it tells its clients at once (INFO `ldm`), closes them after
+    /// its grace period, then exits.
+    pub fn lame_duck(&self) {
+        self.signal("-USR2");
+    }
+
+    /// Makes the server re-read its configuration (SIGHUP), as an operator
+    /// does after changing users, keys or limits.
+    pub fn reload(&self) {
+        self.signal("-HUP");
+    }
+
+    /// Replaces the `extra` configuration a single node started with (the
+    /// rest stays) and the files beside it; takes effect at
+    /// [`NatsServer::reload`].
+    pub fn rewrite(&self, extra: &str, files: &[(&str, &str)]) {
+        for (name, contents) in files {
+            std::fs::write(self.dir.path().join(name), contents).expect("write nats file");
+        }
+        self.write_config(None, extra);
+    }
+
     fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
         let sent = Command::new("kill").args([signal, &pid]).status();

@@ -8,23 +8,40 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_core::nats::NatsSecurity;
-use herald_subscriptions::{Deliver, Options, Sid, Subscriptions};
+use herald_subscriptions::{Deliver, Options, Refusal, Sid, Source, Subscriptions};
 use tokio::sync::watch;
 
-/// Keeps every message handed to it, by sid.
+/// Keeps every message and refusal handed to it, by sid.
 #[derive(Default)]
 pub struct Recorder {
     seen: Mutex<HashMap<Sid, Vec<async_nats::Message>>>,
+    sources: Mutex<Vec<Source>>,
+    refusals: Mutex<HashMap<Sid, Refusal>>,
 }
 
 impl Deliver for Recorder {
-    fn deliver(&self, sid: Sid, message: &async_nats::Message) {
+    fn deliver(&self, sid: Sid, message: &async_nats::Message, source: Source) {
         let mut seen = self.seen.lock().unwrap();
         seen.entry(sid).or_default().push(message.clone());
+        self.sources.lock().unwrap().push(source);
+    }
+
+    fn refused(&self, sid: Sid, refusal: &Refusal) {
+        let previous = self.refusals.lock().unwrap().insert(sid, refusal.clone());
+        assert!(previous.is_none(), "sid {sid} refused twice");
     }
 }
 
 impl Recorder {
+    pub fn refusals(&self) -> HashMap<Sid, Refusal> {
+        self.refusals.lock().unwrap().clone()
+    }
+
+    /// Which connection each message came from, in arrival order.
+    pub fn sources(&self) -> Vec<Source> {
+        self.sources.lock().unwrap().clone()
+    }
+
     pub fn of(&self, sid: Sid) -> Vec<async_nats::Message> {
         self.seen
             .lock()
