@@ -348,3 +348,167 @@ async fn chromium_survives_a_full_node() {
     assert_eq!(browser.eval("window.t.closed").await, false);
     assert_eq!(browser.eval("window.es.readyState").await, 1, "OPEN");
 }
+
+/// NATS refusing a subscription (a per-connection limit here) is a
+/// transient refusal of the connects that need it: no stream answers 200
+/// and then stays deaf.
+#[tokio::test]
+async fn a_subscription_limit_on_nats_refuses_connects_and_leaves_none_deaf() {
+    let nats = herald_testing::NatsServer::start_with("max_subscriptions: 25\n");
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let http = reqwest::Client::new();
+    let url = events_url(&edge, &[]);
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for i in 0..60 {
+        let user = format!("user{i}");
+        let response = http
+            .get(&url)
+            .bearer_auth(token(&user))
+            .header("accept", EVENT_STREAM)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        if response.content_length().is_some() {
+            // Ended at once: the come-back stream.
+            let reply = Reply {
+                status: 200,
+                headers: response.headers().clone(),
+                body: response.text().await.unwrap(),
+            };
+            comes_back(&reply, "subscription_refused", 5000..=10_000);
+            refused += 1;
+        } else {
+            open.push((user, SseStream::from_response(response).await));
+        }
+    }
+    // The lean connection holds 25: one per user stream.
+    assert_eq!((open.len(), refused), (25, 35));
+    let mut client = publisher(&publish).await;
+    for (user, stream) in &mut open {
+        publish_to_users(&mut client, &[user.as_str()], user).await;
+        assert_eq!(stream.next().await.data, *user, "every open stream hears");
+    }
+    let refusals = "herald_edge_nats_subscription_refusals_total{reason=\"max_subscriptions\"}";
+    assert_eq!(edge.metric(refusals).await, 35.0);
+    assert_eq!(edge.metric(&rejects("subscription_refused")).await, 35.0);
+    // A refused subject is asked for again by its next connect: with room
+    // made, it is taken.
+    drop(open.pop());
+    eventually(Duration::from_secs(10), "room for user59", || async {
+        let response = http
+            .get(&url)
+            .bearer_auth(token("user59"))
+            .header("accept", EVENT_STREAM)
+            .send()
+            .await
+            .unwrap();
+        response
+            .content_length()
+            .is_none()
+            .then_some(SseStream::from_response(response))
+    })
+    .await
+    .await;
+}
+
+/// A user subject the edge's NATS user may not subscribe to: its connects
+/// are refused, transiently, and the others flow. When a reload withdraws
+/// a subject already held, its streams end with a come-back hint.
+#[tokio::test]
+async fn a_subject_nats_denies_ends_its_streams_and_refuses_its_connects() {
+    let users = |deny: &str| {
+        format!(
+            "authorization {{ users: [ {{ user: herald, password: \"s3cret\", permissions: {{ subscribe: {{ deny: [{deny}] }} }} }} ] }}\n"
+        )
+    };
+    let nats = herald_testing::NatsServer::start_with(&users("\"herald.u.mallory\""));
+    let url = nats
+        .client_url()
+        .replace("nats://", "nats://herald:s3cret@");
+    let publish = start_publish(&url, herald_publish::Config::defaults("p")).await;
+    let edge = start_edge(&url, edge_config("edge")).await;
+    let http = reqwest::Client::new();
+    let events = events_url(&edge, &[]);
+    let mallory = get(&events, Some(&token("mallory")), Some(EVENT_STREAM)).await;
+    comes_back(&mallory, "subscription_refused", 5000..=10_000);
+    let json = get(&events, Some(&token("mallory")), None).await;
+    assert_eq!(json_error(&json), (503, "subscription_refused".into()));
+
+    let mut alice = Raw::open(&http, &events, &token("alice")).await;
+    let mut bob = SseStream::open(&http, &events, &token("bob")).await;
+    let mut client = publisher(&publish).await;
+    publish_to_users(&mut client, &["alice"], "hi alice").await;
+    alice.until("data: hi alice\n").await;
+
+    nats.rewrite(&users("\"herald.u.mallory\", \"herald.u.alice\""), &[]);
+    nats.reload();
+    // Alice's stream ends with a come-back hint; bob's goes on.
+    let rest = alice.to_end().await;
+    assert!(
+        rest.contains(": closing: subscription_refused\n"),
+        "{rest:?}"
+    );
+    assert!(rest.contains("retry: "), "{rest:?}");
+    publish_to_users(&mut client, &["bob"], "hi bob").await;
+    assert_eq!(bob.next().await.data, "hi bob");
+    let closes = "herald_edge_closes_total{reason=\"subscription_refused\"}";
+    eventually(Duration::from_secs(10), "alice's close counted", || async {
+        (edge.metric(closes).await == 1.0).then_some(())
+    })
+    .await;
+    let refusals = "herald_edge_nats_subscription_refusals_total{reason=\"permissions\"}";
+    assert_eq!(
+        edge.metric(refusals).await,
+        3.0,
+        "mallory twice, alice once"
+    );
+}
+
+/// A stream read as raw text, comments and all.
+struct Raw {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    seen: String,
+}
+
+impl Raw {
+    async fn open(http: &reqwest::Client, url: &str, token: &str) -> Self {
+        let response = http.get(url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            seen: String::new(),
+        }
+    }
+
+    /// Reads until `needle` was seen (within 10 s).
+    async fn until(&mut self, needle: &str) {
+        use futures::StreamExt;
+        let reading = async {
+            while !self.seen.contains(needle) {
+                let chunk = self.body.next().await.expect("open").unwrap();
+                self.seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), reading)
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} in {:?}", self.seen));
+    }
+
+    /// What comes until the stream ends (within 10 s).
+    async fn to_end(&mut self) -> String {
+        use futures::StreamExt;
+        let mut rest = String::new();
+        let reading = async {
+            while let Some(Ok(chunk)) = self.body.next().await {
+                rest.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), reading)
+            .await
+            .unwrap_or_else(|_| panic!("the stream did not end"));
+        rest
+    }
+}
