@@ -2,7 +2,7 @@
 //! so herald-publish serves from its first second: on a cluster that has
 //! just started, JetStream may take many seconds to elect its leaders, and
 //! a caller connected meanwhile must hear "not yet" at once, not wait.
-//! Until they exist, `/readyz` says not ready and whatever needs them
+//! Until they exist, `/readyz` says why not ready and whatever needs them
 //! (persisted events, the `FALLBACK` queue) answers `UNAVAILABLE`.
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use herald_core::history::HistoryArgs;
 use herald_core::offline;
+use herald_core::readiness::Readiness;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -37,13 +38,16 @@ impl Streams {
     }
 
     /// Creates (or updates) every stream, retrying until it is done or
-    /// `stop` is cancelled; then says ready.
+    /// `stop` is cancelled; then says ready. Meanwhile `ready` shows the
+    /// last refusal.
     pub async fn prepare(
         self,
         js: jetstream::Context,
         history: HistoryArgs,
+        ready: Readiness,
         stop: CancellationToken,
     ) {
+        ready.waiting_for("the history streams and offline queue");
         loop {
             let attempt = async {
                 history.ensure_streams(&js).await?;
@@ -59,11 +63,14 @@ impl Streams {
                     self.0.send_replace(true);
                     return;
                 }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "cannot create the history streams or offline queue (is JetStream enabled?); \
-                     persisted publishes are refused until they exist; retrying"
-                ),
+                Err(e) => {
+                    ready.waiting_for(format!("the history streams and offline queue ({e})"));
+                    tracing::error!(
+                        error = %e,
+                        "cannot create the history streams or offline queue (is JetStream enabled?); \
+                         persisted publishes are refused until they exist; retrying"
+                    )
+                }
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
