@@ -103,6 +103,14 @@ impl PushWorker {
         ));
         ready.waiting_for(format!("the offline queue ({})", offline::STREAM));
         ready.follow_nats(&self.js.client(), shutdown.clone());
+        // Unready from the signal on, while events in hand finish.
+        tokio::spawn({
+            let (ready, shutdown) = (ready.clone(), shutdown.clone());
+            async move {
+                shutdown.cancelled().await;
+                ready.drain();
+            }
+        });
         let stream = tokio::select! {
             _ = shutdown.cancelled() => None,
             stream = wait_for_queue(&self.js) => Some(stream),
@@ -113,6 +121,7 @@ impl PushWorker {
                 tracing::error!(error = %e, "the push worker stopped");
             }
         }
+        // Stopped, whether by a signal or not: no more events taken.
         ready.drain();
         let _ = api.await;
     }
