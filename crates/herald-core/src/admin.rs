@@ -2,7 +2,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -13,22 +12,8 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::listener::Listener;
+use crate::readiness::Readiness;
 use crate::serve::Http;
-
-/// Readiness shared between a service and its admin port: ready once the
-/// service is serving, unready again while it drains.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
-    }
-
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
 
 /// Serves the admin endpoints on `listener` until `shutdown` is cancelled.
 pub async fn serve(
@@ -60,14 +45,23 @@ fn respond(
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if ready.get() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/readyz" => readyz(ready),
         "/metrics" => metrics(registry),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /healthz, /readyz or /metrics\n",
         ),
     }
+}
+
+/// 200 or 503, with the reasons for people and probes' logs.
+fn readyz(ready: &Readiness) -> Response<Full<Bytes>> {
+    let state = ready.state();
+    let status = match state.is_ready() {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    text(status, &format!("{state}\n"))
 }
 
 fn metrics(registry: &Registry) -> Response<Full<Bytes>> {

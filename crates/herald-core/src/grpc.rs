@@ -2,7 +2,9 @@
 //! herald-presence's Presence): health checking (`grpc.health.v1`) and
 //! server reflection beside it, TLS with certificate reload, readiness
 //! once the service is warm, and a graceful stop, every connection within
-//! the listener's bounds (see [`crate::serve`]).
+//! the listener's bounds (see [`crate::serve`]). Health is the service's
+//! [`Readiness`], as `/readyz` shows it: a load balancer asking either
+//! hears the same answer.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,14 +12,15 @@ use std::pin::Pin;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::codegen::Service;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-use crate::admin::Readiness;
 use crate::listener::Listener;
+use crate::readiness::{Readiness, State};
 use crate::reflection::with_reflection;
 use crate::serve::{self, Http};
 use crate::tls::ServerTls;
@@ -33,8 +36,9 @@ pub struct Grpc {
     pub descriptors: &'static [u8],
     /// TLS for the port; `None` serves plain text.
     pub tls: Option<ServerTls>,
-    /// Set once the service is warm, cleared as soon as shutdown begins:
-    /// the admin port's `/readyz`.
+    /// The service's readiness (the admin port's `/readyz`): warm once
+    /// `warm` completes, draining as soon as shutdown begins; the health
+    /// of the service and of the server (`""`) follow it.
     pub ready: Readiness,
 }
 
@@ -53,7 +57,7 @@ pub trait HttpApi: Clone + Send + Sync + 'static {
 
 impl Grpc {
     /// Serves the service (HTTP/2 only) on `listener` until `shutdown`:
-    /// ready once `warm` completes; then unready and not serving (health)
+    /// warm once `warm` completes; then unready and not serving (health)
     /// at once, and in-flight calls finish within [`serve::CLOSE_GRACE`].
     pub async fn serve(
         self,
@@ -93,7 +97,7 @@ impl Grpc {
         .await
     }
 
-    /// The service's routes with health (reporting it serving) and
+    /// The service's routes with health (reporting its readiness now) and
     /// reflection added, and the health reporter.
     async fn routes_with_health_and_reflection(&self) -> (Health, GrpcRoutes) {
         let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -101,7 +105,7 @@ impl Grpc {
             reporter,
             name: self.name,
         };
-        health.set(ServingStatus::Serving).await;
+        health.set(self.ready.is_ready()).await;
         let routes = self.routes.clone().add_service(health_service);
         let routes = with_reflection(routes, self.descriptors, self.name);
         (
@@ -137,28 +141,51 @@ impl Grpc {
         let ready = self.ready.clone();
         let becoming_ready = tokio::spawn(async move {
             warm.await;
-            ready.set(true);
+            ready.warm();
         });
+        let following = tokio::spawn(health.clone().follow(self.ready.subscribe()));
         let stopping = async {
             shutdown.cancelled().await;
             becoming_ready.abort();
-            self.ready.set(false);
-            health.set(ServingStatus::NotServing).await;
+            self.ready.drain();
+            // Said here as well as by `following`, so that it is said
+            // before the first connection is asked to close.
+            health.set(false).await;
         };
         serve::serve(listener, http, tls, service, stopping).await;
+        following.abort();
         watching.cancel();
     }
 }
 
-/// The health of the one service a port serves.
+/// The health of the one service a port serves, and of the server as a
+/// whole (`""`, what a check that names no service asks).
+#[derive(Clone)]
 struct Health {
     reporter: tonic_health::server::HealthReporter,
     name: &'static str,
 }
 
 impl Health {
-    async fn set(&self, status: ServingStatus) {
-        self.reporter.set_service_status(self.name, status).await;
+    async fn set(&self, serving: bool) {
+        let status = match serving {
+            true => ServingStatus::Serving,
+            false => ServingStatus::NotServing,
+        };
+        for service in ["", self.name] {
+            self.reporter.set_service_status(service, status).await;
+        }
+    }
+
+    /// Serving exactly while `ready` says ready, until the readiness is gone.
+    async fn follow(self, mut ready: watch::Receiver<State>) {
+        loop {
+            let serving = ready.borrow_and_update().is_ready();
+            self.set(serving).await;
+            if ready.changed().await.is_err() {
+                return;
+            }
+        }
     }
 }
 

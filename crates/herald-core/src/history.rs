@@ -9,14 +9,10 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::stream;
 
 /// Header with the stream sequence on republished messages.
 pub const SEQUENCE_HEADER: &str = "Nats-Sequence";
-/// Tries to create a stream before giving up, and the pause between
-/// tries: together about ten seconds.
-const ENSURE_ATTEMPTS: u32 = 20;
-const ENSURE_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// Most shards.
 pub const MAX_SHARDS: u16 = 64;
@@ -95,35 +91,10 @@ impl HistoryArgs {
         }
     }
 
-    /// Creates each shard's stream, or updates it to this configuration.
-    pub async fn ensure_streams(
-        &self,
-        js: &jetstream::Context,
-    ) -> Result<(), jetstream::context::CreateStreamError> {
-        for shard in 0..self.history_shards {
-            ensure_stream(js, self.stream_config(shard)).await?;
-        }
-        Ok(())
+    /// Every shard's stream configuration (herald-publish creates them).
+    pub fn stream_configs(&self) -> impl Iterator<Item = stream::Config> + '_ {
+        (0..self.history_shards).map(|shard| self.stream_config(shard))
     }
-}
-
-/// Creates a stream, or updates it to `config`, retrying for about ten
-/// seconds: a cluster that has just formed (all services starting
-/// together) may refuse until JetStream knows its peers.
-pub async fn ensure_stream(
-    js: &jetstream::Context,
-    config: stream::Config,
-) -> Result<(), jetstream::context::CreateStreamError> {
-    let mut attempt = 1;
-    while let Err(e) = js.create_or_update_stream(config.clone()).await {
-        if attempt == ENSURE_ATTEMPTS {
-            return Err(e);
-        }
-        tracing::warn!(stream = %config.name, attempt, error = %e, "stream not ready; retrying");
-        tokio::time::sleep(ENSURE_RETRY_DELAY).await;
-        attempt += 1;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

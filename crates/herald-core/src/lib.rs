@@ -23,6 +23,7 @@
 //! - [`serve`]: the accept loop, and HTTP connections driven within the listener's bounds.
 //! - [`grpc`]: a gRPC service served with health, reflection, TLS, readiness, graceful stop.
 //! - [`reflection`]: gRPC server reflection, v1 and v1alpha.
+//! - [`readiness`]: whether a service should be sent work, for `/readyz` and gRPC health alike.
 //! - [`admin`]: the `/healthz`, `/readyz`, `/metrics` port.
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
 //! - [`memory`]: giving the allocator's free memory back to the system.
@@ -45,6 +46,7 @@ pub mod nats;
 pub mod offline;
 pub mod prefixed;
 pub mod presence;
+pub mod readiness;
 pub mod reflection;
 pub mod serve;
 pub mod service;

@@ -390,6 +390,12 @@ impl SharedRoundTrips {
     }
 }
 
+/// Whether `client` is connected now; while it reconnects, what is
+/// published waits in its buffer for a server that may not come back.
+pub fn is_connected(client: &async_nats::Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
+}
+
 /// Makes `client`'s connection visible on `/metrics`, read at each
 /// scrape: `herald_nats_connected` (1 or 0), `herald_nats_connects_total`
 /// (the first connection, then each reconnect) and messages in and out.
@@ -413,7 +419,7 @@ impl prometheus_client::collector::Collector for ConnectionCollector {
         use prometheus_client::metrics::gauge::ConstGauge;
         use std::sync::atomic::Ordering::Relaxed;
 
-        let connected = self.0.connection_state() == async_nats::connection::State::Connected;
+        let connected = is_connected(&self.0);
         let gauge = ConstGauge::new(i64::from(connected));
         let metric = encoder.encode_descriptor(
             "herald_nats_connected",

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::stream;
 
 use herald_domain::subject::{UserId, decode_token, encode_token};
 
@@ -45,15 +45,6 @@ pub fn stream_config(history: &HistoryArgs) -> stream::Config {
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     }
-}
-
-/// Creates the stream, or updates it to this configuration (retrying while
-/// a new cluster settles, as for history).
-pub async fn ensure_stream(
-    js: &jetstream::Context,
-    history: &HistoryArgs,
-) -> Result<(), jetstream::context::CreateStreamError> {
-    crate::history::ensure_stream(js, stream_config(history)).await
 }
 
 #[cfg(test)]

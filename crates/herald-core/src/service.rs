@@ -9,9 +9,10 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Readiness};
+use crate::admin;
 use crate::cli::{self, CommonArgs};
 use crate::listener::{self, ADMIN_MAX_SOCKETS, Bounds, Listener};
+use crate::readiness::Readiness;
 use crate::{nats, telemetry};
 
 /// What a service needs before it can serve: its sockets and NATS.

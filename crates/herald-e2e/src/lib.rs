@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 mod metrics;
 pub use metrics::{families, metric_at, metrics_at, sample_value};
 
-use herald_core::admin::Readiness;
+use herald_core::readiness::Readiness;
 use herald_core::service;
 use herald_proto::v1::presence_client::PresenceClient;
 use herald_proto::v1::publisher_client::PublisherClient;
@@ -88,6 +88,28 @@ impl Running {
         .await;
     }
 
+    /// What a load balancer hears; see [`readiness_at`].
+    pub async fn readiness(&self, services: &[&str]) -> Option<bool> {
+        readiness_at(self.admin, self.addr, services).await
+    }
+
+    /// Waits until `/readyz` and the health of `services` all say `ready`;
+    /// how long that took.
+    pub async fn until_readiness(
+        &self,
+        services: &[&str],
+        ready: bool,
+        within: std::time::Duration,
+    ) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        let what = format!("/readyz and the health of {services:?} to say ready = {ready}");
+        herald_testing::eventually(within, &what, || async {
+            (self.readiness(services).await == Some(ready)).then_some(())
+        })
+        .await;
+        started.elapsed()
+    }
+
     /// Starts the shutdown (as SIGTERM does) and waits until the service returns.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -98,6 +120,32 @@ impl Running {
     pub fn signal_shutdown(&self) {
         self.shutdown.cancel();
     }
+}
+
+/// What a load balancer hears from a service with its admin port at
+/// `admin` and gRPC at `grpc`: `Some(ready)` when `/readyz` (200 or 503)
+/// and the gRPC health of the server (`""`) and of each of `services`
+/// agree on it, `None` when they disagree or cannot be asked. No
+/// `services`: `/readyz` alone (the edge).
+pub async fn readiness_at(admin: SocketAddr, grpc: SocketAddr, services: &[&str]) -> Option<bool> {
+    let readyz = format!("http://{admin}/readyz");
+    let ready = match reqwest::get(&readyz).await.ok()?.status().as_u16() {
+        200 => true,
+        503 => false,
+        _ => return None,
+    };
+    if services.is_empty() {
+        return Some(ready);
+    }
+    let channel = Channel::from_shared(format!("http://{grpc}")).ok()?;
+    let channel = channel.connect().await.ok()?;
+    for service in [""].iter().chain(services) {
+        let serving = herald_testing::grpc::serving(channel.clone(), service).await;
+        if serving.ok()? != ready {
+            return None;
+        }
+    }
+    Some(ready)
 }
 
 /// The smallest whole system: one NATS node, herald-publish, one edge.

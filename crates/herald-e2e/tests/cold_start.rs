@@ -3,7 +3,9 @@
 //! process, an edge on node 2, a few thousand streams, then events to all
 //! of them at once. No publish may wait more than a second: while
 //! herald-publish cannot store yet it says so at once (UNAVAILABLE, and
-//! `/readyz` not ready), and every event accepted arrives.
+//! `/readyz` not ready), and every event accepted arrives. And the first
+//! persisted events are stored within seconds of JetStream having a meta
+//! leader, with gRPC health saying what `/readyz` says all along.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -179,4 +181,86 @@ async fn burst(client: &PublisherClient<Channel>) -> Duration {
 fn since_epoch() -> u128 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     now.unwrap().as_micros()
+}
+
+/// A whole deployment started at once (herald-publish with the cluster,
+/// before JetStream has a meta leader): the first persisted event is
+/// stored soon after the meta leader appears, and all along gRPC health
+/// says what `/readyz` says. The target is 3 s after the meta leader
+/// (docs/operations.md); the bound here is loose so that a loaded machine
+/// never fails it, and the figures are printed:
+/// `cargo nextest run -p herald-e2e --test cold_start stored_events --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_events_follow_the_meta_leader_within_seconds() {
+    const PUBLISHER: &str = "herald.v1.Publisher";
+    let cluster = NatsCluster::start_fresh(3).await;
+    let listen = free_addr();
+    let publish = spawn_publish(&cluster.nodes[0].client_url(), listen);
+    let leader = tokio::spawn(async move {
+        let at = meta_leader(&cluster).await;
+        (cluster, at)
+    });
+    eventually(Duration::from_secs(10), "the gRPC port", || async {
+        tokio::net::TcpStream::connect(listen).await.ok()
+    })
+    .await;
+    let listening = Instant::now();
+    let client = PublisherClient::connect(format!("http://{listen}"))
+        .await
+        .unwrap();
+
+    let mut unready_seen = false;
+    let stored = loop {
+        assert!(
+            listening.elapsed() < Duration::from_secs(60),
+            "nothing stored in 60 s"
+        );
+        let readiness = readiness_at(publish.admin, listen, &[PUBLISHER]).await;
+        let answer = client.clone().publish(request("fresh", false)).await;
+        unready_seen |= readiness == Some(false);
+        match answer {
+            Ok(_) => break Instant::now(),
+            // The bug this guards against: health said SERVING while
+            // persisted publishes were refused.
+            Err(status) => assert!(
+                readiness != Some(true),
+                "ready (readyz 200, health SERVING) yet refused: {status:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(unready_seen, "not ready before the streams exist");
+    eventually(Duration::from_secs(10), "ready everywhere", || async {
+        (readiness_at(publish.admin, listen, &[PUBLISHER]).await == Some(true)).then_some(())
+    })
+    .await;
+    let (_cluster, leader) = leader.await.unwrap();
+    let after_leader = stored.saturating_duration_since(leader);
+    eprintln!(
+        "first stored event {after_leader:?} after the meta leader, {:?} after herald-publish listened",
+        stored - listening,
+    );
+    assert!(after_leader < Duration::from_secs(10), "{after_leader:?}");
+}
+
+/// When the first node reports a JetStream meta leader (`/jsz`).
+async fn meta_leader(cluster: &NatsCluster) -> Instant {
+    eventually(
+        Duration::from_secs(60),
+        "a JetStream meta leader",
+        || async {
+            for node in &cluster.nodes {
+                let jsz = node.monitor("/jsz").await;
+                if !jsz["meta_cluster"]["leader"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty()
+                {
+                    return Some(Instant::now());
+                }
+            }
+            None
+        },
+    )
+    .await
 }

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herald_core::admin::Readiness;
 use herald_core::listener::{Bounds, Listener};
+use herald_core::readiness::Readiness;
 use herald_e2e::*;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign};

@@ -324,7 +324,7 @@ async fn start_push_as(nats: &LockedNats, config: herald_push::Config) -> Runnin
     let worker = herald_push::PushWorker::start(config, client, &mut registry)
         .await
         .expect("the push worker starts as herald-push-worker");
-    let ready = herald_core::admin::Readiness::default();
+    let ready = herald_core::readiness::Readiness::default();
     let serving_ready = ready.clone();
     Running::start(registry, ready, |listener, shutdown| {
         worker.serve(listener, serving_ready, shutdown)

@@ -242,6 +242,27 @@ async fn a_restarted_presence_is_complete_within_one_heartbeat() {
     .await;
 }
 
+/// A replica that lost NATS hears no reports: `/readyz` and gRPC health
+/// both say so within a couple of seconds, and both recover with it.
+#[tokio::test]
+async fn readyz_and_health_say_not_serving_while_nats_is_down() {
+    const PRESENCE: &str = "herald.v1.Presence";
+    let mut nats_server = NatsServer::start();
+    let presence = start_presence(&nats_server.client_url(), PresenceConfig::defaults("pr")).await;
+    presence.until_readiness(&[PRESENCE], true, WAIT).await;
+
+    nats_server.kill();
+    let took = presence
+        .until_readiness(&[PRESENCE], false, Duration::from_secs(3))
+        .await;
+    eprintln!("NOT_SERVING and 503 {took:?} after the NATS server was killed");
+    nats_server.restart();
+    let took = presence
+        .until_readiness(&[PRESENCE], true, Duration::from_secs(15))
+        .await;
+    eprintln!("SERVING and 200 {took:?} after it was restarted");
+}
+
 /// 10,000 connects and disconnects, as fast as three edges' reporters can
 /// send them, on three NATS nodes: both replicas end equal to the truth.
 #[tokio::test]

@@ -81,6 +81,7 @@ async fn publish_with(
 async fn health_reflection_and_admin_are_served() {
     let nats = NatsServer::start();
     let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    publish.wait_ready().await; // health is readiness: once presence is complete
 
     let channel = tonic::transport::Channel::from_shared(publish.url())
         .unwrap()
@@ -118,7 +119,6 @@ async fn health_reflection_and_admin_are_served() {
         "{names:?}"
     );
 
-    publish.wait_ready().await; // once presence is complete
     let admin = format!("http://{}", publish.admin);
     assert_eq!(
         reqwest::get(format!("{admin}/healthz"))
@@ -176,4 +176,49 @@ async fn publishing_while_nats_is_down_is_refused_at_once_then_works_again() {
         async move { client.publish(ephemeral("after")).await.ok() }
     })
     .await;
+}
+
+/// Health is readiness: a load balancer asking gRPC health or `/readyz`
+/// stops sending calls while NATS is away (they would be refused), sends
+/// them again once it is back, and hears `NOT_SERVING` as soon as a drain
+/// begins.
+#[tokio::test]
+async fn health_follows_readiness_through_a_nats_outage_and_a_drain() {
+    const PUBLISHER: &str = "herald.v1.Publisher";
+    let mut nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    publish
+        .until_readiness(&[PUBLISHER], true, Duration::from_secs(10))
+        .await;
+
+    nats.kill();
+    let took = publish
+        .until_readiness(&[PUBLISHER], false, Duration::from_secs(3))
+        .await;
+    eprintln!("NOT_SERVING and 503 {took:?} after the NATS server was killed");
+    nats.restart();
+    let took = publish
+        .until_readiness(&[PUBLISHER], true, Duration::from_secs(15))
+        .await;
+    eprintln!("SERVING and 200 {took:?} after it was restarted");
+
+    let channel = tonic::transport::Channel::from_shared(publish.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let mut watching = HealthClient::new(channel)
+        .watch(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watching.message().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+    publish.signal_shutdown();
+    let next = tokio::time::timeout(Duration::from_secs(3), watching.message());
+    let next = next.await.expect("a status within 3 s of SIGTERM");
+    assert_eq!(next.unwrap().unwrap().status(), ServingStatus::NotServing);
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use herald_core::admin::Readiness;
 use herald_core::listener::{Accepted, Listener};
 use herald_core::nats::{LossCounter, NatsSecurity};
+use herald_core::readiness::Readiness;
 use herald_core::serve::{self, Http, Opening};
 use prometheus_client::registry::Registry;
 use tokio_rustls::TlsAcceptor;
@@ -42,6 +42,9 @@ pub struct Nats<'a> {
 pub struct Edge {
     state: Arc<State>,
     ready: Readiness,
+    /// The main NATS client, whose connection readiness follows (with
+    /// the subscription connection's).
+    nats: async_nats::Client,
     /// Taken when serving starts.
     reporter: Option<Reporter>,
 }
@@ -78,7 +81,7 @@ impl Edge {
             registry,
         );
         let state = State {
-            js: async_nats::jetstream::new(client),
+            js: async_nats::jetstream::new(client.clone()),
             tails: Tails::new(config.history.history_shards, metrics.tail_reads.clone()),
             fanout,
             losses,
@@ -93,11 +96,13 @@ impl Edge {
         Ok(Self {
             state: Arc::new(state),
             ready: Readiness::default(),
+            nats: client,
             reporter: Some(reporter),
         })
     }
 
-    /// Readiness for the admin port: true while serving, false while draining.
+    /// Readiness for the admin port: ready while serving with both NATS
+    /// connections up, unready for good once draining.
     pub fn readiness(&self) -> Readiness {
         self.ready.clone()
     }
@@ -137,14 +142,21 @@ impl Edge {
             self.spawn_connection(&http, tls.as_ref(), accepted, &close_connections)
         };
 
-        self.ready.set(true);
+        // New clients go elsewhere while either connection is down: their
+        // streams would open deaf, or be refused.
+        let (nats, subscriptions) = (self.nats.clone(), self.state.fanout.stats_reader());
+        let both_connected =
+            move || herald_core::nats::is_connected(&nats) && subscriptions.read().connected;
+        self.ready
+            .follow_connections(both_connected, stop_reporting.clone());
+        self.ready.warm();
         tokio::select! {
             _ = shutdown.cancelled() => {}
             never = serve::accept_each(&listener, &accept) => match never {},
         }
 
         tracing::info!(open = self.state.admission.open(), "draining");
-        self.ready.set(false);
+        self.ready.drain();
         self.state.drain.start();
         let grace = tokio::time::sleep(self.state.config.drain_grace);
         let drained = async {

@@ -322,6 +322,55 @@ async fn sigterm_exits_even_when_nats_is_gone() {
     assert!(exited.success(), "{exited:?}");
 }
 
+/// An edge whose only NATS server is gone cannot serve new clients (their
+/// streams would be refused or deaf): `/readyz` says 503 within a couple
+/// of seconds, so load balancers send them elsewhere, and 200 again once
+/// both of its connections are back.
+#[tokio::test]
+async fn readyz_is_unready_while_nats_is_down() {
+    let mut nats = NatsServer::start();
+    let (listen, admin) = (free_addr(), free_addr());
+    let url = nats.client_url();
+    let args = [
+        "--nats-url",
+        &url,
+        "--listen",
+        &listen,
+        "--admin-listen",
+        &admin,
+        "--jwt-secret",
+        SECRET,
+    ];
+    let _process = Process(edge(&args).stderr(Stdio::null()).spawn().unwrap());
+    let readyz = format!("http://{admin}/readyz");
+    let status = || async { Some(reqwest::get(&readyz).await.ok()?.status().as_u16()) };
+    eventually(Duration::from_secs(10), "the edge to be ready", || async {
+        (status().await? == 200).then_some(())
+    })
+    .await;
+
+    nats.kill();
+    let killed = std::time::Instant::now();
+    eventually(Duration::from_secs(3), "/readyz 503", || async {
+        (status().await? == 503).then_some(())
+    })
+    .await;
+    eprintln!(
+        "503 {:?} after the NATS server was killed",
+        killed.elapsed()
+    );
+    let body = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
+    assert!(body.contains("not connected to NATS"), "{body}");
+
+    nats.restart();
+    let restarted = std::time::Instant::now();
+    eventually(Duration::from_secs(15), "/readyz 200 again", || async {
+        (status().await? == 200).then_some(())
+    })
+    .await;
+    eprintln!("200 {:?} after it was restarted", restarted.elapsed());
+}
+
 /// A raw HTTP/1.1 stream for `user`, read up to its first frame.
 async fn open_stream(listen: &str, user: &str) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,12 +1,12 @@
 //! One herald-presence replica: follows the edges, answers over gRPC
 //! (behind the API token, with health and reflection) and NATS.
 
-use herald_core::admin::Readiness;
 use herald_core::api_token::ApiToken;
 use herald_core::grpc::Grpc;
 use herald_core::listener::{Listener, SocketMetrics};
 use herald_core::nats::Losses;
 use herald_core::presence::{Follower, FollowerMetrics};
+use herald_core::readiness::Readiness;
 use herald_core::tls::ServerTls;
 use herald_proto::v1::presence_server::{PresenceServer as PresenceGrpc, SERVICE_NAME};
 use prometheus_client::registry::Registry;
@@ -66,7 +66,8 @@ impl PresenceServer {
         })
     }
 
-    /// Ready once the state is complete (every edge has answered).
+    /// Ready once the state is complete (every edge has answered), while
+    /// NATS is connected, until shutdown; gRPC health follows it.
     pub fn readiness(&self) -> Readiness {
         self.ready.clone()
     }
@@ -89,7 +90,9 @@ impl PresenceServer {
         let token = ApiToken::new(self.api_token.clone(), self.service.metrics.refused());
         let follower = self.service.follower.clone();
         // Ready once the state is complete (every edge has answered).
+        self.ready.waiting_for("presence reports from every edge");
         let warm = async move { follower.warm().await };
+        self.ready.follow_nats(&self.nats, self.following.clone());
         let presence =
             InterceptedService::new(PresenceGrpc::new(self.service), move |r| token.check(r));
         let grpc = Grpc {

@@ -10,6 +10,7 @@
 //! - [`batch`]: `PublishBatch`: its limits, every item sent, then all acks awaited.
 //! - [`json_api`]: HTTP `POST /v1/publish` and `/v1/publish:batch` on the gRPC port.
 //! - [`streams`]: the history streams and offline queue, created in the background.
+//! - [`retry`]: when to ask JetStream again for a stream it refused.
 //! - [`validate`]: request checks, all before anything is published.
 //! - [`metrics`].
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod json_api;
 pub mod metrics;
 pub mod publish;
+pub mod retry;
 pub mod send;
 pub mod server;
 pub mod service;

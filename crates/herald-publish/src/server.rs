@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use herald_core::admin::Readiness;
 use herald_core::api_token::ApiToken;
 use herald_core::grpc::Grpc;
 use herald_core::listener::{Listener, SocketMetrics};
 use herald_core::nats::Losses;
 use herald_core::presence::{Follower, FollowerMetrics};
+use herald_core::readiness::Readiness;
 use herald_domain::subject::MAX_ID_LEN;
 use herald_proto::v1::publisher_server::{PublisherServer, SERVICE_NAME};
 use prometheus_client::registry::Registry;
@@ -73,11 +73,14 @@ impl PublishServer {
         }
         let js = async_nats::jetstream::new(nats.clone());
         let following = CancellationToken::new();
+        let ready = Readiness::default();
         let streams = Streams::pending();
-        let preparing =
-            streams
-                .clone()
-                .prepare(js.clone(), config.history.clone(), following.clone());
+        let preparing = streams.clone().prepare(
+            js.clone(),
+            config.history.clone(),
+            ready.clone(),
+            following.clone(),
+        );
         tokio::spawn(preparing);
         let presence = Follower::start(
             nats.clone(),
@@ -98,12 +101,14 @@ impl PublishServer {
                 presence,
                 streams,
             },
-            ready: Readiness::default(),
+            ready,
             following,
             sockets,
         })
     }
 
+    /// Ready once the history streams exist and presence is complete,
+    /// while NATS is connected, until shutdown; gRPC health follows it.
     pub fn readiness(&self) -> Readiness {
         self.ready.clone()
     }
@@ -130,11 +135,15 @@ impl PublishServer {
         // (presence complete).
         let warm = {
             let (streams, presence) = (self.service.streams.clone(), self.service.presence.clone());
+            let ready = self.ready.clone();
             async move {
                 streams.wait().await;
+                ready.waiting_for("presence reports from every edge");
                 presence.warm().await;
             }
         };
+        self.ready
+            .follow_nats(&self.service.nats, self.following.clone());
         let service = Arc::new(self.service);
         let json = JsonApi {
             service: service.clone(),

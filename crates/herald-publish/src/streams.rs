@@ -1,21 +1,28 @@
 //! The history streams and the offline queue, created in the background
 //! so herald-publish serves from its first second: on a cluster that has
-//! just started, JetStream may take many seconds to elect its leaders, and
-//! a caller connected meanwhile must hear "not yet" at once, not wait.
-//! Until they exist, `/readyz` says not ready and whatever needs them
+//! just started, JetStream may take seconds to elect its leaders, and a
+//! caller connected meanwhile must hear "not yet" at once, not wait.
+//! Until they exist, `/readyz` says why not ready and whatever needs them
 //! (persisted events, the `FALLBACK` queue) answers `UNAVAILABLE`.
+//!
+//! Every stream is created at once, each asked again on its own as
+//! [`crate::retry`] says: a replicated stream takes JetStream a few
+//! hundred milliseconds to place, and one after another they added up.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, stream};
 use herald_core::history::HistoryArgs;
 use herald_core::offline;
+use herald_core::readiness::Readiness;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Pause between rounds of attempts when JetStream keeps refusing.
-const ROUND_PAUSE: Duration = Duration::from_secs(1);
+use crate::retry::{ATTEMPT_TIMEOUT, Refusal, Retry};
+
+/// What readiness waits for until the streams exist.
+const WAITING_FOR: &str = "the history streams and offline queue";
 
 /// Whether the streams exist yet; cheap to clone.
 #[derive(Clone)]
@@ -36,39 +43,61 @@ impl Streams {
         let _ = self.0.subscribe().wait_for(|ready| *ready).await;
     }
 
-    /// Creates (or updates) every stream, retrying until it is done or
-    /// `stop` is cancelled; then says ready.
+    /// Creates (or updates) every stream, each retried until it exists or
+    /// `stop` is cancelled; then says ready. Meanwhile `ready` shows the
+    /// last refusal.
     pub async fn prepare(
         self,
-        js: jetstream::Context,
+        mut js: jetstream::Context,
         history: HistoryArgs,
+        ready: Readiness,
         stop: CancellationToken,
     ) {
-        loop {
-            let attempt = async {
-                history.ensure_streams(&js).await?;
-                offline::ensure_stream(&js, &history).await
-            };
-            let result = tokio::select! {
-                _ = stop.cancelled() => return,
-                result = attempt => result,
-            };
-            match result {
-                Ok(()) => {
-                    tracing::info!("history streams and offline queue ready");
-                    self.0.send_replace(true);
-                    return;
-                }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "cannot create the history streams or offline queue (is JetStream enabled?); \
-                     persisted publishes are refused until they exist; retrying"
-                ),
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                () = tokio::time::sleep(ROUND_PAUSE) => {}
-            }
+        js.set_timeout(ATTEMPT_TIMEOUT);
+        ready.waiting_for(WAITING_FOR);
+        let started = Instant::now();
+        let configs = history
+            .stream_configs()
+            .chain([offline::stream_config(&history)]);
+        let creating = configs.map(|config| create(&js, config, &ready));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = futures::future::join_all(creating) => {}
         }
+        tracing::info!(took = ?started.elapsed(), "history streams and offline queue ready");
+        self.0.send_replace(true);
+    }
+}
+
+/// Creates `config`'s stream, or updates it to `config`, asking until
+/// JetStream takes it.
+async fn create(js: &jetstream::Context, config: stream::Config, ready: &Readiness) {
+    let name = config.name.clone();
+    let mut retry = Retry::default();
+    loop {
+        let error = match js.create_or_update_stream(config.clone()).await {
+            Ok(_) if retry.failures > 0 => {
+                tracing::info!(stream = %name, refusals = retry.failures, "stream created");
+                return;
+            }
+            Ok(_) => return,
+            Err(error) => error,
+        };
+        let refusal = Refusal::of(&error);
+        let pause = retry.failed(refusal);
+        ready.waiting_for(format!("{WAITING_FOR} ({name}: {error})"));
+        match refusal {
+            Refusal::Lasting => tracing::error!(
+                stream = %name, %error, retry_in = ?pause,
+                "JetStream refuses the stream; persisted publishes are refused until it exists \
+                 (check --history-replicas against the cluster, and that JetStream is enabled)"
+            ),
+            _ if retry.loud() => tracing::warn!(
+                stream = %name, %error, refusals = retry.failures,
+                "JetStream cannot create the stream yet (a cluster still forming); retrying"
+            ),
+            _ => tracing::debug!(stream = %name, %error, "stream not created yet; retrying"),
+        }
+        tokio::time::sleep(pause).await;
     }
 }

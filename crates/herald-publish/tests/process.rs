@@ -165,6 +165,42 @@ async fn with_a_token_only_health_and_reflection_answer_without_it() {
     );
 }
 
+/// A history configuration JetStream will never take (three replicas on a
+/// lone server) waits for an operator: logged as an error naming the
+/// stream, shown by `/readyz` and gRPC health, while ephemeral events still
+/// go out.
+#[tokio::test]
+async fn streams_jetstream_refuses_for_good_show_in_the_log_and_readyz() {
+    let nats = NatsServer::start();
+    let listen = free_addr().to_string();
+    let url = nats.client_url();
+    let args = ["--nats-url", &url, "--listen", &listen];
+    let service = Service::spawn(
+        binary(),
+        &[&args[..], &["--history-replicas", "3"]].concat(),
+        &[],
+    );
+    service
+        .logged(&[
+            "ERROR",
+            "JetStream refuses the stream",
+            "HERALD_H0",
+            "replicas",
+        ])
+        .await;
+    let (status, body) = service.readyz().await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("history streams") && body.contains("replicas"),
+        "{body}"
+    );
+    let channel = grpc::channel(&listen).await;
+    let health = grpc::health(channel, "herald.v1.Publisher").await;
+    assert_eq!(health.unwrap(), ServingStatus::NotServing);
+    let ephemeral = request("alice", "hi".into(), true, OfflinePolicy::Drop);
+    assert!(client(&listen).await.publish(ephemeral).await.is_ok());
+}
+
 /// Events acknowledged just before SIGTERM: ephemeral ones and DROP-policy
 /// ones for offline users, which go out on core NATS without storage.
 const EVENTS: usize = 400;

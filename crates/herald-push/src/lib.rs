@@ -88,7 +88,7 @@ impl PushWorker {
     pub async fn serve(
         self,
         listener: impl Into<herald_core::listener::Listener>,
-        ready: herald_core::admin::Readiness,
+        ready: herald_core::readiness::Readiness,
         shutdown: CancellationToken,
     ) {
         let listener = listener.into().counting_in(self.sockets);
@@ -101,17 +101,28 @@ impl PushWorker {
             api_token,
             shutdown.clone(),
         ));
+        ready.waiting_for(format!("the offline queue ({})", offline::STREAM));
+        ready.follow_nats(&self.js.client(), shutdown.clone());
+        // Unready from the signal on, while events in hand finish.
+        tokio::spawn({
+            let (ready, shutdown) = (ready.clone(), shutdown.clone());
+            async move {
+                shutdown.cancelled().await;
+                ready.drain();
+            }
+        });
         let stream = tokio::select! {
             _ = shutdown.cancelled() => None,
             stream = wait_for_queue(&self.js) => Some(stream),
         };
         if let Some(stream) = stream {
-            ready.set(true);
+            ready.warm();
             if let Err(e) = self.worker.run(stream, shutdown.clone()).await {
                 tracing::error!(error = %e, "the push worker stopped");
             }
         }
-        ready.set(false);
+        // Stopped, whether by a signal or not: no more events taken.
+        ready.drain();
         let _ = api.await;
     }
 }

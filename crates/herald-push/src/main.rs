@@ -1,4 +1,4 @@
-use herald_core::admin::Readiness;
+use herald_core::readiness::Readiness;
 use herald_core::{cli, service, shutdown};
 use herald_push::{Args, PushWorker};
 use prometheus_client::registry::Registry;

@@ -28,6 +28,12 @@ pub async fn health(channel: Channel, service: &str) -> Result<ServingStatus, to
     Ok(answer.status())
 }
 
+/// Whether the server says `service` is serving (`""`: the server as a
+/// whole, what a check naming no service asks).
+pub async fn serving(channel: Channel, service: &str) -> Result<bool, tonic::Status> {
+    Ok(health(channel, service).await? == ServingStatus::Serving)
+}
+
 /// The services server reflection (v1) lists, asked with no token.
 pub async fn reflected_services(channel: Channel) -> Result<Vec<String>, tonic::Status> {
     reflect(channel, Reflection::V1, Ask::Services).await

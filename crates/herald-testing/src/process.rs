@@ -99,6 +99,16 @@ impl Service {
         }
     }
 
+    /// `/readyz`'s status and body (why it is not ready).
+    pub async fn readyz(&self) -> (u16, String) {
+        let readyz = format!("http://{}/readyz", self.admin);
+        let answer = reqwest::get(&readyz)
+            .await
+            .unwrap_or_else(|e| panic!("GET {readyz}: {e}"));
+        let status = answer.status().as_u16();
+        (status, answer.text().await.unwrap_or_default())
+    }
+
     /// Everything it wrote on stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
