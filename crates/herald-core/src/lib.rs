@@ -8,7 +8,7 @@
 //! - [`config_error`]: the error of a flag whose value cannot work, naming the flag.
 //! - [`duration`]: durations as flags take them.
 //! - [`telemetry`]: `tracing` setup, text or JSON; OTLP export and W3C trace context.
-//! - [`nats`]: connecting to NATS.
+//! - [`nats`]: connecting to NATS; [`nats_keys`]: its key files, read at every connect.
 //! - [`envelope`]: how an event travels on NATS (payload + `Herald-Event` header).
 //! - [`history`]: the sharded JetStream history streams.
 //! - [`offline`]: the work queue of events for users who were not connected.
@@ -43,6 +43,7 @@ pub mod history;
 pub mod listener;
 pub mod memory;
 pub mod nats;
+pub mod nats_keys;
 pub mod offline;
 pub mod prefixed;
 pub mod presence;

@@ -9,6 +9,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::nats_keys::KeyLogin;
+
 /// Why a NATS connection could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -100,6 +102,28 @@ pub struct NatsSecurity {
     pub nats_password: Option<Password>,
 }
 
+/// Options that log in with the key files of `security`, read again at
+/// every connect (async-nats calls back with each server's nonce).
+fn keyed_options(security: NatsSecurity) -> async_nats::ConnectOptions {
+    let security = std::sync::Arc::new(security);
+    async_nats::ConnectOptions::with_auth_callback(move |nonce| {
+        let security = security.clone();
+        async move {
+            let login = KeyLogin::read(&security)
+                .map_err(async_nats::AuthError::new)?
+                .ok_or_else(|| async_nats::AuthError::new("no key file"))?;
+            let mut auth = async_nats::Auth::new();
+            let signature = login.key().sign(&nonce);
+            auth.signature = Some(signature.map_err(async_nats::AuthError::new)?);
+            match login {
+                KeyLogin::Jwt { jwt, .. } => auth.jwt = Some(jwt.expose().to_owned()),
+                KeyLogin::Nkey(key) => auth.nkey = Some(key.public_key()),
+            }
+            Ok(auth)
+        }
+    })
+}
+
 /// User and password, or a token (a user name without a password, as
 /// NATS URLs carry one).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,13 +133,12 @@ pub enum Login {
 }
 
 impl NatsSecurity {
-    async fn apply(
-        &self,
-        mut options: async_nats::ConnectOptions,
-    ) -> Result<async_nats::ConnectOptions, ConnectError> {
-        let unreadable = |path: &PathBuf| {
-            let path = path.clone();
-            move |source| ConnectError::Unreadable { path, source }
+    /// Connect options with TLS and the key files; a key file is read now
+    /// (to fail fast) and again at every connect.
+    fn options(&self) -> Result<async_nats::ConnectOptions, ConnectError> {
+        let mut options = match KeyLogin::read(self)? {
+            Some(_) => keyed_options(self.clone()),
+            None => async_nats::ConnectOptions::new(),
         };
         if let Some(ca) = &self.nats_tls_ca {
             options = options.require_tls(true).add_root_certificates(ca.clone());
@@ -124,16 +147,6 @@ impl NatsSecurity {
             options = options
                 .require_tls(true)
                 .add_client_certificate(cert.clone(), key.clone());
-        }
-        if let Some(creds) = &self.nats_creds {
-            options = options
-                .credentials_file(creds)
-                .await
-                .map_err(unreadable(creds))?;
-        }
-        if let Some(path) = &self.nats_nkey {
-            let seed = std::fs::read_to_string(path).map_err(unreadable(path))?;
-            options = options.nkey(seed.trim().to_owned());
         }
         Ok(options)
     }
@@ -277,7 +290,7 @@ pub async fn connect(
     let (addrs, login) = servers(urls, security)?;
     let losses = LossCounter::new(0);
     let counter = losses.clone();
-    let mut options = security.apply(async_nats::ConnectOptions::new()).await?;
+    let mut options = security.options()?;
     options = match login {
         Some(Login::UserPassword(user, password)) => options.user_and_password(user, password.0),
         Some(Login::Token(token)) => options.token(token.0),

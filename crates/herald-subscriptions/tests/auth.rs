@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use herald_core::nats::{NatsSecurity, Password};
 use herald_subscriptions::{ConnectError, Options, TlsError};
-use herald_testing::NatsServer;
 use herald_testing::nats_auth::Operator;
 use herald_testing::pki::TestCa;
+use herald_testing::{NatsServer, eventually};
 
 /// Subscribes through `url` and `security`, publishes with async-nats
 /// logged in the same way, and checks the message arrives.
@@ -190,4 +190,55 @@ async fn tls_with_a_ca_and_mutual_tls_with_a_client_certificate() {
         panic!("TLS was required but not offered, and that passed");
     };
     assert!(matches!(error, TlsError::NotOffered), "{error}");
+}
+
+/// A key rotated as an operator does it (the seed file replaced, then the
+/// server's config reloaded with the new key, which closes connections
+/// logged in with the old one) is picked up at the next reconnect, by
+/// this connection and by async-nats (herald_core::nats::connect) alike:
+/// nothing restarts.
+#[tokio::test]
+async fn a_rotated_nkey_is_read_again_at_the_next_reconnect_by_both_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (nkeys::KeyPair::new_user(), nkeys::KeyPair::new_user());
+    let users = |key: &nkeys::KeyPair| {
+        format!(
+            "authorization {{ users: [ {{ nkey: {} }} ] }}\n",
+            key.public_key()
+        )
+    };
+    let server = NatsServer::start_with(&users(&old));
+    let seed = file(dir.path(), "edge.nk", &old.seed().unwrap());
+    let security = NatsSecurity {
+        nats_nkey: Some(seed.clone()),
+        ..Default::default()
+    };
+    let c = connect_with(&server.client_url(), &security, Options::default())
+        .await
+        .unwrap();
+    let sid = c.subs.subscribe("herald.u.rotated");
+    c.subs.round_trip().await.unwrap();
+    let urls = [server.client_url()];
+    let (nats, _) = herald_core::nats::connect(&urls, &security, "herald-test publisher")
+        .await
+        .unwrap();
+
+    std::fs::write(&seed, new.seed().unwrap()).unwrap();
+    server.rewrite(&users(&new), &[]);
+    server.reload();
+    eventually(
+        Duration::from_secs(20),
+        "both connections back with the new key",
+        || async {
+            let back = c.subs.stats().connects >= 2 && c.subs.stats().connected;
+            let published = back
+                && nats
+                    .publish("herald.u.rotated", "rotated".into())
+                    .await
+                    .is_ok()
+                && nats.flush().await.is_ok();
+            (published && !c.recorder.of(sid).is_empty()).then_some(())
+        },
+    )
+    .await;
 }

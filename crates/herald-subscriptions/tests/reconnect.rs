@@ -191,3 +191,59 @@ impl herald_subscriptions::Deliver for Slow {
         panic!("sid {sid} refused: {refusal:?}");
     }
 }
+
+/// Re-subscribing is pipelined and then confirmed by one PONG, not
+/// bounded by the connect timeout: 100,000 subscriptions come back after
+/// a restart with a 300 ms connect timeout. Changes made while away wait
+/// in the registry, coalesced (the registry's unit tests show the pairs
+/// cancel out): the server ends up with exactly the live ones.
+#[tokio::test]
+async fn a_hundred_thousand_subscriptions_come_back_and_changes_made_meanwhile_coalesce() {
+    const N: usize = 100_000;
+    let mut server = NatsServer::start();
+    let options = herald_subscriptions::Options {
+        connect_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let c = connect_with(&server.client_url(), &Default::default(), options)
+        .await
+        .unwrap();
+    let sids: Vec<_> = (0..N)
+        .map(|i| c.subs.subscribe(&format!("herald.u.many{i}")))
+        .collect();
+    c.subs.round_trip().await.unwrap();
+
+    server.kill();
+    eventually(Duration::from_secs(10), "the loss noticed", || async {
+        (!c.subs.stats().connected).then_some(())
+    })
+    .await;
+    for _ in 0..50_000 {
+        let churn = c.subs.subscribe("herald.u.churn");
+        c.subs.unsubscribe(churn);
+    }
+    c.subs.unsubscribe(sids[0]);
+    let late = c.subs.subscribe("herald.u.late");
+    let restarted = std::time::Instant::now();
+    server.restart();
+    eventually(
+        Duration::from_secs(60),
+        "every subscription back",
+        || async { (*c.losses.borrow() >= 2 && c.subs.stats().connected).then_some(()) },
+    )
+    .await;
+    println!(
+        "{N} subscriptions restored and confirmed {:?} after the restart began",
+        restarted.elapsed()
+    );
+    let conn = our_connection(&server).await.unwrap();
+    assert_eq!(conn["subscriptions"], N, "{}", conn["subscriptions"]);
+    let nats = publisher(&server.client_url()).await;
+    for subject in ["herald.u.many0", "herald.u.many99999", "herald.u.late"] {
+        publish(&nats, subject, b"back").await;
+    }
+    c.recorder.wait(sids[N - 1], 1).await;
+    c.recorder.wait(late, 1).await;
+    assert!(c.recorder.of(sids[0]).is_empty());
+    assert_eq!(c.subs.stats().connects, 2);
+}
