@@ -100,6 +100,12 @@ pub struct NatsSecurity {
         hide_env_values = true
     )]
     pub nats_password: Option<Password>,
+
+    /// Connect only to the --nats-url servers, never to those the cluster
+    /// advertises (for a service outside the cluster's network, where the
+    /// addresses NATS servers advertise do not lead to them).
+    #[arg(long, env = "HERALD_NATS_IGNORE_DISCOVERED_SERVERS")]
+    pub nats_ignore_discovered_servers: bool,
 }
 
 /// Options that log in with the key files of `security`, read again at
@@ -140,6 +146,9 @@ impl NatsSecurity {
             Some(_) => keyed_options(self.clone()),
             None => async_nats::ConnectOptions::new(),
         };
+        if self.nats_ignore_discovered_servers {
+            options = options.ignore_discovered_servers();
+        }
         if let Some(ca) = &self.nats_tls_ca {
             options = options.require_tls(true).add_root_certificates(ca.clone());
         }

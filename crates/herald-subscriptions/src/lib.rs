@@ -170,7 +170,7 @@ impl Subscriptions {
             name: name.to_owned(),
             max_message: options.max_message,
         });
-        let mut servers = servers::Servers::new(addrs, options.ignore_advertised);
+        let mut servers = servers::Servers::new(addrs, security.nats_ignore_discovered_servers);
         let (index, session, info) =
             first_connection(servers.configured(), &setup, &options).await?;
         servers.connected_to(index);

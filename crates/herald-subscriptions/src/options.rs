@@ -14,9 +14,6 @@ pub struct Options {
     /// counted, whatever the server would carry: one message must not
     /// take the memory, or the connection, of every stream on the node.
     pub max_message: usize,
-    /// Use only the configured servers, never those the cluster
-    /// advertises (they may not be reachable from here).
-    pub ignore_advertised: bool,
     /// A server announcing lame duck mode is left within this time,
     /// somewhere at random, so that its clients do not all move at once.
     /// Keep it under the server's `lame_duck_grace_period` (10 s by
@@ -30,7 +27,6 @@ impl Default for Options {
             ping_interval: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             max_message: 1 << 20,
-            ignore_advertised: false,
             lame_duck_spread: Duration::from_secs(5),
         }
     }

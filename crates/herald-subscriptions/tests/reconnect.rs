@@ -247,3 +247,35 @@ async fn a_hundred_thousand_subscriptions_come_back_and_changes_made_meanwhile_c
     assert!(c.recorder.of(sids[0]).is_empty());
     assert_eq!(c.subs.stats().connects, 2);
 }
+
+/// With the advertised servers ignored, a lost connection comes back to a
+/// configured server only (the others may not be reachable from here).
+#[tokio::test]
+async fn advertised_servers_are_not_used_when_told_to_ignore_them() {
+    let mut cluster = NatsCluster::start(2).await;
+    let security = herald_core::nats::NatsSecurity {
+        nats_ignore_discovered_servers: true,
+        ..Default::default()
+    };
+    let c = connect_with(
+        &cluster.nodes[0].client_url(),
+        &security,
+        herald_subscriptions::Options::default(),
+    )
+    .await
+    .unwrap();
+    let sid = c.subs.subscribe("herald.t.here");
+    c.subs.round_trip().await.unwrap();
+    cluster.nodes[0].restart();
+    eventually(
+        Duration::from_secs(10),
+        "back on the configured node",
+        || async { (c.subs.stats().connects == 2 && c.subs.stats().connected).then_some(()) },
+    )
+    .await;
+    assert!(our_connection(&cluster.nodes[0]).await.is_some());
+    assert!(our_connection(&cluster.nodes[1]).await.is_none());
+    let nats = publisher(&cluster.nodes[0].client_url()).await;
+    publish(&nats, "herald.t.here", b"here").await;
+    c.recorder.wait(sid, 1).await;
+}
