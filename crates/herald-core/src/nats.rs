@@ -299,6 +299,7 @@ pub async fn connect(
     let (addrs, login) = servers(urls, security)?;
     let losses = LossCounter::new(0);
     let counter = losses.clone();
+    let (lame_duck, lame_ducks) = tokio::sync::mpsc::channel(1);
     let mut options = security.options()?;
     options = match login {
         Some(Login::UserPassword(user, password)) => options.user_and_password(user, password.0),
@@ -312,20 +313,43 @@ pub async fn connect(
         .max_reconnects(None)
         .event_callback(move |event| {
             let losses = counter.clone();
+            let lame_duck = lame_duck.clone();
             async move {
                 tracing::info!(%event, "nats connection event");
-                if matches!(
-                    event,
-                    async_nats::Event::Disconnected | async_nats::Event::SlowConsumer(_)
-                ) {
-                    losses.send_modify(|n| *n += 1);
+                match event {
+                    async_nats::Event::Disconnected | async_nats::Event::SlowConsumer(_) => {
+                        losses.send_modify(|n| *n += 1)
+                    }
+                    async_nats::Event::LameDuckMode => {
+                        let _ = lame_duck.try_send(());
+                    }
+                    _ => {}
                 }
             }
         })
         .connect(addrs.as_slice())
         .await?;
+    tokio::spawn(leave_lame_ducks(client.clone(), lame_ducks));
     Ok((client, losses))
 }
+
+/// Moves the connection off a server that announced lame duck mode (a
+/// NATS upgrade) at a random moment within [`LAME_DUCK_SPREAD`], before
+/// the server closes it, so that its clients do not all move at once
+/// and the server can exit at the end of its grace period. Ends when the
+/// connection does (drained or closed: the event channel closes).
+async fn leave_lame_ducks(client: async_nats::Client, mut notices: tokio::sync::mpsc::Receiver<()>) {
+    while notices.recv().await.is_some() {
+        tokio::time::sleep(LAME_DUCK_SPREAD.mul_f64(fastrand::f64())).await;
+        if let Err(e) = client.force_reconnect().await {
+            tracing::warn!(error = %e, "cannot leave a NATS server in lame duck mode");
+        }
+    }
+}
+
+/// A connection leaves a server in lame duck mode within this; under the
+/// server's `lame_duck_grace_period` (10 s by default).
+pub const LAME_DUCK_SPREAD: Duration = Duration::from_secs(5);
 
 /// Waits for one round trip to the server. The server handles a client's
 /// operations in order, so once this returns it has processed everything
