@@ -446,7 +446,7 @@ async fn a_subject_nats_denies_ends_its_streams_and_refuses_its_connects() {
     nats.rewrite(&users("\"herald.u.mallory\", \"herald.u.alice\""), &[]);
     nats.reload();
     // Alice's stream ends with a come-back hint; bob's goes on.
-    let rest = alice.to_end().await;
+    let rest = alice.rest().await;
     assert!(
         rest.contains(": closing: subscription_refused\n"),
         "{rest:?}"
@@ -498,7 +498,7 @@ impl Raw {
     }
 
     /// What comes until the stream ends (within 10 s).
-    async fn to_end(&mut self) -> String {
+    async fn rest(&mut self) -> String {
         use futures::StreamExt;
         let mut rest = String::new();
         let reading = async {
