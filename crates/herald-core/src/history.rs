@@ -5,7 +5,10 @@
 //! (kind `u` or `t`). JetStream RePublish emits each stored message on the
 //! live subject `herald.<kind>.<token>` with its stream sequence in the
 //! `Nats-Sequence` header: one publish, server-side order, and the edge
-//! learns each event's position without asking.
+//! learns each event's position without asking. `Nats-Last-Sequence`
+//! carries the subject's previous sequence in the stream (0 if it holds
+//! none), so the edge also sees an event it missed (checked on nats-server
+//! 2.10.26).
 
 use std::time::Duration;
 
@@ -13,6 +16,11 @@ use async_nats::jetstream::stream;
 
 /// Header with the stream sequence on republished messages.
 pub const SEQUENCE_HEADER: &str = "Nats-Sequence";
+
+/// Header with the subject's previous stream sequence on republished
+/// messages: 0 when the stream held none of the subject's events, or its
+/// last one was deleted.
+pub const LAST_SEQUENCE_HEADER: &str = "Nats-Last-Sequence";
 
 /// Most shards.
 pub const MAX_SHARDS: u16 = 64;

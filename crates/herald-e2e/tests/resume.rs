@@ -1,4 +1,6 @@
-//! Nothing lost on reconnect: `Last-Event-ID` resume from JetStream history.
+//! Nothing lost on reconnect: `Last-Event-ID` resume from JetStream history;
+//! nor on the live path: an event the edge missed is read from history
+//! before the next one goes out.
 
 use std::time::Duration;
 
@@ -742,4 +744,115 @@ async fn an_audience_resuming_more_than_the_edge_keeps_reads_for_itself_and_lose
     // Each reads the topic; u0 also its own stream, held in its id.
     assert_eq!(edge.metric(&from("history")).await, (AUDIENCE + 1) as f64);
     assert_eq!(edge.metric(&from("memory")).await, 0.0);
+}
+
+/// Takes RePublish off the history stream holding `subject` (`on`: puts it
+/// back as herald-publish made it): what is stored meanwhile never reaches
+/// any edge live, as when a message is lost between JetStream and the edge.
+async fn republish(nats: &NatsServer, subject: &str, on: bool) {
+    use herald_core::history::{shard_of, stream_name};
+    let history = edge_config("any").history;
+    let shard = shard_of(subject, history.history_shards);
+    let client = async_nats::connect(nats.client_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut config = js
+        .get_stream(stream_name(shard))
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    config.republish = history.stream_config(shard).republish.filter(|_| on);
+    let updated = js.update_stream(config).await.unwrap();
+    assert_eq!(updated.config.republish.is_some(), on);
+}
+
+/// An event the edge's live subscription never got is read from history
+/// before the next one goes out: each stream gets every event once, in
+/// order, without reconnecting.
+///
+/// The gap is forced, deterministically, by taking RePublish off alice's
+/// history stream (a stream update; nats-server applies it before it
+/// answers): the next two events are stored but never emitted live, as
+/// when the edge's interest had not yet reached the stream leader's
+/// server, or a message was lost on a route. With RePublish back, the next
+/// event names the last missed one as its subject's previous sequence
+/// (`Nats-Last-Sequence`). Edge 1 knows alice's last sequence from an
+/// event it delivered; edge 2 only from the resume of a stream that had
+/// missed nothing (the newest event it read): both fill the gap.
+#[tokio::test]
+async fn an_event_missed_on_the_live_path_is_read_from_history_first() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let edge1 = start_edge(&nats.client_url(), edge_config("edge-1")).await;
+    let edge2 = start_edge(&nats.client_url(), edge_config("edge-2")).await;
+    let mut client = publisher(&publish).await;
+    let mut live = open(&edge1, &[], None).await;
+    publish_to_users(&mut client, &["alice"], "u1").await;
+    let first = live.next().await;
+    assert_eq!(first.data, "u1");
+    let mut resumed = open(&edge2, &[], Some(&first.id)).await;
+
+    republish(&nats, "herald.u.alice", false).await;
+    for data in ["u2", "u3"] {
+        publish_to_users(&mut client, &["alice"], data).await;
+    }
+    live.assert_silent(QUIET).await; // stored, never live
+    republish(&nats, "herald.u.alice", true).await;
+    publish_to_users(&mut client, &["alice"], "u4").await;
+
+    for (edge, stream) in [(&edge1, &mut live), (&edge2, &mut resumed)] {
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(stream.next().await.data);
+        }
+        assert_eq!(got, ["u2", "u3", "u4"]);
+        stream.assert_silent(QUIET).await;
+        let filled = "herald_edge_live_gaps_total{outcome=\"filled\"}";
+        assert_eq!(edge.metric(filled).await, 1.0);
+        let read = "herald_edge_live_gap_events_read_total";
+        assert_eq!(edge.metric(read).await, 2.0);
+    }
+    publish_to_users(&mut client, &["alice"], "u5").await;
+    assert_eq!(live.next().await.data, "u5");
+    assert_eq!(resumed.next().await.data, "u5");
+}
+
+/// A gap larger than one fill reads (128 events) is not skipped either:
+/// the stream ends with a come-back, and its client resumes from its last
+/// id and gets every event once, in order.
+#[tokio::test]
+async fn a_gap_too_large_to_fill_ends_the_stream_and_its_resume_loses_nothing() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let mut client = publisher(&publish).await;
+    let mut stream = open(&edge, &[], None).await;
+    publish_to_users(&mut client, &["alice"], "0").await;
+    let first = stream.next().await;
+
+    const MISSED: usize = herald_edge::fill::MAX_EVENTS + 1;
+    republish(&nats, "herald.u.alice", false).await;
+    for i in 1..=MISSED {
+        publish_to_users(&mut client, &["alice"], &i.to_string()).await;
+    }
+    republish(&nats, "herald.u.alice", true).await;
+    let last = (MISSED + 1).to_string();
+    publish_to_users(&mut client, &["alice"], &last).await;
+
+    assert!(
+        stream.next_within(Duration::from_secs(10)).await.is_none(),
+        "ended"
+    );
+    let too_large = "herald_edge_live_gaps_total{outcome=\"too_large\"}";
+    assert_eq!(edge.metric(too_large).await, 1.0);
+    let ended = "herald_edge_closes_total{reason=\"server_error\"}";
+    assert_eq!(edge.metric(ended).await, 1.0);
+    let mut resumed = open(&edge, &[], Some(&first.id)).await;
+    let mut got = Vec::new();
+    for _ in 1..=MISSED + 1 {
+        got.push(resumed.next().await.data.parse::<usize>().unwrap());
+    }
+    assert_eq!(got, (1..=MISSED + 1).collect::<Vec<_>>());
+    resumed.assert_silent(QUIET).await;
 }

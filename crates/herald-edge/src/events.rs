@@ -349,6 +349,7 @@ async fn resume(
             }
         }
     }
+    let epoch = state.fanout.epoch();
     let config = &state.config.history;
     let history = History {
         js: &state.js,
@@ -367,6 +368,13 @@ async fn resume(
     })?;
     for (key, start) in starts {
         kept.set(key, start);
+    }
+    // The replay goes up to these; an event stored after one of them and
+    // missed live is then seen as a gap, and filled (see `gaps`).
+    for (subject, newest) in plan.newest() {
+        if let Some(followed) = state.fanout.find(subject) {
+            followed.learn_newest(*newest, epoch);
+        }
     }
     let resets = state.metrics.resets.clone();
     Ok((Replay::start(held, plan, budget, resets), kept))

@@ -17,6 +17,7 @@ use herald_core::nats::{LossCounter, NatsSecurity};
 use herald_subscriptions::{ConnectError, Deliver, Refusal, Sid, Source, Subscriptions};
 
 use crate::delivery::{ConnId, Member};
+use crate::fill::Filler;
 use crate::metrics::{CloseReason, Metrics};
 use crate::sharing::Lookup;
 use crate::signal::Signal;
@@ -44,6 +45,8 @@ struct Subjects {
     registry: Mutex<Registry>,
     losses: tokio::sync::watch::Receiver<u64>,
     metrics: Metrics,
+    /// Reads what a subject's live events skipped.
+    filler: Filler,
 }
 
 #[derive(Default)]
@@ -53,18 +56,21 @@ struct Registry {
 }
 
 impl Fanout {
-    /// Opens the subscription connection; its losses count in `losses`.
+    /// Opens the subscription connection; its losses count in `losses`,
+    /// and `filler` reads events its subjects missed.
     pub async fn connect(
         urls: &[String],
         security: &NatsSecurity,
         name: &str,
         losses: LossCounter,
         metrics: Metrics,
+        filler: Filler,
     ) -> Result<Arc<Self>, ConnectError> {
         let subjects = Arc::new(Subjects {
             registry: Mutex::default(),
             losses: losses.subscribe(),
             metrics,
+            filler,
         });
         tokio::spawn(close_on_loss(Arc::downgrade(&subjects), losses.subscribe()));
         let subscriptions =
@@ -120,7 +126,8 @@ impl Fanout {
 
     fn subscribe(&self, registry: &mut Registry, subject: &str) -> Sid {
         let sid = self.subscriptions.subscribe(subject);
-        let fresh = Subject::new(subject, self.subjects.losses.clone());
+        let losses = self.subjects.losses.clone();
+        let fresh = Subject::new(subject, losses, self.subjects.filler.clone());
         registry.sids.insert(subject.into(), sid);
         registry.subjects.insert(sid, fresh);
         self.subjects.metrics.subscriptions.inc();

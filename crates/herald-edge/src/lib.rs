@@ -19,6 +19,8 @@
 //!   on one lean connection (herald-subscriptions).
 //! - [`subject`]: one followed subject: its streams, its recent events, and
 //!   the history reads its resuming streams share.
+//! - [`gaps`]: the order of a subject's live events: a missed one is read
+//!   from history ([`fill`]) before the next goes out.
 //! - [`delivery`]: a framed event and the stream queues it goes into.
 //! - [`signal`]: how a stream is told to close.
 //! - [`queue`]: a stream's event queue, empty of memory while idle.
@@ -46,6 +48,8 @@ pub mod drain;
 pub mod error;
 pub mod events;
 pub mod fanout;
+pub mod fill;
+pub mod gaps;
 pub mod head;
 pub mod line;
 pub mod metrics;

@@ -108,6 +108,34 @@ struct ResumeLabels {
     source: ResumeSource,
 }
 
+/// How a gap on the live path ended (see `gaps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GapOutcome {
+    /// The missed events were read and handed on, in order.
+    Filled,
+    /// Reading them failed or took too long: the subject's streams ended.
+    ReadFailed,
+    /// More was missed, or held meanwhile, than a fill holds: the
+    /// subject's streams ended.
+    TooLarge,
+}
+
+impl EncodeLabelValue for GapOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        let label = match self {
+            Self::Filled => "filled",
+            Self::ReadFailed => "read_failed",
+            Self::TooLarge => "too_large",
+        };
+        std::fmt::Write::write_str(encoder, label)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct GapLabels {
+    outcome: GapOutcome,
+}
+
 /// Why NATS refused a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Refusal(herald_subscriptions::RefusalReason);
@@ -151,6 +179,10 @@ pub struct Metrics {
     pub resets: Counter,
     /// Tails of history read once for many resumes (see `tails`).
     pub tail_reads: Counter,
+    /// Gaps seen on the live path, by how they ended.
+    gaps: Family<GapLabels, Counter>,
+    /// Events read from history to fill gaps on the live path.
+    pub gap_events_read: Counter,
     /// From `Publish` accepting an event to this edge handing it to its
     /// streams' queues.
     pub delivery_latency: Histogram,
@@ -174,6 +206,8 @@ impl Default for Metrics {
             replayed: Counter::default(),
             resets: Counter::default(),
             tail_reads: Counter::default(),
+            gaps: Family::default(),
+            gap_events_read: Counter::default(),
             // 0.25 ms to 8 s.
             delivery_latency: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             sockets: Default::default(),
@@ -233,6 +267,16 @@ impl Metrics {
             m.tail_reads.clone(),
         );
         r.register(
+            "live_gaps",
+            "Persisted events missed on the live path (their successor named them), by outcome: filled from history, or the subject's streams ended",
+            m.gaps.clone(),
+        );
+        r.register(
+            "live_gap_events_read",
+            "Events read from history to fill gaps on the live path",
+            m.gap_events_read.clone(),
+        );
+        r.register(
             "delivery_latency_seconds",
             "From Publish accepting an event to this edge handing it to its streams (publisher's clock)",
             m.delivery_latency.clone(),
@@ -252,6 +296,16 @@ impl Metrics {
     pub fn refused(&self, reason: herald_subscriptions::RefusalReason) {
         let reason = Refusal(reason);
         self.refusals.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    pub fn gap(&self, outcome: GapOutcome) {
+        self.gaps.get_or_create(&GapLabels { outcome }).inc();
+    }
+
+    /// A gap's count so far, for tests.
+    #[cfg(test)]
+    pub fn gaps(&self, outcome: GapOutcome) -> u64 {
+        self.gaps.get_or_create(&GapLabels { outcome }).get()
     }
 
     pub fn closed(&self, reason: CloseReason) {

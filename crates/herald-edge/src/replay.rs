@@ -120,6 +120,16 @@ pub struct Plan {
     steps: Vec<Step>,
     /// Tails read once for many resumes (see `tails`).
     tails: Option<Tails>,
+    /// Each wanted subject's newest stored sequence (0: none), as read.
+    newest: Vec<(String, u64)>,
+}
+
+impl Plan {
+    /// Each wanted subject's newest stored sequence, read after the
+    /// stream joined it: live events must follow on from there.
+    pub fn newest(&self) -> &[(String, u64)] {
+        &self.newest
+    }
 }
 
 /// Reads each wanted subject's newest event and checks its position
@@ -131,6 +141,7 @@ pub async fn plan(
     tails: &Tails,
 ) -> Result<Plan, ResumeError> {
     let mut steps = Vec::new();
+    let mut newests = Vec::with_capacity(wanted.len());
     // Each stream's last sequence, read at most once per connect.
     let mut tops: HashMap<u16, u64> = HashMap::new();
     for Wanted {
@@ -144,6 +155,7 @@ pub async fn plan(
             .await
             .map_err(unavailable)?;
         let newest = source.newest().await.map_err(unavailable)?;
+        newests.push((subject.clone(), newest.unwrap_or(0)));
         let action = match newest {
             // Nothing missed (position 0: "nothing seen yet", and there is
             // nothing): from here on, what arrives live is complete.
@@ -185,6 +197,7 @@ pub async fn plan(
     Ok(Plan {
         steps,
         tails: Some(tails.clone()),
+        newest: newests,
     })
 }
 

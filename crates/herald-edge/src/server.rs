@@ -19,9 +19,11 @@ use crate::beats::Beats;
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::fanout::Fanout;
+use crate::fill::{Filler, HistoryReader};
 use crate::metrics::{Metrics, SubscriptionsCollector};
 use crate::presence::Reporter;
 use crate::ratelimit::ConnectLimiter;
+use crate::reads::Reads;
 use crate::service::{service, until_killed};
 use crate::state::State;
 use crate::tails::Tails;
@@ -70,7 +72,21 @@ impl Edge {
         } = nats;
         herald_core::nats::register_metrics(registry, &client);
         let losses = LossCounter::new(0);
-        let fanout = Fanout::connect(urls, security, name, losses.clone(), metrics.clone()).await?;
+        let js = async_nats::jetstream::new(client.clone());
+        let filler = Filler::new(HistoryReader {
+            js: js.clone(),
+            shards: config.history.history_shards,
+            reads: Reads::for_replicas(config.history.history_replicas),
+        });
+        let fanout = Fanout::connect(
+            urls,
+            security,
+            name,
+            losses.clone(),
+            metrics.clone(),
+            filler,
+        );
+        let fanout = fanout.await?;
         registry.register_collector(Box::new(SubscriptionsCollector(fanout.stats_reader())));
         let admission = Admission::new(config.max_connections, config.max_connections_per_user);
         let reporter = Reporter::new(
@@ -81,7 +97,7 @@ impl Edge {
             registry,
         );
         let state = State {
-            js: async_nats::jetstream::new(client.clone()),
+            js,
             tails: Tails::new(config.history.history_shards, metrics.tail_reads.clone()),
             fanout,
             losses,

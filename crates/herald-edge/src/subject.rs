@@ -1,5 +1,7 @@
-//! One subject followed on this node: the streams that follow it, and what
-//! it keeps for streams resuming it (their shared reads: see `sharing`).
+//! One subject followed on this node: the streams that follow it, the
+//! order of its live events (a gap is filled from history before the next
+//! event goes out: see `gaps`), and what it keeps for streams resuming it
+//! (their shared reads: see `sharing`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,14 +9,16 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use herald_core::envelope::Envelope;
-use herald_core::history::SEQUENCE_HEADER;
+use herald_core::history::{LAST_SEQUENCE_HEADER, SEQUENCE_HEADER};
 use herald_core::telemetry;
 use herald_domain::subject::TOPIC_PREFIX;
 use herald_subscriptions::Source;
 use tokio::sync::watch;
 
 use crate::delivery::{ConnId, Delivery, Member, hand_out};
-use crate::metrics::Metrics;
+use crate::fill::{FillError, Filled, Filler};
+use crate::gaps::{Event, Fill, Gaps, Next};
+use crate::metrics::{CloseReason, GapOutcome, Metrics};
 use crate::recent::Recent;
 use crate::sharing::{self, Keeper, Lookup, Seeder, Turn, Waiting};
 use crate::signal::Signal;
@@ -31,6 +35,8 @@ pub struct Subject {
     refused: AtomicBool,
     /// Counts NATS losses: what `recent` holds is void after one.
     losses: watch::Receiver<u64>,
+    /// Reads what the live path missed.
+    filler: Filler,
     state: Mutex<State>,
 }
 
@@ -47,16 +53,17 @@ struct State {
     /// The highest sequence stored on the subject that this node knows of
     /// (0: none), from live events and reads; see [`Subject::newest`].
     newest: u64,
-    /// The highest sequence handed to the streams live: while the NATS
-    /// subscriptions move between servers, an event may come twice.
-    delivered: u64,
+    /// The last sequence handed on live, and what waits while a gap is
+    /// filled; while the NATS subscriptions move between servers, an
+    /// event may come twice, and this drops the second.
+    gaps: Gaps<Delivery>,
     /// Whether `newest` is the subject's newest: a read after subscribing
     /// said so, and no live event can have been missed since.
     newest_known: bool,
 }
 
 impl Subject {
-    pub fn new(name: &str, losses: watch::Receiver<u64>) -> Arc<Self> {
+    pub fn new(name: &str, losses: watch::Receiver<u64>, filler: Filler) -> Arc<Self> {
         let epoch = *losses.borrow();
         Arc::new(Self {
             name: name.into(),
@@ -64,6 +71,7 @@ impl Subject {
             confirmed: AtomicBool::new(false),
             refused: AtomicBool::new(false),
             losses,
+            filler,
             state: Mutex::new(State {
                 refs: 0,
                 members: HashMap::new(),
@@ -71,7 +79,7 @@ impl Subject {
                 waiting: Waiting::default(),
                 epoch,
                 newest: 0,
-                delivered: 0,
+                gaps: Gaps::default(),
                 newest_known: false,
             }),
         })
@@ -107,12 +115,14 @@ impl Subject {
     }
 
     /// `newest`, read after the subscription was confirmed while the loss
-    /// count was `epoch`; live events keep it current from then on.
+    /// count was `epoch`; live events keep it current from then on, and
+    /// the next one must follow it (or what it skipped is read).
     pub fn learn_newest(&self, newest: u64, epoch: u64) {
         let mut state = self.state.lock().unwrap();
         if state.sync_epoch(&self.losses) == epoch {
             state.newest = state.newest.max(newest);
             state.newest_known = true;
+            state.gaps.learn(newest);
         }
     }
 
@@ -144,32 +154,56 @@ impl Subject {
     }
 
     /// Frames a live event once and hands the same bytes to every member.
-    /// While the subscriptions move between NATS servers (`source` is not
-    /// `Only`), a persisted event already handed on is dropped by its
-    /// sequence, and an ephemeral one from the server being left is
-    /// dropped: ephemeral events are at most once.
-    pub fn deliver(&self, message: &async_nats::Message, source: Source, metrics: &Metrics) {
-        let seq = sequence(message);
+    /// A persisted event whose predecessor this node did not get waits
+    /// while the missed ones are read from history (see `gaps`); an
+    /// ephemeral one never waits (at most once, and in no order with
+    /// persisted ones). While the subscriptions move between NATS servers
+    /// (`source` is not `Only`), a persisted event already handed on is
+    /// dropped by its sequence, and an ephemeral one from the server being
+    /// left is dropped.
+    pub fn deliver(
+        self: &Arc<Self>,
+        message: &async_nats::Message,
+        source: Source,
+        metrics: &Metrics,
+    ) {
+        let seq = sequence(message, SEQUENCE_HEADER);
         if seq.is_none() && source == Source::Predecessor {
             return;
-        }
-        let mut state = self.state.lock().unwrap();
-        if let Some(seq) = seq {
-            if source != Source::Only && seq <= state.delivered {
-                return;
-            }
-            state.delivered = state.delivered.max(seq);
         }
         let envelope = Envelope::from_message(message);
         let delivery = Delivery {
             frame: sse::event(envelope.event.as_deref(), &envelope.data),
             position: seq.map(|seq| (self.key, seq)),
         };
-        if let Some((_, seq)) = delivery.position {
-            state.sync_epoch(&self.losses);
-            state.newest = state.newest.max(seq);
-            state.recent.record(seq, &delivery.frame);
-        }
+        let mut state = self.state.lock().unwrap();
+        let delivery = match seq {
+            None => delivery,
+            Some(seq) => {
+                state.sync_epoch(&self.losses);
+                let event = Event {
+                    seq,
+                    prev: sequence(message, LAST_SEQUENCE_HEADER),
+                    repeat: source != Source::Only,
+                    bytes: delivery.frame.len(),
+                    item: delivery,
+                };
+                match state.gaps.live(event) {
+                    Next::Deliver(delivery) => delivery,
+                    Next::Drop | Next::Held => return,
+                    Next::Fill(fill) => {
+                        drop(state);
+                        self.fill(fill, metrics);
+                        return;
+                    }
+                    Next::GiveUp => {
+                        let why = "more events came meanwhile than a fill holds";
+                        self.give_up(&mut state, GapOutcome::TooLarge, &why, metrics);
+                        return;
+                    }
+                }
+            }
+        };
         // One span per event and node (not per stream), in the trace the
         // publisher started.
         let span = telemetry::span(|| {
@@ -182,10 +216,41 @@ impl Subject {
             span
         });
         let _entered = span.enter();
-        hand_out(&mut state.members, &delivery, metrics);
+        state.hand_out(&delivery, metrics);
         drop(state);
         if let Some(age) = herald_core::envelope::age(message.headers.as_ref()) {
             metrics.delivery_latency.observe(age.as_secs_f64());
+        }
+    }
+
+    /// Reads what the live path missed in a task: never on the NATS
+    /// connection's reader, which must not wait.
+    fn fill(self: &Arc<Self>, fill: Fill, metrics: &Metrics) {
+        let filled: Arc<dyn Filled> = self.clone();
+        self.filler.start(filled, fill, metrics.clone());
+    }
+
+    /// Ends every stream of the subject: a gap could not be filled, and
+    /// their clients resume from their cursors rather than skip events.
+    fn give_up(
+        &self,
+        state: &mut State,
+        outcome: GapOutcome,
+        why: &dyn std::fmt::Display,
+        metrics: &Metrics,
+    ) {
+        metrics.gap(outcome);
+        // A stream joining now must read where it starts: what the node
+        // knows may lie before events it never got.
+        state.newest_known = false;
+        tracing::warn!(
+            subject = %self.name,
+            streams = state.members.len(),
+            %why,
+            "events missed on the live path cannot be filled; ending the subject's streams"
+        );
+        for member in state.members.values() {
+            member.signal.close(CloseReason::ServerError);
         }
     }
 
@@ -250,7 +315,58 @@ impl Keeper for Subject {
     }
 }
 
+impl Filled for Subject {
+    fn name(&self) -> &str {
+        Subject::name(self)
+    }
+
+    /// Hands on the events read and those held meanwhile, in order; or, if
+    /// the read failed, ends the subject's streams. An answer to a fill
+    /// forgotten since (a NATS loss) changes nothing.
+    fn filled(
+        &self,
+        id: u64,
+        read: Result<Vec<(u64, Bytes)>, FillError>,
+        metrics: &Metrics,
+    ) -> Option<Fill> {
+        let mut state = self.state.lock().unwrap();
+        state.sync_epoch(&self.losses);
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => {
+                if state.gaps.failed(id) {
+                    let outcome = match e {
+                        FillError::TooLarge => GapOutcome::TooLarge,
+                        FillError::Read(_) | FillError::TimedOut => GapOutcome::ReadFailed,
+                    };
+                    self.give_up(&mut state, outcome, &e, metrics);
+                }
+                return None;
+            }
+        };
+        let read = read.into_iter().map(|(seq, frame)| {
+            let position = Some((self.key, seq));
+            (seq, Delivery { frame, position })
+        });
+        let released = state.gaps.filled(id, read.collect())?;
+        metrics.gap(GapOutcome::Filled);
+        for delivery in &released.events {
+            state.hand_out(delivery, metrics);
+        }
+        released.next
+    }
+}
+
 impl State {
+    /// Hands `delivery` to every member, and keeps it for resumes.
+    fn hand_out(&mut self, delivery: &Delivery, metrics: &Metrics) {
+        if let Some((_, seq)) = delivery.position {
+            self.newest = self.newest.max(seq);
+            self.recent.record(seq, &delivery.frame);
+        }
+        hand_out(&mut self.members, delivery, metrics);
+    }
+
     /// The current loss count; what `recent` holds is dropped when it
     /// changed, since live events may have been missed.
     fn sync_epoch(&mut self, losses: &watch::Receiver<u64>) -> u64 {
@@ -258,6 +374,7 @@ impl State {
         if now != self.epoch {
             self.recent.clear();
             self.newest_known = false;
+            self.gaps.forget();
             self.epoch = now;
         }
         now
@@ -277,10 +394,11 @@ fn held(recent: &Recent, key: u32, after: u64) -> Option<Lookup> {
     Some(Lookup::Hit(deliveries))
 }
 
-/// The stream sequence JetStream's RePublish put on a persisted event.
-fn sequence(message: &async_nats::Message) -> Option<u64> {
+/// A sequence JetStream's RePublish put on a persisted event: its own
+/// (`SEQUENCE_HEADER`), or its subject's previous one (`LAST_SEQUENCE_HEADER`).
+fn sequence(message: &async_nats::Message, header: &str) -> Option<u64> {
     let headers = message.headers.as_ref()?;
-    headers.get(SEQUENCE_HEADER)?.as_str().parse().ok()
+    headers.get(header)?.as_str().parse().ok()
 }
 
 #[cfg(test)]
@@ -288,7 +406,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::metrics::CloseReason;
+    use crate::fill::FILL_TIMEOUT;
+    use crate::fill::fake::Stored;
     use crate::queue;
     use crate::sharing::{Kept, LOOKUP_WAIT, hit_sequences};
 
@@ -296,8 +415,13 @@ mod tests {
     const USER: &str = "herald.u.alice";
 
     fn subject(name: &str) -> (Arc<Subject>, watch::Sender<u64>) {
+        subject_reading(name, Stored::stalled())
+    }
+
+    /// A subject whose missed events are read from `stored`.
+    fn subject_reading(name: &str, stored: Arc<Stored>) -> (Arc<Subject>, watch::Sender<u64>) {
         let (losses, watcher) = watch::channel(0);
-        (Subject::new(name, watcher), losses)
+        (Subject::new(name, watcher, Filler::new(stored)), losses)
     }
 
     /// Joins a stream with a queue of `capacity`; returns its end.
@@ -379,6 +503,116 @@ mod tests {
         // may have been recreated).
         topic.deliver(&persisted(1, "anew"), Source::Only, &metrics);
         assert_eq!(stream.try_recv().unwrap().frame, "data: anew\n\n");
+    }
+
+    /// Persisted event `seq`, stored after the subject's event `prev`.
+    fn after(prev: u64, seq: u64) -> async_nats::Message {
+        let mut message = persisted(seq, &seq.to_string());
+        let headers = message.headers.as_mut().unwrap();
+        headers.insert(LAST_SEQUENCE_HEADER, prev.to_string().as_str());
+        message
+    }
+
+    /// The sequences queued for a stream so far.
+    fn queued(stream: &mut queue::Receiver<Delivery>) -> Vec<u64> {
+        std::iter::from_fn(|| stream.try_recv())
+            .filter_map(|d| d.position)
+            .map(|(_, seq)| seq)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_is_filled_from_history_before_later_events_go_out() {
+        let stored = Stored::holding(TOPIC, [1, 2, 3, 6]);
+        let (topic, _losses) = subject_reading(TOPIC, stored.clone());
+        let (mut first, _) = join(&topic, 1, 16);
+        let (mut second, _) = join(&topic, 2, 16);
+        let metrics = Metrics::default();
+        topic.deliver(&after(0, 1), Source::Only, &metrics);
+        // 2 and 3 never came live: 4 names 3 as its predecessor.
+        topic.deliver(&after(3, 4), Source::Only, &metrics);
+        topic.deliver(&after(4, 5), Source::Only, &metrics);
+        assert_eq!(queued(&mut first), [1], "later events wait for the read");
+        assert_eq!(first.recv().await.unwrap().position.unwrap().1, 2);
+        assert_eq!(queued(&mut first), [3, 4, 5]);
+        assert_eq!(queued(&mut second), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            *stored.reads.lock().unwrap(),
+            [(TOPIC.to_owned(), 2), (TOPIC.to_owned(), 3)]
+        );
+        assert_eq!(metrics.gaps(GapOutcome::Filled), 1);
+        assert_eq!(metrics.gap_events_read.get(), 2);
+        // Direct again; and the events kept for resumes have no hole.
+        topic.deliver(&after(5, 6), Source::Only, &metrics);
+        assert_eq!(queued(&mut first), [6]);
+        assert_eq!(hit_sequences(topic.lookup(1, true).await), [2, 3, 4, 5, 6]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newest_learned_after_subscribing_is_where_live_events_must_follow() {
+        let stored = Stored::holding(TOPIC, [5, 6]);
+        let (topic, _losses) = subject_reading(TOPIC, stored);
+        let (mut stream, _) = join(&topic, 1, 16);
+        let metrics = Metrics::default();
+        // The stream started at 5; 6 was stored before NATS routed the
+        // subscription to the stream leader's server.
+        topic.learn_newest(5, 0);
+        topic.deliver(&after(6, 7), Source::Only, &metrics);
+        assert_eq!(stream.recv().await.unwrap().position.unwrap().1, 6);
+        assert_eq!(queued(&mut stream), [7]);
+        // Without a last sequence the first event is taken as it comes.
+        let (user, _losses) = subject(USER);
+        let (mut stream, _) = join(&user, 1, 16);
+        user.deliver(&after(6, 7), Source::Only, &metrics);
+        assert_eq!(queued(&mut stream), [7]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fill_history_does_not_answer_ends_the_streams_after_its_timeout() {
+        let (topic, _losses) = subject(TOPIC);
+        let (mut stream, signal) = join(&topic, 1, 16);
+        let metrics = Metrics::default();
+        topic.deliver(&after(0, 1), Source::Only, &metrics);
+        topic.deliver(&after(2, 3), Source::Only, &metrics);
+        let started = tokio::time::Instant::now();
+        signal.closed().await;
+        assert_eq!(started.elapsed(), FILL_TIMEOUT);
+        assert_eq!(signal.reason(), Some(CloseReason::ServerError));
+        assert_eq!(queued(&mut stream), [1], "nothing skipped");
+        assert_eq!(metrics.gaps(GapOutcome::ReadFailed), 1);
+        // A stream joining now reads where it starts.
+        assert_eq!(topic.newest(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn more_held_than_a_fill_holds_ends_the_streams_at_once() {
+        let (topic, _losses) = subject(TOPIC);
+        let (mut stream, signal) = join(&topic, 1, 1024);
+        let metrics = Metrics::default();
+        topic.deliver(&after(0, 1), Source::Only, &metrics);
+        let last = 3 + crate::gaps::MAX_HELD as u64;
+        for seq in 3..=last {
+            topic.deliver(&after(seq - 1, seq), Source::Only, &metrics);
+        }
+        assert_eq!(signal.reason(), Some(CloseReason::ServerError));
+        assert_eq!(metrics.gaps(GapOutcome::TooLarge), 1);
+        assert_eq!(queued(&mut stream), [1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fill_answered_after_a_nats_loss_hands_nothing_on() {
+        let stored = Stored::holding(TOPIC, [2]);
+        let (topic, losses) = subject_reading(TOPIC, stored.clone());
+        let (mut stream, _) = join(&topic, 1, 16);
+        let metrics = Metrics::default();
+        topic.deliver(&after(0, 1), Source::Only, &metrics);
+        topic.deliver(&after(2, 3), Source::Only, &metrics);
+        // The loss comes before the fill's task has run.
+        losses.send_modify(|n| *n += 1);
+        tokio::time::sleep(FILL_TIMEOUT * 2).await;
+        assert_eq!(stored.reads.lock().unwrap().len(), 1, "it did read");
+        assert_eq!(queued(&mut stream), [1]);
+        assert_eq!(metrics.gaps(GapOutcome::Filled), 0);
     }
 
     #[tokio::test]
