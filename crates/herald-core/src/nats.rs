@@ -338,7 +338,10 @@ pub async fn connect(
 /// the server closes it, so that its clients do not all move at once
 /// and the server can exit at the end of its grace period. Ends when the
 /// connection does (drained or closed: the event channel closes).
-async fn leave_lame_ducks(client: async_nats::Client, mut notices: tokio::sync::mpsc::Receiver<()>) {
+async fn leave_lame_ducks(
+    client: async_nats::Client,
+    mut notices: tokio::sync::mpsc::Receiver<()>,
+) {
     while notices.recv().await.is_some() {
         tokio::time::sleep(LAME_DUCK_SPREAD.mul_f64(fastrand::f64())).await;
         if let Err(e) = client.force_reconnect().await {

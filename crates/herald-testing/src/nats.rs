@@ -213,6 +213,22 @@ impl NatsServer {
         self.signal("-USR2");
     }
 
+    /// Waits for the server to exit by itself (after lame duck mode),
+    /// panicking after `within`; [`NatsServer::restart`] brings it back.
+    pub async fn exited(&mut self, within: Duration) {
+        let child = self.child.as_mut().expect("running");
+        let started = std::time::Instant::now();
+        while child.try_wait().expect("wait for nats-server").is_none() {
+            assert!(
+                started.elapsed() < within,
+                "nats-server {} still running after {within:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.child = None;
+    }
+
     /// Makes the server re-read its configuration (SIGHUP), as an operator
     /// does after changing users, keys or limits.
     pub fn reload(&self) {
@@ -261,13 +277,25 @@ impl NatsCluster {
     /// may still be electing its meta leader, as when a whole deployment
     /// starts at once.
     pub async fn start_fresh(size: usize) -> Self {
+        Self::start_fresh_with(size, "").await
+    }
+
+    /// [`NatsCluster::start`] with `extra` configuration on every node
+    /// (e.g. `lame_duck_grace_period`).
+    pub async fn start_with(size: usize, extra: &str) -> Self {
+        let cluster = Self::start_fresh_with(size, extra).await;
+        cluster.wait_for_jetstream().await;
+        cluster
+    }
+
+    async fn start_fresh_with(size: usize, extra: &str) -> Self {
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let nodes: Vec<NatsServer> = (0..size)
             .map(|i| {
                 NatsServer::spawn(
                     &format!("n{}", i + 1),
                     Some((route_ports[i], &route_ports)),
-                    "",
+                    extra,
                 )
             })
             .collect();
