@@ -238,26 +238,31 @@ async fn a_client_loses_nothing_when_its_edge_loses_nats() {
 /// enters lame duck mode, exits once its clients have moved (its grace
 /// period), and is started again. Herald's connections move before their
 /// servers close them (the edges' subscriptions made on another server
-/// and confirmed first), so no stream is closed and none misses an
-/// event. The full figure (10,000 streams) is `bench/rolling.sh`'s.
+/// and confirmed first), so streams stay open and miss no event. The
+/// target, at most 1 % of the streams closed, is measured at 10,000
+/// streams by `bench/rolling.sh` (`HERALD_ROLLING_STREAMS`; 100 here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_nats_restart_closes_no_stream_and_loses_nothing() {
-    const STREAMS: usize = 100;
+    let streams: usize = std::env::var("HERALD_ROLLING_STREAMS")
+        .map_or(100, |n| n.parse().expect("HERALD_ROLLING_STREAMS"));
     // Over the 5 s within which Herald's connections leave.
     let mut cluster = NatsCluster::start_with(3, "lame_duck_grace_period: \"6s\"\n").await;
     let urls = cluster.client_urls();
     let publish = start_publish(&urls, replicated_publish()).await;
+    // Processes of their own: each holds half the streams' sockets.
+    let flags = ["--history-replicas", "3"];
     let edges = [
-        start_edge(&urls, replicated_edge("edge-1")).await,
-        start_edge(&urls, replicated_edge("edge-2")).await,
+        EdgeProcess::start_with(&urls, None, &flags).await,
+        EdgeProcess::start_with(&urls, None, &flags).await,
     ];
     let http = reqwest::Client::new();
     let mut client = publisher(&publish).await;
     let mut readers = Vec::new();
-    for i in 0..STREAMS {
+    let opened = std::time::Instant::now();
+    for i in 0..streams {
         let user = format!("u{i}");
         let token = Claims::new(&user).hs256(SECRET);
-        let url = events_url(&edges[i % 2], &[]);
+        let url = format!("http://{}/v1/events", edges[i % 2].addr);
         let mut stream = SseStream::open(&http, &url, &token).await;
         // Routed interest reaches every node a moment after the join:
         // one event through first.
@@ -265,7 +270,7 @@ async fn a_rolling_nats_restart_closes_no_stream_and_loses_nothing() {
         assert_eq!(stream.next().await.data, "-1");
         readers.push(tokio::spawn(async move {
             let mut got = Vec::new();
-            while let Some(event) = stream.next_within(Duration::from_secs(30)).await {
+            while let Some(event) = stream.next_within(Duration::from_secs(120)).await {
                 if event.data == "end" {
                     return (got, false);
                 }
@@ -274,6 +279,7 @@ async fn a_rolling_nats_restart_closes_no_stream_and_loses_nothing() {
             (got, true)
         }));
     }
+    println!("{streams} streams open in {:?}", opened.elapsed());
 
     let stop = tokio_util::sync::CancellationToken::new();
     let publishing = tokio::spawn({
@@ -283,7 +289,7 @@ async fn a_rolling_nats_restart_closes_no_stream_and_loses_nothing() {
             while !stop.is_cancelled() {
                 publish_to(
                     &mut client,
-                    &format!("u{}", sent % STREAMS),
+                    &format!("u{}", sent % streams),
                     &sent.to_string(),
                 )
                 .await;
@@ -299,17 +305,17 @@ async fn a_rolling_nats_restart_closes_no_stream_and_loses_nothing() {
         cluster.nodes[node].restart();
         cluster.wait_for_jetstream().await;
     }
-    println!("rolling restart of 3 nodes took {:?}", started.elapsed());
+    let took = started.elapsed();
     stop.cancel();
     let sent = publishing.await.unwrap();
-    for i in 0..STREAMS {
+    for i in 0..streams {
         publish_to(&mut client, &format!("u{i}"), "end").await;
     }
     let mut closed = 0;
     for (i, reader) in readers.into_iter().enumerate() {
         let (got, ended) = reader.await.unwrap();
         closed += usize::from(ended);
-        let want: Vec<usize> = (i..sent).step_by(STREAMS).collect();
+        let want: Vec<usize> = (i..sent).step_by(streams).collect();
         assert!(
             ended || got == want,
             "u{i}: {} of {} events",
@@ -317,13 +323,27 @@ async fn a_rolling_nats_restart_closes_no_stream_and_loses_nothing() {
             want.len()
         );
     }
-    println!("{sent} events published; {closed} of {STREAMS} streams closed");
-    assert_eq!(closed, 0, "no stream closed by the rolling restart");
+    let mut moves = Vec::new();
     for edge in &edges {
-        let moves = edge.metric("herald_edge_nats_moves_total").await;
-        assert!(moves >= 1.0, "the edge's subscriptions moved: {moves}");
-        assert_eq!(edge.metric("herald_edge_nats_connects_total").await, 1.0);
+        let metrics = metrics_at(edge.process().admin).await;
+        let sample = |name: &str| sample_value(&metrics, name);
+        moves.push(sample("herald_edge_nats_moves_total"));
+        assert_eq!(
+            sample("herald_edge_nats_connects_total"),
+            1.0,
+            "no reconnect"
+        );
     }
+    println!(
+        "rolling: {streams} streams on 2 edges, 3 NATS nodes restarted in {took:?} while {sent} events were published; \
+         {closed} streams closed ({:.2} %), none of the others missed an event; subscription moves per edge {moves:?}",
+        closed as f64 * 100.0 / streams as f64
+    );
+    assert!(
+        closed * 100 <= streams,
+        "{closed} of {streams} streams closed"
+    );
+    assert!(moves.iter().all(|m| *m >= 1.0), "{moves:?}");
 }
 
 /// Publishes `data` to `user` persisted, retried with one idempotency key
