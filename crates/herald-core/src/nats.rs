@@ -16,13 +16,10 @@ use crate::nats_keys::KeyLogin;
 pub enum ConnectError {
     #[error("{url:?} is not a NATS URL: {source}")]
     BadUrl { url: String, source: std::io::Error },
-    #[error("cannot read {path}: {source}")]
-    Unreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("{0}")]
     Credentials(&'static str),
+    #[error(transparent)]
+    Key(#[from] crate::nats_keys::KeyError),
     #[error(transparent)]
     Connect(#[from] async_nats::ConnectError),
 }
@@ -115,14 +112,15 @@ fn keyed_options(security: NatsSecurity) -> async_nats::ConnectOptions {
     async_nats::ConnectOptions::with_auth_callback(move |nonce| {
         let security = security.clone();
         async move {
-            let login = KeyLogin::read(&security)
+            let login = security
+                .key_login()
                 .map_err(async_nats::AuthError::new)?
                 .ok_or_else(|| async_nats::AuthError::new("no key file"))?;
             let mut auth = async_nats::Auth::new();
             let signature = login.key().sign(&nonce);
             auth.signature = Some(signature.map_err(async_nats::AuthError::new)?);
             match login {
-                KeyLogin::Jwt { jwt, .. } => auth.jwt = Some(jwt.expose().to_owned()),
+                KeyLogin::Jwt { jwt, .. } => auth.jwt = Some(jwt),
                 KeyLogin::Nkey(key) => auth.nkey = Some(key.public_key()),
             }
             Ok(auth)
@@ -141,8 +139,15 @@ pub enum Login {
 impl NatsSecurity {
     /// Connect options with TLS and the key files; a key file is read now
     /// (to fail fast) and again at every connect.
+    /// The key in the file `--nats-creds` or `--nats-nkey` names, as it is
+    /// now (read at every connect).
+    pub fn key_login(&self) -> Result<Option<KeyLogin>, ConnectError> {
+        let creds = self.nats_creds.as_deref();
+        Ok(KeyLogin::read(creds, self.nats_nkey.as_deref())?)
+    }
+
     fn options(&self) -> Result<async_nats::ConnectOptions, ConnectError> {
-        let mut options = match KeyLogin::read(self)? {
+        let mut options = match self.key_login()? {
             Some(_) => keyed_options(self.clone()),
             None => async_nats::ConnectOptions::new(),
         };

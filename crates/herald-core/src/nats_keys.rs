@@ -3,34 +3,49 @@
 //! by every connection, so a rotated key (the file replaced, the server's
 //! config reloaded) is picked up at the next reconnect with no restart.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nkeys::KeyPair;
 
-use crate::nats::{ConnectError, NatsSecurity, Password};
-
 /// A login by key, as the files named in `--nats-creds` or `--nats-nkey`
-/// hold it now.
+/// hold it now. No `Debug`: it holds secrets.
 #[derive(Clone)]
 pub enum KeyLogin {
-    Jwt { jwt: Password, key: Arc<KeyPair> },
+    /// A user JWT and the key that signs for it.
+    Jwt {
+        jwt: String,
+        key: Arc<KeyPair>,
+    },
     Nkey(Arc<KeyPair>),
 }
 
+/// Why a key file gave no key. Never quotes the file: it holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
 impl KeyLogin {
-    /// Reads the file `security` names, if it names one.
-    pub fn read(security: &NatsSecurity) -> Result<Option<Self>, ConnectError> {
-        if let Some(path) = &security.nats_creds {
-            let (jwt, key) = parse_creds(&read(path)?).map_err(ConnectError::Credentials)?;
+    /// Reads the credentials file `creds`, else the NKey seed file `nkey`,
+    /// if either is given.
+    pub fn read(creds: Option<&Path>, nkey: Option<&Path>) -> Result<Option<Self>, KeyError> {
+        if let Some(path) = creds {
+            let (jwt, key) = parse_creds(&read(path)?).map_err(KeyError::Invalid)?;
             return Ok(Some(Self::Jwt {
-                jwt: Password::new(jwt),
+                jwt,
                 key: Arc::new(key),
             }));
         }
-        if let Some(path) = &security.nats_nkey {
+        if let Some(path) = nkey {
             let key = KeyPair::from_seed(read(path)?.trim())
-                .map_err(|_| ConnectError::Credentials("--nats-nkey holds no NKey seed"))?;
+                .map_err(|_| KeyError::Invalid("--nats-nkey holds no NKey seed"))?;
             return Ok(Some(Self::Nkey(Arc::new(key))));
         }
         Ok(None)
@@ -44,8 +59,8 @@ impl KeyLogin {
     }
 }
 
-fn read(path: &Path) -> Result<String, ConnectError> {
-    std::fs::read_to_string(path).map_err(|source| ConnectError::Unreadable {
+fn read(path: &Path) -> Result<String, KeyError> {
+    std::fs::read_to_string(path).map_err(|source| KeyError::Unreadable {
         path: path.to_owned(),
         source,
     })

@@ -368,3 +368,78 @@ async fn publish_to(
     }
     panic!("publishing {data:?} to {user} was refused for 20s");
 }
+
+/// The NATS node holding an edge's subscriptions killed (SIGKILL): new
+/// streams open and hear events through another node within seconds,
+/// though the edge was also given addresses where no server listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_streams_hear_events_soon_after_the_edges_nats_node_is_killed() {
+    let mut cluster = NatsCluster::start(3).await;
+    let dead: Vec<String> = (0..5)
+        .map(|_| format!("nats://127.0.0.1:{}", herald_testing::nats::free_port()))
+        .collect();
+    let urls = format!("{},{}", cluster.client_urls(), dead.join(","));
+    let edge = start_edge(&urls, replicated_edge("edge-k")).await;
+    let http = reqwest::Client::new();
+    drop(
+        SseStream::open(
+            &http,
+            &events_url(&edge, &[]),
+            &Claims::new("first").hs256(SECRET),
+        )
+        .await,
+    );
+    // The subscription connection is the one speaking herald-subscriptions'
+    // version, not async-nats's.
+    let mut holder = None;
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let connz = node.monitor("/connz").await;
+        let conns = connz["connections"].as_array().cloned().unwrap_or_default();
+        if conns
+            .iter()
+            .any(|c| c["name"] == "e2e-edge" && c["version"] == env!("CARGO_PKG_VERSION"))
+        {
+            holder = Some(i);
+        }
+    }
+    let holder = holder.expect("the edge's subscription connection on some node");
+    let survivor = (holder + 1) % 3;
+    let nats = async_nats::connect(cluster.nodes[survivor].client_url())
+        .await
+        .unwrap();
+
+    cluster.nodes[holder].kill();
+    let killed = std::time::Instant::now();
+    let mut tries = 0;
+    let heard = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no stream heard an event in 30 s"
+        );
+        tries += 1;
+        let user = format!("late{tries}");
+        let token = Claims::new(&user).hs256(SECRET);
+        let response = http
+            .get(events_url(&edge, &[]))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        if response.status() != 200 {
+            continue;
+        }
+        let mut stream = SseStream::from_response(response).await;
+        nats.publish(format!("herald.u.{user}"), "hello".into())
+            .await
+            .unwrap();
+        nats.flush().await.unwrap();
+        if let Some(event) = stream.next_within(Duration::from_millis(500)).await {
+            assert_eq!(event.data, "hello");
+            break killed.elapsed();
+        }
+    };
+    println!(
+        "a new stream heard an event {heard:?} after its edge's NATS node was killed ({tries} tries)"
+    );
+    assert!(heard < Duration::from_secs(10), "{heard:?}");
+}

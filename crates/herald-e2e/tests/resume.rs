@@ -517,7 +517,8 @@ async fn a_slow_consumer_resumes_from_its_cursor_and_loses_nothing() {
     let mut resumed = open(&stack.edge, &[], Some(&last_id)).await;
     while seen.len() < EVENTS {
         let event = resumed.next_within(Duration::from_secs(10)).await;
-        let event = event.expect("the replay goes on");
+        let n = seen.len();
+        let event = event.unwrap_or_else(|| panic!("the replay stopped at {n} of {EVENTS}"));
         seen.push(event.data[..6].parse::<usize>().unwrap());
     }
     resumed.assert_silent(QUIET).await;

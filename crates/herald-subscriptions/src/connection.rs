@@ -35,9 +35,12 @@ pub struct Setup {
     pub tls: Tls,
     /// Sent in CONNECT, shown in the server's /connz.
     pub name: String,
-    /// Messages larger than this are skipped.
+    /// Messages larger than this are skipped, whatever the server allows.
     pub max_message: usize,
 }
+
+/// The limit when a server announces no `max_payload` (its default).
+const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
 
 /// Why a connection could not be made or was lost.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +124,15 @@ impl Session {
                 _ => {}
             }
         }
+        // What the server lets a publisher send is what is expected here;
+        // a larger message (routed from a server with a higher limit, or
+        // a broken one) is skipped, and no server makes us hold more than
+        // `max_message` for one.
+        let announced = match info.max_payload {
+            0 => DEFAULT_MAX_PAYLOAD,
+            n => n,
+        };
+        session.parser = Parser::new(announced.min(setup.max_message));
         Ok((session, info))
     }
 

@@ -108,7 +108,8 @@ pub struct Stats {
     pub delivered: u64,
     /// Messages for subscriptions already dropped, or unreadable.
     pub dropped: u64,
-    /// Messages over [`Options::max_message`], skipped.
+    /// Messages over the server's `max_payload` or [`Options::max_message`],
+    /// skipped.
     pub oversized: u64,
     /// Subscriptions the server refused.
     pub refused: u64,

@@ -36,8 +36,11 @@ impl Identity {
     /// Reads the NKey or credentials file named in `security`, if any;
     /// `login` is what [`herald_core::nats::servers`] found.
     pub fn load(security: &NatsSecurity, login: Option<Login>) -> Result<Self, ConnectError> {
-        match KeyLogin::read(security)? {
-            Some(KeyLogin::Jwt { jwt, key }) => return Ok(Identity::Jwt { jwt, key }),
+        match security.key_login()? {
+            Some(KeyLogin::Jwt { jwt, key }) => {
+                let jwt = Password::new(jwt);
+                return Ok(Identity::Jwt { jwt, key });
+            }
             Some(KeyLogin::Nkey(key)) => return Ok(Identity::Nkey(key)),
             None => {}
         }

@@ -10,9 +10,10 @@ pub struct Options {
     pub ping_interval: Duration,
     /// Per attempt: TCP, TLS, CONNECT and the first PONG.
     pub connect_timeout: Duration,
-    /// Messages larger than this (headers and payload) are skipped and
-    /// counted, whatever the server would carry: one message must not
-    /// take the memory, or the connection, of every stream on the node.
+    /// Messages larger than the server's `max_payload` (headers and
+    /// payload) are skipped and counted, and so are those larger than
+    /// this, whatever the server allows: one message must not take the
+    /// memory, or the connection, of every stream on the node.
     pub max_message: usize,
     /// A server announcing lame duck mode is left within this time,
     /// somewhere at random, so that its clients do not all move at once.
@@ -26,7 +27,7 @@ impl Default for Options {
         Self {
             ping_interval: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
-            max_message: 1 << 20,
+            max_message: 8 << 20,
             lame_duck_spread: Duration::from_secs(5),
         }
     }
