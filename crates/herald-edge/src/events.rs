@@ -228,12 +228,13 @@ async fn open<B>(
 
     // The id a client that goes away before any event resumes from.
     let id = (!cursor.is_empty()).then(|| cursor.encode());
+    let in_body = matches!(heartbeats, Heartbeats::InBody { .. });
     let session = Session {
         queue: inbox,
         replay,
         cursor,
-        signal,
-        heartbeat: (heartbeats == Heartbeats::InBody).then_some(state.config.heartbeat),
+        signal: signal.clone(),
+        heartbeat: in_body.then_some(state.config.heartbeat),
         expires: expiry_instant(claims.exp),
         retry: state.config.retry,
         guard,
@@ -242,7 +243,28 @@ async fn open<B>(
     let opening = sse::opening(retry, &state.config.node_id, id.as_deref());
     let body = session.into_stream(opening).map(|b| Ok(Frame::data(b)));
     tracing::debug!(user = user.as_str(), topics = topics.len(), "stream opened");
-    Ok(sse::response(BodyExt::boxed(StreamBody::new(body))))
+    Ok(watched(
+        BodyExt::boxed(StreamBody::new(body)),
+        signal,
+        heartbeats,
+    ))
+}
+
+/// The stream's response, with what times its writes: a stream served by
+/// hyper is counted in its connection's watch; a plain stream's socket is
+/// timed by its writer (see `plain`), which finds its signal here.
+fn watched(body: Body, signal: Arc<Signal>, heartbeats: Heartbeats) -> Response<Body> {
+    match heartbeats {
+        Heartbeats::InBody { watch } => {
+            watch.add(&signal);
+            sse::response(body)
+        }
+        Heartbeats::ByNode => {
+            let mut response = sse::response(body);
+            response.extensions_mut().insert(signal);
+            response
+        }
+    }
 }
 
 /// 429 for a user over `--connect-rate-per-user`, with the wait until the

@@ -22,6 +22,9 @@ pub enum CloseReason {
     Drain,
     /// The edge lost the NATS subscription behind the stream.
     ServerError,
+    /// The client's socket took no bytes for `--write-timeout`: the client
+    /// stopped reading, or vanished. Its connection is dropped.
+    WriteTimeout,
 }
 
 impl CloseReason {
@@ -33,6 +36,7 @@ impl CloseReason {
             Self::TokenExpired => "token_expired",
             Self::Drain => "drain",
             Self::ServerError => "server_error",
+            Self::WriteTimeout => "write_timeout",
         }
     }
 }

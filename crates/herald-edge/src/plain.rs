@@ -8,10 +8,12 @@
 //! is written at a time, and the connection closes after the response
 //! (`connection: close`; an EventSource reconnects on a new one anyway).
 //! Its heartbeats are written by the node's heartbeat task
-//! ([`crate::beats`]), so an idle stream's task does not wake.
+//! ([`crate::beats`]), so an idle stream's task does not wake; a socket
+//! that takes nothing for `--write-timeout` ends the stream (see
+//! [`crate::line`]).
 
 use std::convert::Infallible;
-use std::io::ErrorKind;
+use std::io::{self, ErrorKind};
 use std::net::Shutdown;
 use std::sync::Arc;
 
@@ -29,12 +31,13 @@ use crate::beats::Heartbeats;
 use crate::body::Body;
 use crate::head::{self, First};
 use crate::line::Line;
+use crate::signal::Signal;
 use crate::state::State;
 use crate::wire::{self, Framing};
 
 /// Serves one plain connection until it ends, until `stop` asks it to
 /// close (cut after [`CLOSE_GRACE`]), or until `transport` drops it (a
-/// slow consumer on its stream).
+/// slow consumer or a write timeout on its stream).
 pub async fn serve(
     accepted: Accepted,
     state: Arc<State>,
@@ -62,10 +65,9 @@ pub async fn serve(
                 deadline,
                 slot,
             };
-            let service = crate::service::service(state, transport);
             let opening = Opening::After(read);
-            let serving = Box::pin(http.serve_connection(accepted, opening, service, stop));
-            crate::service::until_killed(serving, kill).await;
+            let serving = crate::service::serve(&http, accepted, opening, state, transport, stop);
+            Box::pin(serving).await;
         }
         First::Stream(req) => {
             // Out of its box, which is freed here rather than held (224
@@ -78,7 +80,7 @@ pub async fn serve(
             // this connection's state.
             tokio::select! {
                 _ = respond(stream, req, state, transport) => {}
-                _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer)"),
+                _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer or write timeout)"),
                 _ = cut_after(&stop) => tracing::debug!("stream connection cut: it did not close in time"),
             }
             drop(slot); // the socket is closed with `stream`, just after
@@ -87,24 +89,32 @@ pub async fn serve(
 }
 
 /// Routes `req` as hyper's path does and writes the response; the
-/// socket closes when it is written, or when this future is dropped.
+/// socket closes when it is written, when it has taken nothing for the
+/// write timeout, or when this future is dropped.
 async fn respond(
-    mut stream: TcpStream,
+    stream: TcpStream,
     req: Request<()>,
     state: Arc<State>,
     transport: CancellationToken,
 ) {
     let routing = crate::events::route(req, state.clone(), Some(transport), Heartbeats::ByNode);
     let routing = Box::pin(routing); // its own statement: see `serve`
-    let (head, framing, body) = framed(routing.await);
+    let (head, framing, body, signal) = framed(routing.await);
     match framing {
         Framing::Length(_) => {
-            if write_full(&mut stream, head, body).await.is_ok() {
-                let _ = stream.shutdown().await;
-            }
+            drop(signal); // not held across an await: it would cost every stream
+            // A refusal fits in a new socket's buffer; bounded all the same.
+            let timeout = state.config.write_timeout;
+            let _ = Box::pin(tokio::time::timeout(
+                timeout,
+                write_full(stream, head, body),
+            ))
+            .await;
         }
         Framing::Chunked => {
-            let line = Arc::new(Line::new(stream));
+            // Every chunked answer is a stream, which carries its signal.
+            let signal = signal.unwrap_or_else(|| Signal::new(None));
+            let line = Arc::new(Line::new(stream, signal));
             state.beats.add(&line);
             if write_chunked(&line, head, body).await.is_ok() {
                 let _ = socket2::SockRef::from(line.socket()).shutdown(Shutdown::Write);
@@ -113,73 +123,79 @@ async fn respond(
     }
 }
 
-/// The response's head and framing, and its body: nothing else of it
-/// stays in the stream's future.
-fn framed(response: Response<Body>) -> (Bytes, Framing, Body) {
-    let (parts, body) = response.into_parts();
+/// The response's head and framing, its body, and its stream's signal:
+/// nothing else of it stays in the stream's future.
+fn framed(response: Response<Body>) -> (Bytes, Framing, Body, Option<Arc<Signal>>) {
+    let (mut parts, body) = response.into_parts();
     let framing = match body.size_hint().exact() {
         Some(len) => Framing::Length(len),
         None => Framing::Chunked,
     };
-    (
-        wire::head(parts.status, &parts.headers, framing),
-        framing,
-        body,
-    )
+    let signal = parts.extensions.remove::<Arc<Signal>>();
+    let head = wire::head(parts.status, &parts.headers, framing);
+    (head, framing, body, signal)
 }
 
-/// A refusal or other short answer, in one write.
-async fn write_full(stream: &mut TcpStream, head: Bytes, body: Body) -> std::io::Result<()> {
+/// A refusal or other short answer, in one write, then the close.
+async fn write_full(mut stream: TcpStream, head: Bytes, body: Body) {
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(never) => match never {},
     };
-    stream.write_all_buf(&mut head.chain(body)).await
+    if stream.write_all_buf(&mut head.chain(body)).await.is_ok() {
+        let _ = stream.shutdown().await;
+    }
 }
 
 /// The stream, a frame at a time (the head goes with the first), until
-/// it ends or the client goes away; dropping `body` then ends the
-/// session as hyper's path does (`client_gone`).
-async fn write_chunked(line: &Line, head: Bytes, mut body: Body) -> std::io::Result<()> {
+/// it ends or the client goes away; dropping `body` then ends the session
+/// as hyper's path does (`client_gone`). A socket that takes nothing for
+/// the write timeout drops the whole connection (see `line`).
+///
+/// While the socket has no room for a frame, the body's next one is
+/// taken, so that the stream goes on without its client: a close, at the
+/// token's `exp` or any other, frees the stream's slot and subjects when
+/// it is made, not once the client reads or the write timeout cuts the
+/// socket.
+async fn write_chunked(line: &Line, head: Bytes, mut body: Body) -> io::Result<()> {
     let mut head = Some(head);
+    // A frame the body gave while the one before was being written.
+    let mut ahead = None;
     loop {
-        let frame = tokio::select! {
-            frame = body.frame() => frame,
-            () = client_gone(line.socket()) => return Err(ErrorKind::ConnectionReset.into()),
+        let next = match ahead.take() {
+            Some(next) => next,
+            None => tokio::select! {
+                next = next_data(&mut body) => next,
+                () = line.client_gone() => return Err(ErrorKind::ConnectionReset.into()),
+            },
         };
-        let first = head.take().unwrap_or_default();
-        let Some(frame) = frame else {
-            return line.write_all(first.chain(wire::LAST_CHUNK)).await;
+        let Some(data) = next else {
+            let first = head.take().unwrap_or_default();
+            return line.write_last(first.chain(wire::LAST_CHUNK)).await;
         };
-        let data = frame
-            .map(|f| f.into_data())
-            .unwrap_or_else(|never: Infallible| match never {});
-        let Ok(data) = data else { continue };
         if data.is_empty() {
             continue;
         }
+        let first = head.take().unwrap_or_default();
         let size = wire::chunk_size(data.len());
-        let out = first.chain(size).chain(data).chain(&b"\r\n"[..]);
-        line.write_all(out).await?;
+        let writing = line.write_all(first.chain(size).chain(data).chain(&b"\r\n"[..]));
+        tokio::pin!(writing);
+        loop {
+            tokio::select! {
+                biased;
+                written = &mut writing => break written?,
+                next = next_data(&mut body), if ahead.is_none() => ahead = Some(next),
+            }
+        }
     }
 }
 
-/// Returns when the client closes its side or the socket fails. Nothing
-/// more is read from a stream's connection: whatever the client sends is
-/// dropped.
-async fn client_gone(stream: &TcpStream) {
-    loop {
-        if stream.readable().await.is_err() {
-            return;
-        }
-        let mut scrap = [0u8; 64];
-        match stream.try_read(&mut scrap) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
+/// The data of the body's next frame (empty for a frame without); `None`
+/// at its end.
+async fn next_data(body: &mut Body) -> Option<Bytes> {
+    let frame = body.frame().await?;
+    let frame = frame.unwrap_or_else(|never: Infallible| match never {});
+    Some(frame.into_data().unwrap_or_default())
 }
 
 /// Returns [`CLOSE_GRACE`] after `stop`: the time hyper's path gives a

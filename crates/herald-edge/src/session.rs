@@ -94,6 +94,7 @@ struct Running {
     /// comes first: one timer, made once, reset at each heartbeat.
     timer: Pin<Box<Sleep>>,
     next_heartbeat: Option<Instant>,
+    /// The last frame is made: the stream drops this at once.
     done: bool,
 }
 
@@ -113,8 +114,13 @@ impl Session {
             done: false,
         };
         let first = futures::stream::once(async move { opening });
-        let rest = futures::stream::unfold(running, |mut r| async move {
-            let frame = r.next_frame().await?;
+        let rest = futures::stream::unfold(Some(running), |running| async move {
+            let mut r = running?;
+            let frame = r.next_frame().await;
+            // Past the last frame, nothing of the stream is kept while the
+            // client takes it, or does not: its guard frees the slot,
+            // leaves the subjects and counts the close now.
+            let r = (!r.done).then_some(r);
             Some((frame, r))
         });
         futures::StreamExt::chain(first, rest)
@@ -130,11 +136,8 @@ enum Step {
 }
 
 impl Running {
-    async fn next_frame(&mut self) -> Option<Bytes> {
+    async fn next_frame(&mut self) -> Bytes {
         loop {
-            if self.done {
-                return None;
-            }
             let s = &mut self.session;
             let replaying = s.replay.is_some();
             let step = tokio::select! {
@@ -150,17 +153,17 @@ impl Running {
             match step {
                 Step::Send(first) => {
                     if let Some(frame) = self.batch(first) {
-                        return Some(frame);
+                        return frame;
                     }
                 }
                 Step::ReplayDone => {
                     let replay = self.session.replay.take();
                     if replay.is_some_and(|r| r.failed()) {
-                        return Some(self.finish(CloseReason::ServerError));
+                        return self.finish(CloseReason::ServerError);
                     }
                 }
-                Step::Heartbeat => return Some(sse::heartbeat()),
-                Step::Close(reason) => return Some(self.finish(reason)),
+                Step::Heartbeat => return sse::heartbeat(),
+                Step::Close(reason) => return self.finish(reason),
             }
         }
     }
