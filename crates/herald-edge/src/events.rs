@@ -25,7 +25,7 @@ use crate::metrics::{CloseReason, RejectReason, ResumeSource};
 use crate::replay::{self, Reads, Replay, ResumeError, Wanted};
 use crate::session::{Guard, Session};
 use crate::sharing::{self, Lookup};
-use crate::signal::Signal;
+use crate::signal::{Ending, Signal};
 use crate::sse;
 use crate::starts::{self, History};
 use crate::state::State;
@@ -229,13 +229,17 @@ async fn open<B>(
     // The id a client that goes away before any event resumes from.
     let id = (!cursor.is_empty()).then(|| cursor.encode());
     let in_body = matches!(heartbeats, Heartbeats::InBody { .. });
+    let ending = Ending {
+        signal: signal.clone(),
+        expires: expiry_instant(claims.exp),
+    };
     let session = Session {
         queue: inbox,
         replay,
         cursor,
-        signal: signal.clone(),
+        signal,
         heartbeat: in_body.then_some(state.config.heartbeat),
-        expires: expiry_instant(claims.exp),
+        expires: ending.expires,
         retry: state.config.retry,
         guard,
     };
@@ -245,26 +249,23 @@ async fn open<B>(
     tracing::debug!(user = user.as_str(), topics = topics.len(), "stream opened");
     Ok(watched(
         BodyExt::boxed(StreamBody::new(body)),
-        signal,
+        ending,
         heartbeats,
     ))
 }
 
 /// The stream's response, with what times its writes: a stream served by
-/// hyper is counted in its connection's watch; a plain stream's socket is
-/// timed by its writer (see `plain`), which finds its signal here.
-fn watched(body: Body, signal: Arc<Signal>, heartbeats: Heartbeats) -> Response<Body> {
+/// hyper is counted in its connection's watch; a plain stream's writer
+/// (see `plain`) finds here how the stream ends.
+fn watched(body: Body, ending: Ending, heartbeats: Heartbeats) -> Response<Body> {
+    let mut response = sse::response(body);
     match heartbeats {
-        Heartbeats::InBody { watch } => {
-            watch.add(&signal);
-            sse::response(body)
-        }
+        Heartbeats::InBody { watch } => watch.add(&ending.signal),
         Heartbeats::ByNode => {
-            let mut response = sse::response(body);
-            response.extensions_mut().insert(signal);
-            response
+            response.extensions_mut().insert(ending);
         }
     }
+    response
 }
 
 /// 429 for a user over `--connect-rate-per-user`, with the wait until the

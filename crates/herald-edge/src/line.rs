@@ -76,6 +76,10 @@ impl Line {
         &self.socket
     }
 
+    pub fn signal(&self) -> &Signal {
+        &self.signal
+    }
+
     /// Writes a heartbeat now, or the rest of one the socket took only
     /// part of, if the stream is between frames; never waits for room.
     /// Busy streams get theirs too: skipping one after an event would

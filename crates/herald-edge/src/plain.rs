@@ -16,6 +16,8 @@ use std::convert::Infallible;
 use std::io::{self, ErrorKind};
 use std::net::Shutdown;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use herald_core::listener::Accepted;
@@ -25,15 +27,20 @@ use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::beats::Heartbeats;
 use crate::body::Body;
 use crate::head::{self, First};
 use crate::line::Line;
-use crate::signal::Signal;
+use crate::metrics::CloseReason;
+use crate::signal::{Ending, Signal};
 use crate::state::State;
 use crate::wire::{self, Framing};
+
+/// The expiry of a stream whose answer did not say (none does).
+const MAX_STREAM: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// Serves one plain connection until it ends, until `stop` asks it to
 /// close (cut after [`CLOSE_GRACE`]), or until `transport` drops it (a
@@ -91,49 +98,57 @@ pub async fn serve(
 /// Routes `req` as hyper's path does and writes the response; the
 /// socket closes when it is written, when it has taken nothing for the
 /// write timeout, or when this future is dropped.
-async fn respond(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a copy of an argument"
+)]
+fn respond(
     stream: TcpStream,
     req: Request<()>,
     state: Arc<State>,
     transport: CancellationToken,
-) {
-    let routing = crate::events::route(req, state.clone(), Some(transport), Heartbeats::ByNode);
-    let routing = Box::pin(routing); // its own statement: see `serve`
-    let (head, framing, body, signal) = framed(routing.await);
-    match framing {
-        Framing::Length(_) => {
-            drop(signal); // not held across an await: it would cost every stream
-            // A refusal fits in a new socket's buffer; bounded all the same.
-            let timeout = state.config.write_timeout;
-            let _ = Box::pin(tokio::time::timeout(
-                timeout,
-                write_full(stream, head, body),
-            ))
-            .await;
-        }
-        Framing::Chunked => {
-            // Every chunked answer is a stream, which carries its signal.
-            let signal = signal.unwrap_or_else(|| Signal::new(None));
-            let line = Arc::new(Line::new(stream, signal));
-            state.beats.add(&line);
-            if write_chunked(&line, head, body).await.is_ok() {
-                let _ = socket2::SockRef::from(line.socket()).shutdown(Shutdown::Write);
+) -> impl Future<Output = ()> {
+    // Not an `async fn`, which would keep a copy of an argument (8 bytes
+    // a stream).
+    async move {
+        let routing = crate::events::route(req, state.clone(), Some(transport), Heartbeats::ByNode);
+        let routing = Box::pin(routing); // its own statement: see `serve`
+        let (head, framing, body, ending) = framed(routing.await);
+        match framing {
+            Framing::Length(_) => {
+                drop(ending); // not held across an await: it would cost every stream
+                // A refusal fits in a new socket's buffer; bounded all the same.
+                let timeout = state.config.write_timeout;
+                let writing = write_full(stream, head, body);
+                let _ = Box::pin(tokio::time::timeout(timeout, writing)).await;
+            }
+            Framing::Chunked => {
+                // Every chunked answer is a stream, which says how it ends.
+                let Ending { signal, expires } = ending.unwrap_or_else(|| Ending {
+                    signal: Signal::new(None),
+                    expires: Instant::now() + MAX_STREAM,
+                });
+                let line = Arc::new(Line::new(stream, signal));
+                state.beats.add(&line);
+                if write_chunked(&line, head, body, expires).await.is_ok() {
+                    let _ = socket2::SockRef::from(line.socket()).shutdown(Shutdown::Write);
+                }
             }
         }
     }
 }
 
-/// The response's head and framing, its body, and its stream's signal:
+/// The response's head and framing, its body, and how its stream ends:
 /// nothing else of it stays in the stream's future.
-fn framed(response: Response<Body>) -> (Bytes, Framing, Body, Option<Arc<Signal>>) {
+fn framed(response: Response<Body>) -> (Bytes, Framing, Body, Option<Ending>) {
     let (mut parts, body) = response.into_parts();
     let framing = match body.size_hint().exact() {
         Some(len) => Framing::Length(len),
         None => Framing::Chunked,
     };
-    let signal = parts.extensions.remove::<Arc<Signal>>();
+    let ending = parts.extensions.remove::<Ending>();
     let head = wire::head(parts.status, &parts.headers, framing);
-    (head, framing, body, signal)
+    (head, framing, body, ending)
 }
 
 /// A refusal or other short answer, in one write, then the close.
@@ -151,40 +166,54 @@ async fn write_full(mut stream: TcpStream, head: Bytes, body: Body) {
 /// it ends or the client goes away; dropping `body` then ends the session
 /// as hyper's path does (`client_gone`). A socket that takes nothing for
 /// the write timeout drops the whole connection (see `line`).
-///
-/// While the socket has no room for a frame, the body's next one is
-/// taken, so that the stream goes on without its client: a close, at the
-/// token's `exp` or any other, frees the stream's slot and subjects when
-/// it is made, not once the client reads or the write timeout cuts the
-/// socket.
-async fn write_chunked(line: &Line, head: Bytes, mut body: Body) -> io::Result<()> {
-    let mut head = Some(head);
-    // A frame the body gave while the one before was being written.
-    let mut ahead = None;
-    loop {
-        let next = match ahead.take() {
-            Some(next) => next,
-            None => tokio::select! {
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps copies of its arguments"
+)]
+fn write_chunked(
+    line: &Line,
+    mut head: Bytes,
+    mut body: Body,
+    expires: Instant,
+) -> impl Future<Output = io::Result<()>> {
+    // Not an `async fn`: it would hold its arguments twice, for as long
+    // as the stream lasts.
+    async move {
+        loop {
+            let next = tokio::select! {
                 next = next_data(&mut body) => next,
                 () = line.client_gone() => return Err(ErrorKind::ConnectionReset.into()),
-            },
-        };
-        let Some(data) = next else {
-            let first = head.take().unwrap_or_default();
-            return line.write_last(first.chain(wire::LAST_CHUNK)).await;
-        };
-        if data.is_empty() {
-            continue;
-        }
-        let first = head.take().unwrap_or_default();
-        let size = wire::chunk_size(data.len());
-        let writing = line.write_all(first.chain(size).chain(data).chain(&b"\r\n"[..]));
-        tokio::pin!(writing);
-        loop {
+            };
+            // The head goes with the first frame.
+            let Some(data) = next else {
+                let first = std::mem::take(&mut head);
+                return line.write_last(first.chain(wire::LAST_CHUNK)).await;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            let first = std::mem::take(&mut head);
+            let size = wire::chunk_size(data.len());
+            let writing = line.write_all(first.chain(size).chain(data).chain(&b"\r\n"[..]));
+            tokio::pin!(writing);
+            if let Poll::Ready(written) = futures::poll!(writing.as_mut()) {
+                written?;
+                continue;
+            }
+            // No room: the session is not polled until the frame is out, so
+            // a close made meanwhile (at the token's `exp`, a drain, a
+            // revocation) is acted on here. The stream ends at once: what
+            // its session holds (slot, subjects, count) goes with the body,
+            // and only the socket waits, within the write timeout, for the
+            // client to take the frame and the last chunk.
+            let closing = Box::pin(closing(line.signal(), expires)); // only while a write waits
             tokio::select! {
                 biased;
-                written = &mut writing => break written?,
-                next = next_data(&mut body), if ahead.is_none() => ahead = Some(next),
+                written = &mut writing => written?,
+                () = closing => {
+                    body = crate::body::full(Bytes::new());
+                    writing.await?;
+                }
             }
         }
     }
@@ -196,6 +225,19 @@ async fn next_data(body: &mut Body) -> Option<Bytes> {
     let frame = body.frame().await?;
     let frame = frame.unwrap_or_else(|never: Infallible| match never {});
     Some(frame.into_data().unwrap_or_default())
+}
+
+/// Returns once the stream is closed, or its token expires (which closes
+/// it).
+async fn closing(signal: &Signal, expires: Instant) {
+    let expiry = async {
+        tokio::time::sleep_until(expires).await;
+        signal.close(CloseReason::TokenExpired);
+    };
+    tokio::select! {
+        () = signal.closed() => {}
+        () = expiry => {}
+    }
 }
 
 /// Returns [`CLOSE_GRACE`] after `stop`: the time hyper's path gives a
@@ -219,6 +261,62 @@ mod tests {
     /// A value of any type, for arguments of a call that never runs.
     fn never<T>() -> T {
         unreachable!("only the call's type is looked at")
+    }
+
+    /// A body of one frame of `len` bytes that then waits for ever;
+    /// `dropped` resolves when it is dropped.
+    fn one_frame(len: usize) -> (Body, tokio::sync::oneshot::Receiver<()>) {
+        let (held, dropped) = tokio::sync::oneshot::channel::<()>();
+        let frame = futures::stream::once(async move {
+            Ok(hyper::body::Frame::data(Bytes::from(vec![b'x'; len])))
+        });
+        let frames = futures::StreamExt::chain(frame, futures::stream::pending());
+        let frames = futures::StreamExt::map(frames, move |frame| {
+            let _ = &held;
+            frame
+        });
+        (
+            BodyExt::boxed(http_body_util::StreamBody::new(frames)),
+            dropped,
+        )
+    }
+
+    /// A client that reads nothing: the writer waits for room with a frame
+    /// of 64 MiB. The token expires meanwhile: the stream ends then (its
+    /// body, which holds its guard, is dropped) and is counted as expired,
+    /// while the socket waits for the client. A close by signal likewise.
+    #[tokio::test]
+    async fn a_close_while_a_write_waits_ends_the_stream_at_once() {
+        for by_signal in [false, true] {
+            let (line, _client, _) = crate::line::tests::pair().await;
+            let (body, dropped) = one_frame(64 << 20);
+            let expires = if by_signal {
+                Instant::now() + MAX_STREAM
+            } else {
+                Instant::now() + std::time::Duration::from_millis(300)
+            };
+            let writing = write_chunked(&line, Bytes::new(), body, expires);
+            tokio::pin!(writing);
+            if by_signal {
+                assert!(futures::poll!(writing.as_mut()).is_pending());
+                line.signal().close(CloseReason::Drain);
+            }
+            let ended = tokio::time::timeout(std::time::Duration::from_secs(5), dropped);
+            tokio::select! {
+                _ = &mut writing => panic!("the socket took 64 MiB unread"),
+                ended = ended => assert!(ended.is_ok(), "the body is dropped"),
+            }
+            let want = if by_signal {
+                CloseReason::Drain
+            } else {
+                CloseReason::TokenExpired
+            };
+            assert_eq!(line.signal().reason(), Some(want));
+            assert!(
+                futures::poll!(writing.as_mut()).is_pending(),
+                "the write still waits"
+            );
+        }
     }
 
     /// Every idle stream holds this future: boxes made in an `.await`

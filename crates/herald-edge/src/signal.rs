@@ -19,6 +19,14 @@ pub struct Signal {
     transport: Option<CancellationToken>,
 }
 
+/// What a plain stream's writer needs of its stream, handed to it in the
+/// response's extensions: how it is closed, and when its token expires.
+#[derive(Debug, Clone)]
+pub struct Ending {
+    pub signal: Arc<Signal>,
+    pub expires: tokio::time::Instant,
+}
+
 impl Signal {
     pub fn new(transport: Option<CancellationToken>) -> Arc<Self> {
         Arc::new(Self {
