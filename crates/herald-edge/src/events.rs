@@ -231,7 +231,7 @@ async fn open<B>(
     let in_body = matches!(heartbeats, Heartbeats::InBody { .. });
     let ending = Ending {
         signal: signal.clone(),
-        expires: expiry_instant(claims.exp),
+        exp: claims.exp,
     };
     let session = Session {
         queue: inbox,
@@ -239,7 +239,7 @@ async fn open<B>(
         cursor,
         signal,
         heartbeat: in_body.then_some(state.config.heartbeat),
-        expires: ending.expires,
+        expires: expiry_instant(claims.exp),
         retry: state.config.retry,
         guard,
     };
@@ -425,7 +425,7 @@ fn distinct_keys(user: &UserId, topics: &[Topic]) -> Result<(), ApiError> {
 }
 
 /// Converts a JWT `exp` (seconds since the epoch) to a tokio instant.
-fn expiry_instant(exp: u64) -> tokio::time::Instant {
+pub(crate) fn expiry_instant(exp: u64) -> tokio::time::Instant {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

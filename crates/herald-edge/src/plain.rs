@@ -17,7 +17,6 @@ use std::io::{self, ErrorKind};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use herald_core::listener::Accepted;
@@ -27,7 +26,6 @@ use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::beats::Heartbeats;
@@ -38,9 +36,6 @@ use crate::metrics::CloseReason;
 use crate::signal::{Ending, Signal};
 use crate::state::State;
 use crate::wire::{self, Framing};
-
-/// The expiry of a stream whose answer did not say (none does).
-const MAX_STREAM: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// Serves one plain connection until it ends, until `stop` asks it to
 /// close (cut after [`CLOSE_GRACE`]), or until `transport` drops it (a
@@ -124,13 +119,13 @@ fn respond(
             }
             Framing::Chunked => {
                 // Every chunked answer is a stream, which says how it ends.
-                let Ending { signal, expires } = ending.unwrap_or_else(|| Ending {
+                let Ending { signal, exp } = ending.unwrap_or_else(|| Ending {
                     signal: Signal::new(None),
-                    expires: Instant::now() + MAX_STREAM,
+                    exp: u64::MAX,
                 });
                 let line = Arc::new(Line::new(stream, signal));
                 state.beats.add(&line);
-                if write_chunked(&line, head, body, expires).await.is_ok() {
+                if write_chunked(&line, head, body, exp).await.is_ok() {
                     let _ = socket2::SockRef::from(line.socket()).shutdown(Shutdown::Write);
                 }
             }
@@ -174,7 +169,7 @@ fn write_chunked(
     line: &Line,
     mut head: Bytes,
     mut body: Body,
-    expires: Instant,
+    exp: u64,
 ) -> impl Future<Output = io::Result<()>> {
     // Not an `async fn`: it would hold its arguments twice, for as long
     // as the stream lasts.
@@ -206,7 +201,7 @@ fn write_chunked(
             // its session holds (slot, subjects, count) goes with the body,
             // and only the socket waits, within the write timeout, for the
             // client to take the frame and the last chunk.
-            let closing = Box::pin(closing(line.signal(), expires)); // only while a write waits
+            let closing = Box::pin(closing(line.signal(), exp)); // only while a write waits
             tokio::select! {
                 biased;
                 written = &mut writing => written?,
@@ -227,11 +222,11 @@ async fn next_data(body: &mut Body) -> Option<Bytes> {
     Some(frame.into_data().unwrap_or_default())
 }
 
-/// Returns once the stream is closed, or its token expires (which closes
-/// it).
-async fn closing(signal: &Signal, expires: Instant) {
+/// Returns once the stream is closed, or its token expires (`exp`, which
+/// closes it).
+async fn closing(signal: &Signal, exp: u64) {
     let expiry = async {
-        tokio::time::sleep_until(expires).await;
+        tokio::time::sleep_until(crate::events::expiry_instant(exp)).await;
         signal.close(CloseReason::TokenExpired);
     };
     tokio::select! {
@@ -290,12 +285,12 @@ mod tests {
         for by_signal in [false, true] {
             let (line, _client, _) = crate::line::tests::pair().await;
             let (body, dropped) = one_frame(64 << 20);
-            let expires = if by_signal {
-                Instant::now() + MAX_STREAM
+            let exp = if by_signal {
+                u64::MAX
             } else {
-                Instant::now() + std::time::Duration::from_millis(300)
+                herald_testing::token::now() + 1
             };
-            let writing = write_chunked(&line, Bytes::new(), body, expires);
+            let writing = write_chunked(&line, Bytes::new(), body, exp);
             tokio::pin!(writing);
             if by_signal {
                 assert!(futures::poll!(writing.as_mut()).is_pending());

@@ -24,7 +24,9 @@ pub struct Signal {
 #[derive(Debug, Clone)]
 pub struct Ending {
     pub signal: Arc<Signal>,
-    pub expires: tokio::time::Instant,
+    /// The token's `exp`, in seconds since the Unix epoch: 8 bytes the
+    /// writer holds for the stream's life, where an `Instant` takes 16.
+    pub exp: u64,
 }
 
 impl Signal {
