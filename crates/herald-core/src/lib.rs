@@ -19,6 +19,8 @@
 //! - [`conn`]: an accepted connection's bytes: plain, [`prefixed`] or TLS.
 //! - [`prefixed`]: a socket whose first bytes were already read.
 //! - [`activity`]: a connection's requests in flight, for its idle timeout.
+//! - [`stall`]: when a connection's socket stopped taking bytes, for a
+//!   write timeout; [`stamp`] keeps such instants in four bytes.
 //! - [`backoff`]: pauses after failed accepts.
 //! - [`serve`]: the accept loop, and HTTP connections driven within the listener's bounds.
 //! - [`grpc`]: a gRPC service served with health, reflection, TLS, readiness, graceful stop.
@@ -52,5 +54,7 @@ pub mod reflection;
 pub mod serve;
 pub mod service;
 pub mod shutdown;
+pub mod stall;
+pub mod stamp;
 pub mod telemetry;
 pub mod tls;

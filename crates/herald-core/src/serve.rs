@@ -36,6 +36,7 @@ use crate::activity::{Activity, Tracked};
 use crate::conn::Conn;
 use crate::listener::{Accepted, Listener, MAX_HEAD, Shared, Slot};
 use crate::prefixed::Prefixed;
+use crate::stall::{Stalling, WriteStall};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -102,6 +103,27 @@ impl Http {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
+        self.serve_connection_noting(accepted, opening, service, stop, None)
+    }
+
+    /// As [`Http::serve_connection`], noting in `stall` when the socket
+    /// stops taking the bytes written to it (see [`crate::stall`]).
+    pub fn serve_connection_noting<S, B>(
+        &self,
+        accepted: Accepted,
+        opening: Opening,
+        service: S,
+        stop: CancellationToken,
+        stall: Option<Arc<WriteStall>>,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
         let builder = self.0.clone();
         async move {
             let Accepted {
@@ -119,6 +141,7 @@ impl Http {
                     }
                 }
             };
+            let io = Stalling { io, stall };
             serve_io(&builder, io, service, deadline, &slot, &stop).await;
         }
     }
@@ -144,7 +167,7 @@ impl Opening {
 /// Serves `io` with `service` within the listener's bounds.
 async fn serve_io<S, B>(
     builder: &auto::Builder<TokioExecutor>,
-    io: Conn,
+    io: Stalling<Conn>,
     service: S,
     deadline: Instant,
     slot: &Slot,

@@ -518,6 +518,24 @@ pub async fn publish(
         .map(tonic::Response::into_inner)
 }
 
+/// Opens a stream at `target` (path and query, e.g. `/v1/events`) over a
+/// raw socket with a tiny receive buffer, reads the response head, and
+/// then reads nothing more: a client that stopped reading.
+pub async fn stalled_client(addr: SocketAddr, token: &str, target: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request =
+        format!("GET {target} HTTP/1.1\r\nhost: edge\r\nauthorization: Bearer {token}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = stream.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream
+}
+
 /// The SSE URL of `edge` following `topics`.
 pub fn events_url(edge: &Running, topics: &[&str]) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());

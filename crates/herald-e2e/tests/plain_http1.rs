@@ -1,7 +1,8 @@
 //! Plain HTTP/1.1 streams are served by the edge's own head reader and
 //! writer, not hyper (`connection: close`, which hyper would not send on a
 //! keep-alive request, tells which path answered); hostile or unusual
-//! heads on that reader are bounded and answered as hyper answers them.
+//! heads on that reader are bounded and answered as hyper answers them,
+//! and a client that stops reading is closed after `--write-timeout`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -183,4 +184,85 @@ async fn hostile_heads_are_bounded_and_answered_as_hyper_answers() {
         metric_at(admin, "herald_edge_header_timeouts_total").await,
         before + 1.0
     );
+}
+
+/// What a client that stopped reading holds on `edge`: its stream, its
+/// socket, and the NATS subscription of `user`.
+async fn held(edge: &Running, nats: &NatsServer, user: &str) -> (f64, f64, bool) {
+    let subject = herald_domain::subject::UserId::parse(user)
+        .unwrap()
+        .subject();
+    let streams = edge.metric("herald_edge_connections").await;
+    let sockets = edge.metric("herald_edge_sockets_open").await;
+    (
+        streams,
+        sockets,
+        nats.client_subjects().await.contains(&subject),
+    )
+}
+
+/// The case seen in the field: a client with a small receive buffer that
+/// never reads, a token that expires after 8 s, 120 events of 60 KB. Its
+/// stream is closed once its socket has taken nothing for the write
+/// timeout (long before `exp`), counted, and everything it held is freed.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_and_frees_what_it_held() {
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let mut config = edge_config("edge");
+    config.write_timeout = WRITE_TIMEOUT;
+    config.heartbeat = Duration::from_secs(1);
+    config.max_connections_per_user = 1;
+    let edge = start_edge(&nats.client_url(), config).await;
+
+    let exp = herald_testing::token::now() + 8;
+    let token = Claims::new("stuck").expires_at(exp).hs256(SECRET);
+    let stuck = stalled_client(edge.addr, &token, "/v1/events").await;
+    assert_eq!(held(&edge, &nats, "stuck").await, (1.0, 1.0, true));
+
+    let mut client = publisher(&publish).await;
+    let payload = "x".repeat(60 * 1024);
+    let started = Instant::now();
+    for _ in 0..120 {
+        publish_ephemeral(&mut client, &["stuck"], &payload).await;
+    }
+    let published = started.elapsed();
+    let closed = eventually(WAIT, "the stalled stream closed", || async {
+        let closes = edge
+            .metric("herald_edge_closes_total{reason=\"write_timeout\"}")
+            .await;
+        (closes == 1.0).then(|| started.elapsed())
+    })
+    .await;
+    println!("published in {published:?}, closed after {closed:?}");
+    // The stall starts once the socket is full, at the earliest with the
+    // first events; the heartbeat task finds it within a step (1 s) of
+    // the timeout.
+    assert!(closed >= WRITE_TIMEOUT, "closed after {closed:?}");
+    let latest = published + WRITE_TIMEOUT + Duration::from_secs(1) + MARGIN;
+    assert!(
+        closed <= latest,
+        "closed after {closed:?}, published in {published:?}"
+    );
+    eventually(WAIT, "the stream, socket and subscription gone", || async {
+        (held(&edge, &nats, "stuck").await == (0.0, 0.0, false)).then_some(())
+    })
+    .await;
+    for other in ["client_gone", "token_expired", "slow_consumer"] {
+        let closes = format!("herald_edge_closes_total{{reason=\"{other}\"}}");
+        assert_eq!(edge.metric(&closes).await, 0.0, "{other}");
+    }
+
+    // Its slot is free: the user, allowed one stream, connects again.
+    let again = Claims::new("stuck").hs256(SECRET);
+    let mut stream = herald_testing::sse::SseStream::open(
+        &reqwest::Client::new(),
+        &events_url(&edge, &[]),
+        &again,
+    )
+    .await;
+    publish_ephemeral(&mut client, &["stuck"], "back").await;
+    assert_eq!(stream.next().await.data, "back");
+    drop(stuck);
 }

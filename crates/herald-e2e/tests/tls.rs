@@ -1,6 +1,7 @@
 //! TLS on Herald's listeners: the edge over HTTPS with HTTP/2 chosen by
-//! ALPN, its certificate renewed on disk and served without a restart;
-//! gRPC with mutual TLS, and a client certificate from elsewhere refused.
+//! ALPN, its certificate renewed on disk and served without a restart, and
+//! clients that stop reading closed; gRPC with mutual TLS, and a client
+//! certificate from elsewhere refused.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +29,11 @@ fn write(dir: &Path, name: &str, issued: &Issued) -> (std::path::PathBuf, std::p
 
 /// A TLS client trusting `ca`, offering h2 and http/1.1.
 fn trusting(ca: &TestCa) -> TlsConnector {
+    offering(ca, &[b"h2", b"http/1.1"])
+}
+
+/// A TLS client trusting `ca`, offering `alpn`.
+fn offering(ca: &TestCa, alpn: &[&[u8]]) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap())
@@ -38,7 +44,7 @@ fn trusting(ca: &TestCa) -> TlsConnector {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     TlsConnector::from(Arc::new(config))
 }
 
@@ -132,6 +138,129 @@ async fn the_edge_serves_sse_over_https_with_http2_and_picks_up_a_renewed_certif
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await;
     assert!(refused.is_err());
+}
+
+/// A TLS connection on a socket with a tiny receive buffer.
+async fn stalling(connector: &TlsConnector, addr: std::net::SocketAddr) -> Tls {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// Opens a stream for `user` over HTTP/2 and returns once its response
+/// head is in, with the connection, which the caller then stops polling:
+/// nothing more is read from the socket. The windows are a browser's,
+/// far above what the test sends, so only the socket holds the edge back.
+async fn h2_stream_then_deaf(tls: Tls, port: u16, user: &str) -> impl Sized {
+    let (mut h2, connection) = h2::client::Builder::new()
+        .initial_window_size(16 << 20)
+        .initial_connection_window_size(16 << 20)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    let mut connection = Box::pin(connection);
+    let token = Claims::new(user).hs256(SECRET);
+    let request = http::Request::get(format!("https://localhost:{port}/v1/events"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    let (response, _) = h2.send_request(request, true).unwrap();
+    let response = tokio::select! {
+        response = response => response.unwrap(),
+        _ = &mut connection => panic!("the connection ended"),
+    };
+    assert_eq!(response.status(), 200);
+    (h2, connection, response)
+}
+
+/// Opens a stream for `user` over HTTP/1.1 and reads nothing after the
+/// response head.
+async fn h1_stream_then_deaf(mut tls: Tls, user: &str) -> Tls {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let token = Claims::new(user).hs256(SECRET);
+    let request = format!(
+        "GET /v1/events HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = tls.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tls
+}
+
+/// Over TLS the edge's streams are served by hyper, which has no write
+/// timeout: the edge times the connection's socket. Two clients that stop
+/// reading, one over HTTP/2 and one over HTTP/1.1, are closed once their
+/// sockets have taken nothing for `--write-timeout`, counted, and their
+/// slots and subscriptions freed.
+#[tokio::test]
+async fn tls_clients_that_stop_reading_are_closed_with_their_connections() {
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("herald test CA");
+    let (cert, key) = write(dir.path(), "edge", &ca.server());
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let mut config = edge_config("edge-tls");
+    let tls = TlsArgs {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        tls_client_ca: None,
+    };
+    config.tls = tls.server_config(&[b"h2", b"http/1.1"]).unwrap();
+    config.write_timeout = WRITE_TIMEOUT;
+    config.heartbeat = Duration::from_secs(1);
+    config.max_connections_per_user = 1;
+    let edge = start_edge(&nats.client_url(), config).await;
+
+    let h2 = stalling(&offering(&ca, &[b"h2"]), edge.addr).await;
+    let _h2 = h2_stream_then_deaf(h2, edge.addr.port(), "deaf-h2").await;
+    let h1 = stalling(&offering(&ca, &[b"http/1.1"]), edge.addr).await;
+    let _h1 = h1_stream_then_deaf(h1, "deaf-h1").await;
+    let users = ["deaf-h2", "deaf-h1"];
+    let subjects: Vec<String> = users
+        .iter()
+        .map(|u| herald_domain::subject::UserId::parse(u).unwrap().subject())
+        .collect();
+    let held = || async {
+        let subscribed = nats.client_subjects().await;
+        let subscribed = subjects.iter().filter(|s| subscribed.contains(s)).count();
+        let streams = edge.metric("herald_edge_connections").await;
+        let sockets = edge.metric("herald_edge_sockets_open").await;
+        (streams, sockets, subscribed)
+    };
+    assert_eq!(held().await, (2.0, 2.0, 2));
+
+    let mut client = publisher(&publish).await;
+    let payload = "x".repeat(60 * 1024);
+    let started = tokio::time::Instant::now();
+    for _ in 0..120 {
+        publish_ephemeral(&mut client, &users, &payload).await;
+    }
+    let published = started.elapsed();
+    let timed_out = "herald_edge_closes_total{reason=\"write_timeout\"}";
+    let closed = herald_testing::eventually(Duration::from_secs(20), "both closed", || async {
+        (edge.metric(timed_out).await == 2.0).then(|| started.elapsed())
+    })
+    .await;
+    println!("published in {published:?}, closed after {closed:?}");
+    assert!(closed >= WRITE_TIMEOUT, "closed after {closed:?}");
+    let latest = published + WRITE_TIMEOUT + Duration::from_secs(4);
+    assert!(
+        closed <= latest,
+        "closed after {closed:?}, published in {published:?}"
+    );
+    herald_testing::eventually(Duration::from_secs(5), "all they held freed", || async {
+        (held().await == (0.0, 0.0, 0)).then_some(())
+    })
+    .await;
+
+    // Their slots are free: each user, allowed one stream, connects again.
+    let again = handshake(&trusting(&ca), edge.addr).await;
+    let _again = h2_stream_then_deaf(again, edge.addr.port(), "deaf-h2").await;
 }
 
 #[test]

@@ -1,10 +1,12 @@
-//! Tokens checked fully on a real edge (`aud`, `iss`, `nbf`), and followed
-//! subjects whose cursor keys collide refused rather than mixed up.
+//! Tokens checked fully on a real edge (`aud`, `iss`, `nbf`), a stream
+//! ended at its token's `exp` even when its client is not reading, and
+//! followed subjects whose cursor keys collide refused rather than mixed up.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use herald_domain::cursor::key;
-use herald_domain::subject::Topic;
+use herald_domain::subject::{Topic, UserId};
 use herald_e2e::*;
 use herald_testing::NatsServer;
 use herald_testing::sse::SseStream;
@@ -93,6 +95,67 @@ async fn nbf_in_the_future_is_refused_beyond_the_leeway() {
     assert!(message.contains("`nbf`"), "{message}");
     let past = Claims::new("alice").not_before(now() - 60);
     assert_eq!(answer(&url, &past.hs256(SECRET)).await.0, 200);
+}
+
+/// A client that stopped reading, its socket full and a write waiting:
+/// the stream still ends at the token's `exp` (slot, subscription and
+/// count released then), and only its socket waits for the write timeout.
+#[tokio::test]
+async fn the_close_at_exp_does_not_wait_for_a_client_that_is_not_reading() {
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(6);
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let mut config = edge_config("edge");
+    config.write_timeout = WRITE_TIMEOUT;
+    config.heartbeat = Duration::from_secs(1);
+    config.max_connections_per_user = 1;
+    let edge = start_edge(&nats.client_url(), config).await;
+    let subject = UserId::parse("deaf").unwrap().subject();
+
+    let started = tokio::time::Instant::now();
+    let exp = now() + 4;
+    let token = Claims::new("deaf").expires_at(exp).hs256(SECRET);
+    let deaf = stalled_client(edge.addr, &token, "/v1/events").await;
+    let mut client = publisher(&publish).await;
+    let payload = "x".repeat(60 * 1024);
+    for _ in 0..120 {
+        publish_ephemeral(&mut client, &["deaf"], &payload).await;
+    }
+    assert!(nats.client_subjects().await.contains(&subject));
+
+    let closes = |reason: &str| format!("herald_edge_closes_total{{reason=\"{reason}\"}}");
+    let (expired, write_timeout) = (closes("token_expired"), closes("write_timeout"));
+    herald_testing::eventually(Duration::from_secs(10), "the close at exp", || async {
+        (edge.metric(&expired).await == 1.0).then_some(())
+    })
+    .await;
+    let closed = started.elapsed();
+    assert!(
+        closed < Duration::from_secs(5),
+        "closed {closed:?} after the connect"
+    );
+    // The stream is gone while its socket still waits for the client.
+    assert_eq!(edge.metric("herald_edge_connections").await, 0.0);
+    assert_eq!(edge.metric("herald_edge_sockets_open").await, 1.0);
+    herald_testing::eventually(Duration::from_secs(5), "the subscription gone", || async {
+        (!nats.client_subjects().await.contains(&subject)).then_some(())
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let again = Claims::new("deaf").hs256(SECRET);
+    let back = SseStream::open(&http, &events_url(&edge, &[]), &again).await;
+    drop(back);
+
+    // The socket goes within the write timeout (and a heartbeat step),
+    // counted once, as the close at exp.
+    let timed_out = WRITE_TIMEOUT + Duration::from_secs(4);
+    herald_testing::eventually(timed_out, "the socket closed", || async {
+        (edge.metric("herald_edge_sockets_open").await == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(edge.metric(&expired).await, 1.0);
+    assert_eq!(edge.metric(&write_timeout).await, 0.0);
+    drop(deaf);
 }
 
 /// Two topic names whose live subjects share a cursor key: a birthday

@@ -3,8 +3,12 @@
 //! for each one (its timer, its `select!`, its body, its write) was most
 //! of an idle edge's CPU outside the kernel. Here one task wakes once a
 //! step, walks the streams due and writes each heartbeat with one
-//! non-blocking write: an idle stream's task never wakes. Streams served
-//! by hyper (HTTP/2, TLS) write their own, as hyper owns their sockets.
+//! non-blocking write: an idle stream's task never wakes.
+//!
+//! The same walk is every stream's write timeout: a plain stream whose
+//! socket has taken nothing for `--write-timeout` is closed (see
+//! [`crate::line`]), and so is a connection served by hyper (HTTP/2,
+//! TLS), whose streams write their own heartbeats (see [`crate::watch`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -13,53 +17,63 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::line::Line;
+use crate::watch::Watch;
 
 /// The heartbeat task wakes at most this often.
 const STEP: Duration = Duration::from_secs(1);
 
 /// Who writes a stream's heartbeats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Heartbeats {
-    /// The stream itself, into its body.
-    InBody,
+    /// The stream itself, into its body: a stream served by hyper, on
+    /// the connection `watch` times.
+    InBody { watch: Arc<Watch> },
     /// The node's heartbeat task, straight to the socket.
     ByNode,
 }
 
-/// The streams whose heartbeats this node writes, spread over one slot
-/// per step of the heartbeat interval: each step, one slot is walked.
+/// The streams this node watches, spread over one slot per step of the
+/// heartbeat interval: each step, one slot is walked.
 pub struct Beats {
     step: Duration,
-    slots: Box<[Mutex<Vec<Weak<Line>>>]>,
-    /// Streams are dealt to the slots in turn, so that a burst of connects
-    /// does not make one step write all of their heartbeats at once.
-    dealt: AtomicUsize,
+    /// How long a stream's socket may take nothing (`--write-timeout`).
+    write_timeout: Duration,
+    /// Plain streams: heartbeats and write timeout.
+    lines: Slots<Line>,
+    /// Connections served by hyper: write timeout only.
+    watches: Slots<Watch>,
 }
 
 impl Beats {
-    /// Heartbeats at least every `interval` (exactly, for whole seconds).
-    pub fn new(interval: Duration) -> Self {
+    /// Heartbeats at least every `interval` (exactly, for whole seconds);
+    /// streams whose sockets take nothing for `write_timeout` are closed.
+    pub fn new(interval: Duration, write_timeout: Duration) -> Self {
         let step = interval.min(STEP).max(Duration::from_millis(1));
         let slots = (interval.as_nanos() / step.as_nanos()).max(1) as usize;
         Self {
             step,
-            slots: (0..slots).map(|_| Mutex::default()).collect(),
-            dealt: AtomicUsize::new(0),
+            write_timeout,
+            lines: Slots::new(slots),
+            watches: Slots::new(slots),
         }
     }
 
-    /// Writes `line`'s heartbeats until it is dropped; the first within
-    /// one interval.
+    /// Writes `line`'s heartbeats and times its socket until it is
+    /// dropped; the first heartbeat within one interval.
     pub fn add(&self, line: &Arc<Line>) {
-        let slot = self.dealt.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        self.slots[slot].lock().unwrap().push(Arc::downgrade(line));
+        self.lines.add(line);
+    }
+
+    /// Times the writes of a connection served by hyper until it is dropped.
+    pub fn watch(&self, watch: &Arc<Watch>) {
+        self.watches.add(watch);
     }
 
     /// Walks one slot each step until `stop`.
     pub async fn run(&self, stop: CancellationToken) {
         let mut every = tokio::time::interval(self.step);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        for slot in (0..self.slots.len()).cycle() {
+        for slot in (0..self.lines.len()).cycle() {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = every.tick() => {}
@@ -68,35 +82,79 @@ impl Beats {
         }
     }
 
-    /// Writes the heartbeats of one slot's streams and forgets the gone,
-    /// letting other tasks run between batches: a slot of many thousand
-    /// streams takes milliseconds, which events should not wait for.
+    /// Writes the heartbeats of one slot's plain streams and checks the
+    /// write timeout of its streams and connections.
     async fn walk(&self, slot: usize) {
+        let timeout = self.write_timeout;
+        self.lines.walk(slot, |line| line.beat(timeout)).await;
+        self.watches.walk(slot, |watch| watch.check(timeout)).await;
+    }
+
+    /// Streams and connections this node watches.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.lines.held() + self.watches.held()
+    }
+}
+
+/// Weak handles dealt over slots.
+struct Slots<T> {
+    slots: Box<[Mutex<Vec<Weak<T>>>]>,
+    /// Streams are dealt to the slots in turn, so that a burst of connects
+    /// does not make one step visit all of them at once.
+    dealt: AtomicUsize,
+}
+
+impl<T> Slots<T> {
+    fn new(slots: usize) -> Self {
+        Self {
+            slots: (0..slots).map(|_| Mutex::default()).collect(),
+            dealt: AtomicUsize::new(0),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn add(&self, item: &Arc<T>) {
+        let slot = self.dealt.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        self.slots[slot].lock().unwrap().push(Arc::downgrade(item));
+    }
+
+    /// Visits one slot's items and forgets the gone, letting other tasks
+    /// run between batches: a slot of many thousand streams takes
+    /// milliseconds, which events should not wait for.
+    async fn walk(&self, slot: usize, visit: impl Fn(&T)) {
         const BATCH: usize = 256;
-        let lines = std::mem::take(&mut *self.slots[slot].lock().unwrap());
-        let mut kept = Vec::with_capacity(lines.len());
-        for (n, weak) in lines.into_iter().enumerate() {
-            if let Some(line) = weak.upgrade() {
-                line.beat();
+        let items = std::mem::take(&mut *self.slots[slot].lock().unwrap());
+        let mut kept = Vec::with_capacity(items.len());
+        for (n, weak) in items.into_iter().enumerate() {
+            if let Some(item) = weak.upgrade() {
+                visit(&item);
                 kept.push(weak);
             }
             if n % BATCH == BATCH - 1 {
                 tokio::task::yield_now().await;
             }
         }
-        // Streams added meanwhile are in the slot already.
-        let mut lines = self.slots[slot].lock().unwrap();
-        if lines.is_empty() {
-            *lines = kept;
+        // Items added meanwhile are in the slot already.
+        let mut items = self.slots[slot].lock().unwrap();
+        if items.is_empty() {
+            *items = kept;
         } else {
-            lines.append(&mut kept);
+            items.append(&mut kept);
         }
     }
 
-    /// Streams whose heartbeats this node writes.
     #[cfg(test)]
     fn held(&self) -> usize {
         self.slots.iter().map(|s| s.lock().unwrap().len()).sum()
+    }
+
+    #[cfg(test)]
+    fn per_slot(&self) -> Vec<usize> {
+        self.slots.iter().map(|s| s.lock().unwrap().len()).collect()
     }
 }
 
@@ -105,18 +163,19 @@ mod tests {
     use std::time::Duration;
 
     use tokio::io::AsyncReadExt;
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpStream;
 
     use super::*;
+    use crate::line::tests::{closed_for, fill, owe_beat, pair as line_pair};
+    use crate::metrics::CloseReason;
 
     const BEAT: &[u8] = b"d\r\n: heartbeat\n\n\r\n";
+    const TIMEOUT: Duration = Duration::from_secs(30);
 
     /// A line on one end of a loopback connection, and the other end.
     async fn pair() -> (Arc<Line>, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap());
-        let (client, accepted) = tokio::join!(client, listener.accept());
-        (Arc::new(Line::new(accepted.unwrap().0)), client.unwrap())
+        let (line, client, _) = line_pair().await;
+        (Arc::new(line), client)
     }
 
     /// All `client` receives until its line closes.
@@ -138,7 +197,7 @@ mod tests {
     async fn every_line_gets_a_heartbeat_each_interval_once_its_head_is_out() {
         const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
         const HELLO: &[u8] = b"5\r\nhello\r\n";
-        let beats = Arc::new(Beats::new(Duration::from_millis(100)));
+        let beats = Arc::new(Beats::new(Duration::from_millis(100), TIMEOUT));
         let (idle, mut idle_client) = pair().await;
         let (busy, mut busy_client) = pair().await;
         let (headless, mut headless_client) = pair().await;
@@ -190,9 +249,46 @@ mod tests {
         assert!(headless_got.is_empty(), "nothing goes before the head");
     }
 
+    /// A heartbeat the socket took only part of is not left hanging until
+    /// the stream's next event: the next step writes the rest of it.
+    #[tokio::test]
+    async fn a_heartbeat_the_socket_took_part_of_is_finished_at_the_next_step() {
+        let beats = Beats::new(Duration::from_secs(1), TIMEOUT);
+        let (line, mut client) = pair().await;
+        beats.add(&line);
+        line.write_all(&b"HEAD"[..]).await.unwrap();
+        // As `beat` leaves it when the socket takes 5 bytes of the 18.
+        line.socket().try_write(&BEAT[..5]).unwrap();
+        owe_beat(&line, BEAT.len() - 5);
+        beats.walk(0).await;
+        drop((line, beats));
+        assert_eq!(read_all(&mut client).await, [&b"HEAD"[..], BEAT].concat());
+    }
+
+    /// An idle stream whose client stopped reading is closed at the first
+    /// step after its socket has taken nothing for the write timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_line_stalled_for_the_write_timeout_is_closed_at_its_step() {
+        let beats = Beats::new(Duration::from_secs(10), TIMEOUT);
+        let (line, _client, transport) = line_pair().await;
+        let line = Arc::new(line);
+        beats.add(&line);
+        fill(&line);
+        beats.walk(0).await; // the heartbeat finds no room
+        for _ in 0..2 {
+            tokio::time::advance(Duration::from_secs(10)).await;
+            beats.walk(0).await;
+            assert!(!transport.is_cancelled(), "within the timeout");
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        beats.walk(0).await;
+        assert!(transport.is_cancelled(), "closed after the write timeout");
+        assert_eq!(closed_for(&line), Some(CloseReason::WriteTimeout));
+    }
+
     #[tokio::test]
     async fn lines_are_dealt_evenly_and_a_dropped_one_is_forgotten_at_its_turn() {
-        let beats = Beats::new(Duration::from_secs(3));
+        let beats = Beats::new(Duration::from_secs(3), TIMEOUT);
         let mut clients = Vec::new();
         let mut lines = Vec::new();
         for _ in 0..9 {
@@ -201,12 +297,11 @@ mod tests {
             lines.push(line);
             clients.push(client);
         }
-        let per_slot: Vec<usize> = beats
-            .slots
-            .iter()
-            .map(|s| s.lock().unwrap().len())
-            .collect();
-        assert_eq!(per_slot, [3, 3, 3], "a burst of connects is spread");
+        assert_eq!(
+            beats.lines.per_slot(),
+            [3, 3, 3],
+            "a burst of connects is spread"
+        );
         lines.truncate(1);
         for slot in 0..3 {
             beats.walk(slot).await;

@@ -22,6 +22,9 @@ use crate::ratelimit::ConnectRate;
 pub const MIN_SECRET_LEN: usize = 32;
 /// Most clock skew `--jwt-leeway` may grant: RFC 7519 speaks of "a few minutes".
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
+/// Longest `--write-timeout`: a client that took nothing for an hour is
+/// gone, and a stall is timed in milliseconds that wrap after 49 days.
+const MAX_WRITE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// herald-edge: holds clients' SSE streams and delivers their events from NATS.
 #[derive(Debug, clap::Parser)]
@@ -78,6 +81,12 @@ pub struct Args {
     /// Interval of heartbeat comments on idle streams, e.g. `15s`.
     #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
     pub heartbeat: Duration,
+
+    /// A stream whose client's socket takes no bytes for this long (the
+    /// client stopped reading) is closed, e.g. `30s`; a peer that vanished
+    /// is given up when sent data has gone unacknowledged 30s longer.
+    #[arg(long, env = "HERALD_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
 
     /// Interval of this node's presence heartbeat; presence forgets a node
     /// silent for 2.5 intervals (a crashed edge's users go offline).
@@ -141,6 +150,8 @@ pub struct Config {
     /// Which other origins' pages may read streams.
     pub origins: AllowedOrigins,
     pub heartbeat: Duration,
+    /// How long a stream's socket may take no bytes.
+    pub write_timeout: Duration,
     pub presence_heartbeat: Duration,
     pub retry: Duration,
     pub max_connections: usize,
@@ -220,6 +231,9 @@ impl Args {
                 "must be at least 10ms",
             ));
         }
+        if self.write_timeout > MAX_WRITE_TIMEOUT {
+            return Err(ConfigError::new("--write-timeout", "must be at most 1h"));
+        }
         if self.drain_grace < self.drain_window {
             return Err(ConfigError::new(
                 "--drain-grace",
@@ -234,6 +248,7 @@ impl Args {
             auth: Arc::new(auth),
             origins,
             heartbeat: self.heartbeat,
+            write_timeout: self.write_timeout,
             presence_heartbeat: self.presence_heartbeat,
             retry: self.retry,
             max_connections: self.max_connections,

@@ -26,7 +26,7 @@ use crate::metrics::{CloseReason, RejectReason, ResumeSource};
 use crate::replay::{self, Reads, Replay, ResumeError, Wanted};
 use crate::session::{Guard, Session};
 use crate::sharing::{self, Lookup};
-use crate::signal::Signal;
+use crate::signal::{Ending, Signal};
 use crate::sse;
 use crate::starts::{self, History};
 use crate::state::State;
@@ -221,12 +221,17 @@ async fn open<B>(
 
     // The id a client that goes away before any event resumes from.
     let id = (!cursor.is_empty()).then(|| cursor.encode());
+    let in_body = matches!(heartbeats, Heartbeats::InBody { .. });
+    let ending = Ending {
+        signal: signal.clone(),
+        exp: claims.exp,
+    };
     let session = Session {
         queue: inbox,
         replay,
         cursor,
         signal,
-        heartbeat: (heartbeats == Heartbeats::InBody).then_some(state.config.heartbeat),
+        heartbeat: in_body.then_some(state.config.heartbeat),
         expires: expiry_instant(claims.exp),
         retry: state.config.retry,
         guard,
@@ -235,7 +240,25 @@ async fn open<B>(
     let opening = sse::opening(retry, &state.config.node_id, id.as_deref());
     let body = session.into_stream(opening).map(|b| Ok(Frame::data(b)));
     tracing::debug!(user = user.as_str(), topics = topics.len(), "stream opened");
-    Ok(sse::response(BodyExt::boxed(StreamBody::new(body))))
+    Ok(watched(
+        BodyExt::boxed(StreamBody::new(body)),
+        ending,
+        heartbeats,
+    ))
+}
+
+/// The stream's response, with what times its writes: a stream served by
+/// hyper is counted in its connection's watch; a plain stream's writer
+/// (see `plain`) finds here how the stream ends.
+fn watched(body: Body, ending: Ending, heartbeats: Heartbeats) -> Response<Body> {
+    let mut response = sse::response(body);
+    match heartbeats {
+        Heartbeats::InBody { watch } => watch.add(&ending.signal),
+        Heartbeats::ByNode => {
+            response.extensions_mut().insert(ending);
+        }
+    }
+    response
 }
 
 /// A subscription NATS did not make: 503, or a stream that ends at once
@@ -422,7 +445,7 @@ fn distinct_keys(user: &UserId, topics: &[Topic]) -> Result<(), ApiError> {
 }
 
 /// Converts a JWT `exp` (seconds since the epoch) to a tokio instant.
-fn expiry_instant(exp: u64) -> tokio::time::Instant {
+pub(crate) fn expiry_instant(exp: u64) -> tokio::time::Instant {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

@@ -9,7 +9,8 @@
 //!   for connections hyper serves, [`body`] every response's body type.
 //! - [`plain`]: plain HTTP/1.1 streams served without hyper; [`head`] reads
 //!   their request heads, [`wire`] frames their responses; [`line`](mod@line) is
-//!   such a stream's socket, and [`beats`] writes their heartbeats.
+//!   such a stream's socket, and [`beats`] writes their heartbeats and
+//!   times every stream's writes ([`watch`] for connections hyper serves).
 //! - [`events`]: the `/v1/events` handler; the token, claims and request
 //!   rules it applies are herald-domain's (`auth`, `claims`, `request`).
 //! - [`cors`]: which other origins' pages may read streams (`--allowed-origins`).
@@ -70,6 +71,7 @@ pub mod starts;
 pub mod state;
 pub mod subject;
 pub mod tails;
+pub mod watch;
 pub mod wire;
 
 pub use config::{Args, Config};

@@ -26,6 +26,9 @@ pub enum CloseReason {
     /// permissions rule or a subscription limit. Transient: the client
     /// comes back after its `retry:` and the edge asks NATS again.
     SubscriptionRefused,
+    /// The client's socket took no bytes for `--write-timeout`: the client
+    /// stopped reading, or vanished. Its connection is dropped.
+    WriteTimeout,
 }
 
 impl CloseReason {
@@ -38,6 +41,7 @@ impl CloseReason {
             Self::Drain => "drain",
             Self::ServerError => "server_error",
             Self::SubscriptionRefused => "subscription_refused",
+            Self::WriteTimeout => "write_timeout",
         }
     }
 }

@@ -8,12 +8,15 @@
 //! is written at a time, and the connection closes after the response
 //! (`connection: close`; an EventSource reconnects on a new one anyway).
 //! Its heartbeats are written by the node's heartbeat task
-//! ([`crate::beats`]), so an idle stream's task does not wake.
+//! ([`crate::beats`]), so an idle stream's task does not wake; a socket
+//! that takes nothing for `--write-timeout` ends the stream (see
+//! [`crate::line`]).
 
 use std::convert::Infallible;
-use std::io::ErrorKind;
+use std::io::{self, ErrorKind};
 use std::net::Shutdown;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{Buf, Bytes};
 use herald_core::listener::Accepted;
@@ -29,12 +32,14 @@ use crate::beats::Heartbeats;
 use crate::body::Body;
 use crate::head::{self, First};
 use crate::line::Line;
+use crate::metrics::CloseReason;
+use crate::signal::{Ending, Signal};
 use crate::state::State;
 use crate::wire::{self, Framing};
 
 /// Serves one plain connection until it ends, until `stop` asks it to
 /// close (cut after [`CLOSE_GRACE`]), or until `transport` drops it (a
-/// slow consumer on its stream).
+/// slow consumer or a write timeout on its stream).
 pub async fn serve(
     accepted: Accepted,
     state: Arc<State>,
@@ -62,10 +67,9 @@ pub async fn serve(
                 deadline,
                 slot,
             };
-            let service = crate::service::service(state, transport);
             let opening = Opening::After(read);
-            let serving = Box::pin(http.serve_connection(accepted, opening, service, stop));
-            crate::service::until_killed(serving, kill).await;
+            let serving = crate::service::serve(&http, accepted, opening, state, transport, stop);
+            Box::pin(serving).await;
         }
         First::Stream(req) => {
             // Out of its box, which is freed here rather than held (224
@@ -78,7 +82,7 @@ pub async fn serve(
             // this connection's state.
             tokio::select! {
                 _ = respond(stream, req, state, transport) => {}
-                _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer)"),
+                _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer or write timeout)"),
                 _ = cut_after(&stop) => tracing::debug!("stream connection cut: it did not close in time"),
             }
             drop(slot); // the socket is closed with `stream`, just after
@@ -87,98 +91,147 @@ pub async fn serve(
 }
 
 /// Routes `req` as hyper's path does and writes the response; the
-/// socket closes when it is written, or when this future is dropped.
-async fn respond(
-    mut stream: TcpStream,
+/// socket closes when it is written, when it has taken nothing for the
+/// write timeout, or when this future is dropped.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a copy of an argument"
+)]
+fn respond(
+    stream: TcpStream,
     req: Request<()>,
     state: Arc<State>,
     transport: CancellationToken,
-) {
-    let routing = crate::events::route(req, state.clone(), Some(transport), Heartbeats::ByNode);
-    let routing = Box::pin(routing); // its own statement: see `serve`
-    let (head, framing, body) = framed(routing.await);
-    match framing {
-        Framing::Length(_) => {
-            if write_full(&mut stream, head, body).await.is_ok() {
-                let _ = stream.shutdown().await;
+) -> impl Future<Output = ()> {
+    // Not an `async fn`, which would keep a copy of an argument (8 bytes
+    // a stream).
+    async move {
+        let routing = crate::events::route(req, state.clone(), Some(transport), Heartbeats::ByNode);
+        let routing = Box::pin(routing); // its own statement: see `serve`
+        let (head, framing, body, ending) = framed(routing.await);
+        match framing {
+            Framing::Length(_) => {
+                drop(ending); // not held across an await: it would cost every stream
+                // A refusal fits in a new socket's buffer; bounded all the same.
+                let timeout = state.config.write_timeout;
+                let writing = write_full(stream, head, body);
+                let _ = Box::pin(tokio::time::timeout(timeout, writing)).await;
             }
-        }
-        Framing::Chunked => {
-            let line = Arc::new(Line::new(stream));
-            state.beats.add(&line);
-            if write_chunked(&line, head, body).await.is_ok() {
-                let _ = socket2::SockRef::from(line.socket()).shutdown(Shutdown::Write);
+            Framing::Chunked => {
+                // Every chunked answer is a stream, which says how it ends.
+                let Ending { signal, exp } = ending.unwrap_or_else(|| Ending {
+                    signal: Signal::new(None),
+                    exp: u64::MAX,
+                });
+                let line = Arc::new(Line::new(stream, signal));
+                state.beats.add(&line);
+                if write_chunked(&line, head, body, exp).await.is_ok() {
+                    let _ = socket2::SockRef::from(line.socket()).shutdown(Shutdown::Write);
+                }
             }
         }
     }
 }
 
-/// The response's head and framing, and its body: nothing else of it
-/// stays in the stream's future.
-fn framed(response: Response<Body>) -> (Bytes, Framing, Body) {
-    let (parts, body) = response.into_parts();
+/// The response's head and framing, its body, and how its stream ends:
+/// nothing else of it stays in the stream's future.
+fn framed(response: Response<Body>) -> (Bytes, Framing, Body, Option<Ending>) {
+    let (mut parts, body) = response.into_parts();
     let framing = match body.size_hint().exact() {
         Some(len) => Framing::Length(len),
         None => Framing::Chunked,
     };
-    (
-        wire::head(parts.status, &parts.headers, framing),
-        framing,
-        body,
-    )
+    let ending = parts.extensions.remove::<Ending>();
+    let head = wire::head(parts.status, &parts.headers, framing);
+    (head, framing, body, ending)
 }
 
-/// A refusal or other short answer, in one write.
-async fn write_full(stream: &mut TcpStream, head: Bytes, body: Body) -> std::io::Result<()> {
+/// A refusal or other short answer, in one write, then the close.
+async fn write_full(mut stream: TcpStream, head: Bytes, body: Body) {
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(never) => match never {},
     };
-    stream.write_all_buf(&mut head.chain(body)).await
-}
-
-/// The stream, a frame at a time (the head goes with the first), until
-/// it ends or the client goes away; dropping `body` then ends the
-/// session as hyper's path does (`client_gone`).
-async fn write_chunked(line: &Line, head: Bytes, mut body: Body) -> std::io::Result<()> {
-    let mut head = Some(head);
-    loop {
-        let frame = tokio::select! {
-            frame = body.frame() => frame,
-            () = client_gone(line.socket()) => return Err(ErrorKind::ConnectionReset.into()),
-        };
-        let first = head.take().unwrap_or_default();
-        let Some(frame) = frame else {
-            return line.write_all(first.chain(wire::LAST_CHUNK)).await;
-        };
-        let data = frame
-            .map(|f| f.into_data())
-            .unwrap_or_else(|never: Infallible| match never {});
-        let Ok(data) = data else { continue };
-        if data.is_empty() {
-            continue;
-        }
-        let size = wire::chunk_size(data.len());
-        let out = first.chain(size).chain(data).chain(&b"\r\n"[..]);
-        line.write_all(out).await?;
+    if stream.write_all_buf(&mut head.chain(body)).await.is_ok() {
+        let _ = stream.shutdown().await;
     }
 }
 
-/// Returns when the client closes its side or the socket fails. Nothing
-/// more is read from a stream's connection: whatever the client sends is
-/// dropped.
-async fn client_gone(stream: &TcpStream) {
-    loop {
-        if stream.readable().await.is_err() {
-            return;
+/// The stream, a frame at a time (the head goes with the first), until
+/// it ends or the client goes away; dropping `body` then ends the session
+/// as hyper's path does (`client_gone`). A socket that takes nothing for
+/// the write timeout drops the whole connection (see `line`).
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps copies of its arguments"
+)]
+fn write_chunked(
+    line: &Line,
+    mut head: Bytes,
+    mut body: Body,
+    exp: u64,
+) -> impl Future<Output = io::Result<()>> {
+    // Not an `async fn`: it would hold its arguments twice, for as long
+    // as the stream lasts.
+    async move {
+        loop {
+            let next = tokio::select! {
+                next = next_data(&mut body) => next,
+                () = line.client_gone() => return Err(ErrorKind::ConnectionReset.into()),
+            };
+            // The head goes with the first frame.
+            let Some(data) = next else {
+                let first = std::mem::take(&mut head);
+                return line.write_last(first.chain(wire::LAST_CHUNK)).await;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            let first = std::mem::take(&mut head);
+            let size = wire::chunk_size(data.len());
+            let writing = line.write_all(first.chain(size).chain(data).chain(&b"\r\n"[..]));
+            tokio::pin!(writing);
+            if let Poll::Ready(written) = futures::poll!(writing.as_mut()) {
+                written?;
+                continue;
+            }
+            // No room: the session is not polled until the frame is out, so
+            // a close made meanwhile (at the token's `exp`, a drain, a
+            // revocation) is acted on here. The stream ends at once: what
+            // its session holds (slot, subjects, count) goes with the body,
+            // and only the socket waits, within the write timeout, for the
+            // client to take the frame and the last chunk.
+            let closing = Box::pin(closing(line.signal(), exp)); // only while a write waits
+            tokio::select! {
+                biased;
+                written = &mut writing => written?,
+                () = closing => {
+                    body = crate::body::full(Bytes::new());
+                    writing.await?;
+                }
+            }
         }
-        let mut scrap = [0u8; 64];
-        match stream.try_read(&mut scrap) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
+    }
+}
+
+/// The data of the body's next frame (empty for a frame without); `None`
+/// at its end.
+async fn next_data(body: &mut Body) -> Option<Bytes> {
+    let frame = body.frame().await?;
+    let frame = frame.unwrap_or_else(|never: Infallible| match never {});
+    Some(frame.into_data().unwrap_or_default())
+}
+
+/// Returns once the stream is closed, or its token expires (`exp`, which
+/// closes it).
+async fn closing(signal: &Signal, exp: u64) {
+    let expiry = async {
+        tokio::time::sleep_until(crate::events::expiry_instant(exp)).await;
+        signal.close(CloseReason::TokenExpired);
+    };
+    tokio::select! {
+        () = signal.closed() => {}
+        () = expiry => {}
     }
 }
 
@@ -203,6 +256,62 @@ mod tests {
     /// A value of any type, for arguments of a call that never runs.
     fn never<T>() -> T {
         unreachable!("only the call's type is looked at")
+    }
+
+    /// A body of one frame of `len` bytes that then waits for ever;
+    /// `dropped` resolves when it is dropped.
+    fn one_frame(len: usize) -> (Body, tokio::sync::oneshot::Receiver<()>) {
+        let (held, dropped) = tokio::sync::oneshot::channel::<()>();
+        let frame = futures::stream::once(async move {
+            Ok(hyper::body::Frame::data(Bytes::from(vec![b'x'; len])))
+        });
+        let frames = futures::StreamExt::chain(frame, futures::stream::pending());
+        let frames = futures::StreamExt::map(frames, move |frame| {
+            let _ = &held;
+            frame
+        });
+        (
+            BodyExt::boxed(http_body_util::StreamBody::new(frames)),
+            dropped,
+        )
+    }
+
+    /// A client that reads nothing: the writer waits for room with a frame
+    /// of 64 MiB. The token expires meanwhile: the stream ends then (its
+    /// body, which holds its guard, is dropped) and is counted as expired,
+    /// while the socket waits for the client. A close by signal likewise.
+    #[tokio::test]
+    async fn a_close_while_a_write_waits_ends_the_stream_at_once() {
+        for by_signal in [false, true] {
+            let (line, _client, _) = crate::line::tests::pair().await;
+            let (body, dropped) = one_frame(64 << 20);
+            let exp = if by_signal {
+                u64::MAX
+            } else {
+                herald_testing::token::now() + 1
+            };
+            let writing = write_chunked(&line, Bytes::new(), body, exp);
+            tokio::pin!(writing);
+            if by_signal {
+                assert!(futures::poll!(writing.as_mut()).is_pending());
+                line.signal().close(CloseReason::Drain);
+            }
+            let ended = tokio::time::timeout(std::time::Duration::from_secs(5), dropped);
+            tokio::select! {
+                _ = &mut writing => panic!("the socket took 64 MiB unread"),
+                ended = ended => assert!(ended.is_ok(), "the body is dropped"),
+            }
+            let want = if by_signal {
+                CloseReason::Drain
+            } else {
+                CloseReason::TokenExpired
+            };
+            assert_eq!(line.signal().reason(), Some(want));
+            assert!(
+                futures::poll!(writing.as_mut()).is_pending(),
+                "the write still waits"
+            );
+        }
     }
 
     /// Every idle stream holds this future: boxes made in an `.await`

@@ -24,7 +24,6 @@ use crate::metrics::{Metrics, SubscriptionsCollector};
 use crate::presence::Reporter;
 use crate::ratelimit::ConnectLimiter;
 use crate::reads::Reads;
-use crate::service::{service, until_killed};
 use crate::state::State;
 use crate::tails::Tails;
 
@@ -106,7 +105,7 @@ impl Edge {
             drain: Arc::new(Drain::new(config.drain_window)),
             metrics: Arc::new(metrics),
             next_id: AtomicU64::new(0),
-            beats: Beats::new(config.heartbeat),
+            beats: Beats::new(config.heartbeat, config.write_timeout),
             config,
         };
         Ok(Self {
@@ -211,6 +210,7 @@ impl Edge {
     ) {
         let state = self.state.clone();
         let transport = CancellationToken::new();
+        give_up_on_silent_peers(&accepted.stream, state.config.write_timeout);
         match tls {
             // Plain HTTP/1.1 streams skip hyper (see `plain`).
             None => {
@@ -219,12 +219,49 @@ impl Edge {
                 tokio::spawn(serving);
             }
             Some(tls) => {
-                let kill = transport.clone();
-                let service = service(state, transport);
                 let opening = Opening::Tls(tls.clone());
-                let connection = http.serve_connection(accepted, opening, service, close.clone());
-                tokio::spawn(until_killed(connection, kill));
+                let serving =
+                    crate::service::serve(http, accepted, opening, state, transport, close.clone());
+                tokio::spawn(serving);
             }
         }
+    }
+}
+
+/// How long past `--write-timeout` the kernel keeps trying a peer that
+/// acknowledges nothing: room for a lossy link's retransmissions, whose
+/// back-off reaches several seconds, and for the edge's own write timeout
+/// to end first a stream whose client is there but not reading (its
+/// closed window is probed, and Linux 5.11+ gives up on that too).
+const RETRANSMIT_ROOM: Duration = Duration::from_secs(30);
+
+/// A peer that vanished without a reset (a phone off the network, a NAT
+/// that forgot the flow) acknowledges nothing, while the socket still
+/// takes the heartbeats sent to it: the kernel would retransmit them for
+/// some 15 minutes (`tcp_retries2`), and the stream would hold its slot
+/// and subjects all along. With `TCP_USER_TIMEOUT` it gives up once sent
+/// data has gone unacknowledged for `--write-timeout` + [`RETRANSMIT_ROOM`],
+/// and the stream ends as `client_gone`: a vanished peer is found within
+/// `--heartbeat` + that (75 s by default).
+fn give_up_on_silent_peers(stream: &tokio::net::TcpStream, write_timeout: Duration) {
+    let timeout = write_timeout + RETRANSMIT_ROOM;
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+        tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_give_up_on_a_silent_peer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (_client, accepted) = tokio::join!(client, listener.accept());
+        let (stream, _) = accepted.unwrap();
+        give_up_on_silent_peers(&stream, Duration::from_secs(30));
+        let set = socket2::SockRef::from(&stream).tcp_user_timeout().unwrap();
+        assert_eq!(set, Some(Duration::from_secs(60)));
     }
 }

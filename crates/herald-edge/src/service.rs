@@ -5,18 +5,22 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use futures::FutureExt;
+use herald_core::listener::Accepted;
+use herald_core::serve::{Http, Opening};
 use hyper::service::service_fn;
 use tokio_util::sync::CancellationToken;
 
 use crate::beats::Heartbeats;
 use crate::body::Body;
 use crate::state::State;
+use crate::watch::Watch;
 
-/// The edge's hyper service for one connection; `transport` closes it
-/// when it is HTTP/1.1.
+/// The edge's hyper service for one connection; `transport` closes it,
+/// and `watch` times its writes.
 pub fn service(
     state: Arc<State>,
     transport: CancellationToken,
+    watch: Arc<Watch>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = hyper::Response<Body>,
@@ -27,16 +31,37 @@ pub fn service(
     service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let http1 = req.version() < http::Version::HTTP_2;
         let transport = http1.then(|| transport.clone());
-        crate::events::route(req, state.clone(), transport, Heartbeats::InBody)
-            .map(Ok::<_, Infallible>)
+        let heartbeats = Heartbeats::InBody {
+            watch: watch.clone(),
+        };
+        crate::events::route(req, state.clone(), transport, heartbeats).map(Ok::<_, Infallible>)
     })
 }
 
 /// Runs a connection until it ends, or until `kill` (a slow consumer on
-/// HTTP/1.1) drops it.
-pub(crate) async fn until_killed(connection: impl Future<Output = ()>, kill: CancellationToken) {
+/// HTTP/1.1, a write timeout) drops it.
+async fn until_killed(connection: impl Future<Output = ()>, kill: CancellationToken) {
     tokio::select! {
         _ = connection => {}
-        _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer)"),
+        _ = kill.cancelled() => tracing::debug!("connection dropped (slow consumer or write timeout)"),
     }
+}
+
+/// Serves a connection with hyper, its writes timed by the heartbeat
+/// task, until it ends or `transport` (a slow consumer on HTTP/1.1, a
+/// write timeout) drops it.
+pub(crate) fn serve(
+    http: &Http,
+    accepted: Accepted,
+    opening: Opening,
+    state: Arc<State>,
+    transport: CancellationToken,
+    stop: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    let watch = Watch::new(transport.clone());
+    state.beats.watch(&watch);
+    let stall = Some(watch.stall());
+    let service = service(state, transport.clone(), watch);
+    let serving = http.serve_connection_noting(accepted, opening, service, stop, stall);
+    until_killed(serving, transport)
 }

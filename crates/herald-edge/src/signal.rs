@@ -19,6 +19,16 @@ pub struct Signal {
     transport: Option<CancellationToken>,
 }
 
+/// What a plain stream's writer needs of its stream, handed to it in the
+/// response's extensions: how it is closed, and when its token expires.
+#[derive(Debug, Clone)]
+pub struct Ending {
+    pub signal: Arc<Signal>,
+    /// The token's `exp`, in seconds since the Unix epoch: 8 bytes the
+    /// writer holds for the stream's life, where an `Instant` takes 16.
+    pub exp: u64,
+}
+
 impl Signal {
     pub fn new(transport: Option<CancellationToken>) -> Arc<Self> {
         Arc::new(Self {
@@ -31,16 +41,23 @@ impl Signal {
     /// Closes the stream for `reason` unless it is already closing;
     /// returns whether this call was the one that closed it.
     pub fn close(&self, reason: CloseReason) -> bool {
-        if self.reason.set(reason).is_err() {
-            return false;
+        let first = self.reason.set(reason).is_ok();
+        if first {
+            self.closed.cancel();
         }
-        self.closed.cancel();
-        if reason == CloseReason::SlowConsumer
-            && let Some(transport) = &self.transport
-        {
+        // A slow consumer's connection goes only if this closes the stream
+        // (one already closing sends what it has queued, then its reason).
+        // A socket that timed out goes whatever the stream was doing: its
+        // last frame may be what is stuck.
+        let drop_transport = match reason {
+            CloseReason::SlowConsumer => first,
+            CloseReason::WriteTimeout => true,
+            _ => false,
+        };
+        if drop_transport && let Some(transport) = &self.transport {
             transport.cancel();
         }
-        true
+        first
     }
 
     /// Resolves once the stream is closed.
@@ -50,5 +67,32 @@ impl Signal {
 
     pub fn reason(&self) -> Option<CloseReason> {
         self.reason.get().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_transport_goes_for_a_client_that_is_not_reading() {
+        let transport = CancellationToken::new();
+        let signal = Signal::new(Some(transport.clone()));
+        assert!(signal.close(CloseReason::TokenExpired));
+        assert!(!transport.is_cancelled(), "a close writes its last frame");
+        // The last frame is stuck: the socket goes, the first reason stays.
+        assert!(!signal.close(CloseReason::WriteTimeout));
+        assert!(transport.is_cancelled());
+        assert_eq!(signal.reason(), Some(CloseReason::TokenExpired));
+
+        let transport = CancellationToken::new();
+        let signal = Signal::new(Some(transport.clone()));
+        assert!(signal.close(CloseReason::Drain));
+        assert!(!signal.close(CloseReason::SlowConsumer));
+        assert!(
+            !transport.is_cancelled(),
+            "a closing stream sends its queue"
+        );
+        assert!(Signal::new(None).close(CloseReason::WriteTimeout));
     }
 }

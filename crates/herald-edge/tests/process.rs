@@ -84,6 +84,12 @@ fn misconfiguration_is_one_line_and_exit_code_2() {
         run_with(&["--jwt-secret", SECRET, "--heartbeat", "soon"]),
         "--heartbeat",
     );
+    for timeout in ["0s", "2h"] {
+        assert_misconfigured(
+            run_with(&["--jwt-secret", SECRET, "--write-timeout", timeout]),
+            "--write-timeout",
+        );
+    }
     assert_misconfigured(
         run(&["--listen", "not-an-address", "--jwt-secret", SECRET]),
         "--listen",
@@ -146,6 +152,7 @@ fn help_explains_every_flag_and_its_variable() {
         "HERALD_JWT_LEEWAY",
         "HERALD_ALLOWED_ORIGINS",
         "HERALD_HEARTBEAT",
+        "HERALD_WRITE_TIMEOUT",
         "HERALD_LOG_FORMAT",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
     ] {
