@@ -273,21 +273,10 @@ pub async fn connect(
     security: &NatsSecurity,
     name: &str,
 ) -> Result<(async_nats::Client, LossCounter), ConnectError> {
-    // The client logs the addresses it connects to: no secrets in them.
-    let (addrs, login) = servers(urls, security)?;
+    let (options, addrs) = options(urls, security, name).await?;
     let losses = LossCounter::new(0);
     let counter = losses.clone();
-    let mut options = security.apply(async_nats::ConnectOptions::new()).await?;
-    options = match login {
-        Some(Login::UserPassword(user, password)) => options.user_and_password(user, password.0),
-        Some(Login::Token(token)) => options.token(token.0),
-        None => options,
-    };
     let client = options
-        .name(name)
-        .custom_inbox_prefix(inbox_prefix(name))
-        .connection_timeout(Duration::from_secs(5))
-        .max_reconnects(None)
         .event_callback(move |event| {
             let losses = counter.clone();
             async move {
@@ -303,6 +292,31 @@ pub async fn connect(
         .connect(addrs.as_slice())
         .await?;
     Ok((client, losses))
+}
+
+/// How every service connects: credentials, TLS, its name and inbox
+/// prefix, reconnecting for as long as needed; and the servers, without
+/// the credentials their URLs may carry (the client logs the addresses it
+/// connects to). [`connect`] adds an event callback that counts losses;
+/// a caller that needs other events adds its own.
+pub async fn options(
+    urls: &[String],
+    security: &NatsSecurity,
+    name: &str,
+) -> Result<(async_nats::ConnectOptions, Vec<async_nats::ServerAddr>), ConnectError> {
+    let (addrs, login) = servers(urls, security)?;
+    let mut options = security.apply(async_nats::ConnectOptions::new()).await?;
+    options = match login {
+        Some(Login::UserPassword(user, password)) => options.user_and_password(user, password.0),
+        Some(Login::Token(token)) => options.token(token.0),
+        None => options,
+    };
+    let options = options
+        .name(name)
+        .custom_inbox_prefix(inbox_prefix(name))
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None);
+    Ok((options, addrs))
 }
 
 /// Waits for one round trip to the server. The server handles a client's

@@ -16,7 +16,8 @@
 //! - [`admission`]: per-node and per-user connection limits, and the counts presence reports.
 //! - [`presence`]: reports this node's connections to the presence service.
 //! - [`fanout`]: one NATS subscription per subject, shared by local streams,
-//!   on one lean connection (herald-subscriptions).
+//!   on one lean connection (herald-subscriptions), or on async-nats
+//!   `Subscriber`s to check it against (`fanout/link.rs`, `fanout/mature.rs`).
 //! - [`subject`]: one followed subject: its streams, its recent events, and
 //!   the history reads its resuming streams share.
 //! - [`delivery`]: a framed event and the stream queues it goes into.
@@ -69,4 +70,5 @@ pub mod tails;
 pub mod wire;
 
 pub use config::{Args, Config};
+pub use fanout::NatsSubscriber;
 pub use server::{Edge, Nats};

@@ -18,7 +18,7 @@ use crate::admission::Admission;
 use crate::beats::Beats;
 use crate::config::Config;
 use crate::drain::Drain;
-use crate::fanout::Fanout;
+use crate::fanout::{Fanout, NatsSubscriber};
 use crate::metrics::{Metrics, SubscriptionsCollector};
 use crate::presence::Reporter;
 use crate::ratelimit::ConnectLimiter;
@@ -36,6 +36,9 @@ pub struct Nats<'a> {
     pub urls: &'a [String],
     pub security: &'a NatsSecurity,
     pub name: &'a str,
+    /// What holds the streams' subjects on that connection: the lean
+    /// subscriber, or async-nats to check it against.
+    pub subscriber: NatsSubscriber,
 }
 
 /// One edge node, ready to serve.
@@ -67,10 +70,19 @@ impl Edge {
             urls,
             security,
             name,
+            subscriber,
         } = nats;
         herald_core::nats::register_metrics(registry, &client);
         let losses = LossCounter::new(0);
-        let fanout = Fanout::connect(urls, security, name, losses.clone(), metrics.clone()).await?;
+        let fanout = Fanout::connect(
+            subscriber,
+            urls,
+            security,
+            name,
+            losses.clone(),
+            metrics.clone(),
+        )
+        .await?;
         registry.register_collector(Box::new(SubscriptionsCollector(fanout.stats_reader())));
         let admission = Admission::new(config.max_connections, config.max_connections_per_user);
         let reporter = Reporter::new(
