@@ -50,8 +50,8 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo build --locked --workspace --bins --benches
 # Every test; then the lean NATS subscriber is checked against the mature client: the
 # edge's fan-out, resume, failover and cluster suites run again with
-# async-nats `Subscriber`s holding the edges' subscriptions. The same test
-# binaries, so nothing is rebuilt (~35 s).
+# async-nats `Subscriber`s holding the edges' subscriptions. With nextest,
+# the same test binaries: nothing is rebuilt, ~35 s on 2 cores.
 suites=(delivery resume failover cluster)
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace
