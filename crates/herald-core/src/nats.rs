@@ -300,22 +300,11 @@ pub async fn connect(
     security: &NatsSecurity,
     name: &str,
 ) -> Result<(async_nats::Client, LossCounter), ConnectError> {
-    // The client logs the addresses it connects to: no secrets in them.
-    let (addrs, login) = servers(urls, security)?;
+    let (options, addrs) = options(urls, security, name).await?;
     let losses = LossCounter::new(0);
     let counter = losses.clone();
     let (lame_duck, lame_ducks) = tokio::sync::mpsc::channel(1);
-    let mut options = security.options()?;
-    options = match login {
-        Some(Login::UserPassword(user, password)) => options.user_and_password(user, password.0),
-        Some(Login::Token(token)) => options.token(token.0),
-        None => options,
-    };
     let client = options
-        .name(name)
-        .custom_inbox_prefix(inbox_prefix(name))
-        .connection_timeout(Duration::from_secs(5))
-        .max_reconnects(None)
         .event_callback(move |event| {
             let losses = counter.clone();
             let lame_duck = lame_duck.clone();
@@ -358,6 +347,31 @@ async fn leave_lame_ducks(
 /// A connection leaves a server in lame duck mode within this; under the
 /// server's `lame_duck_grace_period` (10 s by default).
 pub const LAME_DUCK_SPREAD: Duration = Duration::from_secs(5);
+
+/// How every service connects: credentials, TLS, its name and inbox
+/// prefix, reconnecting for as long as needed; and the servers, without
+/// the credentials their URLs may carry (the client logs the addresses it
+/// connects to). [`connect`] adds an event callback that counts losses;
+/// a caller that needs other events adds its own.
+pub async fn options(
+    urls: &[String],
+    security: &NatsSecurity,
+    name: &str,
+) -> Result<(async_nats::ConnectOptions, Vec<async_nats::ServerAddr>), ConnectError> {
+    let (addrs, login) = servers(urls, security)?;
+    let mut options = security.options()?;
+    options = match login {
+        Some(Login::UserPassword(user, password)) => options.user_and_password(user, password.0),
+        Some(Login::Token(token)) => options.token(token.0),
+        None => options,
+    };
+    let options = options
+        .name(name)
+        .custom_inbox_prefix(inbox_prefix(name))
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None);
+    Ok((options, addrs))
+}
 
 /// Waits for one round trip to the server. The server handles a client's
 /// operations in order, so once this returns it has processed everything

@@ -276,7 +276,7 @@ pub struct EdgeProcess {
 
 impl EdgeProcess {
     /// Starts herald-edge on `nats_url`, on `addr` or a free port, with a
-    /// short reconnect hint; returns once it is ready.
+    /// short reconnect hint and [`nats_subscriber`]; returns once it is ready.
     pub async fn start(nats_url: &str, addr: Option<SocketAddr>) -> Self {
         Self::start_with(nats_url, addr, &[]).await
     }
@@ -297,6 +297,7 @@ impl EdgeProcess {
         let listen = addr.to_string();
         let mut args = vec!["--nats-url", nats_url, "--jwt-secret", SECRET];
         args.extend(["--retry", "500ms", "--listen", &listen]);
+        args.extend(["--nats-subscriber", nats_subscriber().as_str()]);
         args.extend(flags);
         let process = ServiceProcess::start("herald-edge", &args, envs).await;
         Self { process, addr }
@@ -318,7 +319,34 @@ impl EdgeProcess {
     }
 }
 
-/// Starts an edge on `nats_url` with `config`.
+/// What holds the subscriptions of the edges these tests start:
+/// `HERALD_E2E_NATS_SUBSCRIBER` (`lean`, the default, or `async-nats`),
+/// so that the same suites check the lean subscriber against async-nats
+/// (scripts/test.sh runs the fan-out, resume, failover and cluster suites
+/// both ways).
+pub fn nats_subscriber() -> herald_edge::NatsSubscriber {
+    const VAR: &str = "HERALD_E2E_NATS_SUBSCRIBER";
+    match std::env::var(VAR) {
+        Ok(value) => <herald_edge::NatsSubscriber as clap::ValueEnum>::from_str(&value, false)
+            .unwrap_or_else(|_| panic!("{VAR}={value:?}: want lean or async-nats")),
+        Err(_) => herald_edge::NatsSubscriber::default(),
+    }
+}
+
+/// Whether the edges under test hold their subscriptions on the lean
+/// subscriber. A test of what only it does (`what`: refusals by subject,
+/// moves away from a server in lame duck mode, oversized messages)
+/// returns early otherwise, saying so.
+pub fn lean_subscriber(what: &str) -> bool {
+    let lean = nats_subscriber() == herald_edge::NatsSubscriber::Lean;
+    if !lean {
+        eprintln!("skipped with async-nats subscribers: {what} is the lean subscriber's alone");
+    }
+    lean
+}
+
+/// Starts an edge on `nats_url` with `config`, holding its subscriptions
+/// with [`nats_subscriber`].
 pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running {
     let urls = urls(nats_url);
     let security = Default::default();
@@ -331,6 +359,7 @@ pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running 
         urls: &urls,
         security: &security,
         name: "e2e-edge",
+        subscriber: nats_subscriber(),
     };
     let edge = herald_edge::Edge::connect(config, nats, &mut registry)
         .await

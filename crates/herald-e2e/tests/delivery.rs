@@ -1,5 +1,7 @@
 //! Delivery under pressure and over HTTP/2: a slow consumer is closed and
 //! counted without stalling anyone; h2c streams work like HTTP/1.1 ones.
+//! And the edges of these suites really hold their subscriptions with the
+//! subscriber the harness chose (`HERALD_E2E_NATS_SUBSCRIBER`).
 
 use std::time::Duration;
 
@@ -308,4 +310,66 @@ async fn a_stream_ends_when_its_token_expires() {
         },
     )
     .await;
+}
+
+/// What the edges report (in-process and as processes) and what NATS
+/// sees agree with the harness's choice: both users' subjects on one
+/// connection, which is the lean
+/// subscriber's (its CONNECT carries Herald's version and it takes no
+/// replies) or async-nats's (its version, and the inbox its round trips
+/// are answered on).
+#[tokio::test]
+async fn the_edge_subscribes_with_the_subscriber_the_harness_chose() {
+    let nats = NatsServer::start();
+    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let http = reqwest::Client::new();
+    let mut streams = Vec::new();
+    for user in ["alice", "bob"] {
+        let token = Claims::new(user).hs256(SECRET);
+        streams.push(SseStream::open(&http, &events_url(&edge, &[]), &token).await);
+    }
+    let chosen = nats_subscriber();
+    let info = format!(
+        "herald_edge_nats_subscriber{{subscriber=\"{}\"}}",
+        chosen.as_str()
+    );
+    assert_eq!(edge.metric(&info).await, 1.0, "{chosen:?}");
+    // Edges run as processes too.
+    let process = EdgeProcess::start(&nats.client_url(), None).await;
+    let metrics = metrics_at(process.process().admin).await;
+    assert_eq!(sample_value(&metrics, &info), 1.0, "{chosen:?}");
+
+    let connz = nats.monitor("/connz?subs=1").await;
+    let holders: Vec<&serde_json::Value> = connz["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            let subjects = c["subscriptions_list"].as_array();
+            subjects.is_some_and(|s| s.iter().any(|s| s.as_str() == Some("herald.u.alice")))
+        })
+        .collect();
+    let [holder] = holders[..] else {
+        panic!("one connection holds alice's subject: {connz}");
+    };
+    let subjects: Vec<&str> = holder["subscriptions_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    assert!(subjects.contains(&"herald.u.bob"), "{subjects:?}");
+    // herald-subscriptions has the workspace's version, as this crate.
+    let herald = env!("CARGO_PKG_VERSION");
+    let inboxes = subjects.iter().filter(|s| s.starts_with("_INBOX")).count();
+    match chosen {
+        herald_edge::NatsSubscriber::Lean => {
+            assert_eq!(holder["version"], herald, "{holder}");
+            assert_eq!(inboxes, 0, "{subjects:?}");
+        }
+        herald_edge::NatsSubscriber::AsyncNats => {
+            assert_ne!(holder["version"], herald, "{holder}");
+            assert_eq!(inboxes, 1, "{subjects:?}");
+        }
+    }
 }

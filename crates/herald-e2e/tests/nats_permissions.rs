@@ -292,6 +292,7 @@ async fn start_edge_as(nats: &LockedNats, node: &str, replicas: u8) -> Running {
         urls: &urls,
         security: &security,
         name: &name,
+        subscriber: nats_subscriber(),
     };
     let edge = herald_edge::Edge::connect(config, link, &mut registry)
         .await

@@ -354,6 +354,9 @@ async fn chromium_survives_a_full_node() {
 /// and then stays deaf.
 #[tokio::test]
 async fn a_subscription_limit_on_nats_refuses_connects_and_leaves_none_deaf() {
+    if !lean_subscriber("refusal by subscription") {
+        return;
+    }
     let nats = herald_testing::NatsServer::start_with("max_subscriptions: 25\n");
     let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
     let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
@@ -419,6 +422,9 @@ async fn a_subscription_limit_on_nats_refuses_connects_and_leaves_none_deaf() {
 /// a subject already held, its streams end with a come-back hint.
 #[tokio::test]
 async fn a_subject_nats_denies_ends_its_streams_and_refuses_its_connects() {
+    if !lean_subscriber("refusal by subscription") {
+        return;
+    }
     let users = |deny: &str| {
         format!(
             "authorization {{ users: [ {{ user: herald, password: \"s3cret\", permissions: {{ subscribe: {{ deny: [{deny}] }} }} }} ] }}\n"

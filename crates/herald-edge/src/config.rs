@@ -140,6 +140,11 @@ pub struct Args {
     /// Upper bound on the whole drain, after which the edge exits anyway.
     #[arg(long, env = "HERALD_DRAIN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub drain_grace: Duration,
+
+    /// What holds the streams' NATS subscriptions: `lean` (herald-subscriptions);
+    /// `async-nats` is for tests and diagnosis only (docs/configuration.md).
+    #[arg(long, env = "HERALD_NATS_SUBSCRIBER", default_value = "lean")]
+    pub nats_subscriber: crate::fanout::NatsSubscriber,
 }
 
 /// Validated edge configuration.

@@ -4,7 +4,9 @@
 //! Subscriptions live on one lean connection (herald-subscriptions) whose
 //! reader hands each message to [`Subjects`], which frames it once and
 //! gives it to the subject's streams: an idle subject costs a map entry,
-//! not a channel and a task. The registry is touched on connect and
+//! not a channel and a task. (`--nats-subscriber async-nats` holds them
+//! on async-nats `Subscriber`s instead, to check the lean connection
+//! against: see `link`.) The registry is touched on connect and
 //! disconnect; when the last stream of a subject leaves, it unsubscribes,
 //! so NATS interest follows real streams. A subscription the server
 //! refuses fails the joins waiting for it and ends the streams holding
@@ -14,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use herald_core::nats::{LossCounter, NatsSecurity};
-use herald_subscriptions::{ConnectError, Deliver, Refusal, Sid, Source, Subscriptions};
+use herald_subscriptions::{ConnectError, Deliver, Refusal, Sid, Source};
 
 use crate::delivery::{ConnId, Member};
 use crate::fill::Filler;
@@ -22,6 +24,12 @@ use crate::metrics::{CloseReason, Metrics};
 use crate::sharing::Lookup;
 use crate::signal::Signal;
 use crate::subject::Subject;
+
+mod link;
+mod mature;
+
+use link::Link;
+pub use link::{NatsSubscriber, StatsReader};
 
 /// The subscription could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +45,7 @@ pub enum SubscribeError {
 /// The registry of subjects followed on this node.
 pub struct Fanout {
     subjects: Arc<Subjects>,
-    subscriptions: Subscriptions,
+    subscriptions: Link,
 }
 
 /// Subjects by name (for streams) and by subscription (for the reader).
@@ -56,9 +64,10 @@ struct Registry {
 }
 
 impl Fanout {
-    /// Opens the subscription connection; its losses count in `losses`,
-    /// and `filler` reads events its subjects missed.
+    /// Opens the subscription connection with `subscriber`; its losses
+    /// count in `losses`, and `filler` reads events its subjects missed.
     pub async fn connect(
+        subscriber: NatsSubscriber,
         urls: &[String],
         security: &NatsSecurity,
         name: &str,
@@ -73,8 +82,9 @@ impl Fanout {
             filler,
         });
         tokio::spawn(close_on_loss(Arc::downgrade(&subjects), losses.subscribe()));
+        let deliver = subjects.clone();
         let subscriptions =
-            Subscriptions::connect(urls, security, name, losses, subjects.clone()).await?;
+            Link::connect(subscriber, urls, security, name, losses, deliver).await?;
         Ok(Arc::new(Self {
             subjects,
             subscriptions,
@@ -82,7 +92,7 @@ impl Fanout {
     }
 
     /// Reads the subscription connection's figures, for metrics.
-    pub fn stats_reader(&self) -> herald_subscriptions::StatsReader {
+    pub fn stats_reader(&self) -> StatsReader {
         self.subscriptions.stats_reader()
     }
 

@@ -17,7 +17,8 @@
 //! - [`admission`]: per-node and per-user connection limits, and the counts presence reports.
 //! - [`presence`]: reports this node's connections to the presence service.
 //! - [`fanout`]: one NATS subscription per subject, shared by local streams,
-//!   on one lean connection (herald-subscriptions).
+//!   on one lean connection (herald-subscriptions), or on async-nats
+//!   `Subscriber`s to check it against (`fanout/link.rs`, `fanout/mature.rs`).
 //! - [`subject`]: one followed subject: its streams, its recent events, and
 //!   the history reads its resuming streams share.
 //! - [`gaps`]: the order of a subject's live events: a missed one is read
@@ -75,4 +76,5 @@ pub mod watch;
 pub mod wire;
 
 pub use config::{Args, Config};
+pub use fanout::NatsSubscriber;
 pub use server::{Edge, Nats};

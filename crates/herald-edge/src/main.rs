@@ -18,6 +18,7 @@ async fn main() {
         urls: &args.common.nats_url,
         security: &args.common.nats_security,
         name: &name,
+        subscriber: args.nats_subscriber,
     };
     let edge = Edge::connect(config, nats, &mut registry)
         .await

@@ -324,7 +324,7 @@ impl Metrics {
 /// The subscription connection's own figures, read at each scrape as
 /// `herald_edge_nats_*` (the edge's main NATS client is `herald_nats_*`).
 #[derive(Debug)]
-pub struct SubscriptionsCollector(pub herald_subscriptions::StatsReader);
+pub struct SubscriptionsCollector(pub crate::fanout::StatsReader);
 
 impl prometheus_client::collector::Collector for SubscriptionsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -338,6 +338,17 @@ impl prometheus_client::collector::Collector for SubscriptionsCollector {
             connected.metric_type(),
         )?;
         connected.encode(metric)?;
+        // Which subscriber holds the subjects (`--nats-subscriber`).
+        let subscriber = [("subscriber", self.0.subscriber().as_str())];
+        let help = "1, labelled with what holds the streams' subscriptions: lean or async-nats";
+        let info = ConstGauge::new(1);
+        let mut metric = encoder.encode_descriptor(
+            "herald_edge_nats_subscriber",
+            help,
+            None,
+            info.metric_type(),
+        )?;
+        info.encode(metric.encode_family(&subscriber)?)?;
         let counters = [
             (
                 "herald_edge_nats_connects",

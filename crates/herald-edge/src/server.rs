@@ -18,7 +18,7 @@ use crate::admission::Admission;
 use crate::beats::Beats;
 use crate::config::Config;
 use crate::drain::Drain;
-use crate::fanout::Fanout;
+use crate::fanout::{Fanout, NatsSubscriber};
 use crate::fill::{Filler, HistoryReader};
 use crate::metrics::{Metrics, SubscriptionsCollector};
 use crate::presence::Reporter;
@@ -37,6 +37,9 @@ pub struct Nats<'a> {
     pub urls: &'a [String],
     pub security: &'a NatsSecurity,
     pub name: &'a str,
+    /// What holds the streams' subjects on that connection: the lean
+    /// subscriber, or async-nats to check it against.
+    pub subscriber: NatsSubscriber,
 }
 
 /// One edge node, ready to serve.
@@ -68,6 +71,7 @@ impl Edge {
             urls,
             security,
             name,
+            subscriber,
         } = nats;
         herald_core::nats::register_metrics(registry, &client);
         let losses = LossCounter::new(0);
@@ -78,6 +82,7 @@ impl Edge {
             reads: Reads::for_replicas(config.history.history_replicas),
         });
         let fanout = Fanout::connect(
+            subscriber,
             urls,
             security,
             name,
