@@ -10,13 +10,21 @@
 //! A subject followed here knows its newest event once one read told it
 //! (live events keep it current), so a topic's audience reads once, not
 //! once per stream. A failed read leaves the subject without a position:
-//! it then starts live, as it would have before ids carried starts.
+//! it then starts live, as it would have before ids carried starts. So
+//! does a read slower than [`START_READ_WAIT`]: one sent just before the
+//! NATS connection died waits for nothing, and a connect must not wait
+//! for the request's own timeout.
+
+use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::future::join_all;
 
 use crate::fanout::Fanout;
 use crate::reads::{ReadError, Reads, Source};
+
+/// The longest a connect waits for a start.
+pub const START_READ_WAIT: Duration = Duration::from_secs(1);
 
 /// Where history is and how it is read.
 pub struct History<'a> {
@@ -38,7 +46,9 @@ pub async fn positions(
         if let Some(newest) = followed.as_ref().and_then(|s| s.newest()) {
             return Some(newest);
         }
-        match newest(history, subject).await {
+        let read = tokio::time::timeout(START_READ_WAIT, newest(history, subject));
+        let timed_out = || format!("no answer within {START_READ_WAIT:?}").into();
+        match read.await.unwrap_or_else(|_| Err(timed_out())) {
             Ok(newest) => {
                 if let Some(followed) = followed {
                     followed.learn_newest(newest, epoch);

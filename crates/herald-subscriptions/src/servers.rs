@@ -56,7 +56,8 @@ impl Servers {
         self.next = index + 1;
     }
 
-    fn len(&self) -> usize {
+    /// Servers known: configured and advertised.
+    pub fn len(&self) -> usize {
         self.configured.len() + self.learned.len()
     }
 
@@ -109,10 +110,21 @@ pub fn same(a: &ServerAddr, b: &ServerAddr) -> bool {
     a.host() == b.host() && a.port() == b.port()
 }
 
-/// The pause before reconnect attempt `attempt`: doubling from 50 ms up to
+/// The pause before reconnect attempt `attempt` when `known` servers are
+/// known: none between servers of one round (a dead address costs no
+/// wait before the next), and before each round over all of them a
+/// back-off, so that a server's clients do not come back in step.
+pub fn pause(attempt: u32, known: usize) -> Duration {
+    let known = known.max(1) as u32;
+    match attempt % known {
+        0 => backoff(attempt / known),
+        _ => Duration::ZERO,
+    }
+}
+
+/// The pause before round `attempt`: doubling from 50 ms up to
 /// [`MAX_BACKOFF`], each somewhere in its upper half, and the first one
-/// anywhere within 50 ms, so that a node's clients do not come back in
-/// step.
+/// anywhere within 50 ms.
 pub fn backoff(attempt: u32) -> Duration {
     let first = Duration::from_millis(50);
     if attempt == 0 {
@@ -194,6 +206,20 @@ mod tests {
         s.learn(&many);
         assert_eq!(s.learned.len(), MAX_LEARNED);
         assert!(s.learned.iter().all(ServerAddr::tls_required));
+    }
+
+    #[test]
+    fn a_round_over_every_server_waits_only_before_it_starts() {
+        let pauses: Vec<bool> = (0..9).map(|a| pause(a, 3) > Duration::ZERO).collect();
+        // Before rounds 1 and 2 (round 0's first pause may round to zero).
+        assert_eq!(
+            &pauses[1..],
+            [false, false, true, false, false, true, false, false]
+        );
+        assert!(
+            pause(12, 3) >= Duration::from_millis(200),
+            "round 4 backs off"
+        );
     }
 
     #[test]

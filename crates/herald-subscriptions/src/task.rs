@@ -21,7 +21,7 @@ use crate::proto::{Info, ServerOp};
 use crate::registry::Registry;
 use crate::round_trips::{RoundTrips, Waiter};
 use crate::server_error;
-use crate::servers::{Servers, backoff};
+use crate::servers::{Servers, backoff, pause};
 
 /// Keep-alive PINGs left unanswered before the connection counts as dead.
 const MAX_UNANSWERED: u32 = 2;
@@ -532,11 +532,12 @@ impl Task {
     /// by the PONG after them (`Links::restored`).
     async fn reconnect(&mut self, mut waiting: RoundTrips) -> Option<Links> {
         for attempt in 0u32.. {
+            let wait = pause(attempt, self.servers.len());
             let server = self.servers.pick(None);
             let timeout = self.options.connect_timeout;
             let setup = self.setup.clone();
             let attempt_once = async {
-                tokio::time::sleep(backoff(attempt)).await;
+                tokio::time::sleep(wait).await;
                 match tokio::time::timeout(timeout, Session::open(&server, &setup)).await {
                     Ok(result) => result,
                     Err(_) => Err(Failure::TimedOut(timeout)),
