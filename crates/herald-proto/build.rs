@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let protos = ["herald/v1/publish.proto", "herald/v1/presence.proto"].map(|p| root.join(p));
+    let protos = [
+        "herald/v1/publish.proto",
+        "herald/v1/presence.proto",
+        "herald/v1/control.proto",
+    ]
+    .map(|p| root.join(p));
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());
     }

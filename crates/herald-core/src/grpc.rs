@@ -29,9 +29,9 @@ use crate::tls::ServerTls;
 pub struct Grpc {
     /// The service's routes, behind its API-token check.
     pub routes: Routes,
-    /// Its full name, e.g. `herald.v1.Publisher`: health reports it and
-    /// reflection describes it.
-    pub name: &'static str,
+    /// The services' full names, e.g. `herald.v1.Publisher`: health
+    /// reports them and reflection describes them.
+    pub names: &'static [&'static str],
     /// The encoded file descriptor set that describes it.
     pub descriptors: &'static [u8],
     /// TLS for the port; `None` serves plain text.
@@ -103,11 +103,11 @@ impl Grpc {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health = Health {
             reporter,
-            name: self.name,
+            names: self.names,
         };
         health.set(self.ready.is_ready()).await;
         let routes = self.routes.clone().add_service(health_service);
-        let routes = with_reflection(routes, self.descriptors, self.name);
+        let routes = with_reflection(routes, self.descriptors, self.names);
         (
             health,
             GrpcRoutes {
@@ -158,12 +158,12 @@ impl Grpc {
     }
 }
 
-/// The health of the one service a port serves, and of the server as a
+/// The health of the services a port serves, and of the server as a
 /// whole (`""`, what a check that names no service asks).
 #[derive(Clone)]
 struct Health {
     reporter: tonic_health::server::HealthReporter,
-    name: &'static str,
+    names: &'static [&'static str],
 }
 
 impl Health {
@@ -172,7 +172,7 @@ impl Health {
             true => ServingStatus::Serving,
             false => ServingStatus::NotServing,
         };
-        for service in ["", self.name] {
+        for service in std::iter::once("").chain(self.names.iter().copied()) {
             self.reporter.set_service_status(service, status).await;
         }
     }

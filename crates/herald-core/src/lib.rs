@@ -11,6 +11,7 @@
 //! - [`nats`]: connecting to NATS; [`nats_keys`]: its key files, read at every connect.
 //! - [`envelope`]: how an event travels on NATS (payload + `Herald-Event` header).
 //! - [`history`]: the sharded JetStream history streams.
+//! - [`buckets`]: the control plane's key-value buckets (revocations, follows).
 //! - [`offline`]: the work queue of events for users who were not connected.
 //! - [`presence`]: following who is connected where, over NATS.
 //! - [`api_token`]: the bearer token of the internal gRPC APIs.
@@ -35,6 +36,7 @@ pub mod activity;
 pub mod admin;
 pub mod api_token;
 pub mod backoff;
+pub mod buckets;
 pub mod cli;
 pub mod config_error;
 pub mod conn;

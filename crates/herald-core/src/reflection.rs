@@ -7,26 +7,27 @@
 use tonic::service::Routes;
 use tonic_reflection::pb::{v1, v1alpha};
 
-/// `routes` with reflection of `service` (its full name, described in
-/// the encoded descriptor set `descriptors`), health and reflection
+/// `routes` with reflection of `services` (their full names, described
+/// in the encoded descriptor set `descriptors`), health and reflection
 /// itself, in both versions.
 pub fn with_reflection(
     routes: Routes,
     descriptors: &'static [u8],
-    service: &'static str,
+    services: &'static [&'static str],
 ) -> Routes {
     let builder = || {
         let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(descriptors)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-        [
-            service,
+        let own = [
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection",
-        ]
-        .into_iter()
-        .fold(builder, |b, name| b.with_service_name(name))
+        ];
+        services
+            .iter()
+            .chain(&own)
+            .fold(builder, |b, name| b.with_service_name(*name))
     };
     let invalid = "descriptors are generated at build time and valid";
     let current = builder()

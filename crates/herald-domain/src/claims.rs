@@ -25,6 +25,10 @@ pub struct Claims {
     /// Not before, seconds since the epoch, if the issuer set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// Issued at, seconds since the epoch: a revocation refuses tokens
+    /// issued before it (and tokens without `iat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
     /// Whom the token is for; the edge checks it against `--jwt-audience`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<Audience>,
@@ -61,6 +65,7 @@ impl Claims {
             sub: sub.into(),
             exp: 0,
             nbf: None,
+            iat: Some(now()),
             aud: None,
             iss: None,
             topics: Vec::new(),
@@ -360,6 +365,7 @@ mod tests {
                 sub: "a".into(),
                 exp,
                 nbf,
+                iat: None,
                 aud,
                 iss,
                 topics: vec![],
@@ -401,7 +407,7 @@ mod tests {
                 None => *a == topic,
             });
             let claims = Claims {
-                sub: "a".into(), exp: 0, nbf: None, aud: None, iss: None, topics: allowed,
+                sub: "a".into(), exp: 0, nbf: None, iat: None, aud: None, iss: None, topics: allowed,
             };
             prop_assert_eq!(claims.allows_topic(&topic), model);
         }

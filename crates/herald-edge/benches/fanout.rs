@@ -22,7 +22,7 @@ fn audience(size: usize) -> (HashMap<ConnId, Member>, Vec<Receiver<Delivery>>) {
             id,
             Member {
                 queue,
-                signal: Signal::new(None),
+                signal: Signal::new(None, 0),
             },
         );
         queues.push(inbox);

@@ -62,7 +62,7 @@ mod tests {
         assert!(!drain.is_draining());
         drain.start();
         assert!(drain.is_draining());
-        let streams: Vec<Arc<Signal>> = (0..100).map(|_| Signal::new(None)).collect();
+        let streams: Vec<Arc<Signal>> = (0..100).map(|_| Signal::new(None, 0)).collect();
         let closing = drain.close_over_window(streams.clone());
         let mut closing = std::pin::pin!(closing);
         let closed = |streams: &[Arc<Signal>]| {

@@ -160,10 +160,12 @@ async fn open<B>(
             RejectReason::Unauthorized,
         )
     })?;
+    check_revoked(state, &user, &claims)?;
     let Target { topics, cursor } =
         request::parse_target(req.headers(), query, state.config.max_topics)
             .map_err(|e| ApiError::bad_request(e.code(), e))?;
     check_topics(&user, &topics, &claims)?;
+    let followed = server_side_follows(state, &user, &topics);
     state
         .connects
         .check(user.as_str())
@@ -183,11 +185,13 @@ async fn open<B>(
     // From here on, a NATS reconnect may mean missed live events: the
     // session then ends and the client resumes from its cursor.
     let epoch = *state.losses.borrow();
-    let signal = Signal::new(transport);
+    let signal = Signal::new(transport, claims.iat.unwrap_or(0));
     let (queue, inbox) = crate::queue::bounded(state.config.queue_capacity);
     let subjects: Vec<String> = std::iter::once(user.subject())
         .chain(topics.iter().map(Topic::subject))
+        .chain(followed.iter().map(Topic::subject))
         .collect();
+    let asked = subjects.len() - followed.len();
     let mut guard = Guard {
         id: state.next_id.fetch_add(1, Ordering::Relaxed),
         joined: Vec::with_capacity(subjects.len()),
@@ -197,14 +201,27 @@ async fn open<B>(
         opened: false,
         _permit: permit,
     };
-    for subject in &subjects {
+    for (index, subject) in subjects.iter().enumerate() {
         let member = Member {
             queue: queue.clone(),
             signal: signal.clone(),
         };
-        let sid = state.fanout.join(subject, guard.id, member);
-        guard.joined.push(sid);
+        // Server-side follows are joined as such: an Unfollow leaves them.
+        let sid = match index < asked {
+            true => Some(state.fanout.join(subject, guard.id, member)),
+            false => state
+                .fanout
+                .join_extra(&subjects[0], subject, guard.id, member),
+        };
+        let Some(sid) = sid else { continue };
+        if index < asked {
+            guard.joined.push(sid);
+        }
         state.fanout.confirm(sid).await.map_err(join_refused)?;
+    }
+    // A revocation that came while this stream joined missed it.
+    if check_revoked(state, &user, &claims).is_err() {
+        signal.close(CloseReason::Revoked);
     }
     drop(queue); // members hold the senders; the stream ends if all drop
     // Live first, then the replay: what is published meanwhile is in the
@@ -401,6 +418,55 @@ async fn resume(
     }
     let resets = state.metrics.resets.clone();
     Ok((Replay::start(held, plan, budget, resets), kept))
+}
+
+/// 401 `token_revoked` for a token the app revoked (`Control.Revoke`);
+/// 503 until this edge knows which are (it just started).
+fn check_revoked(state: &State, user: &UserId, claims: &Claims) -> Result<(), ApiError> {
+    let revocations = &state.revocations;
+    if !revocations.is_loaded() {
+        return Err(ApiError::unavailable(
+            "revocations_loading",
+            "this edge is still reading which tokens are revoked; retry shortly",
+            1,
+            RejectReason::Unavailable,
+        ));
+    }
+    let now = crate::revocations::unix_now();
+    match revocations.refusing(user, claims.iat, now) {
+        None => Ok(()),
+        Some(revocation) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+            format!(
+                "this token was revoked ({}); tokens of this user issued before {} are refused: get a new one",
+                revocation.reason, revocation.issued_before
+            ),
+            RejectReason::Unauthorized,
+        )),
+    }
+}
+
+/// The topics `user` follows server-side that the request did not ask
+/// for, and whose cursor keys collide with none of its subjects (such a
+/// topic is left out, and said so in the log).
+fn server_side_follows(state: &State, user: &UserId, asked: &[Topic]) -> Vec<Topic> {
+    let mut followed: Vec<Topic> = state.follows.of(user);
+    followed.retain(|t| !asked.contains(t));
+    let mut kept: Vec<Topic> = asked.to_vec();
+    followed.retain(|topic| {
+        kept.push(topic.clone());
+        let clear = distinct_keys(user, &kept).is_ok();
+        if !clear {
+            kept.pop();
+            tracing::warn!(
+                topic = topic.as_str(),
+                "a followed topic's event ids would collide with another's; not followed"
+            );
+        }
+        clear
+    });
+    followed
 }
 
 /// The token must allow every topic, and no two followed subjects may share

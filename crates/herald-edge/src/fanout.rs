@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use herald_core::nats::{LossCounter, NatsSecurity};
+use herald_domain::subject::TOPIC_PREFIX;
 use herald_subscriptions::{ConnectError, Deliver, Refusal, Sid, Source};
 
 use crate::delivery::{ConnId, Member};
@@ -25,9 +26,11 @@ use crate::sharing::Lookup;
 use crate::signal::Signal;
 use crate::subject::Subject;
 
+mod collector;
 mod link;
 mod mature;
 
+pub use collector::SubscriptionsCollector;
 use link::Link;
 pub use link::{NatsSubscriber, StatsReader};
 
@@ -61,6 +64,9 @@ struct Subjects {
 struct Registry {
     sids: HashMap<Box<str>, Sid>,
     subjects: HashMap<Sid, Arc<Subject>>,
+    /// Subjects streams joined after they opened (server-side follows,
+    /// see `follows`), by stream: left with the stream's own.
+    extras: HashMap<ConnId, Vec<Sid>>,
 }
 
 impl Fanout {
@@ -150,6 +156,22 @@ impl Fanout {
     /// new one.
     pub fn leave(&self, sid: Sid, id: ConnId) {
         let mut registry = self.subjects.registry.lock().unwrap();
+        self.leave_locked(&mut registry, sid, id);
+    }
+
+    /// Removes a stream that ends from the subscriptions it `joined` and
+    /// from those it was made to follow since.
+    pub fn leave_stream(&self, id: ConnId, joined: &[Sid]) {
+        let mut registry = self.subjects.registry.lock().unwrap();
+        for sid in joined {
+            self.leave_locked(&mut registry, *sid, id);
+        }
+        for sid in registry.extras.remove(&id).unwrap_or_default() {
+            self.leave_locked(&mut registry, sid, id);
+        }
+    }
+
+    fn leave_locked(&self, registry: &mut Registry, sid: Sid, id: ConnId) {
         let Some(subject) = registry.subjects.get(&sid) else {
             return;
         };
@@ -161,6 +183,88 @@ impl Fanout {
             self.subscriptions.unsubscribe(sid);
             self.subjects.metrics.subscriptions.dec();
         }
+    }
+
+    /// Adds open stream `id`, a member of `owner` (its user's subject), to
+    /// `subject` as well, until [`Fanout::leave_extra`] or its end; `None`
+    /// if it already follows `subject`, or has left `owner` (it is ending).
+    pub fn join_extra(
+        &self,
+        owner: &str,
+        subject: &str,
+        id: ConnId,
+        member: Member,
+    ) -> Option<Sid> {
+        let mut registry = self.subjects.registry.lock().unwrap();
+        let registry = &mut *registry;
+        let is_member = |name: &str| {
+            let sid = registry.sids.get(name)?;
+            Some(registry.subjects[sid].has_member(id))
+        };
+        if is_member(owner) != Some(true) || is_member(subject) == Some(true) {
+            return None;
+        }
+        let sid = match registry.sids.get(subject) {
+            Some(sid) => *sid,
+            None => self.subscribe(registry, subject),
+        };
+        registry.subjects[&sid].join(id, member);
+        registry.extras.entry(id).or_default().push(sid);
+        Some(sid)
+    }
+
+    /// The subjects stream `id` was made to follow since it opened.
+    pub fn extras(&self, id: ConnId) -> Vec<(Sid, String)> {
+        let registry = self.subjects.registry.lock().unwrap();
+        let Some(extras) = registry.extras.get(&id) else {
+            return Vec::new();
+        };
+        let named = extras.iter().filter_map(|sid| {
+            let subject = registry.subjects.get(sid)?;
+            Some((*sid, subject.name().to_owned()))
+        });
+        named.collect()
+    }
+
+    /// Removes stream `id` from `sid`, one of its [`Fanout::extras`].
+    pub fn leave_extra(&self, id: ConnId, sid: Sid) {
+        let mut registry = self.subjects.registry.lock().unwrap();
+        let Some(extras) = registry.extras.get_mut(&id) else {
+            return;
+        };
+        let before = extras.len();
+        extras.retain(|s| *s != sid);
+        let left = extras.len() < before;
+        if extras.is_empty() {
+            registry.extras.remove(&id);
+        }
+        if left {
+            self.leave_locked(&mut registry, sid, id);
+        }
+    }
+
+    /// The streams that follow `subject` here.
+    pub fn members_of(&self, subject: &str) -> Vec<(ConnId, Member)> {
+        self.find(subject).map(|s| s.members()).unwrap_or_default()
+    }
+
+    /// The topics followed here whose names start with `prefix`, the
+    /// first `limit` by name, with their stream counts.
+    pub fn topics(&self, prefix: &str, limit: usize) -> Vec<(String, u64)> {
+        let registry = self.subjects.registry.lock().unwrap();
+        let mut topics: Vec<(String, u64)> = registry
+            .sids
+            .iter()
+            .filter_map(|(name, sid)| {
+                let token = name.strip_prefix(TOPIC_PREFIX)?;
+                let topic = herald_domain::subject::decode_token(token)?;
+                let streams = registry.subjects[sid].streams() as u64;
+                topic.starts_with(prefix).then_some((topic, streams))
+            })
+            .collect();
+        topics.sort_unstable();
+        topics.truncate(limit);
+        topics
     }
 
     /// What this node holds after `after` for a stream of `subject` (see

@@ -35,6 +35,9 @@
 //! - [`tails`]: a history stream's tail, read once for many resumes.
 //! - [`recent`]: a subject's last events, kept for streams resuming just behind.
 //! - [`ratelimit`]: per-user connect rate.
+//! - [`control`]: the Control API's orders (disconnect, revoke, follows,
+//!   topics) carried out here; [`revocations`] and [`follows`] keep their
+//!   state in memory, following its buckets ([`bucket`]).
 //! - [`sse`]: event-stream framing.
 //! - [`drain`]: the jittered drain.
 //! - [`metrics`], [`error`].
@@ -42,8 +45,10 @@
 pub mod admission;
 pub mod beats;
 pub mod body;
+pub mod bucket;
 pub mod budget;
 pub mod config;
+pub mod control;
 pub mod cors;
 pub mod delivery;
 pub mod drain;
@@ -51,6 +56,7 @@ pub mod error;
 pub mod events;
 pub mod fanout;
 pub mod fill;
+pub mod follows;
 pub mod gaps;
 pub mod head;
 pub mod line;
@@ -62,6 +68,7 @@ pub mod ratelimit;
 pub mod reads;
 pub mod recent;
 pub mod replay;
+pub mod revocations;
 pub mod server;
 pub mod service;
 pub mod session;

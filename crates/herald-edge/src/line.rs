@@ -242,7 +242,7 @@ pub(crate) mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let transport = CancellationToken::new();
-        let signal = Signal::new(Some(transport.clone()));
+        let signal = Signal::new(Some(transport.clone()), 0);
         let line = Line::new(accepted.unwrap().0, signal);
         (line, client.unwrap(), transport)
     }

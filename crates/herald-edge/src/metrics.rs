@@ -1,11 +1,9 @@
 //! The edge's Prometheus metrics.
 
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
-};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -29,6 +27,10 @@ pub enum CloseReason {
     /// The client's socket took no bytes for `--write-timeout`: the client
     /// stopped reading, or vanished. Its connection is dropped.
     WriteTimeout,
+    /// The app ended the user's streams (`Control.Disconnect`).
+    Disconnected,
+    /// The app revoked the stream's token (`Control.Revoke`).
+    Revoked,
 }
 
 impl CloseReason {
@@ -42,6 +44,8 @@ impl CloseReason {
             Self::ServerError => "server_error",
             Self::SubscriptionRefused => "subscription_refused",
             Self::WriteTimeout => "write_timeout",
+            Self::Disconnected => "disconnected",
+            Self::Revoked => "revoked",
         }
     }
 }
@@ -318,74 +322,5 @@ impl Metrics {
 
     pub fn rejected(&self, reason: RejectReason) {
         self.rejects.get_or_create(&RejectLabels { reason }).inc();
-    }
-}
-
-/// The subscription connection's own figures, read at each scrape as
-/// `herald_edge_nats_*` (the edge's main NATS client is `herald_nats_*`).
-#[derive(Debug)]
-pub struct SubscriptionsCollector(pub crate::fanout::StatsReader);
-
-impl prometheus_client::collector::Collector for SubscriptionsCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = self.0.read();
-        let connected = ConstGauge::new(i64::from(stats.connected));
-        let help = "1 while the subscription connection is connected to NATS, else 0";
-        let metric = encoder.encode_descriptor(
-            "herald_edge_nats_connected",
-            help,
-            None,
-            connected.metric_type(),
-        )?;
-        connected.encode(metric)?;
-        // Which subscriber holds the subjects (`--nats-subscriber`).
-        let subscriber = [("subscriber", self.0.subscriber().as_str())];
-        let help = "1, labelled with what holds the streams' subscriptions: lean or async-nats";
-        let info = ConstGauge::new(1);
-        let mut metric = encoder.encode_descriptor(
-            "herald_edge_nats_subscriber",
-            help,
-            None,
-            info.metric_type(),
-        )?;
-        info.encode(metric.encode_family(&subscriber)?)?;
-        let counters = [
-            (
-                "herald_edge_nats_connects",
-                "Subscription connections made: the first, then one per reconnect",
-                stats.connects,
-            ),
-            (
-                "herald_edge_nats_pings",
-                "PINGs sent on the subscription connection: keep-alives and round trips",
-                stats.pings,
-            ),
-            (
-                "herald_edge_nats_messages_in",
-                "Messages the subscription connection handed to the fan-out",
-                stats.delivered,
-            ),
-            (
-                "herald_edge_nats_messages_dropped",
-                "Messages for subjects no longer followed, or unreadable",
-                stats.dropped,
-            ),
-            (
-                "herald_edge_nats_messages_oversized",
-                "Messages over the accepted size, skipped (the connection stays)",
-                stats.oversized,
-            ),
-            (
-                "herald_edge_nats_moves",
-                "Moves of the subscription connection to another server, made before leaving one in lame duck mode",
-                stats.moves,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(value);
-            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-            counter.encode(metric)?;
-        }
-        Ok(())
     }
 }

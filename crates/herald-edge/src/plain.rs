@@ -120,7 +120,7 @@ fn respond(
             Framing::Chunked => {
                 // Every chunked answer is a stream, which says how it ends.
                 let Ending { signal, exp } = ending.unwrap_or_else(|| Ending {
-                    signal: Signal::new(None),
+                    signal: Signal::new(None, 0),
                     exp: u64::MAX,
                 });
                 let line = Arc::new(Line::new(stream, signal));

@@ -18,12 +18,14 @@ use crate::admission::Admission;
 use crate::beats::Beats;
 use crate::config::Config;
 use crate::drain::Drain;
-use crate::fanout::{Fanout, NatsSubscriber};
+use crate::fanout::{Fanout, NatsSubscriber, SubscriptionsCollector};
 use crate::fill::{Filler, HistoryReader};
-use crate::metrics::{Metrics, SubscriptionsCollector};
+use crate::follows::Follows;
+use crate::metrics::Metrics;
 use crate::presence::Reporter;
 use crate::ratelimit::ConnectLimiter;
 use crate::reads::Reads;
+use crate::revocations::Revocations;
 use crate::state::State;
 use crate::tails::Tails;
 
@@ -51,6 +53,8 @@ pub struct Edge {
     nats: async_nats::Client,
     /// Taken when serving starts.
     reporter: Option<Reporter>,
+    /// Stops following the control buckets.
+    following: CancellationToken,
 }
 
 impl Edge {
@@ -111,13 +115,19 @@ impl Edge {
             metrics: Arc::new(metrics),
             next_id: AtomicU64::new(0),
             beats: Beats::new(config.heartbeat, config.write_timeout),
+            revocations: Revocations::default(),
+            follows: Follows::default(),
             config,
         };
+        let state = Arc::new(state);
+        let following = CancellationToken::new();
+        crate::control::follow_buckets(&state, &following).await;
         Ok(Self {
-            state: Arc::new(state),
+            state,
             ready: Readiness::default(),
             nats: client,
             reporter: Some(reporter),
+            following,
         })
     }
 
@@ -144,6 +154,18 @@ impl Edge {
                 None
             }
         };
+        let controlled = crate::control::start(
+            self.state.clone(),
+            self.nats.clone(),
+            stop_reporting.clone(),
+        );
+        let controlled = match controlled.await {
+            Ok(task) => Some(task),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot subscribe to control orders; Disconnect, Revoke and Follow will not reach this edge");
+                None
+            }
+        };
         let forgetting = tokio::spawn({
             let state = self.state.clone();
             let stop = stop_reporting.clone();
@@ -162,11 +184,16 @@ impl Edge {
             self.spawn_connection(&http, tls.as_ref(), accepted, &close_connections)
         };
 
-        // New clients go elsewhere while either connection is down: their
-        // streams would open deaf, or be refused.
+        // New clients go elsewhere while either connection is down (their
+        // streams would open deaf, or be refused), and until revoked
+        // tokens are known (they would be refused).
         let (nats, subscriptions) = (self.nats.clone(), self.state.fanout.stats_reader());
-        let both_connected =
-            move || herald_core::nats::is_connected(&nats) && subscriptions.read().connected;
+        let state = self.state.clone();
+        let both_connected = move || {
+            herald_core::nats::is_connected(&nats)
+                && subscriptions.read().connected
+                && state.revocations.is_loaded()
+        };
         self.ready
             .follow_connections(both_connected, stop_reporting.clone());
         self.ready.warm();
@@ -195,6 +222,10 @@ impl Edge {
         if let Some(task) = reporting {
             let _ = task.await;
         }
+        if let Some(task) = controlled {
+            let _ = task.await;
+        }
+        self.following.cancel();
         let _ = forgetting.await;
         let _ = beating.await;
         tracing::info!("drained");

@@ -63,9 +63,7 @@ pub struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        for sid in &self.joined {
-            self.fanout.leave(*sid, self.id);
-        }
+        self.fanout.leave_stream(self.id, &self.joined);
         if self.opened {
             let reason = self.signal.reason().unwrap_or(CloseReason::ClientGone);
             self.metrics.closed(reason);
@@ -245,7 +243,11 @@ impl Running {
             CloseReason::SubscriptionRefused => sse::jittered(base.max(REFUSED_RETRY_MS)),
             _ => base,
         };
-        sse::closing(retry, reason.as_str())
+        let closing = sse::closing(retry, reason.as_str());
+        match self.session.signal.farewell() {
+            Some(farewell) => [farewell, &closing].concat().into(),
+            None => closing,
+        }
     }
 }
 

@@ -11,12 +11,22 @@ use crate::metrics::CloseReason;
 /// Closes one stream, once, for the first reason given.
 #[derive(Debug)]
 pub struct Signal {
-    /// The first reason given wins.
-    reason: OnceLock<CloseReason>,
+    /// The first reason given wins, with the event sent before the end
+    /// when the app ended the stream (Disconnect, Revoke).
+    closing: OnceLock<Closing>,
+    /// The stream's token's `iat` (0: none): a revocation ends the
+    /// streams whose tokens it refuses.
+    issued_at: u64,
     closed: CancellationToken,
     /// Closes the whole HTTP/1.1 connection: a client that stopped reading
     /// never polls the body again, so only dropping the connection frees it.
     transport: Option<CancellationToken>,
+}
+
+#[derive(Debug)]
+struct Closing {
+    reason: CloseReason,
+    farewell: Option<Box<[u8]>>,
 }
 
 /// What a plain stream's writer needs of its stream, handed to it in the
@@ -30,9 +40,11 @@ pub struct Ending {
 }
 
 impl Signal {
-    pub fn new(transport: Option<CancellationToken>) -> Arc<Self> {
+    /// A stream's signal; `issued_at` is its token's `iat` (0: none).
+    pub fn new(transport: Option<CancellationToken>, issued_at: u64) -> Arc<Self> {
         Arc::new(Self {
-            reason: OnceLock::new(),
+            closing: OnceLock::new(),
+            issued_at,
             closed: CancellationToken::new(),
             transport,
         })
@@ -41,7 +53,13 @@ impl Signal {
     /// Closes the stream for `reason` unless it is already closing;
     /// returns whether this call was the one that closed it.
     pub fn close(&self, reason: CloseReason) -> bool {
-        let first = self.reason.set(reason).is_ok();
+        self.close_with(reason, None)
+    }
+
+    /// Closes the stream for `reason`, its last event `farewell` (a whole
+    /// SSE event), unless it is already closing; as [`Signal::close`].
+    pub fn close_with(&self, reason: CloseReason, farewell: Option<Box<[u8]>>) -> bool {
+        let first = self.closing.set(Closing { reason, farewell }).is_ok();
         if first {
             self.closed.cancel();
         }
@@ -66,7 +84,17 @@ impl Signal {
     }
 
     pub fn reason(&self) -> Option<CloseReason> {
-        self.reason.get().copied()
+        self.closing.get().map(|c| c.reason)
+    }
+
+    /// The event to send before the stream ends, if the app gave one.
+    pub fn farewell(&self) -> Option<&[u8]> {
+        self.closing.get()?.farewell.as_deref()
+    }
+
+    /// The stream's token's `iat`, 0 if it had none.
+    pub fn issued_at(&self) -> u64 {
+        self.issued_at
     }
 }
 
@@ -77,7 +105,7 @@ mod tests {
     #[test]
     fn the_transport_goes_for_a_client_that_is_not_reading() {
         let transport = CancellationToken::new();
-        let signal = Signal::new(Some(transport.clone()));
+        let signal = Signal::new(Some(transport.clone()), 0);
         assert!(signal.close(CloseReason::TokenExpired));
         assert!(!transport.is_cancelled(), "a close writes its last frame");
         // The last frame is stuck: the socket goes, the first reason stays.
@@ -86,13 +114,13 @@ mod tests {
         assert_eq!(signal.reason(), Some(CloseReason::TokenExpired));
 
         let transport = CancellationToken::new();
-        let signal = Signal::new(Some(transport.clone()));
+        let signal = Signal::new(Some(transport.clone()), 0);
         assert!(signal.close(CloseReason::Drain));
         assert!(!signal.close(CloseReason::SlowConsumer));
         assert!(
             !transport.is_cancelled(),
             "a closing stream sends its queue"
         );
-        assert!(Signal::new(None).close(CloseReason::WriteTimeout));
+        assert!(Signal::new(None, 0).close(CloseReason::WriteTimeout));
     }
 }

@@ -10,8 +10,10 @@ use crate::beats::Beats;
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::fanout::Fanout;
+use crate::follows::Follows;
 use crate::metrics::Metrics;
 use crate::ratelimit::ConnectLimiter;
+use crate::revocations::Revocations;
 use crate::tails::Tails;
 
 /// State shared by every request on one edge.
@@ -35,4 +37,8 @@ pub struct State {
     pub next_id: AtomicU64,
     /// Heartbeats of the streams served without hyper.
     pub beats: Beats,
+    /// Revoked tokens, by user (`Control.Revoke`).
+    pub revocations: Revocations,
+    /// Server-side follows, by user (`Control.Follow`).
+    pub follows: Follows,
 }

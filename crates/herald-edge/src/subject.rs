@@ -145,6 +145,23 @@ impl Subject {
         state.refs == 0
     }
 
+    /// Its streams, as the fan-out holds them (slow consumers dropped).
+    pub fn members(&self) -> Vec<(ConnId, Member)> {
+        let state = self.state.lock().unwrap();
+        let members = state.members.iter();
+        members.map(|(id, m)| (*id, m.clone())).collect()
+    }
+
+    /// Whether stream `id` follows this subject.
+    pub fn has_member(&self, id: ConnId) -> bool {
+        self.state.lock().unwrap().members.contains_key(&id)
+    }
+
+    /// How many streams follow it.
+    pub fn streams(&self) -> usize {
+        self.state.lock().unwrap().refs
+    }
+
     /// Its streams' signals, each once however many subjects it follows.
     pub fn signals(&self, into: &mut HashMap<ConnId, Arc<Signal>>) {
         let state = self.state.lock().unwrap();
@@ -431,7 +448,7 @@ mod tests {
         capacity: usize,
     ) -> (queue::Receiver<Delivery>, Arc<Signal>) {
         let (queue, inbox) = queue::bounded(capacity);
-        let signal = Signal::new(None);
+        let signal = Signal::new(None, 0);
         let member = Member {
             queue,
             signal: signal.clone(),

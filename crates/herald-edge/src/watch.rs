@@ -79,7 +79,7 @@ mod tests {
     async fn a_connection_whose_socket_takes_nothing_is_dropped_with_its_streams() {
         let connection = CancellationToken::new();
         let watch = Watch::new(connection.clone());
-        let streams: Vec<_> = (0..3).map(|_| Signal::new(None)).collect();
+        let streams: Vec<_> = (0..3).map(|_| Signal::new(None, 0)).collect();
         for signal in &streams {
             watch.add(signal);
         }
@@ -115,9 +115,9 @@ mod tests {
     fn streams_gone_are_forgotten() {
         let watch = Watch::new(CancellationToken::new());
         for _ in 0..10 {
-            watch.add(&Signal::new(None));
+            watch.add(&Signal::new(None, 0));
         }
-        let kept = Signal::new(None);
+        let kept = Signal::new(None, 0);
         watch.add(&kept);
         assert_eq!(watch.streams.lock().unwrap().len(), 1);
     }

@@ -97,7 +97,7 @@ impl PresenceServer {
             InterceptedService::new(PresenceGrpc::new(self.service), move |r| token.check(r));
         let grpc = Grpc {
             routes: Routes::new(presence),
-            name: SERVICE_NAME,
+            names: &[SERVICE_NAME],
             descriptors: herald_proto::FILE_DESCRIPTOR_SET,
             tls: self.tls,
             ready: self.ready,

@@ -50,6 +50,8 @@ pub struct PublishBatchRequest {
 pub enum JsonError {
     #[error("set either `users` or `topic`, not both (they are one `oneof target`)")]
     TwoTargets,
+    #[error("set either `userId` or `topic`, not both (they are one `oneof target`)")]
+    TwoHistoryTargets,
 }
 
 /// A batch's request that the JSON mapping refuses, and where it is.

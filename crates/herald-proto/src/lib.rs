@@ -1,12 +1,14 @@
 //! Herald's wire contract: the generated code for its gRPC API
 //! (`proto/herald/v1`, package `herald.v1`) and what travels beside it.
 //!
-//! Clients and servers for `Publisher` and `Presence` live in [`v1`];
+//! Clients and servers for `Publisher`, `Control` and `Presence` live in [`v1`];
 //! [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection; [`json`] is the
-//! proto3 JSON mapping of the Publish API's messages (HTTP publish, NDJSON);
+//! proto3 JSON mapping of the Publish API's messages (HTTP publish, NDJSON),
+//! [`control_json`] the Control API's;
 //! [`result_error`] is how a failed batch item reads; [`target`] builds a
 //! request's target.
 
+pub mod control_json;
 pub mod json;
 pub mod result_error;
 pub mod target;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use herald_core::api_token::ApiAuthArgs;
+use herald_core::buckets::BucketArgs;
 use herald_core::cli::CommonArgs;
 use herald_core::config_error::ConfigError;
 use herald_core::history::HistoryArgs;
@@ -21,6 +22,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub buckets: BucketArgs,
 
     /// Address of the gRPC API (Publisher, health, reflection).
     #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:50051")]
@@ -49,6 +53,11 @@ pub struct Args {
     /// the largest HTTP request body (JSON), in bytes.
     #[arg(long, env = "HERALD_MAX_BATCH_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_batch_bytes: usize,
+
+    /// Most topics a user may follow server-side (`Control.Follow`); the
+    /// edges' `--max-topics` bounds what one stream asks for.
+    #[arg(long, env = "HERALD_MAX_TOPICS", default_value_t = 32)]
+    pub max_topics: usize,
 }
 
 /// Validated configuration.
@@ -64,6 +73,8 @@ pub struct Config {
     /// Most encoded bytes of one batch's requests; the HTTP body limit.
     pub max_batch_bytes: usize,
     pub history: HistoryArgs,
+    pub buckets: BucketArgs,
+    pub max_topics: usize,
     /// gRPC over TLS (and mutual TLS with `--tls-client-ca`).
     pub tls: Option<ServerTls>,
 }
@@ -84,6 +95,12 @@ impl Args {
         if self.max_batch == 0 {
             return Err(ConfigError::new("--max-batch", "must be at least 1"));
         }
+        if self.max_topics == 0 {
+            return Err(ConfigError::new("--max-topics", "must be at least 1"));
+        }
+        if self.buckets.revocation_ttl < std::time::Duration::from_secs(60) {
+            return Err(ConfigError::new("--revocation-ttl", "must be at least 1m"));
+        }
         if self.max_batch_bytes < self.max_payload {
             return Err(ConfigError::new(
                 "--max-batch-bytes",
@@ -98,6 +115,8 @@ impl Args {
             max_batch: self.max_batch,
             max_batch_bytes: self.max_batch_bytes,
             history: self.history.clone(),
+            buckets: self.buckets.clone(),
+            max_topics: self.max_topics,
             // HTTP/1.1 for the JSON API beside gRPC's HTTP/2.
             tls: self.tls.server_config(&[b"h2", b"http/1.1"])?,
         })

@@ -1,32 +1,49 @@
-//! HTTP publish on the gRPC port, for services and scripts without gRPC:
+//! HTTP on the gRPC port, for services and scripts without gRPC:
 //! `POST /v1/publish` (a `PublishRequest` in proto3 JSON → a
-//! `PublishResponse`) and `POST /v1/publish:batch` (`{"requests": [...]}`
-//! → `{"results": [...]}`), behind the same API token, validation and
-//! limits as gRPC. Errors are `{"error": "<code>", "message": "..."}`.
+//! `PublishResponse`), `POST /v1/publish:batch` (`{"requests": [...]}`
+//! → `{"results": [...]}`) and the Control calls (`POST /v1/disconnect`,
+//! `/v1/revoke`, `/v1/follow`, `/v1/unfollow`, `/v1/history`,
+//! `/v1/topics`), behind the same API token, validation and limits as
+//! gRPC. Errors are `{"error": "<code>", "message": "..."}`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_core::api_token::{ApiToken, Verdict};
 use herald_core::grpc::HttpApi;
-use herald_proto::json;
+use herald_proto::v1::control_server::Control;
+use herald_proto::{control_json, json};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tonic::{Code, Status};
 use tracing::Instrument;
 
+use crate::control::ControlService;
 use crate::metrics::Outcome;
 use crate::service::{PublishService, request_span};
 
 /// The JSON API's paths.
 pub const PUBLISH: &str = "/v1/publish";
 pub const PUBLISH_BATCH: &str = "/v1/publish:batch";
+const CONTROL: [&str; 6] = [
+    "/v1/disconnect",
+    "/v1/revoke",
+    "/v1/follow",
+    "/v1/unfollow",
+    "/v1/history",
+    "/v1/topics",
+];
+
+/// The largest Control request body: a thousand users (the most one call
+/// may name) with the longest ids fit.
+const MAX_CONTROL_BODY: usize = 1024 * 1024;
 
 /// What the JSON API needs; cheap to clone.
 #[derive(Clone)]
 pub struct JsonApi {
     pub service: Arc<PublishService>,
+    pub control: Arc<ControlService>,
     pub token: ApiToken,
 }
 
@@ -34,7 +51,10 @@ impl HttpApi for JsonApi {
     /// Its paths, and anything over HTTP/1 (gRPC needs HTTP/2).
     fn wants(&self, request: &Request<Incoming>) -> bool {
         let path = request.uri().path();
-        path == PUBLISH || path == PUBLISH_BATCH || request.version() < http::Version::HTTP_2
+        path == PUBLISH
+            || path == PUBLISH_BATCH
+            || CONTROL.contains(&path)
+            || request.version() < http::Version::HTTP_2
     }
 
     /// Answers one HTTP request; never fails (errors are JSON responses).
@@ -70,6 +90,8 @@ impl Refusal {
             }
             Code::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Code::Aborted => (StatusCode::CONFLICT, "aborted"),
+            Code::Unimplemented => (StatusCode::NOT_IMPLEMENTED, "unimplemented"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         Self::new(http, code, status.message())
@@ -100,28 +122,90 @@ impl JsonApi {
         &self,
         request: Request<Incoming>,
     ) -> Result<Response<tonic::body::Body>, Refusal> {
-        let batch = match request.uri().path() {
-            PUBLISH => false,
-            PUBLISH_BATCH => true,
-            path => {
-                let message = format!("no {path} here: POST {PUBLISH} or {PUBLISH_BATCH}");
-                return Err(Refusal::new(StatusCode::NOT_FOUND, "not_found", message));
-            }
-        };
+        let path = request.uri().path().to_owned();
+        if path != PUBLISH && path != PUBLISH_BATCH && !CONTROL.contains(&path.as_str()) {
+            let message = format!(
+                "no {path} here: POST {PUBLISH}, {PUBLISH_BATCH} or one of {}",
+                CONTROL.join(", ")
+            );
+            return Err(Refusal::new(StatusCode::NOT_FOUND, "not_found", message));
+        }
         if request.method() != Method::POST {
-            let message = format!("{} takes POST", request.uri().path());
+            let message = format!("{path} takes POST");
             let status = StatusCode::METHOD_NOT_ALLOWED;
             return Err(Refusal::new(status, "method_not_allowed", message));
         }
         self.authorize(&request)?;
+        if CONTROL.contains(&path.as_str()) {
+            let body = self.body(request, MAX_CONTROL_BODY, "").await?;
+            return self.control(&path, &body).await;
+        }
         // A body refused here never reaches the service, which counts the
         // rest; as a gRPC call that does not decode, it is counted here.
         let invalid = |_: &Refusal| self.service.metrics.request(Outcome::InvalidArgument);
-        let body = self.body(request).await.inspect_err(invalid)?;
-        if batch {
+        let max = self.service.config.max_batch_bytes;
+        let body = self.body(request, max, " (--max-batch-bytes)");
+        let body = body.await.inspect_err(invalid)?;
+        if path == PUBLISH_BATCH {
             self.batch(&body, invalid).await
         } else {
             self.single(&body, invalid).await
+        }
+    }
+
+    /// One Control call: its JSON request to the gRPC method, its answer
+    /// back to JSON.
+    async fn control(
+        &self,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Response<tonic::body::Body>, Refusal> {
+        use control_json as j;
+        let c = &*self.control;
+        match path {
+            "/v1/disconnect" => {
+                let r: j::DisconnectRequest = parse(body)?;
+                answer(
+                    c.disconnect(tonic::Request::new(r.into())).await,
+                    j::DisconnectResponse::from,
+                )
+            }
+            "/v1/revoke" => {
+                let r: j::RevokeRequest = parse(body)?;
+                answer(
+                    c.revoke(tonic::Request::new(r.into())).await,
+                    j::StreamsResponse::from,
+                )
+            }
+            "/v1/follow" => {
+                let r: j::FollowRequest = parse(body)?;
+                answer(
+                    c.follow(tonic::Request::new(r.into())).await,
+                    j::StreamsResponse::from,
+                )
+            }
+            "/v1/unfollow" => {
+                let r: j::FollowRequest = parse(body)?;
+                answer(
+                    c.unfollow(tonic::Request::new(r.into())).await,
+                    j::StreamsResponse::from,
+                )
+            }
+            "/v1/history" => {
+                let r: j::HistoryRequest = parse(body)?;
+                let r = r.try_into().map_err(invalid)?;
+                answer(
+                    c.history(tonic::Request::new(r)).await,
+                    j::HistoryResponse::from,
+                )
+            }
+            _ => {
+                let r: j::TopicsRequest = parse(body)?;
+                answer(
+                    c.topics(tonic::Request::new(r.into())).await,
+                    j::TopicsResponse::from,
+                )
+            }
         }
     }
 
@@ -142,12 +226,16 @@ impl JsonApi {
         ))
     }
 
-    /// The whole body, refused with 413 past `--max-batch-bytes` (before
-    /// reading it when `Content-Length` says so).
-    async fn body(&self, request: Request<Incoming>) -> Result<Bytes, Refusal> {
-        let max = self.service.config.max_batch_bytes;
+    /// The whole body, refused with 413 past `max` bytes (before reading
+    /// it when `Content-Length` says so); `flag` names what sets `max`.
+    async fn body(
+        &self,
+        request: Request<Incoming>,
+        max: usize,
+        flag: &str,
+    ) -> Result<Bytes, Refusal> {
         let too_large = || {
-            let message = format!("the body is over {max} bytes (--max-batch-bytes)");
+            let message = format!("the body is over {max} bytes{flag}");
             Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
         };
         let declared = request
@@ -200,6 +288,18 @@ impl JsonApi {
             &json::PublishBatchResponse::from(response),
         ))
     }
+}
+
+/// A Control call's answer as JSON, or its refusal.
+fn answer<R, J: serde::Serialize>(
+    result: Result<tonic::Response<R>, Status>,
+    to_json: impl FnOnce(R) -> J,
+) -> Result<Response<tonic::body::Body>, Refusal> {
+    let response = result.map_err(|s| Refusal::of(&s))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &to_json(response.into_inner()),
+    ))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {

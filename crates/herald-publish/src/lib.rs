@@ -8,14 +8,19 @@
 //! - [`service`]: the API's state, and the checks before an event is sent.
 //! - [`send`]: one event onto NATS (store or send, receipts, offline queue), acks pending.
 //! - [`batch`]: `PublishBatch`: its limits, every item sent, then all acks awaited.
-//! - [`json_api`]: HTTP `POST /v1/publish` and `/v1/publish:batch` on the gRPC port.
-//! - [`streams`]: the history streams and offline queue, created in the background.
+//! - [`control`]: the `Control` implementation: disconnect, revoke, follows, history, topics;
+//!   [`edges`] asks every edge at once, [`history`] reads a user's or topic's events.
+//! - [`json_api`]: HTTP `POST /v1/publish`, `/v1/publish:batch` and the Control calls on the gRPC port.
+//! - [`streams`]: the history streams, offline queue and control buckets, created in the background.
 //! - [`retry`]: when to ask JetStream again for a stream it refused.
 //! - [`validate`]: request checks, all before anything is published.
 //! - [`metrics`].
 
 pub mod batch;
 pub mod config;
+pub mod control;
+pub mod edges;
+pub mod history;
 pub mod json_api;
 pub mod metrics;
 pub mod publish;

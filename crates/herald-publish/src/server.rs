@@ -1,5 +1,5 @@
-//! Serving the gRPC API: Publisher (behind the API token), health and
-//! reflection, with the HTTP JSON API on the same port.
+//! Serving the gRPC API: Publisher and Control (behind the API token),
+//! health and reflection, with the HTTP JSON API on the same port.
 
 use std::sync::Arc;
 
@@ -10,13 +10,15 @@ use herald_core::nats::Losses;
 use herald_core::presence::{Follower, FollowerMetrics};
 use herald_core::readiness::Readiness;
 use herald_domain::subject::MAX_ID_LEN;
-use herald_proto::v1::publisher_server::{PublisherServer, SERVICE_NAME};
+use herald_proto::v1::control_server::{self, ControlServer};
+use herald_proto::v1::publisher_server::{self, PublisherServer};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::config::Config;
+use crate::control::ControlService;
 use crate::json_api::JsonApi;
 use crate::metrics::Metrics;
 use crate::service::PublishService;
@@ -78,6 +80,7 @@ impl PublishServer {
         let preparing = streams.clone().prepare(
             js.clone(),
             config.history.clone(),
+            config.buckets.clone(),
             ready.clone(),
             following.clone(),
         );
@@ -145,15 +148,20 @@ impl PublishServer {
         self.ready
             .follow_nats(&self.service.nats, self.following.clone());
         let service = Arc::new(self.service);
+        let control = Arc::new(ControlService::new(service.clone()));
         let json = JsonApi {
             service: service.clone(),
+            control: control.clone(),
             token: token.clone(),
         };
         let publisher = PublisherServer::from_arc(service).max_decoding_message_size(max_request);
-        let publisher = InterceptedService::new(publisher, move |r| token.check(r));
+        let check = token.clone();
+        let publisher = InterceptedService::new(publisher, move |r| check.check(r));
+        let control = ControlServer::from_arc(control).max_decoding_message_size(max_request);
+        let control = InterceptedService::new(control, move |r| token.check(r));
         let grpc = Grpc {
-            routes: Routes::new(publisher),
-            name: SERVICE_NAME,
+            routes: Routes::new(publisher).add_service(control),
+            names: &[publisher_server::SERVICE_NAME, control_server::SERVICE_NAME],
             descriptors: herald_proto::FILE_DESCRIPTOR_SET,
             tls,
             ready: self.ready,

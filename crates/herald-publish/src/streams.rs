@@ -1,4 +1,5 @@
-//! The history streams and the offline queue, created in the background
+//! The history streams, the offline queue and the control plane's
+//! buckets (revocations, follows), created in the background
 //! so herald-publish serves from its first second: on a cluster that has
 //! just started, JetStream may take seconds to elect its leaders, and a
 //! caller connected meanwhile must hear "not yet" at once, not wait.
@@ -12,6 +13,7 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, stream};
+use herald_core::buckets::{self, BucketArgs};
 use herald_core::history::HistoryArgs;
 use herald_core::offline;
 use herald_core::readiness::Readiness;
@@ -22,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::retry::{ATTEMPT_TIMEOUT, Refusal, Retry};
 
 /// What readiness waits for until the streams exist.
-const WAITING_FOR: &str = "the history streams and offline queue";
+const WAITING_FOR: &str = "the history streams, offline queue and control buckets";
 
 /// Whether the streams exist yet; cheap to clone.
 #[derive(Clone)]
@@ -50,15 +52,18 @@ impl Streams {
         self,
         mut js: jetstream::Context,
         history: HistoryArgs,
+        buckets: BucketArgs,
         ready: Readiness,
         stop: CancellationToken,
     ) {
         js.set_timeout(ATTEMPT_TIMEOUT);
         ready.waiting_for(WAITING_FOR);
         let started = Instant::now();
-        let configs = history
-            .stream_configs()
-            .chain([offline::stream_config(&history)]);
+        let configs = history.stream_configs().chain([
+            offline::stream_config(&history),
+            buckets::revocations_config(&history, buckets.revocation_ttl),
+            buckets::follows_config(&history),
+        ]);
         let creating = configs.map(|config| create(&js, config, &ready));
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -62,16 +62,30 @@ impl NatsServer {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        server.write_config(None, extra);
-        server.launch();
+        server.launch_first(None, extra);
         server
     }
 
     fn spawn(name: &str, cluster: Option<(u16, &[u16])>, extra: &str) -> Self {
         let mut server = Self::new(name);
-        server.write_config(cluster, extra);
-        server.launch();
+        server.launch_first(cluster, extra);
         server
+    }
+
+    /// The first launch: a port another test took since it was picked
+    /// (they are picked free, then bound by nats-server) is picked again.
+    fn launch_first(&mut self, cluster: Option<(u16, &[u16])>, extra: &str) {
+        for _ in 0..4 {
+            self.write_config(cluster, extra);
+            match self.try_launch() {
+                Ok(()) => return,
+                Err(log) if log.contains("address already in use") => {
+                    (self.client_port, self.monitor_port) = (free_port(), free_port());
+                }
+                Err(log) => panic!("nats-server did not start; its log:\n{log}"),
+            }
+        }
+        self.launch();
     }
 
     fn new(name: &str) -> Self {
@@ -119,6 +133,13 @@ impl NatsServer {
     }
 
     fn launch(&mut self) {
+        if let Err(log) = self.try_launch() {
+            panic!("nats-server did not start; its log:\n{log}");
+        }
+    }
+
+    /// Starts nats-server; its log if it does not listen.
+    fn try_launch(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.path().join("nats.log")).expect("log file");
         let child = Command::new(binary())
             .arg("-c")
@@ -129,17 +150,19 @@ impl NatsServer {
             .spawn()
             .expect("spawn nats-server");
         // The ports file appears once the server listens.
+        let mut child = child;
         let ports = read_ports(
             self.dir.path(),
-            child.id(),
+            &mut child,
             &self.dir.path().join("nats.log"),
-        );
+        )?;
         assert_eq!(
             ports,
             (self.client_port, self.monitor_port),
             "nats-server ports"
         );
         self.child = Some(child);
+        Ok(())
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -438,10 +461,11 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Waits for the ports file nats-server writes once it listens.
-fn read_ports(dir: &Path, pid: u32, log: &Path) -> (u16, u16) {
+/// Waits for the ports file nats-server writes once it listens; its log
+/// if it exits or does not listen within 10 s.
+fn read_ports(dir: &Path, child: &mut Child, log: &Path) -> Result<(u16, u16), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let file = dir.join(format!("nats-server_{pid}.ports"));
+    let file = dir.join(format!("nats-server_{}.ports", child.id()));
     loop {
         if let Ok(text) = std::fs::read_to_string(&file)
             && let Ok(ports) = serde_json::from_str::<Value>(&text)
@@ -453,11 +477,17 @@ fn read_ports(dir: &Path, pid: u32, log: &Path) -> (u16, u16) {
                     .and_then(|p| p.parse().ok())
                     .unwrap_or(0)
             };
-            return (port_of("nats"), port_of("monitoring"));
+            return Ok((port_of("nats"), port_of("monitoring")));
         }
-        if Instant::now() > deadline {
+        let exited = child.try_wait().ok().flatten().is_some();
+        if exited || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
             let log = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("nats-server did not start within 10s; its log:\n{log}");
+            return Err(match exited {
+                true => log,
+                false => format!("(no ports file within 10 s)\n{log}"),
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     }
