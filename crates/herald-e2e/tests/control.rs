@@ -306,3 +306,73 @@ async fn control_calls_need_the_token_and_refuse_what_is_too_large() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn lifecycle_events_tell_each_streams_connect_and_disconnect() {
+    use futures::StreamExt;
+    let nats = NatsServer::start();
+    let publish = start(&nats).await;
+    let mut config = edge_config("e1");
+    config.lifecycle_events = true;
+    let edge = start_edge(&nats.client_url(), config).await;
+    let client = async_nats::connect(nats.client_url()).await.unwrap();
+    let mut events = client.subscribe("herald.lifecycle.*").await.unwrap();
+    client.flush().await.unwrap();
+    let mut next = async || -> (String, Value) {
+        let message = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("a lifecycle event within 10 s")
+            .unwrap();
+        let event = serde_json::from_slice(&message.payload).unwrap();
+        (message.subject.to_string(), event)
+    };
+
+    let token = Claims::new("a.b").topics(&["news"]).hs256(SECRET);
+    let stream = open(&edge, &token, &["news"]).await;
+    let (subject, connect) = next().await;
+    assert_eq!(
+        subject, "herald.lifecycle.a~2Eb",
+        "the user's token, escaped"
+    );
+    assert_eq!(
+        (
+            &connect["type"],
+            &connect["user"],
+            &connect["node"],
+            &connect["topics"]
+        ),
+        (
+            &json!("connect"),
+            &json!("a.b"),
+            &json!("e1"),
+            &json!(["news"])
+        )
+    );
+    assert!(connect["at"].as_str().unwrap().ends_with('Z'), "{connect}");
+    let id = connect["stream"].clone();
+
+    call(
+        &publish,
+        "/v1/disconnect",
+        json!({"userIds": ["a.b"], "reason": "bye"}),
+    )
+    .await;
+    let (_, disconnect) = next().await;
+    assert_eq!(
+        (
+            &disconnect["type"],
+            &disconnect["stream"],
+            &disconnect["reason"]
+        ),
+        (&json!("disconnect"), &id, &json!("disconnected"))
+    );
+    assert!(disconnect["duration_ms"].as_u64().is_some(), "{disconnect}");
+    drop(stream);
+
+    let stream = open(&edge, &token, &[]).await;
+    let (_, connect) = next().await;
+    assert_eq!(connect["topics"], json!([]));
+    drop(stream);
+    let (_, disconnect) = next().await;
+    assert_eq!(disconnect["reason"], "client_gone", "{disconnect}");
+}

@@ -109,6 +109,11 @@ pub struct Args {
     #[arg(long, env = "HERALD_MAX_TOPICS", default_value_t = 32)]
     pub max_topics: usize,
 
+    /// Publish every stream's connect and disconnect as JSON on NATS
+    /// subject `herald.lifecycle.<user token>` (`herald lifecycle` tails them).
+    #[arg(long, env = "HERALD_LIFECYCLE_EVENTS")]
+    pub lifecycle_events: bool,
+
     /// Most events one connect replays from its cursor; a subject whose
     /// missed events do not fit gets `herald.reset` (the app refetches).
     #[arg(long, env = "HERALD_MAX_REPLAY_EVENTS", default_value_t = 1000)]
@@ -162,6 +167,8 @@ pub struct Config {
     pub max_connections: usize,
     pub max_connections_per_user: usize,
     pub max_topics: usize,
+    /// Publish streams' connects and disconnects (`--lifecycle-events`).
+    pub lifecycle_events: bool,
     /// What one connect may replay.
     pub replay: ReplayLimits,
     pub connect_rate: ConnectRate,
@@ -259,6 +266,7 @@ impl Args {
             max_connections: self.max_connections,
             max_connections_per_user: self.max_connections_per_user,
             max_topics: self.max_topics,
+            lifecycle_events: self.lifecycle_events,
             replay: ReplayLimits {
                 events: self.max_replay_events,
                 bytes: self.max_replay_bytes,

@@ -199,6 +199,7 @@ async fn open<B>(
         signal: signal.clone(),
         metrics: state.metrics.clone(),
         opened: false,
+        life: None,
         _permit: permit,
     };
     for (index, subject) in subjects.iter().enumerate() {
@@ -236,6 +237,14 @@ async fn open<B>(
         signal.close(CloseReason::Drain);
     }
 
+    if let Some(lifecycle) = &state.lifecycle {
+        let topics = topics
+            .iter()
+            .chain(&followed)
+            .map(|t| t.as_str().to_owned());
+        let life = lifecycle.connected(user.as_str(), guard.id, topics.collect());
+        guard.life = Some(Box::new(life));
+    }
     // The id a client that goes away before any event resumes from.
     let id = (!cursor.is_empty()).then(|| cursor.encode());
     let in_body = matches!(heartbeats, Heartbeats::InBody { .. });

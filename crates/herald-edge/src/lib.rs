@@ -35,6 +35,7 @@
 //! - [`tails`]: a history stream's tail, read once for many resumes.
 //! - [`recent`]: a subject's last events, kept for streams resuming just behind.
 //! - [`ratelimit`]: per-user connect rate.
+//! - [`lifecycle`]: streams' connects and disconnects published on NATS (`--lifecycle-events`).
 //! - [`control`]: the Control API's orders (disconnect, revoke, follows,
 //!   topics) carried out here; [`revocations`] and [`follows`] keep their
 //!   state in memory, following its buckets ([`bucket`]).
@@ -59,6 +60,7 @@ pub mod fill;
 pub mod follows;
 pub mod gaps;
 pub mod head;
+pub mod lifecycle;
 pub mod line;
 pub mod metrics;
 pub mod plain;

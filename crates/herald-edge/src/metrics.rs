@@ -178,6 +178,8 @@ pub struct Metrics {
     rejects: Family<RejectLabels, Counter>,
     pub delivered: Counter,
     pub slow_consumer_closes: Counter,
+    /// Lifecycle events not published: NATS could not keep up.
+    pub lifecycle_dropped: Counter,
     pub subscriptions: Gauge,
     refusals: Family<RefusalLabels, Counter>,
     resumes: Family<ResumeLabels, Counter>,
@@ -208,6 +210,7 @@ impl Default for Metrics {
             rejects: Family::default(),
             delivered: Counter::default(),
             slow_consumer_closes: Counter::default(),
+            lifecycle_dropped: Counter::default(),
             subscriptions: Gauge::default(),
             refusals: Family::default(),
             resumes: Family::default(),
@@ -248,6 +251,11 @@ impl Metrics {
             "slow_consumer_closes",
             "Streams found too slow and detached from delivery (counted at once; closes_total counts them when the stream ends)",
             m.slow_consumer_closes.clone(),
+        );
+        r.register(
+            "lifecycle_events_dropped",
+            "Lifecycle events (--lifecycle-events) dropped because NATS could not take them fast enough",
+            m.lifecycle_dropped.clone(),
         );
         r.register(
             "nats_subscriptions",

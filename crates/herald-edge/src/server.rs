@@ -21,6 +21,7 @@ use crate::drain::Drain;
 use crate::fanout::{Fanout, NatsSubscriber, SubscriptionsCollector};
 use crate::fill::{Filler, HistoryReader};
 use crate::follows::Follows;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::presence::Reporter;
 use crate::ratelimit::ConnectLimiter;
@@ -104,6 +105,16 @@ impl Edge {
             config.presence_heartbeat,
             registry,
         );
+        let following = CancellationToken::new();
+        let lifecycle = config.lifecycle_events.then(|| {
+            let dropped = metrics.lifecycle_dropped.clone();
+            Lifecycle::start(
+                client.clone(),
+                config.node_id.clone(),
+                dropped,
+                following.clone(),
+            )
+        });
         let state = State {
             js,
             tails: Tails::new(config.history.history_shards, metrics.tail_reads.clone()),
@@ -117,10 +128,10 @@ impl Edge {
             beats: Beats::new(config.heartbeat, config.write_timeout),
             revocations: Revocations::default(),
             follows: Follows::default(),
+            lifecycle,
             config,
         };
         let state = Arc::new(state);
-        let following = CancellationToken::new();
         crate::control::follow_buckets(&state, &following).await;
         Ok(Self {
             state,

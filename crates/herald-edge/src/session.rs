@@ -14,6 +14,7 @@ use tokio::time::{Instant, Sleep};
 use crate::admission::Permit;
 use crate::delivery::{ConnId, Delivery};
 use crate::fanout::Fanout;
+use crate::lifecycle::StreamLife;
 use crate::metrics::{CloseReason, Metrics};
 use crate::queue;
 use crate::replay::Replay;
@@ -58,6 +59,8 @@ pub struct Guard {
     pub metrics: Arc<Metrics>,
     /// Set once the stream was handed to the client; only then is it counted.
     pub opened: bool,
+    /// What its disconnect's lifecycle event needs (`--lifecycle-events`).
+    pub life: Option<Box<StreamLife>>,
     pub _permit: Permit,
 }
 
@@ -68,6 +71,9 @@ impl Drop for Guard {
             let reason = self.signal.reason().unwrap_or(CloseReason::ClientGone);
             self.metrics.closed(reason);
             self.metrics.connections.dec();
+            if let Some(life) = &self.life {
+                life.disconnected(reason);
+            }
             tracing::debug!(conn = self.id, reason = reason.as_str(), "stream closed");
         }
     }

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::drain::Drain;
 use crate::fanout::Fanout;
 use crate::follows::Follows;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::ratelimit::ConnectLimiter;
 use crate::revocations::Revocations;
@@ -41,4 +42,6 @@ pub struct State {
     pub revocations: Revocations,
     /// Server-side follows, by user (`Control.Follow`).
     pub follows: Follows,
+    /// Where streams' connects and disconnects are published, if they are.
+    pub lifecycle: Option<Arc<Lifecycle>>,
 }
