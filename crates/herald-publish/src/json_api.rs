@@ -16,9 +16,11 @@ use herald_proto::{control_json, json};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use serde_json::{Value, json};
 use tonic::{Code, Status};
 use tracing::Instrument;
 
+use crate::admin_page;
 use crate::control::ControlService;
 use crate::metrics::Outcome;
 use crate::service::{PublishService, request_span};
@@ -26,13 +28,15 @@ use crate::service::{PublishService, request_span};
 /// The JSON API's paths.
 pub const PUBLISH: &str = "/v1/publish";
 pub const PUBLISH_BATCH: &str = "/v1/publish:batch";
-const CONTROL: [&str; 6] = [
+const CONTROL: [&str; 8] = [
     "/v1/disconnect",
     "/v1/revoke",
     "/v1/follow",
     "/v1/unfollow",
     "/v1/history",
     "/v1/topics",
+    "/v1/presence",
+    "/v1/stats",
 ];
 
 /// The largest Control request body: a thousand users (the most one call
@@ -54,6 +58,7 @@ impl HttpApi for JsonApi {
         path == PUBLISH
             || path == PUBLISH_BATCH
             || CONTROL.contains(&path)
+            || admin_page::PATHS.contains(&path)
             || request.version() < http::Version::HTTP_2
     }
 
@@ -123,6 +128,11 @@ impl JsonApi {
         request: Request<Incoming>,
     ) -> Result<Response<tonic::body::Body>, Refusal> {
         let path = request.uri().path().to_owned();
+        if request.method() == Method::GET
+            && let Some(page) = admin_page::asset(&path)
+        {
+            return Ok(page);
+        }
         if path != PUBLISH && path != PUBLISH_BATCH && !CONTROL.contains(&path.as_str()) {
             let message = format!(
                 "no {path} here: POST {PUBLISH}, {PUBLISH_BATCH} or one of {}",
@@ -199,14 +209,53 @@ impl JsonApi {
                     j::HistoryResponse::from,
                 )
             }
-            _ => {
+            "/v1/topics" => {
                 let r: j::TopicsRequest = parse(body)?;
                 answer(
                     c.topics(tonic::Request::new(r.into())).await,
                     j::TopicsResponse::from,
                 )
             }
+            "/v1/presence" => {
+                let r: PresenceRequest = parse(body)?;
+                Ok(json_response(StatusCode::OK, &self.presence(&r)?))
+            }
+            _ => Ok(json_response(StatusCode::OK, &self.stats())),
         }
+    }
+
+    /// Who is connected where, as this node's presence follower knows it
+    /// (the admin page's user lookup).
+    fn presence(&self, request: &PresenceRequest) -> Result<Value, Refusal> {
+        let users = herald_domain::control::parse_users(&request.user_ids).map_err(invalid)?;
+        let directory = self.service.presence.directory();
+        let users = users.iter().map(|user| {
+            let edges = directory.user_nodes(user.as_str());
+            let connections: u32 = edges.iter().map(|(_, n)| n).sum();
+            let edges: Vec<Value> = edges
+                .into_iter()
+                .map(|(node, n)| json!({"node": node, "connections": n}))
+                .collect();
+            json!({"userId": user.as_str(), "online": connections > 0,
+                   "connections": connections, "edges": edges})
+        });
+        Ok(json!({ "users": users.collect::<Vec<_>>() }))
+    }
+
+    /// The cluster's totals and each edge's streams (the admin page's header).
+    fn stats(&self) -> Value {
+        let directory = self.service.presence.directory();
+        let mut edges: Vec<(&str, u64)> = directory.node_connections().collect();
+        edges.sort_unstable();
+        let edges: Vec<Value> = edges
+            .into_iter()
+            .map(|(node, n)| json!({"node": node, "connections": n.to_string()}))
+            .collect();
+        json!({
+            "connections": directory.connections().to_string(),
+            "usersOnline": directory.users_online().to_string(),
+            "edges": edges,
+        })
     }
 
     fn authorize(&self, request: &Request<Incoming>) -> Result<(), Refusal> {
@@ -288,6 +337,14 @@ impl JsonApi {
             &json::PublishBatchResponse::from(response),
         ))
     }
+}
+
+/// `POST /v1/presence`: the users to look up.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PresenceRequest {
+    #[serde(default, alias = "user_ids")]
+    user_ids: Vec<String>,
 }
 
 /// A Control call's answer as JSON, or its refusal.

@@ -10,12 +10,14 @@
 //! - [`batch`]: `PublishBatch`: its limits, every item sent, then all acks awaited.
 //! - [`control`]: the `Control` implementation: disconnect, revoke, follows, history, topics;
 //!   [`edges`] asks every edge at once, [`history`] reads a user's or topic's events.
+//! - [`admin_page`]: `GET /admin`, the operators' page over the HTTP API.
 //! - [`json_api`]: HTTP `POST /v1/publish`, `/v1/publish:batch` and the Control calls on the gRPC port.
 //! - [`streams`]: the history streams, offline queue and control buckets, created in the background.
 //! - [`retry`]: when to ask JetStream again for a stream it refused.
 //! - [`validate`]: request checks, all before anything is published.
 //! - [`metrics`].
 
+pub mod admin_page;
 pub mod batch;
 pub mod config;
 pub mod control;

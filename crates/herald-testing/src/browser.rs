@@ -69,13 +69,33 @@ impl Browser {
 
     /// Evaluates `expression` in the page and returns its value as JSON.
     pub async fn eval(&mut self, expression: &str) -> Value {
+        let params = json!({ "expression": expression, "returnByValue": true });
+        let result = self.call("Runtime.evaluate", params).await;
+        assert!(
+            result["exceptionDetails"].is_null(),
+            "{expression}: {result}"
+        );
+        result["result"]["value"].clone()
+    }
+
+    /// Saves what the page shows as a PNG at `path`.
+    pub async fn screenshot(&mut self, path: &std::path::Path) {
+        use base64::Engine;
+        let result = self
+            .call("Page.captureScreenshot", json!({ "format": "png" }))
+            .await;
+        let data = result["data"].as_str().expect("screenshot data");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64 PNG");
+        std::fs::write(path, png).expect("write the screenshot");
+    }
+
+    /// Calls DevTools `method` on the page; its `result`.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
-        let call = json!({
-            "id": id,
-            "method": "Runtime.evaluate",
-            "params": { "expression": expression, "returnByValue": true },
-        });
+        let call = json!({ "id": id, "method": method, "params": params });
         self.page
             .send(Message::text(call.to_string()))
             .await
@@ -91,11 +111,8 @@ impl Browser {
             };
             let answer: Value = serde_json::from_str(&text).expect("DevTools JSON");
             if answer["id"] == id {
-                assert!(
-                    answer["result"]["exceptionDetails"].is_null(),
-                    "{expression}: {answer}"
-                );
-                return answer["result"]["result"]["value"].clone();
+                assert!(answer["error"].is_null(), "{method}: {answer}");
+                return answer["result"].clone();
             }
         }
     }

@@ -200,6 +200,16 @@ impl Directory {
         }
     }
 
+    /// The user's connections on each node holding some, by node name.
+    pub fn user_nodes(&self, user: &str) -> Vec<(String, u32)> {
+        let Some(nodes) = self.users.get(user) else {
+            return Vec::new();
+        };
+        let mut nodes: Vec<(String, u32)> = nodes.iter().map(|(n, c)| (n.clone(), *c)).collect();
+        nodes.sort();
+        nodes
+    }
+
     pub fn is_online(&self, user: &str) -> bool {
         self.users.contains_key(user)
     }
