@@ -17,6 +17,9 @@
 //!   again and have caught up, errors, lost and duplicated events.
 //! - `churn`: streams replaced by new users at a steady pace while events
 //!   flow, then all closed: the server's resident memory over time and after.
+//! - `disconnect`: one stream per user over one or two edges, then
+//!   `Control.Disconnect` for all of them in batches: the delay from each
+//!   call's answer to its streams' ends (p50, p99, max).
 //! - `receipts`: a Publish with its receipt against the presence round trip
 //!   it avoids, in the same run.
 //! - `scale`: very many streams over several edges, held by `scale-agent`
@@ -24,6 +27,7 @@
 //!   ramp (bench/scale.sh runs it).
 
 mod churn;
+mod disconnect;
 mod fanout;
 mod peer;
 mod publish;
@@ -90,6 +94,7 @@ enum Scenario {
     Unicast(unicast::Args),
     Storm(storm::Args),
     Churn(churn::Args),
+    Disconnect(disconnect::Args),
     Scale(scale_args::Args),
     /// One load-generator process of `scale` (spawned by it).
     #[command(hide = true)]
@@ -106,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Unicast(args) => unicast::run(&cli.target, &args).await,
         Scenario::Storm(args) => storm::run(&cli.target, &args).await,
         Scenario::Churn(args) => churn::run(&cli.target, &args).await,
+        Scenario::Disconnect(args) => disconnect::run(&cli.target, &args).await,
         Scenario::Scale(args) => scale::run(&cli.target, &args).await,
         Scenario::ScaleAgent(args) => scale_agent::run(&cli.target, &args).await,
     }
