@@ -13,6 +13,7 @@
 #   SCENARIOS=churn CHURN_SECS=180 bench/run.sh   # memory under churn and after
 #   SCENARIOS=unicast VIAS="grpc batch" bench/run.sh  # unicast by Publish and PublishBatch only
 #   SCENARIOS=cluster bench/run.sh          # unicast across a 3-node NATS cluster (Herald only)
+#   EDGE_FLAGS=--lifecycle-events SCENARIOS="idle storm" bench/run.sh  # the edge with extra flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -104,7 +105,7 @@ publish_pid=$!
 pids+=($publish_pid)
 start_edge() {
   "$bin/herald-edge" --listen 127.0.0.1:25080 --admin-listen 127.0.0.1:25090 --node-id bench-edge \
-    --max-connections 19000 >>"$work/edge.log" 2>&1 &
+    --max-connections 19000 ${EDGE_FLAGS:-} >>"$work/edge.log" 2>&1 &
   edge_pid=$!
   pids+=($edge_pid)
 }
