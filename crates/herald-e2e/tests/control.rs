@@ -376,3 +376,50 @@ async fn lifecycle_events_tell_each_streams_connect_and_disconnect() {
     let (_, disconnect) = next().await;
     assert_eq!(disconnect["reason"], "client_gone", "{disconnect}");
 }
+
+#[tokio::test]
+async fn an_edge_that_missed_the_orders_catches_up_from_the_buckets_even_after_a_nats_restart() {
+    let mut nats = NatsServer::start();
+    let publish = start(&nats).await;
+    let edge = start_edge(&nats.client_url(), edge_config("e1")).await;
+    let old = Claims {
+        iat: Some(now() - 10),
+        ..Claims::new("alice")
+    }
+    .hs256(SECRET);
+    let mut alice = open(&edge, &old, &[]).await;
+    let mut bob = open(&edge, &Claims::new("bob").hs256(SECRET), &[]).await;
+
+    // Only the buckets change, as if every order had been lost.
+    let client = async_nats::connect(nats.client_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let revocations = js.get_key_value("herald_revocations").await.unwrap();
+    let revocation = json!({"issued_before": now(), "reason": "leaked", "expires": now() + 3600});
+    revocations
+        .put("alice", revocation.to_string().into())
+        .await
+        .unwrap();
+    let follows = js.get_key_value("herald_follows").await.unwrap();
+    follows
+        .put("bob", json!({"topics": ["news"]}).to_string().into())
+        .await
+        .unwrap();
+    ends_with_disconnect(&mut alice, json!({"reason": "leaked", "reconnect": false})).await;
+    // Bob's stream follows the topic once the edge caught up (about 1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(&publish, json!({"topic": "news"}), "caught up").await;
+    assert_eq!(bob.next().await.data, "caught up");
+
+    nats.restart();
+    let later = start_edge(&nats.client_url(), edge_config("e2")).await;
+    let refused = reqwest::Client::new()
+        .get(events_url(&later, &[]))
+        .bearer_auth(&old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "the revocation outlived the restart");
+    let mut bob = open(&later, &Claims::new("bob").hs256(SECRET), &[]).await;
+    send(&publish, json!({"topic": "news"}), "after the restart").await;
+    assert_eq!(bob.next().await.data, "after the restart");
+}
