@@ -9,7 +9,8 @@
 //! - [`send`]: one event onto NATS (store or send, receipts, offline queue), acks pending.
 //! - [`batch`]: `PublishBatch`: its limits, every item sent, then all acks awaited.
 //! - [`control`]: the `Control` implementation: disconnect, revoke, follows, history, topics;
-//!   [`edges`] asks every edge at once, [`history`] reads a user's or topic's events.
+//!   [`edges`] asks every edge at once, [`history`] reads a user's or topic's events
+//!   ([`scan`] walks them in JetStream).
 //! - [`admin_page`]: `GET /admin`, the operators' page over the HTTP API.
 //! - [`json_api`]: HTTP `POST /v1/publish`, `/v1/publish:batch` and the Control calls on the gRPC port.
 //! - [`streams`]: the history streams, offline queue and control buckets, created in the background.
@@ -27,6 +28,7 @@ pub mod json_api;
 pub mod metrics;
 pub mod publish;
 pub mod retry;
+pub mod scan;
 pub mod send;
 pub mod server;
 pub mod service;
