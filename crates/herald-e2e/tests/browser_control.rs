@@ -97,3 +97,43 @@ async fn a_server_side_follow_reaches_the_open_page_and_the_reloaded_one() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_eventsource_stops_for_good_once_its_token_is_revoked() {
+    let nats = NatsServer::start();
+    let mut config = herald_publish::Config::defaults("p");
+    config.api_token = Some(API_TOKEN.into());
+    let publish = start_publish(&nats.client_url(), config).await;
+    let edge = start_edge(&nats.client_url(), edge_config("e1")).await;
+    let token = Claims {
+        iat: Some(herald_testing::token::now() - 5),
+        ..Claims::new("alice")
+    }
+    .hs256(SECRET);
+    let mut browser = Browser::open(&format!("{}/demo", edge.url())).await;
+    page_until(&mut browser, "document.readyState", "complete".into()).await;
+    browser
+        .eval(&format!(
+            "window.plain = new EventSource('/v1/events?access_token={token}'); \
+             window.got = []; window.plain.onmessage = (e) => window.got.push(e.data); \
+             window.plain.addEventListener('herald.disconnect', (e) => window.got.push(e.data)); 1"
+        ))
+        .await;
+    page_until(&mut browser, "window.plain.readyState", 1.into()).await;
+
+    let answer = call(
+        &publish,
+        "/v1/revoke",
+        json!({"userIds": ["alice"], "reason": "stolen"}),
+    )
+    .await;
+    assert_eq!(answer["streams"], "1");
+    // The farewell, then its reconnect gets 401: closed, and it stays so.
+    page_until(&mut browser, "window.plain.readyState", 2.into()).await;
+    assert_eq!(
+        browser.eval("window.got").await,
+        json!([r#"{"reason":"stolen","reconnect":false}"#])
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(browser.eval("window.plain.readyState").await, json!(2));
+}
