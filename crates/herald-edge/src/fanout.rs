@@ -49,7 +49,15 @@ pub enum SubscribeError {
 pub struct Fanout {
     subjects: Arc<Subjects>,
     subscriptions: Link,
+    /// In a cluster: a new subscription's subject is read again a while
+    /// after it is confirmed (see `Subject::settle`).
+    settle: bool,
 }
+
+/// How long after a subscription is confirmed, in a cluster, its subject
+/// is read for an event that interest reached too late for: routes carry
+/// a new interest across the cluster within milliseconds.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Subjects by name (for streams) and by subscription (for the reader).
 struct Subjects {
@@ -71,7 +79,9 @@ struct Registry {
 
 impl Fanout {
     /// Opens the subscription connection with `subscriber`; its losses
-    /// count in `losses`, and `filler` reads events its subjects missed.
+    /// count in `losses`, and `filler` reads events its subjects missed;
+    /// `settle` in a cluster (see [`SETTLE`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn connect(
         subscriber: NatsSubscriber,
         urls: &[String],
@@ -80,6 +90,7 @@ impl Fanout {
         losses: LossCounter,
         metrics: Metrics,
         filler: Filler,
+        settle: bool,
     ) -> Result<Arc<Self>, ConnectError> {
         let subjects = Arc::new(Subjects {
             registry: Mutex::default(),
@@ -94,6 +105,7 @@ impl Fanout {
         Ok(Arc::new(Self {
             subjects,
             subscriptions,
+            settle,
         }))
     }
 
@@ -131,6 +143,13 @@ impl Fanout {
             Ok(()) if joined.is_refused() => Err(SubscribeError::Refused(joined.name().into())),
             Ok(()) => {
                 joined.confirm();
+                if self.settle {
+                    let metrics = self.subjects.metrics.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(SETTLE).await;
+                        joined.settle(&metrics);
+                    });
+                }
                 Ok(())
             }
             Err(e) => {

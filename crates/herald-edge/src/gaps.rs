@@ -29,6 +29,9 @@ pub const MAX_HELD: usize = 128;
 /// Most frame bytes a subject holds while a fill runs.
 pub const MAX_HELD_BYTES: usize = 1 << 20;
 
+/// The `upto` of a fill that reads everything stored after its `after`.
+pub const OPEN: u64 = u64::MAX;
+
 /// Fill ids, unique in the process: the answer to a fill given up is told
 /// apart from that of a later fill of the same range.
 static FILLS: AtomicU64 = AtomicU64::new(1);
@@ -159,7 +162,10 @@ impl<T> Gaps<T> {
                 last = seq;
             }
         }
-        *self = Self::At(fill.upto);
+        *self = Self::At(match fill.upto {
+            OPEN => last,
+            upto => upto,
+        });
         while let Some(event) = held.pop_front() {
             match self.live(event) {
                 Next::Deliver(item) => events.push(item),
@@ -186,6 +192,28 @@ impl<T> Gaps<T> {
             *self = Self::Unknown;
         }
         current
+    }
+
+    /// A while after subscribing, reads whatever was stored after the last
+    /// event handed on: in a cluster, interest reaches the stream leader's
+    /// server a moment after the subscription is confirmed, and an event
+    /// stored meanwhile is missed with no later event to show the gap.
+    /// The fill is open-ended (`upto` [`OPEN`]): it ends at what it finds.
+    pub fn settle(&mut self) -> Option<Fill> {
+        let Self::At(last) = self else {
+            return None;
+        };
+        let fill = Fill {
+            id: FILLS.fetch_add(1, Ordering::Relaxed),
+            after: *last,
+            upto: OPEN,
+        };
+        *self = Self::Filling(Box::new(Filling {
+            fill,
+            bytes: 0,
+            held: VecDeque::new(),
+        }));
+        Some(fill)
     }
 
     /// The subject's newest stored sequence, read after its subscription
@@ -241,6 +269,31 @@ mod tests {
             Next::Fill(fill) => fill,
             other => panic!("expected a fill, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_settle_reads_what_was_stored_after_the_last_event_and_ends_there() {
+        let mut gaps = Gaps::<u64>::default();
+        assert_eq!(
+            gaps.settle(),
+            None,
+            "nothing known: the next event is taken as it comes"
+        );
+        gaps.learn(4);
+        let fill = gaps.settle().expect("a settle read");
+        assert_eq!((fill.after, fill.upto), (4, OPEN));
+        assert!(matches!(gaps.live(ev(8, 7)), Next::Held));
+        // Stored meanwhile, missed live: 5 and 7; 8 came live.
+        let released = gaps.filled(fill.id, read(&[5, 7])).unwrap();
+        assert_eq!(released.events, [5, 7, 8]);
+        assert!(matches!(gaps, Gaps::At(8)));
+        // Nothing missed: the subject stays where it was.
+        let fill = gaps.settle().unwrap();
+        assert_eq!(
+            gaps.filled(fill.id, read(&[])).unwrap().events,
+            Vec::<u64>::new()
+        );
+        assert!(matches!(gaps, Gaps::At(8)));
     }
 
     #[test]

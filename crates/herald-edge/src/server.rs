@@ -86,6 +86,9 @@ impl Edge {
             shards: config.history.history_shards,
             reads: Reads::for_replicas(config.history.history_replicas),
         });
+        // Other servers advertised: a cluster, where interest reaches the
+        // stream leader's server a moment after a subscription.
+        let in_cluster = !client.server_info().connect_urls.is_empty();
         let fanout = Fanout::connect(
             subscriber,
             urls,
@@ -94,6 +97,7 @@ impl Edge {
             losses.clone(),
             metrics.clone(),
             filler,
+            in_cluster,
         );
         let fanout = fanout.await?;
         registry.register_collector(Box::new(SubscriptionsCollector(fanout.stats_reader())));

@@ -240,6 +240,17 @@ impl Subject {
         }
     }
 
+    /// Reads whatever was stored after the last event handed on (see
+    /// [`Gaps::settle`]), a while after the subscription was confirmed.
+    pub fn settle(self: &Arc<Self>, metrics: &Metrics) {
+        let mut state = self.state.lock().unwrap();
+        state.sync_epoch(&self.losses);
+        if let Some(fill) = state.gaps.settle() {
+            drop(state);
+            self.fill(fill, metrics);
+        }
+    }
+
     /// Reads what the live path missed in a task: never on the NATS
     /// connection's reader, which must not wait.
     fn fill(self: &Arc<Self>, fill: Fill, metrics: &Metrics) {
