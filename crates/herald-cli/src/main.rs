@@ -2,9 +2,13 @@
 //! (`--ndjson`: many events from stdin through `PublishBatch`, see [`ndjson`]);
 //! `herald presence` asks who is connected; `herald token` mints an HS256
 //! client token for development and tests; `herald subscribe` tails a
-//! stream from the edge like a browser (see [`subscribe`]).
+//! stream from the edge like a browser (see [`subscribe`]); `herald
+//! disconnect`, `revoke`, `follow`, `unfollow`, `history` and `topics`
+//! call herald-publish's Control API (see [`control`]).
 //!
 //! # Layout
+//! - [`api`]: the token on every gRPC call, and a refusal as an error.
+//! - [`control`]: the Control API commands.
 //! - [`ndjson`]: `publish --ndjson`, many events from stdin.
 //! - [`token`]: minting HS256 client tokens.
 //! - [`subscribe`]: the subscribe loop; [`connect`] opens one stream,
@@ -14,7 +18,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod api;
 mod connect;
+mod control;
 mod ndjson;
 mod output;
 mod reconnect;
@@ -23,6 +29,7 @@ mod subscribe;
 mod token;
 
 use anyhow::Context;
+use api::{authorize, refused};
 use clap::{Parser, Subcommand};
 use herald_core::duration::parse_duration;
 use herald_domain::claims::{Audience, Claims};
@@ -48,6 +55,18 @@ enum Command {
     Token(TokenArgs),
     /// Tail a user's stream (and topics) from an edge, reconnecting like a browser.
     Subscribe(subscribe::SubscribeArgs),
+    /// End users' streams on every edge, with a `herald.disconnect` event.
+    Disconnect(control::DisconnectArgs),
+    /// Refuse users' current tokens on every edge, and end their streams.
+    Revoke(control::RevokeArgs),
+    /// Make users' streams follow topics, now and at every later connect.
+    Follow(control::FollowArgs),
+    /// Stop what `herald follow` started.
+    Unfollow(control::FollowArgs),
+    /// Print a user's or a topic's stored events.
+    History(control::HistoryArgs),
+    /// List the topics live streams follow, with their streams and edges.
+    Topics(control::TopicsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,6 +170,12 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Publish(args) => publish(args).await?,
         Command::Presence(args) => presence(args).await?,
         Command::Token(args) => token(&args)?,
+        Command::Disconnect(args) => control::disconnect(args).await?,
+        Command::Revoke(args) => control::revoke(args).await?,
+        Command::Follow(args) => control::follow(args, true).await?,
+        Command::Unfollow(args) => control::follow(args, false).await?,
+        Command::History(args) => control::history(args).await?,
+        Command::Topics(args) => control::topics(args).await?,
         Command::Subscribe(args) => {
             // Ctrl-C or SIGTERM is how a tail ends: not an error.
             let stop = herald_core::shutdown::on_signal();
@@ -187,10 +212,7 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         idempotency_key: args.idempotency_key,
     });
     authorize(&mut request, args.api_token.as_deref())?;
-    let response = client
-        .publish(request)
-        .await
-        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+    let response = client.publish(request).await.map_err(refused)?;
     let response = response.into_inner();
     println!(
         "published{}",
@@ -237,11 +259,10 @@ async fn presence(args: PresenceArgs) -> anyhow::Result<()> {
     let mut client = PresenceClient::connect(args.addr.clone())
         .await
         .with_context(|| format!("cannot reach herald-presence at {}", args.addr))?;
-    let status = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
     if args.users.is_empty() {
         let mut request = tonic::Request::new(herald_proto::v1::StatsRequest {});
         authorize(&mut request, args.api_token.as_deref())?;
-        let stats = client.stats(request).await.map_err(status)?.into_inner();
+        let stats = client.stats(request).await.map_err(refused)?.into_inner();
         println!(
             "{} connections, {} users online",
             stats.connections, stats.users_online
@@ -255,20 +276,11 @@ async fn presence(args: PresenceArgs) -> anyhow::Result<()> {
     let answer = client
         .get_presence(request)
         .await
-        .map_err(status)?
+        .map_err(refused)?
         .into_inner();
     for user in answer.users {
         let nodes = user.nodes.join(", ");
         println!("{}: {} connections {nodes}", user.user_id, user.connections);
-    }
-    Ok(())
-}
-
-fn authorize<T>(request: &mut tonic::Request<T>, token: Option<&str>) -> anyhow::Result<()> {
-    if let Some(token) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse()?);
     }
     Ok(())
 }

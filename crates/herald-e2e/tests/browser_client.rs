@@ -1,11 +1,15 @@
 //! `/herald.js` in headless Chromium against a real edge, NATS and
 //! herald-publish: typed events, a token renewed before it expires with no
-//! event lost across the switch, and a stream re-created after a refusal
-//! that a bare EventSource would never retry.
+//! event lost across the switch, a stream re-created after a refusal
+//! that a bare EventSource would never retry, and a `herald.disconnect`
+//! obeyed: back after one that allows it, closed for good after one that
+//! does not.
 
 use std::time::Duration;
 
 use herald_e2e::*;
+use herald_proto::v1::DisconnectRequest;
+use herald_proto::v1::control_client::ControlClient;
 use herald_proto::v1::publish_request::Target;
 use herald_testing::NatsServer;
 use herald_testing::browser::Browser;
@@ -230,4 +234,79 @@ async fn herald_js_recreates_the_stream_after_a_refusal() {
     browser.wait_for("window.got.length", 3.into(), WAIT).await;
     let got = browser.eval("window.got").await;
     assert_eq!(datas(&got), ["e0", "e1", "e2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_js_comes_back_after_a_disconnect_unless_told_not_to() {
+    let nats = NatsServer::start();
+    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let edge = EdgeProcess::start(&nats.client_url(), None).await;
+    let token = Claims::new("alice").hs256(SECRET);
+    let mut browser = Browser::open(&format!("http://{}/demo", edge.addr)).await;
+    start_client(&mut browser, &token, &token, 0).await;
+    browser
+        .eval("window.client.on('herald.disconnect', (e) => window.got.push({ type: e.type, data: e.data, id: e.lastEventId })), true")
+        .await;
+    browser
+        .wait_for("window.client.state", "open".into(), WAIT)
+        .await;
+    let mut control = ControlClient::connect(publish.url()).await.unwrap();
+    let disconnect = |reconnect: bool| DisconnectRequest {
+        user_ids: vec!["alice".into()],
+        reason: format!("reconnect {reconnect}"),
+        reconnect,
+    };
+    // Publish reaches the edges it knows of: this one, once alice's
+    // streams (the client's and the demo page's own) are seen.
+    herald_testing::eventually(WAIT, "publish to see alice", || async {
+        let online = publish.metric("herald_publish_presence_users_online").await;
+        (online == 1.0).then_some(())
+    })
+    .await;
+
+    let mut client = publisher(&publish).await;
+    publish_typed(&mut client, "", "one").await;
+    browser.wait_for("window.got.length", 1.into(), WAIT).await;
+    let ended = control.disconnect(disconnect(true)).await.unwrap();
+    assert!(ended.into_inner().streams >= 1);
+    browser.wait_for("window.got.length", 2.into(), WAIT).await;
+    // The browser reconnects by itself, from the last id.
+    publish_typed(&mut client, "", "two").await;
+    browser.wait_for("window.got.length", 3.into(), WAIT).await;
+    assert_eq!(browser.eval("window.client.state").await, "open");
+
+    let ended = control.disconnect(disconnect(false)).await.unwrap();
+    assert!(ended.into_inner().streams >= 1);
+    browser
+        .wait_for("window.client.state", "closed".into(), WAIT)
+        .await;
+    assert_eq!(browser.eval("window.client.source").await, Value::Null);
+    let got = browser.eval("window.got").await;
+    let seen: Vec<(&str, &str)> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["data"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("message", "one"),
+            (
+                "herald.disconnect",
+                r#"{"reason":"reconnect true","reconnect":true}"#
+            ),
+            ("message", "two"),
+            (
+                "herald.disconnect",
+                r#"{"reason":"reconnect false","reconnect":false}"#
+            ),
+        ]
+    );
+    let states = browser.eval("window.states").await;
+    assert_eq!(
+        states.as_array().unwrap().last().unwrap(),
+        "closed",
+        "{states}"
+    );
 }

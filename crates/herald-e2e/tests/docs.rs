@@ -37,6 +37,30 @@ const COMMANDS: &[(&[&str], &[&str])] = &[
     (&["herald", "presence"], &["herald presence"]),
     (&["herald", "token"], &["herald token"]),
     (&["herald", "subscribe"], &["herald subscribe"]),
+    (
+        &["herald", "disconnect"],
+        &["Control commands", "herald disconnect"],
+    ),
+    (
+        &["herald", "revoke"],
+        &["Control commands", "herald revoke"],
+    ),
+    (
+        &["herald", "follow"],
+        &["Control commands", "herald follow and unfollow"],
+    ),
+    (
+        &["herald", "unfollow"],
+        &["Control commands", "herald follow and unfollow"],
+    ),
+    (
+        &["herald", "history"],
+        &["Control commands", "herald history"],
+    ),
+    (
+        &["herald", "topics"],
+        &["Control commands", "herald topics"],
+    ),
 ];
 
 #[test]

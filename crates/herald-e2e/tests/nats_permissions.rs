@@ -3,8 +3,11 @@
 //! and every service runs in-process with its own user and nothing more:
 //! edges stream and resume, publish stores and answers with receipts,
 //! presence answers over gRPC and NATS, the push worker consumes the
-//! offline queue and keeps devices. The edge's user can neither forge
-//! history nor read the device bucket, and anonymous clients are refused.
+//! offline queue and keeps devices, and the Control API's orders
+//! (Disconnect, Revoke, Follow, Unfollow, Topics) go from publish through
+//! its buckets to the edges and back. The edge's user can neither forge
+//! history, nor read the device bucket, nor write the control buckets or
+//! send orders; anonymous clients are refused.
 
 #[path = "nats_permissions/auth_conf.rs"]
 mod auth_conf;
@@ -20,13 +23,15 @@ use herald_core::nats::{LossCounter, NatsSecurity, Password, inbox_prefix};
 use herald_domain::presence::wire::{QUERY_SUBJECT, STATS_SUBJECT};
 use herald_domain::subject::UserId;
 use herald_e2e::*;
+use herald_proto::v1::control_client::ControlClient;
 use herald_proto::v1::{
-    GetPresenceRequest, GetPresenceResponse, OfflinePolicy, Outcome, PublishRequest, StatsResponse,
+    DisconnectRequest, DisconnectResponse, FollowRequest, GetPresenceRequest, GetPresenceResponse,
+    OfflinePolicy, Outcome, PublishRequest, RevokeRequest, StatsResponse, TopicInfo, TopicsRequest,
     publish_request::Target,
 };
 use herald_testing::fcm::FakeFcm;
 use herald_testing::sse::{QUIET, SseStream};
-use herald_testing::token::{Claims, Sign};
+use herald_testing::token::{Claims, Sign, now};
 use herald_testing::{NatsServer, eventually};
 use prometheus_client::registry::Registry;
 use prost::Message;
@@ -562,4 +567,214 @@ async fn anonymous_and_wrong_credentials_are_refused() {
     herald_core::nats::connect(&[with_login], &Default::default(), "herald-edge x")
         .await
         .expect("the edge's login, given in the URL");
+}
+
+/// Opens `user`'s stream on `edge` with a token issued at `iat`.
+async fn open_as(edge: &Running, user: &str, iat: u64) -> SseStream {
+    let token = Claims {
+        iat: Some(iat),
+        ..Claims::new(user)
+    }
+    .hs256(SECRET);
+    SseStream::open(&reqwest::Client::new(), &events_url(edge, &[]), &token).await
+}
+
+/// The stream's next event is `herald.disconnect` saying `reason`, no
+/// reconnect.
+async fn ends_with_disconnect(stream: &mut SseStream, reason: &str) {
+    let event = stream.next().await;
+    assert_eq!(event.event, "herald.disconnect");
+    let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(
+        data,
+        serde_json::json!({"reason": reason, "reconnect": false})
+    );
+    assert!(stream.next_within(WAIT).await.is_none(), "the stream ends");
+}
+
+/// Waits until herald-publish's presence counts `users` users online.
+async fn until_publish_sees(publish: &Running, users: f64) {
+    eventually(WAIT, "publish to see the connections", || async {
+        let online = publish.metric("herald_publish_presence_users_online").await;
+        (online == users).then_some(())
+    })
+    .await;
+}
+
+fn follow(user: &str, topic: &str) -> FollowRequest {
+    FollowRequest {
+        user_ids: vec![user.into()],
+        topics: vec![topic.into()],
+    }
+}
+
+#[tokio::test]
+async fn control_works_with_the_services_own_users() {
+    let nats = LockedNats::start();
+    let publish = start_publish_as(&nats).await;
+    let edges = [
+        start_edge_as(&nats, "edge-1", 1).await,
+        start_edge_as(&nats, "edge-2", 1).await,
+    ];
+    let mut control = ControlClient::connect(publish.url()).await.unwrap();
+    let old = now() - 10;
+
+    // Disconnect: publish sends the order, both edges end alice's streams
+    // and answer on publish's inbox.
+    let mut alice = [
+        open_as(&edges[0], "alice", old).await,
+        open_as(&edges[1], "alice", old).await,
+    ];
+    let mut bob = open_as(&edges[0], "bob", old).await;
+    until_publish_sees(&publish, 2.0).await;
+    let answer = control
+        .disconnect(DisconnectRequest {
+            user_ids: vec!["alice".into()],
+            reason: "logout".into(),
+            reconnect: false,
+        })
+        .await
+        .expect("Disconnect")
+        .into_inner();
+    assert_eq!(
+        answer,
+        DisconnectResponse {
+            streams: 2,
+            edges: 2
+        }
+    );
+    for stream in &mut alice {
+        ends_with_disconnect(stream, "logout").await;
+    }
+
+    // Follow: publish writes alice's and carol's follows to their bucket;
+    // alice's open stream joins the topic at once.
+    let mut alice = open_as(&edges[0], "alice", old).await;
+    until_publish_sees(&publish, 2.0).await;
+    let answer = control
+        .follow(follow("alice", "news"))
+        .await
+        .expect("Follow");
+    assert_eq!(answer.into_inner().streams, 1);
+    control
+        .follow(follow("carol", "news"))
+        .await
+        .expect("Follow");
+    publish_to_topic(&mut publisher(&publish).await, "news", "headline").await;
+    assert_eq!(alice.next().await.data, "headline");
+    let topics = control
+        .topics(TopicsRequest::default())
+        .await
+        .expect("Topics")
+        .into_inner();
+    let news = TopicInfo {
+        topic: "news".into(),
+        streams: 1,
+        edges: 1,
+    };
+    assert_eq!(topics.topics, [news]);
+
+    // Revoke: the bucket keeps it, the edge ends alice's stream.
+    let answer = control
+        .revoke(RevokeRequest {
+            user_ids: vec!["alice".into()],
+            issued_before_unix: 0,
+            reason: "stolen".into(),
+        })
+        .await
+        .expect("Revoke");
+    assert_eq!(answer.into_inner().streams, 1);
+    ends_with_disconnect(&mut alice, "stolen").await;
+
+    // An edge started now reads both buckets with its own user: alice's
+    // old token is refused, carol follows the topic without asking.
+    let later = start_edge_as(&nats, "edge-3", 1).await;
+    let response = reqwest::Client::new()
+        .get(events_url(&later, &[]))
+        .bearer_auth(
+            Claims {
+                iat: Some(old),
+                ..Claims::new("alice")
+            }
+            .hs256(SECRET),
+        )
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "token_revoked", "{body}");
+    let mut carol = open_as(&later, "carol", now()).await;
+    // (The bucket may be read just after the connect: then the stream
+    // joins the topic a moment later.)
+    eventually(WAIT, "carol's stream to follow the topic", || {
+        let mut control = control.clone();
+        async move {
+            let request = TopicsRequest {
+                prefix: "news".into(),
+                limit: 0,
+            };
+            let topics = control.topics(request).await.ok()?.into_inner().topics;
+            (topics.first().map(|t| t.streams) == Some(1)).then_some(())
+        }
+    })
+    .await;
+    publish_to_topic(&mut publisher(&publish).await, "news", "for carol").await;
+    assert_eq!(carol.next().await.data, "for carol");
+
+    // Unfollow: the topic leaves carol's stream.
+    until_publish_sees(&publish, 2.0).await;
+    let answer = control
+        .unfollow(follow("carol", "news"))
+        .await
+        .expect("Unfollow");
+    assert_eq!(answer.into_inner().streams, 1);
+    publish_to_topic(&mut publisher(&publish).await, "news", "not for carol").await;
+    publish_ephemeral(&mut publisher(&publish).await, &["carol"], "own").await;
+    assert_eq!(carol.next().await.data, "own");
+    assert_eq!(nats.violations(), Vec::<String>::new());
+
+    // The edge's user reads the buckets and answers orders, no more: it
+    // writes no entry, changes no bucket, sends no order, and answers only
+    // the orders it receives.
+    let mut edge = nats.observed(EDGE).await;
+    let alice_key = herald_domain::control::bucket_key(&UserId::parse("alice").unwrap());
+    for forged in [
+        format!("$KV.herald_revocations.{alice_key}"),
+        format!("$KV.herald_follows.{alice_key}"),
+        "$JS.API.STREAM.CREATE.KV_herald_revocations".into(),
+        "$JS.API.STREAM.UPDATE.KV_herald_follows".into(),
+        "$JS.API.STREAM.PURGE.KV_herald_revocations".into(),
+        "$JS.API.STREAM.DELETE.KV_herald_revocations".into(),
+        "$JS.API.STREAM.MSG.DELETE.KV_herald_revocations".into(),
+        "herald.control.disconnect".into(),
+        "herald.control.revoke".into(),
+        "herald.control.follows".into(),
+        "_INBOX_herald-publish.forged".into(),
+    ] {
+        edge.publish_refused(&forged).await;
+    }
+    for user in [PRESENCE, PUSH, CLIENT] {
+        nats.observed(user)
+            .await
+            .publish_refused("herald.control.disconnect")
+            .await;
+    }
+    // Nothing forged took effect: bob's stream is open, alice still revoked.
+    publish_ephemeral(&mut publisher(&publish).await, &["bob"], "still here").await;
+    assert_eq!(bob.next().await.data, "still here");
+    let response = reqwest::Client::new()
+        .get(events_url(&edges[1], &[]))
+        .bearer_auth(
+            Claims {
+                iat: Some(old),
+                ..Claims::new("alice")
+            }
+            .hs256(SECRET),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
 }

@@ -4,6 +4,7 @@
 //   const herald = new Herald("/v1/events", { getToken, topics: ["news"] });
 //   herald.on("message", (e) => show(e.type, e.data, e.lastEventId));
 //   herald.on("herald.reset", () => refetchState());
+//   herald.on("herald.disconnect", (e) => JSON.parse(e.data).reason);
 //   herald.onstate = (state) => badge(state); // connecting, open, retrying, closed
 //   herald.close();
 //
@@ -15,6 +16,13 @@
 // EventSource does not send Last-Event-ID). It renews the token through
 // `getToken()` before `exp` and re-creates the stream with it, so a stream
 // never reaches the edge's close at `exp`.
+//
+// When the app ends the stream (herald-publish's Control API: Disconnect,
+// Revoke), the last event is `herald.disconnect` with data
+// `{"reason": …, "reconnect": …}`. With `reconnect: false` (a logout, a
+// ban, a revoked token) Herald closes for good, as close() does: the
+// `herald.disconnect` handlers see the event, then the state turns
+// `closed`. With `reconnect: true` the browser reconnects by itself.
 //
 // Options:
 //   getToken        async () => JWT. Called before the token expires and
@@ -38,7 +46,9 @@ class Herald {
     this.state = "idle";
     this.onstate = null;
     this.source = null;
-    this.listeners = new Map(); // type -> Set of handlers
+    // type -> Set of handlers; `herald.disconnect` is always listened
+    // for, since it may say not to come back.
+    this.listeners = new Map([["herald.disconnect", new Set()]]);
     this.failures = 0; // refusals since the last open stream
     this.opened = false; // whether the current source ever opened
     this.timer = null; // the next re-create
@@ -123,8 +133,25 @@ class Herald {
     source.addEventListener(type, (event) => {
       if (source !== this.source) return;
       if (event.lastEventId) this.lastEventId = event.lastEventId;
-      for (const handler of this.listeners.get(type) || []) handler(event);
+      try {
+        for (const handler of this.listeners.get(type) || []) handler(event);
+      } finally {
+        // Even when a handler throws.
+        if (type === "herald.disconnect") this.disconnected(event);
+      }
     });
+  }
+
+  // The server ended the stream on the app's order: for good when it says
+  // not to reconnect (the browser would, and so would retry()).
+  disconnected(event) {
+    let data = null;
+    try {
+      data = JSON.parse(event.data);
+    } catch (error) {
+      return;
+    }
+    if (data && data.reconnect === false) this.close();
   }
 
   // The browser gave up: re-create the stream after a jittered backoff,

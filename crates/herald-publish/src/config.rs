@@ -26,7 +26,7 @@ pub struct Args {
     #[command(flatten)]
     pub buckets: BucketArgs,
 
-    /// Address of the gRPC API (Publisher, health, reflection).
+    /// Address of the gRPC API (Publisher, Control, health, reflection).
     #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 

@@ -5,6 +5,7 @@
 use herald_core::history::{MAX_SHARDS, stream_name};
 use herald_core::nats::inbox_prefix;
 use herald_core::offline;
+use herald_domain::control::{CONTROL_WILDCARD, FOLLOWS_BUCKET, REVOCATIONS_BUCKET};
 use herald_domain::presence::wire::{
     NODE_WILDCARD, QUERY_SUBJECT, QUEUE_GROUP, SNAPSHOT_PREFIX, STATS_SUBJECT, SYNC_SUBJECT,
 };
@@ -66,6 +67,25 @@ fn history() -> Vec<String> {
     (0..MAX_SHARDS).map(stream_name).collect()
 }
 
+/// The control plane's buckets (revocations, follows).
+const CONTROL_BUCKETS: [&str; 2] = [REVOCATIONS_BUCKET, FOLLOWS_BUCKET];
+
+/// The stream behind a key-value bucket.
+fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// Each control bucket's subjects, as `line` makes them: one line each.
+fn per_bucket(why: &'static str, line: impl Fn(&str, &str) -> Vec<String>) -> Rule {
+    Rule {
+        why,
+        lines: CONTROL_BUCKETS
+            .iter()
+            .map(|bucket| line(bucket, &kv_stream(bucket)))
+            .collect(),
+    }
+}
+
 fn wildcard(prefix: &str) -> String {
     format!("{prefix}*")
 }
@@ -102,6 +122,18 @@ fn edge() -> User {
                     .map(|s| format!("{s}.>"))
                     .collect::<Vec<_>>(),
             ),
+            per_bucket(
+                "follow the control buckets: stream info, an ordered consumer \
+                 (create, delete when it restarts, flow control); no writes",
+                |_, stream| {
+                    vec![
+                        format!("$JS.API.STREAM.INFO.{stream}"),
+                        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+                        format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
+                        format!("$JS.FC.{stream}.>"),
+                    ]
+                },
+            ),
         ],
         subscribe: vec![
             rule(
@@ -109,9 +141,16 @@ fn edge() -> User {
                 &[&wildcard(USER_PREFIX), &wildcard(TOPIC_PREFIX)],
             ),
             rule("followers' snapshot requests", &[SYNC_SUBJECT]),
-            rule("its replies", &[&inbox(EDGE)]),
+            rule(
+                "herald-publish's control orders (answered as responses)",
+                &[CONTROL_WILDCARD],
+            ),
+            rule(
+                "its replies, and the control buckets' entries",
+                &[&inbox(EDGE)],
+            ),
         ],
-        allow_responses: false,
+        allow_responses: true,
     }
 }
 
@@ -132,10 +171,29 @@ fn publish() -> User {
                 &[&wildcard(offline::PREFIX)],
             ),
             rule("ask edges for presence snapshots", &[SYNC_SUBJECT]),
+            rule(
+                "control orders to every edge (answers on its inbox)",
+                &[CONTROL_WILDCARD],
+            ),
             api(
-                "create or update the history streams and the offline queue",
+                "create or update the history streams, the offline queue and the control buckets",
                 &["STREAM.CREATE", "STREAM.UPDATE"],
-                &[history(), vec![offline::STREAM.to_owned()]].concat(),
+                &[
+                    history(),
+                    vec![offline::STREAM.to_owned()],
+                    CONTROL_BUCKETS.map(kv_stream).to_vec(),
+                ]
+                .concat(),
+            ),
+            per_bucket(
+                "open the control buckets, read an entry, change it (compare-and-set)",
+                |bucket, stream| {
+                    vec![
+                        format!("$JS.API.STREAM.INFO.{stream}"),
+                        format!("$JS.API.DIRECT.GET.{stream}.$KV.{bucket}.*"),
+                        format!("$KV.{bucket}.*"),
+                    ]
+                },
             ),
         ],
         subscribe: vec![

@@ -1,0 +1,370 @@
+//! `herald disconnect`, `revoke`, `follow`, `unfollow`, `topics` and
+//! `history` as an operator runs them (events sent with `herald publish`): the binary against a real NATS,
+//! herald-publish and two edges, its one-line answers checked and their
+//! effect seen on live streams; `history` against a stand-in Control
+//! service that records what the CLI asked and answers canned events.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_e2e::*;
+use herald_proto::v1;
+use herald_proto::v1::control_server::{Control, ControlServer};
+use herald_proto::v1::history_request::Target;
+use herald_testing::sse::SseStream;
+use herald_testing::token::{Claims, Sign, now};
+use herald_testing::{NatsServer, eventually};
+use serde_json::{Value, json};
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+const TOKEN: &str = "cli-control-api-token-0123";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// What one run of `herald` printed, and how it exited.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// The run succeeded and printed exactly `lines`.
+    #[track_caller]
+    fn printed(&self, lines: &[&str]) {
+        assert_eq!(self.code, Some(0), "{self:?}");
+        assert_eq!(self.stdout.lines().collect::<Vec<_>>(), lines, "{self:?}");
+    }
+}
+
+/// Runs `herald args...` against herald-publish at `addr`, its token in
+/// the environment, as an operator's shell would.
+async fn herald(addr: &str, args: &[&str]) -> Run {
+    let output = tokio::process::Command::new(binary("herald"))
+        .args(args)
+        .env_clear()
+        .env("HERALD_PUBLISH_ADDR", addr)
+        .env("HERALD_API_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run herald");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// herald-publish with [`TOKEN`] and `n` edges, in-process.
+async fn stack(nats: &NatsServer, n: usize) -> (Running, Vec<Running>) {
+    let mut config = herald_publish::Config::defaults("p");
+    config.api_token = Some(TOKEN.into());
+    let publish = start_publish(&nats.client_url(), config).await;
+    let mut edges = Vec::new();
+    for i in 0..n {
+        let edge = start_edge(&nats.client_url(), edge_config(&format!("e{i}"))).await;
+        edges.push(edge);
+    }
+    (publish, edges)
+}
+
+/// Publishes `data` to `topic` with `herald publish`.
+async fn to_topic(addr: &str, topic: &str, data: &str) {
+    let run = herald(addr, &["publish", "--topic", topic, "--data", data]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+}
+
+/// `user`'s stream on `edge`, with a token issued ten seconds ago (so a
+/// revoke made now refuses it).
+async fn open(edge: &Running, user: &str, topics: &[&str]) -> SseStream {
+    let token = Claims {
+        iat: Some(now() - 10),
+        ..Claims::new(user)
+    }
+    .hs256(SECRET);
+    SseStream::open(&reqwest::Client::new(), &events_url(edge, topics), &token).await
+}
+
+/// Waits until herald-publish counts `users` users online: it waits for
+/// the answers of the edges it knows.
+async fn until_publish_sees(publish: &Running, users: f64) {
+    eventually(WAIT, "publish to see the connections", || async {
+        let online = publish.metric("herald_publish_presence_users_online").await;
+        (online == users).then_some(())
+    })
+    .await;
+}
+
+/// The stream's next event is `herald.disconnect` with `data`, then its end.
+async fn ends_with_disconnect(stream: &mut SseStream, data: Value) {
+    let event = stream.next().await;
+    assert_eq!(event.event, "herald.disconnect");
+    assert_eq!(serde_json::from_str::<Value>(&event.data).unwrap(), data);
+    assert!(stream.next_within(WAIT).await.is_none(), "the stream ends");
+}
+
+#[tokio::test]
+async fn disconnect_and_revoke_end_the_users_streams_and_say_how_many() {
+    let nats = NatsServer::start();
+    let (publish, edges) = stack(&nats, 2).await;
+    let addr = publish.url();
+    let mut alice = [
+        open(&edges[0], "alice", &[]).await,
+        open(&edges[1], "alice", &[]).await,
+    ];
+    let mut bob = open(&edges[0], "bob", &[]).await;
+    until_publish_sees(&publish, 2.0).await;
+
+    let run = herald(&addr, &["disconnect", "bob", "nobody"]).await;
+    run.printed(&["ended 1 stream on 2 edges"]);
+    ends_with_disconnect(&mut bob, json!({"reason": "", "reconnect": true})).await;
+    let run = herald(
+        &addr,
+        &[
+            "disconnect",
+            "alice",
+            "--reason",
+            "logout",
+            "--no-reconnect",
+        ],
+    )
+    .await;
+    run.printed(&["ended 2 streams on 2 edges"]);
+    for stream in &mut alice {
+        let data = json!({"reason": "logout", "reconnect": false});
+        ends_with_disconnect(stream, data).await;
+    }
+
+    // Revoke: the open stream ends, the same token is refused afterwards.
+    let mut alice = open(&edges[1], "alice", &[]).await;
+    until_publish_sees(&publish, 1.0).await;
+    let run = herald(&addr, &["revoke", "alice", "--reason", "stolen laptop"]).await;
+    run.printed(&["revoked 1 user; ended 1 stream"]);
+    let data = json!({"reason": "stolen laptop", "reconnect": false});
+    ends_with_disconnect(&mut alice, data).await;
+    let token = Claims {
+        iat: Some(now() - 10),
+        ..Claims::new("alice")
+    }
+    .hs256(SECRET);
+    let refused = reqwest::Client::new()
+        .get(events_url(&edges[0], &[]))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "token_revoked", "{body}");
+
+    // Refusals end the command with their reason and exit code 1; a
+    // command without a user does not run (exit code 2).
+    let run = herald(
+        &addr,
+        &["revoke", "alice", "--api-token", "wrong-token-wrong"],
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("Unauthenticated"), "{run:?}");
+    let run = herald(&addr, &["disconnect", "bad\u{1}id"]).await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("InvalidArgument: user_ids[0]"),
+        "{run:?}"
+    );
+    let run = herald(&addr, &["disconnect"]).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+}
+
+#[tokio::test]
+async fn follow_and_unfollow_change_live_streams_and_topics_lists_them() {
+    let nats = NatsServer::start();
+    let (publish, edges) = stack(&nats, 1).await;
+    let addr = publish.url();
+    let mut alice = open(&edges[0], "alice", &[]).await;
+    until_publish_sees(&publish, 1.0).await;
+
+    let follow = ["follow", "--user", "alice", "--topic", "news"];
+    let run = herald(&addr, &[&follow[..], &["--topic", "sport"]].concat()).await;
+    run.printed(&["followed 2 topics for 1 user; 1 live stream changed"]);
+    to_topic(&addr, "sport", "goal").await;
+    assert_eq!(alice.next().await.data, "goal");
+
+    herald(&addr, &["topics"])
+        .await
+        .printed(&["news streams=1 edges=1", "sport streams=1 edges=1"]);
+    herald(&addr, &["topics", "--prefix", "sp"])
+        .await
+        .printed(&["sport streams=1 edges=1"]);
+
+    let run = herald(&addr, &["unfollow", "--user", "alice", "--topic", "sport"]).await;
+    run.printed(&["unfollowed 1 topic for 1 user; 1 live stream changed"]);
+    to_topic(&addr, "sport", "offside").await;
+    to_topic(&addr, "news", "headline").await;
+    assert_eq!(
+        alice.next().await.data,
+        "headline",
+        "sport is no longer followed, news still is"
+    );
+    herald(&addr, &["topics"])
+        .await
+        .printed(&["news streams=1 edges=1"]);
+
+    // A user with no stream: the follow is kept for their next connect.
+    herald(&addr, &["follow", "--user", "carol", "--topic", "news"])
+        .await
+        .printed(&["followed 1 topic for 1 user; 0 live streams changed"]);
+    let mut carol = open(&edges[0], "carol", &[]).await;
+    to_topic(&addr, "news", "for both").await;
+    assert_eq!(carol.next().await.data, "for both");
+
+    let run = herald(&addr, &["follow", "--user", "alice", "--topic", "a b"]).await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("InvalidArgument: topics[0]"), "{run:?}");
+    let run = herald(&addr, &["follow", "--user", "alice"]).await;
+    assert_eq!(run.code, Some(2), "{run:?}");
+}
+
+/// A Control service that answers History with canned events and keeps
+/// each request it got, with its `authorization` header.
+#[derive(Clone, Default)]
+struct CannedHistory {
+    asked: Arc<Mutex<Vec<(v1::HistoryRequest, String)>>>,
+}
+
+#[tonic::async_trait]
+impl Control for CannedHistory {
+    async fn history(
+        &self,
+        request: Request<v1::HistoryRequest>,
+    ) -> Result<Response<v1::HistoryResponse>, Status> {
+        let bearer = request.metadata().get("authorization");
+        let bearer = bearer.and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let bearer = bearer.to_owned();
+        self.asked
+            .lock()
+            .unwrap()
+            .push((request.into_inner(), bearer));
+        let event = |id: &str, event: &str, data: &str| v1::HistoryEvent {
+            id: id.into(),
+            event: event.into(),
+            data: data.into(),
+            time_unix_ms: 1_700_000_000_000,
+        };
+        Ok(Response::new(v1::HistoryResponse {
+            events: vec![event("7-1", "", "one"), event("7-2", "quote", "a\nb")],
+            truncated: true,
+        }))
+    }
+
+    async fn disconnect(
+        &self,
+        _: Request<v1::DisconnectRequest>,
+    ) -> Result<Response<v1::DisconnectResponse>, Status> {
+        Err(Status::unimplemented("history only"))
+    }
+
+    async fn revoke(
+        &self,
+        _: Request<v1::RevokeRequest>,
+    ) -> Result<Response<v1::RevokeResponse>, Status> {
+        Err(Status::unimplemented("history only"))
+    }
+
+    async fn follow(
+        &self,
+        _: Request<v1::FollowRequest>,
+    ) -> Result<Response<v1::FollowResponse>, Status> {
+        Err(Status::unimplemented("history only"))
+    }
+
+    async fn unfollow(
+        &self,
+        _: Request<v1::FollowRequest>,
+    ) -> Result<Response<v1::FollowResponse>, Status> {
+        Err(Status::unimplemented("history only"))
+    }
+
+    async fn topics(
+        &self,
+        _: Request<v1::TopicsRequest>,
+    ) -> Result<Response<v1::TopicsResponse>, Status> {
+        Err(Status::unimplemented("history only"))
+    }
+}
+
+#[tokio::test]
+async fn history_asks_for_a_user_or_a_topic_and_prints_events_like_subscribe() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let service = CannedHistory::default();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ControlServer::new(service.clone()))
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+
+    let run = herald(
+        &addr,
+        &[
+            "history", "--topic", "news", "--since", "7-0", "--limit", "2",
+        ],
+    )
+    .await;
+    run.printed(&[
+        "id=7-1 event=message data=one",
+        "id=7-2 event=quote data=a\\nb",
+    ]);
+    assert!(run.stderr.contains("truncated"), "{run:?}");
+    let run = herald(&addr, &["history", "--user", "alice", "--json"]).await;
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"id": "7-1", "event": "message", "data": "one"}),
+            json!({"id": "7-2", "event": "quote", "data": "a\nb"}),
+        ]
+    );
+
+    let asked = service.asked.lock().unwrap().clone();
+    let bearer = format!("Bearer {TOKEN}");
+    assert_eq!(
+        asked,
+        [
+            (
+                v1::HistoryRequest {
+                    target: Some(Target::Topic("news".into())),
+                    since: "7-0".into(),
+                    limit: 2,
+                },
+                bearer.clone()
+            ),
+            (
+                v1::HistoryRequest {
+                    target: Some(Target::UserId("alice".into())),
+                    since: String::new(),
+                    limit: 0,
+                },
+                bearer
+            ),
+        ]
+    );
+
+    // Exactly one of --user and --topic.
+    for args in [
+        &["history"][..],
+        &["history", "--user", "a", "--topic", "t"],
+    ] {
+        let run = herald(&addr, args).await;
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+    }
+    assert_eq!(service.asked.lock().unwrap().len(), 2);
+    server.abort();
+}
