@@ -406,9 +406,21 @@ async fn an_edge_that_missed_the_orders_catches_up_from_the_buckets_even_after_a
         .unwrap();
     ends_with_disconnect(&mut alice, json!({"reason": "leaked", "reconnect": false})).await;
     // Bob's stream follows the topic once the edge caught up (about 1 s).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    send(&publish, json!({"topic": "news"}), "caught up").await;
-    assert_eq!(bob.next().await.data, "caught up");
+    let mut caught_up = None;
+    for attempt in 0..20 {
+        send(
+            &publish,
+            json!({"topic": "news"}),
+            &format!("caught up {attempt}"),
+        )
+        .await;
+        caught_up = bob.next_within(Duration::from_millis(500)).await;
+        if caught_up.is_some() {
+            break;
+        }
+    }
+    let caught_up = caught_up.expect("the follow reached bob's stream within 10 s");
+    assert!(caught_up.data.starts_with("caught up"), "{caught_up:?}");
 
     nats.restart();
     let later = start_edge(&nats.client_url(), edge_config("e2")).await;

@@ -26,8 +26,8 @@ use herald_e2e::*;
 use herald_proto::v1::control_client::ControlClient;
 use herald_proto::v1::{
     DisconnectRequest, DisconnectResponse, FollowRequest, GetPresenceRequest, GetPresenceResponse,
-    OfflinePolicy, Outcome, PublishRequest, RevokeRequest, StatsResponse, TopicInfo, TopicsRequest,
-    publish_request::Target,
+    HistoryRequest, OfflinePolicy, Outcome, PublishRequest, RevokeRequest, StatsResponse,
+    TopicInfo, TopicsRequest, history_request, publish_request::Target,
 };
 use herald_testing::fcm::FakeFcm;
 use herald_testing::sse::{QUIET, SseStream};
@@ -288,6 +288,7 @@ async fn start_edge_as(nats: &LockedNats, node: &str, replicas: u8) -> Running {
     let mut config = edge_config(node);
     config.presence_heartbeat = Duration::from_millis(200);
     config.history.history_replicas = replicas;
+    config.lifecycle_events = true;
     let mut registry = Registry::default();
     let urls = [nats.server.client_url()];
     let security = nats.security(EDGE);
@@ -618,6 +619,10 @@ async fn control_works_with_the_services_own_users() {
     ];
     let mut control = ControlClient::connect(publish.url()).await.unwrap();
     let old = now() - 10;
+    // The app's services follow streams' lifecycle as the client user.
+    let (app, _) = nats.connect(CLIENT).await;
+    let mut lifecycle = app.subscribe("herald.lifecycle.*").await.unwrap();
+    app.flush().await.unwrap();
 
     // Disconnect: publish sends the order, both edges end alice's streams
     // and answer on publish's inbox.
@@ -646,6 +651,11 @@ async fn control_works_with_the_services_own_users() {
     for stream in &mut alice {
         ends_with_disconnect(stream, "logout").await;
     }
+    let connect = tokio::time::timeout(Duration::from_secs(10), lifecycle.next())
+        .await
+        .expect("a lifecycle event")
+        .unwrap();
+    assert_eq!(connect.subject.as_str(), "herald.lifecycle.alice");
 
     // Follow: publish writes alice's and carol's follows to their bucket;
     // alice's open stream joins the topic at once.
@@ -673,6 +683,19 @@ async fn control_works_with_the_services_own_users() {
         edges: 1,
     };
     assert_eq!(topics.topics, [news]);
+
+    // History: publish reads the topic's events with its own user.
+    let history = control
+        .history(HistoryRequest {
+            target: Some(history_request::Target::Topic("news".into())),
+            since: String::new(),
+            limit: 10,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("History: {e}; {:?}", nats.violations()))
+        .into_inner();
+    let data: Vec<_> = history.events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data, ["headline"]);
 
     // Revoke: the bucket keeps it, the edge ends alice's stream.
     let answer = control

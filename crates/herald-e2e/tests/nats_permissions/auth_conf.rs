@@ -5,7 +5,9 @@
 use herald_core::history::{MAX_SHARDS, stream_name};
 use herald_core::nats::inbox_prefix;
 use herald_core::offline;
-use herald_domain::control::{CONTROL_WILDCARD, FOLLOWS_BUCKET, REVOCATIONS_BUCKET};
+use herald_domain::control::{
+    CONTROL_WILDCARD, FOLLOWS_BUCKET, LIFECYCLE_WILDCARD, REVOCATIONS_BUCKET,
+};
 use herald_domain::presence::wire::{
     NODE_WILDCARD, QUERY_SUBJECT, QUEUE_GROUP, SNAPSHOT_PREFIX, STATS_SUBJECT, SYNC_SUBJECT,
 };
@@ -109,6 +111,10 @@ fn edge() -> User {
                 "round trips after subscribing (a subject nobody serves)",
                 &["_herald.ping.*"],
             ),
+            rule(
+                "streams' connects and disconnects (--lifecycle-events)",
+                &[LIFECYCLE_WILDCARD],
+            ),
             api(
                 "resume: read history (direct and leader gets, stream info); no writes",
                 &["DIRECT.GET", "STREAM.MSG.GET", "STREAM.INFO"],
@@ -185,6 +191,21 @@ fn publish() -> User {
                 ]
                 .concat(),
             ),
+            Rule {
+                why: "Control.History: stream info, a short-lived filtered consumer (create, pull, delete)",
+                lines: history()
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            format!("$JS.API.STREAM.INFO.{s}"),
+                            format!("$JS.API.CONSUMER.CREATE.{s}"),
+                            format!("$JS.API.CONSUMER.CREATE.{s}.>"),
+                            format!("$JS.API.CONSUMER.MSG.NEXT.{s}.*"),
+                            format!("$JS.API.CONSUMER.DELETE.{s}.*"),
+                        ]
+                    })
+                    .collect(),
+            },
             per_bucket(
                 "open the control buckets, read an entry, change it (compare-and-set)",
                 |bucket, stream| {
@@ -277,9 +298,15 @@ fn client() -> User {
         name: CLIENT,
         password: "HERALD_CLIENT_NATS_PASSWORD",
         block: "CLIENT",
-        role: "your services that ask presence over NATS (request/reply)",
+        role: "your services that ask presence over NATS (request/reply) or follow lifecycle events",
         publish: vec![rule("presence queries", &[QUERY_SUBJECT, STATS_SUBJECT])],
-        subscribe: vec![rule("the replies (default inbox)", &["_INBOX.>"])],
+        subscribe: vec![
+            rule("the replies (default inbox)", &["_INBOX.>"]),
+            rule(
+                "streams' connects and disconnects (`herald lifecycle`)",
+                &[LIFECYCLE_WILDCARD],
+            ),
+        ],
         allow_responses: false,
     }
 }
