@@ -21,6 +21,7 @@ use std::time::Duration;
 mod api;
 mod connect;
 mod control;
+mod lifecycle;
 mod ndjson;
 mod output;
 mod reconnect;
@@ -67,6 +68,8 @@ enum Command {
     History(control::HistoryArgs),
     /// List the topics live streams follow, with their streams and edges.
     Topics(control::TopicsArgs),
+    /// Tail streams' connects and disconnects (edges' --lifecycle-events), from NATS.
+    Lifecycle(lifecycle::LifecycleArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -176,6 +179,10 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Unfollow(args) => control::follow(args, false).await?,
         Command::History(args) => control::history(args).await?,
         Command::Topics(args) => control::topics(args).await?,
+        Command::Lifecycle(args) => {
+            let stop = herald_core::shutdown::on_signal();
+            lifecycle::tail(args, stop).await?
+        }
         Command::Subscribe(args) => {
             // Ctrl-C or SIGTERM is how a tail ends: not an error.
             let stop = herald_core::shutdown::on_signal();

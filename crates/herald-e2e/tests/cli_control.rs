@@ -368,3 +368,55 @@ async fn history_asks_for_a_user_or_a_topic_and_prints_events_like_subscribe() {
     assert_eq!(service.asked.lock().unwrap().len(), 2);
     server.abort();
 }
+
+#[tokio::test]
+async fn lifecycle_tails_one_users_connects_and_disconnects() {
+    use tokio::io::AsyncBufReadExt;
+    let nats = NatsServer::start();
+    let mut config = edge_config("e1");
+    config.lifecycle_events = true;
+    let edge = start_edge(&nats.client_url(), config).await;
+    let mut tail = tokio::process::Command::new(binary("herald"))
+        .args([
+            "lifecycle",
+            "--nats-url",
+            &nats.client_url(),
+            "--user",
+            "a.b",
+        ])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run herald lifecycle");
+    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    // Its subscription is made once it runs: streams until one is told.
+    let mut told = None;
+    for _ in 0..40 {
+        let stream = open(&edge, "a.b", &[]).await;
+        let _other = open(&edge, "someone-else", &[]).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline, lines.next_line()).await {
+            assert!(!line.contains("someone-else"), "{line}");
+            if line.contains(" connect a.b ") {
+                told = Some(line);
+            }
+        }
+        if let Some(connect) = told.take() {
+            assert!(connect.ends_with(" topics="), "{connect}");
+            let stream_id = connect.split(' ').nth(3).unwrap().to_owned();
+            assert!(stream_id.starts_with("e1-"), "{connect}");
+            drop(stream);
+            loop {
+                let line = tokio::time::timeout(WAIT, lines.next_line()).await;
+                let line = line.expect("a line in time").unwrap().expect("a line");
+                if line.contains(&format!(" disconnect a.b {stream_id} ")) {
+                    assert!(line.ends_with(": client_gone"), "{line}");
+                    return;
+                }
+            }
+        }
+    }
+    panic!("herald lifecycle printed no connect");
+}
