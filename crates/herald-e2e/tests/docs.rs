@@ -61,6 +61,7 @@ const COMMANDS: &[(&[&str], &[&str])] = &[
         &["herald", "topics"],
         &["Control commands", "herald topics"],
     ),
+    (&["herald", "lifecycle"], &["herald lifecycle"]),
 ];
 
 #[test]
