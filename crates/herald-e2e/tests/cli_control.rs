@@ -1,23 +1,17 @@
-//! `herald disconnect`, `revoke`, `follow`, `unfollow`, `topics` and
-//! `history` as an operator runs them (events sent with `herald publish`): the binary against a real NATS,
-//! herald-publish and two edges, its one-line answers checked and their
-//! effect seen on live streams; `history` against a stand-in Control
-//! service that records what the CLI asked and answers canned events.
+//! `herald disconnect`, `revoke`, `follow`, `unfollow`, `topics`,
+//! `history` and `lifecycle` as an operator runs them (events sent with
+//! `herald publish`): the binary against a real NATS, herald-publish and
+//! edges, its one-line answers checked and their effect seen on live
+//! streams.
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_e2e::*;
-use herald_proto::v1;
-use herald_proto::v1::control_server::{Control, ControlServer};
-use herald_proto::v1::history_request::Target;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign, now};
 use herald_testing::{NatsServer, eventually};
 use serde_json::{Value, json};
-use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Response, Status};
 
 const TOKEN: &str = "cli-control-api-token-0123";
 const WAIT: Duration = Duration::from_secs(20);
@@ -228,135 +222,53 @@ async fn follow_and_unfollow_change_live_streams_and_topics_lists_them() {
     assert_eq!(run.code, Some(2), "{run:?}");
 }
 
-/// A Control service that answers History with canned events and keeps
-/// each request it got, with its `authorization` header.
-#[derive(Clone, Default)]
-struct CannedHistory {
-    asked: Arc<Mutex<Vec<(v1::HistoryRequest, String)>>>,
-}
-
-#[tonic::async_trait]
-impl Control for CannedHistory {
-    async fn history(
-        &self,
-        request: Request<v1::HistoryRequest>,
-    ) -> Result<Response<v1::HistoryResponse>, Status> {
-        let bearer = request.metadata().get("authorization");
-        let bearer = bearer.and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let bearer = bearer.to_owned();
-        self.asked
-            .lock()
-            .unwrap()
-            .push((request.into_inner(), bearer));
-        let event = |id: &str, event: &str, data: &str| v1::HistoryEvent {
-            id: id.into(),
-            event: event.into(),
-            data: data.into(),
-            time_unix_ms: 1_700_000_000_000,
-        };
-        Ok(Response::new(v1::HistoryResponse {
-            events: vec![event("7-1", "", "one"), event("7-2", "quote", "a\nb")],
-            truncated: true,
-        }))
-    }
-
-    async fn disconnect(
-        &self,
-        _: Request<v1::DisconnectRequest>,
-    ) -> Result<Response<v1::DisconnectResponse>, Status> {
-        Err(Status::unimplemented("history only"))
-    }
-
-    async fn revoke(
-        &self,
-        _: Request<v1::RevokeRequest>,
-    ) -> Result<Response<v1::RevokeResponse>, Status> {
-        Err(Status::unimplemented("history only"))
-    }
-
-    async fn follow(
-        &self,
-        _: Request<v1::FollowRequest>,
-    ) -> Result<Response<v1::FollowResponse>, Status> {
-        Err(Status::unimplemented("history only"))
-    }
-
-    async fn unfollow(
-        &self,
-        _: Request<v1::FollowRequest>,
-    ) -> Result<Response<v1::FollowResponse>, Status> {
-        Err(Status::unimplemented("history only"))
-    }
-
-    async fn topics(
-        &self,
-        _: Request<v1::TopicsRequest>,
-    ) -> Result<Response<v1::TopicsResponse>, Status> {
-        Err(Status::unimplemented("history only"))
-    }
-}
-
 #[tokio::test]
-async fn history_asks_for_a_user_or_a_topic_and_prints_events_like_subscribe() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let service = CannedHistory::default();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ControlServer::new(service.clone()))
-            .serve_with_incoming(TcpIncoming::from(listener)),
+async fn history_prints_a_users_or_a_topics_events_like_subscribe() {
+    let nats = NatsServer::start();
+    let (publish, _edges) = stack(&nats, 0).await;
+    let addr = publish.url();
+    for data in ["one", "two", "three"] {
+        to_topic(&addr, "news", data).await;
+    }
+    let run = herald(&addr, &["history", "--topic", "news", "--limit", "2"]).await;
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{run:?}");
+    assert!(lines[0].ends_with(" event=message data=two"), "{run:?}");
+    assert!(lines[1].ends_with(" data=three"), "{run:?}");
+    assert!(
+        run.stderr.contains("truncated"),
+        "older events left out: {run:?}"
     );
 
+    // From an id it printed: what came after.
+    let since = lines[0]
+        .strip_prefix("id=")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
     let run = herald(
         &addr,
-        &[
-            "history", "--topic", "news", "--since", "7-0", "--limit", "2",
-        ],
+        &["history", "--topic", "news", "--since", since, "--json"],
     )
     .await;
-    run.printed(&[
-        "id=7-1 event=message data=one",
-        "id=7-2 event=quote data=a\\nb",
-    ]);
-    assert!(run.stderr.contains("truncated"), "{run:?}");
-    let run = herald(&addr, &["history", "--user", "alice", "--json"]).await;
-    let lines: Vec<Value> = run
+    let events: Vec<Value> = run
         .stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(
-        lines,
-        [
-            json!({"id": "7-1", "event": "message", "data": "one"}),
-            json!({"id": "7-2", "event": "quote", "data": "a\nb"}),
-        ]
-    );
+    assert_eq!(events.len(), 1, "{run:?}");
+    assert_eq!(events[0]["data"], "three");
 
-    let asked = service.asked.lock().unwrap().clone();
-    let bearer = format!("Bearer {TOKEN}");
-    assert_eq!(
-        asked,
-        [
-            (
-                v1::HistoryRequest {
-                    target: Some(Target::Topic("news".into())),
-                    since: "7-0".into(),
-                    limit: 2,
-                },
-                bearer.clone()
-            ),
-            (
-                v1::HistoryRequest {
-                    target: Some(Target::UserId("alice".into())),
-                    since: String::new(),
-                    limit: 0,
-                },
-                bearer
-            ),
-        ]
-    );
-
+    let run = herald(&addr, &["history", "--user", "nobody"]).await;
+    run.printed(&[]);
+    let run = herald(
+        &addr,
+        &["history", "--topic", "news", "--since", "garbage!"],
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("InvalidArgument"), "{run:?}");
     // Exactly one of --user and --topic.
     for args in [
         &["history"][..],
@@ -365,8 +277,6 @@ async fn history_asks_for_a_user_or_a_topic_and_prints_events_like_subscribe() {
         let run = herald(&addr, args).await;
         assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
     }
-    assert_eq!(service.asked.lock().unwrap().len(), 2);
-    server.abort();
 }
 
 #[tokio::test]

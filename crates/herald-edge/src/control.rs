@@ -35,7 +35,7 @@ const MAX_TOPICS_LISTED: u32 = 1_000;
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long an edge that starts waits to know the revoked tokens before
-/// it serves anyway (refusing connects with 503 until it knows them).
+/// it serves anyway (then it ends revoked streams once it knows them).
 pub const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Follows the revocations and follows buckets until `stop`; returns once
@@ -63,7 +63,7 @@ pub async fn follow_buckets(state: &Arc<State>, stop: &CancellationToken) {
     let known = tokio::time::timeout(LOAD_WAIT, loaded.wait_for(|l| *l)).await;
     if known.is_err() {
         tracing::warn!(
-            "revoked tokens not read within {LOAD_WAIT:?} (JetStream away?); connects are refused until they are"
+            "revoked tokens not read within {LOAD_WAIT:?} (JetStream away?); serving, and ending revoked streams once they are read"
         );
     }
 }

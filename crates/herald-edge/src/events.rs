@@ -429,18 +429,13 @@ async fn resume(
     Ok((Replay::start(held, plan, budget, resets), kept))
 }
 
-/// 401 `token_revoked` for a token the app revoked (`Control.Revoke`);
-/// 503 until this edge knows which are (it just started).
+/// 401 `token_revoked` for a token the app revoked (`Control.Revoke`).
+/// An edge that could not read the revocations at start (JetStream not up
+/// yet, a cold cluster) admits the stream: it ends the revoked ones as
+/// soon as it reads them (see `control`), where refusing every connect
+/// would turn a JetStream outage into an outage of live events too.
 fn check_revoked(state: &State, user: &UserId, claims: &Claims) -> Result<(), ApiError> {
     let revocations = &state.revocations;
-    if !revocations.is_loaded() {
-        return Err(ApiError::unavailable(
-            "revocations_loading",
-            "this edge is still reading which tokens are revoked; retry shortly",
-            1,
-            RejectReason::Unavailable,
-        ));
-    }
     let now = crate::revocations::unix_now();
     match revocations.refusing(user, claims.iat, now) {
         None => Ok(()),
