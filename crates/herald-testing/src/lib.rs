@@ -14,6 +14,7 @@
 //! - [`pki`]: a private CA and the certificates tests serve and present.
 //! - [`process`]: Herald's binaries as processes: clean environment, stderr kept, SIGTERM.
 //! - [`sse`]: a spec-following SSE client over reqwest.
+//! - [`supercluster`]: clusters joined by gateways, one per region.
 //! - [`token`]: minting client JWTs.
 //! - [`wait`]: [`eventually`], polling a condition instead of sleeping.
 
@@ -29,6 +30,7 @@ pub mod page;
 pub mod pki;
 pub mod process;
 pub mod sse;
+pub mod supercluster;
 pub mod token;
 pub mod wait;
 

@@ -33,6 +33,15 @@ pub struct NatsServer {
     env: Vec<(String, String)>,
 }
 
+/// One node's routes: its cluster's name, where it listens for routes,
+/// and every node's route port.
+#[derive(Clone, Copy)]
+struct Routes<'a> {
+    name: &'a str,
+    listen: u16,
+    peers: &'a [u16],
+}
+
 /// A full-mesh cluster of routed servers.
 pub struct NatsCluster {
     pub nodes: Vec<NatsServer>,
@@ -66,7 +75,7 @@ impl NatsServer {
         server
     }
 
-    fn spawn(name: &str, cluster: Option<(u16, &[u16])>, extra: &str) -> Self {
+    fn spawn(name: &str, cluster: Option<Routes<'_>>, extra: &str) -> Self {
         let mut server = Self::new(name);
         server.launch_first(cluster, extra);
         server
@@ -74,7 +83,7 @@ impl NatsServer {
 
     /// The first launch: a port another test took since it was picked
     /// (they are picked free, then bound by nats-server) is picked again.
-    fn launch_first(&mut self, cluster: Option<(u16, &[u16])>, extra: &str) {
+    fn launch_first(&mut self, cluster: Option<Routes<'_>>, extra: &str) {
         for _ in 0..4 {
             self.write_config(cluster, extra);
             match self.try_launch() {
@@ -103,7 +112,7 @@ impl NatsServer {
         }
     }
 
-    fn write_config(&self, cluster: Option<(u16, &[u16])>, extra: &str) {
+    fn write_config(&self, cluster: Option<Routes<'_>>, extra: &str) {
         let dir = self.dir.path().display();
         let mut config = format!(
             "server_name: {name}\nhost: 127.0.0.1\nport: {client}\nhttp_port: {http}\n\
@@ -112,15 +121,20 @@ impl NatsServer {
             client = self.client_port,
             http = self.monitor_port,
         );
-        if let Some((listen, routes)) = cluster {
-            let routes: Vec<String> = routes
+        if let Some(Routes {
+            name,
+            listen,
+            peers,
+        }) = cluster
+        {
+            let routes: Vec<String> = peers
                 .iter()
                 .map(|p| format!("nats://127.0.0.1:{p}"))
                 .collect();
             config.push_str(&format!(
                 // Pinning the application account ($G) to its own routes keeps
                 // JetStream's system traffic out of the route counters.
-                "cluster {{ name: herald-test, listen: 127.0.0.1:{listen}, routes: [{}], accounts: [\"$G\"] }}\n",
+                "cluster {{ name: {name}, listen: 127.0.0.1:{listen}, routes: [{}], accounts: [\"$G\"] }}\n",
                 routes.join(", ")
             ));
         }
@@ -313,18 +327,30 @@ impl NatsCluster {
 
     async fn start_fresh_with(size: usize, extra: &str) -> Self {
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
-        let nodes: Vec<NatsServer> = (0..size)
-            .map(|i| {
-                NatsServer::spawn(
-                    &format!("n{}", i + 1),
-                    Some((route_ports[i], &route_ports)),
-                    extra,
-                )
-            })
-            .collect();
-        let cluster = Self { nodes };
+        let cluster = Self::spawn("herald-test", "n", &route_ports, |_| extra.to_owned());
         cluster.wait_for_mesh().await;
         cluster
+    }
+
+    /// Nodes `<prefix>1`, `<prefix>2`, … of cluster `name`, one per route
+    /// port; node `i` gets `extra(i)` configuration.
+    pub(crate) fn spawn(
+        name: &str,
+        prefix: &str,
+        route_ports: &[u16],
+        extra: impl Fn(usize) -> String,
+    ) -> Self {
+        let nodes = (0..route_ports.len())
+            .map(|i| {
+                let routes = Routes {
+                    name,
+                    listen: route_ports[i],
+                    peers: route_ports,
+                };
+                NatsServer::spawn(&format!("{prefix}{}", i + 1), Some(routes), &extra(i))
+            })
+            .collect();
+        Self { nodes }
     }
 
     /// Waits until every node knows the JetStream meta leader and a stream
