@@ -2,7 +2,8 @@
 //! joined by gateways (one JetStream domain): an event published in one
 //! region reaches a stream in the other once; a topic event crosses once
 //! however many follow it there; events nobody follows in a region do
-//! not cross to it.
+//! not cross to it; a client that moves to the other region resumes what
+//! it missed, and receipts in one region see streams in the other.
 
 use std::time::Duration;
 
@@ -110,4 +111,50 @@ async fn events_cross_to_the_region_that_follows_them_once_and_no_further() {
         crossed < 20,
         "{crossed} messages crossed for {EVENTS} events nobody in b follows"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_moves_region_resumes_and_receipts_see_the_other_region() {
+    let supercluster = NatsSupercluster::start(&["a", "b"], 3).await;
+    let (a, b) = (supercluster.region("a"), supercluster.region("b"));
+    let publish = start_publish(&a.client_urls(), replicated_publish()).await;
+    let edge_a = start_edge(&a.client_urls(), replicated_edge("edge-a")).await;
+    let edge_b = start_edge(&b.client_urls(), replicated_edge("edge-b")).await;
+    let http = reqwest::Client::new();
+    let token = Claims::new("bob").hs256(SECRET);
+    let mut client = publisher(&publish).await;
+
+    // Bob on region a's edge gets one event, then his phone moves.
+    let mut bob = SseStream::open(&http, &events_url(&edge_a, &[]), &token).await;
+    publish_to_users(&mut client, &["bob"], "e1").await;
+    let first = bob.next().await;
+    assert_eq!(first.data, "e1");
+    drop(bob);
+    for data in ["e2", "e3"] {
+        publish_to_users(&mut client, &["bob"], data).await;
+    }
+    // ... to region b's edge, with his last id: what he missed, once.
+    let response = http
+        .get(events_url(&edge_b, &[]))
+        .bearer_auth(&token)
+        .header("last-event-id", &first.id)
+        .send()
+        .await
+        .unwrap();
+    let mut bob = SseStream::from_response(response).await;
+    assert_eq!(bob.next().await.data, "e2");
+    assert_eq!(bob.next().await.data, "e3");
+
+    // Publish in region a sees bob online in region b.
+    let mut online = false;
+    for _ in 0..100 {
+        let response = publish_to_users(&mut client, &["bob"], "receipt").await;
+        assert_eq!(bob.next().await.data, "receipt");
+        if response.receipts[0].online {
+            online = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(online, "the receipt says bob is online, in region b");
 }
