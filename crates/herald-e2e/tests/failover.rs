@@ -327,10 +327,22 @@ async fn a_rolling_nats_restart_closes_no_stream_and_loses_nothing() {
         );
     }
     let mut moves = Vec::new();
+    // Why the edges ended streams, but for the readers' own goodbyes.
+    let mut reasons = std::collections::BTreeMap::new();
     for edge in &edges {
         let metrics = metrics_at(edge.process().admin).await;
         let sample = |name: &str| sample_value(&metrics, name);
         moves.push(sample("herald_edge_nats_moves_total"));
+        for line in metrics.lines() {
+            let Some(rest) = line.strip_prefix("herald_edge_closes_total{reason=\"") else {
+                continue;
+            };
+            let (reason, count) = rest.split_once("\"} ").unwrap_or_default();
+            if reason != "client_gone" {
+                *reasons.entry(reason.to_owned()).or_insert(0.0) +=
+                    count.parse::<f64>().unwrap_or(0.0);
+            }
+        }
         assert_eq!(
             sample("herald_edge_nats_connects_total"),
             1.0,
@@ -339,7 +351,7 @@ async fn a_rolling_nats_restart_closes_no_stream_and_loses_nothing() {
     }
     println!(
         "rolling: {streams} streams on 2 edges, 3 NATS nodes restarted in {took:?} while {sent} events were published; \
-         {closed} streams closed ({:.2} %), none of the others missed an event; subscription moves per edge {moves:?}",
+         {closed} streams closed ({:.2} %), none of the others missed an event; subscription moves per edge {moves:?}; edges' other close reasons {reasons:?}",
         closed as f64 * 100.0 / streams as f64
     );
     assert!(
