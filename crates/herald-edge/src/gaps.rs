@@ -236,6 +236,11 @@ impl<T> Gaps<T> {
     fn is_filling(&self, id: u64) -> bool {
         matches!(self, Self::Filling(filling) if filling.fill.id == id)
     }
+
+    /// Whether fill `id`, under way, is a settle read (see [`Gaps::settle`]).
+    pub fn is_settle(&self, id: u64) -> bool {
+        matches!(self, Self::Filling(filling) if filling.fill.id == id && filling.fill.upto == OPEN)
+    }
 }
 
 #[cfg(test)]
@@ -289,11 +294,13 @@ mod tests {
         assert!(matches!(gaps, Gaps::At(8)));
         // Nothing missed: the subject stays where it was.
         let fill = gaps.settle().unwrap();
+        assert!(gaps.is_settle(fill.id));
         assert_eq!(
             gaps.filled(fill.id, read(&[])).unwrap().events,
             Vec::<u64>::new()
         );
         assert!(matches!(gaps, Gaps::At(8)));
+        assert!(!gaps.is_settle(fill.id), "done");
     }
 
     #[test]

@@ -361,6 +361,13 @@ impl Filled for Subject {
         state.sync_epoch(&self.losses);
         let read = match read {
             Ok(read) => read,
+            // A settle read is only a check, made while NATS may be
+            // moving (a rolling restart): one that fails ends nothing,
+            // and the subject's next event still shows a gap.
+            Err(FillError::Read(_) | FillError::TimedOut) if state.gaps.is_settle(id) => {
+                tracing::debug!(subject = %self.name, "a settle read failed; skipped");
+                Vec::new()
+            }
             Err(e) => {
                 if state.gaps.failed(id) {
                     let outcome = match e {
@@ -593,6 +600,22 @@ mod tests {
         let (mut stream, _) = join(&user, 1, 16);
         user.deliver(&after(6, 7), Source::Only, &metrics);
         assert_eq!(queued(&mut stream), [7]);
+    }
+
+    /// A settle read (a check made a second after subscribing) that
+    /// history does not answer ends no stream: the next event goes out.
+    #[tokio::test(start_paused = true)]
+    async fn a_settle_read_that_fails_ends_nothing() {
+        let (topic, _losses) = subject(TOPIC);
+        let (mut stream, signal) = join(&topic, 1, 16);
+        let metrics = Metrics::default();
+        topic.deliver(&after(0, 1), Source::Only, &metrics);
+        topic.settle(&metrics);
+        tokio::time::sleep(FILL_TIMEOUT + Duration::from_secs(1)).await;
+        assert_eq!(signal.reason(), None, "still open");
+        topic.deliver(&after(1, 2), Source::Only, &metrics);
+        assert_eq!(queued(&mut stream), [1, 2]);
+        assert_eq!(metrics.gaps(GapOutcome::ReadFailed), 0);
     }
 
     #[tokio::test(start_paused = true)]
