@@ -86,9 +86,13 @@ impl Edge {
             shards: config.history.history_shards,
             reads: Reads::for_replicas(config.history.history_replicas),
         });
-        // Other servers advertised: a cluster, where interest reaches the
-        // stream leader's server a moment after a subscription.
-        let in_cluster = !client.server_info().connect_urls.is_empty();
+        // A server in a named cluster: interest reaches the stream
+        // leader's server a moment after a subscription. (A lone server
+        // may advertise its own URL in `connect_urls`.)
+        let in_cluster = client
+            .server_info()
+            .cluster
+            .is_some_and(|name| !name.is_empty());
         let fanout = Fanout::connect(
             subscriber,
             urls,
