@@ -371,6 +371,22 @@ pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running 
     .await
 }
 
+/// herald-publish's config for a 3-node cluster: history with three replicas.
+pub fn replicated_publish(node: &str) -> herald_publish::Config {
+    let mut config = herald_publish::Config::defaults(node);
+    config.history.history_replicas = 3;
+    config
+}
+
+/// An edge that knows history has three replicas, as deployments say to
+/// every service: it then reads history from stream leaders, since a
+/// replica's direct get may lag behind what was published.
+pub fn replicated_edge(node: &str) -> herald_edge::Config {
+    let mut config = edge_config(node);
+    config.history.history_replicas = 3;
+    config
+}
+
 /// An edge config with test defaults and [`SECRET`].
 pub fn edge_config(node: &str) -> herald_edge::Config {
     herald_edge::Config::with_secret(node, SECRET)

@@ -8,25 +8,10 @@ use herald_testing::NatsCluster;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign};
 
-fn replicated_publish() -> herald_publish::Config {
-    let mut config = herald_publish::Config::defaults("p");
-    config.history.history_replicas = 3;
-    config
-}
-
-/// An edge that knows history has three replicas, as deployments say to
-/// every service: it then reads history from stream leaders, since a
-/// replica's direct get may lag behind what was published.
-fn replicated_edge(node: &str) -> herald_edge::Config {
-    let mut config = edge_config(node);
-    config.history.history_replicas = 3;
-    config
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_killed_mid_stream_loses_nothing_for_a_client_that_moves() {
     let cluster = NatsCluster::start(3).await;
-    let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish()).await;
+    let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish("p")).await;
     let mut doomed = EdgeProcess::start(&cluster.nodes[1].client_url(), None).await;
     let doomed_addr = doomed.addr;
     let survivor = start_edge(&cluster.nodes[2].client_url(), replicated_edge("edge-3")).await;
@@ -81,7 +66,7 @@ async fn restarting_a_nats_node_loses_no_acknowledged_event() {
     let mut cluster = NatsCluster::start(3).await;
     // Publisher and edge on node 1; node 3 holds a replica of every stream
     // (and may lead some of them).
-    let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish()).await;
+    let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish("p")).await;
     let edge = start_edge(&cluster.nodes[0].client_url(), replicated_edge("edge-1")).await;
     let token = Claims::new("alice").hs256(SECRET);
     let http = reqwest::Client::new();
@@ -170,7 +155,7 @@ async fn publish_retrying(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_loses_nothing_when_its_edge_loses_nats() {
     let mut cluster = NatsCluster::start(3).await;
-    let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish()).await;
+    let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish("p")).await;
     // The edge knows only node 2; when node 2 dies it reconnects elsewhere.
     let edge = start_edge(&cluster.nodes[1].client_url(), replicated_edge("edge-2")).await;
     let token = Claims::new("alice").hs256(SECRET);
@@ -251,7 +236,7 @@ async fn a_rolling_nats_restart_closes_no_stream_and_loses_nothing() {
     // Over the 5 s within which Herald's connections leave.
     let mut cluster = NatsCluster::start_with(3, "lame_duck_grace_period: \"6s\"\n").await;
     let urls = cluster.client_urls();
-    let publish = start_publish(&urls, replicated_publish()).await;
+    let publish = start_publish(&urls, replicated_publish("p")).await;
     // Processes of their own: each holds half the streams' sockets.
     let flags = ["--history-replicas", "3"];
     let edges = [

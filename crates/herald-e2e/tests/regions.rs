@@ -12,23 +12,11 @@ use herald_testing::sse::SseStream;
 use herald_testing::supercluster::{NatsSupercluster, gateway_out_msgs};
 use herald_testing::token::{Claims, Sign};
 
-fn replicated_publish() -> herald_publish::Config {
-    let mut config = herald_publish::Config::defaults("publish-a");
-    config.history.history_replicas = 3;
-    config
-}
-
-fn replicated_edge(node: &str) -> herald_edge::Config {
-    let mut config = edge_config(node);
-    config.history.history_replicas = 3;
-    config
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_cross_to_the_region_that_follows_them_once_and_no_further() {
     let supercluster = NatsSupercluster::start(&["a", "b"], 3).await;
     let (a, b) = (supercluster.region("a"), supercluster.region("b"));
-    let publish = start_publish(&a.client_urls(), replicated_publish()).await;
+    let publish = start_publish(&a.client_urls(), replicated_publish("publish-a")).await;
     let edge_b = start_edge(&b.client_urls(), replicated_edge("edge-b")).await;
     let http = reqwest::Client::new();
     let alice = Claims::new("alice").hs256(SECRET);
@@ -117,7 +105,7 @@ async fn events_cross_to_the_region_that_follows_them_once_and_no_further() {
 async fn a_client_that_moves_region_resumes_and_receipts_see_the_other_region() {
     let supercluster = NatsSupercluster::start(&["a", "b"], 3).await;
     let (a, b) = (supercluster.region("a"), supercluster.region("b"));
-    let publish = start_publish(&a.client_urls(), replicated_publish()).await;
+    let publish = start_publish(&a.client_urls(), replicated_publish("publish-a")).await;
     let edge_a = start_edge(&a.client_urls(), replicated_edge("edge-a")).await;
     let edge_b = start_edge(&b.client_urls(), replicated_edge("edge-b")).await;
     let http = reqwest::Client::new();
