@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream;
 use herald_domain::control::{FOLLOWS_BUCKET, REVOCATIONS_BUCKET};
 
-use crate::history::{HistoryArgs, Storage};
+use crate::history::HistoryArgs;
 
 /// Largest value kept: a user's follows at the largest `--max-topics`.
 const MAX_VALUE_SIZE: i32 = 256 * 1024;
@@ -42,10 +42,7 @@ fn bucket_config(bucket: &str, history: &HistoryArgs, max_age: Duration) -> stre
     stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
-        storage: match history.history_storage {
-            Storage::File => stream::StorageType::File,
-            Storage::Memory => stream::StorageType::Memory,
-        },
+        storage: history.storage_type(),
         num_replicas: usize::from(history.history_replicas),
         max_messages_per_subject: 1,
         max_age,

@@ -28,6 +28,11 @@ pub struct CommonArgs {
     #[command(flatten)]
     pub listener: crate::listener::ListenerArgs,
 
+    /// This service's region in a supercluster: the name of the NATS
+    /// cluster it connects to (checked at start); empty for one region.
+    #[arg(long, env = "HERALD_REGION", default_value = "", value_parser = parse_region)]
+    pub region: herald_domain::region::Region,
+
     /// This instance's name, reported in logs and metrics; defaults to the hostname.
     #[arg(long, env = "HERALD_NODE_ID")]
     pub node_id: Option<String>,
@@ -56,6 +61,11 @@ impl CommonArgs {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "herald".to_owned())
     }
+}
+
+/// Parses a `--region` value.
+pub fn parse_region(raw: &str) -> Result<herald_domain::region::Region, String> {
+    herald_domain::region::Region::parse(raw).map_err(|e| e.to_string())
 }
 
 /// Parses the command line; a bad flag ends the process with one line and exit code 2.

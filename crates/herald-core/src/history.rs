@@ -9,10 +9,19 @@
 //! carries the subject's previous sequence in the stream (0 if it holds
 //! none), so the edge also sees an event it missed (checked on nats-server
 //! 2.10.26).
+//!
+//! In a supercluster each region has its own shards, placed in its own
+//! cluster, and stores what is published there (see
+//! `herald_domain::region`): the subjects above gain the region as a last
+//! token (`herald.h.<n>.u.x.<region>`, republished on `herald.u.x.<region>`)
+//! and the streams are named `HERALD_H<n>_<region>`.
 
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
+use herald_domain::region::{Region, of_origin};
+
+use crate::agreement::SHARDS_METADATA;
 
 /// Header with the stream sequence on republished messages.
 pub const SEQUENCE_HEADER: &str = "Nats-Sequence";
@@ -56,33 +65,44 @@ pub enum Storage {
     Memory,
 }
 
-/// Which shard holds a live subject: FNV-1a, stable across processes and versions.
-pub fn shard_of(live_subject: &str, shards: u16) -> u16 {
-    (herald_domain::cursor::key(live_subject) % u32::from(shards)) as u16
+/// Which shard holds an origin subject (a live subject, with its region's
+/// token in a supercluster): FNV-1a, stable across processes and versions.
+pub fn shard_of(origin: &str, shards: u16) -> u16 {
+    (herald_domain::cursor::key(origin) % u32::from(shards)) as u16
 }
 
-/// The stream name of a shard.
-pub fn stream_name(shard: u16) -> String {
-    format!("HERALD_H{shard}")
+/// The stream name of a region's shard.
+pub fn stream_name(region: &Region, shard: u16) -> String {
+    match region.is_unnamed() {
+        true => format!("HERALD_H{shard}"),
+        false => format!("HERALD_H{shard}_{region}"),
+    }
 }
 
-/// The stored subject of a live subject (`herald.u.x` → `herald.h.<n>.u.x`).
-pub fn stored_subject(live_subject: &str, shard: u16) -> String {
-    let rest = live_subject.strip_prefix("herald.").unwrap_or(live_subject);
+/// The stream that holds `origin`'s events, of `shards`.
+pub fn stream_of(origin: &str, shards: u16) -> String {
+    stream_name(&of_origin(origin), shard_of(origin, shards))
+}
+
+/// The stored subject of an origin subject (`herald.u.x` →
+/// `herald.h.<n>.u.x`, `herald.u.x.eu` → `herald.h.<n>.u.x.eu`).
+pub fn stored_subject(origin: &str, shard: u16) -> String {
+    let rest = origin.strip_prefix("herald.").unwrap_or(origin);
     format!("herald.h.{shard}.{rest}")
 }
 
 impl HistoryArgs {
-    /// The stream configuration of one shard.
-    pub fn stream_config(&self, shard: u16) -> stream::Config {
+    /// The stream configuration of one of `region`'s shards, placed in
+    /// its cluster.
+    pub fn stream_config(&self, region: &Region, shard: u16) -> stream::Config {
+        let stored = region.origin(&format!("herald.h.{shard}.*.*"));
         stream::Config {
-            name: stream_name(shard),
-            subjects: vec![format!("herald.h.{shard}.*.*")],
-            storage: match self.history_storage {
-                Storage::File => stream::StorageType::File,
-                Storage::Memory => stream::StorageType::Memory,
-            },
+            name: stream_name(region, shard),
+            subjects: vec![stored.clone()],
+            storage: self.storage_type(),
             num_replicas: usize::from(self.history_replicas),
+            placement: placement(region),
+            metadata: [(SHARDS_METADATA.to_owned(), self.history_shards.to_string())].into(),
             max_messages_per_subject: self.history_max_per_subject,
             max_age: self.history_max_age,
             // Identical publishes within this window are stored once.
@@ -91,18 +111,39 @@ impl HistoryArgs {
             // JetStream API queue, which a storm of resumes saturates.
             allow_direct: true,
             republish: Some(stream::Republish {
-                source: format!("herald.h.{shard}.*.*"),
-                destination: "herald.{{wildcard(1)}}.{{wildcard(2)}}".to_owned(),
+                source: stored,
+                destination: region.origin("herald.{{wildcard(1)}}.{{wildcard(2)}}"),
                 headers_only: false,
             }),
             ..Default::default()
         }
     }
 
-    /// Every shard's stream configuration (herald-publish creates them).
-    pub fn stream_configs(&self) -> impl Iterator<Item = stream::Config> + '_ {
-        (0..self.history_shards).map(|shard| self.stream_config(shard))
+    /// Every shard's stream configuration in `region` (herald-publish
+    /// creates them).
+    pub fn stream_configs<'a>(
+        &'a self,
+        region: &'a Region,
+    ) -> impl Iterator<Item = stream::Config> + 'a {
+        (0..self.history_shards).map(|shard| self.stream_config(region, shard))
     }
+
+    /// JetStream's storage for `--history-storage`.
+    pub fn storage_type(&self) -> stream::StorageType {
+        match self.history_storage {
+            Storage::File => stream::StorageType::File,
+            Storage::Memory => stream::StorageType::Memory,
+        }
+    }
+}
+
+/// Where a region's streams are placed: in its cluster (a named region's
+/// NATS cluster bears its name); anywhere for the unnamed region.
+pub fn placement(region: &Region) -> Option<stream::Placement> {
+    (!region.is_unnamed()).then(|| stream::Placement {
+        cluster: Some(region.as_str().to_owned()),
+        tags: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -113,6 +154,38 @@ mod tests {
     fn subjects_map_between_live_and_stored() {
         assert_eq!(stored_subject("herald.u.alice", 3), "herald.h.3.u.alice");
         assert_eq!(stored_subject("herald.t.news", 0), "herald.h.0.t.news");
+        assert_eq!(
+            stored_subject("herald.u.alice.eu", 3),
+            "herald.h.3.u.alice.eu"
+        );
+    }
+
+    #[test]
+    fn each_region_has_its_own_streams_and_subjects() {
+        let args = HistoryArgs {
+            history_shards: 4,
+            history_storage: Storage::File,
+            history_replicas: 3,
+            history_max_per_subject: 10,
+            history_max_age: Duration::from_secs(60),
+        };
+        let unnamed = args.stream_config(&Region::default(), 2);
+        assert_eq!(unnamed.name, "HERALD_H2");
+        assert_eq!(unnamed.subjects, ["herald.h.2.*.*"]);
+        assert!(unnamed.placement.is_none());
+        let eu = Region::parse("eu").unwrap();
+        let config = args.stream_config(&eu, 2);
+        assert_eq!(config.name, "HERALD_H2_eu");
+        assert_eq!(config.subjects, ["herald.h.2.*.*.eu"]);
+        assert_eq!(config.placement.unwrap().cluster.as_deref(), Some("eu"));
+        let republish = config.republish.unwrap();
+        assert_eq!(
+            republish.destination,
+            "herald.{{wildcard(1)}}.{{wildcard(2)}}.eu"
+        );
+        let origin = eu.origin("herald.u.alice");
+        let shard = shard_of(&origin, 4);
+        assert_eq!(stream_of(&origin, 4), format!("HERALD_H{shard}_eu"));
     }
 
     #[test]

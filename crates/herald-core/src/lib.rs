@@ -11,6 +11,7 @@
 //! - [`nats`]: connecting to NATS; [`nats_keys`]: its key files, read at every connect.
 //! - [`envelope`]: how an event travels on NATS (payload + `Herald-Event` header).
 //! - [`history`]: the sharded JetStream history streams.
+//! - [`agreement`]: the settings every service and region share, checked against existing streams.
 //! - [`buckets`]: the control plane's key-value buckets (revocations, follows).
 //! - [`offline`]: the work queue of events for users who were not connected.
 //! - [`presence`]: following who is connected where, over NATS.
@@ -34,6 +35,7 @@
 
 pub mod activity;
 pub mod admin;
+pub mod agreement;
 pub mod api_token;
 pub mod backoff;
 pub mod buckets;

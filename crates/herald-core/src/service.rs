@@ -65,12 +65,40 @@ pub async fn start(
             let urls = urls.join(",");
             cli::misconfigured("--nats-url", format!("cannot connect to {urls}: {e}"))
         });
+    if let Err(problem) = check_region(&common.region, &nats.server_info()) {
+        cli::misconfigured("--region", problem);
+    }
     Started {
         listener,
         admin_listener,
         nats,
         losses,
         telemetry,
+    }
+}
+
+/// A named region is its NATS cluster: its streams are placed there by
+/// that name, so a service whose server is in another cluster (or in
+/// none) would store its region's events elsewhere, or nowhere.
+fn check_region(
+    region: &herald_domain::region::Region,
+    server: &async_nats::ServerInfo,
+) -> Result<(), String> {
+    if region.is_unnamed() {
+        return Ok(());
+    }
+    match server.cluster.as_deref() {
+        Some(cluster) if cluster == region.as_str() => Ok(()),
+        Some(cluster) => Err(format!(
+            "`{region}` given, but the NATS server {} is in cluster `{cluster}`: \
+             a region's services connect to that region's NATS cluster, which bears its name",
+            server.server_name
+        )),
+        None => Err(format!(
+            "`{region}` given, but the NATS server {} is in no cluster: \
+             a region is a NATS cluster named after it, joined to the others by gateways",
+            server.server_name
+        )),
     }
 }
 

@@ -22,11 +22,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// Current cursor format.
 const VERSION: u8 = 1;
-/// Most subjects a cursor may name.
-pub const MAX_ENTRIES: usize = 64;
+/// Most subjects a cursor may name: a user and its topics, on each
+/// region's origin subject in a supercluster (see `region`).
+pub const MAX_ENTRIES: usize = 128;
 /// Longest encoded cursor accepted, in characters.
-/// (64 entries of the largest key and sequence encode to 1,283.)
-pub const MAX_ENCODED_LEN: usize = 1300;
+/// (128 entries of the largest key and sequence encode to 2,564.)
+pub const MAX_ENCODED_LEN: usize = 2600;
 
 /// The cursor key of a live subject: FNV-1a, stable across processes.
 pub fn key(live_subject: &str) -> u32 {

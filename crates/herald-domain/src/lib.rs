@@ -10,6 +10,7 @@
 //! - [`auth`]: verifies a client's JWT; [`claims`]: what it says and the rules it must meet.
 //! - [`control`]: the orders herald-publish's Control API sends the edges, and the buckets that keep them.
 //! - [`presence`]: who is connected where: the messages edges send, the state built from them.
+//! - [`region`]: region names, and the origin subjects that say which region stored an event.
 
 #![forbid(unsafe_code)]
 
@@ -18,5 +19,6 @@ pub mod claims;
 pub mod control;
 pub mod cursor;
 pub mod presence;
+pub mod region;
 pub mod request;
 pub mod subject;

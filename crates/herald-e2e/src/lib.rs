@@ -387,6 +387,31 @@ pub fn replicated_edge(node: &str) -> herald_edge::Config {
     config
 }
 
+/// herald-publish in `region` of a supercluster: history replicated in
+/// that region's cluster, where what is published here is stored.
+pub fn regional_publish(node: &str, region: &str) -> herald_publish::Config {
+    let mut config = replicated_publish(node);
+    config.region = region_named(region);
+    config
+}
+
+/// An edge in `region` (first of `regions`, which name every region of
+/// the supercluster): its streams follow events stored in each.
+pub fn regional_edge(node: &str, region: &str, regions: &[&str]) -> herald_edge::Config {
+    let mut config = replicated_edge(node);
+    let own = region_named(region);
+    let others = regions
+        .iter()
+        .map(|r| region_named(r))
+        .filter(|r| *r != own);
+    config.regions = std::iter::once(own.clone()).chain(others).collect();
+    config
+}
+
+fn region_named(name: &str) -> herald_domain::region::Region {
+    herald_domain::region::Region::parse(name).expect("a region name")
+}
+
 /// An edge config with test defaults and [`SECRET`].
 pub fn edge_config(node: &str) -> herald_edge::Config {
     herald_edge::Config::with_secret(node, SECRET)

@@ -501,7 +501,10 @@ async fn the_edge_user_cannot_forge_history_nor_read_devices() {
     edge.publish_refused(&stored).await;
     edge.publish_refused(live).await;
     let js = async_nats::jetstream::new(edge.client.clone());
-    let mut history = js.get_stream(stream_name(shard)).await.unwrap();
+    let mut history = js
+        .get_stream(stream_name(&Default::default(), shard))
+        .await
+        .unwrap();
     assert_eq!(history.info().await.unwrap().state.messages, 0);
 
     // The device bucket: no direct or leader get, no info, no consumer,

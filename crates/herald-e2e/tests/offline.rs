@@ -341,7 +341,10 @@ async fn store_and_drop_policies_keep_or_discard_offline_copies() {
     for (user, kept) in [("carol", true), ("dave", false), ("erin", false)] {
         let live = format!("herald.u.{user}");
         let shard = history::shard_of(&live, 4);
-        let stream = js.get_stream(history::stream_name(shard)).await.unwrap();
+        let stream = js
+            .get_stream(history::stream_name(&Default::default(), shard))
+            .await
+            .unwrap();
         let stored = history::stored_subject(&live, shard);
         let last = stream.get_last_raw_message_by_subject(&stored).await;
         assert_eq!(last.is_ok(), kept, "{user}: {last:?}");

@@ -1,23 +1,29 @@
-//! Regions as they work today, on a supercluster of two 3-node clusters
-//! joined by gateways (one JetStream domain): an event published in one
-//! region reaches a stream in the other once; a topic event crosses once
-//! however many follow it there; events nobody follows in a region do
-//! not cross to it; a client that moves to the other region resumes what
-//! it missed, and receipts in one region see streams in the other.
+//! Regions, on a supercluster of two 3-node clusters joined by gateways,
+//! Herald's services in each with `--region` (each region stores what is
+//! published in it): an event published in one region reaches a stream in
+//! the other once; a topic event crosses once however many follow it
+//! there; events nobody follows in a region do not cross to it; a client
+//! that moves to the other region resumes what it missed, and receipts in
+//! one region see streams in the other. With every node of one region
+//! stopped, the other keeps storing, delivering and resuming, and when
+//! the lost region returns its events reach the streams that missed them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herald_e2e::*;
-use herald_testing::sse::SseStream;
+use herald_proto::v1::publish_request::Target;
+use herald_proto::v1::publisher_client::PublisherClient;
+use herald_testing::sse::{QUIET, SseStream};
 use herald_testing::supercluster::{NatsSupercluster, gateway_out_msgs};
 use herald_testing::token::{Claims, Sign};
+use tonic::transport::Channel;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_cross_to_the_region_that_follows_them_once_and_no_further() {
     let supercluster = NatsSupercluster::start(&["a", "b"], 3).await;
     let (a, b) = (supercluster.region("a"), supercluster.region("b"));
-    let publish = start_publish(&a.client_urls(), replicated_publish("publish-a")).await;
-    let edge_b = start_edge(&b.client_urls(), replicated_edge("edge-b")).await;
+    let publish = start_publish(&a.client_urls(), regional_publish("publish-a", "a")).await;
+    let edge_b = start_edge(&b.client_urls(), regional_edge("edge-b", "b", &["a", "b"])).await;
     let http = reqwest::Client::new();
     let alice = Claims::new("alice").hs256(SECRET);
     let mut alice = SseStream::open(&http, &events_url(&edge_b, &[]), &alice).await;
@@ -105,9 +111,9 @@ async fn events_cross_to_the_region_that_follows_them_once_and_no_further() {
 async fn a_client_that_moves_region_resumes_and_receipts_see_the_other_region() {
     let supercluster = NatsSupercluster::start(&["a", "b"], 3).await;
     let (a, b) = (supercluster.region("a"), supercluster.region("b"));
-    let publish = start_publish(&a.client_urls(), replicated_publish("publish-a")).await;
-    let edge_a = start_edge(&a.client_urls(), replicated_edge("edge-a")).await;
-    let edge_b = start_edge(&b.client_urls(), replicated_edge("edge-b")).await;
+    let publish = start_publish(&a.client_urls(), regional_publish("publish-a", "a")).await;
+    let edge_a = start_edge(&a.client_urls(), regional_edge("edge-a", "a", &["a", "b"])).await;
+    let edge_b = start_edge(&b.client_urls(), regional_edge("edge-b", "b", &["a", "b"])).await;
     let http = reqwest::Client::new();
     let token = Claims::new("bob").hs256(SECRET);
     let mut client = publisher(&publish).await;
@@ -145,4 +151,138 @@ async fn a_client_that_moves_region_resumes_and_receipts_see_the_other_region() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(online, "the receipt says bob is online, in region b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_keeps_serving_when_the_other_is_lost_and_catches_up_when_it_returns() {
+    let mut supercluster = NatsSupercluster::start(&["a", "b"], 3).await;
+    let (a, b) = (supercluster.region("a"), supercluster.region("b"));
+    let publish_a = start_publish(&a.client_urls(), regional_publish("publish-a", "a")).await;
+    let publish_b = start_publish(&b.client_urls(), regional_publish("publish-b", "b")).await;
+    let edge_b = start_edge(&b.client_urls(), regional_edge("edge-b", "b", &["a", "b"])).await;
+    let http = reqwest::Client::new();
+    let token = Claims::new("carol").hs256(SECRET);
+    let (mut from_a, mut from_b) = (publisher(&publish_a).await, publisher(&publish_b).await);
+
+    // Carol, in region b, hears both regions.
+    let mut carol = SseStream::open(&http, &events_url(&edge_b, &[]), &token).await;
+    until_heard(&mut from_a, &mut carol, "carol").await;
+    publish_to_users(&mut from_a, &["carol"], "a1").await;
+    assert_eq!(carol.next().await.data, "a1");
+    publish_to_users(&mut from_b, &["carol"], "b1").await;
+    let b1 = carol.next().await;
+    assert_eq!(b1.data, "b1");
+    drop(carol);
+    // Away, she misses one event of each region.
+    publish_to_users(&mut from_a, &["carol"], "a2").await;
+    publish_to_users(&mut from_b, &["carol"], "b2").await;
+
+    // Region a is lost: all its NATS nodes stop.
+    for node in &mut supercluster.region_mut("a").nodes {
+        node.kill();
+    }
+    let lost = Instant::now();
+    // Region b stores its own events at once, through the moment its
+    // JetStream notices the loss (the meta group, which spans both
+    // regions, loses its quorum) and after.
+    let mut latencies = Vec::new();
+    while lost.elapsed() < LOST_FOR {
+        let started = Instant::now();
+        let i = latencies.len();
+        publish_to_users(&mut from_b, &["nobody"], &format!("during {i}")).await;
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    latencies.sort();
+    let slowest = latencies[latencies.len() - 1];
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!(
+        "region a lost for {LOST_FOR:?}: {} persisted publishes in b, p99 {p99:?}, slowest {slowest:?}",
+        latencies.len()
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest publish {slowest:?}"
+    );
+
+    // Carol comes back to b: b's event is replayed; a's (a2) is out of
+    // reach while a is away, and the stream stays open without it.
+    let started = Instant::now();
+    let mut carol = resume(&http, &edge_b, &token, &b1.id).await;
+    let waited = started.elapsed();
+    eprintln!("resumed in b with region a lost: {waited:?} to open");
+    assert!(waited < Duration::from_secs(3), "{waited:?} to resume");
+    assert_eq!(carol.next().await.data, "b2");
+    publish_to_users(&mut from_b, &["carol"], "b3").await;
+    let b3 = carol.next().await;
+    assert_eq!(b3.data, "b3");
+
+    // Region a returns; Herald is not restarted.
+    for node in &mut supercluster.region_mut("a").nodes {
+        node.restart();
+    }
+    supercluster.wait_for_gateways().await;
+    // a's next event would pass over a2, which this stream never had:
+    // the stream ends instead, and its client resumes a2 then a3.
+    let mut last = b3.id;
+    let mut a3 = false;
+    for _ in 0..60 {
+        if publish(&mut from_a, Target::users(&["carol"]), "", "a3")
+            .await
+            .is_ok()
+        {
+            a3 = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(a3, "region a stores events again");
+    while let Some(event) = carol.next_within(Duration::from_secs(10)).await {
+        assert_ne!(event.data, "a3", "a3 must not pass over a2");
+        last = event.id;
+    }
+    let mut carol = resume(&http, &edge_b, &token, &last).await;
+    let events: Vec<String> = [carol.next().await, carol.next().await]
+        .into_iter()
+        .map(|e| e.data)
+        .collect();
+    assert_eq!(events, ["a2", "a3"]);
+    carol.assert_silent(QUIET).await;
+}
+
+/// How long region a stays lost: past the moment JetStream in region b
+/// notices that its meta group lost its quorum.
+const LOST_FOR: Duration = Duration::from_secs(12);
+
+/// Publishes ephemeral pings from `client` until `stream` hears one: the
+/// stream's interest crosses the gateway a moment after it subscribes.
+async fn until_heard(client: &mut PublisherClient<Channel>, stream: &mut SseStream, user: &str) {
+    for _ in 0..60 {
+        publish_ephemeral(client, &[user], "ping").await;
+        if stream
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_some()
+        {
+            while stream
+                .next_within(Duration::from_millis(300))
+                .await
+                .is_some()
+            {}
+            return;
+        }
+    }
+    panic!("{user}'s interest never crossed the gateway");
+}
+
+/// Opens a stream on `edge` from event id `last`.
+async fn resume(http: &reqwest::Client, edge: &Running, token: &str, last: &str) -> SseStream {
+    let response = http
+        .get(events_url(edge, &[]))
+        .bearer_auth(token)
+        .header("last-event-id", last)
+        .send()
+        .await
+        .unwrap();
+    SseStream::from_response(response).await
 }

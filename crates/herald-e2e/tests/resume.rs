@@ -757,13 +757,16 @@ async fn republish(nats: &NatsServer, subject: &str, on: bool) {
     let client = async_nats::connect(nats.client_url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let mut config = js
-        .get_stream(stream_name(shard))
+        .get_stream(stream_name(&Default::default(), shard))
         .await
         .unwrap()
         .cached_info()
         .config
         .clone();
-    config.republish = history.stream_config(shard).republish.filter(|_| on);
+    config.republish = history
+        .stream_config(&Default::default(), shard)
+        .republish
+        .filter(|_| on);
     let updated = js.update_stream(config).await.unwrap();
     assert_eq!(updated.config.republish.is_some(), on);
 }

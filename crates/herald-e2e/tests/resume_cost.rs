@@ -250,7 +250,7 @@ async fn cursor_entries_for_subjects_not_followed_cost_nothing() {
         cost.requests
     );
     // One read, of where mallory's own stream starts (as for any connect
-    // without a position for it): the 64 entries cost nothing.
+    // without a position for it): the other entries cost nothing.
     assert_eq!(cost.requests, 1);
 }
 

@@ -5,13 +5,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_core::cli::CommonArgs;
+use herald_core::cli::{CommonArgs, parse_region};
 use herald_core::config_error::ConfigError;
 use herald_core::duration::parse_duration;
 use herald_core::history::HistoryArgs;
 use herald_core::tls::{ServerTls, TlsArgs};
 use herald_domain::auth::Authenticator;
 use herald_domain::claims::Rules;
+use herald_domain::cursor::MAX_ENTRIES;
+use herald_domain::region::Region;
 
 use crate::budget::ReplayLimits;
 use crate::cors::AllowedOrigins;
@@ -109,6 +111,12 @@ pub struct Args {
     #[arg(long, env = "HERALD_MAX_TOPICS", default_value_t = 32)]
     pub max_topics: usize,
 
+    /// Every region of the supercluster, this one (`--region`) included,
+    /// comma-separated: streams follow events stored in each of them.
+    /// Default: `--region` alone.
+    #[arg(long, env = "HERALD_REGIONS", value_delimiter = ',', value_parser = parse_region)]
+    pub regions: Vec<Region>,
+
     /// Publish every stream's connect and disconnect as JSON on NATS
     /// subject `herald.lifecycle.<user token>` (`herald lifecycle` tails them).
     #[arg(long, env = "HERALD_LIFECYCLE_EVENTS")]
@@ -156,6 +164,9 @@ pub struct Args {
 #[derive(Clone)]
 pub struct Config {
     pub node_id: String,
+    /// This edge's region, first, then the others of the supercluster:
+    /// a stream follows each subject on every one's origin subject.
+    pub regions: Vec<Region>,
     pub auth: Arc<Authenticator>,
     /// Which other origins' pages may read streams.
     pub origins: AllowedOrigins,
@@ -252,11 +263,13 @@ impl Args {
                 "must be at least --drain-window",
             ));
         }
+        let regions = self.regions()?;
         let origins = AllowedOrigins::parse(self.allowed_origins.as_deref().unwrap_or_default())
             .map_err(ConfigError::of("--allowed-origins"))?;
         let tls = self.tls.server_config(&[b"h2", b"http/1.1"])?;
         Ok(Config {
             node_id: self.common.node_id(),
+            regions,
             auth: Arc::new(auth),
             origins,
             heartbeat: self.heartbeat,
@@ -285,6 +298,49 @@ impl Args {
 }
 
 impl Args {
+    /// `--region` first, then the rest of `--regions`, each once; and
+    /// room in an event id for a position per subject and region.
+    fn regions(&self) -> Result<Vec<Region>, ConfigError> {
+        let own = &self.common.region;
+        if own.is_unnamed() {
+            if !self.regions.is_empty() {
+                return Err(ConfigError::new(
+                    "--regions",
+                    "needs --region: the name of this edge's region among them",
+                ));
+            }
+            return Ok(vec![own.clone()]);
+        }
+        if !self.regions.is_empty() && !self.regions.contains(own) {
+            return Err(ConfigError::new(
+                "--regions",
+                format!("must include this edge's own region `{own}` (--region)"),
+            ));
+        }
+        let mut regions = vec![own.clone()];
+        for region in &self.regions {
+            if region.is_unnamed() {
+                return Err(ConfigError::new("--regions", "a region name is empty"));
+            }
+            if !regions.contains(region) {
+                regions.push(region.clone());
+            }
+        }
+        let entries = (self.max_topics + 1) * regions.len();
+        if entries > MAX_ENTRIES {
+            return Err(ConfigError::new(
+                "--max-topics",
+                format!(
+                    "{} topics and the user on {} regions make {entries} positions in an event id; \
+                     the most is {MAX_ENTRIES}: lower --max-topics",
+                    self.max_topics,
+                    regions.len()
+                ),
+            ));
+        }
+        Ok(regions)
+    }
+
     /// What tokens must say besides being signed.
     fn jwt_rules(&self) -> Result<Rules, ConfigError> {
         for (flag, value) in [

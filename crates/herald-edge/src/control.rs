@@ -16,14 +16,15 @@ use herald_domain::control::{
     FOLLOWS_SUBJECT, FollowsChanged, REVOCATIONS_BUCKET, REVOKE_SUBJECT, Revocation, Revoke,
     TOPICS_SUBJECT, TopicsQuery,
 };
-use herald_domain::subject::{Topic, UserId};
+use herald_domain::region;
+use herald_domain::subject::UserId;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Delivery, Member};
 use crate::metrics::CloseReason;
 use crate::queue::TrySendError;
 use crate::revocations::unix_now;
-use crate::starts::{self, History};
+use crate::starts;
 use crate::state::State;
 
 /// Most topics one answer lists.
@@ -157,7 +158,7 @@ fn disconnect(state: &State, order: &Disconnect) -> u64 {
     let farewell = farewell(&order.reason, order.reconnect);
     let mut ended = 0;
     for user in users(&order.users) {
-        for (_, member) in state.fanout.members_of(&user.subject()) {
+        for (_, member) in state.fanout.members_of(&state.own_origin(&user.subject())) {
             let farewell = Some(farewell.clone());
             ended += u64::from(
                 member
@@ -187,7 +188,7 @@ fn revoke(state: &State, order: Revoke) -> u64 {
 /// Ends `user`'s streams here whose tokens `revocation` refuses.
 pub fn end_revoked(state: &State, user: &UserId, revocation: &Revocation, farewell: &[u8]) -> u64 {
     let mut ended = 0;
-    for (_, member) in state.fanout.members_of(&user.subject()) {
+    for (_, member) in state.fanout.members_of(&state.own_origin(&user.subject())) {
         let iat = Some(member.signal.issued_at()).filter(|iat| *iat != 0);
         if revocation.refuses(iat) {
             let farewell = Some(farewell.into());
@@ -235,8 +236,11 @@ async fn follow_follows(state: Arc<State>, stop: CancellationToken) {
 /// Makes `user`'s open streams here follow exactly their server-side
 /// follows (besides what each asked for): returns how many changed.
 pub async fn apply_to_streams(state: &State, user: &UserId) -> u64 {
-    let wanted: Vec<String> = state.follows.of(user).iter().map(Topic::subject).collect();
-    let owner = user.subject();
+    let regions = &state.config.regions;
+    let wanted: Vec<String> = (state.follows.of(user).iter())
+        .flat_map(|topic| region::origins(&topic.subject(), regions).collect::<Vec<_>>())
+        .collect();
+    let owner = state.own_origin(&user.subject());
     let mut changed = 0;
     for (id, member) in state.fanout.members_of(&owner) {
         let extras = state.fanout.extras(id);
@@ -277,12 +281,7 @@ pub async fn apply_to_streams(state: &State, user: &UserId) -> u64 {
 /// them from there (an `id:` with no data changes the client's last id
 /// and dispatches nothing).
 async fn mark_starts(state: &State, member: &Member, subjects: &[&str]) {
-    let config = &state.config.history;
-    let history = History {
-        js: &state.js,
-        shards: config.history_shards,
-        reads: crate::reads::Reads::for_replicas(config.history_replicas),
-    };
+    let history = state.history();
     for (key, start) in starts::positions(&history, &state.fanout, subjects).await {
         let mark = Delivery {
             frame: Bytes::from_static(b"\n"),

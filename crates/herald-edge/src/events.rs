@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use futures::StreamExt;
 use herald_domain::claims::Claims;
 use herald_domain::cursor::Cursor;
+use herald_domain::region::{self, Region};
 use herald_domain::request::{self, Target};
 use herald_domain::subject::{Topic, UserId};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -23,12 +24,12 @@ use crate::delivery::Member;
 use crate::error::ApiError;
 use crate::fanout::SubscribeError;
 use crate::metrics::{CloseReason, RejectReason, ResumeSource};
-use crate::replay::{self, Reads, Replay, ResumeError, Wanted};
+use crate::replay::{self, Replay, ResumeError, Wanted};
 use crate::session::{Guard, Session};
 use crate::sharing::{self, Lookup};
 use crate::signal::{Ending, Signal};
 use crate::sse;
-use crate::starts::{self, History};
+use crate::starts;
 use crate::state::State;
 
 /// A stream outlives no token by more than this, even one with a far `exp`.
@@ -164,7 +165,8 @@ async fn open<B>(
     let Target { topics, cursor } =
         request::parse_target(req.headers(), query, state.config.max_topics)
             .map_err(|e| ApiError::bad_request(e.code(), e))?;
-    check_topics(&user, &topics, &claims)?;
+    let regions = &state.config.regions;
+    check_topics(&user, &topics, &claims, regions)?;
     let followed = server_side_follows(state, &user, &topics);
     state
         .connects
@@ -187,11 +189,14 @@ async fn open<B>(
     let epoch = *state.losses.borrow();
     let signal = Signal::new(transport, claims.iat.unwrap_or(0));
     let (queue, inbox) = crate::queue::bounded(state.config.queue_capacity);
+    // Each followed subject on every region's origin subject, this
+    // region's first (so `subjects[0]` is the user's own here).
     let subjects: Vec<String> = std::iter::once(user.subject())
         .chain(topics.iter().map(Topic::subject))
         .chain(followed.iter().map(Topic::subject))
+        .flat_map(|live| region::origins(&live, regions).collect::<Vec<_>>())
         .collect();
-    let asked = subjects.len() - followed.len();
+    let asked = subjects.len() - followed.len() * regions.len();
     let mut guard = Guard {
         id: state.next_id.fetch_add(1, Ordering::Relaxed),
         joined: Vec::with_capacity(subjects.len()),
@@ -227,7 +232,7 @@ async fn open<B>(
     drop(queue); // members hold the senders; the stream ends if all drop
     // Live first, then the replay: what is published meanwhile is in the
     // live queue, and the session drops what the replay already sent.
-    let (replay, cursor) = resume(state, cursor, &subjects).await?;
+    let (replay, cursor, behind) = resume(state, cursor, &subjects).await?;
     // A NATS loss or a drain closes the streams the fan-out holds; this
     // one may have joined just after.
     if *state.losses.borrow() != epoch {
@@ -256,6 +261,7 @@ async fn open<B>(
         queue: inbox,
         replay,
         cursor,
+        behind,
         signal,
         heartbeat: in_body.then_some(state.config.heartbeat),
         expires: expiry_instant(claims.exp),
@@ -364,7 +370,7 @@ async fn resume(
     state: &State,
     cursor: Cursor,
     subjects: &[String],
-) -> Result<(Option<Replay>, Cursor), ApiError> {
+) -> Result<(Option<Replay>, Cursor, Box<[u32]>), ApiError> {
     let mut budget = Budget::new(state.config.replay);
     let mut kept = Cursor::default();
     let mut held = Vec::new();
@@ -399,12 +405,7 @@ async fn resume(
         }
     }
     let epoch = state.fanout.epoch();
-    let config = &state.config.history;
-    let history = History {
-        js: &state.js,
-        shards: config.history_shards,
-        reads: Reads::for_replicas(config.history_replicas),
-    };
+    let history = state.history();
     let (plan, starts) = tokio::join!(
         replay::plan(&history, wanted, &state.tails),
         starts::positions(&history, &state.fanout, &unplaced)
@@ -426,7 +427,8 @@ async fn resume(
         }
     }
     let resets = state.metrics.resets.clone();
-    Ok((Replay::start(held, plan, budget, resets), kept))
+    let behind = plan.behind().into();
+    Ok((Replay::start(held, plan, budget, resets), kept, behind))
 }
 
 /// 401 `token_revoked` for a token the app revoked (`Control.Revoke`).
@@ -460,7 +462,7 @@ fn server_side_follows(state: &State, user: &UserId, asked: &[Topic]) -> Vec<Top
     let mut kept: Vec<Topic> = asked.to_vec();
     followed.retain(|topic| {
         kept.push(topic.clone());
-        let clear = distinct_keys(user, &kept).is_ok();
+        let clear = distinct_keys(user, &kept, &state.config.regions).is_ok();
         if !clear {
             kept.pop();
             tracing::warn!(
@@ -475,7 +477,12 @@ fn server_side_follows(state: &State, user: &UserId, asked: &[Topic]) -> Vec<Top
 
 /// The token must allow every topic, and no two followed subjects may share
 /// a cursor key.
-fn check_topics(user: &UserId, topics: &[Topic], claims: &Claims) -> Result<(), ApiError> {
+fn check_topics(
+    user: &UserId,
+    topics: &[Topic],
+    claims: &Claims,
+    regions: &[Region],
+) -> Result<(), ApiError> {
     if let Some(topic) = topics.iter().find(|t| !claims.allows_topic(t.as_str())) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -487,22 +494,27 @@ fn check_topics(user: &UserId, topics: &[Topic], claims: &Claims) -> Result<(), 
             RejectReason::Forbidden,
         ));
     }
-    distinct_keys(user, topics)
+    distinct_keys(user, topics, regions)
 }
 
 /// Refuses subjects whose cursor keys collide: they would share one entry
 /// of the event id, and a resume would skip one's events at the other's
 /// position. Keys are 32 bits, so such names can be made on purpose.
-fn distinct_keys(user: &UserId, topics: &[Topic]) -> Result<(), ApiError> {
-    let own = user.subject();
+fn distinct_keys(user: &UserId, topics: &[Topic], regions: &[Region]) -> Result<(), ApiError> {
     let subjects: Vec<String> = topics.iter().map(Topic::subject).collect();
-    let followed = std::iter::once(own.as_str()).chain(subjects.iter().map(String::as_str));
-    let Some((a, b)) = herald_domain::cursor::collision(followed) else {
+    let followed = std::iter::once(user.subject()).chain(subjects.iter().cloned());
+    let origins: Vec<String> = followed
+        .flat_map(|live| region::origins(&live, regions).collect::<Vec<_>>())
+        .collect();
+    let Some((a, b)) = herald_domain::cursor::collision(origins.iter().map(String::as_str)) else {
         return Ok(());
     };
-    let name = |subject: &str| match topics.iter().zip(&subjects).find(|(_, s)| *s == subject) {
-        Some((topic, _)) => format!("topic {:?}", topic.as_str()),
-        None => "the user's own stream".to_owned(),
+    let name = |origin: &str| {
+        let live = region::live_of(origin);
+        match topics.iter().zip(&subjects).find(|(_, s)| *s == live) {
+            Some((topic, _)) => format!("topic {:?}", topic.as_str()),
+            None => "the user's own stream".to_owned(),
+        }
     };
     Err(ApiError::bad_request(
         "subject_collision",

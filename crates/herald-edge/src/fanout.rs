@@ -268,19 +268,26 @@ impl Fanout {
     }
 
     /// The topics followed here whose names start with `prefix`, the
-    /// first `limit` by name, with their stream counts.
+    /// first `limit` by name, with their stream counts. (A stream follows
+    /// a topic on each region's origin subject: it counts once.)
     pub fn topics(&self, prefix: &str, limit: usize) -> Vec<(String, u64)> {
         let registry = self.subjects.registry.lock().unwrap();
-        let mut topics: Vec<(String, u64)> = registry
-            .sids
-            .iter()
-            .filter_map(|(name, sid)| {
-                let token = name.strip_prefix(TOPIC_PREFIX)?;
-                let topic = herald_domain::subject::decode_token(token)?;
+        let mut topics: HashMap<String, u64> = HashMap::new();
+        for (name, sid) in &registry.sids {
+            let live = herald_domain::region::live_of(name);
+            let Some(token) = live.strip_prefix(TOPIC_PREFIX) else {
+                continue;
+            };
+            let Some(topic) = herald_domain::subject::decode_token(token) else {
+                continue;
+            };
+            if topic.starts_with(prefix) {
                 let streams = registry.subjects[sid].streams() as u64;
-                topic.starts_with(prefix).then_some((topic, streams))
-            })
-            .collect();
+                let counted = topics.entry(topic).or_default();
+                *counted = (*counted).max(streams);
+            }
+        }
+        let mut topics: Vec<(String, u64)> = topics.into_iter().collect();
         topics.sort_unstable();
         topics.truncate(limit);
         topics

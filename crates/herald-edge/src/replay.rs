@@ -29,9 +29,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use futures::future::join_all;
 use herald_core::envelope::Envelope;
-use herald_core::history::{shard_of, stream_name};
+use herald_core::history::{shard_of, stream_of};
 use herald_domain::cursor::key;
+use herald_domain::region::of_origin;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
@@ -97,7 +99,9 @@ enum Action {
 #[derive(Debug)]
 struct Step {
     source: Source,
-    shard: u16,
+    /// The shard whose tails may serve it: this region's only (another
+    /// region's tails are far, and its history may be away).
+    tail: Option<u16>,
     key: u32,
     /// Last sequence the client has.
     after: u64,
@@ -122,6 +126,9 @@ pub struct Plan {
     tails: Option<Tails>,
     /// Each wanted subject's newest stored sequence (0: none), as read.
     newest: Vec<(String, u64)>,
+    /// The cursor keys of another region's subjects whose history could
+    /// not be read (that region is away): replayed by a later resume.
+    behind: Vec<u32>,
 }
 
 impl Plan {
@@ -130,7 +137,18 @@ impl Plan {
     pub fn newest(&self) -> &[(String, u64)] {
         &self.newest
     }
+
+    /// Subjects of other regions that were not replayed: their history
+    /// was out of reach. The stream keeps their positions, and must end
+    /// (its client resumes) rather than pass their next live event over
+    /// what it missed.
+    pub fn behind(&self) -> &[u32] {
+        &self.behind
+    }
 }
+
+/// The longest a resume waits for another region's history.
+pub const REMOTE_READ_WAIT: std::time::Duration = crate::starts::START_READ_WAIT;
 
 /// Reads each wanted subject's newest event and checks its position
 /// against it: one read per subject, plus one of stream info per history
@@ -142,19 +160,31 @@ pub async fn plan(
 ) -> Result<Plan, ResumeError> {
     let mut steps = Vec::new();
     let mut newests = Vec::with_capacity(wanted.len());
+    let mut behind = Vec::new();
     // Each stream's last sequence, read at most once per connect.
-    let mut tops: HashMap<u16, u64> = HashMap::new();
-    for Wanted {
-        subject,
-        after,
-        seeder,
-    } in wanted
+    let mut tops: HashMap<String, u64> = HashMap::new();
+    // All at once: a resume waits for its slowest read, not their sum.
+    let reads = join_all(wanted.iter().map(|w| newest(history, &w.subject))).await;
+    for (
+        Wanted {
+            subject,
+            after,
+            seeder,
+        },
+        read,
+    ) in wanted.into_iter().zip(reads)
     {
         let shard = shard_of(&subject, history.shards);
-        let source = Source::of(history.js, &subject, history.shards, history.reads)
-            .await
-            .map_err(unavailable)?;
-        let newest = source.newest().await.map_err(unavailable)?;
+        let local = of_origin(&subject) == *history.region;
+        let (source, newest) = match read {
+            Ok(read) => read,
+            Err(e) if local => return Err(unavailable(e)),
+            Err(e) => {
+                tracing::debug!(subject, error = %e, "another region's history is out of reach");
+                behind.push(key(&subject));
+                continue;
+            }
+        };
         newests.push((subject.clone(), newest.unwrap_or(0)));
         let action = match newest {
             // Nothing missed (position 0: "nothing seen yet", and there is
@@ -169,7 +199,8 @@ pub async fn plan(
             // Nothing of the subject at or after the position: expired, a
             // position that never was the subject's, or one from the future.
             _ => {
-                let top = match tops.entry(shard) {
+                let stream = stream_of(&subject, history.shards);
+                let top = match tops.entry(stream.clone()) {
                     hash_map::Entry::Occupied(top) => *top.get(),
                     hash_map::Entry::Vacant(slot) => {
                         let info = source.stream.get_info().await.map_err(unavailable)?;
@@ -177,17 +208,14 @@ pub async fn plan(
                     }
                 };
                 if after > top {
-                    return Err(ResumeError::Future {
-                        stream: stream_name(shard),
-                        seq: after,
-                    });
+                    return Err(ResumeError::Future { stream, seq: after });
                 }
                 Action::Reset
             }
         };
         steps.push(Step {
             source,
-            shard,
+            tail: local.then_some(shard),
             key: key(&subject),
             after,
             action,
@@ -198,7 +226,26 @@ pub async fn plan(
         steps,
         tails: Some(tails.clone()),
         newest: newests,
+        behind,
     })
+}
+
+/// `subject`'s history and the sequence of its newest event there.
+/// Another region's history may be lost, or cut off and silent: a resume
+/// waits for it no longer than [`REMOTE_READ_WAIT`].
+async fn newest(history: &History<'_>, subject: &str) -> Result<(Source, Option<u64>), ReadError> {
+    let read = async {
+        let source = Source::of(history.js, subject, history.shards, history.reads).await?;
+        let newest = source.newest().await?;
+        Ok((source, newest))
+    };
+    if of_origin(subject) == *history.region {
+        return read.await;
+    }
+    let timed_out = || format!("no answer within {REMOTE_READ_WAIT:?}").into();
+    tokio::time::timeout(REMOTE_READ_WAIT, read)
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ResumeError {
@@ -349,11 +396,9 @@ async fn run_step(
     // end; those after it are read one by one. (Position 0 asks for all
     // of history: no tail starts there.) If the tail read failed, this
     // stream ends and its client comes back later.
-    let tail = match tails {
-        Some(tails) if after > 0 => {
-            tails
-                .covering(step.shard, &source.stream, after, newest)
-                .await?
+    let tail = match (tails, step.tail) {
+        (Some(tails), Some(shard)) if after > 0 => {
+            tails.covering(shard, &source.stream, after, newest).await?
         }
         _ => None,
     };
@@ -525,7 +570,7 @@ mod tests {
         // The client has event 1; 2 to 5 are to be replayed.
         let step = Step {
             source,
-            shard: 0,
+            tail: Some(0),
             key: 7,
             after: 1,
             action: Action::Replay { newest: 5 },
@@ -561,7 +606,7 @@ mod tests {
                 reads: Reads::Direct,
                 stored: "t.a".into(),
             },
-            shard: 0,
+            tail: Some(0),
             key: 7,
             after: 1,
             action: Action::Replay { newest: 5 },

@@ -86,6 +86,10 @@ pub struct Session {
     pub replay: Option<Replay>,
     /// Where the client is: updated with every persisted event sent.
     pub cursor: Cursor,
+    /// Subjects (by cursor key) of another region that the resume could
+    /// not replay (see `replay::Plan::behind`): the first live event of
+    /// one ends the stream, whose client then resumes them.
+    pub behind: Box<[u32]>,
     /// Closed by the fan-out (slow consumer), on a NATS loss, by the
     /// drain, or by the stream itself.
     pub signal: Arc<Signal>,
@@ -225,6 +229,10 @@ impl Running {
         let cursor = &mut self.session.cursor;
         if let Some((key, seq)) = delivery.position {
             if cursor.get(key).is_some_and(|have| seq <= have) {
+                return false;
+            }
+            if self.session.behind.contains(&key) {
+                self.session.signal.close(CloseReason::ServerError);
                 return false;
             }
             cursor.set(key, seq);

@@ -31,6 +31,9 @@ pub struct History<'a> {
     pub js: &'a jetstream::Context,
     pub shards: u16,
     pub reads: Reads,
+    /// This edge's region: its history is near, the others' far (and
+    /// may be lost for a while).
+    pub region: &'a herald_domain::region::Region,
 }
 
 /// The start position, by cursor key, of each of `subjects` this node

@@ -14,7 +14,9 @@ use crate::follows::Follows;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::ratelimit::ConnectLimiter;
+use crate::reads::Reads;
 use crate::revocations::Revocations;
+use crate::starts::History;
 use crate::tails::Tails;
 
 /// State shared by every request on one edge.
@@ -44,4 +46,23 @@ pub struct State {
     pub follows: Follows,
     /// Where streams' connects and disconnects are published, if they are.
     pub lifecycle: Option<Arc<Lifecycle>>,
+}
+
+impl State {
+    /// Where history is and how this edge reads it.
+    pub fn history(&self) -> History<'_> {
+        let config = &self.config.history;
+        History {
+            js: &self.js,
+            shards: config.history_shards,
+            reads: Reads::for_replicas(config.history_replicas),
+            region: &self.config.regions[0],
+        }
+    }
+
+    /// The subject on which this region's events for `live` travel (see
+    /// `herald_domain::region`); any stream following `live` here holds it.
+    pub fn own_origin(&self, live: &str) -> String {
+        self.config.regions[0].origin(live)
+    }
 }

@@ -9,6 +9,7 @@ use herald_core::cli::CommonArgs;
 use herald_core::config_error::ConfigError;
 use herald_core::history::HistoryArgs;
 use herald_core::tls::{ServerTls, TlsArgs};
+use herald_domain::region::Region;
 
 /// herald-publish: the gRPC Publish API internal services call to push events.
 #[derive(Debug, clap::Parser)]
@@ -64,6 +65,9 @@ pub struct Args {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_id: String,
+    /// Where events published here are stored and sent from (see
+    /// `herald_domain::region`).
+    pub region: Region,
     /// What callers must send; `None` = open (see `ApiAuthArgs::validate`).
     pub api_token: Option<String>,
     pub max_payload: usize,
@@ -109,6 +113,7 @@ impl Args {
         }
         Ok(Config {
             node_id: self.common.node_id(),
+            region: self.common.region.clone(),
             api_token,
             max_payload: self.max_payload,
             max_users: self.max_users,

@@ -10,11 +10,16 @@
 //! `since` of the next page. A `since` older than history gets what
 //! history still holds after it (a stream would send `herald.reset`
 //! there; the answer has no field to say so).
+//!
+//! In a supercluster it reads the history of the region it runs in: what
+//! was published there (each region keeps its own; see
+//! `herald_domain::region`), and its ids resume that region's position.
 
 use std::ops::Range;
 
 use herald_core::history::{shard_of, stored_subject, stream_name};
 use herald_domain::cursor::{Cursor, key};
+use herald_domain::region::{Region, of_origin};
 use herald_domain::subject::{Topic, UserId};
 use herald_proto::v1;
 use herald_proto::v1::history_request::Target;
@@ -33,7 +38,8 @@ pub const MAX_BYTES: usize = 1 << 20;
 /// A checked request.
 #[derive(Debug, PartialEq, Eq)]
 struct Query {
-    /// The live subject (`herald.u.<token>` or `herald.t.<token>`).
+    /// The origin subject in this region (`herald.u.<token>` or
+    /// `herald.t.<token>`, with the region's token in a supercluster).
     subject: String,
     limit: usize,
     /// The last sequence the caller has; `None` for the newest events.
@@ -42,7 +48,7 @@ struct Query {
 
 impl Query {
     /// Checks `request` the way a stream checks its connect: no NATS yet.
-    fn parse(request: v1::HistoryRequest) -> Result<Self, Status> {
+    fn parse(request: v1::HistoryRequest, region: &Region) -> Result<Self, Status> {
         let invalid = |what: &str, e: &dyn std::fmt::Display| {
             Status::invalid_argument(format!("{what}: {e}"))
         };
@@ -61,6 +67,7 @@ impl Query {
                 ));
             }
         };
+        let subject = region.origin(&subject);
         let limit = match request.limit {
             0 => DEFAULT_LIMIT,
             n if n > MAX_LIMIT => {
@@ -96,7 +103,7 @@ pub async fn read(
     publish: &PublishService,
     request: v1::HistoryRequest,
 ) -> Result<v1::HistoryResponse, Status> {
-    let query = Query::parse(request)?;
+    let query = Query::parse(request, &publish.config.region)?;
     if !publish.streams.ready() {
         return Err(Status::unavailable(
             "the history streams are not ready yet (JetStream is starting); retry shortly",
@@ -106,11 +113,11 @@ pub async fn read(
     let shard = shard_of(&query.subject, publish.config.history.history_shards);
     let stream = publish
         .js
-        .get_stream_no_info(stream_name(shard))
+        .get_stream_no_info(stream_name(&of_origin(&query.subject), shard))
         .await
         .map_err(unavailable)?;
     let stored = stored_subject(&query.subject, shard);
-    let (start, keep) = start(&stream, shard, query.after).await?;
+    let (start, keep) = start(&stream, query.after).await?;
     let index = scan::index(&stream, &stored, start, query.limit, keep)
         .await
         .map_err(unavailable)?;
@@ -137,7 +144,6 @@ pub async fn read(
 /// ahead of the stream was never sent by Herald.
 async fn start(
     stream: &async_nats::jetstream::stream::Stream<()>,
-    shard: u16,
     after: Option<u64>,
 ) -> Result<(u64, Keep), Status> {
     let Some(after) = after else {
@@ -147,7 +153,7 @@ async fn start(
     if after > info.state.last_sequence {
         return Err(Status::invalid_argument(format!(
             "since: the event id is ahead of history (sequence {after} of {} was never written)",
-            stream_name(shard)
+            info.config.name
         )));
     }
     Ok((after + 1, Keep::First))
@@ -217,14 +223,14 @@ mod tests {
     }
 
     fn refusal(request: v1::HistoryRequest) -> String {
-        let status = Query::parse(request).unwrap_err();
+        let status = Query::parse(request, &Region::default()).unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         status.message().to_owned()
     }
 
     #[test]
     fn a_request_becomes_a_subject_a_limit_and_a_position() {
-        let query = Query::parse(request(user("alice"), "", 0)).unwrap();
+        let query = Query::parse(request(user("alice"), "", 0), &Region::default()).unwrap();
         assert_eq!(
             query,
             Query {
@@ -237,7 +243,8 @@ mod tests {
         cursor.set(key("herald.u.bob"), 9);
         cursor.set(key("herald.t.news"), 42);
         let topic = Some(Target::Topic("news".into()));
-        let query = Query::parse(request(topic, &cursor.encode(), 1000)).unwrap();
+        let query =
+            Query::parse(request(topic, &cursor.encode(), 1000), &Region::default()).unwrap();
         assert_eq!((query.limit, query.after), (1000, Some(42)));
     }
 

@@ -136,8 +136,9 @@ impl PublishService {
         let publishing = async {
             for subject in subjects {
                 let data = publication.envelope.data.clone();
+                let origin = self.config.region.origin(subject);
                 self.nats
-                    .publish_with_headers((*subject).clone(), headers.clone(), data)
+                    .publish_with_headers(origin, headers.clone(), data)
                     .await
                     .map_err(|e| Status::unavailable(format!("NATS refused the event: {e}")))?;
             }
@@ -172,7 +173,8 @@ impl PublishService {
                 // duplicate window once: a retried Publish with the same
                 // idempotency key (hence event id) is not stored twice.
                 headers.insert("Nats-Msg-Id", format!("{event_id}:{subject}").as_str());
-                let stored = stored_subject(subject, shard_of(subject, shards));
+                let origin = self.config.region.origin(subject);
+                let stored = stored_subject(&origin, shard_of(&origin, shards));
                 let ack = self
                     .js
                     .publish_with_headers(stored, headers, publication.envelope.data.clone())
@@ -202,7 +204,7 @@ impl PublishService {
             let mut headers = publication.envelope.headers();
             headers.insert(EVENT_ID_HEADER, event_id.as_str());
             headers.insert(offline::USER_HEADER, user.as_str());
-            let subject = offline::subject(user);
+            let subject = offline::subject(user, &self.config.region);
             headers.insert("Nats-Msg-Id", format!("{event_id}:{subject}").as_str());
             let ack = self
                 .js

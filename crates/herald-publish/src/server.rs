@@ -80,6 +80,7 @@ impl PublishServer {
         let preparing = streams.clone().prepare(
             js.clone(),
             config.history.clone(),
+            config.region.clone(),
             config.buckets.clone(),
             ready.clone(),
             following.clone(),

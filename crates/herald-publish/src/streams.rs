@@ -13,10 +13,12 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, stream};
+use herald_core::agreement::disagreement;
 use herald_core::buckets::{self, BucketArgs};
 use herald_core::history::HistoryArgs;
 use herald_core::offline;
 use herald_core::readiness::Readiness;
+use herald_domain::region::Region;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +54,7 @@ impl Streams {
         self,
         mut js: jetstream::Context,
         history: HistoryArgs,
+        region: Region,
         buckets: BucketArgs,
         ready: Readiness,
         stop: CancellationToken,
@@ -59,8 +62,8 @@ impl Streams {
         js.set_timeout(ATTEMPT_TIMEOUT);
         ready.waiting_for(WAITING_FOR);
         let started = Instant::now();
-        let configs = history.stream_configs().chain([
-            offline::stream_config(&history),
+        let configs = history.stream_configs(&region).chain([
+            offline::stream_config(&history, &region),
             buckets::revocations_config(&history, buckets.revocation_ttl),
             buckets::follows_config(&history),
         ]);
@@ -75,11 +78,17 @@ impl Streams {
 }
 
 /// Creates `config`'s stream, or updates it to `config`, asking until
-/// JetStream takes it.
+/// JetStream takes it; a stream that exists with settings every service
+/// must share (see `agreement`) ends the process, naming the flag.
 async fn create(js: &jetstream::Context, config: stream::Config, ready: &Readiness) {
     let name = config.name.clone();
     let mut retry = Retry::default();
     loop {
+        if let Ok(found) = js.get_stream(&name).await
+            && let Some(d) = disagreement(&found.cached_info().config, &config)
+        {
+            herald_core::cli::misconfigured(d.flag, d.problem);
+        }
         let error = match js.create_or_update_stream(config.clone()).await {
             Ok(_) if retry.failures > 0 => {
                 tracing::info!(stream = %name, refusals = retry.failures, "stream created");

@@ -87,6 +87,8 @@ pub struct Args {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_id: String,
+    /// Whose offline queue this worker empties (see `herald_core::offline`).
+    pub region: herald_domain::region::Region,
     /// What callers of the device API must send; `None` = open (see
     /// `ApiAuthArgs::validate`).
     pub api_token: Option<String>,
@@ -164,6 +166,7 @@ impl Args {
         }
         Ok(Config {
             node_id: self.common.node_id(),
+            region: self.common.region.clone(),
             api_token: self.api_auth.validate(self.listen)?,
             tls: self.tls.server_config(&[b"h2", b"http/1.1"])?,
             fcm: FcmConfig {

@@ -46,6 +46,8 @@ pub enum StartError {
 pub struct PushWorker {
     worker: Worker,
     js: jetstream::Context,
+    /// The offline queue this worker empties: its region's.
+    queue: String,
     api_token: Option<String>,
     tls: Option<herald_core::tls::ServerTls>,
     /// The API port's sockets.
@@ -77,6 +79,7 @@ impl PushWorker {
         Ok(Self {
             worker,
             js,
+            queue: offline::stream_name(&config.region),
             api_token: config.api_token,
             tls: config.tls,
             sockets,
@@ -101,7 +104,7 @@ impl PushWorker {
             api_token,
             shutdown.clone(),
         ));
-        ready.waiting_for(format!("the offline queue ({})", offline::STREAM));
+        ready.waiting_for(format!("the offline queue ({})", self.queue));
         ready.follow_nats(&self.js.client(), shutdown.clone());
         // Unready from the signal on, while events in hand finish.
         tokio::spawn({
@@ -113,7 +116,7 @@ impl PushWorker {
         });
         let stream = tokio::select! {
             _ = shutdown.cancelled() => None,
-            stream = wait_for_queue(&self.js) => Some(stream),
+            stream = wait_for_queue(&self.js, &self.queue) => Some(stream),
         };
         if let Some(stream) = stream {
             ready.warm();
@@ -127,13 +130,13 @@ impl PushWorker {
     }
 }
 
-async fn wait_for_queue(js: &jetstream::Context) -> jetstream::stream::Stream {
+async fn wait_for_queue(js: &jetstream::Context, queue: &str) -> jetstream::stream::Stream {
     let mut warned = false;
     loop {
-        match js.get_stream(offline::STREAM).await {
+        match js.get_stream(queue).await {
             Ok(stream) => return stream,
             Err(e) if !warned => {
-                tracing::warn!(error = %e, stream = offline::STREAM, "waiting for herald-publish to create the offline queue");
+                tracing::warn!(error = %e, stream = queue, "waiting for herald-publish to create the offline queue");
                 warned = true;
             }
             Err(_) => {}

@@ -65,6 +65,12 @@ impl NatsSupercluster {
         &found.unwrap_or_else(|| panic!("no region {name}")).1
     }
 
+    /// The cluster of region `name`, to stop or restart its nodes.
+    pub fn region_mut(&mut self, name: &str) -> &mut NatsCluster {
+        let found = self.regions.iter_mut().find(|(n, _)| n == name);
+        &mut found.unwrap_or_else(|| panic!("no region {name}")).1
+    }
+
     /// Waits until every node has a gateway to every other region.
     pub async fn wait_for_gateways(&self) {
         let want = self.regions.len() - 1;

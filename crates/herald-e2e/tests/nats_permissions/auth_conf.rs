@@ -11,6 +11,7 @@ use herald_domain::control::{
 use herald_domain::presence::wire::{
     NODE_WILDCARD, QUERY_SUBJECT, QUEUE_GROUP, SNAPSHOT_PREFIX, STATS_SUBJECT, SYNC_SUBJECT,
 };
+use herald_domain::region::Region;
 use herald_domain::subject::{TOPIC_PREFIX, USER_PREFIX};
 use herald_push::devices::BUCKET;
 use herald_push::worker::CONSUMER;
@@ -64,9 +65,10 @@ fn api(why: &'static str, apis: &[&str], names: &[String]) -> Rule {
     }
 }
 
-/// Every history stream `--history-shards` may name.
+/// Every history stream `--history-shards` may name (one region).
 fn history() -> Vec<String> {
-    (0..MAX_SHARDS).map(stream_name).collect()
+    let region = Region::default();
+    (0..MAX_SHARDS).map(|n| stream_name(&region, n)).collect()
 }
 
 /// The control plane's buckets (revocations, follows).
