@@ -289,6 +289,7 @@ async fn a_burst_of_ten_thousand_changes_converges_exactly() {
             nats,
             Arc::clone(&admission),
             format!("burst-{i}"),
+            String::new(),
             Duration::from_millis(500),
             &mut prometheus_client::registry::Registry::default(),
         );

@@ -4,13 +4,15 @@
 //! the other once; a topic event crosses once however many follow it
 //! there; events nobody follows in a region do not cross to it; a client
 //! that moves to the other region resumes what it missed, and receipts in
-//! one region see streams in the other. With every node of one region
+//! one region see streams in the other, and presence asked in one region
+//! shows the region of a stream in the other. With every node of one region
 //! stopped, the other keeps storing, delivering and resuming, and when
 //! the lost region returns its events reach the streams that missed them.
 
 use std::time::{Duration, Instant};
 
 use herald_e2e::*;
+use herald_proto::v1::GetPresenceRequest;
 use herald_proto::v1::publish_request::Target;
 use herald_proto::v1::publisher_client::PublisherClient;
 use herald_testing::sse::{QUIET, SseStream};
@@ -151,6 +153,29 @@ async fn a_client_that_moves_region_resumes_and_receipts_see_the_other_region() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(online, "the receipt says bob is online, in region b");
+
+    // Presence asked in region a shows his connection, and its region.
+    let presence = start_presence(
+        &a.client_urls(),
+        herald_presence::Config::defaults("presence-a"),
+    )
+    .await;
+    let mut presence = presence_client(&presence).await;
+    let mut seen = None;
+    for _ in 0..100 {
+        let request = GetPresenceRequest {
+            user_ids: vec!["bob".into()],
+        };
+        let answer = presence.get_presence(request).await.unwrap().into_inner();
+        let bob = answer.users.into_iter().next().unwrap();
+        if bob.online && bob.regions == ["b"] {
+            seen = Some(bob);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bob = seen.expect("presence in region a shows bob's stream in region b");
+    assert_eq!((bob.connections, bob.nodes.len()), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

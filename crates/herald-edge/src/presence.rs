@@ -24,6 +24,8 @@ pub struct Reporter {
     nats: async_nats::Client,
     admission: Arc<Admission>,
     node: String,
+    /// Its region (`--region`), told to followers.
+    region: String,
     subject: String,
     /// Tells followers a restarted edge from its previous run.
     epoch: u64,
@@ -40,6 +42,7 @@ impl Reporter {
         nats: async_nats::Client,
         admission: Arc<Admission>,
         node: String,
+        region: String,
         interval: Duration,
         registry: &mut Registry,
     ) -> Self {
@@ -58,6 +61,7 @@ impl Reporter {
             nats,
             admission,
             node,
+            region,
             interval,
         }
     }
@@ -128,6 +132,7 @@ impl Reporter {
     async fn send_heartbeat(&self) {
         let message = NodeMessage::Heartbeat {
             node: self.node.clone(),
+            region: self.region.clone(),
             epoch: self.epoch,
             seq: self.admission.seq(),
             interval_ms: self.interval.as_millis() as u64,
@@ -170,7 +175,14 @@ impl Reporter {
         // that the snapshot already holds.
         self.send_delta(pending).await;
         let interval_ms = self.interval.as_millis() as u64;
-        for part in snapshot_parts(&self.node, self.epoch, seq, interval_ms, users) {
+        for part in snapshot_parts(
+            &self.node,
+            &self.region,
+            self.epoch,
+            seq,
+            interval_ms,
+            users,
+        ) {
             let payload = serde_json::to_vec(&part).expect("serializable");
             if let Err(e) = self.nats.publish(reply.clone(), payload.into()).await {
                 tracing::warn!(error = %e, "cannot send a presence snapshot");

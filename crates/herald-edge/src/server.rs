@@ -110,6 +110,7 @@ impl Edge {
             client.clone(),
             admission.clone(),
             config.node_id.clone(),
+            config.regions[0].to_string(),
             config.presence_heartbeat,
             registry,
         );

@@ -67,6 +67,7 @@ impl PresenceService {
                     online: found.connections > 0,
                     connections: found.connections,
                     nodes: found.nodes,
+                    regions: found.regions,
                 }
             })
             .collect();

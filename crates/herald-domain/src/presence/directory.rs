@@ -25,6 +25,9 @@ pub struct UserPresence {
     pub connections: u32,
     /// Nodes holding them, sorted.
     pub nodes: Vec<String>,
+    /// The region of each of `nodes` ("" for the unnamed region, or one
+    /// not told yet), in the same order.
+    pub regions: Vec<String>,
 }
 
 /// The cluster as presence sees it.
@@ -40,6 +43,8 @@ pub struct Directory {
 
 #[derive(Debug)]
 struct Node {
+    /// Its region, as its heartbeats and snapshots say.
+    region: String,
     epoch: u64,
     seq: u64,
     users: HashMap<String, u32>,
@@ -104,6 +109,7 @@ impl Directory {
             }
             NodeMessage::Heartbeat {
                 node,
+                region,
                 epoch,
                 seq,
                 interval_ms,
@@ -113,6 +119,7 @@ impl Directory {
                     return self.meet(node, epoch, now, None);
                 };
                 known.last_seen = now;
+                known.region = region;
                 known.interval = Duration::from_millis(interval_ms.max(1));
                 let interval = known.interval;
                 match &known.state {
@@ -194,8 +201,13 @@ impl Directory {
         };
         let mut names: Vec<String> = nodes.keys().cloned().collect();
         names.sort();
+        let region = |node: &String| self.nodes.get(node).map(|n| n.region.clone());
         UserPresence {
             connections: nodes.values().sum(),
+            regions: names
+                .iter()
+                .map(|n| region(n).unwrap_or_default())
+                .collect(),
             nodes: names,
         }
     }
@@ -273,6 +285,7 @@ impl Directory {
         self.nodes.insert(
             node.clone(),
             Node {
+                region: String::new(),
                 epoch,
                 seq: 0,
                 users: HashMap::new(),
@@ -351,6 +364,7 @@ impl Directory {
     fn install(&mut self, parts: Vec<SnapshotPart>, now: Instant) -> Followup {
         let first = &parts[0];
         let (name, epoch, seq) = (first.node.clone(), first.epoch, first.seq);
+        let region = first.region.clone();
         let interval = Duration::from_millis(first.interval_ms.max(1));
         let buffered = match self.nodes.get_mut(&name) {
             Some(Node {
@@ -364,6 +378,7 @@ impl Directory {
         self.nodes.insert(
             name.clone(),
             Node {
+                region,
                 epoch,
                 seq,
                 users: HashMap::new(),
@@ -427,6 +442,7 @@ mod tests {
     fn heartbeat(node: &str, epoch: u64, seq: u64) -> NodeMessage {
         NodeMessage::Heartbeat {
             node: node.into(),
+            region: format!("region-of-{node}"),
             epoch,
             seq,
             interval_ms: 1000,
@@ -443,7 +459,7 @@ mod tests {
     ) -> Followup {
         let users = users.iter().map(|(u, c)| (u.to_string(), *c));
         let mut followup = Followup::Nothing;
-        for part in snapshot_parts(node, epoch, seq, 1000, users) {
+        for part in snapshot_parts(node, &format!("region-of-{node}"), epoch, seq, 1000, users) {
             followup = dir.on_snapshot_part(part, Instant::now());
         }
         followup
@@ -477,7 +493,8 @@ mod tests {
             dir.lookup("alice"),
             UserPresence {
                 connections: 1,
-                nodes: vec!["n".into()]
+                nodes: vec!["n".into()],
+                regions: vec!["region-of-n".into()],
             }
         );
         assert_eq!(dir.lookup("carol"), UserPresence::default());
@@ -600,7 +617,7 @@ mod tests {
     fn snapshot_parts_apply_only_when_complete() {
         let mut dir = Directory::default();
         let users: Vec<_> = (0..30_000).map(|i| (format!("user-{i:0>30}"), 1)).collect();
-        let parts = snapshot_parts("n", 1, 0, 1000, users);
+        let parts = snapshot_parts("n", "", 1, 0, 1000, users);
         assert!(parts.len() > 2);
         let last = parts.len() - 1;
         for (i, part) in parts.into_iter().enumerate().rev() {

@@ -56,6 +56,9 @@ pub enum NodeMessage {
     /// The edge is alive; `seq` is its latest delta.
     Heartbeat {
         node: String,
+        /// The edge's region (`--region`); absent for the unnamed one.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        region: String,
         epoch: u64,
         seq: u64,
         interval_ms: u64,
@@ -112,6 +115,9 @@ pub struct SyncRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPart {
     pub node: String,
+    /// The edge's region (`--region`); absent for the unnamed one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
     pub epoch: u64,
     pub seq: u64,
     pub interval_ms: u64,
@@ -124,6 +130,7 @@ pub struct SnapshotPart {
 /// Splits a node's counts into snapshot parts of bounded size.
 pub fn snapshot_parts(
     node: &str,
+    region: &str,
     epoch: u64,
     seq: u64,
     interval_ms: u64,
@@ -146,6 +153,7 @@ pub fn snapshot_parts(
         .enumerate()
         .map(|(part, users)| SnapshotPart {
             node: node.to_owned(),
+            region: region.to_owned(),
             epoch,
             seq,
             interval_ms,
@@ -199,6 +207,7 @@ mod tests {
     fn heartbeat(node: &str) -> Vec<u8> {
         let message = NodeMessage::Heartbeat {
             node: node.into(),
+            region: String::new(),
             epoch: 1,
             seq: 0,
             interval_ms: 1000,
@@ -265,7 +274,7 @@ mod tests {
     #[test]
     fn snapshots_split_under_the_budget_and_keep_every_user() {
         let users: Vec<_> = (0..20_000).map(|i| (format!("user-{i:0>40}"), 1)).collect();
-        let parts = snapshot_parts("n", 1, 9, 1000, users.clone());
+        let parts = snapshot_parts("n", "", 1, 9, 1000, users.clone());
         assert!(parts.len() > 1);
         for part in &parts {
             assert!(serde_json::to_vec(part).unwrap().len() < 2 * SNAPSHOT_PART_BUDGET);
@@ -273,7 +282,7 @@ mod tests {
         }
         let joined: Vec<_> = parts.into_iter().flat_map(|p| p.users).collect();
         assert_eq!(joined, users);
-        let empty = snapshot_parts("n", 1, 0, 1000, []);
+        let empty = snapshot_parts("n", "", 1, 0, 1000, []);
         assert_eq!((empty.len(), empty[0].parts), (1, 1));
     }
 }
