@@ -387,18 +387,26 @@ pub fn replicated_edge(node: &str) -> herald_edge::Config {
     config
 }
 
-/// herald-publish in `region` of a supercluster: history replicated in
-/// that region's cluster, where what is published here is stored.
-pub fn regional_publish(node: &str, region: &str) -> herald_publish::Config {
-    let mut config = replicated_publish(node);
+/// herald-publish in `region` of a supercluster: history with `replicas`
+/// in that region's cluster, where what is published here is stored.
+pub fn regional_publish(node: &str, region: &str, replicas: u8) -> herald_publish::Config {
+    let mut config = herald_publish::Config::defaults(node);
+    config.history.history_replicas = replicas;
     config.region = region_named(region);
     config
 }
 
 /// An edge in `region` (first of `regions`, which name every region of
-/// the supercluster): its streams follow events stored in each.
-pub fn regional_edge(node: &str, region: &str, regions: &[&str]) -> herald_edge::Config {
-    let mut config = replicated_edge(node);
+/// the supercluster) whose history has `replicas`: its streams follow
+/// events stored in each region.
+pub fn regional_edge(
+    node: &str,
+    region: &str,
+    regions: &[&str],
+    replicas: u8,
+) -> herald_edge::Config {
+    let mut config = edge_config(node);
+    config.history.history_replicas = replicas;
     let own = region_named(region);
     let others = regions
         .iter()

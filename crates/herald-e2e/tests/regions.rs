@@ -1,20 +1,25 @@
-//! Regions, on a supercluster of two 3-node clusters joined by gateways,
+//! Regions, on a supercluster of two clusters joined by gateways (one node
+//! each; three, with replicated history, where a region is lost),
 //! Herald's services in each with `--region` (each region stores what is
 //! published in it): an event published in one region reaches a stream in
 //! the other once; a topic event crosses once however many follow it
 //! there; events nobody follows in a region do not cross to it; a client
 //! that moves to the other region resumes what it missed, and receipts in
 //! one region see streams in the other, and presence asked in one region
-//! shows the region of a stream in the other. With every node of one region
+//! shows the region of a stream in the other; a user offline everywhere
+//! gets one push, with a push worker in each region. With every node of one region
 //! stopped, the other keeps storing, delivering and resuming, and when
 //! the lost region returns its events reach the streams that missed them.
 
 use std::time::{Duration, Instant};
 
+use herald_domain::region::Region;
 use herald_e2e::*;
-use herald_proto::v1::GetPresenceRequest;
 use herald_proto::v1::publish_request::Target;
 use herald_proto::v1::publisher_client::PublisherClient;
+use herald_proto::v1::{GetPresenceRequest, OfflinePolicy, Outcome, PublishRequest};
+use herald_testing::eventually;
+use herald_testing::fcm::FakeFcm;
 use herald_testing::sse::{QUIET, SseStream};
 use herald_testing::supercluster::{NatsSupercluster, gateway_out_msgs};
 use herald_testing::token::{Claims, Sign};
@@ -22,10 +27,14 @@ use tonic::transport::Channel;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_cross_to_the_region_that_follows_them_once_and_no_further() {
-    let supercluster = NatsSupercluster::start(&["a", "b"], 3).await;
+    let supercluster = NatsSupercluster::start(&["a", "b"], 1).await;
     let (a, b) = (supercluster.region("a"), supercluster.region("b"));
-    let publish = start_publish(&a.client_urls(), regional_publish("publish-a", "a")).await;
-    let edge_b = start_edge(&b.client_urls(), regional_edge("edge-b", "b", &["a", "b"])).await;
+    let publish = start_publish(&a.client_urls(), regional_publish("publish-a", "a", 1)).await;
+    let edge_b = start_edge(
+        &b.client_urls(),
+        regional_edge("edge-b", "b", &["a", "b"], 1),
+    )
+    .await;
     let http = reqwest::Client::new();
     let alice = Claims::new("alice").hs256(SECRET);
     let mut alice = SseStream::open(&http, &events_url(&edge_b, &[]), &alice).await;
@@ -111,11 +120,19 @@ async fn events_cross_to_the_region_that_follows_them_once_and_no_further() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_moves_region_resumes_and_receipts_see_the_other_region() {
-    let supercluster = NatsSupercluster::start(&["a", "b"], 3).await;
+    let supercluster = NatsSupercluster::start(&["a", "b"], 1).await;
     let (a, b) = (supercluster.region("a"), supercluster.region("b"));
-    let publish = start_publish(&a.client_urls(), regional_publish("publish-a", "a")).await;
-    let edge_a = start_edge(&a.client_urls(), regional_edge("edge-a", "a", &["a", "b"])).await;
-    let edge_b = start_edge(&b.client_urls(), regional_edge("edge-b", "b", &["a", "b"])).await;
+    let publish = start_publish(&a.client_urls(), regional_publish("publish-a", "a", 1)).await;
+    let edge_a = start_edge(
+        &a.client_urls(),
+        regional_edge("edge-a", "a", &["a", "b"], 1),
+    )
+    .await;
+    let edge_b = start_edge(
+        &b.client_urls(),
+        regional_edge("edge-b", "b", &["a", "b"], 1),
+    )
+    .await;
     let http = reqwest::Client::new();
     let token = Claims::new("bob").hs256(SECRET);
     let mut client = publisher(&publish).await;
@@ -182,9 +199,13 @@ async fn a_client_that_moves_region_resumes_and_receipts_see_the_other_region() 
 async fn a_region_keeps_serving_when_the_other_is_lost_and_catches_up_when_it_returns() {
     let mut supercluster = NatsSupercluster::start(&["a", "b"], 3).await;
     let (a, b) = (supercluster.region("a"), supercluster.region("b"));
-    let publish_a = start_publish(&a.client_urls(), regional_publish("publish-a", "a")).await;
-    let publish_b = start_publish(&b.client_urls(), regional_publish("publish-b", "b")).await;
-    let edge_b = start_edge(&b.client_urls(), regional_edge("edge-b", "b", &["a", "b"])).await;
+    let publish_a = start_publish(&a.client_urls(), regional_publish("publish-a", "a", 3)).await;
+    let publish_b = start_publish(&b.client_urls(), regional_publish("publish-b", "b", 3)).await;
+    let edge_b = start_edge(
+        &b.client_urls(),
+        regional_edge("edge-b", "b", &["a", "b"], 3),
+    )
+    .await;
     let http = reqwest::Client::new();
     let token = Claims::new("carol").hs256(SECRET);
     let (mut from_a, mut from_b) = (publisher(&publish_a).await, publisher(&publish_b).await);
@@ -310,4 +331,74 @@ async fn resume(http: &reqwest::Client, edge: &Running, token: &str, last: &str)
         .await
         .unwrap();
     SseStream::from_response(response).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_offline_everywhere_gets_one_push_and_one_online_elsewhere_none() {
+    let supercluster = NatsSupercluster::start(&["a", "b"], 1).await;
+    let (a, b) = (supercluster.region("a"), supercluster.region("b"));
+    let publish = start_publish(&a.client_urls(), regional_publish("publish-a", "a", 1)).await;
+    // Region b's herald-publish makes its offline queue.
+    let _publish_b = start_publish(&b.client_urls(), regional_publish("publish-b", "b", 1)).await;
+    let edge_b = start_edge(
+        &b.client_urls(),
+        regional_edge("edge-b", "b", &["a", "b"], 1),
+    )
+    .await;
+    // A push worker in each region, on one FCM.
+    let fcm = FakeFcm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut workers = Vec::new();
+    for (region, cluster) in [("a", a), ("b", b)] {
+        let mut config = push_config(&fcm, dir.path());
+        config.region = Region::parse(region).unwrap();
+        let worker = start_push(&cluster.client_urls(), config).await;
+        worker.wait_ready().await;
+        workers.push(worker);
+    }
+    let http = reqwest::Client::new();
+    for user in ["dave", "erin"] {
+        let url = format!("{}/v1/devices/{user}", workers[0].url());
+        let body = serde_json::json!({ "token": format!("{user}-phone") });
+        let answer = http.put(url).json(&body).send().await.unwrap();
+        assert_eq!(answer.status(), 204);
+    }
+    // Erin is online in region b; dave nowhere.
+    let token = Claims::new("erin").hs256(SECRET);
+    let mut erin = SseStream::open(&http, &events_url(&edge_b, &[]), &token).await;
+
+    eventually(
+        Duration::from_secs(10),
+        "presence in a to see erin in b",
+        || async {
+            let online = publish.metric("herald_publish_presence_users_online").await;
+            (online == 1.0).then_some(())
+        },
+    )
+    .await;
+
+    let request = PublishRequest {
+        target: Some(Target::users(&["dave", "erin"])),
+        data: "your order shipped".into(),
+        offline: OfflinePolicy::Fallback as i32,
+        ..Default::default()
+    };
+    let mut client = publisher(&publish).await;
+    let response = client.publish(request).await.unwrap().into_inner();
+    let receipts: Vec<(bool, Outcome)> = (response.receipts.iter())
+        .map(|r| (r.online, r.outcome()))
+        .collect();
+    assert_eq!(
+        receipts,
+        [(false, Outcome::Fallback), (true, Outcome::Delivered)]
+    );
+    assert_eq!(erin.next().await.data, "your order shipped");
+    eventually(Duration::from_secs(10), "dave's push", || async {
+        (!fcm.sends().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(QUIET * 2).await;
+    let sends = fcm.sends();
+    assert_eq!(sends.len(), 1, "one push, to dave: {sends:?}");
+    assert_eq!(sends[0].body["message"]["token"], "dave-phone");
 }

@@ -184,8 +184,8 @@ fn publish() -> User {
                 &[CONTROL_WILDCARD],
             ),
             api(
-                "create or update the history streams, the offline queue and the control buckets",
-                &["STREAM.CREATE", "STREAM.UPDATE"],
+                "check (against its flags), create or update the history streams, the offline queue and the control buckets",
+                &["STREAM.INFO", "STREAM.CREATE", "STREAM.UPDATE"],
                 &[
                     history(),
                     vec![offline::STREAM.to_owned()],
@@ -194,12 +194,11 @@ fn publish() -> User {
                 .concat(),
             ),
             Rule {
-                why: "Control.History: stream info, a short-lived filtered consumer (create, pull, delete)",
+                why: "Control.History: a short-lived filtered consumer (create, pull, delete)",
                 lines: history()
                     .iter()
                     .map(|s| {
                         vec![
-                            format!("$JS.API.STREAM.INFO.{s}"),
                             format!("$JS.API.CONSUMER.CREATE.{s}"),
                             format!("$JS.API.CONSUMER.CREATE.{s}.>"),
                             format!("$JS.API.CONSUMER.MSG.NEXT.{s}.*"),
@@ -212,7 +211,6 @@ fn publish() -> User {
                 "open the control buckets, read an entry, change it (compare-and-set)",
                 |bucket, stream| {
                     vec![
-                        format!("$JS.API.STREAM.INFO.{stream}"),
                         format!("$JS.API.DIRECT.GET.{stream}.$KV.{bucket}.*"),
                         format!("$KV.{bucket}.*"),
                     ]
