@@ -25,13 +25,20 @@
 //! - `scale`: very many streams over several edges, held by `scale-agent`
 //!   processes it spawns; open, idle, a topic fan-out burst and a unicast
 //!   ramp (bench/scale.sh runs it).
+//! - `regions`: two regions of a supercluster (bench/regions.sh): delivery
+//!   within and across regions, persisted publish in each, connect time,
+//!   gateway messages per event and without interest.
+//! - `delay`: a TCP relay holding bytes for a while each way, the WAN
+//!   between regions where the kernel has no netem.
 
 mod churn;
+mod delay;
 mod disconnect;
 mod fanout;
 mod peer;
 mod publish;
 mod receipts;
+mod regions;
 mod scale;
 mod scale_agent;
 mod scale_agents;
@@ -96,6 +103,9 @@ enum Scenario {
     Churn(churn::Args),
     Disconnect(disconnect::Args),
     Scale(scale_args::Args),
+    Regions(regions::Args),
+    /// A WAN link's delay between two regions (bench/regions.sh).
+    Delay(delay::Args),
     /// One load-generator process of `scale` (spawned by it).
     #[command(hide = true)]
     ScaleAgent(scale_agent::Args),
@@ -113,6 +123,8 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Churn(args) => churn::run(&cli.target, &args).await,
         Scenario::Disconnect(args) => disconnect::run(&cli.target, &args).await,
         Scenario::Scale(args) => scale::run(&cli.target, &args).await,
+        Scenario::Regions(args) => regions::run(&cli.target, &args).await,
+        Scenario::Delay(args) => delay::run(&args).await,
         Scenario::ScaleAgent(args) => scale_agent::run(&cli.target, &args).await,
     }
 }

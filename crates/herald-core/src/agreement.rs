@@ -5,11 +5,12 @@
 //! for as long as it retried; it exits at start instead, naming the flag
 //! and the value the streams have.
 
-use async_nats::jetstream::stream;
+use std::time::Duration;
 
-/// Stream metadata key holding the shard count the history streams were
-/// made for.
-pub const SHARDS_METADATA: &str = "herald.shards";
+use async_nats::jetstream::{self, stream};
+use herald_domain::region::Region;
+
+use crate::history::{HistoryArgs, SHARDS_METADATA, stream_name};
 
 /// A flag whose value disagrees with an existing stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,12 +64,28 @@ pub fn disagreement(found: &stream::Config, wanted: &stream::Config) -> Option<D
     None
 }
 
+/// How `history` and `region` (a service's flags) disagree with the
+/// region's first history shard, if it exists and answers within a few
+/// seconds (a JetStream still starting is not waited for: the service
+/// that creates the streams checks them all).
+pub async fn check_history(
+    js: &jetstream::Context,
+    history: &HistoryArgs,
+    region: &Region,
+) -> Option<Disagreement> {
+    let wanted = history.stream_config(region, 0);
+    let asking = js.get_stream(stream_name(region, 0));
+    let found = tokio::time::timeout(Duration::from_secs(3), asking).await;
+    match found {
+        Ok(Ok(found)) => disagreement(&found.cached_info().config, &wanted),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{HistoryArgs, Storage};
-    use herald_domain::region::Region;
-    use std::time::Duration;
+    use crate::history::Storage;
 
     fn args(shards: u16, replicas: u8, storage: Storage) -> HistoryArgs {
         HistoryArgs {

@@ -21,8 +21,6 @@ use std::time::Duration;
 use async_nats::jetstream::stream;
 use herald_domain::region::{Region, of_origin};
 
-use crate::agreement::SHARDS_METADATA;
-
 /// Header with the stream sequence on republished messages.
 pub const SEQUENCE_HEADER: &str = "Nats-Sequence";
 
@@ -30,6 +28,10 @@ pub const SEQUENCE_HEADER: &str = "Nats-Sequence";
 /// messages: 0 when the stream held none of the subject's events, or its
 /// last one was deleted.
 pub const LAST_SEQUENCE_HEADER: &str = "Nats-Last-Sequence";
+
+/// Stream metadata key holding the shard count the history streams were
+/// made for (see `agreement`).
+pub const SHARDS_METADATA: &str = "herald.shards";
 
 /// Most shards.
 pub const MAX_SHARDS: u16 = 64;

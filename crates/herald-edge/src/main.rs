@@ -1,4 +1,4 @@
-use herald_core::{cli, service, shutdown};
+use herald_core::{agreement, cli, service, shutdown};
 use herald_edge::{Args, Edge, Nats};
 use prometheus_client::registry::Registry;
 
@@ -10,6 +10,11 @@ async fn main() {
         .unwrap_or_else(|e| cli::misconfigured(e.flag, e.problem));
     let name = format!("herald-edge {}", config.node_id);
     let started = service::start(&args.common, args.listen, args.admin_listen, &name).await;
+    let js = async_nats::jetstream::new(started.nats.clone());
+    let history = &config.history;
+    if let Some(d) = agreement::check_history(&js, history, &config.regions[0]).await {
+        cli::misconfigured(d.flag, d.problem);
+    }
 
     let mut registry = Registry::default();
     let client = started.nats.clone();

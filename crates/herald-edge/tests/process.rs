@@ -135,6 +135,50 @@ fn misconfiguration_is_one_line_and_exit_code_2() {
     assert_misconfigured(output, "--allowed-origins");
 }
 
+/// An edge whose shard count or storage differs from the history streams
+/// it finds would read the wrong streams: it exits 2 at start, naming the
+/// flag and the value the streams have.
+#[tokio::test]
+async fn history_settings_that_disagree_with_the_streams_end_the_edge() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.client_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    // As herald-publish makes it with the defaults.
+    let history = herald_core::history::HistoryArgs {
+        history_shards: 4,
+        history_storage: herald_core::history::Storage::File,
+        history_replicas: 1,
+        history_max_per_subject: 1000,
+        history_max_age: Duration::from_secs(24 * 3600),
+    };
+    let config = history.stream_config(&Default::default(), 0);
+    js.create_stream(config).await.unwrap();
+    let url = nats.client_url();
+    for (flag, value, found) in [
+        ("--history-shards", "8", "has 4 shards"),
+        ("--history-storage", "memory", "has file"),
+    ] {
+        let (listen, admin) = (free_addr(), free_addr());
+        let output = run(&[
+            "--nats-url",
+            &url,
+            "--listen",
+            &listen,
+            "--admin-listen",
+            &admin,
+            "--jwt-secret",
+            SECRET,
+            "--log",
+            "error",
+            flag,
+            value,
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(stderr.contains(found), "{stderr}");
+        assert_misconfigured(output, flag);
+    }
+}
+
 #[test]
 fn help_explains_every_flag_and_its_variable() {
     let output = run(&["--help"]);

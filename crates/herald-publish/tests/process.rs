@@ -201,6 +201,34 @@ async fn streams_jetstream_refuses_for_good_show_in_the_log_and_readyz() {
     assert!(client(&listen).await.publish(ephemeral).await.is_ok());
 }
 
+/// Settings every service must share are checked against the streams
+/// that exist: a herald-publish with another storage or shard count than
+/// the history streams it finds exits 2, naming the flag and the value
+/// the streams have, rather than storing where no edge reads.
+#[tokio::test]
+async fn settings_that_disagree_with_existing_streams_end_the_service() {
+    let nats = NatsServer::start();
+    let first = start(&nats, &free_addr().to_string(), &[], &[]).await;
+    drop(first);
+    let url = nats.client_url();
+    for (flag, value, found) in [
+        ("--history-storage", "memory", "has file"),
+        ("--history-shards", "8", "has 4 shards"),
+    ] {
+        let (listen, admin) = (free_addr().to_string(), free_addr().to_string());
+        let args = [
+            ["--nats-url", url.as_str(), "--listen", listen.as_str()],
+            ["--admin-listen", admin.as_str(), "--log", "error"],
+            [flag, value, "--history-max-age", "1h"],
+        ];
+        let output = run(binary(), &args.concat(), &[]);
+        assert_misconfigured(&output, flag);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(found), "{stderr}");
+        assert!(stderr.contains("HERALD_H"), "names the stream: {stderr}");
+    }
+}
+
 /// Events acknowledged just before SIGTERM: ephemeral ones and DROP-policy
 /// ones for offline users, which go out on core NATS without storage.
 const EVENTS: usize = 400;
