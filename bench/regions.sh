@@ -6,7 +6,8 @@
 # region with --region. Runs `herald-bench regions`: USERS streams per
 # region, EVENTS persisted events per phase at RATE/s. Prints one JSON
 # line, then
-#   regions: delivery in a p50/p99 <ms>, a->b <ms>, in b <ms>; publish in a <ms>, in b <ms>; ...
+#   regions (<ms> each way): delivery p50/p99 in a, a->b, in b; persisted publish in
+#   a, in b; connect a, b; gateway msgs per event to b, without interest (and idle); lost
 # The lines also go to bench/results/regions-<time>.txt. Bounded: every
 # process is stopped on exit, the relays stop by themselves.
 #
@@ -19,7 +20,7 @@ DELAY_MS="${DELAY_MS:-20}"
 USERS="${USERS:-1000}"
 EVENTS="${EVENTS:-1000}"
 RATE="${RATE:-200}"
-PORT_BASE="${PORT_BASE:-33000}" # below the ephemeral range
+PORT_BASE="${PORT_BASE:-29000}" # below the ephemeral range
 nats_server="$(scripts/nats-server.sh)"
 if [[ "${SKIP_BUILD:-}" != 1 ]]; then
   echo "building release binaries..." >&2
@@ -34,12 +35,12 @@ cleanup() {
   [[ $status != 0 ]] && tail -n 3 "$work"/*.log >&2 2>/dev/null
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  [[ -n "${KEEP_WORK:-}" ]] || rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 wait_ok() { # url: until it answers 2xx
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 1200); do
     curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
     sleep 0.1
   done
@@ -63,7 +64,8 @@ host: 127.0.0.1
 port: $((PORT_BASE + 1 + r))
 http_port: $((PORT_BASE + 101 + r))
 jetstream { store_dir: "$work/js-$name" }
-cluster { name: $name, listen: 127.0.0.1:$((PORT_BASE + 201 + r)) }
+# JetStream in a cluster wants routes; a route to itself is ignored.
+cluster { name: $name, listen: 127.0.0.1:$((PORT_BASE + 201 + r)), routes: ["nats://127.0.0.1:$((PORT_BASE + 201 + r))"] }
 gateway {
   name: $name
   listen: 127.0.0.1:$((PORT_BASE + 301 + r))
@@ -112,5 +114,6 @@ f = lambda s: f"{r[s]['p50_ms']:.1f}/{r[s]['p99_ms']:.1f}"
 print(f"regions ({delay} ms each way): delivery p50/p99 in a {f('deliver_in_a')} ms, a->b {f('deliver_a_to_b')} ms, "
       f"in b {f('deliver_in_b')} ms; persisted publish in a {f('publish_in_a')} ms, in b {f('publish_in_b')} ms; "
       f"connect a {f('connect_a')} ms, b {f('connect_b')} ms; gateway msgs per event to b {r['gateway_msgs_per_event_to_b']:.2f}, "
-      f"without interest {r['gateway_msgs_without_interest']} for {r['events_without_interest']} events; lost {r['lost']}")
+      f"without interest {r['gateway_msgs_without_interest']} for {r['events_without_interest']} events "
+      f"({r['gateway_msgs_idle']} in as long idle); lost {r['lost']}")
 PY

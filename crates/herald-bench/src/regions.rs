@@ -6,7 +6,8 @@
 //! deliveries: within a, from a to b's users, within b. Reads region a's
 //! gateway counters (`--gatewayz`) around the cross-region phase (gateway
 //! messages per event delivered in b) and around events for users no
-//! stream follows (what crosses without interest).
+//! stream follows (what crosses without interest), beside an idle window
+//! of the same length (what crosses anyway).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -68,6 +69,8 @@ struct Figures {
     publish_in_b: Spread,
     gateway_msgs_per_event_to_b: f64,
     gateway_msgs_without_interest: u64,
+    /// Over as long with no event published: what crosses anyway.
+    gateway_msgs_idle: u64,
     events_without_interest: usize,
     lost: usize,
 }
@@ -103,9 +106,16 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let publish_in_b = phase(&mut in_b, 2, "rb", args).await?;
     settle(&deliveries, 2, args.events, target.timeout).await;
 
+    // What crosses anyway (presence heartbeats, JetStream's own
+    // traffic) over as long as the next phase takes, to tell apart.
+    let window = Duration::from_secs_f64(args.events as f64 / args.rate as f64 + 1.0);
     let before = gateway_out(&args.gatewayz, &args.to_region).await?;
+    tokio::time::sleep(window).await;
+    let idle = gateway_out(&args.gatewayz, &args.to_region).await? - before;
+    let before = gateway_out(&args.gatewayz, &args.to_region).await?;
+    let started = Instant::now();
     phase(&mut in_a, 3, "nobody", args).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(window.saturating_sub(started.elapsed())).await;
     let unwanted = gateway_out(&args.gatewayz, &args.to_region).await? - before;
 
     let delivered = deliveries.lock().unwrap().clone();
@@ -125,6 +135,7 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         publish_in_b: spread(publish_in_b),
         gateway_msgs_per_event_to_b: crossed as f64 / delivered[1].len().max(1) as f64,
         gateway_msgs_without_interest: unwanted,
+        gateway_msgs_idle: idle,
         events_without_interest: args.events,
         lost,
     };
