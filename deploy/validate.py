@@ -328,9 +328,10 @@ def check_k8s_nats():
                         yield f"NetworkPolicy {name}: lets {peer} reach the NATS route port"
 
 
-def nats_server_accepts(name, nats_conf, env):
-    """`nats-server -t` on `nats_conf` beside deploy/nats/auth.conf, with
-    `env` (dummy secrets): the syntax, and every variable resolved."""
+def nats_server_accepts(name, nats_conf, env, auth=None):
+    """`nats-server -t` on `nats_conf` beside `auth` (deploy/nats/auth.conf
+    by default), with `env` (dummy secrets): the syntax, and every
+    variable resolved."""
     binary = os.environ.get("NATS_SERVER")
     if not binary:
         yield "no nats-server to check the NATS configs with (scripts/nats-server.sh)"
@@ -339,7 +340,7 @@ def nats_server_accepts(name, nats_conf, env):
         binary = os.path.abspath(binary)  # it runs in a temporary directory
     with tempfile.TemporaryDirectory() as tmp:
         (pathlib.Path(tmp) / "nats.conf").write_text(nats_conf)
-        (pathlib.Path(tmp) / "auth.conf").write_text(AUTH_CONF.read_text())
+        (pathlib.Path(tmp) / "auth.conf").write_text(auth or AUTH_CONF.read_text())
         result = subprocess.run([binary, "-c", "nats.conf", "-t"], cwd=tmp, env=env,
                                 capture_output=True, text=True)
         if result.returncode != 0:
@@ -366,9 +367,50 @@ def check_nats_configs():
     yield from nats_server_accepts("ConfigMap nats-config", nats_conf, k8s_env)
 
 
+def check_regions():
+    """Each region's overlay (deploy/k8s/overlays/regions/<region>),
+    rendered: NATS's cluster and gateway bear the region's name, Herald is
+    told the region, every variable nats.conf and auth.conf read is in the
+    pod's environment, and nats-server accepts the two together."""
+    regions = sorted(p.parent for p in (K8S / "overlays/regions").glob("*/nats-config.yaml"))
+    if not regions:
+        yield "no region overlay under deploy/k8s/overlays/regions"
+    for directory in regions:
+        region = directory.name
+        docs, error = render(directory)
+        if error:
+            yield f"{region}: {error}"
+            continue
+        by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+        nats_conf = by[("ConfigMap", "nats-config")]["data"]["nats.conf"]
+        auth = by[("ConfigMap", "nats-auth")]["data"]["auth.conf"]
+        for block in ("cluster", "gateway"):
+            if not re.search(block + r" \{\s*name: " + region + r"\n", nats_conf):
+                yield f"{region}: nats.conf's {block} is not named {region}"
+        config = by[("ConfigMap", "herald-config")]["data"]
+        if config.get("HERALD_REGION") != region or region not in config.get("HERALD_REGIONS", "").split(","):
+            yield f"{region}: herald-config does not give HERALD_REGION {region} among HERALD_REGIONS"
+        if "herald.u.*.*" not in auth:
+            yield f"{region}: nats-auth does not allow the regional subjects"
+        container = by[("StatefulSet", "nats")]["spec"]["template"]["spec"]["containers"][0]
+        env = {}
+        for e in container["env"]:
+            value = e.get("value", DUMMY_SECRET if "secretKeyRef" in e.get("valueFrom", {}) else "nats-0")
+            # Kubernetes expands $(NAME) only for variables listed before.
+            for used in re.findall(r"\$\((\w+)\)", value):
+                if used not in env:
+                    yield f"{region}: {e['name']} uses $({used}), which is not defined before it"
+            env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), ""), value)
+        for variable in sorted((nats_variables(nats_conf) | nats_variables(auth)) - set(env)):
+            yield f"{region}: nats-server reads ${variable}, which its environment lacks"
+        yield from nats_server_accepts(f"{region}'s NATS", nats_conf, env, auth)
+
+
 def kustomizations():
-    """Every directory under deploy/ that holds a kustomization."""
-    return sorted(p.parent for p in (ROOT / "deploy").rglob("kustomization.yaml"))
+    """Every directory under deploy/ that holds a kustomization (not a
+    component: those are rendered by the kustomizations that use them)."""
+    paths = (ROOT / "deploy").rglob("kustomization.yaml")
+    return sorted(p.parent for p in paths if yaml.safe_load(p.read_text()).get("kind") != "Component")
 
 
 def render(directory):
@@ -475,9 +517,9 @@ def check_k8s_overlays():
     images = {c["image"].split(":")[0] for _, doc in k8s_documents(K8S / "base")
               if doc["kind"] in ("Deployment", "StatefulSet")
               for c in doc["spec"]["template"]["spec"]["containers"]}
-    for overlay in sorted((K8S / "overlays").iterdir()):
+    for overlay in sorted(p.parent for p in (K8S / "overlays").rglob("kustomization.yaml")):
         kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
-        for resource in kustomization.get("resources", []):
+        for resource in kustomization.get("resources", []) + kustomization.get("components", []):
             if not (overlay / resource).exists():
                 yield f"{overlay.name}: resource {resource} does not exist"
         for image in kustomization.get("images", []):
@@ -487,9 +529,12 @@ def check_k8s_overlays():
             if ("Deployment", replicas["name"]) not in base:
                 yield f"{overlay.name}: replicas for unknown Deployment {replicas['name']}"
         for patch in kustomization.get("patches", []):
-            doc = yaml.safe_load((overlay / patch["path"]).read_text())
-            if (doc["kind"], doc["metadata"]["name"]) not in base:
-                yield f"{overlay.name}: {patch['path']} patches nothing in the base"
+            target = patch.get("target")
+            if target is None:
+                target = yaml.safe_load((overlay / patch["path"]).read_text())
+                target = {"kind": target["kind"], "name": target["metadata"]["name"]}
+            if (target["kind"], target["name"]) not in base:
+                yield f"{overlay.name}: a patch of {target['kind']} {target['name']} patches nothing in the base"
 
 
 check("docker-compose.yml against the Compose specification", check_compose())
@@ -512,4 +557,5 @@ check("docker-compose.yml: NATS locked down, no port on the host but the load ba
       check_compose_lockdown())
 check("Kubernetes: NATS users and secrets agree with deploy/nats/auth.conf", check_k8s_nats())
 check("nats-server accepts the compose and Kubernetes NATS configs", check_nats_configs())
+check("each region's overlay: named cluster and gateway, Herald's region, NATS accepts it", check_regions())
 sys.exit(1 if problems else 0)

@@ -12,7 +12,9 @@ use herald_testing::token::{Claims, Sign};
 async fn an_edge_killed_mid_stream_loses_nothing_for_a_client_that_moves() {
     let cluster = NatsCluster::start(3).await;
     let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish("p")).await;
-    let mut doomed = EdgeProcess::start(&cluster.nodes[1].client_url(), None).await;
+    let replicated = ["--history-replicas", "3"];
+    let mut doomed =
+        EdgeProcess::start_with(&cluster.nodes[1].client_url(), None, &replicated).await;
     let doomed_addr = doomed.addr;
     let survivor = start_edge(&cluster.nodes[2].client_url(), replicated_edge("edge-3")).await;
     let token = Claims::new("alice").hs256(SECRET);

@@ -16,11 +16,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use auth_conf::{CLIENT, EDGE, PRESENCE, PUBLISH, PUSH};
+use auth_conf::{CLIENT, EDGE, PRESENCE, PUBLISH, PUSH, Regions};
 use futures::StreamExt;
 use herald_core::history::{shard_of, stored_subject, stream_name};
 use herald_core::nats::{LossCounter, NatsSecurity, Password, inbox_prefix};
 use herald_domain::presence::wire::{QUERY_SUBJECT, STATS_SUBJECT};
+use herald_domain::region::Region;
 use herald_domain::subject::UserId;
 use herald_e2e::*;
 use herald_proto::v1::control_client::ControlClient;
@@ -30,7 +31,9 @@ use herald_proto::v1::{
     TopicInfo, TopicsRequest, history_request, publish_request::Target,
 };
 use herald_testing::fcm::FakeFcm;
+use herald_testing::nats::Files;
 use herald_testing::sse::{QUIET, SseStream};
+use herald_testing::supercluster::NatsSupercluster;
 use herald_testing::token::{Claims, Sign, now};
 use herald_testing::{NatsServer, eventually};
 use prometheus_client::registry::Registry;
@@ -39,6 +42,14 @@ use prost::Message;
 const WAIT: Duration = Duration::from_secs(20);
 const AUTH_CONF: &str = "deploy/nats/auth.conf";
 const CONFIG_MAP: &str = "deploy/k8s/base/nats-auth.yaml";
+/// The same for a supercluster of the regions `eu` and `us`, in the
+/// overlays that deploy them.
+const REGIONS_CONFIG_MAP: &str = "deploy/k8s/overlays/regions/gateway/nats-auth.yaml";
+const REGIONS: [&str; 2] = ["eu", "us"];
+
+fn regions() -> auth_conf::Regions {
+    auth_conf::Regions(REGIONS.map(|r| Region::parse(r).unwrap()).to_vec())
+}
 const CAROL_DEVICE: &str = "fcm-device-token:carol_phone-1";
 
 fn repo_file(path: &str) -> PathBuf {
@@ -50,16 +61,21 @@ fn repo_file(path: &str) -> PathBuf {
 #[test]
 fn deploy_files_are_generated_from_the_permissions() {
     // nats-server reads an empty allow list as "everything".
-    for user in auth_conf::users() {
+    for user in auth_conf::users(&Regions::one()) {
         assert!(
             !user.publish.is_empty() && !user.subscribe.is_empty(),
             "{}",
             user.name
         );
     }
-    let conf = auth_conf::render();
+    let conf = auth_conf::render(&Regions::one());
     let config_map = auth_conf::config_map(&conf);
-    for (path, want) in [(AUTH_CONF, conf), (CONFIG_MAP, config_map)] {
+    let regional = auth_conf::config_map(&auth_conf::render(&regions()));
+    for (path, want) in [
+        (AUTH_CONF, conf),
+        (CONFIG_MAP, config_map),
+        (REGIONS_CONFIG_MAP, regional),
+    ] {
         let file = repo_file(path);
         if std::env::var_os("HERALD_REGENERATE").is_some() {
             std::fs::write(&file, want).unwrap();
@@ -74,6 +90,31 @@ fn deploy_files_are_generated_from_the_permissions() {
     }
 }
 
+/// A password for each user: letters and digits, starting with a letter,
+/// as the file asks.
+fn passwords(users: &[auth_conf::User]) -> HashMap<&'static str, String> {
+    let password = || format!("h{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    users.iter().map(|u| (u.name, password())).collect()
+}
+
+/// The variables nats-server reads the passwords from.
+fn password_env<'a>(
+    users: &[auth_conf::User],
+    passwords: &'a HashMap<&'static str, String>,
+) -> Vec<(&'static str, &'a str)> {
+    let variable = |u: &auth_conf::User| (u.password, passwords[u.name].as_str());
+    users.iter().map(variable).collect()
+}
+
+/// How service `user` logs in.
+fn security(passwords: &HashMap<&'static str, String>, user: &str) -> NatsSecurity {
+    NatsSecurity {
+        nats_user: Some(user.to_owned()),
+        nats_password: Some(Password::new(&passwords[user])),
+        ..Default::default()
+    }
+}
+
 /// A nats-server with deploy/nats/auth.conf, and each user's password.
 struct LockedNats {
     server: NatsServer,
@@ -83,32 +124,16 @@ struct LockedNats {
 impl LockedNats {
     fn start() -> Self {
         let auth = std::fs::read_to_string(repo_file(AUTH_CONF)).unwrap();
-        let users = auth_conf::users();
-        // Letters and digits, starting with a letter, as the file asks.
-        let passwords: HashMap<_, _> = users
-            .iter()
-            .map(|u| {
-                (
-                    u.name,
-                    format!("h{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
-                )
-            })
-            .collect();
-        let env: Vec<(&str, &str)> = users
-            .iter()
-            .map(|u| (u.password, passwords[u.name].as_str()))
-            .collect();
+        let users = auth_conf::users(&Regions::one());
+        let passwords = passwords(&users);
+        let env = password_env(&users, &passwords);
         let server =
             NatsServer::start_with_files("include ./auth.conf\n", &[("auth.conf", &auth)], &env);
         Self { server, passwords }
     }
 
     fn security(&self, user: &str) -> NatsSecurity {
-        NatsSecurity {
-            nats_user: Some(user.to_owned()),
-            nats_password: Some(Password::new(&self.passwords[user])),
-            ..Default::default()
-        }
+        security(&self.passwords, user)
     }
 
     /// Connects as the service `user` does: its flags, its connection name.
@@ -269,8 +294,17 @@ impl System {
 
 async fn start_publish_as(nats: &LockedNats) -> Running {
     let (client, losses) = nats.connect(PUBLISH).await;
-    let mut registry = Registry::default();
     let config = herald_publish::Config::defaults("publish-1");
+    start_publish_on(client, losses, config).await
+}
+
+/// herald-publish with `config` on a connection made as its user.
+async fn start_publish_on(
+    client: async_nats::Client,
+    losses: LossCounter,
+    config: herald_publish::Config,
+) -> Running {
+    let mut registry = Registry::default();
     let server =
         herald_publish::PublishServer::start(config, client, losses.subscribe(), &mut registry)
             .await
@@ -289,14 +323,23 @@ async fn start_edge_as(nats: &LockedNats, node: &str, replicas: u8) -> Running {
     config.presence_heartbeat = Duration::from_millis(200);
     config.history.history_replicas = replicas;
     config.lifecycle_events = true;
-    let mut registry = Registry::default();
     let urls = [nats.server.client_url()];
-    let security = nats.security(EDGE);
+    start_edge_on(client, &urls, &nats.security(EDGE), config).await
+}
+
+/// An edge with `config` on a connection made as its user (`security`).
+async fn start_edge_on(
+    client: async_nats::Client,
+    urls: &[String],
+    security: &NatsSecurity,
+    config: herald_edge::Config,
+) -> Running {
+    let mut registry = Registry::default();
     let name = format!("{EDGE} e2e");
     let link = herald_edge::Nats {
         client,
-        urls: &urls,
-        security: &security,
+        urls,
+        security,
         name: &name,
         subscriber: nats_subscriber(),
     };
@@ -803,4 +846,95 @@ async fn control_works_with_the_services_own_users() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+}
+
+/// The supercluster form of the permissions (the region overlays'
+/// nats-auth, deploy/k8s/overlays/regions): herald-publish and an edge in
+/// each region, each on its own user; an event stored in one region
+/// reaches a stream in the other, stored events are resumed there, an
+/// ephemeral one crosses too; NATS refuses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regional_services_work_with_their_own_users() {
+    let regions = regions();
+    let users = auth_conf::users(&regions);
+    let passwords = passwords(&users);
+    let env = password_env(&users, &passwords);
+    let auth = auth_conf::render(&regions);
+    let files = Files {
+        files: &[("auth.conf", &auth)],
+        env: &env,
+    };
+    let supercluster =
+        NatsSupercluster::start_with(&REGIONS, 1, "include ./auth.conf\n", &files).await;
+    let connect = |region: &str, user: &'static str| {
+        let urls = vec![supercluster.region(region).client_urls()];
+        let security = security(&passwords, user);
+        async move {
+            let name = format!("{user} e2e");
+            let (client, losses) = herald_core::nats::connect(&urls, &security, &name)
+                .await
+                .unwrap_or_else(|e| panic!("{user} cannot connect: {e}"));
+            (client, losses, urls, security)
+        }
+    };
+    let mut publishers = Vec::new();
+    for region in REGIONS {
+        let (client, losses, ..) = connect(region, PUBLISH).await;
+        let config = regional_publish(&format!("publish-{region}"), region, 1);
+        publishers.push(start_publish_on(client, losses, config).await);
+    }
+    let (client, _, urls, security) = connect("us", EDGE).await;
+    let config = regional_edge("edge-us", "us", &REGIONS, 1);
+    let edge = start_edge_on(client, &urls, &security, config).await;
+
+    let http = reqwest::Client::new();
+    let token = Claims::new("alice").hs256(SECRET);
+    let mut alice = SseStream::open(&http, &events_url(&edge, &[]), &token).await;
+    let (mut eu, mut us) = (
+        publisher(&publishers[0]).await,
+        publisher(&publishers[1]).await,
+    );
+    // Alice's interest crosses to eu a moment after she subscribes.
+    let mut heard = false;
+    for _ in 0..60 {
+        publish_ephemeral(&mut eu, &["alice"], "ping").await;
+        if alice
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_some()
+        {
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "an ephemeral event from eu reached alice in us");
+    while alice.next_within(QUIET).await.is_some() {}
+    publish_to_users(&mut eu, &["alice"], "stored in eu").await;
+    let first = alice.next().await;
+    assert_eq!(first.data, "stored in eu");
+    drop(alice);
+    publish_to_users(&mut eu, &["alice"], "eu, missed").await;
+    publish_to_users(&mut us, &["alice"], "us, missed").await;
+    let response = http
+        .get(events_url(&edge, &[]))
+        .bearer_auth(&token)
+        .header("last-event-id", &first.id)
+        .send()
+        .await
+        .unwrap();
+    let mut alice = SseStream::from_response(response).await;
+    let mut resumed = vec![alice.next().await.data, alice.next().await.data];
+    resumed.sort();
+    assert_eq!(resumed, ["eu, missed", "us, missed"]);
+
+    let violations: Vec<String> = (supercluster.regions.iter())
+        .flat_map(|(_, cluster)| cluster.nodes.iter().map(|node| node.log()))
+        .flat_map(|log| {
+            log.lines()
+                .filter(|l| l.contains("Violation"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(violations, Vec::<String>::new());
 }

@@ -10,11 +10,15 @@ async fn main() {
         .unwrap_or_else(|e| cli::misconfigured(e.flag, e.problem));
     let name = format!("herald-edge {}", config.node_id);
     let started = service::start(&args.common, args.listen, args.admin_listen, &name).await;
+    // Beside the start, not before it: a JetStream still starting must
+    // not hold the edge back (it serves live events meanwhile).
     let js = async_nats::jetstream::new(started.nats.clone());
-    let history = &config.history;
-    if let Some(d) = agreement::check_history(&js, history, &config.regions[0]).await {
-        cli::misconfigured(d.flag, d.problem);
-    }
+    let (history, region) = (config.history.clone(), config.regions[0].clone());
+    tokio::spawn(async move {
+        if let Some(d) = agreement::check_history(&js, &history, &region).await {
+            cli::misconfigured(d.flag, d.problem);
+        }
+    });
 
     let mut registry = Registry::default();
     let client = started.nats.clone();

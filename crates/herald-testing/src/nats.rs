@@ -42,6 +42,14 @@ struct Routes<'a> {
     peers: &'a [u16],
 }
 
+/// Files written beside a server's config (for it to `include`), and the
+/// variables they read from its environment.
+#[derive(Default)]
+pub struct Files<'a> {
+    pub files: &'a [(&'a str, &'a str)],
+    pub env: &'a [(&'a str, &'a str)],
+}
+
 /// A full-mesh cluster of routed servers.
 pub struct NatsCluster {
     pub nodes: Vec<NatsServer>,
@@ -63,15 +71,20 @@ impl NatsServer {
     /// beside its config so `extra` can `include` them, and `env` in its
     /// environment (nats-server reads `$VARIABLES` there).
     pub fn start_with_files(extra: &str, files: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
-        let mut server = Self::new("n1");
-        for (name, contents) in files {
+        Self::spawn_with("n1", None, extra, &Files { files, env })
+    }
+
+    /// Like [`NatsServer::spawn`], with `files` beside its config and
+    /// their variables in its environment.
+    fn spawn_with(name: &str, cluster: Option<Routes<'_>>, extra: &str, files: &Files<'_>) -> Self {
+        let mut server = Self::new(name);
+        for (name, contents) in files.files {
             std::fs::write(server.dir.path().join(name), contents).expect("write nats file");
         }
-        server.env = env
-            .iter()
+        server.env = (files.env.iter())
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        server.launch_first(None, extra);
+        server.launch_first(cluster, extra);
         server
     }
 
@@ -327,18 +340,20 @@ impl NatsCluster {
 
     async fn start_fresh_with(size: usize, extra: &str) -> Self {
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
-        let cluster = Self::spawn("herald-test", "n", &route_ports, |_| extra.to_owned());
+        let extra = |_| extra.to_owned();
+        let cluster = Self::spawn("herald-test", "n", &route_ports, extra, &Files::default());
         cluster.wait_for_mesh().await;
         cluster
     }
 
     /// Nodes `<prefix>1`, `<prefix>2`, … of cluster `name`, one per route
-    /// port; node `i` gets `extra(i)` configuration.
+    /// port; node `i` gets `extra(i)` configuration, and each `files`.
     pub(crate) fn spawn(
         name: &str,
         prefix: &str,
         route_ports: &[u16],
         extra: impl Fn(usize) -> String,
+        files: &Files<'_>,
     ) -> Self {
         let nodes = (0..route_ports.len())
             .map(|i| {
@@ -347,7 +362,8 @@ impl NatsCluster {
                     listen: route_ports[i],
                     peers: route_ports,
                 };
-                NatsServer::spawn(&format!("{prefix}{}", i + 1), Some(routes), &extra(i))
+                let name = format!("{prefix}{}", i + 1);
+                NatsServer::spawn_with(&name, Some(routes), &extra(i), files)
             })
             .collect();
         Self { nodes }
@@ -359,18 +375,7 @@ impl NatsCluster {
     /// stream is the one reliable sign: the leader's per-peer `current`
     /// flag can stay false in an idle meta group.
     pub async fn wait_for_jetstream(&self) {
-        for node in &self.nodes {
-            crate::eventually(
-                Duration::from_secs(30),
-                "a JetStream meta leader",
-                || async {
-                    let jsz = node.monitor("/jsz").await;
-                    let leader = jsz["meta_cluster"]["leader"].as_str().unwrap_or_default();
-                    (!leader.is_empty()).then_some(())
-                },
-            )
-            .await;
-        }
+        self.wait_for_meta_leader().await;
         let client = async_nats::connect(self.nodes[0].client_url())
             .await
             .expect("connect");
@@ -392,6 +397,22 @@ impl NatsCluster {
         js.delete_stream(&probe.name)
             .await
             .expect("delete the probe");
+    }
+
+    /// Waits until every node knows the JetStream meta leader.
+    pub async fn wait_for_meta_leader(&self) {
+        for node in &self.nodes {
+            crate::eventually(
+                Duration::from_secs(30),
+                "a JetStream meta leader",
+                || async {
+                    let jsz = node.monitor("/jsz").await;
+                    let leader = jsz["meta_cluster"]["leader"].as_str().unwrap_or_default();
+                    (!leader.is_empty()).then_some(())
+                },
+            )
+            .await;
+        }
     }
 
     /// Waits until every node routes to every other node.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::nats::{NatsCluster, NatsServer, free_port};
+use crate::nats::{Files, NatsCluster, NatsServer, free_port};
 
 /// Clusters joined by gateways, one per region.
 pub struct NatsSupercluster {
@@ -19,6 +19,28 @@ impl NatsSupercluster {
     /// every node routes to its cluster, every gateway is up and
     /// JetStream can place a replicated stream in every region.
     pub async fn start(names: &[&str], size: usize) -> Self {
+        let supercluster = Self::spawn(names, size, "", &Files::default());
+        supercluster.settle().await;
+        for (_, cluster) in &supercluster.regions {
+            cluster.wait_for_jetstream().await;
+        }
+        supercluster
+    }
+
+    /// Like [`NatsSupercluster::start`], every node with `extra`
+    /// configuration and `files` (e.g. `include ./auth.conf`, with its
+    /// passwords in the environment); waits for JetStream's meta leader
+    /// only, since the probe stream would need a user allowed to make it.
+    pub async fn start_with(names: &[&str], size: usize, extra: &str, files: &Files<'_>) -> Self {
+        let supercluster = Self::spawn(names, size, extra, files);
+        supercluster.settle().await;
+        for (_, cluster) in &supercluster.regions {
+            cluster.wait_for_meta_leader().await;
+        }
+        supercluster
+    }
+
+    fn spawn(names: &[&str], size: usize, common: &str, files: &Files<'_>) -> Self {
         let ports = |_| (0..size).map(|_| free_port()).collect::<Vec<u16>>();
         let route_ports: Vec<Vec<u16>> = names.iter().map(ports).collect();
         let gateway_ports: Vec<Vec<u16>> = names.iter().map(ports).collect();
@@ -39,24 +61,24 @@ impl NatsSupercluster {
             .map(|(r, name)| {
                 let extra = |i: usize| {
                     format!(
-                        "gateway {{ name: {name}, listen: \"127.0.0.1:{}\", gateways: [{}] }}\n",
+                        "{common}gateway {{ name: {name}, listen: \"127.0.0.1:{}\", gateways: [{}] }}\n",
                         gateway_ports[r][i],
                         gateways.join(", ")
                     )
                 };
-                let cluster = NatsCluster::spawn(name, name, &route_ports[r], extra);
+                let cluster = NatsCluster::spawn(name, name, &route_ports[r], extra, files);
                 ((*name).to_owned(), cluster)
             })
             .collect();
-        let supercluster = Self { regions };
-        for (_, cluster) in &supercluster.regions {
+        Self { regions }
+    }
+
+    /// Waits for every route and gateway.
+    async fn settle(&self) {
+        for (_, cluster) in &self.regions {
             cluster.wait_for_mesh().await;
         }
-        supercluster.wait_for_gateways().await;
-        for (_, cluster) in &supercluster.regions {
-            cluster.wait_for_jetstream().await;
-        }
-        supercluster
+        self.wait_for_gateways().await;
     }
 
     /// The cluster of region `name`.

@@ -65,10 +65,44 @@ fn api(why: &'static str, apis: &[&str], names: &[String]) -> Rule {
     }
 }
 
-/// Every history stream `--history-shards` may name (one region).
-fn history() -> Vec<String> {
-    let region = Region::default();
-    (0..MAX_SHARDS).map(|n| stream_name(&region, n)).collect()
+/// Where a deployment's regions put their streams and subjects: one
+/// unnamed region (deploy/nats/auth.conf), or named ones (a supercluster:
+/// deploy/k8s/overlays/regions).
+pub struct Regions(pub Vec<Region>);
+
+impl Regions {
+    /// A deployment of one region.
+    pub fn one() -> Self {
+        Self(vec![Region::default()])
+    }
+
+    /// Every history stream `--history-shards` may name, in every region.
+    fn history(&self) -> Vec<String> {
+        let names = |r: &Region| {
+            (0..MAX_SHARDS)
+                .map(|n| stream_name(r, n))
+                .collect::<Vec<_>>()
+        };
+        self.0.iter().flat_map(names).collect()
+    }
+
+    /// Every region's offline queue.
+    fn offline(&self) -> Vec<String> {
+        self.0.iter().map(offline::stream_name).collect()
+    }
+
+    /// `subject` and what follows it, as each region's subjects end.
+    fn wildcard(&self, prefix: &str) -> String {
+        match self.0[0].is_unnamed() {
+            true => format!("{prefix}*"),
+            false => format!("{prefix}*.*"),
+        }
+    }
+
+    /// The stored subjects of history.
+    fn stored(&self) -> String {
+        self.wildcard("herald.h.*.*.")
+    }
 }
 
 /// The control plane's buckets (revocations, follows).
@@ -98,7 +132,7 @@ fn inbox(user: &str) -> String {
     format!("{}.>", inbox_prefix(user))
 }
 
-fn edge() -> User {
+fn edge(regions: &Regions) -> User {
     User {
         name: EDGE,
         password: "HERALD_EDGE_NATS_PASSWORD",
@@ -120,12 +154,13 @@ fn edge() -> User {
             api(
                 "resume: read history (direct and leader gets, stream info); no writes",
                 &["DIRECT.GET", "STREAM.MSG.GET", "STREAM.INFO"],
-                &history(),
+                &regions.history(),
             ),
             api(
                 "resume: a subject's newest event (direct get by subject)",
                 &["DIRECT.GET"],
-                &history()
+                &regions
+                    .history()
                     .iter()
                     .map(|s| format!("{s}.>"))
                     .collect::<Vec<_>>(),
@@ -146,7 +181,10 @@ fn edge() -> User {
         subscribe: vec![
             rule(
                 "live events of the users and topics it serves",
-                &[&wildcard(USER_PREFIX), &wildcard(TOPIC_PREFIX)],
+                &[
+                    &regions.wildcard(USER_PREFIX),
+                    &regions.wildcard(TOPIC_PREFIX),
+                ],
             ),
             rule("followers' snapshot requests", &[SYNC_SUBJECT]),
             rule(
@@ -162,21 +200,24 @@ fn edge() -> User {
     }
 }
 
-fn publish() -> User {
+fn publish(regions: &Regions) -> User {
     User {
         name: PUBLISH,
         password: "HERALD_PUBLISH_NATS_PASSWORD",
         block: "PUBLISH",
         role: "the Publish API: store and send events, queue them for mobile push",
         publish: vec![
-            rule("store events in history", &["herald.h.*.*.*"]),
+            rule("store events in history", &[&regions.stored()]),
             rule(
                 "ephemeral events, on the live subjects",
-                &[&wildcard(USER_PREFIX), &wildcard(TOPIC_PREFIX)],
+                &[
+                    &regions.wildcard(USER_PREFIX),
+                    &regions.wildcard(TOPIC_PREFIX),
+                ],
             ),
             rule(
                 "the offline queue (FALLBACK)",
-                &[&wildcard(offline::PREFIX)],
+                &[&regions.wildcard(offline::PREFIX)],
             ),
             rule("ask edges for presence snapshots", &[SYNC_SUBJECT]),
             rule(
@@ -187,15 +228,16 @@ fn publish() -> User {
                 "check (against its flags), create or update the history streams, the offline queue and the control buckets",
                 &["STREAM.INFO", "STREAM.CREATE", "STREAM.UPDATE"],
                 &[
-                    history(),
-                    vec![offline::STREAM.to_owned()],
+                    regions.history(),
+                    regions.offline(),
                     CONTROL_BUCKETS.map(kv_stream).to_vec(),
                 ]
                 .concat(),
             ),
             Rule {
                 why: "Control.History: a short-lived filtered consumer (create, pull, delete)",
-                lines: history()
+                lines: regions
+                    .history()
                     .iter()
                     .map(|s| {
                         vec![
@@ -253,25 +295,32 @@ fn presence() -> User {
     }
 }
 
-fn push() -> User {
-    let queue = offline::STREAM;
+fn push(regions: &Regions) -> User {
     let bucket = format!("KV_{BUCKET}");
+    let consumer = |queue: &String| {
+        vec![
+            format!("$JS.API.STREAM.INFO.{queue}"),
+            format!("$JS.API.CONSUMER.INFO.{queue}.{CONSUMER}"),
+            format!("$JS.API.CONSUMER.CREATE.{queue}.{CONSUMER}"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{queue}.{CONSUMER}"),
+            format!("$JS.ACK.{queue}.{CONSUMER}.>"),
+        ]
+    };
     User {
         name: PUSH,
         password: "HERALD_PUSH_NATS_PASSWORD",
         block: "PUSH_WORKER",
         role: "the mobile-push worker: consume the offline queue, keep device tokens",
         publish: vec![
-            rule(
-                "its durable consumer on the offline queue: find, create, pull, acknowledge",
-                &[
-                    &format!("$JS.API.STREAM.INFO.{queue}"),
-                    &format!("$JS.API.CONSUMER.INFO.{queue}.{CONSUMER}"),
-                    &format!("$JS.API.CONSUMER.CREATE.{queue}.{CONSUMER}"),
-                    &format!("$JS.API.CONSUMER.MSG.NEXT.{queue}.{CONSUMER}"),
-                    &format!("$JS.ACK.{queue}.{CONSUMER}.>"),
-                ],
-            ),
+            Rule {
+                why: "its durable consumer on the offline queue: find, create, pull, acknowledge",
+                lines: regions
+                    .offline()
+                    .iter()
+                    .flat_map(consumer)
+                    .map(|line| vec![line])
+                    .collect(),
+            },
             rule(
                 "open or create the device bucket (account limits, stream info, create)",
                 &[
@@ -312,8 +361,14 @@ fn client() -> User {
 }
 
 /// Every user, in the order the file lists them.
-pub fn users() -> Vec<User> {
-    vec![edge(), publish(), presence(), push(), client()]
+pub fn users(regions: &Regions) -> Vec<User> {
+    vec![
+        edge(regions),
+        publish(regions),
+        presence(),
+        push(regions),
+        client(),
+    ]
 }
 
 const HEADER: &str = "\
@@ -334,9 +389,9 @@ const HEADER: &str = "\
 # another's. No user is default: an anonymous client is refused.
 ";
 
-/// deploy/nats/auth.conf.
-pub fn render() -> String {
-    let users = users();
+/// deploy/nats/auth.conf (one region), or its supercluster form.
+pub fn render(regions: &Regions) -> String {
+    let users = users(regions);
     let mut out = String::from(HEADER);
     out.push_str("authorization {\n");
     for user in &users {
@@ -375,7 +430,7 @@ fn render_rules(out: &mut String, direction: &str, rules: &[Rule]) {
 /// deploy/k8s/base/nats-auth.yaml: the same file as a ConfigMap.
 pub fn config_map(auth_conf: &str) -> String {
     let mut out = String::from(
-        "# deploy/nats/auth.conf for the NATS pods (GENERATED with it; see there).\n\
+        "# An auth.conf for the NATS pods (GENERATED with deploy/nats/auth.conf; see there).\n\
          apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: nats-auth\n  namespace: herald\n\
          data:\n  auth.conf: |\n",
     );
