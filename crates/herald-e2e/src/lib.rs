@@ -566,6 +566,35 @@ pub async fn publish_ephemeral(client: &mut PublisherClient<Channel>, users: &[&
     client.publish(request).await.expect("publish");
 }
 
+/// Publishes ephemeral pings to `user` until `stream` (one of the user's)
+/// hears one, then drains the rest: in a supercluster, a stream's
+/// interest crosses the gateways a moment after it subscribes.
+pub async fn until_heard(
+    client: &mut PublisherClient<Channel>,
+    stream: &mut herald_testing::sse::SseStream,
+    user: &str,
+) {
+    let heard = async {
+        for _ in 0..60 {
+            publish_ephemeral(client, &[user], "ping").await;
+            if stream
+                .next_within(std::time::Duration::from_millis(300))
+                .await
+                .is_some()
+            {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(heard.await, "{user}'s interest never crossed the gateway");
+    while stream
+        .next_within(std::time::Duration::from_millis(300))
+        .await
+        .is_some()
+    {}
+}
+
 /// Publishes `data` to `topic`, panicking on error.
 pub async fn publish_to_topic(
     client: &mut PublisherClient<Channel>,

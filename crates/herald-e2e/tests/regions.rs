@@ -9,21 +9,20 @@
 //! shows the region of a stream in the other; a user offline everywhere
 //! gets one push, with a push worker in each region. With every node of one region
 //! stopped, the other keeps storing, delivering and resuming, and when
-//! the lost region returns its events reach the streams that missed them.
+//! the lost region returns its events reach the streams that missed them
+//! and its edges' streams show in presence again.
 
 use std::time::{Duration, Instant};
 
 use herald_domain::region::Region;
 use herald_e2e::*;
 use herald_proto::v1::publish_request::Target;
-use herald_proto::v1::publisher_client::PublisherClient;
 use herald_proto::v1::{GetPresenceRequest, OfflinePolicy, Outcome, PublishRequest};
 use herald_testing::eventually;
 use herald_testing::fcm::FakeFcm;
 use herald_testing::sse::{QUIET, SseStream};
 use herald_testing::supercluster::{NatsSupercluster, gateway_out_msgs};
 use herald_testing::token::{Claims, Sign};
-use tonic::transport::Channel;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_cross_to_the_region_that_follows_them_once_and_no_further() {
@@ -46,26 +45,7 @@ async fn events_cross_to_the_region_that_follows_them_once_and_no_further() {
         readers.push(SseStream::open(&http, &events_url(&edge_b, &["news"]), &token).await);
     }
     let mut client = publisher(&publish).await;
-    // Interest crosses the gateway a moment after the subscriptions:
-    // until an event gets through.
-    let mut heard = false;
-    for _ in 0..60 {
-        publish_ephemeral(&mut client, &["alice"], "ping").await;
-        if alice
-            .next_within(Duration::from_millis(300))
-            .await
-            .is_some()
-        {
-            heard = true;
-            break;
-        }
-    }
-    assert!(heard, "alice's interest never reached region a");
-    while alice
-        .next_within(Duration::from_millis(300))
-        .await
-        .is_some()
-    {}
+    until_heard(&mut client, &mut alice, "alice").await;
 
     publish_to_users(&mut client, &["alice"], "stored in a").await;
     assert_eq!(alice.next().await.data, "stored in a");
@@ -201,6 +181,11 @@ async fn a_region_keeps_serving_when_the_other_is_lost_and_catches_up_when_it_re
     let (a, b) = (supercluster.region("a"), supercluster.region("b"));
     let publish_a = start_publish(&a.client_urls(), regional_publish("publish-a", "a", 3)).await;
     let publish_b = start_publish(&b.client_urls(), regional_publish("publish-b", "b", 3)).await;
+    let edge_a = start_edge(
+        &a.client_urls(),
+        regional_edge("edge-a", "a", &["a", "b"], 3),
+    )
+    .await;
     let edge_b = start_edge(
         &b.client_urls(),
         regional_edge("edge-b", "b", &["a", "b"], 3),
@@ -294,32 +279,30 @@ async fn a_region_keeps_serving_when_the_other_is_lost_and_catches_up_when_it_re
         .collect();
     assert_eq!(events, ["a2", "a3"]);
     carol.assert_silent(QUIET).await;
+
+    // Presence recovers too: region a's edge, back on its NATS, serves a
+    // stream that region b's receipts see.
+    let frank = Claims::new("frank").hs256(SECRET);
+    let mut frank = SseStream::open(&http, &events_url(&edge_a, &[]), &frank).await;
+    let mut online = false;
+    for _ in 0..100 {
+        let response = publish_to_users(&mut from_b, &["frank"], "seen from b").await;
+        if response.receipts[0].online {
+            online = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        online,
+        "b's receipts see frank's stream in a once a is back"
+    );
+    assert_eq!(frank.next().await.data, "seen from b");
 }
 
 /// How long region a stays lost: past the moment JetStream in region b
 /// notices that its meta group lost its quorum.
 const LOST_FOR: Duration = Duration::from_secs(12);
-
-/// Publishes ephemeral pings from `client` until `stream` hears one: the
-/// stream's interest crosses the gateway a moment after it subscribes.
-async fn until_heard(client: &mut PublisherClient<Channel>, stream: &mut SseStream, user: &str) {
-    for _ in 0..60 {
-        publish_ephemeral(client, &[user], "ping").await;
-        if stream
-            .next_within(Duration::from_millis(300))
-            .await
-            .is_some()
-        {
-            while stream
-                .next_within(Duration::from_millis(300))
-                .await
-                .is_some()
-            {}
-            return;
-        }
-    }
-    panic!("{user}'s interest never crossed the gateway");
-}
 
 /// Opens a stream on `edge` from event id `last`.
 async fn resume(http: &reqwest::Client, edge: &Running, token: &str, last: &str) -> SseStream {
