@@ -248,6 +248,11 @@ async fn a_region_keeps_serving_when_the_other_is_lost_and_catches_up_when_it_re
     let b3 = carol.next().await;
     assert_eq!(b3.data, "b3");
 
+    // Dan connects to b while a is away: his stream cannot read where it
+    // starts in a's history.
+    let dan_token = Claims::new("dan").hs256(SECRET);
+    let mut dan = SseStream::open(&http, &events_url(&edge_b, &[]), &dan_token).await;
+
     // Region a returns; Herald is not restarted.
     for node in &mut supercluster.region_mut("a").nodes {
         node.restart();
@@ -279,6 +284,27 @@ async fn a_region_keeps_serving_when_the_other_is_lost_and_catches_up_when_it_re
         .collect();
     assert_eq!(events, ["a2", "a3"]);
     carol.assert_silent(QUIET).await;
+
+    // Dan's stream learns its start in a once a is back (his ids hold it),
+    // so what a stores while he is away is resumed, though he never heard
+    // from a.
+    let in_a = herald_domain::cursor::key("herald.u.dan.a");
+    let mut id = None;
+    for _ in 0..40 {
+        publish_to_users(&mut from_b, &["dan"], "from b").await;
+        let event = dan.next().await;
+        let cursor = herald_domain::cursor::Cursor::decode(&event.id).unwrap();
+        if cursor.get(in_a).is_some() {
+            id = Some(event.id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let id = id.expect("dan's stream learned where it starts in a");
+    drop(dan);
+    publish_to_users(&mut from_a, &["dan"], "from a, while away").await;
+    let mut dan = resume(&http, &edge_b, &dan_token, &id).await;
+    assert_eq!(dan.next().await.data, "from a, while away");
 
     // Presence recovers too: region a's edge, back on its NATS, serves a
     // stream that region b's receipts see.

@@ -280,16 +280,46 @@ pub async fn apply_to_streams(state: &State, user: &UserId) -> u64 {
 /// subject: a client that reconnects before any of their events resumes
 /// them from there (an `id:` with no data changes the client's last id
 /// and dispatches nothing).
-async fn mark_starts(state: &State, member: &Member, subjects: &[&str]) {
+async fn mark_starts(state: &State, member: &Member, subjects: &[&str]) -> Vec<u32> {
     let history = state.history();
-    for (key, start) in starts::positions(&history, &state.fanout, subjects).await {
+    let starts = starts::positions(&history, &state.fanout, subjects).await;
+    for (key, start) in &starts {
         let mark = Delivery {
             frame: Bytes::from_static(b"\n"),
-            position: Some((key, start)),
+            position: Some((*key, *start)),
         };
         if let Err(TrySendError::Full) = member.queue.try_send(mark) {
             member.signal.close(CloseReason::SlowConsumer);
         }
+    }
+    starts.into_iter().map(|(key, _)| key).collect()
+}
+
+/// How often a stream asks again for the starts it could not read.
+const LATE_START_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads, every [`LATE_START_EVERY`] while stream `id` follows `owner`
+/// (its user's subject here), the starts of `subjects` that its connect
+/// could not read (another region's history was away), and marks each as
+/// it comes: without it, a client that left before its first event of
+/// such a subject would resume it from the subject's newest event then,
+/// skipping what was stored meanwhile.
+pub async fn late_starts(
+    state: Arc<State>,
+    member: Member,
+    owner: String,
+    id: crate::delivery::ConnId,
+    mut subjects: Vec<String>,
+) {
+    let follows = |state: &State| state.fanout.find(&owner).is_some_and(|s| s.has_member(id));
+    while !subjects.is_empty() {
+        tokio::time::sleep(LATE_START_EVERY).await;
+        if !follows(&state) {
+            return;
+        }
+        let names: Vec<&str> = subjects.iter().map(String::as_str).collect();
+        let marked = mark_starts(&state, &member, &names).await;
+        subjects.retain(|s| !marked.contains(&herald_domain::cursor::key(s)));
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use herald_domain::claims::Claims;
-use herald_domain::cursor::Cursor;
+use herald_domain::cursor::{self, Cursor};
 use herald_domain::region::{self, Region};
 use herald_domain::request::{self, Target};
 use herald_domain::subject::{Topic, UserId};
@@ -229,10 +229,30 @@ async fn open<B>(
     if check_revoked(state, &user, &claims).is_err() {
         signal.close(CloseReason::Revoked);
     }
-    drop(queue); // members hold the senders; the stream ends if all drop
+    // Members hold the senders, and the stream ends if all drop; this one
+    // waits for starts the resume could not read, if any.
+    let late = Member {
+        queue,
+        signal: signal.clone(),
+    };
     // Live first, then the replay: what is published meanwhile is in the
     // live queue, and the session drops what the replay already sent.
-    let (replay, cursor, behind) = resume(state, cursor, &subjects).await?;
+    let Resumed {
+        replay,
+        cursor,
+        behind,
+        unstarted,
+    } = resume(state, cursor, &subjects).await?;
+    if !unstarted.is_empty() {
+        let owner = subjects[0].clone();
+        tokio::spawn(crate::control::late_starts(
+            state.clone(),
+            late,
+            owner,
+            guard.id,
+            unstarted,
+        ));
+    }
     // A NATS loss or a drain closes the streams the fan-out holds; this
     // one may have joined just after.
     if *state.losses.borrow() != epoch {
@@ -366,11 +386,18 @@ const HERALD_JS: &str = include_str!("herald.js");
 /// caps. Only the followed subjects' entries are looked at (others cost
 /// nothing) and kept in the session's cursor; followed subjects the cursor
 /// has no position for get their start (see `starts`).
-async fn resume(
-    state: &State,
+/// What a connect's resume gives its session.
+struct Resumed {
+    replay: Option<Replay>,
     cursor: Cursor,
-    subjects: &[String],
-) -> Result<(Option<Replay>, Cursor, Box<[u32]>), ApiError> {
+    /// See `replay::Plan::behind`.
+    behind: Box<[u32]>,
+    /// Subjects whose start could not be read (their history away): the
+    /// stream learns it later (see `control::late_starts`).
+    unstarted: Vec<String>,
+}
+
+async fn resume(state: &State, cursor: Cursor, subjects: &[String]) -> Result<Resumed, ApiError> {
     let mut budget = Budget::new(state.config.replay);
     let mut kept = Cursor::default();
     let mut held = Vec::new();
@@ -416,9 +443,11 @@ async fn resume(
             ApiError::unavailable("history_unavailable", e, 2, RejectReason::Unavailable)
         }
     })?;
-    for (key, start) in starts {
-        kept.set(key, start);
+    for (key, start) in &starts {
+        kept.set(*key, *start);
     }
+    let started = |subject: &&str| starts.iter().any(|(key, _)| *key == cursor::key(subject));
+    let unstarted = unplaced.into_iter().filter(|s| !started(s));
     // The replay goes up to these; an event stored after one of them and
     // missed live is then seen as a gap, and filled (see `gaps`).
     for (subject, newest) in plan.newest() {
@@ -427,8 +456,12 @@ async fn resume(
         }
     }
     let resets = state.metrics.resets.clone();
-    let behind = plan.behind().into();
-    Ok((Replay::start(held, plan, budget, resets), kept, behind))
+    Ok(Resumed {
+        behind: plan.behind().into(),
+        unstarted: unstarted.map(str::to_owned).collect(),
+        replay: Replay::start(held, plan, budget, resets),
+        cursor: kept,
+    })
 }
 
 /// 401 `token_revoked` for a token the app revoked (`Control.Revoke`).
