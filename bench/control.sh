@@ -13,36 +13,13 @@
 #   USERS=2000 SKIP_BUILD=1 bench/control.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root="$(pwd)"
 USERS="${USERS:-10000}"
 BATCH="${BATCH:-1000}"
 PORT_BASE="${PORT_BASE:-31000}" # below the ephemeral range
 nats_server="$(scripts/nats-server.sh)"
-if [[ "${SKIP_BUILD:-}" != 1 ]]; then
-  echo "building release binaries..." >&2
-  cargo build --locked --release -p herald-edge -p herald-publish -p herald-bench --bins >&2
-fi
-bin="$root/target/release"
-ulimit -n "$(ulimit -Hn)"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  local status=$?
-  [[ $status != 0 ]] && tail -n 3 "$work"/*.log >&2 2>/dev/null
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-wait_ok() { # url: until it answers 2xx
-  for _ in $(seq 1 600); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "error: $1 is not ready" >&2
-  exit 1
-}
+source bench/processes.sh
+release_binaries herald-edge herald-publish herald-bench
+start_work
 
 "$nats_server" -a 127.0.0.1 -p $((PORT_BASE + 222)) -js -sd "$work/js" >"$work/nats.log" 2>&1 &
 pids+=($!)

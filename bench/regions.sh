@@ -15,38 +15,15 @@
 #   DELAY_MS=50 USERS=500 SKIP_BUILD=1 bench/regions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root="$(pwd)"
 DELAY_MS="${DELAY_MS:-20}"
 USERS="${USERS:-1000}"
 EVENTS="${EVENTS:-1000}"
 RATE="${RATE:-200}"
 PORT_BASE="${PORT_BASE:-29000}" # below the ephemeral range
 nats_server="$(scripts/nats-server.sh)"
-if [[ "${SKIP_BUILD:-}" != 1 ]]; then
-  echo "building release binaries..." >&2
-  cargo build --locked --release -p herald-edge -p herald-publish -p herald-bench --bins >&2
-fi
-bin="$root/target/release"
-ulimit -n "$(ulimit -Hn)"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  local status=$?
-  [[ $status != 0 ]] && tail -n 3 "$work"/*.log >&2 2>/dev/null
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [[ -n "${KEEP_WORK:-}" ]] || rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-wait_ok() { # url: until it answers 2xx
-  for _ in $(seq 1 1200); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "error: $1 is not ready" >&2
-  exit 1
-}
+source bench/processes.sh
+release_binaries herald-edge herald-publish herald-bench
+start_work
 
 # Region r (0: a, 1: b): clients on +1+r, monitoring +101+r, routes
 # +201+r, gateway +301+r; the relay into region r listens on +311+r.
@@ -79,7 +56,7 @@ CONF
   "$nats_server" -c "$work/nats-$name.conf" >"$work/nats-$name.log" 2>&1 &
   pids+=($!)
 done
-for r in 0 1; do wait_ok "http://127.0.0.1:$((PORT_BASE + 101 + r))/healthz"; done
+for r in 0 1; do wait_ok "http://127.0.0.1:$((PORT_BASE + 101 + r))/healthz" 120; done
 
 export HERALD_JWT_SECRET="regions-bench-secret-0123456789-0123" HERALD_API_TOKEN="regions-bench-api-token-0123456789"
 for r in 0 1; do
