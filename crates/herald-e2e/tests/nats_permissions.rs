@@ -849,10 +849,11 @@ async fn control_works_with_the_services_own_users() {
 }
 
 /// The supercluster form of the permissions (the region overlays'
-/// nats-auth, deploy/k8s/overlays/regions): herald-publish and an edge in
-/// each region, each on its own user; an event stored in one region
-/// reaches a stream in the other, stored events are resumed there, an
-/// ephemeral one crosses too; NATS refuses nothing.
+/// nats-auth, deploy/k8s/overlays/regions): herald-publish in each
+/// region and an edge in us, each on its own user; an event stored in
+/// one region reaches a stream in the other, stored events of both
+/// regions are resumed there, an ephemeral one crosses too; NATS refuses
+/// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regional_services_work_with_their_own_users() {
     let regions = regions();

@@ -232,8 +232,8 @@ async fn a_region_keeps_serving_when_the_other_is_lost_and_catches_up_when_it_re
         latencies.len()
     );
     assert!(
-        slowest < Duration::from_secs(1),
-        "slowest publish {slowest:?}"
+        slowest < Duration::from_secs(5),
+        "slowest publish {slowest:?} (the target: within 10 s of the loss)"
     );
 
     // Carol comes back to b: b's event is replayed; a's (a2) is out of
@@ -242,7 +242,7 @@ async fn a_region_keeps_serving_when_the_other_is_lost_and_catches_up_when_it_re
     let mut carol = resume(&http, &edge_b, &token, &b1.id).await;
     let waited = started.elapsed();
     eprintln!("resumed in b with region a lost: {waited:?} to open");
-    assert!(waited < Duration::from_secs(3), "{waited:?} to resume");
+    assert!(waited < Duration::from_secs(5), "{waited:?} to resume");
     assert_eq!(carol.next().await.data, "b2");
     publish_to_users(&mut from_b, &["carol"], "b3").await;
     let b3 = carol.next().await;
@@ -260,6 +260,8 @@ async fn a_region_keeps_serving_when_the_other_is_lost_and_catches_up_when_it_re
     supercluster.wait_for_gateways().await;
     // a's next event would pass over a2, which this stream never had:
     // the stream ends instead, and its client resumes a2 then a3.
+    let ended = r#"herald_edge_closes_total{reason="server_error"}"#;
+    let ended_before = edge_b.metric(ended).await;
     let mut last = b3.id;
     let mut a3 = false;
     for _ in 0..60 {
@@ -277,6 +279,11 @@ async fn a_region_keeps_serving_when_the_other_is_lost_and_catches_up_when_it_re
         assert_ne!(event.data, "a3", "a3 must not pass over a2");
         last = event.id;
     }
+    // Her stream ended (a3 came and was not passed on), not just fell silent.
+    assert!(
+        edge_b.metric(ended).await > ended_before,
+        "carol's stream ended"
+    );
     let mut carol = resume(&http, &edge_b, &token, &last).await;
     let events: Vec<String> = [carol.next().await, carol.next().await]
         .into_iter()
@@ -348,7 +355,7 @@ async fn a_user_offline_everywhere_gets_one_push_and_one_online_elsewhere_none()
     let (a, b) = (supercluster.region("a"), supercluster.region("b"));
     let publish = start_publish(&a.client_urls(), regional_publish("publish-a", "a", 1)).await;
     // Region b's herald-publish makes its offline queue.
-    let _publish_b = start_publish(&b.client_urls(), regional_publish("publish-b", "b", 1)).await;
+    let publish_b = start_publish(&b.client_urls(), regional_publish("publish-b", "b", 1)).await;
     let edge_b = start_edge(
         &b.client_urls(),
         regional_edge("edge-b", "b", &["a", "b"], 1),
@@ -410,4 +417,21 @@ async fn a_user_offline_everywhere_gets_one_push_and_one_online_elsewhere_none()
     let sends = fcm.sends();
     assert_eq!(sends.len(), 1, "one push, to dave: {sends:?}");
     assert_eq!(sends[0].body["message"]["token"], "dave-phone");
+
+    // Published in b, it is queued and pushed in b: once again.
+    let request = PublishRequest {
+        target: Some(Target::users(&["dave"])),
+        data: "from b".into(),
+        offline: OfflinePolicy::Fallback as i32,
+        ..Default::default()
+    };
+    publisher(&publish_b).await.publish(request).await.unwrap();
+    eventually(Duration::from_secs(10), "dave's push from b", || async {
+        (fcm.sends().len() == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(QUIET * 2).await;
+    let sends = fcm.sends();
+    assert_eq!(sends.len(), 2, "{sends:?}");
+    assert_eq!(sends[1].body["message"]["data"]["herald_data"], "from b");
 }

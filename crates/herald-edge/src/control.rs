@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use herald_domain::control::{
     CONTROL_WILDCARD, DISCONNECT_SUBJECT, Disconnect, Done, EdgeTopics, FOLLOWS_BUCKET,
@@ -284,10 +283,7 @@ async fn mark_starts(state: &State, member: &Member, subjects: &[&str]) -> Vec<u
     let history = state.history();
     let starts = starts::positions(&history, &state.fanout, subjects).await;
     for (key, start) in &starts {
-        let mark = Delivery {
-            frame: Bytes::from_static(b"\n"),
-            position: Some((*key, *start)),
-        };
+        let mark = Delivery::mark(*key, *start);
         if let Err(TrySendError::Full) = member.queue.try_send(mark) {
             member.signal.close(CloseReason::SlowConsumer);
         }
@@ -295,15 +291,21 @@ async fn mark_starts(state: &State, member: &Member, subjects: &[&str]) -> Vec<u
     starts.into_iter().map(|(key, _)| key).collect()
 }
 
-/// How often a stream asks again for the starts it could not read.
+/// How soon a stream asks again for the starts it could not read; the
+/// pause doubles up to [`LATE_START_MAX_PAUSE`], and it stops asking
+/// after [`LATE_START_ATTEMPTS`] (a region with no history yet, or gone
+/// for good: its subjects then start live).
 const LATE_START_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+const LATE_START_MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
+const LATE_START_ATTEMPTS: u32 = 60;
 
-/// Reads, every [`LATE_START_EVERY`] while stream `id` follows `owner`
-/// (its user's subject here), the starts of `subjects` that its connect
-/// could not read (another region's history was away), and marks each as
-/// it comes: without it, a client that left before its first event of
-/// such a subject would resume it from the subject's newest event then,
-/// skipping what was stored meanwhile.
+/// Reads, while stream `id` follows `owner` (its user's subject here),
+/// the starts of `subjects` that its connect could not read (another
+/// region's history was away), and marks each as it comes: without it, a
+/// client that left before its first event of such a subject would
+/// resume it from the subject's newest event then, skipping what was
+/// stored meanwhile. A subject whose live events reached the stream first
+/// keeps their position (the session drops the mark).
 pub async fn late_starts(
     state: Arc<State>,
     member: Member,
@@ -312,8 +314,13 @@ pub async fn late_starts(
     mut subjects: Vec<String>,
 ) {
     let follows = |state: &State| state.fanout.find(&owner).is_some_and(|s| s.has_member(id));
-    while !subjects.is_empty() {
-        tokio::time::sleep(LATE_START_EVERY).await;
+    let mut pause = LATE_START_EVERY;
+    for _ in 0..LATE_START_ATTEMPTS {
+        if subjects.is_empty() {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(LATE_START_MAX_PAUSE);
         if !follows(&state) {
             return;
         }

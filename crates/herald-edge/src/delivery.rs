@@ -22,6 +22,24 @@ pub struct Delivery {
     pub position: Option<(u32, u64)>,
 }
 
+/// The frame of a start mark: no event, only an `id:` line before it.
+const MARK: &[u8] = b"\n";
+
+impl Delivery {
+    /// Where a stream starts on subject `key`, learned after it joined
+    /// (see `control::mark_starts`): an `id:` line and no event.
+    pub fn mark(key: u32, seq: u64) -> Self {
+        Self {
+            frame: Bytes::from_static(MARK),
+            position: Some((key, seq)),
+        }
+    }
+
+    pub fn is_mark(&self) -> bool {
+        self.frame == MARK
+    }
+}
+
 /// What a subject holds for one stream.
 #[derive(Debug, Clone)]
 pub struct Member {

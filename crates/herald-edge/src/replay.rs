@@ -202,10 +202,15 @@ pub async fn plan(
                 let stream = stream_of(&subject, history.shards);
                 let top = match tops.entry(stream.clone()) {
                     hash_map::Entry::Occupied(top) => *top.get(),
-                    hash_map::Entry::Vacant(slot) => {
-                        let info = source.stream.get_info().await.map_err(unavailable)?;
-                        *slot.insert(info.state.last_sequence)
-                    }
+                    hash_map::Entry::Vacant(slot) => match last_sequence(&source, local).await {
+                        Ok(top) => *slot.insert(top),
+                        Err(e) if local => return Err(e),
+                        // Another region's, out of reach since its first read.
+                        Err(_) => {
+                            behind.push(key(&subject));
+                            continue;
+                        }
+                    },
                 };
                 if after > top {
                     return Err(ResumeError::Future { stream, seq: after });
@@ -246,6 +251,20 @@ async fn newest(history: &History<'_>, subject: &str) -> Result<(Source, Option<
     tokio::time::timeout(REMOTE_READ_WAIT, read)
         .await
         .unwrap_or_else(|_| Err(timed_out()))
+}
+
+/// The last sequence of `source`'s stream; another region's is waited
+/// for no longer than [`REMOTE_READ_WAIT`].
+async fn last_sequence(source: &Source, local: bool) -> Result<u64, ResumeError> {
+    let info = source.stream.get_info();
+    let info = match local {
+        true => info.await.map_err(unavailable)?,
+        false => tokio::time::timeout(REMOTE_READ_WAIT, info)
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?,
+    };
+    Ok(info.state.last_sequence)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ResumeError {

@@ -231,6 +231,12 @@ impl Running {
             if cursor.get(key).is_some_and(|have| seq <= have) {
                 return false;
             }
+            // A start learned late must not move a position that live
+            // events already set: events up to it may still be on their
+            // way, and would be dropped as sent.
+            if delivery.is_mark() && cursor.get(key).is_some() {
+                return false;
+            }
             if self.session.behind.contains(&key) {
                 self.session.signal.close(CloseReason::ServerError);
                 return false;
