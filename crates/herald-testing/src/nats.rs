@@ -399,11 +399,13 @@ impl NatsCluster {
             .expect("delete the probe");
     }
 
-    /// Waits until every node knows the JetStream meta leader.
+    /// Waits until every node knows the JetStream meta leader. A meta
+    /// group of two (two one-node regions) can take several election
+    /// rounds of a few seconds each on a loaded machine.
     pub async fn wait_for_meta_leader(&self) {
         for node in &self.nodes {
             crate::eventually(
-                Duration::from_secs(30),
+                Duration::from_secs(60),
                 "a JetStream meta leader",
                 || async {
                     let jsz = node.monitor("/jsz").await;
