@@ -387,13 +387,28 @@ impl NatsCluster {
             ..Default::default()
         };
         // Slow under load (three nodes electing on two busy cores): the
-        // wait costs only what it needs.
-        crate::eventually(
-            Duration::from_secs(60),
-            "a stream placed on every node",
-            || async { js.create_stream(probe.clone()).await.ok().map(drop) },
-        )
-        .await;
+        // wait costs only what it needs. Should it fail, it says what
+        // JetStream answered last and what each node thought of its meta
+        // group, for the next one to find out why.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let last = match js.create_stream(probe.clone()).await {
+                Ok(_) => break,
+                Err(e) => e.to_string(),
+            };
+            if std::time::Instant::now() > deadline {
+                let mut nodes = Vec::new();
+                for node in &self.nodes {
+                    let jsz = node.monitor("/jsz").await;
+                    nodes.push(format!("{}: {}", node.name, jsz["meta_cluster"]));
+                }
+                panic!(
+                    "no stream placed on every node within 120 s; JetStream said: {last}; meta groups: {}",
+                    nodes.join("; ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         js.delete_stream(&probe.name)
             .await
             .expect("delete the probe");
