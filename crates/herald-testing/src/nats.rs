@@ -249,6 +249,21 @@ impl NatsServer {
     /// their buffers. [`NatsServer::resume`] thaws it.
     pub fn pause(&self) {
         self.signal("-STOP");
+        // `kill` returns once the signal is sent, not once it is taken:
+        // until the process shows as stopped, it may still answer (a test
+        // once got a PONG after pausing).
+        let pid = self.child.as_ref().expect("running").id();
+        let stopped = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            state == Some('T')
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !stopped() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Thaws a paused server (SIGCONT).
