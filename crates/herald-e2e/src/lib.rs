@@ -566,6 +566,23 @@ pub async fn publish_ephemeral(client: &mut PublisherClient<Channel>, users: &[&
     client.publish(request).await.expect("publish");
 }
 
+/// Opens a stream on `edge` for `token`'s user from event id `last`.
+pub async fn resume(
+    http: &reqwest::Client,
+    edge: &Running,
+    token: &str,
+    last: &str,
+) -> herald_testing::sse::SseStream {
+    let response = http
+        .get(events_url(edge, &[]))
+        .bearer_auth(token)
+        .header("last-event-id", last)
+        .send()
+        .await
+        .unwrap();
+    herald_testing::sse::SseStream::from_response(response).await
+}
+
 /// Publishes ephemeral pings to `user` until `stream` (one of the user's)
 /// hears one, then drains the rest: in a supercluster, a stream's
 /// interest crosses the gateways a moment after it subscribes.

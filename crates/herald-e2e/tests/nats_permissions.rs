@@ -903,14 +903,7 @@ async fn regional_services_work_with_their_own_users() {
     drop(alice);
     publish_to_users(&mut eu, &["alice"], "eu, missed").await;
     publish_to_users(&mut us, &["alice"], "us, missed").await;
-    let response = http
-        .get(events_url(&edge, &[]))
-        .bearer_auth(&token)
-        .header("last-event-id", &first.id)
-        .send()
-        .await
-        .unwrap();
-    let mut alice = SseStream::from_response(response).await;
+    let mut alice = resume(&http, &edge, &token, &first.id).await;
     let mut resumed = vec![alice.next().await.data, alice.next().await.data];
     resumed.sort();
     assert_eq!(resumed, ["eu, missed", "us, missed"]);

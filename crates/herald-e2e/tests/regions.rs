@@ -127,14 +127,7 @@ async fn a_client_that_moves_region_resumes_and_receipts_see_the_other_region() 
         publish_to_users(&mut client, &["bob"], data).await;
     }
     // ... to region b's edge, with his last id: what he missed, once.
-    let response = http
-        .get(events_url(&edge_b, &[]))
-        .bearer_auth(&token)
-        .header("last-event-id", &first.id)
-        .send()
-        .await
-        .unwrap();
-    let mut bob = SseStream::from_response(response).await;
+    let mut bob = resume(&http, &edge_b, &token, &first.id).await;
     assert_eq!(bob.next().await.data, "e2");
     assert_eq!(bob.next().await.data, "e3");
 
@@ -336,18 +329,6 @@ async fn a_region_keeps_serving_when_the_other_is_lost_and_catches_up_when_it_re
 /// How long region a stays lost: past the moment JetStream in region b
 /// notices that its meta group lost its quorum.
 const LOST_FOR: Duration = Duration::from_secs(12);
-
-/// Opens a stream on `edge` from event id `last`.
-async fn resume(http: &reqwest::Client, edge: &Running, token: &str, last: &str) -> SseStream {
-    let response = http
-        .get(events_url(edge, &[]))
-        .bearer_auth(token)
-        .header("last-event-id", last)
-        .send()
-        .await
-        .unwrap();
-    SseStream::from_response(response).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_offline_everywhere_gets_one_push_and_one_online_elsewhere_none() {
