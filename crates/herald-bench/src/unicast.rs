@@ -269,8 +269,14 @@ async fn publish_at(target: &Target, args: &Args, rate: u64) -> anyhow::Result<(
         let mut sender = sender.clone();
         let (users, ephemeral) = (args.users, args.ephemeral);
         let (share, offset) = (share(p), offset(p));
+        // Staggered: publisher p ticks p/publishers of an interval after
+        // the first, so events leave evenly spaced rather than in bursts
+        // of `publishers` (bursts that queue at every hop measure the
+        // burst, not the path).
+        let first = tokio::time::Instant::from_std(started)
+            + interval.mul_f64(p as f64 / args.publishers as f64);
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
+            let mut tick = tokio::time::interval_at(first, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let (mut sent, mut errors) = (0u64, 0u64);
             let mut k = 0;

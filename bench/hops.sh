@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The latency floor, hop by hop: one NATS node, herald-publish and one
+# herald-edge on loopback; `herald-bench unicast` at RATE events/s (default
+# 1,000) to USERS streams for SECS seconds, ephemeral then persisted,
+# while tcpdump captures loopback; bench/hops.py then times each event at
+# every hop (load generator → publish → NATS → edge → socket) and prints
+# p50/p90/p99 per hop, beside the load generator's own publish→receive
+# figures. Bounded: every process is stopped on exit.
+#
+#   bench/hops.sh
+#   RATE=1000 VIA=grpc SKIP_BUILD=1 bench/hops.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE="${RATE:-1000}"
+USERS="${USERS:-1000}"
+SECS="${SECS:-10}"
+VIA="${VIA:-grpc}"
+PORT_BASE="${PORT_BASE:-32000}" # below the ephemeral range
+if ! command -v tcpdump >/dev/null || ! python3 -c 'import dpkt' 2>/dev/null; then
+  echo "error: needs tcpdump and python's dpkt: apt-get install tcpdump && pip install dpkt" >&2
+  exit 1
+fi
+nats_server="$(scripts/nats-server.sh)"
+source bench/processes.sh
+release_binaries herald-edge herald-publish herald-bench
+start_work
+
+nats_port=$((PORT_BASE + 222)) publish_port=$((PORT_BASE + 51)) edge_port=$((PORT_BASE + 80))
+"$nats_server" -a 127.0.0.1 -p "$nats_port" -js -sd "$work/js" >"$work/nats.log" 2>&1 &
+pids+=($!)
+nats="nats://127.0.0.1:$nats_port"
+export HERALD_JWT_SECRET="hops-bench-secret-0123456789-0123456" HERALD_API_TOKEN="hops-bench-api-token-0123456789"
+sleep 0.5
+"$bin/herald-publish" --nats-url "$nats" --node-id hops-publish --history-storage memory \
+  --listen "127.0.0.1:$publish_port" --admin-listen "127.0.0.1:$((PORT_BASE + 91))" \
+  ${PUBLISH_FLAGS:-} >"$work/publish.log" 2>&1 &
+pids+=($!)
+"$bin/herald-edge" --nats-url "$nats" --node-id hops-edge --history-storage memory \
+  --listen "127.0.0.1:$edge_port" --admin-listen "127.0.0.1:$((PORT_BASE + 90))" \
+  ${EDGE_FLAGS:-} >"$work/edge.log" 2>&1 &
+pids+=($!)
+wait_ok "http://127.0.0.1:$((PORT_BASE + 91))/readyz"
+wait_ok "http://127.0.0.1:$((PORT_BASE + 90))/readyz"
+
+mkdir -p bench/results
+out="bench/results/hops-$(date -u +%Y%m%dT%H%M%SZ).txt"
+for mode in ephemeral persisted; do
+  flags=()
+  [[ $mode == ephemeral ]] && flags=(--ephemeral)
+  tcpdump -i lo -s 0 -B 65536 -w "$work/$mode.pcap" \
+    "tcp port $publish_port or tcp port $nats_port or tcp port $edge_port" 2>"$work/tcpdump.log" &
+  dump=$!
+  sleep 1
+  timeout 120 "$bin/herald-bench" --peer herald --edge "127.0.0.1:$edge_port" \
+    --publish "http://127.0.0.1:$publish_port" --api-token "$HERALD_API_TOKEN" \
+    unicast --users "$USERS" --rates "$RATE" --secs "$SECS" --via "$VIA" "${flags[@]}" |
+    sed -n 's/^RESULT //p' >"$work/$mode.json"
+  sleep 1
+  kill -INT "$dump"
+  wait "$dump" 2>/dev/null || true
+  {
+    echo "== $mode, $VIA, $RATE events/s to $USERS streams"
+    python3 - "$work/$mode.json" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    print(f"load generator: {r['achieved_rate']:.0f} events/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, lost {r['lost']}")
+PY
+    python3 bench/hops.py "$work/$mode.pcap" "$publish_port" "$nats_port" "$edge_port"
+  } | tee -a "$out"
+done
