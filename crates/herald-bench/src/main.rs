@@ -28,6 +28,8 @@
 //! - `regions`: two regions of a supercluster (bench/regions.sh): delivery
 //!   within and across regions, persisted publish in each, connect time,
 //!   gateway messages per event and without interest.
+//! - `secure-idle`: idle streams over TLS (HTTP/1.1 or HTTP/2), which
+//!   Herald's edge serves with hyper: memory and CPU per stream.
 //! - `delay`: a TCP relay holding bytes for a while each way, the WAN
 //!   between regions where the kernel has no netem.
 
@@ -44,6 +46,7 @@ mod scale_agent;
 mod scale_agents;
 mod scale_args;
 mod scale_publish;
+mod secure_idle;
 mod storm;
 mod stream;
 mod unicast;
@@ -104,6 +107,8 @@ enum Scenario {
     Disconnect(disconnect::Args),
     Scale(scale_args::Args),
     Regions(regions::Args),
+    /// Idle streams over TLS, HTTP/1.1 or HTTP/2 (served by hyper).
+    SecureIdle(secure_idle::Args),
     /// A WAN link's delay between two regions (bench/regions.sh).
     Delay(delay::Args),
     /// One load-generator process of `scale` (spawned by it).
@@ -124,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Disconnect(args) => disconnect::run(&cli.target, &args).await,
         Scenario::Scale(args) => scale::run(&cli.target, &args).await,
         Scenario::Regions(args) => regions::run(&cli.target, &args).await,
+        Scenario::SecureIdle(args) => secure_idle::run(&cli.target, &args).await,
         Scenario::Delay(args) => delay::run(&args).await,
         Scenario::ScaleAgent(args) => scale_agent::run(&cli.target, &args).await,
     }
