@@ -9,6 +9,7 @@
 #
 #   bench/hops.sh
 #   RATE=1000 VIA=grpc SKIP_BUILD=1 bench/hops.sh
+#   PUBLISH_ENV=TOKIO_WORKER_THREADS=1 bench/hops.sh   # herald-publish on one worker thread
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE="${RATE:-1000}"
@@ -31,14 +32,16 @@ pids+=($!)
 nats="nats://127.0.0.1:$nats_port"
 export HERALD_JWT_SECRET="hops-bench-secret-0123456789-0123456" HERALD_API_TOKEN="hops-bench-api-token-0123456789"
 sleep 0.5
-"$bin/herald-publish" --nats-url "$nats" --node-id hops-publish --history-storage memory \
+env ${PUBLISH_ENV:-} "$bin/herald-publish" --nats-url "$nats" --node-id hops-publish --history-storage memory \
   --listen "127.0.0.1:$publish_port" --admin-listen "127.0.0.1:$((PORT_BASE + 91))" \
   ${PUBLISH_FLAGS:-} >"$work/publish.log" 2>&1 &
-pids+=($!)
+publish_pid=$!
+pids+=($publish_pid)
 "$bin/herald-edge" --nats-url "$nats" --node-id hops-edge --history-storage memory \
   --listen "127.0.0.1:$edge_port" --admin-listen "127.0.0.1:$((PORT_BASE + 90))" \
   ${EDGE_FLAGS:-} >"$work/edge.log" 2>&1 &
-pids+=($!)
+edge_pid=$!
+pids+=($edge_pid)
 wait_ok "http://127.0.0.1:$((PORT_BASE + 91))/readyz"
 wait_ok "http://127.0.0.1:$((PORT_BASE + 90))/readyz"
 
@@ -53,7 +56,8 @@ for mode in ephemeral persisted; do
   sleep 1
   timeout 120 "$bin/herald-bench" --peer herald --edge "127.0.0.1:$edge_port" \
     --publish "http://127.0.0.1:$publish_port" --api-token "$HERALD_API_TOKEN" \
-    unicast --users "$USERS" --rates "$RATE" --secs "$SECS" --via "$VIA" "${flags[@]}" |
+    unicast --users "$USERS" --rates "$RATE" --secs "$SECS" --via "$VIA" "${flags[@]}" \
+    --cpu-pid "publish=$publish_pid" --cpu-pid "edge=$edge_pid" |
     sed -n 's/^RESULT //p' >"$work/$mode.json"
   sleep 1
   kill -INT "$dump"
@@ -64,7 +68,8 @@ for mode in ephemeral persisted; do
 import json, sys
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    print(f"load generator: {r['achieved_rate']:.0f} events/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, lost {r['lost']}")
+    cpu = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_us_per_event"].items())
+    print(f"load generator: {r['achieved_rate']:.0f} events/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, lost {r['lost']}; CPU µs/event: {cpu}")
 PY
     python3 bench/hops.py "$work/$mode.pcap" "$publish_port" "$nats_port" "$edge_port"
   } | tee -a "$out"
