@@ -156,15 +156,22 @@ start_herald() {
   start_edge
   wait_port 25051
   wait_port 25080
+  # Listening is not serving: an edge refuses streams until it is ready.
+  wait_ready 25091
+  wait_ready 25090
 }
 stop_herald() {
-  stop "$edge_pid" "$publish_pid" "$nats_pid"
+  # NATS last: the services hand it what they hold before they exit.
+  stop "$edge_pid" "$publish_pid"
+  stop "$nats_pid"
   wait_closed 25080
   wait_closed 24222
 }
+# The edge's history flags match herald-publish's (it exits 2 on a stream
+# stored otherwise, which it finds when publish starts first).
 start_edge() {
   "$bin/herald-edge" --listen 127.0.0.1:25080 --admin-listen 127.0.0.1:25090 --node-id bench-edge \
-    --max-connections 19000 ${EDGE_FLAGS:-} >>"$work/edge.log" 2>&1 &
+    --history-storage memory --max-connections 19000 ${EDGE_FLAGS:-} >>"$work/edge.log" 2>&1 &
   edge_pid=$!
   pids+=($edge_pid)
 }
