@@ -2,7 +2,9 @@
 
 Reads the JSON lines bench/run.sh collected and writes a self-contained
 SVG (no plotting library needed) for one scenario, `unicast` (events/s)
-or `fanout` (deliveries/s):
+or `fanout` (deliveries/s), one line per system (Herald's ways in, Nchan,
+Pushpin, NATS alone) and, for unicast, per round when the run repeated it
+(dashed after the first):
 
     python3 bench/plot.py bench/results/<stamp>.jsonl unicast > latency.svg
 
@@ -18,7 +20,7 @@ W, H, PAD = 720, 440, 60
 COLORS = {"herald ephemeral": "#d62728", "herald persisted": "#ff7f0e", "herald": "#d62728",
           "herald ephemeral batch": "#9467bd", "herald persisted batch": "#8c564b",
           "herald ephemeral http": "#e377c2", "herald persisted http": "#7f7f7f",
-          "nchan": "#1f77b4", "nats": "#2ca02c"}
+          "nchan": "#1f77b4", "pushpin": "#17becf", "nats": "#2ca02c"}
 
 
 def series(path, scenario):
@@ -32,6 +34,8 @@ def series(path, scenario):
             name += " ephemeral" if r["ephemeral"] else " persisted"
             if r.get("via", "grpc") != "grpc":
                 name += " " + r["via"]
+        if r.get("round", 1) > 1:
+            name += f" (run {r['round']})"
         rate = r["deliveries_per_sec"] if scenario == "fanout" else r["achieved_rate"]
         # A step that delivered nothing has no place on a log axis.
         if rate > 0:
@@ -73,9 +77,10 @@ def main(path, scenario):
         out.append(f'<text x="{PAD-6}" y="{y(v)+4:.1f}" text-anchor="end">{v:.0f}</text>')
         out.append(f'<line x1="{PAD}" y1="{y(v):.1f}" x2="{W-PAD}" y2="{y(v):.1f}" stroke="#ddd"/>')
     for i, (name, pts) in enumerate(sorted(lines.items())):
-        color = COLORS.get(name, "black")
+        color = COLORS.get(name.split(" (run ")[0], "black")
+        dash = ' stroke-dasharray="6 3"' if " (run " in name else ""
         path = " ".join(f"{x(r):.1f},{y(p99):.1f}" for r, p99, _ in pts)
-        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
         for r, p99, _ in pts:
             out.append(f'<circle cx="{x(r):.1f}" cy="{y(p99):.1f}" r="3" fill="{color}"/>')
         out.append(f'<text x="{PAD+10}" y="{PAD+16*i+10}" fill="{color}">{name}</text>')

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Herald against Nchan, same machine, same load generator, same run.
-# Installs what it lacks (nginx + Nchan from Debian, the pinned nats-server),
-# builds release binaries, starts NATS + herald-publish + herald-edge and
-# nginx with bench/nchan.conf on 127.0.0.1, runs each scenario against both,
-# and prints one table with the ratio Herald/Nchan per figure. Raw results
-# (one JSON line per run) go to bench/results/.
+# Herald against its peers (Nchan, Pushpin; NATS alone for unicast), same
+# machine, same load generator, same run. Installs what it lacks (nginx +
+# Nchan and Pushpin from Debian, the pinned nats-server), builds release
+# binaries, starts NATS + herald-publish + herald-edge, nginx with
+# bench/nchan.conf and Pushpin with bench/pushpin.conf (its GRIP origin is
+# `herald-bench pushpin-origin`) on 127.0.0.1, runs each scenario against
+# each, and prints one table with the ratio Herald/peer per figure and
+# peer. Raw results (one JSON line per run) go to bench/results/.
 #
 #   CONNECTIONS=10000 FANOUT_RATES=5,10,20,50,100,200,400 bench/run.sh
 #   SCENARIOS="idle storm" bench/run.sh      # only some scenarios
+#   PEERS=nchan bench/run.sh                 # only some peers (default: nchan pushpin)
 #   SCENARIOS=idle IDLE_SECS=60 bench/run.sh # idle CPU over four heartbeats
 #   SCENARIOS=idle-shared bench/run.sh       # idle streams, ten tabs per user
 #   SCENARIOS=churn CHURN_SECS=180 bench/run.sh   # memory under churn and after
 #   SCENARIOS=unicast VIAS="grpc batch" bench/run.sh  # unicast by Publish and PublishBatch only
+#   SCENARIOS=unicast UNICAST_REPEAT=1 bench/run.sh   # one round of unicast (default 2)
 #   SCENARIOS=cluster bench/run.sh          # unicast across a 3-node NATS cluster (Herald only)
 #   EDGE_FLAGS=--lifecycle-events SCENARIOS="idle storm" bench/run.sh  # the edge with extra flags
 set -euo pipefail
@@ -23,8 +27,13 @@ IDLE_SECS="${IDLE_SECS:-20}"
 CONNECTIONS="${CONNECTIONS:-10000}"
 FANOUT_RATES="${FANOUT_RATES:-5,10,20,50,100,200,400}"
 USERS="${USERS:-15000}"
-RATES="${RATES:-1000,2000,5000,10000,20000,40000}"
+# The coarse unicast ramp; herald-bench refines between the last rate that
+# held and the first that missed (rates 10 % apart, REFINE_GAP=1.1).
+RATES="${RATES:-1000,2000,5000,10000,20000,40000,80000,160000}"
+REFINE_GAP="${REFINE_GAP:-1.1}"
 SECS="${SECS:-5}"
+# Unicast rounds; every system is started afresh before each of its ramps' rounds.
+UNICAST_REPEAT="${UNICAST_REPEAT:-2}"
 STORM_CLIENTS="${STORM_CLIENTS:-15000}"
 SOURCES="${SOURCES:-8}"
 CHURN_SECS="${CHURN_SECS:-180}"
@@ -33,13 +42,28 @@ CLUSTER_USERS="${CLUSTER_USERS:-5000}"
 CLUSTER_RATES="${CLUSTER_RATES:-10000,20000}"
 # churn (memory under churn and after it, Herald only) and cluster run when asked.
 SCENARIOS="${SCENARIOS:-idle idle-shared fanout unicast storm}"
+PEERS="${PEERS:-nchan pushpin}"
 
-if [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
+peer_on() { [[ " $PEERS " == *" $1 "* ]]; }
+for peer in $PEERS; do
+  case "$peer" in
+    nchan | pushpin) ;;
+    *) echo "error: PEERS has '$peer'; known peers: nchan pushpin" >&2; exit 2 ;;
+  esac
+done
+packages=()
+if peer_on nchan && [[ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
+  packages+=(nginx-light libnginx-mod-nchan)
+fi
+if peer_on pushpin && ! command -v pushpin >/dev/null; then
+  packages+=(pushpin)
+fi
+if ((${#packages[@]})); then
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-    echo "installing nginx and Nchan (Debian packages)..." >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light libnginx-mod-nchan >&2
+    echo "installing ${packages[*]} (Debian packages)..." >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}" >&2
   else
-    echo "error: Nchan is missing; run: sudo apt-get install nginx-light libnginx-mod-nchan" >&2
+    echo "error: ${packages[*]} missing; run: sudo apt-get install ${packages[*]}" >&2
     exit 1
   fi
 fi
@@ -93,33 +117,111 @@ wait_port() {
   echo "error: nothing listens on 127.0.0.1:$1" >&2
   exit 1
 }
+wait_closed() { # port: until nothing listens there (a stopped server let go of it)
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null || return 0
+    sleep 0.1
+  done
+  echo "error: 127.0.0.1:$1 is still open" >&2
+  exit 1
+}
+stop() { # pid...: stop the processes this run started, and wait for them
+  local pid
+  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+wait_ready() { # port [path]: until it answers 2xx
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$1${2:-/readyz}" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "error: 127.0.0.1:$1${2:-/readyz} is not ready" >&2
+  exit 1
+}
 
 export HERALD_JWT_SECRET="bench-secret-0123456789-0123456789"
 export HERALD_NATS_URL="nats://127.0.0.1:24222"
-"$nats_server" -a 127.0.0.1 -p 24222 -js -sd "$work/nats" >"$work/nats.log" 2>&1 &
-pids+=($!)
-wait_port 24222
-"$bin/herald-publish" --listen 127.0.0.1:25051 --admin-listen 127.0.0.1:25091 --node-id bench-publish \
-  --history-storage memory >"$work/publish.log" 2>&1 &
-publish_pid=$!
-pids+=($publish_pid)
+# Herald: NATS with JetStream (a fresh store each start), herald-publish
+# and one edge.
+start_herald() {
+  rm -rf "$work/nats"
+  "$nats_server" -a 127.0.0.1 -p 24222 -js -sd "$work/nats" >>"$work/nats.log" 2>&1 &
+  nats_pid=$!
+  pids+=($nats_pid)
+  wait_port 24222
+  "$bin/herald-publish" --listen 127.0.0.1:25051 --admin-listen 127.0.0.1:25091 --node-id bench-publish \
+    --history-storage memory >>"$work/publish.log" 2>&1 &
+  publish_pid=$!
+  pids+=($publish_pid)
+  start_edge
+  wait_port 25051
+  wait_port 25080
+  # Listening is not serving: an edge refuses streams until it is ready.
+  wait_ready 25091
+  wait_ready 25090
+}
+stop_herald() {
+  # NATS last: the services hand it what they hold before they exit.
+  stop "$edge_pid" "$publish_pid"
+  stop "$nats_pid"
+  wait_closed 25080
+  wait_closed 24222
+}
+# The edge's history flags match herald-publish's (it exits 2 on a stream
+# stored otherwise, which it finds when publish starts first).
 start_edge() {
   "$bin/herald-edge" --listen 127.0.0.1:25080 --admin-listen 127.0.0.1:25090 --node-id bench-edge \
-    --max-connections 19000 ${EDGE_FLAGS:-} >>"$work/edge.log" 2>&1 &
+    --history-storage memory --max-connections 19000 ${EDGE_FLAGS:-} >>"$work/edge.log" 2>&1 &
   edge_pid=$!
   pids+=($edge_pid)
 }
-start_edge
-mkdir -p "$work/nginx"
-nginx -p "$work/nginx" -c "$root/bench/nchan.conf" >"$work/nginx.log" 2>&1 &
-nginx_master=$!
-pids+=($nginx_master)
-wait_port 25051
-wait_port 25080
-wait_port 28080
-sleep 1
-# nginx's memory and CPU: the master and its workers together.
-nginx_pids=$( (echo "$nginx_master"; pgrep -P "$nginx_master") | sed 's/^/--pid /' | tr '\n' ' ')
+# Nchan: nginx's master and its workers (memory and CPU: all of them).
+start_nchan() {
+  mkdir -p "$work/nginx"
+  nginx -p "$work/nginx" -c "$root/bench/nchan.conf" >>"$work/nginx.log" 2>&1 &
+  nginx_master=$!
+  pids+=($nginx_master)
+  wait_port 28080
+  sleep 1
+  # shellcheck disable=SC2207
+  nchan_pids=($( (echo "$nginx_master"; pgrep -P "$nginx_master") | sed 's/^/--pid /'))
+}
+stop_nchan() {
+  stop "$nginx_master"
+  wait_closed 28080
+}
+# Pushpin: its runner starts condure (client connections), zurl (requests
+# to the origin), pushpin-proxy and pushpin-handler (subscriptions and
+# publishing); with its GRIP origin, all count for memory and CPU. Its
+# runtime files and logs go to $work/pushpin (bench/pushpin.conf).
+start_pushpin() {
+  mkdir -p "$work/pushpin"
+  "$bin/herald-bench" pushpin-origin --listen 127.0.0.1:27080 >>"$work/pushpin-origin.log" 2>&1 &
+  origin_pid=$!
+  (cd "$work/pushpin" && exec pushpin --config "$root/bench/pushpin.conf") >>"$work/pushpin.log" 2>&1 &
+  pushpin_runner=$!
+  pids+=($origin_pid $pushpin_runner)
+  wait_port 27080
+  wait_port 27999
+  wait_port 27561
+  sleep 1
+  local children
+  children=$(pgrep -P "$pushpin_runner" | wc -l)
+  if [[ "$children" != 4 ]]; then
+    echo "error: Pushpin runs $children processes, not condure, zurl, pushpin-proxy and pushpin-handler; see $work/pushpin/log" >&2
+    exit 1
+  fi
+  # shellcheck disable=SC2207
+  pushpin_pids=($( (echo "$pushpin_runner"; pgrep -P "$pushpin_runner"; echo "$origin_pid") | sed 's/^/--pid /'))
+}
+stop_pushpin() {
+  stop "$pushpin_runner" "$origin_pid"
+  wait_closed 27999
+  wait_closed 27561
+}
+start_herald
+peer_on nchan && start_nchan
+peer_on pushpin && start_pushpin
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out="$results/$stamp.jsonl"
@@ -134,55 +236,82 @@ run_as() { # scenario name for the results, then as `run`
   "$bin/herald-bench" --peer "$peer" "$@" | sed -n 's/^RESULT //p' |
     sed "s/\"scenario\":\"[a-z-]*\"/\"scenario\":\"$scenario\"/" >>"$out"
 }
-wait_ready() { # port [path]: until it answers 2xx
-  for _ in $(seq 1 300); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$1${2:-/readyz}" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "error: 127.0.0.1:$1${2:-/readyz} is not ready" >&2
-  exit 1
-}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 herald=(--edge 127.0.0.1:25080 --publish http://127.0.0.1:25051)
-nchan=(--edge 127.0.0.1:28080 --publish http://127.0.0.1:28080)
-# shellcheck disable=SC2206
-nginx_pid_args=($nginx_pids)
+peer_args() { # peer: sets target_args (where it listens) and pid_args (its processes)
+  case "$1" in
+    nchan)
+      target_args=(--edge 127.0.0.1:28080 --publish http://127.0.0.1:28080)
+      pid_args=("${nchan_pids[@]}")
+      ;;
+    pushpin)
+      target_args=(--edge 127.0.0.1:27999 --publish http://127.0.0.1:27561)
+      pid_args=("${pushpin_pids[@]}")
+      ;;
+  esac
+}
+fanout_all() { # fanout arguments: Herald, then every peer
+  run herald "${herald[@]}" fanout --pid "$edge_pid" "$@"
+  for peer in $PEERS; do
+    peer_args "$peer"
+    run "$peer" "${target_args[@]}" fanout "${pid_args[@]}" "$@"
+  done
+}
 if want idle; then
-  idle=(--connections "$IDLE_CONNECTIONS" --sources "$SOURCES" --idle-only --idle-secs "$IDLE_SECS")
-  run herald "${herald[@]}" fanout --pid "$edge_pid" "${idle[@]}"
-  run nchan "${nchan[@]}" fanout "${nginx_pid_args[@]}" "${idle[@]}"
+  fanout_all --connections "$IDLE_CONNECTIONS" --sources "$SOURCES" --idle-only --idle-secs "$IDLE_SECS"
 fi
 if want idle-shared; then
   # Ten tabs per user: streams share their user's subject as well as the topic.
-  shared=(--connections "$IDLE_CONNECTIONS" --users $((IDLE_CONNECTIONS / 10)) --sources "$SOURCES" --idle-only --idle-secs "$IDLE_SECS")
-  run herald "${herald[@]}" fanout --pid "$edge_pid" "${shared[@]}"
-  run nchan "${nchan[@]}" fanout "${nginx_pid_args[@]}" "${shared[@]}"
+  fanout_all --connections "$IDLE_CONNECTIONS" --users $((IDLE_CONNECTIONS / 10)) --sources "$SOURCES" --idle-only --idle-secs "$IDLE_SECS"
 fi
 if want fanout; then
-  fanout=(--connections "$CONNECTIONS" --sources "$SOURCES" --idle-secs 1 --rates "$FANOUT_RATES" --p99-limit-ms 1000)
-  run herald "${herald[@]}" fanout --pid "$edge_pid" "${fanout[@]}"
-  run nchan "${nchan[@]}" fanout "${nginx_pid_args[@]}" "${fanout[@]}"
+  fanout_all --connections "$CONNECTIONS" --sources "$SOURCES" --idle-secs 1 --rates "$FANOUT_RATES" --p99-limit-ms 1000
 fi
 if want unicast; then
-  unicast=(unicast --users "$USERS" --sources "$SOURCES" --rates "$RATES" --secs "$SECS")
-  # Each way into herald-publish, with its CPU and the edge's per event.
-  # PublishBatch: few callers, BATCH_SIZE events per call.
-  for via in ${VIAS:-grpc batch http}; do
-    via_args=(--via "$via" --cpu-pid "publish=$publish_pid" --cpu-pid "edge=$edge_pid")
-    [[ $via == batch ]] && via_args+=(--publishers 4 --batch-size "${BATCH_SIZE:-50}")
-    run herald "${herald[@]}" "${unicast[@]}" "${via_args[@]}" --ephemeral
-    run herald "${herald[@]}" "${unicast[@]}" "${via_args[@]}"
+  # Each system starts afresh before its ramps in each round, so what
+  # earlier scenarios left (memory, buffers, history) does not weigh on it.
+  for round in $(seq 1 "$UNICAST_REPEAT"); do
+    unicast=(unicast --users "$USERS" --sources "$SOURCES" --rates "$RATES" --secs "$SECS"
+      --refine-gap "$REFINE_GAP" --round "$round")
+    echo "== unicast round $round of $UNICAST_REPEAT" >&2
+    stop_herald
+    start_herald
+    # Each way into herald-publish, with its CPU and the edge's per event.
+    # PublishBatch: few callers, BATCH_SIZE events per call.
+    for via in ${VIAS:-grpc batch http}; do
+      via_args=(--via "$via" --cpu-pid "publish=$publish_pid" --cpu-pid "edge=$edge_pid")
+      [[ $via == batch ]] && via_args+=(--publishers 4 --batch-size "${BATCH_SIZE:-50}")
+      run herald "${herald[@]}" "${unicast[@]}" "${via_args[@]}" --ephemeral
+      run herald "${herald[@]}" "${unicast[@]}" "${via_args[@]}"
+    done
+    for peer in $PEERS; do
+      "stop_$peer"
+      "start_$peer"
+      peer_args "$peer"
+      run "$peer" "${target_args[@]}" "${unicast[@]}"
+    done
+    # NATS alone: a fresh core server of its own, no Herald connected.
+    "$nats_server" -a 127.0.0.1 -p 24322 >>"$work/nats-alone.log" 2>&1 &
+    nats_alone=$!
+    pids+=($nats_alone)
+    wait_port 24322
+    run nats --publish nats://127.0.0.1:24322 "${unicast[@]}"
+    stop "$nats_alone"
   done
-  run nchan "${nchan[@]}" "${unicast[@]}"
-  run nats --publish "$HERALD_NATS_URL" "${unicast[@]}"
 fi
 if want storm; then
   storm=(storm --clients "$STORM_CLIENTS" --sources "$SOURCES")
-  run herald "${herald[@]}" "${storm[@]}"
-  run nchan "${nchan[@]}" "${storm[@]}"
-  # Each client on its own user stream: every resume reads its own history.
-  run herald "${herald[@]}" "${storm[@]}" --per-user --before 1 --missed 3
-  run nchan "${nchan[@]}" "${storm[@]}" --per-user --before 1 --missed 3
+  # All on one topic, then each client on its own user stream: every
+  # resume reads its own history.
+  for kind in topic user; do
+    per_user=()
+    [[ $kind == user ]] && per_user=(--per-user --before 1 --missed 3)
+    run herald "${herald[@]}" "${storm[@]}" "${per_user[@]}"
+    for peer in $PEERS; do
+      peer_args "$peer"
+      run "$peer" "${target_args[@]}" "${storm[@]}" "${per_user[@]}"
+    done
+  done
 fi
 if want cluster; then
   # Publish on node 0, the edge on node 1: every event crosses a route;
@@ -216,35 +345,41 @@ if want churn; then
   run herald "${herald[@]}" churn --pid "$edge_pid" --secs "$CHURN_SECS" --sources "$SOURCES"
 fi
 
-python3 - "$out" <<'PY'
+python3 - "$out" $PEERS <<'PY'
 import json, sys
 runs = [json.loads(line) for line in open(sys.argv[1])]
+peers = sys.argv[2:]
+NAMES = {"herald": "Herald", "nchan": "Nchan", "pushpin": "Pushpin", "nats": "NATS alone"}
 
 def of(scenario, peer, **fields):
     return [r for r in runs if r.get("scenario") == scenario and r["peer"] == peer
             and all(r.get(k) == v for k, v in fields.items())]
 
 def ratio(a, b):
-    return f"{a / b:.2f}" if b else "n/a"
+    return f"{a / b:.2f}" if a is not None and b else "n/a"
+
+def held(r, limit_ms):
+    return (r["p99_ms"] <= limit_ms and r["lost"] == 0
+            and r["achieved_rate"] >= 0.95 * r["target_rate"])
 
 def best(steps, limit_ms, key):
     """The best step whose p99 stayed within the limit, nothing lost, at
     least 95% of the target rate reached."""
-    good = [r for r in steps if r["p99_ms"] <= limit_ms and r["lost"] == 0
-            and r["achieved_rate"] >= 0.95 * r["target_rate"]]
-    return max(good, key=lambda r: r[key], default=None)
+    return max((r for r in steps if held(r, limit_ms)), key=lambda r: r[key], default=None)
 
 for h in of("idle", "herald"):
-    n = of("idle", "nchan", users=h.get("users"))
-    if not n:
+    row = [(p, of("idle", p, users=h.get("users"))) for p in peers]
+    row = [(p, n[0]) for p, n in row if n]
+    if not row:
         continue
-    n = n[0]
     streams = f"idle, {h['connections']} streams" + (f" of {h['users']} users" if h.get("users", h["connections"]) < h["connections"] else "")
-    print(f"{streams:<36}{'Herald':>12}{'Nchan':>12}{'Herald/Nchan':>14}")
+    print(f"{streams:<36}{'Herald':>10}" + "".join(f"{NAMES[p]:>10}" for p, _ in row)
+          + "".join(f"{'H/' + NAMES[p]:>11}" for p, _ in row))
     for name, key in [("KiB per idle stream", "kib_per_idle_stream"),
                       ("idle CPU, % of a core", "idle_cpu_percent"),
                       ("seconds to open all", "open_secs")]:
-        print(f"{name:<36}{h[key]:>12.2f}{n[key]:>12.2f}{ratio(h[key], n[key]):>14}")
+        print(f"{name:<36}{h[key]:>10.2f}" + "".join(f"{n[key]:>10.2f}" for _, n in row)
+              + "".join(f"{ratio(h[key], n[key]):>11}" for _, n in row))
 
 if of("fanout", "herald"):
     # 100 ms is the target; with 10,000 streams per event on this machine
@@ -253,56 +388,81 @@ if of("fanout", "herald"):
     for limit in (100, 1000):
         print()
         print(f"{f'fan-out, p99 <= {limit} ms':<28}{'events/s':>10}{'deliveries/s':>14}{'p50 ms':>9}{'p99 ms':>9}")
-        h = best(of("fanout", "herald"), limit, "deliveries_per_sec")
-        n = best(of("fanout", "nchan"), limit, "deliveries_per_sec")
-        for label, r in [("Herald", h), ("Nchan", n)]:
+        found = {p: best(of("fanout", p), limit, "deliveries_per_sec") for p in ["herald"] + peers}
+        for p, r in found.items():
             if r is None:
-                print(f"{label:<28}{'none':>10}")
+                print(f"{NAMES[p]:<28}{'none':>10}")
             else:
-                print(f"{label:<28}{r['achieved_rate']:>10.0f}{r['deliveries_per_sec']:>14.0f}"
+                print(f"{NAMES[p]:<28}{r['achieved_rate']:>10.0f}{r['deliveries_per_sec']:>14.0f}"
                       f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}")
-        if h and n:
-            print(f"Herald / Nchan deliveries/s: {ratio(h['deliveries_per_sec'], n['deliveries_per_sec'])}")
+        for p in peers:
+            if found["herald"] and found[p]:
+                print(f"Herald / {NAMES[p]} deliveries/s: "
+                      f"{ratio(found['herald']['deliveries_per_sec'], found[p]['deliveries_per_sec'])}")
 
-print()
-print(f"{'unicast, p99 <= 50 ms':<34}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p999 ms':>9}"
-      f"{'x Nchan':>9}{'publish µs/ev':>15}{'edge µs/ev':>12}")
-sustained = {}
 unicast = [r for r in runs if r.get("scenario") == "unicast"]
 for r in unicast:
     r.setdefault("via", "grpc")
+    r.setdefault("round", 1)
+rounds = sorted({r["round"] for r in unicast})
 rows = [(f"Herald {'ephemeral' if eph else 'persisted'}, {via}", "herald", eph, via)
         for via in ("grpc", "batch", "http") for eph in (True, False)]
-rows += [("Nchan", "nchan", False, "grpc"), ("NATS alone (ceiling)", "nats", False, "grpc")]
-nchan_best = best([r for r in unicast if r["peer"] == "nchan"], 50, "achieved_rate")
-for label, peer, eph, via in rows:
-    steps = [r for r in unicast if r["peer"] == peer and r["ephemeral"] == eph and r["via"] == via]
-    if not steps:
-        continue
-    r = sustained[label] = best(steps, 50, "achieved_rate")
-    if r is None:
-        print(f"{label:<34}{'none':>10}")
-        continue
-    cpu = r.get("cpu_us_per_event") or {}
-    x = ratio(r["achieved_rate"], nchan_best["achieved_rate"]) if nchan_best else "n/a"
-    print(f"{label:<34}{r['achieved_rate']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['p999_ms']:>9.2f}"
-          f"{x:>9}{cpu.get('publish', float('nan')):>15.1f}{cpu.get('edge', float('nan')):>12.1f}")
-def rate(label):
-    return sustained[label]["achieved_rate"] if sustained.get(label) else 0.0
-for a, b in [("Herald ephemeral, grpc", "NATS alone (ceiling)"),
-             ("Herald ephemeral, batch", "NATS alone (ceiling)")]:
-    print(f"{a} / {b}: {ratio(rate(a), rate(b))}")
-print("(CPU per event at the best step that held; clock ticks of 10 ms over the step and its straggler wait)")
-print("(each ramp stops at the first rate that misses; raise RATES / FANOUT_RATES to find a ceiling)")
+rows += [(NAMES[p], p, False, "grpc") for p in peers] + [("NATS alone", "nats", False, "grpc")]
+for rnd in rounds:
+    steps_of = lambda peer, eph, via: [r for r in unicast if r["round"] == rnd and r["peer"] == peer
+                                       and r["ephemeral"] == eph and r["via"] == via]
+    peer_best = {p: best(steps_of(p, False, "grpc"), 50, "achieved_rate") for p in peers + ["nats"]}
+    print()
+    print(f"{f'unicast round {rnd}, p99 <= 50 ms':<34}{'events/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'p999 ms':>9}"
+          + "".join(f"{'x ' + NAMES[p]:>11}" for p in peers)
+          + f"{'publish µs/ev':>15}{'edge µs/ev':>12}")
+    sustained = {}
+    for label, peer, eph, via in rows:
+        steps = steps_of(peer, eph, via)
+        if not steps:
+            continue
+        r = sustained[label] = best(steps, 50, "achieved_rate")
+        if r is None:
+            print(f"{label:<34}{'none':>11}")
+            continue
+        # Every rate held: the ceiling is higher than the ramp went.
+        mark = ">=" if all(held(s, 50) for s in steps) else ""
+        cpu = r.get("cpu_us_per_event") or {}
+        xs = "".join(f"{ratio(r['achieved_rate'], peer_best[p]['achieved_rate'] if peer_best[p] else None):>11}"
+                     for p in peers)
+        print(f"{label:<34}{mark + format(r['achieved_rate'], '.0f'):>11}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+              f"{r['p999_ms']:>9.2f}{xs}{cpu.get('publish', float('nan')):>15.1f}{cpu.get('edge', float('nan')):>12.1f}")
+    def rate(label):
+        return sustained[label]["achieved_rate"] if sustained.get(label) else None
+    for a in ("Herald ephemeral, grpc", "Herald ephemeral, batch"):
+        print(f"{a} / NATS alone: {ratio(rate(a), rate('NATS alone'))}")
+if unicast:
+    print("(the highest step held; '>=' where every step held; the coarse ramp is refined to 10 %-apart"
+          " rates between the last that held and the first that missed)")
+    print("(CPU per event at the best step that held; clock ticks of 10 ms over the step and its straggler wait)")
 
-print()
-print(f"{'reconnect storm':<24}{'clients':>9}{'all open s':>12}{'caught up s':>13}{'errors':>8}{'retried':>9}{'lost':>7}{'dup':>6}")
+storms = [r for r in runs if r.get("scenario") == "storm"]
+if storms:
+    print()
+    print(f"{'reconnect storm':<24}{'clients':>9}{'answered s':>12}{'all open s':>12}{'caught up s':>13}"
+          f"{'errors':>8}{'retried':>9}{'lost':>8}{'dup':>6}")
 for per_user in (False, True):
-    for peer in ("herald", "nchan"):
+    caught = {}
+    for peer in ["herald"] + peers:
         for r in of("storm", peer, per_user=per_user):
-            label = peer + (", per user" if per_user else ", one topic")
-            print(f"{label:<24}{r['clients']:>9}{r['all_open_secs']:>12.2f}{r['all_caught_up_secs']:>13.2f}"
-                  f"{r['errors']:>8}{r.get('retried', 0):>9}{r['lost']:>7}{r['duplicated']:>6}")
+            label = NAMES[peer] + (", per user" if per_user else ", one topic")
+            replay = r.get("replay", True)
+            caught[peer] = r["all_caught_up_secs"] if replay else None
+            up = f"{r['all_caught_up_secs']:.2f}" if replay else "no replay"
+            answered = r.get("all_answered_secs")
+            answered = "n/a" if answered is None else f"{answered:.2f}"
+            print(f"{label:<24}{r['clients']:>9}{answered:>12}{r['all_open_secs']:>12.2f}{up:>13}"
+                  f"{r['errors']:>8}{r.get('retried', 0):>9}{r['lost']:>8}{r['duplicated']:>6}")
+    for peer in peers:
+        if "herald" in caught and peer in caught:
+            kind = "per user" if per_user else "one topic"
+            print(f"  Herald / {NAMES[peer]}, {kind}, caught up: "
+                  + (ratio(caught["herald"], caught[peer]) if caught[peer] else "n/a (no replay)"))
 
 cluster = of("cluster", "herald")
 if cluster:

@@ -142,7 +142,14 @@ async fn open_all(
                 }
             }
         };
-        let readers = crate::stream::open_many(*edge, mine.len(), args.sources, request, on_data);
+        let readers = crate::stream::open_many(
+            *edge,
+            crate::stream::CONNECTING,
+            mine.len(),
+            args.sources,
+            request,
+            on_data,
+        );
         for reader in readers.await? {
             drop(reader); // detached: each reads until its stream ends
         }

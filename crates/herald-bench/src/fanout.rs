@@ -221,7 +221,8 @@ async fn open_all(
         }
     };
     let (edge, count, sources) = (target.edge, args.connections, args.sources);
-    crate::stream::open_many(edge, count, sources, request, on_data).await
+    let connecting = target.peer.connecting();
+    crate::stream::open_many(edge, connecting, count, sources, request, on_data).await
 }
 
 /// The send time in an event's data, `<seq> <micros>`.

@@ -32,6 +32,10 @@
 //!   Herald's edge serves with hyper: memory and CPU per stream.
 //! - `delay`: a TCP relay holding bytes for a while each way, the WAN
 //!   between regions where the kernel has no netem.
+//! - `pushpin-origin`: the GRIP origin behind Pushpin (bench/pushpin.conf),
+//!   holding each stream request on its channel.
+//!
+//! `--peer` picks the system: Herald, Nchan, Pushpin, or NATS alone.
 
 mod churn;
 mod delay;
@@ -39,6 +43,7 @@ mod disconnect;
 mod fanout;
 mod peer;
 mod publish;
+mod pushpin_origin;
 mod receipts;
 mod regions;
 mod scale;
@@ -70,13 +75,14 @@ struct Cli {
 /// The system under test, and where it runs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
-    /// Herald, or Nchan (the peer it is compared with).
+    /// Herald, or a peer it is compared with (Nchan, Pushpin, NATS alone).
     #[arg(long, value_enum, default_value = "herald")]
     pub peer: peer::Kind,
-    /// SSE address: Herald's edge, or nginx with Nchan.
+    /// SSE address: Herald's edge, nginx with Nchan, or Pushpin.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub edge: SocketAddr,
-    /// Publish URL: herald-publish's gRPC, or nginx's base URL for Nchan.
+    /// Publish URL: herald-publish's gRPC, nginx's base URL for Nchan,
+    /// Pushpin's control port, or a NATS URL.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub publish: String,
     /// The edge's HS256 secret (Herald only).
@@ -111,6 +117,8 @@ enum Scenario {
     SecureIdle(secure_idle::Args),
     /// A WAN link's delay between two regions (bench/regions.sh).
     Delay(delay::Args),
+    /// The GRIP origin behind Pushpin (bench/run.sh starts it).
+    PushpinOrigin(pushpin_origin::Args),
     /// One load-generator process of `scale` (spawned by it).
     #[command(hide = true)]
     ScaleAgent(scale_agent::Args),
@@ -131,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Regions(args) => regions::run(&cli.target, &args).await,
         Scenario::SecureIdle(args) => secure_idle::run(&cli.target, &args).await,
         Scenario::Delay(args) => delay::run(&args).await,
+        Scenario::PushpinOrigin(args) => pushpin_origin::run(&args).await,
         Scenario::ScaleAgent(args) => scale_agent::run(&cli.target, &args).await,
     }
 }

@@ -1,6 +1,10 @@
-//! The system under test: Herald (SSE edge + gRPC Publish) or Nchan (nginx
-//! module, SSE subscriber + HTTP publisher), driven the same way so their
-//! figures compare.
+//! The system under test: Herald (SSE edge + gRPC Publish), Nchan (nginx
+//! module, SSE subscriber + HTTP publisher) or Pushpin (GRIP proxy holding
+//! SSE streams for an origin, HTTP publish API), driven the same way so
+//! their figures compare.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 use herald_proto::v1::{
@@ -18,6 +22,10 @@ use crate::Target;
 pub enum Kind {
     Herald,
     Nchan,
+    /// Pushpin: `--edge` is its client port (streams are proxied to the
+    /// GRIP origin, `herald-bench pushpin-origin`), `--publish` its HTTP
+    /// control port (`POST /publish/`).
+    Pushpin,
     /// NATS alone, no Herald: the broker's own ceiling (`--publish` is a
     /// NATS URL; subscribers are NATS subscriptions, not SSE streams).
     Nats,
@@ -53,10 +61,13 @@ impl Target {
                 )
             }
             Kind::Nats => bail!("--peer nats has no SSE streams"),
-            Kind::Nchan => {
+            // The same request for both: Pushpin hands it to the origin,
+            // which names the channel in its GRIP answer.
+            Kind::Nchan | Kind::Pushpin => {
                 let channel = channel(user, topic);
                 format!(
-                    "GET /sub?channel={channel} HTTP/1.1\r\nhost: nchan\r\naccept: text/event-stream\r\n{resume}\r\n"
+                    "GET /sub?channel={channel} HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n{resume}\r\n",
+                    self.peer.host()
                 )
             }
         })
@@ -70,8 +81,44 @@ impl Target {
                 http: reqwest::Client::new(),
                 base: self.publish.trim_end_matches('/').to_owned(),
             },
+            Kind::Pushpin => Publisher::Pushpin {
+                http: reqwest::Client::new(),
+                url: format!("{}/publish/", self.publish.trim_end_matches('/')),
+                next_id: Arc::default(),
+            },
             Kind::Nats => Publisher::Nats(async_nats::connect(&self.publish).await?),
         })
+    }
+}
+
+impl Kind {
+    /// The `host` header of a stream request.
+    fn host(self) -> &'static str {
+        match self {
+            Kind::Herald => "edge",
+            Kind::Nchan => "nchan",
+            Kind::Pushpin => "pushpin",
+            Kind::Nats => "nats",
+        }
+    }
+
+    /// How many streams the bench opens at once (outside a storm, where
+    /// all connect together). Pushpin 1.36's proxy queues at most 100 new
+    /// requests to zurl, its client to the origin (a compiled-in
+    /// high-water mark, `OUT_HWM` in zhttpmanager.cpp), and answers 502 to
+    /// the rest: 256 connects at once had 20-180 of 300 refused.
+    pub fn connecting(self) -> usize {
+        match self {
+            Kind::Pushpin => 64,
+            _ => crate::stream::CONNECTING,
+        }
+    }
+
+    /// Whether a stream that comes back with `Last-Event-ID` gets what it
+    /// missed. Pushpin keeps no history: replay is left to the origin
+    /// (it sees the header), and the bench's origin has no store.
+    pub fn replays(self) -> bool {
+        self != Kind::Pushpin
     }
 }
 
@@ -115,7 +162,7 @@ impl Interceptor for Bearer {
     }
 }
 
-/// Nchan has channels only: a user's and a topic's are named apart.
+/// Nchan and Pushpin have channels only: a user's and a topic's are named apart.
 fn channel(user: &str, topic: Option<&str>) -> String {
     match topic {
         Some(topic) => format!("t.{topic}"),
@@ -127,7 +174,19 @@ fn channel(user: &str, topic: Option<&str>) -> String {
 #[derive(Clone)]
 pub enum Publisher {
     Herald(HeraldClient),
-    Nchan { http: reqwest::Client, base: String },
+    Nchan {
+        http: reqwest::Client,
+        base: String,
+    },
+    Pushpin {
+        http: reqwest::Client,
+        /// `POST /publish/` on Pushpin's control port.
+        url: String,
+        /// Event ids, shared by clones: each event goes out with an `id:`
+        /// line, as Herald's and Nchan's do, so a client has a
+        /// `Last-Event-ID` to come back with.
+        next_id: Arc<AtomicU64>,
+    },
     Nats(async_nats::Client),
 }
 
@@ -149,6 +208,10 @@ impl Publisher {
                 herald(client, target, data, false).await
             }
             Self::Nchan { http, base } => nchan(http, base, &channel("", Some(topic)), data).await,
+            Self::Pushpin { http, url, next_id } => {
+                let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+                pushpin(http, url, &channel("", Some(topic)), id, &data).await
+            }
             Self::Nats(client) => Ok(client
                 .publish(format!("herald.t.{topic}"), data.into())
                 .await?),
@@ -156,7 +219,7 @@ impl Publisher {
     }
 
     /// One event to `user`'s streams; `ephemeral` skips Herald's history
-    /// (Nchan always keeps its message buffer).
+    /// (Nchan always keeps its message buffer; Pushpin keeps nothing).
     pub async fn publish_user(
         &mut self,
         user: &str,
@@ -169,6 +232,10 @@ impl Publisher {
                 herald(client, target, data, ephemeral).await
             }
             Self::Nchan { http, base } => nchan(http, base, &channel(user, None), data).await,
+            Self::Pushpin { http, url, next_id } => {
+                let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+                pushpin(http, url, &channel(user, None), id, &data).await
+            }
             Self::Nats(client) => Ok(client
                 .publish(format!("herald.u.{user}"), data.into())
                 .await?),
@@ -204,4 +271,41 @@ async fn nchan(
         bail!("nchan publisher answered {status}");
     }
     Ok(())
+}
+
+async fn pushpin(
+    http: &reqwest::Client,
+    url: &str,
+    channel: &str,
+    id: u64,
+    data: &str,
+) -> anyhow::Result<()> {
+    let body = pushpin_item(channel, id, data);
+    let response = http.post(url).json(&body).send().await?;
+    if !response.status().is_success() {
+        bail!("pushpin's publish API answered {}", response.status());
+    }
+    Ok(())
+}
+
+/// One event for Pushpin's publish API: the SSE bytes its streams on
+/// `channel` get, as Herald and Nchan write them (`id:` and `data:`).
+fn pushpin_item(channel: &str, id: u64, data: &str) -> serde_json::Value {
+    let content = format!("id: {id}\ndata: {data}\n\n");
+    serde_json::json!({"items": [{"channel": channel, "formats": {"http-stream": {"content": content}}}]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pushpin_item_is_one_sse_event_on_its_channel() {
+        let item = pushpin_item("u.bench-7", 3, "12 1700000000");
+        assert_eq!(
+            item,
+            serde_json::json!({"items": [{"channel": "u.bench-7", "formats": {"http-stream":
+                {"content": "id: 3\ndata: 12 1700000000\n\n"}}}]})
+        );
+    }
 }

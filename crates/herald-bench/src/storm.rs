@@ -8,6 +8,11 @@
 //! to open) before it has caught up comes back as an EventSource would:
 //! after the stream's `retry:` delay (else 1 s), with its last id; such
 //! returns are counted (`retried`).
+//!
+//! A peer that keeps no history (Pushpin: replay is left to its origin)
+//! gets the same storm, reported as it is: `replay: false`, every missed
+//! event lost, and the time until every stream is answered again (its
+//! response head), which all peers report too.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,6 +56,10 @@ struct Figures {
     reconnected: usize,
     errors: usize,
     retried: usize,
+    /// Whether the peer sends a returning client what it missed.
+    replay: bool,
+    /// Until every returning stream had its response head (or failed).
+    all_answered_secs: f64,
     all_open_secs: f64,
     all_caught_up_secs: f64,
     missed_per_client: u64,
@@ -63,6 +72,8 @@ struct Figures {
 struct Client {
     last_id: Option<String>,
     seen: Vec<u32>,
+    /// The current stream had its response head.
+    answered: bool,
 }
 
 type Clients = Arc<Vec<Mutex<Client>>>;
@@ -71,7 +82,7 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let clients: Clients = Arc::new((0..args.clients).map(|_| Mutex::default()).collect());
     // Connect everyone, let them receive `before` events, then drop them all.
     let retried = Arc::new(AtomicUsize::new(0));
-    let readers = connect(target, args, &clients, Some(256), None).await;
+    let readers = connect(target, args, &clients, Some(target.peer.connecting()), None).await;
     let failed = readers.iter().filter(|r| r.is_finished()).count();
     anyhow::ensure!(
         failed == 0,
@@ -97,7 +108,9 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         reader.abort();
     }
     for client in clients.iter() {
-        client.lock().unwrap().seen.clear();
+        let mut client = client.lock().unwrap();
+        client.seen.clear();
+        client.answered = false;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in args.before..args.before + args.missed {
@@ -109,18 +122,24 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     eprintln!("reconnecting {} clients", args.clients);
     let started = Instant::now();
     let readers = connect(target, args, &clients, None, Some(retried.clone())).await;
-    let caught_up = |c: &Client| c.seen.len() as u64 >= args.missed;
-    let (mut all_open, mut errors) = (None, 0);
+    let replay = target.peer.replays();
+    // Without replay nothing more comes: answered is as far as it goes.
+    let caught_up = |c: &Client| c.seen.len() as u64 >= args.missed || (!replay && c.answered);
+    let (mut all_open, mut all_answered, mut errors) = (None, None, 0);
     let deadline = started + target.timeout;
     while Instant::now() < deadline {
-        let (mut open, mut done) = (0, 0);
+        let (mut open, mut answered, mut done) = (0, 0, 0);
         errors = 0;
         for (client, reader) in clients.iter().zip(&readers) {
             let client = client.lock().unwrap();
             let failed = reader.is_finished() && !caught_up(&client);
-            open += usize::from(!client.seen.is_empty() || failed);
+            answered += usize::from(client.answered || failed);
+            open += usize::from(!client.seen.is_empty() || failed || (!replay && client.answered));
             done += usize::from(caught_up(&client) || failed);
             errors += usize::from(failed);
+        }
+        if all_answered.is_none() && answered == args.clients {
+            all_answered = Some(started.elapsed());
         }
         if all_open.is_none() && open == args.clients {
             all_open = Some(started.elapsed());
@@ -152,6 +171,8 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         reconnected: args.clients - errors,
         errors,
         retried: retried.load(Ordering::Relaxed),
+        replay,
+        all_answered_secs: all_answered.unwrap_or(all_caught_up).as_secs_f64(),
         all_open_secs: all_open.unwrap_or(all_caught_up).as_secs_f64(),
         all_caught_up_secs: all_caught_up.as_secs_f64(),
         missed_per_client: args.missed,
@@ -159,11 +180,17 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         duplicated,
     };
     eprintln!(
-        "{} of {} back; all streaming after {:.2}s, all caught up after {:.2}s; {} errors, {} came back again, {} lost, {} duplicated",
+        "{} of {} back; all answered after {:.2}s, all streaming after {:.2}s, all caught up after {:.2}s{}; {} errors, {} came back again, {} lost, {} duplicated",
         figures.reconnected,
         args.clients,
+        figures.all_answered_secs,
         figures.all_open_secs,
         figures.all_caught_up_secs,
+        if replay {
+            ""
+        } else {
+            " (no replay: nothing to catch up)"
+        },
         errors,
         figures.retried,
         lost,
@@ -243,6 +270,9 @@ async fn connect(
                 let request = target.resume_request(&user(i), topic, last.as_deref())?;
                 let stream = crate::stream::open(target.edge, source, &request).await;
                 drop(permit.take());
+                if stream.is_ok() {
+                    clients[i].lock().unwrap().answered = true;
+                }
                 let mut retry_ms = 1000;
                 match (stream, &retried) {
                     (Ok(mut stream), _) => {

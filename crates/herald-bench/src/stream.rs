@@ -85,15 +85,17 @@ pub async fn for_each_line(sse: &mut Sse, mut on_line: impl FnMut(&[u8])) {
 /// Streams held open by their reading tasks.
 pub type Readers = Vec<tokio::task::JoinHandle<anyhow::Result<()>>>;
 
-/// At most this many streams connect at once.
-const CONNECTING: usize = 256;
+/// At most this many streams connect at once, unless a peer needs fewer
+/// ([`crate::peer::Kind::connecting`]).
+pub const CONNECTING: usize = 256;
 
 /// Opens `count` streams to `edge`, spread over `sources` loopback source
-/// addresses (127.0.0.1..=N); stream `i` sends `request(i)` and hands each
-/// `data:` line to `on_data(i)`. Returns once all are open; an error if
-/// any failed to open.
+/// addresses (127.0.0.1..=N), at most `connecting` at once; stream `i`
+/// sends `request(i)` and hands each `data:` line to `on_data(i)`. Returns
+/// once all are open; an error if any failed to open.
 pub async fn open_many<F>(
     edge: SocketAddr,
+    connecting: usize,
     count: usize,
     sources: u8,
     request: impl Fn(usize) -> anyhow::Result<String>,
@@ -102,7 +104,8 @@ pub async fn open_many<F>(
 where
     F: FnMut(&[u8]) + Send + 'static,
 {
-    let connecting = std::sync::Arc::new(tokio::sync::Semaphore::new(CONNECTING));
+    let limit = connecting.max(1);
+    let connecting = std::sync::Arc::new(tokio::sync::Semaphore::new(limit));
     let mut readers = Vec::with_capacity(count);
     for i in 0..count {
         // Taken here, not in the task: holding every permit below must
@@ -118,10 +121,21 @@ where
             anyhow::Ok(())
         }));
     }
-    let _all = connecting.acquire_many(CONNECTING as u32).await?;
+    let _all = connecting.acquire_many(limit as u32).await?;
     let failed = readers.iter().filter(|r| r.is_finished()).count();
     if failed > 0 {
-        bail!("{failed} streams failed to open");
+        // Say why, from the first that failed (a stream may also have
+        // opened and ended already).
+        let first = readers.into_iter().find(|r| r.is_finished());
+        let why = match first {
+            Some(reader) => match reader.await {
+                Ok(Err(e)) => format!("{e:#}"),
+                Ok(Ok(())) => "the server ended the stream".to_owned(),
+                Err(e) => e.to_string(),
+            },
+            None => String::new(),
+        };
+        bail!("{failed} streams failed to open; the first: {why}");
     }
     Ok(readers)
 }

@@ -4,10 +4,17 @@
 //! highest rate whose p99 stays within `--p99-limit-ms` with nothing lost is
 //! the sustained rate. With `--peer nats` the same traffic goes straight to
 //! NATS (core publish, one subscription per user): the broker's ceiling.
+//!
+//! The coarse ramp (`--rates`) stops at the first rate that misses; the
+//! ramp then refines between the last rate that held and that one, at
+//! rates at most `--refine-gap` apart (10 %), so the sustained rate, and a
+//! ratio of two, reads to within that gap. The refinement is bounded in
+//! steps (`--refine-steps`) and time (`--refine-secs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 
@@ -43,9 +50,24 @@ pub struct Args {
     /// plus a second.
     #[arg(long, default_value_t = 50)]
     p99_limit_ms: u64,
-    /// Run every rate, even after one missed (to report the p99 at each).
+    /// Run every rate, even after one missed (to report the p99 at each);
+    /// no refinement then.
     #[arg(long)]
     every_rate: bool,
+    /// After the first rate that misses, try rates between the last that
+    /// held and it, each at most this factor above the one before.
+    #[arg(long, default_value_t = 1.1)]
+    refine_gap: f64,
+    /// At most this many refining steps (0: none).
+    #[arg(long, default_value_t = 12)]
+    refine_steps: usize,
+    /// No refining step starts after this many seconds of refining.
+    #[arg(long, default_value_t = 180)]
+    refine_secs: u64,
+    /// Which repetition of the scenario this is (bench/run.sh's
+    /// UNICAST_REPEAT), carried into the results.
+    #[arg(long, default_value_t = 1)]
+    round: u32,
     /// Herald: how events enter herald-publish.
     #[arg(long, value_enum, default_value = "grpc")]
     via: Via,
@@ -90,8 +112,23 @@ struct Step {
     p999_ms: f64,
     publish_errors: u64,
     via: Via,
+    /// A step of the refinement after the coarse ramp missed.
+    refine: bool,
+    round: u32,
     /// CPU microseconds per event sent, per `--cpu-pid` name.
     cpu_us_per_event: std::collections::BTreeMap<String, f64>,
+}
+
+impl Step {
+    fn held(&self, p99_limit_ms: u64) -> bool {
+        crate::step_held(
+            self.target_rate,
+            self.achieved_rate,
+            self.p99_ms,
+            p99_limit_ms,
+            self.lost,
+        )
+    }
 }
 
 /// What the readers share: latencies and which events arrived.
@@ -123,7 +160,7 @@ fn parse(data: &[u8]) -> Option<(u64, u64)> {
 }
 
 pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
-    let max_events = args.rates.iter().max().copied().unwrap_or(0) * args.secs + 1;
+    let top = args.rates.iter().max().copied().unwrap_or(0);
     let tally = Arc::new(Mutex::new(Tally {
         latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
         seen: Vec::new(),
@@ -131,68 +168,124 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     }));
     let readers = open_readers(target, args, &tally).await?;
     eprintln!("{} streams open", args.users);
+    let (mut held, mut missed) = (None, None);
     for &rate in &args.rates {
-        {
-            let mut tally = tally.lock().unwrap();
-            tally.latency_us.reset();
-            tally.seen = vec![0; max_events as usize];
-            tally.duplicated = 0;
-        }
-        let cpu_before = cpu_ticks(&args.cpu_pids)?;
-        let (sent, errors, elapsed) = publish_at(target, args, rate).await?;
-        // Let stragglers arrive: at most the p99 limit plus a second.
-        tokio::time::sleep(Duration::from_millis(args.p99_limit_ms) + Duration::from_secs(1)).await;
-        let cpu_after = cpu_ticks(&args.cpu_pids)?;
-        // Clock ticks are 10 ms.
-        let cpu_us_per_event = cpu_before
-            .into_iter()
-            .zip(cpu_after)
-            .map(|((name, a), (_, b))| (name, (b - a) as f64 * 10_000.0 / sent.max(1) as f64))
-            .collect();
-        let step = {
-            let tally = tally.lock().unwrap();
-            let received = tally.seen.iter().filter(|s| **s > 0).count() as u64;
-            let ms = |q: f64| tally.latency_us.value_at_quantile(q) as f64 / 1000.0;
-            Step {
-                peer: target.peer,
-                scenario: "unicast",
-                ephemeral: args.ephemeral,
-                users: args.users,
-                target_rate: rate,
-                achieved_rate: sent as f64 / elapsed,
-                sent,
-                received,
-                lost: sent.saturating_sub(received),
-                duplicated: tally.duplicated,
-                p50_ms: ms(0.50),
-                p99_ms: ms(0.99),
-                p999_ms: ms(0.999),
-                publish_errors: errors,
-                via: args.via,
-                cpu_us_per_event,
-            }
-        };
-        eprintln!(
-            "rate {rate}/s: achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, lost {}, duplicated {}, CPU µs/event {:?}",
-            step.achieved_rate,
-            step.p50_ms,
-            step.p99_ms,
-            step.p999_ms,
-            step.lost,
-            step.duplicated,
-            step.cpu_us_per_event
-        );
-        println!("RESULT {}", serde_json::to_string(&step)?);
-        let (achieved, p99) = (step.achieved_rate, step.p99_ms);
-        if !args.every_rate && !crate::step_held(rate, achieved, p99, args.p99_limit_ms, step.lost)
-        {
+        let step = step(target, args, &tally, rate, top, false).await?;
+        if step.held(args.p99_limit_ms) {
+            held = Some(rate);
+        } else if !args.every_rate {
+            missed = Some(rate);
             break;
+        }
+    }
+    if let (Some(held), Some(missed)) = (held, missed) {
+        let rates = refine_rates(held, missed, args.refine_gap, args.refine_steps);
+        eprintln!("refining between {held}/s (held) and {missed}/s (missed): {rates:?}");
+        let deadline = Instant::now() + Duration::from_secs(args.refine_secs);
+        for rate in rates {
+            if Instant::now() >= deadline {
+                eprintln!("refinement out of time (--refine-secs) before {rate}/s");
+                break;
+            }
+            if !step(target, args, &tally, rate, top, true)
+                .await?
+                .held(args.p99_limit_ms)
+            {
+                break;
+            }
         }
     }
     for reader in readers {
         reader.abort();
     }
     Ok(())
+}
+
+/// One rate: publishes, waits for stragglers, prints the step's line and
+/// its `RESULT`. `top` is the highest rate any step runs at (refining
+/// steps stay below the rate that missed).
+async fn step(
+    target: &Target,
+    args: &Args,
+    tally: &Arc<Mutex<Tally>>,
+    rate: u64,
+    top: u64,
+    refine: bool,
+) -> anyhow::Result<Step> {
+    {
+        let mut tally = tally.lock().unwrap();
+        tally.latency_us.reset();
+        tally.seen = vec![0; (top.max(rate) * args.secs + 1) as usize];
+        tally.duplicated = 0;
+    }
+    let cpu_before = cpu_ticks(&args.cpu_pids)?;
+    let (sent, errors, elapsed) = publish_at(target, args, rate).await?;
+    // Let stragglers arrive: at most the p99 limit plus a second.
+    tokio::time::sleep(Duration::from_millis(args.p99_limit_ms) + Duration::from_secs(1)).await;
+    let cpu_after = cpu_ticks(&args.cpu_pids)?;
+    // Clock ticks are 10 ms.
+    let cpu_us_per_event = cpu_before
+        .into_iter()
+        .zip(cpu_after)
+        .map(|((name, a), (_, b))| (name, (b - a) as f64 * 10_000.0 / sent.max(1) as f64))
+        .collect();
+    let step = {
+        let tally = tally.lock().unwrap();
+        let received = tally.seen.iter().filter(|s| **s > 0).count() as u64;
+        let ms = |q: f64| tally.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        Step {
+            peer: target.peer,
+            scenario: "unicast",
+            ephemeral: args.ephemeral,
+            users: args.users,
+            target_rate: rate,
+            achieved_rate: sent as f64 / elapsed,
+            sent,
+            received,
+            lost: sent.saturating_sub(received),
+            duplicated: tally.duplicated,
+            p50_ms: ms(0.50),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            publish_errors: errors,
+            via: args.via,
+            refine,
+            round: args.round,
+            cpu_us_per_event,
+        }
+    };
+    eprintln!(
+        "{}rate {rate}/s: achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, lost {}, duplicated {}, CPU µs/event {:?}",
+        if refine { "refine: " } else { "" },
+        step.achieved_rate,
+        step.p50_ms,
+        step.p99_ms,
+        step.p999_ms,
+        step.lost,
+        step.duplicated,
+        step.cpu_us_per_event
+    );
+    println!("RESULT {}", serde_json::to_string(&step)?);
+    Ok(step)
+}
+
+/// The rates to try between `held` (the highest that held) and `missed`
+/// (the first that missed), ascending and geometrically spaced: adjacent
+/// rates, `held` and `missed` included, at most `gap` apart, unless that
+/// takes more than `max` rates (then `max`, evenly spread).
+fn refine_rates(held: u64, missed: u64, gap: f64, max: usize) -> Vec<u64> {
+    if held == 0 || missed <= held || gap <= 1.0 || max == 0 {
+        return Vec::new();
+    }
+    let span = missed as f64 / held as f64;
+    let parts = ((span.ln() / gap.ln()).ceil() as usize).clamp(1, max + 1);
+    let factor = span.powf(1.0 / parts as f64);
+    let mut rates: Vec<u64> = (1..parts)
+        .map(|k| (held as f64 * factor.powi(k as i32)).round() as u64)
+        .filter(|&r| r > held && r < missed)
+        .collect();
+    rates.dedup();
+    rates
 }
 
 /// One reader per user: an SSE stream (Herald, Nchan) or a NATS
@@ -217,9 +310,21 @@ async fn open_readers(
                 anyhow::Ok(())
             }));
         }
+        // Publishing starts on another connection as soon as this returns:
+        // every SUB must have reached the server's interest by then, or
+        // the first events to users it has not registered yet are dropped
+        // (and counted lost). `flush` only writes the SUBs to the socket;
+        // a message a connection sends itself after them comes back only
+        // once the server has processed them.
+        let started = Instant::now();
         for client in &clients {
-            client.flush().await?;
+            interest_registered(client).await?;
         }
+        eprintln!(
+            "NATS registered {} subscriptions in {:.1} ms after they were written",
+            args.users,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
         return Ok(readers);
     }
     let request = |i| target.sse_request(&format!("bench-{i}"), None);
@@ -227,7 +332,31 @@ async fn open_readers(
         let tally = tally.clone();
         move |data: &[u8]| tally.lock().unwrap().record(data)
     };
-    crate::stream::open_many(target.edge, args.users, args.sources, request, on_data).await
+    let connecting = target.peer.connecting();
+    crate::stream::open_many(
+        target.edge,
+        connecting,
+        args.users,
+        args.sources,
+        request,
+        on_data,
+    )
+    .await
+}
+
+/// Returns once the server has processed everything `client` sent
+/// before: a message to a fresh inbox the client follows comes back only
+/// after the server read the SUBs written ahead of it.
+async fn interest_registered(client: &async_nats::Client) -> anyhow::Result<()> {
+    let inbox = client.new_inbox();
+    let mut probe = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, bytes::Bytes::new()).await?;
+    client.flush().await?;
+    tokio::time::timeout(Duration::from_secs(30), probe.next())
+        .await
+        .context("NATS did not echo the interest probe within 30 s")?
+        .context("the interest probe's subscription ended")?;
+    Ok(())
 }
 
 async fn nats_clients(url: &str, count: usize) -> anyhow::Result<Vec<async_nats::Client>> {
@@ -305,4 +434,56 @@ async fn publish_at(target: &Target, args: &Args, rate: u64) -> anyhow::Result<(
     }
     sender.flush().await?;
     Ok((sent, errors, started.elapsed().as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each rate at most `gap` above the one before, `held` and `missed`
+    /// included.
+    fn spaced(held: u64, rates: &[u64], missed: u64, gap: f64) -> bool {
+        let all: Vec<u64> = [held]
+            .into_iter()
+            .chain(rates.iter().copied())
+            .chain([missed])
+            .collect();
+        all.windows(2)
+            .all(|w| w[0] < w[1] && w[1] as f64 <= w[0] as f64 * gap * 1.001)
+    }
+
+    #[test]
+    fn a_doubling_is_refined_to_rates_ten_percent_apart() {
+        let rates = refine_rates(20_000, 40_000, 1.1, 12);
+        assert_eq!(rates.len(), 7, "{rates:?}");
+        assert!(spaced(20_000, &rates, 40_000, 1.1), "{rates:?}");
+        assert_eq!(rates[0], 21_810);
+    }
+
+    #[test]
+    fn a_wider_gap_takes_more_rates_but_never_more_than_the_bound() {
+        let rates = refine_rates(2_000, 5_000, 1.1, 12);
+        assert_eq!(rates.len(), 9, "{rates:?}");
+        assert!(spaced(2_000, &rates, 5_000, 1.1), "{rates:?}");
+        let capped = refine_rates(1_000, 160_000, 1.1, 12);
+        assert_eq!(capped.len(), 12, "{capped:?}");
+        assert!(capped.windows(2).all(|w| w[0] < w[1]), "{capped:?}");
+        assert!(*capped.last().unwrap() < 160_000);
+    }
+
+    #[test]
+    fn nothing_to_refine_without_a_held_rate_or_room() {
+        assert!(refine_rates(0, 1_000, 1.1, 12).is_empty());
+        assert!(refine_rates(1_000, 1_000, 1.1, 12).is_empty());
+        assert!(refine_rates(1_000, 1_050, 1.1, 12).is_empty());
+        assert!(refine_rates(1_000, 2_000, 1.1, 0).is_empty());
+        assert!(refine_rates(1_000, 2_000, 1.0, 12).is_empty());
+    }
+
+    #[test]
+    fn small_rates_do_not_repeat() {
+        let rates = refine_rates(10, 12, 1.01, 12);
+        assert!(rates.windows(2).all(|w| w[0] < w[1]), "{rates:?}");
+        assert_eq!(rates, vec![11]);
+    }
 }
