@@ -13,7 +13,6 @@ use anyhow::{Context, bail};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
@@ -166,8 +165,7 @@ async fn open(
     protocol: Protocol,
     request: &str,
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
+    let socket = crate::stream::bound(source)?;
     let tcp = socket.connect(edge).await?;
     let tls = connector
         .connect(name, tcp)

@@ -79,7 +79,7 @@ fn worth_trimming(low: &State, now: &State) -> bool {
     freed || grown
 }
 
-/// The only unsafe code in Herald: two calls into the C library that
+/// The only unsafe code in Herald's services: two calls into the C library that
 /// have no safe wrapper.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
