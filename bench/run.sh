@@ -225,10 +225,16 @@ peer_on pushpin && start_pushpin
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out="$results/$stamp.jsonl"
-run() { # peer, then herald-bench arguments
+failures=()
+run() { # peer, then herald-bench arguments. Herald failing ends the run; a
+  # peer failing is reported at the end, and its figures are missing.
   local peer="$1"; shift
   echo "== $peer: $*" >&2
-  "$bin/herald-bench" --peer "$peer" "$@" | sed -n 's/^RESULT //p' >>"$out"
+  if ! "$bin/herald-bench" --peer "$peer" "$@" | sed -n 's/^RESULT //p' >>"$out"; then
+    [[ $peer == herald ]] && { echo "error: Herald failed: $*" >&2; exit 1; }
+    echo "warning: $peer failed: $*" >&2
+    failures+=("$peer failed (its figures are missing): $*")
+  fi
 }
 run_as() { # scenario name for the results, then as `run`
   local scenario="$1" peer="$2"; shift 2
@@ -496,3 +502,4 @@ for scenario in unicast fanout; do
   fi
 done
 echo "raw results: $out${plots:+; plots: ${plots[*]}}" >&2
+for failure in "${failures[@]}"; do echo "warning: $failure" >&2; done
