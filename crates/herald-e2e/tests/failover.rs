@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use herald_e2e::*;
 use herald_testing::NatsCluster;
 use herald_testing::sse::SseStream;
@@ -437,4 +438,48 @@ async fn new_streams_hear_events_soon_after_the_edges_nats_node_is_killed() {
         "a new stream heard an event {heard:?} after its edge's NATS node was killed ({tries} tries)"
     );
     assert!(heard < Duration::from_secs(10), "{heard:?}");
+}
+
+/// A connect learns where it starts (each followed subject's newest stored
+/// event) by a direct get, which any replica answers, not through the
+/// JetStream API, even though history has three replicas: a burst of
+/// connects would otherwise queue behind the stream leaders' API, which
+/// nats-server stops taking past 10,000 requests queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_reads_its_start_from_any_replica() {
+    let cluster = NatsCluster::start(3).await;
+    let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish("p")).await;
+    let edge = start_edge(&cluster.nodes[1].client_url(), replicated_edge("e")).await;
+    let mut client = publisher(&publish).await;
+    publish_to_users(&mut client, &["bob"], "before").await;
+
+    let watcher = async_nats::connect(&cluster.nodes[2].client_url())
+        .await
+        .unwrap();
+    let mut leader_reads = watcher.subscribe("$JS.API.STREAM.MSG.GET.>").await.unwrap();
+    let mut direct_reads = watcher.subscribe("$JS.API.DIRECT.GET.>").await.unwrap();
+    herald_core::nats::round_trip(&watcher).await.unwrap();
+
+    let token = Claims::new("bob").hs256(SECRET);
+    let http = reqwest::Client::new();
+    let _stream = SseStream::open(&http, &format!("{}/v1/events", edge.url()), &token).await;
+    let direct = tokio::time::timeout(Duration::from_secs(5), direct_reads.next())
+        .await
+        .expect("the start is read by a direct get")
+        .unwrap();
+    assert!(
+        direct.subject.as_str().contains("HERALD_H"),
+        "a history read: {}",
+        direct.subject
+    );
+    herald_core::nats::round_trip(&watcher).await.unwrap();
+    while let Ok(Some(read)) =
+        tokio::time::timeout(Duration::from_millis(300), leader_reads.next()).await
+    {
+        assert!(
+            !read.subject.as_str().contains("HERALD_H"),
+            "a start read through the API: {}",
+            read.subject
+        );
+    }
 }

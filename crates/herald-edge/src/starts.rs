@@ -72,8 +72,15 @@ pub async fn positions(
         .collect()
 }
 
-/// The sequence of `subject`'s newest stored event, 0 if none.
+/// The sequence of `subject`'s newest stored event, 0 if none. Read by a
+/// direct get, which any replica answers, even where replay reads from
+/// the stream leader: every connect reads its starts, and through the
+/// JetStream API a burst of them queues behind one leader (nats-server
+/// drops API requests past 10,000 queued: 400,000 connects on a 3-node
+/// cluster sent 845,753 and stalled history). A replica that lags
+/// answers an older start, so a resume from it replays events stored
+/// just before the stream opened, never fewer than it should.
 async fn newest(history: &History<'_>, subject: &str) -> Result<u64, ReadError> {
-    let source = Source::of(history.js, subject, history.shards, history.reads).await?;
+    let source = Source::of(history.js, subject, history.shards, Reads::Direct).await?;
     Ok(source.newest().await?.unwrap_or(0))
 }
