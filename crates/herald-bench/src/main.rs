@@ -44,6 +44,7 @@ mod scale_agent;
 mod scale_agents;
 mod scale_args;
 mod scale_publish;
+mod scale_stream;
 mod storm;
 mod stream;
 mod unicast;

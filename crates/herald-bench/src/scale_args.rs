@@ -27,9 +27,13 @@ pub struct Args {
     pub sources: Vec<IpAddr>,
     #[arg(long, default_value_t = 2)]
     pub sources_per_agent: usize,
-    /// The edges' heartbeat interval; streams are held idle through two.
+    /// The edges' heartbeat interval.
     #[arg(long, default_value_t = 5)]
     pub heartbeat_secs: u64,
+    /// Heartbeat intervals the streams are held idle through (1 or 2):
+    /// every stream must get this many heartbeats.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=2))]
+    pub idle_heartbeats: u64,
     /// Events to each topic in the fan-out burst.
     #[arg(long, default_value_t = 25)]
     pub fanout_events: u64,
