@@ -33,6 +33,11 @@ IDLE_HEARTBEATS="${IDLE_HEARTBEATS:-$((HEARTBEAT_SECS > 15 ? 1 : 2))}"
 FANOUT_EVENTS="${FANOUT_EVENTS:-25}" # per topic
 RATES="${RATES:-1000,2000,3000,4000,5000,7500,10000}"
 SECS="${SECS:-5}"
+# Connects per second, all load generators together (0: unpaced). Each
+# connect costs NATS a subscription (told to every node) and a read of the
+# user's newest stored event from its history stream's leader; unpaced,
+# 400,000 opens overran NATS (BENCHMARKS.md, "A million streams").
+OPEN_RATE="${OPEN_RATE:-$((STREAMS > 100000 ? 5000 : 0))}"
 RUN_SECS="${RUN_SECS:-$((480 + STREAMS * 360 / 1000000))}" # 1,000,000: 14 min
 OPEN_SECS="${OPEN_SECS:-$((240 + STREAMS * 240 / 1000000))}" # longest wait for the opens
 PORT_BASE="${PORT_BASE:-30000}"     # below the ephemeral range: NATS 30222..,
@@ -173,7 +178,7 @@ raw="$work/scale.out"
 timeout --signal=INT "$RUN_SECS" "$bin/herald-bench" --peer herald \
   --publish "http://127.0.0.1:$((PORT_BASE + 51))" --timeout "$OPEN_SECS" \
   scale --edges "$(IFS=,; echo "${edge_list[*]}")" "${edge_args[@]}" "${nats_pids[@]}" \
-  --cpu-pid "publish=$publish_pid" --streams "$STREAMS" --topics "$TOPICS" \
+  --cpu-pid "publish=$publish_pid" --streams "$STREAMS" --topics "$TOPICS" --open-rate "$OPEN_RATE" \
   --sources "${sources%,}" --heartbeat-secs "$HEARTBEAT_SECS" --idle-heartbeats "$IDLE_HEARTBEATS" \
   --fanout-events "$FANOUT_EVENTS" --rates "$RATES" --secs "$SECS" >"$raw" &
 bench=$!

@@ -32,6 +32,10 @@ pub struct Args {
     /// One stream in this many records topic latencies (all count).
     #[arg(long, default_value_t = 16)]
     sample_every: usize,
+    /// Streams this agent starts opening per second (0: as fast as
+    /// [`CONNECTING`] at once allow).
+    #[arg(long, default_value_t = 0.0)]
+    open_rate: f64,
 }
 
 /// The topic stream `i` follows besides its user: half the streams follow
@@ -150,8 +154,13 @@ const CONNECTING: usize = 256;
 /// `--timeout`.
 async fn open_all(target: &Target, args: &Args, tally: &Arc<Tally>) -> Opened {
     let connecting = Arc::new(tokio::sync::Semaphore::new(CONNECTING));
-    let deadline = tokio::time::Instant::now() + target.timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = started + target.timeout;
     for k in 0..args.count {
+        if args.open_rate > 0.0 {
+            let due = started + std::time::Duration::from_secs_f64(k as f64 / args.open_rate);
+            tokio::time::sleep_until(due).await;
+        }
         let i = args.first + k;
         let topic = topic_of(i, args.topics).map(|t| format!("scale-{t}"));
         let request = target.sse_request(&format!("scale-{i}"), topic.as_deref());

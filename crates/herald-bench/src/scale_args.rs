@@ -18,6 +18,10 @@ pub struct Args {
     /// Streams to open, one user each.
     #[arg(long, default_value_t = 100_000)]
     pub streams: usize,
+    /// Streams opened per second, all agents together (0: each agent as
+    /// fast as 256 connects at once go).
+    #[arg(long, default_value_t = 0.0)]
+    pub open_rate: f64,
     /// Topics that the odd streams follow besides their user.
     #[arg(long, default_value_t = 4)]
     pub topics: usize,
