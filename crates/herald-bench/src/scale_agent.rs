@@ -148,14 +148,17 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 /// Streams connecting at once, per agent.
 const CONNECTING: usize = 256;
 
-/// Opens the agent's streams, at most [`CONNECTING`] at once, each in a
-/// task of its own that then reads it until it closes (see
-/// `scale_stream`); returns once every stream opened or failed, or after
-/// `--timeout`.
+/// Longest an open may take once started: the response head's wait and
+/// some room for the connect (see `scale_stream::open`).
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Opens the agent's streams, at most [`CONNECTING`] at once (and at
+/// `--open-rate`), each in a task of its own that then reads it until it
+/// closes (see `scale_stream`); returns once every stream opened or
+/// failed, or [`OPEN_WAIT`] after the last one started.
 async fn open_all(target: &Target, args: &Args, tally: &Arc<Tally>) -> Opened {
     let connecting = Arc::new(tokio::sync::Semaphore::new(CONNECTING));
     let started = tokio::time::Instant::now();
-    let deadline = started + target.timeout;
     for k in 0..args.count {
         if args.open_rate > 0.0 {
             let due = started + std::time::Duration::from_secs_f64(k as f64 / args.open_rate);
@@ -190,6 +193,7 @@ async fn open_all(target: &Target, args: &Args, tally: &Arc<Tally>) -> Opened {
         });
     }
     let count = args.count as u64;
+    let deadline = tokio::time::Instant::now() + OPEN_WAIT;
     while tally.opened.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed) < count
         && tokio::time::Instant::now() < deadline
     {
