@@ -87,10 +87,11 @@ wait_port() {
 }
 # What a run this size needs from the machine, against what it has; says
 # what falls short (and what would fix it) before anything starts.
-# Per stream (BENCHMARKS.md, "A million streams"): two sockets of ~3.9 KiB
-# of kernel memory each, ~4.7 KiB in an edge, ~1 KiB in a load generator,
-# ~1.5 KiB in NATS (every node holds every user's interest); per process
-# ~15 MiB.
+# Per stream, measured at 400,000 (BENCHMARKS.md, "A million streams"):
+# two sockets, 9.8 KiB of kernel slab together; 4.6 KiB in an edge; 1.5
+# KiB in a load generator; 5.5 KiB in NATS (1.85 KiB on each node: every
+# node holds every user's interest); 0.4 KiB in herald-publish (presence).
+# Per process ~5 MiB more.
 check_budget() {
   local files_max files_used ports_lo ports_hi per_source avail_mib need_mib short=0
   files_max=$(cut -f1 /proc/sys/fs/file-max)
@@ -98,7 +99,7 @@ check_budget() {
   read -r ports_lo ports_hi </proc/sys/net/ipv4/ip_local_port_range
   per_source=$(((PER_EDGE + 1) / 2))
   avail_mib=$(($(awk '/^MemAvailable:/ {print $2}' /proc/meminfo) / 1024))
-  need_mib=$((STREAMS * (78 + 47 + 10 + 15) / 10 / 1024 + (2 * edges + 5) * 15))
+  need_mib=$((STREAMS * (98 + 46 + 15 + 55 + 4) / 10 / 1024 + (2 * edges + 5) * 5))
   echo "budget: $STREAMS streams need ~$((2 * STREAMS)) files (free: $((files_max - files_used))), ~$need_mib MiB (available: $avail_mib), $per_source ports per source address (range: $((ports_hi - ports_lo + 1)))" >&2
   if ((2 * STREAMS + 10000 > files_max - files_used)); then
     echo "budget: too few files: raise fs.file-max (sysctl -w fs.file-max=$((4 * STREAMS)))" >&2
