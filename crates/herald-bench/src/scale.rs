@@ -1,7 +1,8 @@
 //! The scale run: `--streams` SSE streams over several edges, held by one
 //! load-generator process per edge (`scale-agent`, spawned from this
 //! binary). Phases, one JSON line each after `RESULT `: open (rate,
-//! errors); idle through two heartbeats (edge KiB per stream, CPU); a
+//! errors); idle through one or two heartbeat intervals (memory per
+//! stream of the edges and load generators, CPU); a
 //! topic fan-out burst (deliveries/s, p99, lost); a unicast ramp to random
 //! users (achieved rate, p99, lost per step). Then one summary line,
 //! `scale: <streams> streams, <KiB> KiB/stream, fan-out <deliveries/s> p99
