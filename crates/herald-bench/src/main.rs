@@ -51,6 +51,7 @@ mod scale_agent;
 mod scale_agents;
 mod scale_args;
 mod scale_publish;
+mod scale_stream;
 mod secure_idle;
 mod storm;
 mod stream;

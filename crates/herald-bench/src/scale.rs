@@ -1,7 +1,8 @@
 //! The scale run: `--streams` SSE streams over several edges, held by one
 //! load-generator process per edge (`scale-agent`, spawned from this
 //! binary). Phases, one JSON line each after `RESULT `: open (rate,
-//! errors); idle through two heartbeats (edge KiB per stream, CPU); a
+//! errors); idle through one or two heartbeat intervals (memory per
+//! stream of the edges and load generators, CPU); a
 //! topic fan-out burst (deliveries/s, p99, lost); a unicast ramp to random
 //! users (achieved rate, p99, lost per step). Then one summary line,
 //! `scale: <streams> streams, <KiB> KiB/stream, fan-out <deliveries/s> p99
@@ -20,6 +21,7 @@ use crate::scale_publish::{fan_out_burst, unicast_at};
 pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let cpu = crate::scale_agents::CpuGroups::new(args)?;
     let pss_before = crate::fanout::pss_kib(&args.edge_pids)?;
+    let open_ticks = cpu.ticks()?;
     let started = Instant::now();
     let mut agents = Agents::spawn(target, args).await?;
     let opened = agents.opened();
@@ -29,6 +31,7 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         "errors": opened.failed, "first_error": opened.first_error,
         "edges": args.edges.len(), "agents": agents.len(), "secs": open_secs,
         "per_sec": opened.opened as f64 / open_secs,
+        "cpu_percent": cpu.percent_since(&open_ticks, open_secs)?,
     }))?;
     anyhow::ensure!(
         opened.opened > 0,
@@ -58,8 +61,11 @@ fn emit(value: &serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Holds every stream idle through two heartbeats (and a second more);
-/// returns the edges' KiB per stream.
+/// Holds every stream idle through `--idle-heartbeats` heartbeat
+/// intervals (and a second more: the edges beat one slot of streams a
+/// second); returns the edges' KiB per stream. Reports the memory of the
+/// edges, the load generators (all of it, per stream), NATS and
+/// herald-publish, and the streams that got the heartbeats.
 async fn idle(
     args: &Args,
     agents: &mut Agents,
@@ -70,15 +76,24 @@ async fn idle(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pss = crate::fanout::pss_kib(&args.edge_pids)?;
     let kib = pss.saturating_sub(pss_before) as f64 / streams as f64;
+    let load_kib = crate::fanout::pss_kib(&agents.pids())?;
     agents.mark(0).await?;
-    let secs = 2 * args.heartbeat_secs + 1;
+    let secs = args.idle_heartbeats * args.heartbeat_secs + 1;
     let ticks = cpu.ticks()?;
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let report = agents.report().await?;
+    let beaten = match args.idle_heartbeats {
+        1 => report.one_heartbeat,
+        _ => report.two_heartbeats,
+    };
     emit(&serde_json::json!({
         "phase": "idle", "secs": secs, "alive": report.alive,
-        "two_heartbeats": report.two_heartbeats, "kib_per_stream": kib,
-        "edge_rss_mib": pss / 1024, "cpu_percent": cpu.percent_since(&ticks, secs as f64)?,
+        "heartbeats_each": args.idle_heartbeats, "heartbeaten": beaten,
+        "one_heartbeat": report.one_heartbeat, "two_heartbeats": report.two_heartbeats,
+        "kib_per_stream": kib, "edge_pss_mib": pss / 1024,
+        "load_pss_mib": load_kib / 1024, "load_kib_per_stream": load_kib as f64 / streams as f64,
+        "pss_mib": cpu.pss_mib()?, "memory": crate::scale_agents::meminfo(),
+        "cpu_percent": cpu.percent_since(&ticks, secs as f64)?,
     }))?;
     Ok(kib)
 }
@@ -109,8 +124,10 @@ async fn fanout(
     let publish_secs = started.elapsed().as_secs_f64();
     // Each topic's events reach its followers; the topics split them evenly.
     let expected = sent / args.topics.max(1) as u64 * followers;
+    // A million streams' burst is ten times 100,000's: so is its drain.
+    let wait = WAIT + Duration::from_secs(expected / 200_000);
     let report = agents
-        .wait(target.timeout.min(WAIT), |r| r.topic_deliveries >= expected)
+        .wait(target.timeout.min(wait), |r| r.topic_deliveries >= expected)
         .await?;
     let secs = (report.last_topic_us.saturating_sub(started_us)) as f64 / 1e6;
     let result = FanOut {

@@ -32,6 +32,10 @@ pub struct Args {
     /// One stream in this many records topic latencies (all count).
     #[arg(long, default_value_t = 16)]
     sample_every: usize,
+    /// Streams this agent starts opening per second (0: as fast as
+    /// [`CONNECTING`] at once allow).
+    #[arg(long, default_value_t = 0.0)]
+    open_rate: f64,
 }
 
 /// The topic stream `i` follows besides its user: half the streams follow
@@ -53,7 +57,8 @@ pub struct Opened {
 pub struct Report {
     /// Streams still open.
     pub alive: u64,
-    /// Streams that got at least two heartbeats.
+    /// Streams that got at least one heartbeat, and at least two.
+    pub one_heartbeat: u64,
     pub two_heartbeats: u64,
     pub topic_deliveries: u64,
     pub topic_duplicates: u64,
@@ -73,6 +78,9 @@ struct Tally {
     /// Streams that opened; `closed` of them have ended since.
     opened: AtomicU64,
     closed: AtomicU64,
+    /// Streams that did not open, and why the first did not.
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
     topic_deliveries: AtomicU64,
     topic_duplicates: AtomicU64,
     last_topic_us: AtomicU64,
@@ -92,6 +100,8 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         heartbeats: (0..args.count).map(|_| AtomicU32::new(0)).collect(),
         opened: AtomicU64::new(0),
         closed: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        first_error: Mutex::new(None),
         topic_deliveries: AtomicU64::new(0),
         topic_duplicates: AtomicU64::new(0),
         last_topic_us: AtomicU64::new(0),
@@ -103,7 +113,6 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         }),
     });
     let opened = open_all(target, args, &tally).await;
-    tally.opened.store(opened.opened, Ordering::Relaxed);
     println!("{}", serde_json::to_string(&opened)?);
     let mut lines = stdin_lines();
     while let Some(line) = lines.recv().await {
@@ -136,46 +145,65 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 600_000_000, 3)?)
 }
 
-/// Opens the agent's streams, at most 256 connecting at once; each then
-/// reads until it closes.
+/// Streams connecting at once, per agent.
+const CONNECTING: usize = 256;
+
+/// Longest an open may take once started: the response head's wait and
+/// some room for the connect (see `scale_stream::open`).
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Opens the agent's streams, at most [`CONNECTING`] at once (and at
+/// `--open-rate`), each in a task of its own that then reads it until it
+/// closes (see `scale_stream`); returns once every stream opened or
+/// failed, or [`OPEN_WAIT`] after the last one started.
 async fn open_all(target: &Target, args: &Args, tally: &Arc<Tally>) -> Opened {
-    let connecting = Arc::new(tokio::sync::Semaphore::new(256));
-    let mut opening = tokio::task::JoinSet::new();
+    let connecting = Arc::new(tokio::sync::Semaphore::new(CONNECTING));
+    let started = tokio::time::Instant::now();
     for k in 0..args.count {
+        if args.open_rate > 0.0 {
+            let due = started + std::time::Duration::from_secs_f64(k as f64 / args.open_rate);
+            tokio::time::sleep_until(due).await;
+        }
         let i = args.first + k;
         let topic = topic_of(i, args.topics).map(|t| format!("scale-{t}"));
         let request = target.sse_request(&format!("scale-{i}"), topic.as_deref());
-        let permit = connecting.clone().acquire_owned().await;
+        let Ok(permit) = connecting.clone().acquire_owned().await else {
+            break;
+        };
         let (edge, source) = (target.edge, args.sources[k % args.sources.len()]);
         let tally = tally.clone();
         // Only odd streams follow a topic: sample among them.
         let sampled = (i / 2).is_multiple_of(args.sample_every.max(1));
-        opening.spawn(async move {
-            let sse = crate::stream::open(edge, source, &request?).await;
+        tokio::spawn(async move {
+            // Boxed: the opening's buffers go once it is done, and the
+            // task that reads for the rest of the run stays small.
+            let opened = match request {
+                Ok(request) => Box::pin(crate::scale_stream::open(edge, source, request)).await,
+                Err(e) => Err(e),
+            };
             drop(permit);
-            let mut sse = sse?;
-            tokio::spawn(async move {
-                let mut stream = StreamTally::new(&tally, k, sampled);
-                crate::stream::for_each_line(&mut sse, |line| stream.line(line)).await;
-                tally.closed.fetch_add(1, Ordering::Relaxed);
-            });
-            anyhow::Ok(())
+            let (socket, pending) = match opened {
+                Ok(open) => open,
+                Err(e) => return tally.failed(e),
+            };
+            tally.opened.fetch_add(1, Ordering::Relaxed);
+            let mut stream = StreamTally::new(tally, k, sampled);
+            crate::scale_stream::for_each_line(socket, pending, |line| stream.line(line)).await;
+            stream.tally.closed.fetch_add(1, Ordering::Relaxed);
         });
     }
-    let (mut opened, mut failed, mut first_error) = (0, 0, None);
-    while let Some(result) = opening.join_next().await {
-        match result.map_err(anyhow::Error::from).and_then(|r| r) {
-            Ok(()) => opened += 1,
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| format!("{e:#}"));
-            }
-        }
+    let count = args.count as u64;
+    let deadline = tokio::time::Instant::now() + OPEN_WAIT;
+    while tally.opened.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed) < count
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    let opened = tally.opened.load(Ordering::Relaxed);
     Opened {
         opened,
-        failed,
-        first_error,
+        failed: count - opened,
+        first_error: tally.first_error.lock().unwrap().clone(),
     }
 }
 
@@ -184,15 +212,15 @@ async fn open_all(target: &Target, args: &Args, tally: &Arc<Tally>) -> Opened {
 pub const MAX_TOPIC_EVENTS: u64 = 128;
 
 /// One stream's view: its heartbeat slot and which topic events it saw.
-struct StreamTally<'a> {
-    tally: &'a Tally,
+struct StreamTally {
+    tally: Arc<Tally>,
     slot: usize,
     sampled: bool,
     topic_seen: u128,
 }
 
-impl<'a> StreamTally<'a> {
-    fn new(tally: &'a Tally, slot: usize, sampled: bool) -> Self {
+impl StreamTally {
+    fn new(tally: Arc<Tally>, slot: usize, sampled: bool) -> Self {
         Self {
             tally,
             slot,
@@ -215,7 +243,7 @@ impl<'a> StreamTally<'a> {
 
     fn topic(&mut self, seq: u64, sent: u64) {
         let now = crate::now_micros();
-        let t = self.tally;
+        let t = &self.tally;
         let bit = 1u128.checked_shl(seq as u32).unwrap_or(0);
         if self.topic_seen & bit != 0 {
             t.topic_duplicates.fetch_add(1, Ordering::Relaxed);
@@ -235,6 +263,14 @@ impl<'a> StreamTally<'a> {
 }
 
 impl Tally {
+    fn failed(&self, error: anyhow::Error) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.first_error
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| format!("{error:#}"));
+    }
+
     fn unicast(&self, seq: u64, sent: u64) {
         let now = crate::now_micros();
         let mut unicast = self.unicast.lock().unwrap();
@@ -262,15 +298,20 @@ impl Tally {
         unicast.latency.reset();
     }
 
+    /// Streams with at least `beats` heartbeats since the mark.
+    fn beaten(&self, beats: u32) -> u64 {
+        self.heartbeats
+            .iter()
+            .filter(|h| h.load(Ordering::Relaxed) >= beats)
+            .count() as u64
+    }
+
     fn report(&self) -> Report {
         let unicast = self.unicast.lock().unwrap();
         Report {
             alive: self.opened.load(Ordering::Relaxed) - self.closed.load(Ordering::Relaxed),
-            two_heartbeats: self
-                .heartbeats
-                .iter()
-                .filter(|h| h.load(Ordering::Relaxed) >= 2)
-                .count() as u64,
+            one_heartbeat: self.beaten(1),
+            two_heartbeats: self.beaten(2),
             topic_deliveries: self.topic_deliveries.load(Ordering::Relaxed),
             topic_duplicates: self.topic_duplicates.load(Ordering::Relaxed),
             last_topic_us: self.last_topic_us.load(Ordering::Relaxed),

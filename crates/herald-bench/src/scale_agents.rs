@@ -27,6 +27,7 @@ pub struct Agents(Vec<Agent>);
 /// The agents' reports added up, histograms merged.
 pub struct Merged {
     pub alive: u64,
+    pub one_heartbeat: u64,
     pub two_heartbeats: u64,
     pub topic_deliveries: u64,
     pub topic_duplicates: u64,
@@ -57,6 +58,7 @@ impl Agents {
                 .args(["--count", &streams.to_string()])
                 .args(["--sources", &sources.join(",")])
                 .args(["--topics", &args.topics.to_string()])
+                .args(["--open-rate", &(args.open_rate / count as f64).to_string()])
                 // By environment, not argument: kept out of process lists.
                 .env("HERALD_JWT_SECRET", &target.secret)
                 .stdin(Stdio::piped())
@@ -88,6 +90,11 @@ impl Agents {
 
     pub fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// The agents' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.0.iter().filter_map(|a| a.child.id()).collect()
     }
 
     /// What every agent opened, added up.
@@ -172,6 +179,7 @@ impl Merged {
         let histogram = || Histogram::new_with_bounds(1, 600_000_000, 3);
         Ok(Self {
             alive: 0,
+            one_heartbeat: 0,
             two_heartbeats: 0,
             topic_deliveries: 0,
             topic_duplicates: 0,
@@ -185,6 +193,7 @@ impl Merged {
 
     fn add(&mut self, report: Report) -> anyhow::Result<()> {
         self.alive += report.alive;
+        self.one_heartbeat += report.one_heartbeat;
         self.two_heartbeats += report.two_heartbeats;
         self.topic_deliveries += report.topic_deliveries;
         self.topic_duplicates += report.topic_duplicates;
@@ -217,6 +226,24 @@ impl CpuGroups {
         }
         groups.push(("load".to_owned(), vec![std::process::id()]));
         Ok(Self(groups))
+    }
+
+    /// Resident memory (PSS) of each group other than the load
+    /// generators, in MiB, and of each NATS node on its own.
+    pub fn pss_mib(&self) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+        let mut all = serde_json::Map::new();
+        for (name, pids) in self.0.iter().filter(|(name, _)| name != "load") {
+            let total = crate::fanout::pss_kib(pids)? / 1024;
+            all.insert(name.clone(), total.into());
+            if name == "nats" {
+                let each: Vec<u64> = pids
+                    .iter()
+                    .map(|pid| crate::fanout::pss_kib(&[*pid]).map(|k| k / 1024))
+                    .collect::<anyhow::Result<_>>()?;
+                all.insert("nats_each".to_owned(), each.into());
+            }
+        }
+        Ok(all)
     }
 
     /// Clock ticks used so far, per group.
@@ -273,4 +300,31 @@ fn with_children(pid: u32) -> Vec<u32> {
         );
     }
     pids
+}
+
+/// The machine's memory as `/proc/meminfo` and `/proc/net/sockstat` tell
+/// it, in MiB: used (total less available), what the kernel's slabs hold
+/// (sockets among them), and TCP's buffer pages.
+pub fn meminfo() -> serde_json::Value {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let meminfo = read("/proc/meminfo");
+    let kib = |key: &str| -> u64 {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let sockstat = read("/proc/net/sockstat");
+    let tcp_pages: u64 = sockstat
+        .lines()
+        .find_map(|l| l.strip_prefix("TCP:"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "mem").nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    serde_json::json!({
+        "used_mib": (kib("MemTotal") - kib("MemAvailable")) / 1024,
+        "slab_mib": kib("Slab") / 1024,
+        "tcp_buffers_mib": tcp_pages * 4 / 1024,
+    })
 }

@@ -18,6 +18,10 @@ pub struct Args {
     /// Streams to open, one user each.
     #[arg(long, default_value_t = 100_000)]
     pub streams: usize,
+    /// Streams opened per second, all agents together (0: each agent as
+    /// fast as 256 connects at once go).
+    #[arg(long, default_value_t = 0.0)]
+    pub open_rate: f64,
     /// Topics that the odd streams follow besides their user.
     #[arg(long, default_value_t = 4)]
     pub topics: usize,
@@ -27,9 +31,13 @@ pub struct Args {
     pub sources: Vec<IpAddr>,
     #[arg(long, default_value_t = 2)]
     pub sources_per_agent: usize,
-    /// The edges' heartbeat interval; streams are held idle through two.
+    /// The edges' heartbeat interval.
     #[arg(long, default_value_t = 5)]
     pub heartbeat_secs: u64,
+    /// Heartbeat intervals the streams are held idle through (1 or 2):
+    /// every stream must get this many heartbeats.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=2))]
+    pub idle_heartbeats: u64,
     /// Events to each topic in the fan-out burst.
     #[arg(long, default_value_t = 25)]
     pub fanout_events: u64,
