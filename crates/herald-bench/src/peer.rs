@@ -75,14 +75,17 @@ impl Target {
 
     /// A publisher for this system.
     pub async fn publisher(&self) -> anyhow::Result<Publisher> {
+        // Every publish is bounded: a server that stops answering (Nchan
+        // out of shared memory did) fails its events, not the whole run.
+        let http = || reqwest::Client::builder().timeout(self.timeout).build();
         Ok(match self.peer {
             Kind::Herald => Publisher::Herald(self.herald_publisher().await?),
             Kind::Nchan => Publisher::Nchan {
-                http: reqwest::Client::new(),
+                http: http()?,
                 base: self.publish.trim_end_matches('/').to_owned(),
             },
             Kind::Pushpin => Publisher::Pushpin {
-                http: reqwest::Client::new(),
+                http: http()?,
                 url: format!("{}/publish/", self.publish.trim_end_matches('/')),
                 next_id: Arc::default(),
             },
@@ -130,6 +133,7 @@ impl Target {
     /// A gRPC client of herald-publish that sends `--api-token` on every call.
     pub async fn herald_publisher(&self) -> anyhow::Result<HeraldClient> {
         let channel = Channel::from_shared(self.publish.clone())?
+            .timeout(self.timeout) // each call, as every publish above
             .connect()
             .await
             .with_context(|| format!("herald-publish at {}", self.publish))?;
