@@ -28,7 +28,7 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let open_secs = started.elapsed().as_secs_f64();
     emit(&serde_json::json!({
         "phase": "open", "streams": args.streams, "opened": opened.opened,
-        "errors": opened.failed, "first_error": opened.first_error,
+        "errors": opened.failed, "retried": opened.retried, "first_error": opened.first_error,
         "edges": args.edges.len(), "agents": agents.len(), "secs": open_secs,
         "per_sec": opened.opened as f64 / open_secs,
         "cpu_percent": cpu.percent_since(&open_ticks, open_secs)?,

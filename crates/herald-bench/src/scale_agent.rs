@@ -49,6 +49,10 @@ pub fn topic_of(i: usize, topics: usize) -> Option<usize> {
 pub struct Opened {
     pub opened: u64,
     pub failed: u64,
+    /// Opens refused for now (503/429 with `retry-after`) and tried again
+    /// after the wait, as an EventSource would.
+    #[serde(default)]
+    pub retried: u64,
     pub first_error: Option<String>,
 }
 
@@ -80,6 +84,7 @@ struct Tally {
     closed: AtomicU64,
     /// Streams that did not open, and why the first did not.
     failed: AtomicU64,
+    retried: AtomicU64,
     first_error: Mutex<Option<String>>,
     topic_deliveries: AtomicU64,
     topic_duplicates: AtomicU64,
@@ -101,6 +106,7 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         opened: AtomicU64::new(0),
         closed: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        retried: AtomicU64::new(0),
         first_error: Mutex::new(None),
         topic_deliveries: AtomicU64::new(0),
         topic_duplicates: AtomicU64::new(0),
@@ -178,10 +184,9 @@ async fn open_all(target: &Target, args: &Args, tally: &Arc<Tally>) -> Opened {
             // Boxed: the opening's buffers go once it is done, and the
             // task that reads for the rest of the run stays small.
             let opened = match request {
-                Ok(request) => Box::pin(crate::scale_stream::open(edge, source, request)).await,
+                Ok(request) => Box::pin(open_retrying(edge, source, request, &tally, permit)).await,
                 Err(e) => Err(e),
             };
-            drop(permit);
             let (socket, pending) = match opened {
                 Ok(open) => open,
                 Err(e) => return tally.failed(e),
@@ -203,7 +208,42 @@ async fn open_all(target: &Target, args: &Args, tally: &Arc<Tally>) -> Opened {
     Opened {
         opened,
         failed: count - opened,
+        retried: tally.retried.load(Ordering::Relaxed),
         first_error: tally.first_error.lock().unwrap().clone(),
+    }
+}
+
+/// Tries a stream refused for now at most this many times in all.
+const OPEN_ATTEMPTS: u32 = 5;
+
+/// Opens a stream; one refused for now (see `scale_stream::Refused`) is
+/// tried again after the wait it was given, plus up to a second of
+/// jitter, as an EventSource would. `permit` (one of the agent's
+/// connects in flight) is given back after the first attempt.
+async fn open_retrying(
+    edge: std::net::SocketAddr,
+    source: std::net::IpAddr,
+    request: String,
+    tally: &Tally,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> anyhow::Result<(tokio::net::TcpStream, Vec<u8>)> {
+    let mut permit = Some(permit);
+    let mut attempt = 1;
+    loop {
+        let opened = crate::scale_stream::open(edge, source, request.clone()).await;
+        drop(permit.take());
+        match opened {
+            Err(e) if attempt < OPEN_ATTEMPTS => {
+                let Some(refused) = e.downcast_ref::<crate::scale_stream::Refused>() else {
+                    return Err(e);
+                };
+                tally.retried.fetch_add(1, Ordering::Relaxed);
+                let jitter = std::time::Duration::from_millis(fastrand::u64(0..1000));
+                tokio::time::sleep(refused.retry_after + jitter).await;
+                attempt += 1;
+            }
+            opened => return opened,
+        }
     }
 }
 

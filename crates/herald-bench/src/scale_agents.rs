@@ -71,6 +71,7 @@ impl Agents {
             let opened = Opened {
                 opened: 0,
                 failed: 0,
+                retried: 0,
                 first_error: None,
             };
             agents.push(Agent {
@@ -102,11 +103,13 @@ impl Agents {
         let mut all = Opened {
             opened: 0,
             failed: 0,
+            retried: 0,
             first_error: None,
         };
         for agent in &self.0 {
             all.opened += agent.opened.opened;
             all.failed += agent.opened.failed;
+            all.retried += agent.opened.retried;
             if all.first_error.is_none() {
                 all.first_error.clone_from(&agent.opened.first_error);
             }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// Longest wait for a response head.
 const HEAD_WAIT: Duration = Duration::from_secs(60);
@@ -36,8 +36,7 @@ pub async fn open(
     source: IpAddr,
     request: String,
 ) -> anyhow::Result<(TcpStream, Vec<u8>)> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
+    let socket = crate::stream::bound(source)?;
     let mut stream = socket
         .connect(edge)
         .await
@@ -63,10 +62,41 @@ pub async fn open(
     })
     .await
     .context("no response head within 60 s")??;
+    let head_text = String::from_utf8_lossy(&head[..end]);
+    if let Some(refused) = Refused::of(&head_text) {
+        return Err(refused.into());
+    }
     if !head.starts_with(b"HTTP/1.1 200") {
-        bail!("server answered {}", String::from_utf8_lossy(&head[..end]));
+        bail!("server answered {head_text}");
     }
     Ok((stream, head.split_off(end)))
+}
+
+/// A transient refusal (503 or 429 with `retry-after`): a client comes
+/// back after the wait, as an EventSource does.
+#[derive(Debug, thiserror::Error)]
+#[error("refused for now ({status}); retry after {retry_after:?}")]
+pub struct Refused {
+    pub status: u16,
+    pub retry_after: Duration,
+}
+
+impl Refused {
+    fn of(head: &str) -> Option<Self> {
+        let status: u16 = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+        if status != 503 && status != 429 {
+            return None;
+        }
+        let seconds = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("retry-after")
+                .then(|| value.trim().parse::<u64>().ok())?
+        })?;
+        Some(Self {
+            status,
+            retry_after: Duration::from_secs(seconds),
+        })
+    }
 }
 
 /// Calls `on_line` with every line of the stream (without its line break)
@@ -122,6 +152,24 @@ fn split(carry: &mut Vec<u8>, mut bytes: &[u8], on_line: &mut impl FnMut(&[u8]))
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transient_refusal_says_when_to_come_back() {
+        let head = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nRetry-After: 2\r\n\r\n";
+        let refused = Refused::of(head).unwrap();
+        assert_eq!(
+            (refused.status, refused.retry_after),
+            (503, Duration::from_secs(2))
+        );
+        assert!(Refused::of("HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\n\r\n").is_some());
+        assert!(
+            Refused::of("HTTP/1.1 503 Service Unavailable\r\n\r\n").is_none(),
+            "no wait given"
+        );
+        assert!(Refused::of("HTTP/1.1 401 Unauthorized\r\nretry-after: 2\r\n\r\n").is_none());
+        assert!(Refused::of("HTTP/1.1 200 OK\r\n\r\n").is_none());
+        assert!(Refused::of("garbage").is_none());
+    }
 
     fn lines(reads: &[&[u8]]) -> (Vec<String>, usize) {
         let (mut carry, mut seen) = (Vec::new(), Vec::new());

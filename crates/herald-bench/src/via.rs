@@ -45,7 +45,10 @@ impl Target {
             Via::Grpc => Sender::Peer(self.publisher().await?),
             Via::Batch => Sender::Batch(self.herald_publisher().await?),
             Via::Http => Sender::Http {
-                http: reqwest::Client::builder().http1_only().timeout(self.timeout).build()?,
+                http: reqwest::Client::builder()
+                    .http1_only()
+                    .timeout(self.timeout)
+                    .build()?,
                 url: format!("{}/v1/publish", self.publish.trim_end_matches('/')),
                 authorization: self.api_token.as_ref().map(|t| format!("Bearer {t}")),
             },
