@@ -36,6 +36,9 @@ pub struct Args {
     /// [`CONNECTING`] at once allow).
     #[arg(long, default_value_t = 0.0)]
     open_rate: f64,
+    /// Tries per stream (see `scale_args`).
+    #[arg(long, default_value_t = 1)]
+    open_attempts: u32,
 }
 
 /// The topic stream `i` follows besides its user: half the streams follow
@@ -177,6 +180,7 @@ async fn open_all(target: &Target, args: &Args, tally: &Arc<Tally>) -> Opened {
             break;
         };
         let (edge, source) = (target.edge, args.sources[k % args.sources.len()]);
+        let attempts = args.open_attempts.max(1);
         let tally = tally.clone();
         // Only odd streams follow a topic: sample among them.
         let sampled = (i / 2).is_multiple_of(args.sample_every.max(1));
@@ -184,7 +188,10 @@ async fn open_all(target: &Target, args: &Args, tally: &Arc<Tally>) -> Opened {
             // Boxed: the opening's buffers go once it is done, and the
             // task that reads for the rest of the run stays small.
             let opened = match request {
-                Ok(request) => Box::pin(open_retrying(edge, source, request, &tally, permit)).await,
+                Ok(request) => {
+                    let opening = open_retrying(edge, source, request, &tally, permit, attempts);
+                    Box::pin(opening).await
+                }
                 Err(e) => Err(e),
             };
             let (socket, pending) = match opened {
@@ -213,19 +220,17 @@ async fn open_all(target: &Target, args: &Args, tally: &Arc<Tally>) -> Opened {
     }
 }
 
-/// Tries a stream refused for now at most this many times in all.
-const OPEN_ATTEMPTS: u32 = 5;
-
-/// Opens a stream; one refused for now (see `scale_stream::Refused`) is
-/// tried again after the wait it was given, plus up to a second of
-/// jitter, as an EventSource would. `permit` (one of the agent's
-/// connects in flight) is given back after the first attempt.
+/// Opens a stream in at most `attempts` tries; one refused for now (see
+/// `scale_stream::Refused`) is tried again after the wait it was given,
+/// plus up to a second of jitter, as an EventSource would. `permit` (one
+/// of the agent's connects in flight) is given back after the first try.
 async fn open_retrying(
     edge: std::net::SocketAddr,
     source: std::net::IpAddr,
     request: String,
     tally: &Tally,
     permit: tokio::sync::OwnedSemaphorePermit,
+    attempts: u32,
 ) -> anyhow::Result<(tokio::net::TcpStream, Vec<u8>)> {
     let mut permit = Some(permit);
     let mut attempt = 1;
@@ -233,7 +238,7 @@ async fn open_retrying(
         let opened = crate::scale_stream::open(edge, source, request.clone()).await;
         drop(permit.take());
         match opened {
-            Err(e) if attempt < OPEN_ATTEMPTS => {
+            Err(e) if attempt < attempts => {
                 let Some(refused) = e.downcast_ref::<crate::scale_stream::Refused>() else {
                     return Err(e);
                 };

@@ -59,6 +59,7 @@ impl Agents {
                 .args(["--sources", &sources.join(",")])
                 .args(["--topics", &args.topics.to_string()])
                 .args(["--open-rate", &(args.open_rate / count as f64).to_string()])
+                .args(["--open-attempts", &args.open_attempts.to_string()])
                 // By environment, not argument: kept out of process lists.
                 .env("HERALD_JWT_SECRET", &target.secret)
                 .stdin(Stdio::piped())

@@ -22,6 +22,11 @@ pub struct Args {
     /// fast as 256 connects at once go).
     #[arg(long, default_value_t = 0.0)]
     pub open_rate: f64,
+    /// Tries per stream, the first included: a stream refused for now
+    /// (503 or 429 with `retry-after`) comes back after the wait, as an
+    /// EventSource does. 1: no retry.
+    #[arg(long, default_value_t = 1)]
+    pub open_attempts: u32,
     /// Topics that the odd streams follow besides their user.
     #[arg(long, default_value_t = 4)]
     pub topics: usize,
