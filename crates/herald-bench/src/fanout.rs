@@ -104,25 +104,16 @@ pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
         deliveries: AtomicU64::new(0),
         latency_us: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
     });
-    let pss_before = pss_kib(&args.pids)?;
-    let opened = Instant::now();
-    let streams = open_all(target, args, &tally).await?;
-    let open_secs = opened.elapsed().as_secs_f64();
-    eprintln!("opened {} streams in {open_secs:.1}s", args.connections);
-
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let pss_idle = pss_kib(&args.pids)?;
-    let cpu_before = cpu_ticks(&args.pids)?;
-    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let opening = open_all(target, args, &tally);
+    let (streams, cost) = hold_idle(&args.pids, args.connections, args.idle_secs, opening).await?;
     let idle = Idle {
         peer: target.peer,
         scenario: "idle",
         connections: args.connections,
         users: args.users(),
-        open_secs,
-        kib_per_idle_stream: pss_idle.saturating_sub(pss_before) as f64 / args.connections as f64,
-        // 100 clock ticks per second: ticks per second is percent of a core.
-        idle_cpu_percent: (cpu_ticks(&args.pids)? - cpu_before) as f64 / args.idle_secs as f64,
+        open_secs: cost.open_secs,
+        kib_per_idle_stream: cost.kib_per_stream,
+        idle_cpu_percent: cost.cpu_percent,
     };
     eprintln!(
         "{:.1} KiB per idle stream; idle CPU {:.2}%",
@@ -265,6 +256,41 @@ async fn publish_at(target: &Target, args: &Args, rate: u64, first: u64) -> anyh
     }
     publisher.flush().await?;
     Ok(sent)
+}
+
+/// What holding streams idle cost the servers.
+pub(crate) struct IdleCost {
+    pub open_secs: f64,
+    /// Growth of the servers' PSS, per stream.
+    pub kib_per_stream: f64,
+    /// CPU over the idle time, percent of a core.
+    pub cpu_percent: f64,
+}
+
+/// Opens `count` streams with `opening`, then measures `pids`' memory a
+/// second later and their CPU over `idle_secs` with every stream idle.
+pub(crate) async fn hold_idle<T>(
+    pids: &[u32],
+    count: usize,
+    idle_secs: u64,
+    opening: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(T, IdleCost)> {
+    let pss_before = pss_kib(pids)?;
+    let opened = Instant::now();
+    let streams = opening.await?;
+    let open_secs = opened.elapsed().as_secs_f64();
+    eprintln!("opened {count} streams in {open_secs:.1}s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pss_idle = pss_kib(pids)?;
+    let cpu_before = cpu_ticks(pids)?;
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let cost = IdleCost {
+        open_secs,
+        kib_per_stream: pss_idle.saturating_sub(pss_before) as f64 / count.max(1) as f64,
+        // 100 clock ticks per second: ticks per second is percent of a core.
+        cpu_percent: (cpu_ticks(pids)? - cpu_before) as f64 / idle_secs.max(1) as f64,
+    };
+    Ok((streams, cost))
 }
 
 /// Memory of all `pids`, in KiB: the proportional set size, so memory

@@ -7,7 +7,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rustls::pki_types::pem::PemObject;
@@ -17,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
 use crate::Target;
-use crate::fanout::{cpu_ticks, pss_kib};
+use crate::fanout::hold_idle;
 
 /// Streams opening at once.
 const CONNECTING: usize = 256;
@@ -69,24 +68,16 @@ struct Idle {
 pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let connector = connector(&args.ca, args.protocol)?;
     let name = ServerName::try_from(args.server_name.clone())?;
-    let pss_before = pss_kib(&args.pids)?;
-    let opened = Instant::now();
-    let streams = open_all(target, args, &connector, &name).await?;
-    let open_secs = opened.elapsed().as_secs_f64();
-    eprintln!("opened {} TLS streams in {open_secs:.1}s", args.connections);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let pss_idle = pss_kib(&args.pids)?;
-    let cpu_before = cpu_ticks(&args.pids)?;
-    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let opening = open_all(target, args, &connector, &name);
+    let (streams, cost) = hold_idle(&args.pids, args.connections, args.idle_secs, opening).await?;
     let idle = Idle {
         peer: target.peer,
         scenario: "idle-tls",
         protocol: args.protocol,
         connections: args.connections,
-        open_secs,
-        kib_per_idle_stream: pss_idle.saturating_sub(pss_before) as f64 / args.connections as f64,
-        // 100 clock ticks per second: ticks per second is percent of a core.
-        idle_cpu_percent: (cpu_ticks(&args.pids)? - cpu_before) as f64 / args.idle_secs as f64,
+        open_secs: cost.open_secs,
+        kib_per_idle_stream: cost.kib_per_stream,
+        idle_cpu_percent: cost.cpu_percent,
     };
     let ended = streams.iter().filter(|s| s.is_finished()).count();
     if ended > 0 {
