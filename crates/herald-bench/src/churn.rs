@@ -205,7 +205,7 @@ async fn open_batch(
         let user = format!("churn-{n}");
         let topic = (n % 2 == 1).then(|| TOPICS[n / 2 % TOPICS.len()]);
         let request = target.sse_request(&user, topic)?;
-        let source = std::net::IpAddr::from([127, 0, 0, 1 + (n % usize::from(args.sources)) as u8]);
+        let source = crate::stream::source(n, args.sources);
         let edge = target.edge;
         opening.push((
             user,

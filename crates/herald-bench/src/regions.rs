@@ -154,7 +154,7 @@ async fn open(
     deliveries: &Deliveries,
 ) -> anyhow::Result<Vec<u64>> {
     let connect = |i: usize| {
-        let source = std::net::IpAddr::from([127, 0, 0, 1 + (i % usize::from(args.sources)) as u8]);
+        let source = crate::stream::source(i, args.sources);
         let request = target.sse_request(&format!("{prefix}-{i}"), None);
         let deliveries = deliveries.clone();
         async move {

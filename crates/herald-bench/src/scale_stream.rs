@@ -13,8 +13,8 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use anyhow::Context;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Longest wait for a response head.
@@ -43,33 +43,14 @@ pub async fn open(
         .with_context(|| format!("connect from {source}"))?;
     stream.write_all(request.as_bytes()).await?;
     drop(request);
-    let mut head = Vec::with_capacity(512);
-    let end = tokio::time::timeout(HEAD_WAIT, async {
-        loop {
-            let mut chunk = [0u8; 512];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                bail!("server closed before answering");
-            }
-            head.extend_from_slice(&chunk[..n]);
-            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                return Ok(end + 4);
-            }
-            if head.len() > 16 * 1024 {
-                bail!("response head too long");
-            }
-        }
-    })
-    .await
-    .context("no response head within 60 s")??;
-    let head_text = String::from_utf8_lossy(&head[..end]);
-    if let Some(refused) = Refused::of(&head_text) {
+    let (head, pending) = tokio::time::timeout(HEAD_WAIT, crate::stream::read_head(&mut stream))
+        .await
+        .context("no response head within 60 s")??;
+    if let Some(refused) = Refused::of(&String::from_utf8_lossy(&head)) {
         return Err(refused.into());
     }
-    if !head.starts_with(b"HTTP/1.1 200") {
-        bail!("server answered {head_text}");
-    }
-    Ok((stream, head.split_off(end)))
+    crate::stream::answered_ok(&head)?;
+    Ok((stream, pending))
 }
 
 /// A transient refusal (503 or 429 with `retry-after`): a client comes

@@ -12,7 +12,6 @@ use anyhow::{Context, bail};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
 use crate::Target;
@@ -119,12 +118,12 @@ async fn open_all(
     args: &Args,
     connector: &TlsConnector,
     name: &ServerName<'static>,
-) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
+) -> anyhow::Result<crate::stream::Readers> {
     let connecting = Arc::new(tokio::sync::Semaphore::new(CONNECTING));
     let mut streams = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let permit = connecting.clone().acquire_owned().await?;
-        let source = IpAddr::from([127, 0, 0, 1 + (i % usize::from(args.sources.max(1))) as u8]);
+        let source = crate::stream::source(i, args.sources.max(1));
         let request = target.sse_request(&format!("bench-{i}"), Some("bench"))?;
         let (edge, connector, name, protocol) =
             (target.edge, connector.clone(), name.clone(), args.protocol);
@@ -135,15 +134,7 @@ async fn open_all(
         }));
     }
     let _all = connecting.acquire_many(CONNECTING as u32).await?;
-    let failed = streams.iter().filter(|s| s.is_finished()).count();
-    if let Some(first) = streams.iter().position(|s| s.is_finished()) {
-        let why = match streams.swap_remove(first).await {
-            Ok(Err(e)) => format!("{e:#}"),
-            other => format!("{other:?}"),
-        };
-        bail!("{failed} TLS streams failed to open; the first: {why}");
-    }
-    Ok(streams)
+    crate::stream::all_open(streams, "TLS streams").await
 }
 
 /// Connects, opens the stream and checks for a 200; the returned future
@@ -176,24 +167,8 @@ async fn http1(
     request: &str,
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
     tls.write_all(request.as_bytes()).await?;
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = tls.read(&mut chunk).await?;
-        if n == 0 {
-            bail!("server closed before answering");
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-        if head.len() > 16 * 1024 {
-            bail!("response head too long");
-        }
-    }
-    if !head.starts_with(b"HTTP/1.1 200") {
-        bail!("server answered {}", String::from_utf8_lossy(&head));
-    }
+    let (head, _) = crate::stream::read_head(&mut tls).await?;
+    crate::stream::answered_ok(&head)?;
     Ok(async move {
         let mut chunk = [0u8; 1024];
         while tls.read(&mut chunk).await? > 0 {}

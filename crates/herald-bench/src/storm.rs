@@ -14,7 +14,6 @@
 //! event lost, and the time until every stream is answered again (its
 //! response head), which all peers report too.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -257,7 +256,7 @@ async fn connect(
     let target = Arc::new(target.clone());
     let mut readers = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
-        let source = IpAddr::from([127, 0, 0, 1 + (i % usize::from(args.sources)) as u8]);
+        let source = crate::stream::source(i, args.sources);
         let (target, clients, retried) = (target.clone(), clients.clone(), retried.clone());
         let (per_user, missed) = (args.per_user, args.missed);
         // Taken here, not in the task: waiting for all permits below must

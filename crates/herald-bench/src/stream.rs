@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// An open SSE response: the connection, and body bytes that arrived
@@ -24,28 +24,45 @@ pub async fn open(edge: SocketAddr, source: IpAddr, request: &str) -> anyhow::Re
         .await
         .with_context(|| format!("connect from {source}"))?;
     stream.write_all(request.as_bytes()).await?;
-    let mut head = Vec::with_capacity(1024);
+    let (head, pending) = tokio::time::timeout(HEAD_WAIT, read_head(&mut stream))
+        .await
+        .context("no response head within 30 s")??;
+    answered_ok(&head)?;
+    Ok(Sse { stream, pending })
+}
+
+/// Longest wait for a response head (for [`open`]).
+const HEAD_WAIT: Duration = Duration::from_secs(30);
+
+/// Reads an HTTP/1.1 response head: its bytes up to and including the
+/// blank line, and the body bytes that came with it.
+pub async fn read_head(
+    stream: &mut (impl AsyncRead + Unpin),
+) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
-    let end = loop {
-        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await??;
+    loop {
+        let n = stream.read(&mut chunk).await?;
         if n == 0 {
             bail!("server closed before answering");
         }
         head.extend_from_slice(&chunk[..n]);
         if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
+            let body = head.split_off(end + 4);
+            return Ok((head, body));
         }
         if head.len() > 16 * 1024 {
             bail!("response head too long");
         }
-    };
-    if !head.starts_with(b"HTTP/1.1 200") {
-        bail!("server answered {}", String::from_utf8_lossy(&head[..end]));
     }
-    Ok(Sse {
-        stream,
-        pending: head.split_off(end),
-    })
+}
+
+/// Fails unless `head` (see [`read_head`]) is a 200's.
+pub fn answered_ok(head: &[u8]) -> anyhow::Result<()> {
+    if !head.starts_with(b"HTTP/1.1 200") {
+        bail!("server answered {}", String::from_utf8_lossy(head));
+    }
+    Ok(())
 }
 
 /// A socket bound to `source`, its port left for the kernel to pick at
@@ -149,7 +166,7 @@ where
         // Taken here, not in the task: holding every permit below must
         // mean every stream has connected, not that few tasks have started.
         let permit = connecting.clone().acquire_owned().await?;
-        let source = IpAddr::from([127, 0, 0, 1 + (i % usize::from(sources)) as u8]);
+        let source = source(i, sources);
         let request = request(i)?;
         let on_data = on_data(i);
         readers.push(tokio::spawn(async move {
@@ -160,10 +177,15 @@ where
         }));
     }
     let _all = connecting.acquire_many(limit as u32).await?;
+    all_open(readers, "streams").await
+}
+
+/// `readers` once every one has opened (none has ended yet); else how
+/// many ended, and why the first did (a stream may also have opened and
+/// ended already). `what` names them in the error.
+pub async fn all_open(readers: Readers, what: &str) -> anyhow::Result<Readers> {
     let failed = readers.iter().filter(|r| r.is_finished()).count();
     if failed > 0 {
-        // Say why, from the first that failed (a stream may also have
-        // opened and ended already).
         let first = readers.into_iter().find(|r| r.is_finished());
         let why = match first {
             Some(reader) => match reader.await {
@@ -173,9 +195,15 @@ where
             },
             None => String::new(),
         };
-        bail!("{failed} streams failed to open; the first: {why}");
+        bail!("{failed} {what} failed to open; the first: {why}");
     }
     Ok(readers)
+}
+
+/// The loopback source address of stream `i` spread over `sources`
+/// addresses: 127.0.0.1 up to 127.0.0.`sources`.
+pub fn source(i: usize, sources: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, 1 + (i % usize::from(sources)) as u8])
 }
 
 #[cfg(test)]
