@@ -21,9 +21,7 @@ source bench/processes.sh
 release_binaries herald-edge herald-publish herald-bench
 start_work
 
-"$nats_server" -a 127.0.0.1 -p $((PORT_BASE + 222)) -js -sd "$work/js" >"$work/nats.log" 2>&1 &
-pids+=($!)
-nats="nats://127.0.0.1:$((PORT_BASE + 222))"
+start_nats $((PORT_BASE + 222))
 export HERALD_JWT_SECRET="control-bench-secret-0123456789-0123" HERALD_API_TOKEN="control-bench-api-token-0123456789"
 sleep 0.5
 "$bin/herald-publish" --nats-url "$nats" --node-id control-publish \

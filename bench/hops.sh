@@ -27,9 +27,7 @@ release_binaries herald-edge herald-publish herald-bench
 start_work
 
 nats_port=$((PORT_BASE + 222)) publish_port=$((PORT_BASE + 51)) edge_port=$((PORT_BASE + 80))
-"$nats_server" -a 127.0.0.1 -p "$nats_port" -js -sd "$work/js" >"$work/nats.log" 2>&1 &
-pids+=($!)
-nats="nats://127.0.0.1:$nats_port"
+start_nats "$nats_port"
 export HERALD_JWT_SECRET="hops-bench-secret-0123456789-0123456" HERALD_API_TOKEN="hops-bench-api-token-0123456789"
 sleep 0.5
 env ${PUBLISH_ENV:-} "$bin/herald-publish" --nats-url "$nats" --node-id hops-publish --history-storage memory \

@@ -1,9 +1,12 @@
-# Sourced by bench/control.sh and bench/regions.sh: release binaries, a
+# Sourced by bench/control.sh, hops.sh, regions.sh and tls.sh: release binaries, a
 # work directory, and the processes a run starts, all stopped on exit.
 #
 #   release_binaries PACKAGE...   builds them unless SKIP_BUILD=1; sets $bin
 #   start_work                    sets $work and the exit trap; add pids to $pids
 #   wait_ok URL [SECONDS]         until URL answers 2xx (default 60 s)
+#   start_nats PORT               NATS with JetStream on 127.0.0.1:PORT (the
+#                                 binary in $nats_server), its store in
+#                                 $work; sets $nats to its URL
 #
 # KEEP_WORK=1 keeps the work directory (logs, NATS stores) after the run.
 
@@ -39,4 +42,10 @@ wait_ok() {
   done
   echo "error: $1 is not ready" >&2
   exit 1
+}
+
+start_nats() {
+  "$nats_server" -a 127.0.0.1 -p "$1" -js -sd "$work/js" >"$work/nats.log" 2>&1 &
+  pids+=($!)
+  nats="nats://127.0.0.1:$1"
 }

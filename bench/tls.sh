@@ -35,9 +35,8 @@ printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$work/leaf.
 openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
   -days 2 -extfile "$work/leaf.ext" -out "$work/tls.crt" 2>/dev/null
 nats_port=$((PORT_BASE + 222)) edge_port=$((PORT_BASE + 443)) nginx_port=$((PORT_BASE + 444))
-"$nats_server" -a 127.0.0.1 -p "$nats_port" -js -sd "$work/js" >"$work/nats.log" 2>&1 &
-pids+=($!)
-export HERALD_NATS_URL="nats://127.0.0.1:$nats_port"
+start_nats "$nats_port"
+export HERALD_NATS_URL="$nats"
 export HERALD_JWT_SECRET="tls-bench-secret-0123456789-0123456789" HERALD_API_TOKEN="tls-bench-api-token-0123456789"
 sleep 0.5
 "$bin/herald-publish" --node-id tls-publish --history-storage memory \
