@@ -333,9 +333,7 @@ impl NatsCluster {
     /// Starts `size` routed nodes (`n1`, `n2`, …) and waits for the full
     /// mesh and for JetStream to place replicated streams.
     pub async fn start(size: usize) -> Self {
-        let cluster = Self::start_fresh(size).await;
-        cluster.wait_for_jetstream().await;
-        cluster
+        Self::start_with(size, "").await
     }
 
     /// Starts `size` routed nodes and waits for the mesh only: JetStream
@@ -347,10 +345,28 @@ impl NatsCluster {
 
     /// [`NatsCluster::start`] with `extra` configuration on every node
     /// (e.g. `lame_duck_grace_period`).
+    ///
+    /// nats-server 2.10 can form its JetStream meta group without one of
+    /// the nodes (seen once in CI: a group of two that never took in the
+    /// third within 120 s), and no test here is about that, so a cluster
+    /// that cannot place a stream on every node within 45 s is reported
+    /// and replaced by a fresh one, once (the test's time limit is 180 s).
     pub async fn start_with(size: usize, extra: &str) -> Self {
-        let cluster = Self::start_fresh_with(size, extra).await;
-        cluster.wait_for_jetstream().await;
-        cluster
+        const ATTEMPTS: usize = 2;
+        for attempt in 1.. {
+            let cluster = Self::start_fresh_with(size, extra).await;
+            match cluster
+                .try_wait_for_jetstream(Duration::from_secs(45))
+                .await
+            {
+                Ok(()) => return cluster,
+                Err(why) if attempt < ATTEMPTS => {
+                    eprintln!("a fresh cluster replaces one that did not form: {why}");
+                }
+                Err(why) => panic!("{ATTEMPTS} clusters did not form; the last: {why}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     async fn start_fresh_with(size: usize, extra: &str) -> Self {
@@ -390,6 +406,15 @@ impl NatsCluster {
     /// stream is the one reliable sign: the leader's per-peer `current`
     /// flag can stay false in an idle meta group.
     pub async fn wait_for_jetstream(&self) {
+        if let Err(why) = self.try_wait_for_jetstream(Duration::from_secs(120)).await {
+            panic!("{why}");
+        }
+    }
+
+    /// [`NatsCluster::wait_for_jetstream`] within `limit`; otherwise what
+    /// JetStream answered last, what each node thought of its meta group,
+    /// and the end of each node's log, for the next one to find out why.
+    async fn try_wait_for_jetstream(&self, limit: Duration) -> Result<(), String> {
         self.wait_for_meta_leader().await;
         let client = async_nats::connect(self.nodes[0].client_url())
             .await
@@ -402,31 +427,43 @@ impl NatsCluster {
             ..Default::default()
         };
         // Slow under load (three nodes electing on two busy cores): the
-        // wait costs only what it needs. Should it fail, it says what
-        // JetStream answered last and what each node thought of its meta
-        // group, for the next one to find out why.
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        // wait costs only what it needs.
+        let deadline = Instant::now() + limit;
         loop {
             let last = match js.create_stream(probe.clone()).await {
                 Ok(_) => break,
                 Err(e) => e.to_string(),
             };
-            if std::time::Instant::now() > deadline {
-                let mut nodes = Vec::new();
-                for node in &self.nodes {
-                    let jsz = node.monitor("/jsz").await;
-                    nodes.push(format!("{}: {}", node.name, jsz["meta_cluster"]));
-                }
-                panic!(
-                    "no stream placed on every node within 120 s; JetStream said: {last}; meta groups: {}",
-                    nodes.join("; ")
-                );
+            if Instant::now() > deadline {
+                return Err(self.formation_report(limit, &last).await);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         js.delete_stream(&probe.name)
             .await
             .expect("delete the probe");
+        Ok(())
+    }
+
+    async fn formation_report(&self, limit: Duration, last: &str) -> String {
+        let mut groups = Vec::new();
+        let mut logs = String::new();
+        for node in &self.nodes {
+            let jsz = node.monitor("/jsz").await;
+            groups.push(format!("{}: {}", node.name, jsz["meta_cluster"]));
+            let log = node.log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            logs += &format!("\n--- {} log, last lines:\n", node.name);
+            for line in tail.into_iter().rev() {
+                logs += line;
+                logs.push('\n');
+            }
+        }
+        format!(
+            "no stream placed on every node within {} s; JetStream said: {last}; meta groups: {}{logs}",
+            limit.as_secs(),
+            groups.join("; ")
+        )
     }
 
     /// Waits until every node knows the JetStream meta leader. A meta
