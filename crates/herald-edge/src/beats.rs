@@ -9,6 +9,9 @@
 //! socket has taken nothing for `--write-timeout` is closed (see
 //! [`crate::line`]), and so is a connection served by hyper (HTTP/2,
 //! TLS), whose streams write their own heartbeats (see [`crate::watch`]).
+//! And it ends plain streams when their tokens expire: a stream whose
+//! token expires before its next visit is watched every step from then
+//! on, and closed at the first step at or past its `exp`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -17,6 +20,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::line::Line;
+use crate::metrics::CloseReason;
 use crate::watch::Watch;
 
 /// The heartbeat task wakes at most this often.
@@ -42,6 +46,8 @@ pub struct Beats {
     lines: Slots<Line>,
     /// Connections served by hyper: write timeout only.
     watches: Slots<Watch>,
+    /// Plain streams whose tokens expire before their next visit.
+    expiring: Mutex<Vec<Weak<Line>>>,
 }
 
 impl Beats {
@@ -55,13 +61,46 @@ impl Beats {
             write_timeout,
             lines: Slots::new(slots),
             watches: Slots::new(slots),
+            expiring: Mutex::default(),
         }
     }
 
-    /// Writes `line`'s heartbeats and times its socket until it is
-    /// dropped; the first heartbeat within one interval.
+    /// Writes `line`'s heartbeats, times its socket and ends it at its
+    /// token's expiry until it is dropped; the first heartbeat within one
+    /// interval.
     pub fn add(&self, line: &Arc<Line>) {
         self.lines.add(line);
+        self.note_expiry(line, crate::revocations::unix_now());
+    }
+
+    /// Drops every plain stream's connection now: what a shutdown does
+    /// to those still open once their grace is over.
+    pub fn cut_all(&self) {
+        self.lines.each(|line| line.signal().cut());
+    }
+
+    /// Watches `line` every step if its token expires before its next
+    /// visit (one interval from now, give or take a step).
+    fn note_expiry(&self, line: &Arc<Line>, now: u64) {
+        let interval = self.step.as_secs_f64() * self.lines.len() as f64;
+        let before_next_visit = now + interval.ceil() as u64 + 1;
+        if line.exp() <= before_next_visit && line.watch_expiry() {
+            self.expiring.lock().unwrap().push(Arc::downgrade(line));
+        }
+    }
+
+    /// Closes the watched streams whose tokens have expired.
+    fn expire(&self, now: u64) {
+        self.expiring.lock().unwrap().retain(|line| {
+            let Some(line) = line.upgrade() else {
+                return false;
+            };
+            let expired = line.exp() <= now;
+            if expired {
+                line.signal().close(CloseReason::TokenExpired);
+            }
+            !expired
+        });
     }
 
     /// Times the writes of a connection served by hyper until it is dropped.
@@ -83,10 +122,17 @@ impl Beats {
     }
 
     /// Writes the heartbeats of one slot's plain streams and checks the
-    /// write timeout of its streams and connections.
+    /// write timeout of its streams and connections, and the expiry of
+    /// the streams watched closely.
     async fn walk(&self, slot: usize) {
         let timeout = self.write_timeout;
-        self.lines.walk(slot, |line| line.beat(timeout)).await;
+        let now = crate::revocations::unix_now();
+        self.expire(now);
+        let visit = |line: &Arc<Line>| {
+            line.beat(timeout);
+            self.note_expiry(line, now);
+        };
+        self.lines.walk(slot, visit).await;
         self.watches.walk(slot, |watch| watch.check(timeout)).await;
     }
 
@@ -125,7 +171,7 @@ impl<T> Slots<T> {
     /// Visits one slot's items and forgets the gone, letting other tasks
     /// run between batches: a slot of many thousand streams takes
     /// milliseconds, which events should not wait for.
-    async fn walk(&self, slot: usize, visit: impl Fn(&T)) {
+    async fn walk(&self, slot: usize, visit: impl Fn(&Arc<T>)) {
         const BATCH: usize = 256;
         let items = std::mem::take(&mut *self.slots[slot].lock().unwrap());
         let mut kept = Vec::with_capacity(items.len());
@@ -144,6 +190,16 @@ impl<T> Slots<T> {
             *items = kept;
         } else {
             items.append(&mut kept);
+        }
+    }
+
+    /// Visits every item, now.
+    fn each(&self, visit: impl Fn(&T)) {
+        for slot in &self.slots {
+            let items = slot.lock().unwrap().clone();
+            for item in items.iter().filter_map(Weak::upgrade) {
+                visit(&item);
+            }
         }
     }
 
@@ -166,15 +222,14 @@ mod tests {
     use tokio::net::TcpStream;
 
     use super::*;
-    use crate::line::tests::{closed_for, fill, owe_beat, pair as line_pair};
-    use crate::metrics::CloseReason;
+    use crate::line::tests::{closed_for, fill, is_cut, owe_beat, pair as line_pair, pair_until};
 
     const BEAT: &[u8] = b"d\r\n: heartbeat\n\n\r\n";
     const TIMEOUT: Duration = Duration::from_secs(30);
 
     /// A line on one end of a loopback connection, and the other end.
     async fn pair() -> (Arc<Line>, TcpStream) {
-        let (line, client, _) = line_pair().await;
+        let (line, client) = line_pair().await;
         (Arc::new(line), client)
     }
 
@@ -270,7 +325,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_line_stalled_for_the_write_timeout_is_closed_at_its_step() {
         let beats = Beats::new(Duration::from_secs(10), TIMEOUT);
-        let (line, _client, transport) = line_pair().await;
+        let (line, _client) = line_pair().await;
         let line = Arc::new(line);
         beats.add(&line);
         fill(&line);
@@ -278,11 +333,11 @@ mod tests {
         for _ in 0..2 {
             tokio::time::advance(Duration::from_secs(10)).await;
             beats.walk(0).await;
-            assert!(!transport.is_cancelled(), "within the timeout");
+            assert!(!is_cut(&line), "within the timeout");
         }
         tokio::time::advance(Duration::from_secs(10)).await;
         beats.walk(0).await;
-        assert!(transport.is_cancelled(), "closed after the write timeout");
+        assert!(is_cut(&line), "closed after the write timeout");
         assert_eq!(closed_for(&line), Some(CloseReason::WriteTimeout));
     }
 
@@ -307,5 +362,53 @@ mod tests {
             beats.walk(slot).await;
         }
         assert_eq!(beats.held(), 1);
+    }
+
+    /// A stream ends at the first step at or past its token's `exp`,
+    /// whether that comes before its first visit or long after it, and
+    /// not before.
+    #[tokio::test]
+    async fn a_line_ends_at_the_first_step_past_its_tokens_expiry() {
+        let beats = Beats::new(Duration::from_secs(15), TIMEOUT);
+        let now = crate::revocations::unix_now();
+        let mut lines = Vec::new();
+        for exp in [now - 1, now + 1, now + 40, u64::MAX] {
+            let (line, client) = pair_until(exp).await;
+            let line = Arc::new(line);
+            beats.add(&line);
+            lines.push((line, client));
+        }
+        assert_eq!(
+            beats.expiring.lock().unwrap().len(),
+            2,
+            "two watched closely"
+        );
+        beats.expire(now);
+        assert_eq!(closed_for(&lines[0].0), Some(CloseReason::TokenExpired));
+        assert_eq!(closed_for(&lines[1].0), None, "not before its exp");
+        beats.expire(now + 1);
+        assert_eq!(closed_for(&lines[1].0), Some(CloseReason::TokenExpired));
+        assert!(
+            beats.expiring.lock().unwrap().is_empty(),
+            "closed ones are forgotten"
+        );
+        for (line, _) in &lines[2..] {
+            assert_eq!(closed_for(line), None);
+        }
+        // A visit within an interval of its expiry watches it closely.
+        let visited = &lines[2].0;
+        beats.note_expiry(visited, visited.exp() - 10);
+        beats.expire(visited.exp());
+        assert_eq!(closed_for(visited), Some(CloseReason::TokenExpired));
+        assert!(!is_cut(visited), "an expired stream sends its last frame");
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_cuts_every_line() {
+        let beats = Beats::new(Duration::from_secs(3), TIMEOUT);
+        let (line, _client) = pair().await;
+        beats.add(&line);
+        beats.cut_all();
+        assert!(is_cut(&line));
     }
 }

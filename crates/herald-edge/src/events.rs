@@ -4,15 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures::StreamExt;
 use herald_domain::claims::Claims;
 use herald_domain::cursor::{self, Cursor};
 use herald_domain::region::{self, Region};
 use herald_domain::request::{self, Target};
 use herald_domain::subject::{Topic, UserId};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::AdmitError;
@@ -27,7 +24,7 @@ use crate::metrics::{CloseReason, RejectReason, ResumeSource};
 use crate::replay::{self, Replay, ResumeError, Wanted};
 use crate::session::{Guard, Session};
 use crate::sharing::{self, Lookup};
-use crate::signal::{Ending, Signal};
+use crate::signal::Signal;
 use crate::sse;
 use crate::starts;
 use crate::state::State;
@@ -273,10 +270,6 @@ async fn open<B>(
     // The id a client that goes away before any event resumes from.
     let id = (!cursor.is_empty()).then(|| cursor.encode());
     let in_body = matches!(heartbeats, Heartbeats::InBody { .. });
-    let ending = Ending {
-        signal: signal.clone(),
-        exp: claims.exp,
-    };
     let session = Session {
         queue: inbox,
         replay,
@@ -284,33 +277,23 @@ async fn open<B>(
         behind,
         signal,
         heartbeat: in_body.then_some(state.config.heartbeat),
-        expires: expiry_instant(claims.exp),
+        // Capped so that a token claiming to live forever cannot overflow the clock.
+        exp: claims
+            .exp
+            .min(crate::revocations::unix_now() + MAX_STREAM_SECS),
         retry: state.config.retry,
         guard,
     };
     let retry = state.config.retry.as_millis() as u64;
     let opening = sse::opening(retry, &state.config.node_id, id.as_deref());
-    let body = session.into_stream(opening).map(|b| Ok(Frame::data(b)));
-    tracing::debug!(user = user.as_str(), topics = topics.len(), "stream opened");
-    Ok(watched(
-        BodyExt::boxed(StreamBody::new(body)),
-        ending,
-        heartbeats,
-    ))
-}
-
-/// The stream's response, with what times its writes: a stream served by
-/// hyper is counted in its connection's watch; a plain stream's writer
-/// (see `plain`) finds here how the stream ends.
-fn watched(body: Body, ending: Ending, heartbeats: Heartbeats) -> Response<Body> {
-    let mut response = sse::response(body);
-    match heartbeats {
-        Heartbeats::InBody { watch } => watch.add(&ending.signal),
-        Heartbeats::ByNode => {
-            response.extensions_mut().insert(ending);
-        }
+    let frames = session.into_frames(opening);
+    if let Heartbeats::InBody { watch } = heartbeats {
+        // A stream served by hyper is counted in its connection's watch;
+        // a plain stream's writer takes its frames out of the body.
+        watch.add(frames.signal());
     }
-    response
+    tracing::debug!(user = user.as_str(), topics = topics.len(), "stream opened");
+    Ok(sse::response(Body::Stream(frames)))
 }
 
 /// A subscription NATS did not make: 503, or a stream that ends at once
@@ -557,15 +540,4 @@ fn distinct_keys(user: &UserId, topics: &[Topic], regions: &[Region]) -> Result<
             name(b)
         ),
     ))
-}
-
-/// Converts a JWT `exp` (seconds since the epoch) to a tokio instant.
-pub(crate) fn expiry_instant(exp: u64) -> tokio::time::Instant {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    // Capped so that a token claiming to live forever cannot overflow the clock.
-    let secs = exp.saturating_sub(now).min(MAX_STREAM_SECS);
-    tokio::time::Instant::now() + std::time::Duration::from_secs(secs)
 }

@@ -8,13 +8,14 @@
 //! Both note when the socket stopped taking bytes, and the heartbeat task,
 //! which visits every stream each interval, closes the stream once its
 //! socket has taken nothing for the write timeout
-//! ([`CloseReason::WriteTimeout`], which drops the connection and so a
-//! write blocked on it): an idle stream costs no timer, and the stream's
-//! future holds none.
+//! ([`CloseReason::WriteTimeout`], which cuts the connection and so a
+//! write blocked on it), and once its token expires: an idle stream
+//! costs no timer, and the stream's task holds none.
 
 use std::io::{self, ErrorKind, IoSlice};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Buf;
@@ -32,8 +33,13 @@ const MAX_SENT_AFTER_HEAD: u16 = 1024;
 
 pub struct Line {
     socket: TcpStream,
-    /// Closes the stream when its socket takes nothing for too long.
+    /// Closes the stream when its socket takes nothing for too long, or
+    /// its token expires.
     signal: Arc<Signal>,
+    /// The stream's token's `exp`, in seconds since the Unix epoch.
+    exp: u64,
+    /// The heartbeat task watches this stream's expiry closely.
+    expiring: AtomicBool,
     /// Eight bytes: every open stream has one.
     state: Mutex<State>,
 }
@@ -64,12 +70,25 @@ enum Writer {
 }
 
 impl Line {
-    pub fn new(socket: TcpStream, signal: Arc<Signal>) -> Self {
+    pub fn new(socket: TcpStream, signal: Arc<Signal>, exp: u64) -> Self {
         Self {
             socket,
             signal,
+            exp,
+            expiring: AtomicBool::new(false),
             state: Mutex::default(),
         }
+    }
+
+    /// The stream's token's `exp`, in seconds since the Unix epoch.
+    pub fn exp(&self) -> u64 {
+        self.exp
+    }
+
+    /// Notes that the heartbeat task watches this stream's expiry closely;
+    /// whether it did not already.
+    pub fn watch_expiry(&self) -> bool {
+        !self.expiring.swap(true, Ordering::Relaxed)
     }
 
     pub fn socket(&self) -> &TcpStream {
@@ -110,33 +129,26 @@ impl Line {
         }
     }
 
-    /// Writes all of `buf` (one frame), after the rest of a heartbeat the
-    /// socket took only part of.
-    pub fn write_all(&self, buf: impl Buf) -> impl Future<Output = io::Result<()>> {
-        // Not an `async fn` around `write`: it would hold `buf` twice.
-        self.write(buf, Writer::Stream)
+    /// Starts a frame: the stream writes it, the heartbeat task waits
+    /// until it is out; after the `last` one, nothing is written.
+    pub fn begin(&self, last: bool) {
+        self.state.lock().unwrap().writer = match last {
+            true => Writer::Done,
+            false => Writer::Stream,
+        };
     }
 
-    /// Writes `buf`, the last chunk: nothing follows it on the socket.
-    pub fn write_last(&self, buf: impl Buf) -> impl Future<Output = io::Result<()>> {
-        self.write(buf, Writer::Done)
-    }
-
-    async fn write(&self, mut buf: impl Buf, writer: Writer) -> io::Result<()> {
-        self.state.lock().unwrap().writer = writer;
-        // Polled by hand: a `writable()` future would sit in every
-        // stream's connection future, idle or not.
-        std::future::poll_fn(|cx| {
-            loop {
-                match self.try_write(&mut buf) {
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::task::ready!(self.socket.poll_write_ready(cx))?;
-                    }
-                    done => return Poll::Ready(done),
+    /// Writes all of `buf`, the frame begun (after the rest of a heartbeat
+    /// the socket took only part of); wakes `cx` when there is room.
+    pub fn poll_write(&self, cx: &mut Context<'_>, buf: &mut impl Buf) -> Poll<io::Result<()>> {
+        loop {
+            match self.try_write(buf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    ready!(self.socket.poll_write_ready(cx))?;
                 }
+                done => return Poll::Ready(done),
             }
-        })
-        .await
+        }
     }
 
     /// Writes what the socket takes now: all of `buf`, or `WouldBlock`.
@@ -187,9 +199,9 @@ impl Line {
         }
     }
 
-    /// Returns when the client closes its side, the socket fails, or the
+    /// Ready when the client closes its side, the socket fails, or the
     /// client has sent more than [`MAX_SENT_AFTER_HEAD`] bytes since its
-    /// request head. Whatever it sends is dropped.
+    /// request head; wakes `cx` when it sends. Whatever it sends is dropped.
     ///
     /// An EventSource sends nothing more, but a stray CRLF or a request
     /// pipelined behind the stream's (never answered: `connection:
@@ -198,14 +210,14 @@ impl Line {
     /// writes without end. Not reading instead would leave the kernel
     /// holding up to a receive buffer of unread bytes per socket, and
     /// hide the client's close.
-    pub async fn client_gone(&self) {
+    pub fn poll_client_gone(&self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            if self.socket.readable().await.is_err() {
-                return;
+            if ready!(self.socket.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(());
             }
             let mut scrap = [0u8; 64];
             match self.socket.try_read(&mut scrap) {
-                Ok(0) => return,
+                Ok(0) => return Poll::Ready(()),
                 Ok(n) => {
                     let mut state = self.state.lock().unwrap();
                     let sent = state.sent_after_head.saturating_add(n as u16);
@@ -215,11 +227,11 @@ impl Line {
                             bytes = sent,
                             "client sent too much after its request head"
                         );
-                        return;
+                        return Poll::Ready(());
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(_) => return,
+                Err(_) => return Poll::Ready(()),
             }
         }
     }
@@ -229,22 +241,46 @@ impl Line {
 pub(crate) mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
-    use tokio_util::sync::CancellationToken;
 
     use super::*;
 
     const TIMEOUT: Duration = Duration::from_secs(30);
 
-    /// A line on one end of a loopback connection, the other end, and the
-    /// connection's transport token.
-    pub(crate) async fn pair() -> (Line, TcpStream, CancellationToken) {
+    /// A line on one end of a loopback connection (a token that never
+    /// expires), and the other end.
+    pub(crate) async fn pair() -> (Line, TcpStream) {
+        pair_until(u64::MAX).await
+    }
+
+    /// [`pair`] with a token that expires at `exp`.
+    pub(crate) async fn pair_until(exp: u64) -> (Line, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
-        let transport = CancellationToken::new();
-        let signal = Signal::new(Some(transport.clone()), 0);
-        let line = Line::new(accepted.unwrap().0, signal);
-        (line, client.unwrap(), transport)
+        let line = Line::new(accepted.unwrap().0, Signal::new(None, 0), exp);
+        (line, client.unwrap())
+    }
+
+    /// Whether the line's connection is to be dropped now.
+    pub(crate) fn is_cut(line: &Line) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        line.signal.poll_cut(&mut cx).is_ready()
+    }
+
+    impl Line {
+        pub(crate) async fn write_all(&self, mut buf: impl Buf) -> io::Result<()> {
+            self.begin(false);
+            std::future::poll_fn(|cx| self.poll_write(cx, &mut buf)).await
+        }
+
+        pub(crate) async fn write_last(&self, mut buf: impl Buf) -> io::Result<()> {
+            self.begin(true);
+            std::future::poll_fn(|cx| self.poll_write(cx, &mut buf)).await
+        }
+
+        async fn client_gone(&self) {
+            std::future::poll_fn(|cx| self.poll_client_gone(cx)).await
+        }
     }
 
     /// Fills the socket behind the line's back, as a client that stopped
@@ -277,7 +313,7 @@ pub(crate) mod tests {
     /// and the heartbeat after it.
     #[tokio::test]
     async fn a_heartbeat_never_splits_a_frame_that_waits_for_room() {
-        let (line, mut client, _) = pair().await;
+        let (line, mut client) = pair().await;
         let frame = vec![b'x'; 64 << 20];
         let mut rest = &frame[..];
         let full = line.try_write(&mut rest).unwrap_err();
@@ -311,7 +347,7 @@ pub(crate) mod tests {
     /// socket has taken nothing for the timeout. The connection goes too.
     #[tokio::test(start_paused = true)]
     async fn a_socket_that_takes_nothing_is_closed_after_the_timeout() {
-        let (line, _client, transport) = pair().await;
+        let (line, _client) = pair().await;
         fill(&line);
         line.beat(TIMEOUT);
         assert!(line.state.lock().unwrap().stalled.is_some());
@@ -326,7 +362,7 @@ pub(crate) mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         line.beat(TIMEOUT);
         assert_eq!(closed_for(&line), Some(CloseReason::WriteTimeout));
-        assert!(transport.is_cancelled(), "the connection is dropped");
+        assert!(is_cut(&line), "the connection is dropped");
     }
 
     /// A frame blocked on a full socket: the stall counts from when the
@@ -335,7 +371,7 @@ pub(crate) mod tests {
     /// blocked write) is dropped.
     #[tokio::test(start_paused = true)]
     async fn a_blocked_write_is_cut_once_the_socket_took_nothing_for_the_timeout() {
-        let (line, _client, transport) = pair().await;
+        let (line, _client) = pair().await;
         fill(&line);
         line.beat(TIMEOUT);
         tokio::time::advance(TIMEOUT / 2).await;
@@ -344,7 +380,7 @@ pub(crate) mod tests {
         let cut = async {
             tokio::time::advance(TIMEOUT / 2).await;
             line.beat(TIMEOUT);
-            transport.cancelled().await;
+            std::future::poll_fn(|cx| line.signal.poll_cut(cx)).await;
         };
         tokio::select! {
             _ = writing => panic!("the socket took a frame"),
@@ -356,7 +392,7 @@ pub(crate) mod tests {
     /// Bytes going out restart the count: a slow reader is not a stalled one.
     #[tokio::test]
     async fn a_socket_that_takes_bytes_is_not_stalled() {
-        let (line, mut client, _) = pair().await;
+        let (line, mut client) = pair().await;
         fill(&line);
         line.beat(TIMEOUT);
         assert!(line.state.lock().unwrap().stalled.is_some());
@@ -378,7 +414,7 @@ pub(crate) mod tests {
     /// writes nothing after it.
     #[tokio::test]
     async fn nothing_follows_the_last_chunk() {
-        let (line, mut client, _) = pair().await;
+        let (line, mut client) = pair().await;
         line.write_all(&b"HTTP/1.1 200 OK\r\n\r\n"[..])
             .await
             .unwrap();
@@ -394,7 +430,7 @@ pub(crate) mod tests {
     /// it, the stream ends as if the client had gone.
     #[tokio::test]
     async fn a_client_that_keeps_sending_is_cut_off() {
-        let (line, mut client, _) = pair().await;
+        let (line, mut client) = pair().await;
         client.write_all(b"\r\n").await.unwrap();
         let gone = tokio::time::timeout(Duration::from_millis(200), line.client_gone()).await;
         assert!(gone.is_err(), "a stray CRLF is no reason to close");
@@ -430,5 +466,7 @@ pub(crate) mod tests {
     fn a_lines_state_is_eight_bytes() {
         assert_eq!(std::mem::size_of::<Mutex<State>>(), 16);
         assert_eq!(std::mem::size_of::<State>(), 8);
+        println!("line {} bytes", std::mem::size_of::<Line>());
+        assert!(std::mem::size_of::<Line>() <= 80);
     }
 }

@@ -9,8 +9,9 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 
 /// A drained buffer larger than this is freed rather than kept: the
 /// memory of a burst comes back, while a stream that gets an event now
@@ -28,9 +29,9 @@ pub enum TrySendError {
 
 struct Shared<T> {
     state: Mutex<State<T>>,
-    /// Wakes the consumer; a notification sent while it is not waiting
-    /// is kept for its next wait.
-    ready: Notify,
+    /// Wakes the consumer, which registers before it looks at `state`:
+    /// nothing queued in between is missed.
+    ready: AtomicWaker,
 }
 
 struct State<T> {
@@ -55,7 +56,7 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             senders: 1,
             receiving: true,
         }),
-        ready: Notify::new(),
+        ready: AtomicWaker::new(),
     });
     (Sender(shared.clone()), Receiver(shared))
 }
@@ -72,7 +73,7 @@ impl<T> Sender<T> {
         }
         state.items.push_back(item);
         drop(state);
-        self.0.ready.notify_one();
+        self.0.ready.wake();
         Ok(())
     }
 }
@@ -97,21 +98,25 @@ impl<T> Drop for Sender<T> {
         state.senders -= 1;
         if state.senders == 0 {
             drop(state);
-            self.0.ready.notify_one();
+            self.0.ready.wake();
         }
     }
 }
 
 impl<T> Receiver<T> {
     /// The next item; `None` once every sender is gone and all is taken.
-    pub async fn recv(&mut self) -> Option<T> {
-        loop {
-            match self.take() {
-                Ok(item) => return Some(item),
-                Err(0) => return None,
-                Err(_) => self.0.ready.notified().await,
-            }
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.0.ready.register(cx.waker());
+        match self.take() {
+            Ok(item) => Poll::Ready(Some(item)),
+            Err(0) => Poll::Ready(None),
+            Err(_) => Poll::Pending,
         }
+    }
+
+    /// [`Receiver::poll_recv`] as a future.
+    pub async fn recv(&mut self) -> Option<T> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// The next item if one is queued now.

@@ -309,11 +309,17 @@ impl Replay {
     }
 
     /// The next event; `None` once all are sent (or reading failed).
-    pub async fn next(&mut self) -> Option<Delivery> {
+    pub fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Delivery>> {
         if let Some(delivery) = self.held.pop_front() {
-            return Some(delivery);
+            return std::task::Poll::Ready(Some(delivery));
         }
-        self.reader.as_mut()?.deliveries.recv().await
+        match self.reader.as_mut() {
+            Some(reader) => reader.deliveries.poll_recv(cx),
+            None => std::task::Poll::Ready(None),
+        }
     }
 
     /// The next event if one is ready now.

@@ -200,6 +200,16 @@ impl Edge {
         let tls = self.state.config.tls.as_ref();
         let tls = tls.map(|tls| tls.start(stop_reporting.clone()));
         let close_connections = CancellationToken::new();
+        // Plain streams run as tasks of their own, not as connections
+        // that watch `close_connections`: their grace over, they are cut.
+        tokio::spawn({
+            let (state, asked) = (self.state.clone(), close_connections.clone());
+            async move {
+                asked.cancelled().await;
+                tokio::time::sleep(serve::CLOSE_GRACE).await;
+                state.beats.cut_all();
+            }
+        });
         let accept = |accepted: Accepted| {
             self.spawn_connection(&http, tls.as_ref(), accepted, &close_connections)
         };
@@ -270,8 +280,7 @@ impl Edge {
         match tls {
             // Plain HTTP/1.1 streams skip hyper (see `plain`).
             None => {
-                let serving =
-                    crate::plain::serve(accepted, state, http.clone(), transport, close.clone());
+                let serving = crate::plain::serve(accepted, state, http.clone(), close.clone());
                 tokio::spawn(serving);
             }
             Some(tls) => {

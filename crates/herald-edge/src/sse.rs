@@ -9,10 +9,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, header};
 
-use crate::body::Body;
-
 /// An SSE response around `body`: not cached, not buffered by proxies.
-pub fn response(body: Body) -> Response<Body> {
+pub fn response<B>(body: B) -> Response<B> {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
