@@ -57,7 +57,7 @@ snapshot() { # pid
 measure() { # name streams users
   local name="$1" streams="$2" users="$3"
   heaptrack -o "$out/$name" "$bin/herald-edge" --listen 127.0.0.1:26280 --admin-listen 127.0.0.1:26290 \
-    --node-id heap-edge --max-connections 19000 >"$out/$name.log" 2>&1 &
+    --node-id heap-edge --max-connections 19000 --history-storage memory >"$out/$name.log" 2>&1 &
   local wrapper=$! edge=""
   for _ in $(seq 1 100); do
     edge="$(ss -ltnpH 'sport = :26280' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)"

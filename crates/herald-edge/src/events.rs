@@ -269,14 +269,11 @@ async fn open<B>(
     }
     // The id a client that goes away before any event resumes from.
     let id = (!cursor.is_empty()).then(|| cursor.encode());
-    let in_body = matches!(heartbeats, Heartbeats::InBody { .. });
     let session = Session {
         queue: inbox,
-        replay,
+        replay: replay.map(Box::new),
         cursor,
         behind,
-        signal,
-        heartbeat: in_body.then_some(state.config.heartbeat),
         // Capped so that a token claiming to live forever cannot overflow the clock.
         exp: claims
             .exp
@@ -286,12 +283,17 @@ async fn open<B>(
     };
     let retry = state.config.retry.as_millis() as u64;
     let opening = sse::opening(retry, &state.config.node_id, id.as_deref());
-    let frames = session.into_frames(opening);
-    if let Heartbeats::InBody { watch } = heartbeats {
-        // A stream served by hyper is counted in its connection's watch;
-        // a plain stream's writer takes its frames out of the body.
-        watch.add(frames.signal());
-    }
+    let heartbeat = match &heartbeats {
+        Heartbeats::InBody { watch } => {
+            // A stream served by hyper is counted in its connection's
+            // watch; a plain stream's writer takes its frames out of the
+            // body (see `plain`).
+            watch.add(&signal);
+            Some(state.config.heartbeat)
+        }
+        Heartbeats::ByNode => None,
+    };
+    let frames = session.into_frames(opening, heartbeat);
     tracing::debug!(user = user.as_str(), topics = topics.len(), "stream opened");
     Ok(sse::response(Body::Stream(frames)))
 }

@@ -6,9 +6,10 @@
 //! A user whose bucket has refilled is the same as one never seen, so it is
 //! forgotten: the map holds only users who connected within one refill
 //! period, and is swept when it doubles or a refill period passes, on a
-//! connect or, when connects stop after a burst, by [`ConnectLimiter::forget_refilled`]
-//! every refill period (the map's table shrinks with it, so the memory of
-//! a burst of users comes back).
+//! connect, and by [`ConnectLimiter::forget_refilled`] as often as one
+//! connect's token comes back (a user who connected once is forgotten a
+//! second later; the map's table shrinks with it, so the memory of a
+//! burst of users comes back).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -124,10 +125,14 @@ impl ConnectLimiter {
         buckets.sweep_by = now + self.rate.refill();
     }
 
-    /// Sweeps every refill period until `stop`, so that users are forgotten
-    /// even when no connect comes to trigger it.
+    /// Sweeps until `stop`, so that users are forgotten even when no
+    /// connect comes to trigger it: as often as one connect's token comes
+    /// back (most users connect once, and are forgotten a second later
+    /// rather than a whole refill period), at most once a second.
     pub async fn forget_refilled(&self, stop: CancellationToken) {
-        let mut every = tokio::time::interval(self.rate.refill());
+        let one_back = capped(1.0 / self.rate.per_second).max(Duration::from_secs(1));
+        let mut every =
+            tokio::time::interval(one_back.min(self.rate.refill()).max(Duration::from_secs(1)));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -243,14 +248,20 @@ mod tests {
         for i in 0..50_000 {
             limiter.check(&format!("user{i}")).unwrap();
         }
+        for _ in 0..4 {
+            limiter.check("busy").unwrap();
+        }
         let grown = limiter.buckets.lock().unwrap().users.capacity();
         assert!(grown >= 50_000, "{grown}");
-        // No connect comes; two refill periods later all are forgotten and
-        // the table is small again.
-        tokio::time::sleep(Duration::from_secs(9)).await;
-        assert_eq!(limiter.remembered(), 0);
+        // No connect comes. Users who connected once have their one token
+        // back within a second, and are forgotten at the next sweep; the
+        // table is small again. One who took the whole burst waits for it.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(limiter.remembered(), 1);
         let capacity = limiter.buckets.lock().unwrap().users.capacity();
         assert!(capacity <= 2 * MIN_SWEEP, "{capacity}");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(limiter.remembered(), 0);
         stop.cancel();
         forgetting.await.unwrap();
     }

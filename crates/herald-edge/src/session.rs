@@ -89,20 +89,15 @@ impl Drop for Guard {
 /// Everything a stream needs while it runs.
 pub struct Session {
     pub queue: queue::Receiver<Delivery>,
-    /// Missed events to send before the live queue, when resuming.
-    pub replay: Option<Replay>,
+    /// Missed events to send before the live queue, when resuming
+    /// (boxed: most streams have none, and every stream holds this).
+    pub replay: Option<Box<Replay>>,
     /// Where the client is: updated with every persisted event sent.
     pub cursor: Cursor,
     /// Subjects (by cursor key) of another region that the resume could
     /// not replay (see `replay::Plan::behind`): the first live event of
     /// one ends the stream, whose client then resumes them.
     pub behind: Box<[u32]>,
-    /// Closed by the fan-out (slow consumer), on a NATS loss, by the
-    /// drain, or by the stream itself.
-    pub signal: Arc<Signal>,
-    /// `None` when the node writes this stream's heartbeats and ends it
-    /// at `exp` (see [`crate::beats`]); then it holds no timer.
-    pub heartbeat: Option<Duration>,
     /// The token's `exp`, in seconds since the Unix epoch.
     pub exp: u64,
     pub retry: Duration,
@@ -117,8 +112,6 @@ pub struct Frames {
     opening: Option<Bytes>,
     /// `None` past the last frame: what the session held is freed then.
     running: Option<Running>,
-    signal: Arc<Signal>,
-    exp: u64,
 }
 
 struct Running {
@@ -139,12 +132,14 @@ struct Timer {
 }
 
 impl Session {
-    /// The stream's frames, `opening` first.
-    pub fn into_frames(mut self, opening: Bytes) -> Frames {
+    /// The stream's frames, `opening` first, and a `heartbeat` every so
+    /// often if the stream writes its own (`None`: the node writes them,
+    /// and ends the stream at `exp`; see [`crate::beats`]).
+    pub fn into_frames(mut self, opening: Bytes, heartbeat: Option<Duration>) -> Frames {
         self.guard.opened = true;
         self.guard.metrics.connects.inc();
         self.guard.metrics.connections.inc();
-        let timer = self.heartbeat.map(|every| {
+        let timer = heartbeat.map(|every| {
             let expires = expiry_instant(self.exp);
             let next_heartbeat = on_grid(Instant::now() + every);
             Box::new(Timer {
@@ -156,8 +151,6 @@ impl Session {
         });
         Frames {
             opening: Some(opening),
-            signal: self.signal.clone(),
-            exp: self.exp,
             running: Some(Running {
                 session: self,
                 timer,
@@ -186,20 +179,11 @@ impl Frames {
         Poll::Ready(Some(frame))
     }
 
-    /// Ends the stream now, without its last frames: what it holds goes.
-    pub fn end(&mut self) {
-        self.opening = None;
-        self.running = None;
-    }
-
-    /// How the stream is closed from outside.
-    pub fn signal(&self) -> &Arc<Signal> {
-        &self.signal
-    }
-
-    /// The token's `exp`, in seconds since the Unix epoch.
-    pub fn exp(&self) -> u64 {
-        self.exp
+    /// How the stream is closed from outside, and its token's `exp` (in
+    /// seconds since the Unix epoch); `None` once it has ended.
+    pub fn ending(&self) -> Option<(&Arc<Signal>, u64)> {
+        let session = &self.running.as_ref()?.session;
+        Some((&session.guard.signal, session.exp))
     }
 }
 
@@ -217,8 +201,8 @@ impl Running {
         loop {
             let s = &mut self.session;
             // A close goes first; then events; then the timer.
-            if s.signal.poll_closed(cx).is_ready() {
-                let reason = s.signal.reason().unwrap_or(CloseReason::ServerError);
+            if s.guard.signal.poll_closed(cx).is_ready() {
+                let reason = s.guard.signal.reason().unwrap_or(CloseReason::ServerError);
                 return Poll::Ready(self.finish(reason));
             }
             let next = match &mut s.replay {
@@ -313,7 +297,7 @@ impl Running {
                 return false;
             }
             if self.session.behind.contains(&key) {
-                self.session.signal.close(CloseReason::ServerError);
+                self.session.guard.signal.close(CloseReason::ServerError);
                 return false;
             }
             cursor.set(key, seq);
@@ -330,7 +314,7 @@ impl Running {
     /// load) so that their clients do not all come back in the same instant.
     fn finish(&mut self, reason: CloseReason) -> Bytes {
         self.done = true;
-        let _ = self.session.signal.close(reason);
+        let _ = self.session.guard.signal.close(reason);
         let base = self.session.retry.as_millis() as u64;
         let retry = match reason {
             CloseReason::Drain | CloseReason::ServerError => sse::jittered(base),
@@ -339,7 +323,7 @@ impl Running {
             _ => base,
         };
         let closing = sse::closing(retry, reason.as_str());
-        match self.session.signal.farewell() {
+        match self.session.guard.signal.farewell() {
             Some(farewell) => [farewell, &closing].concat().into(),
             None => closing,
         }
@@ -356,7 +340,7 @@ mod tests {
     fn a_streams_frames_stay_small() {
         let frames = std::mem::size_of::<Frames>();
         println!("stream frames {frames} bytes");
-        assert!(frames <= 480, "stream frames of {frames} bytes");
+        assert!(frames <= 240, "stream frames of {frames} bytes");
     }
 
     #[test]
