@@ -15,7 +15,7 @@ use herald_domain::subject::TOPIC_PREFIX;
 use herald_subscriptions::Source;
 use tokio::sync::watch;
 
-use crate::delivery::{ConnId, Delivery, Member, hand_out};
+use crate::delivery::{ConnId, Delivery, Member, Members, hand_out};
 use crate::fill::{FillError, Filled, Filler};
 use crate::gaps::{Event, Fill, Gaps, Next};
 use crate::metrics::{CloseReason, GapOutcome, Metrics};
@@ -44,7 +44,7 @@ struct State {
     /// Streams that joined and have not left; slow consumers dropped from
     /// `members` still count until they leave.
     refs: usize,
-    members: HashMap<ConnId, Member>,
+    members: Members,
     recent: Recent,
     /// Streams waiting for a history read under way, by where it starts.
     waiting: Waiting,
@@ -74,7 +74,7 @@ impl Subject {
             filler,
             state: Mutex::new(State {
                 refs: 0,
-                members: HashMap::new(),
+                members: Members::default(),
                 recent: Recent::default(),
                 waiting: Waiting::default(),
                 epoch,
@@ -141,7 +141,7 @@ impl Subject {
     pub fn leave(&self, id: ConnId) -> bool {
         let mut state = self.state.lock().unwrap();
         state.refs -= 1;
-        state.members.remove(&id);
+        state.members.remove(id);
         state.refs == 0
     }
 
@@ -149,12 +149,12 @@ impl Subject {
     pub fn members(&self) -> Vec<(ConnId, Member)> {
         let state = self.state.lock().unwrap();
         let members = state.members.iter();
-        members.map(|(id, m)| (*id, m.clone())).collect()
+        members.map(|(id, m)| (id, m.clone())).collect()
     }
 
     /// Whether stream `id` follows this subject.
     pub fn has_member(&self, id: ConnId) -> bool {
-        self.state.lock().unwrap().members.contains_key(&id)
+        self.state.lock().unwrap().members.contains(id)
     }
 
     /// How many streams follow it.
@@ -165,8 +165,8 @@ impl Subject {
     /// Its streams' signals, each once however many subjects it follows.
     pub fn signals(&self, into: &mut HashMap<ConnId, Arc<Signal>>) {
         let state = self.state.lock().unwrap();
-        for (id, member) in &state.members {
-            into.entry(*id).or_insert_with(|| member.signal.clone());
+        for (id, member) in state.members.iter() {
+            into.entry(id).or_insert_with(|| member.signal.clone());
         }
     }
 
@@ -277,7 +277,7 @@ impl Subject {
             %why,
             "events missed on the live path cannot be filled; ending the subject's streams"
         );
-        for member in state.members.values() {
+        for (_, member) in state.members.iter() {
             member.signal.close(CloseReason::ServerError);
         }
     }
