@@ -2,19 +2,17 @@
 //! following its subject, then taken off each stream's queue as the
 //! stream's writer would. The cost that grows with the audience.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use herald_edge::delivery::{ConnId, Delivery, Member, hand_out};
+use herald_edge::delivery::{ConnId, Delivery, Member, Members, hand_out};
 use herald_edge::metrics::Metrics;
 use herald_edge::queue::{self, Receiver};
 use herald_edge::signal::Signal;
 use herald_edge::sse;
 
 /// An audience of `size` streams, each with its queue's receiving end.
-fn audience(size: usize) -> (HashMap<ConnId, Member>, Vec<Receiver<Delivery>>) {
-    let mut members = HashMap::with_capacity(size);
+fn audience(size: usize) -> (Members, Vec<Receiver<Delivery>>) {
+    let mut members = Members::default();
     let mut queues = Vec::with_capacity(size);
     for id in 0..size as ConnId {
         let (queue, inbox) = queue::bounded(64);
