@@ -19,13 +19,10 @@ from collections import defaultdict
 # `stack` (if any) matches its whole stack, innermost first
 # ("function @path:line < caller < ...").
 RULES = [
-    ("connection task: tokio cell around plain::serve", r"spawn_connection", r"bind_new_task"),
-    ("close: the connection's transport token", r"spawn_connection", r"cancellation_token"),
-    ("socket: tokio I/O registration (ScheduledIo)", r"herald-core/src/listener\.rs", r"ScheduledIo"),
-    ("stream body: the boxed session stream", r"herald-edge/src/events\.rs", r"boxed<"),
-    ("stream timer: Box<Sleep> (token expiry)", r"into_stream @crates/herald-edge/src/session\.rs", None),
-    ("request head: Box<Request> kept while streaming", r"herald-edge/src/head\.rs", None),
-    ("close: Signal Arc and its token", r"herald-edge/src/signal\.rs", None),
+    ("stream task: tokio cell around plain::Streaming", r"herald-edge/src/plain\.rs", r"bind_new_task"),
+    ("socket: tokio I/O registration (ScheduledIo)", r"herald-core/src/(listener|backoff)\.rs", r"ScheduledIo"),
+    ("stream's cursor (its start on the topic)", r"herald-domain/src/cursor\.rs", None),
+    ("close: Signal Arc (one waker)", r"herald-edge/src/signal\.rs", None),
     ("event queue (empty: allocated lazily)", r"herald-edge/src/queue\.rs", None),
     ("heartbeat: Arc<Line>", r"herald-edge/src/plain\.rs", r"herald_edge::line::Line"),
     ("heartbeat: slot in the node's list", r"herald-edge/src/beats\.rs", None),
