@@ -13,7 +13,7 @@
 //! token expires before its next visit is watched every step from then
 //! on, and closed at the first step at or past its `exp`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -48,6 +48,9 @@ pub struct Beats {
     watches: Slots<Watch>,
     /// Plain streams whose tokens expire before their next visit.
     expiring: Mutex<Vec<Weak<Line>>>,
+    /// Set at shutdown once the streams' grace is over: every plain
+    /// stream is cut, those open now and those still to come.
+    cutting: AtomicBool,
 }
 
 impl Beats {
@@ -62,6 +65,7 @@ impl Beats {
             lines: Slots::new(slots),
             watches: Slots::new(slots),
             expiring: Mutex::default(),
+            cutting: AtomicBool::new(false),
         }
     }
 
@@ -69,21 +73,27 @@ impl Beats {
     /// token's expiry until it is dropped; the first heartbeat within one
     /// interval.
     pub fn add(&self, line: &Arc<Line>) {
+        if self.cutting.load(Ordering::Acquire) {
+            line.signal().cut();
+        }
         self.lines.add(line);
         self.note_expiry(line, crate::revocations::unix_now());
     }
 
-    /// Drops every plain stream's connection now: what a shutdown does
-    /// to those still open once their grace is over.
+    /// Drops every plain stream's connection now, and each one added
+    /// later at once: what a shutdown does once their grace is over. A
+    /// slot being walked meanwhile is cut by the walk.
     pub fn cut_all(&self) {
+        self.cutting.store(true, Ordering::Release);
         self.lines.each(|line| line.signal().cut());
     }
 
-    /// Watches `line` every step if its token expires before its next
-    /// visit (one interval from now, give or take a step).
+    /// Watches `line` every step if its token may expire before its next
+    /// visit: one interval from now, and a few seconds for a late walk.
     fn note_expiry(&self, line: &Arc<Line>, now: u64) {
+        const LATE_WALK_SECS: u64 = 5;
         let interval = self.step.as_secs_f64() * self.lines.len() as f64;
-        let before_next_visit = now + interval.ceil() as u64 + 1;
+        let before_next_visit = now + interval.ceil() as u64 + LATE_WALK_SECS;
         if line.exp() <= before_next_visit && line.watch_expiry() {
             self.expiring.lock().unwrap().push(Arc::downgrade(line));
         }
@@ -128,7 +138,11 @@ impl Beats {
         let timeout = self.write_timeout;
         let now = crate::revocations::unix_now();
         self.expire(now);
+        let cutting = self.cutting.load(Ordering::Acquire);
         let visit = |line: &Arc<Line>| {
+            if cutting {
+                line.signal().cut();
+            }
             line.beat(timeout);
             self.note_expiry(line, now);
         };
@@ -372,7 +386,7 @@ mod tests {
         let beats = Beats::new(Duration::from_secs(15), TIMEOUT);
         let now = crate::revocations::unix_now();
         let mut lines = Vec::new();
-        for exp in [now - 1, now + 1, now + 40, u64::MAX] {
+        for exp in [now - 1, now + 1, now + 60, u64::MAX] {
             let (line, client) = pair_until(exp).await;
             let line = Arc::new(line);
             beats.add(&line);
@@ -403,12 +417,40 @@ mod tests {
         assert!(!is_cut(visited), "an expired stream sends its last frame");
     }
 
+    /// An expired stream is closed by the walk itself.
     #[tokio::test]
-    async fn a_shutdown_cuts_every_line() {
-        let beats = Beats::new(Duration::from_secs(3), TIMEOUT);
-        let (line, _client) = pair().await;
+    async fn the_walk_ends_a_stream_whose_token_expired() {
+        let beats = Beats::new(Duration::from_secs(15), TIMEOUT);
+        let (line, _client) = pair_until(crate::revocations::unix_now() - 1).await;
+        let line = Arc::new(line);
         beats.add(&line);
+        beats.walk(3).await;
+        assert_eq!(closed_for(&line), Some(CloseReason::TokenExpired));
+    }
+
+    /// A shutdown cuts every line: those held, one in a slot being
+    /// walked at that moment (taken out of the slot), and one added later.
+    #[tokio::test]
+    async fn a_shutdown_cuts_every_line_now_and_to_come() {
+        let beats = Beats::new(Duration::from_secs(3), TIMEOUT);
+        let (held, _c1) = pair().await;
+        let (walked, _c2) = pair().await;
+        let (held, walked) = (Arc::new(held), Arc::new(walked));
+        beats.add(&held);
+        beats.add(&walked);
+        let out_for_the_walk = std::mem::take(&mut *beats.lines.slots[1].lock().unwrap());
         beats.cut_all();
-        assert!(is_cut(&line));
+        assert!(is_cut(&held));
+        assert!(!is_cut(&walked), "not in its slot while walked");
+        beats.lines.slots[1]
+            .lock()
+            .unwrap()
+            .extend(out_for_the_walk);
+        beats.walk(1).await;
+        assert!(is_cut(&walked), "cut by the walk");
+        let (later, _c3) = pair().await;
+        let later = Arc::new(later);
+        beats.add(&later);
+        assert!(is_cut(&later), "cut as it is added");
     }
 }

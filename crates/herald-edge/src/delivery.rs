@@ -222,5 +222,26 @@ mod tests {
         hand_out(&mut members, &delivery, &metrics);
         assert_eq!(members.len(), 0, "dropped");
         assert_eq!(signal.reason(), Some(CloseReason::SlowConsumer));
+
+        // A map of members that drops to one by slow consumers gives way.
+        let (queue, _kept) = queue::bounded(8);
+        let (full, _full_inbox) = queue::bounded(0);
+        let mut members = Members::default();
+        members.insert(
+            1,
+            Member {
+                queue,
+                signal: Signal::new(None, 0),
+            },
+        );
+        members.insert(
+            2,
+            Member {
+                queue: full,
+                signal: Signal::new(None, 0),
+            },
+        );
+        hand_out(&mut members, &delivery, &metrics);
+        assert!(matches!(members, Members::One(1, _)));
     }
 }

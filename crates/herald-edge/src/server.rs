@@ -200,16 +200,6 @@ impl Edge {
         let tls = self.state.config.tls.as_ref();
         let tls = tls.map(|tls| tls.start(stop_reporting.clone()));
         let close_connections = CancellationToken::new();
-        // Plain streams run as tasks of their own, not as connections
-        // that watch `close_connections`: their grace over, they are cut.
-        tokio::spawn({
-            let (state, asked) = (self.state.clone(), close_connections.clone());
-            async move {
-                asked.cancelled().await;
-                tokio::time::sleep(serve::CLOSE_GRACE).await;
-                state.beats.cut_all();
-            }
-        });
         let accept = |accepted: Accepted| {
             self.spawn_connection(&http, tls.as_ref(), accepted, &close_connections)
         };
@@ -247,7 +237,19 @@ impl Edge {
             // Still answering 503 meanwhile.
             never = serve::accept_each(&listener, &accept) => match never {},
         }
-        serve::close(listener, &close_connections).await;
+        // Plain streams run as tasks of their own, not as connections
+        // that watch `close_connections`: their grace over, they are cut.
+        let cutting = async {
+            close_connections.cancelled().await;
+            tokio::time::sleep(serve::CLOSE_GRACE).await;
+            self.state.beats.cut_all();
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            biased;
+            () = serve::close(listener, &close_connections) => {}
+            never = cutting => never,
+        }
         stop_reporting.cancel();
         if let Some(task) = reporting {
             let _ = task.await;
@@ -275,7 +277,6 @@ impl Edge {
         close: &CancellationToken,
     ) {
         let state = self.state.clone();
-        let transport = CancellationToken::new();
         give_up_on_silent_peers(&accepted.stream, state.config.write_timeout);
         match tls {
             // Plain HTTP/1.1 streams skip hyper (see `plain`).
@@ -285,6 +286,7 @@ impl Edge {
             }
             Some(tls) => {
                 let opening = Opening::Tls(tls.clone());
+                let transport = CancellationToken::new();
                 let serving =
                     crate::service::serve(http, accepted, opening, state, transport, close.clone());
                 tokio::spawn(serving);

@@ -63,8 +63,15 @@ use crate::task::Task;
 pub use deliver::{Deliver, Refusal, RefusalReason, Sid, Source};
 pub use options::Options;
 
-/// How long a [`Subscriptions::round_trip`] waits for the server.
+/// How long a [`Subscriptions::round_trip`] waits for a server to answer
+/// while there is no connection to one.
 pub const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long it waits while connected: a server under load answers late,
+/// but answers (one that stops answering is found by the keep-alive
+/// PINGs, which fail every waiter), and a caller that gives up has its
+/// work done again by whoever retries, on a server already behind.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the connection could not be made at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -227,18 +234,25 @@ impl Subscriptions {
     /// connection before the call; a subscription it refused by then has
     /// been handed to [`Deliver::refused`]. Callers waiting together
     /// share a ping.
-    /// While reconnecting, waits for the new connection (within the
-    /// timeout), since what was sent before went with the old one.
+    /// While reconnecting, waits for the new connection (within
+    /// [`ROUND_TRIP_TIMEOUT`]), since what was sent before went with the
+    /// old one; while connected, for the answer (within [`ANSWER_TIMEOUT`]).
     pub async fn round_trip(&self) -> Result<(), RoundTripError> {
         let (waiter, answer) = oneshot::channel();
         self.waiters
             .send(waiter)
             .map_err(|_| RoundTripError::Closed)?;
-        match tokio::time::timeout(ROUND_TRIP_TIMEOUT, answer).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(RoundTripError::Closed),
-            Err(_) => Err(RoundTripError::TimedOut(ROUND_TRIP_TIMEOUT)),
-        }
+        tokio::pin!(answer);
+        let answered = match tokio::time::timeout(ROUND_TRIP_TIMEOUT, &mut answer).await {
+            Ok(answered) => answered,
+            Err(_) if self.registry.counters.connected.load(Relaxed) => {
+                let rest = ANSWER_TIMEOUT - ROUND_TRIP_TIMEOUT;
+                let late = tokio::time::timeout(rest, answer).await;
+                late.map_err(|_| RoundTripError::TimedOut(ANSWER_TIMEOUT))?
+            }
+            Err(_) => return Err(RoundTripError::TimedOut(ROUND_TRIP_TIMEOUT)),
+        };
+        answered.map_err(|_| RoundTripError::Closed)
     }
 
     /// Live subscriptions.

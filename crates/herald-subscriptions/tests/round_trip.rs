@@ -49,3 +49,40 @@ async fn a_round_trip_alone_sends_one_ping() {
     c.subs.round_trip().await.unwrap();
     assert_eq!(c.subs.stats().pings - before, 2);
 }
+
+/// A server that answers late (here frozen past the 5 s a lost
+/// connection is given) is waited for while the connection stands: a
+/// loaded node's late answer is not a refusal. A server gone is not
+/// waited for past those 5 s.
+#[tokio::test]
+async fn a_slow_server_is_waited_for_and_a_gone_one_is_not() {
+    use herald_subscriptions::{ROUND_TRIP_TIMEOUT, RoundTripError};
+    use std::time::{Duration, Instant};
+
+    let mut server = NatsServer::start();
+    let c = connect(&server.client_url()).await;
+    c.subs.round_trip().await.unwrap();
+    server.pause();
+    let started = Instant::now();
+    let waiting = tokio::spawn({
+        let subs = c.subs.clone();
+        async move { subs.round_trip().await }
+    });
+    tokio::time::sleep(ROUND_TRIP_TIMEOUT + Duration::from_secs(2)).await;
+    server.resume();
+    let answered = tokio::time::timeout(Duration::from_secs(10), waiting).await;
+    answered
+        .unwrap()
+        .unwrap()
+        .expect("answered late, not refused");
+    assert!(started.elapsed() > ROUND_TRIP_TIMEOUT);
+
+    server.kill();
+    let started = Instant::now();
+    let gone = c.subs.round_trip().await;
+    assert!(
+        matches!(gone, Err(RoundTripError::TimedOut(t)) if t == ROUND_TRIP_TIMEOUT),
+        "{gone:?}"
+    );
+    assert!(started.elapsed() < ROUND_TRIP_TIMEOUT + Duration::from_secs(3));
+}
