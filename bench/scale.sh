@@ -66,8 +66,23 @@ fi
 work="$(mktemp -d)"
 pids=()
 cluster_pids=()
+# What the services warned of, kept beside the results: a run that loses
+# streams says why (the logs themselves go with $work).
+log_digest() {
+  [[ -n "${out:-}" ]] || return 0
+  local digest="${out%.txt}-warnings.txt" f
+  for f in "$work"/*.log; do
+    [[ -f "$f" ]] || continue
+    sed 's/\x1b\[[0-9;]*m//g' "$f" | grep -E ' (WARN|ERROR) |\[(WRN|ERR)\]' >"$work/warned" || continue
+    echo "== $(basename "$f"): $(wc -l <"$work/warned") warnings and errors; first and last:"
+    head -n 5 "$work/warned"
+    tail -n 5 "$work/warned"
+  done >"$digest"
+  echo "warnings and errors: $digest" >&2
+}
 cleanup() {
   local status=$?
+  log_digest || true
   if [[ $status != 0 ]]; then
     echo "error: bench/scale.sh failed ($status); last log lines:" >&2
     tail -n 3 "$work"/*.log >&2 2>/dev/null || true
