@@ -28,6 +28,7 @@ start_work
 
 nats_port=$((PORT_BASE + 222)) publish_port=$((PORT_BASE + 51)) edge_port=$((PORT_BASE + 80))
 start_nats "$nats_port"
+nats_pid=${pids[-1]}
 export HERALD_JWT_SECRET="profile-bench-secret-0123456789-01234" HERALD_API_TOKEN="profile-bench-api-token-0123456789"
 sleep 0.5
 env ${PUBLISH_ENV:-} "$bin/herald-publish" --nats-url "$nats" --node-id profile-publish --history-storage memory \
@@ -45,10 +46,10 @@ wait_ok "http://127.0.0.1:$((PORT_BASE + 90))/readyz"
 
 flags=()
 [[ $MODE == ephemeral ]] && flags=(--ephemeral)
-timeout 180 "$bin/herald-bench" --peer herald --edge "127.0.0.1:$edge_port" \
+/usr/bin/time -f "%U %S" -o "$work/load.time" timeout 180 "$bin/herald-bench" --peer herald --edge "127.0.0.1:$edge_port" \
   --publish "http://127.0.0.1:$publish_port" --api-token "$HERALD_API_TOKEN" \
   unicast --users "$USERS" --rates "$RATE" --secs "$SECS" --via "$VIA" "${flags[@]}" \
-  --cpu-pid "publish=$publish_pid" --cpu-pid "edge=$edge_pid" >"$work/unicast.out" 2>&1 &
+  --cpu-pid "publish=$publish_pid" --cpu-pid "edge=$edge_pid" --cpu-pid "nats=$nats_pid" >"$work/unicast.out" 2>&1 &
 load=$!
 # Sample once the streams are open and the rate holds.
 for _ in $(seq 1 600); do
@@ -68,19 +69,24 @@ mkdir -p bench/results
 out="bench/results/profile-$(date -u +%Y%m%dT%H%M%SZ).txt"
 {
   echo "== $MODE, $VIA, $RATE events/s to $USERS streams"
-  sed -n 's/^RESULT //p' "$work/unicast.out" | python3 -c '
+  sed -n 's/^RESULT //p' "$work/unicast.out" >"$work/unicast.json"
+  python3 - "$work/unicast.json" <<'PY'
 import json, sys
-for line in sys.stdin:
+for line in open(sys.argv[1]):
     r = json.loads(line)
     cpu = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_us_per_event"].items())
-    print(f"load generator: {r[\"achieved_rate\"]:.0f} events/s, p50 {r[\"p50_ms\"]} ms, p99 {r[\"p99_ms\"]} ms, lost {r[\"lost\"]}; CPU µs/event: {cpu}")
-'
+    print(f"load generator: {r['achieved_rate']:.0f} events/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, lost {r['lost']}; CPU µs/event: {cpu}")
+PY
+  # The load generator's own CPU over its whole run (opening the streams
+  # too), per event sent.
+  read -r user sys <"$work/load.time"
+  python3 -c "print(f'load generator (publishing and reading): {($user + $sys) * 1e6 / ($RATE * $SECS):.1f} µs/event over its run')"
   for name in publish edge; do
     echo "== $name: hottest symbols (self time), then by shared object"
-    perf report -i "$work/$name.perf" --no-children --sort symbol --stdio -q 2>/dev/null |
-      grep -v '^$' | grep -E '^ +[0-9]' | head -n "$TOP"
-    perf report -i "$work/$name.perf" --no-children --sort dso --stdio -q 2>/dev/null |
-      grep -E '^ +[0-9]' | head -n 8
+    perf report -i "$work/$name.perf" --no-children --sort symbol --stdio -q -g none 2>/dev/null |
+      grep -E '^ +[0-9]' | head -n "$TOP" | sed 's/ *$//' | cut -c1-150 || true
+    perf report -i "$work/$name.perf" --no-children --sort dso --stdio -q -g none 2>/dev/null |
+      grep -E '^ +[0-9]' | head -n 6 | sed 's/ *$//' || true
   done
 } | tee "$out"
 echo "perf data kept with KEEP_WORK=1 in $work; summary: $out" >&2

@@ -30,6 +30,7 @@ USERS="${USERS:-15000}"
 # The coarse unicast ramp; herald-bench refines between the last rate that
 # held and the first that missed (rates 10 % apart, REFINE_GAP=1.1).
 RATES="${RATES:-1000,2000,5000,10000,20000,40000,80000,160000}"
+NATS_EXTRA_RATES="${NATS_EXTRA_RATES:-320000,640000}" # NATS alone goes on to these
 REFINE_GAP="${REFINE_GAP:-1.1}"
 SECS="${SECS:-5}"
 # Unicast rounds; every system is started afresh before each of its ramps' rounds.
@@ -256,6 +257,13 @@ peer_args() { # peer: sets target_args (where it listens) and pid_args (its proc
       ;;
   esac
 }
+peer_cpu_args() { # peer: sets cpu_args, its processes' CPU counted under its name
+  cpu_args=()
+  local arg
+  for arg in "${pid_args[@]}"; do
+    [[ $arg == --pid ]] || cpu_args+=(--cpu-pid "$1=$arg")
+  done
+}
 fanout_all() { # fanout arguments: Herald, then every peer
   run herald "${herald[@]}" fanout --pid "$edge_pid" "$@"
   for peer in $PEERS; do
@@ -285,7 +293,7 @@ if want unicast; then
     # Each way into herald-publish, with its CPU and the edge's per event.
     # PublishBatch: few callers, BATCH_SIZE events per call.
     for via in ${VIAS:-grpc batch http}; do
-      via_args=(--via "$via" --cpu-pid "publish=$publish_pid" --cpu-pid "edge=$edge_pid")
+      via_args=(--via "$via" --cpu-pid "publish=$publish_pid" --cpu-pid "edge=$edge_pid" --cpu-pid "nats=$nats_pid")
       [[ $via == batch ]] && via_args+=(--publishers 4 --batch-size "${BATCH_SIZE:-50}")
       run herald "${herald[@]}" "${unicast[@]}" "${via_args[@]}" --ephemeral
       run herald "${herald[@]}" "${unicast[@]}" "${via_args[@]}"
@@ -294,14 +302,21 @@ if want unicast; then
       "stop_$peer"
       "start_$peer"
       peer_args "$peer"
-      run "$peer" "${target_args[@]}" "${unicast[@]}"
+      peer_cpu_args "$peer"
+      run "$peer" "${target_args[@]}" "${unicast[@]}" "${cpu_args[@]}"
     done
     # NATS alone: a fresh core server of its own, no Herald connected.
     "$nats_server" -a 127.0.0.1 -p 24322 >>"$work/nats-alone.log" 2>&1 &
     nats_alone=$!
     pids+=($nats_alone)
     wait_port 24322
-    run nats --publish nats://127.0.0.1:24322 "${unicast[@]}"
+    # Its ramp goes on past the others' top, to find its ceiling here.
+    nats_unicast=()
+    for arg in "${unicast[@]}"; do
+      [[ $arg == "$RATES" ]] && arg="$RATES,$NATS_EXTRA_RATES"
+      nats_unicast+=("$arg")
+    done
+    run nats --publish nats://127.0.0.1:24322 "${nats_unicast[@]}" --cpu-pid "nats=$nats_alone"
     stop "$nats_alone"
   done
 fi
@@ -411,6 +426,10 @@ for r in unicast:
     r.setdefault("via", "grpc")
     r.setdefault("round", 1)
 rounds = sorted({r["round"] for r in unicast})
+def system(cpu):
+    """CPU per event of the system under test: all but the load generator."""
+    parts = [v for k, v in cpu.items() if k != "load"]
+    return sum(parts) if parts else float("nan")
 rows = [(f"Herald {'ephemeral' if eph else 'persisted'}, {via}", "herald", eph, via)
         for via in ("grpc", "batch", "http") for eph in (True, False)]
 rows += [(NAMES[p], p, False, "grpc") for p in peers] + [("NATS alone", "nats", False, "grpc")]
@@ -421,7 +440,7 @@ for rnd in rounds:
     print()
     print(f"{f'unicast round {rnd}, p99 <= 50 ms':<34}{'events/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'p999 ms':>9}"
           + "".join(f"{'x ' + NAMES[p]:>11}" for p in peers)
-          + f"{'publish µs/ev':>15}{'edge µs/ev':>12}")
+          + f"{'publish µs/ev':>15}{'edge µs/ev':>12}{'system µs/ev':>14}{'load µs/ev':>12}")
     sustained = {}
     for label, peer, eph, via in rows:
         steps = steps_of(peer, eph, via)
@@ -437,7 +456,8 @@ for rnd in rounds:
         xs = "".join(f"{ratio(r['achieved_rate'], peer_best[p]['achieved_rate'] if peer_best[p] else None):>11}"
                      for p in peers)
         print(f"{label:<34}{mark + format(r['achieved_rate'], '.0f'):>11}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-              f"{r['p999_ms']:>9.2f}{xs}{cpu.get('publish', float('nan')):>15.1f}{cpu.get('edge', float('nan')):>12.1f}")
+              f"{r['p999_ms']:>9.2f}{xs}{cpu.get('publish', float('nan')):>15.1f}{cpu.get('edge', float('nan')):>12.1f}"
+              f"{system(cpu):>14.1f}{cpu.get('load', float('nan')):>12.1f}")
     def rate(label):
         return sustained[label]["achieved_rate"] if sustained.get(label) else None
     for a in ("Herald ephemeral, grpc", "Herald ephemeral, batch"):
@@ -445,7 +465,8 @@ for rnd in rounds:
 if unicast:
     print("(the highest step held; '>=' where every step held; the coarse ramp is refined to 10 %-apart"
           " rates between the last that held and the first that missed)")
-    print("(CPU per event at the best step that held; clock ticks of 10 ms over the step and its straggler wait)")
+    print("(CPU per event at the best step that held; clock ticks of 10 ms over the step and its straggler wait;"
+          " system: every process of the system under test (Herald: publish, NATS, edge); load: the load generator)")
 
 storms = [r for r in runs if r.get("scenario") == "storm"]
 if storms:

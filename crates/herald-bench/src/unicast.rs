@@ -224,11 +224,10 @@ async fn step(
     tokio::time::sleep(Duration::from_millis(args.p99_limit_ms) + Duration::from_secs(1)).await;
     let cpu_after = cpu_ticks(&args.cpu_pids)?;
     // Clock ticks are 10 ms.
-    let cpu_us_per_event = cpu_before
-        .into_iter()
-        .zip(cpu_after)
-        .map(|((name, a), (_, b))| (name, (b - a) as f64 * 10_000.0 / sent.max(1) as f64))
-        .collect();
+    let mut cpu_us_per_event = std::collections::BTreeMap::new();
+    for ((name, a), (_, b)) in cpu_before.into_iter().zip(cpu_after) {
+        *cpu_us_per_event.entry(name).or_insert(0.0) += (b - a) as f64 * 10_000.0 / sent.max(1) as f64;
+    }
     let step = {
         let tally = tally.lock().unwrap();
         let received = tally.seen.iter().filter(|s| **s > 0).count() as u64;
@@ -367,9 +366,13 @@ async fn nats_clients(url: &str, count: usize) -> anyhow::Result<Vec<async_nats:
     Ok(clients)
 }
 
-/// CPU ticks of each named process.
+/// CPU ticks of each named process (a name may count several), and of
+/// this load generator as `load`: what publishing and reading cost the
+/// machine is part of what each system leaves for itself.
 fn cpu_ticks(pids: &[(String, u32)]) -> anyhow::Result<Vec<(String, u64)>> {
+    let load = ("load".to_owned(), std::process::id());
     pids.iter()
+        .chain(std::iter::once(&load))
         .map(|(name, pid)| Ok((name.clone(), crate::fanout::cpu_ticks(&[*pid])?)))
         .collect()
 }
