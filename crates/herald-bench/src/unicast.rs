@@ -226,7 +226,8 @@ async fn step(
     // Clock ticks are 10 ms.
     let mut cpu_us_per_event = std::collections::BTreeMap::new();
     for ((name, a), (_, b)) in cpu_before.into_iter().zip(cpu_after) {
-        *cpu_us_per_event.entry(name).or_insert(0.0) += (b - a) as f64 * 10_000.0 / sent.max(1) as f64;
+        *cpu_us_per_event.entry(name).or_insert(0.0) +=
+            (b - a) as f64 * 10_000.0 / sent.max(1) as f64;
     }
     let step = {
         let tally = tally.lock().unwrap();
