@@ -26,22 +26,8 @@ source bench/processes.sh
 release_binaries herald-edge herald-publish herald-bench
 start_work
 
-nats_port=$((PORT_BASE + 222)) publish_port=$((PORT_BASE + 51)) edge_port=$((PORT_BASE + 80))
-start_nats "$nats_port"
 export HERALD_JWT_SECRET="hops-bench-secret-0123456789-0123456" HERALD_API_TOKEN="hops-bench-api-token-0123456789"
-sleep 0.5
-env ${PUBLISH_ENV:-} "$bin/herald-publish" --nats-url "$nats" --node-id hops-publish --history-storage memory \
-  --listen "127.0.0.1:$publish_port" --admin-listen "127.0.0.1:$((PORT_BASE + 91))" \
-  ${PUBLISH_FLAGS:-} >"$work/publish.log" 2>&1 &
-publish_pid=$!
-pids+=($publish_pid)
-"$bin/herald-edge" --nats-url "$nats" --node-id hops-edge --history-storage memory \
-  --listen "127.0.0.1:$edge_port" --admin-listen "127.0.0.1:$((PORT_BASE + 90))" \
-  ${EDGE_FLAGS:-} >"$work/edge.log" 2>&1 &
-edge_pid=$!
-pids+=($edge_pid)
-wait_ok "http://127.0.0.1:$((PORT_BASE + 91))/readyz"
-wait_ok "http://127.0.0.1:$((PORT_BASE + 90))/readyz"
+start_one_node hops
 
 mkdir -p bench/results
 out="bench/results/hops-$(date -u +%Y%m%dT%H%M%SZ).txt"

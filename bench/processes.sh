@@ -6,7 +6,14 @@
 #   wait_ok URL [SECONDS]         until URL answers 2xx (default 60 s)
 #   start_nats PORT               NATS with JetStream on 127.0.0.1:PORT (the
 #                                 binary in $nats_server), its store in
-#                                 $work; sets $nats to its URL
+#                                 $work; sets $nats to its URL and $nats_pid
+#   start_one_node NAME           NATS, herald-publish and one herald-edge
+#                                 from $PORT_BASE (NATS +222, publish +51,
+#                                 edge +80, admin +91/+90), memory history,
+#                                 nodes named NAME-publish and NAME-edge;
+#                                 PUBLISH_ENV/EDGE_ENV and PUBLISH_FLAGS/
+#                                 EDGE_FLAGS add to them; sets the *_port and
+#                                 *_pid variables
 #
 # KEEP_WORK=1 keeps the work directory (logs, NATS stores) after the run.
 
@@ -46,6 +53,27 @@ wait_ok() {
 
 start_nats() {
   "$nats_server" -a 127.0.0.1 -p "$1" -js -sd "$work/js" >"$work/nats.log" 2>&1 &
-  pids+=($!)
+  nats_pid=$!
+  pids+=($nats_pid)
   nats="nats://127.0.0.1:$1"
+}
+
+start_one_node() {
+  nats_port=$((PORT_BASE + 222)) publish_port=$((PORT_BASE + 51)) edge_port=$((PORT_BASE + 80))
+  start_nats "$nats_port"
+  sleep 0.5
+  # shellcheck disable=SC2086
+  env ${PUBLISH_ENV:-} "$bin/herald-publish" --nats-url "$nats" --node-id "$1-publish" --history-storage memory \
+    --listen "127.0.0.1:$publish_port" --admin-listen "127.0.0.1:$((PORT_BASE + 91))" \
+    ${PUBLISH_FLAGS:-} >"$work/publish.log" 2>&1 &
+  publish_pid=$!
+  pids+=($publish_pid)
+  # shellcheck disable=SC2086
+  env ${EDGE_ENV:-} "$bin/herald-edge" --nats-url "$nats" --node-id "$1-edge" --history-storage memory \
+    --listen "127.0.0.1:$edge_port" --admin-listen "127.0.0.1:$((PORT_BASE + 90))" \
+    ${EDGE_FLAGS:-} >"$work/edge.log" 2>&1 &
+  edge_pid=$!
+  pids+=($edge_pid)
+  wait_ok "http://127.0.0.1:$((PORT_BASE + 91))/readyz"
+  wait_ok "http://127.0.0.1:$((PORT_BASE + 90))/readyz"
 }

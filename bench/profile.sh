@@ -8,7 +8,7 @@
 #
 #   bench/profile.sh                                # 20,000/s, ephemeral, gRPC
 #   MODE=persisted VIA=http RATE=10000 bench/profile.sh
-#   PUBLISH_ENV=TOKIO_WORKER_THREADS=1 bench/profile.sh
+#   PUBLISH_ENV=TOKIO_WORKER_THREADS=1 EDGE_ENV=TOKIO_WORKER_THREADS=1 bench/profile.sh
 #
 # Needs Debian's perf (linux-perf) and perf_event_paranoid <= 1 or root.
 set -euo pipefail
@@ -26,23 +26,8 @@ source bench/processes.sh
 release_binaries herald-edge herald-publish herald-bench
 start_work
 
-nats_port=$((PORT_BASE + 222)) publish_port=$((PORT_BASE + 51)) edge_port=$((PORT_BASE + 80))
-start_nats "$nats_port"
-nats_pid=${pids[-1]}
 export HERALD_JWT_SECRET="profile-bench-secret-0123456789-01234" HERALD_API_TOKEN="profile-bench-api-token-0123456789"
-sleep 0.5
-env ${PUBLISH_ENV:-} "$bin/herald-publish" --nats-url "$nats" --node-id profile-publish --history-storage memory \
-  --listen "127.0.0.1:$publish_port" --admin-listen "127.0.0.1:$((PORT_BASE + 91))" \
-  >"$work/publish.log" 2>&1 &
-publish_pid=$!
-pids+=($publish_pid)
-env ${EDGE_ENV:-} "$bin/herald-edge" --nats-url "$nats" --node-id profile-edge --history-storage memory \
-  --listen "127.0.0.1:$edge_port" --admin-listen "127.0.0.1:$((PORT_BASE + 90))" \
-  >"$work/edge.log" 2>&1 &
-edge_pid=$!
-pids+=($edge_pid)
-wait_ok "http://127.0.0.1:$((PORT_BASE + 91))/readyz"
-wait_ok "http://127.0.0.1:$((PORT_BASE + 90))/readyz"
+start_one_node profile
 
 flags=()
 [[ $MODE == ephemeral ]] && flags=(--ephemeral)
@@ -84,7 +69,7 @@ PY
   for name in publish edge; do
     echo "== $name: hottest symbols (self time), then by shared object"
     perf report -i "$work/$name.perf" --no-children --sort symbol --stdio -q -g none 2>/dev/null |
-      grep -E '^ +[0-9]' | head -n "$TOP" | sed 's/ *$//' | cut -c1-150 || true
+      grep -E '^ +[0-9]' | head -n "$TOP" | cut -c1-150 | sed 's/ *$//' || true
     perf report -i "$work/$name.perf" --no-children --sort dso --stdio -q -g none 2>/dev/null |
       grep -E '^ +[0-9]' | head -n 6 | sed 's/ *$//' || true
   done
