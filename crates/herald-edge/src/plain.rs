@@ -136,10 +136,11 @@ impl Source for Frames {
 /// after it; or the response's head alone.
 type Chunk = Chain<Chain<Bytes, Bytes>, &'static [u8]>;
 
-/// A plain stream: its head, then a frame at a time as chunks, until its frames end, the client goes away, or its connection
-/// is cut (a slow consumer, a write timeout, a shutdown). Dropping the
-/// frames ends the session as hyper's path does (`client_gone` unless the
-/// signal says otherwise).
+/// A plain stream: its head, then a frame at a time as chunks, until its
+/// frames end, the client goes away, or its connection is cut (a slow
+/// consumer, a write timeout, a shutdown). Dropping the frames ends the
+/// session as hyper's path does (`client_gone` unless the signal says
+/// otherwise).
 pub struct Streaming<S> {
     line: Arc<Line>,
     /// `None` once the stream ended: only its last bytes remain to write.
