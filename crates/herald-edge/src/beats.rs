@@ -207,11 +207,11 @@ impl<T> Slots<T> {
         }
     }
 
-    /// Visits every item, now.
+    /// Visits every item, now, each slot under its lock (`visit` must
+    /// not come back to these slots).
     fn each(&self, visit: impl Fn(&T)) {
         for slot in &self.slots {
-            let items = slot.lock().unwrap().clone();
-            for item in items.iter().filter_map(Weak::upgrade) {
+            for item in slot.lock().unwrap().iter().filter_map(Weak::upgrade) {
                 visit(&item);
             }
         }

@@ -130,9 +130,8 @@ impl ConnectLimiter {
     /// back (most users connect once, and are forgotten a second later
     /// rather than a whole refill period), at most once a second.
     pub async fn forget_refilled(&self, stop: CancellationToken) {
-        let one_back = capped(1.0 / self.rate.per_second).max(Duration::from_secs(1));
-        let mut every =
-            tokio::time::interval(one_back.min(self.rate.refill()).max(Duration::from_secs(1)));
+        let one_back = capped(1.0 / self.rate.per_second).min(self.rate.refill());
+        let mut every = tokio::time::interval(one_back.max(Duration::from_secs(1)));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
