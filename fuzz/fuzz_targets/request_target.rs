@@ -1,15 +1,19 @@
 //! What `GET /v1/events` reads from a request — `topic`s, `last_event_id`,
 //! `access_token`, the `Last-Event-ID`, `Authorization` and `Cookie`
 //! headers — through the same functions the edge runs: never a panic, the
-//! topic limit holds, topics are valid and distinct, and what parses
-//! re-encodes to a query that parses the same.
+//! topic limit holds, topics are valid and distinct, what parses
+//! re-encodes to a query that parses the same, and the token's `topics`
+//! claim is held to (the edge's own access check).
 //!
 //! Input: 1 byte max topics, then query, authorization, cookie and
 //! last-event-id separated by NUL bytes.
 #![no_main]
 
-use herald_domain::subject::Topic;
+use herald_domain::access::{self, AccessError};
+use herald_domain::claims::Claims;
+use herald_domain::region::Region;
 use herald_domain::request::{self, Target};
+use herald_domain::subject::{Topic, UserId};
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 
@@ -31,13 +35,24 @@ fuzz_target!(|data: &[u8]| {
     if let Some(token) = request::token(&headers, query) {
         assert!(!token.is_empty());
     }
-    match request::parse_target(&headers, query, max) {
-        Ok(target) => check(&target, max),
-        Err(e) => {
-            assert!(["invalid_topic", "too_many_topics", "invalid_cursor"].contains(&e.code()))
-        }
+    if let Ok(target) = request::parse_target(&headers, query, max) {
+        check(&target, max);
+        allowed(&target);
     }
 });
+
+/// A claim of `a*` lets a connect follow topics starting with `a` only.
+fn allowed(target: &Target) {
+    let user = UserId::parse("u").unwrap();
+    let claims = Claims::new("u").topics(&["a*"]);
+    let regions = [Region::parse("").unwrap()];
+    let granted = access::check(&user, &target.topics, &claims, &regions);
+    if target.topics.iter().any(|t| !t.as_str().starts_with('a')) {
+        assert!(matches!(granted, Err(AccessError::TopicNotAllowed(_))));
+    } else if let Err(e) = granted {
+        assert!(matches!(e, AccessError::SubjectCollision(..)), "{e}");
+    }
+}
 
 fn check(target: &Target, max: usize) {
     assert!(target.topics.len() <= max);

@@ -4,24 +4,23 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use herald_domain::access;
 use herald_domain::claims::Claims;
 use herald_domain::cursor::{self, Cursor};
-use herald_domain::region::{self, Region};
+use herald_domain::region;
 use herald_domain::request::{self, Target};
 use herald_domain::subject::{Topic, UserId};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::AdmitError;
 use crate::beats::Heartbeats;
 use crate::body::Body;
 use crate::budget::Budget;
 use crate::cors::{self, Verdict};
 use crate::delivery::Member;
-use crate::error::ApiError;
-use crate::fanout::SubscribeError;
-use crate::metrics::{CloseReason, RejectReason, ResumeSource};
-use crate::replay::{self, Replay, ResumeError, Wanted};
+use crate::metrics::{CloseReason, ResumeSource};
+use crate::refusal::Refusal;
+use crate::replay::{self, Replay, Wanted};
 use crate::session::{Guard, Session};
 use crate::sharing::{self, Lookup};
 use crate::signal::Signal;
@@ -44,41 +43,22 @@ pub async fn route<B>(
     let origins = &state.config.origins;
     let verdict = origins.verdict(&req);
     let result = match (req.method(), req.uri().path()) {
-        (_, "/v1/events") if verdict == Verdict::Refused => Err(origin_refused()),
+        // Refused before its token is read, and without CORS headers, so
+        // the page learns nothing.
+        (_, "/v1/events") if verdict == Verdict::Refused => Err(Refusal::OriginNotAllowed),
         (&Method::GET, "/v1/events") => open(&req, &state, transport, heartbeats, &verdict).await,
         (&Method::OPTIONS, "/v1/events") => Ok(preflight(&verdict)),
         (&Method::GET, "/" | "/demo") => Ok(demo_page()),
         (&Method::GET, "/herald.js") => Ok(script()),
-        (_, "/v1/events") => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET",
-            RejectReason::BadRequest,
-        )),
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such endpoint; SSE streams are at GET /v1/events, the browser client at GET /herald.js, the demo page at GET /demo",
-            RejectReason::BadRequest,
-        )),
+        (_, "/v1/events") => Err(Refusal::MethodNotAllowed),
+        _ => Err(Refusal::NotFound),
     };
-    let mut response = result.unwrap_or_else(|e| {
-        state.metrics.rejected(e.reject);
-        e.into_response(wants_stream(&req))
+    let mut response = result.unwrap_or_else(|refusal| {
+        state.metrics.rejected(refusal.terms().reason);
+        refusal.into_response(wants_stream(&req))
     });
     origins.decorate(&verdict, response.headers_mut());
     response
-}
-
-/// 403 for a page of an origin not in `--allowed-origins`: refused before
-/// its token is read, and without CORS headers, so the page learns nothing.
-fn origin_refused() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "origin_not_allowed",
-        "this edge does not serve pages of the request's Origin; its operator lists the origins it serves in --allowed-origins (HERALD_ALLOWED_ORIGINS)",
-        RejectReason::Origin,
-    )
 }
 
 /// `OPTIONS /v1/events`: a browser's preflight learns what a page may
@@ -125,14 +105,9 @@ async fn open<B>(
     transport: Option<CancellationToken>,
     heartbeats: Heartbeats,
     verdict: &Verdict,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, Refusal> {
     if state.drain.is_draining() {
-        return Err(ApiError::unavailable(
-            "draining",
-            "this edge is shutting down; reconnect to another node",
-            1,
-            RejectReason::Draining,
-        ));
+        return Err(Refusal::Draining);
     }
     let query = req.uri().query();
     let auth = &state.config.auth;
@@ -142,44 +117,20 @@ async fn open<B>(
         Verdict::Public => auth.authenticate(&cors::without_cookies(req.headers()), query),
         _ => auth.authenticate(req.headers(), query),
     };
-    let claims = claims.map_err(|e| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            e.code(),
-            e,
-            RejectReason::Unauthorized,
-        )
-    })?;
-    let user = UserId::parse(&claims.sub).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            format!("token `sub`: {e}"),
-            RejectReason::Unauthorized,
-        )
-    })?;
+    let claims = claims?;
+    let user = UserId::parse(&claims.sub)
+        .map_err(|e| Refusal::InvalidToken(format!("token `sub`: {e}")))?;
     check_revoked(state, &user, &claims)?;
     let Target { topics, cursor } =
-        request::parse_target(req.headers(), query, state.config.max_topics)
-            .map_err(|e| ApiError::bad_request(e.code(), e))?;
+        request::parse_target(req.headers(), query, state.config.max_topics)?;
     let regions = &state.config.regions;
-    check_topics(&user, &topics, &claims, regions)?;
+    access::check(&user, &topics, &claims, regions)?;
     let followed = server_side_follows(state, &user, &topics);
     state
         .connects
         .check(user.as_str())
-        .map_err(too_many_connects)?;
-    let permit = state.admission.admit(user.as_str()).map_err(|e| match e {
-        AdmitError::NodeFull(_) => ApiError::unavailable("node_full", e, 5, RejectReason::NodeFull),
-        // A slot frees when one of the user's streams ends: a guess.
-        AdmitError::UserLimit(_) => ApiError::transient(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_connections",
-            e,
-            5,
-            RejectReason::UserLimit,
-        ),
-    })?;
+        .map_err(Refusal::too_many_connects)?;
+    let permit = state.admission.admit(user.as_str())?;
 
     // From here on, a NATS reconnect may mean missed live events: the
     // session then ends and the client resumes from its cursor.
@@ -220,7 +171,9 @@ async fn open<B>(
         if index < asked {
             guard.joined.push(sid);
         }
-        state.fanout.confirm(sid).await.map_err(join_refused)?;
+        // A subscription NATS did not make: 503, or a stream that ends at
+        // once with a `retry:` for an EventSource, which comes back.
+        state.fanout.confirm(sid).await?;
     }
     // A revocation that came while this stream joined missed it.
     if check_revoked(state, &user, &claims).is_err() {
@@ -298,38 +251,6 @@ async fn open<B>(
     Ok(sse::response(Body::Stream(frames)))
 }
 
-/// A subscription NATS did not make: 503, or a stream that ends at once
-/// with a `retry:` for an EventSource, which comes back.
-fn join_refused(e: SubscribeError) -> ApiError {
-    match e {
-        SubscribeError::Unavailable(_) => ApiError::unavailable(
-            "nats_unavailable",
-            format!("{e}; retry shortly"),
-            2,
-            RejectReason::Unavailable,
-        ),
-        SubscribeError::Refused(_) => ApiError::unavailable(
-            "subscription_refused",
-            "NATS refused a subscription this stream needs (a permissions rule or a subscription limit on the edge's NATS user); retry later",
-            5,
-            RejectReason::SubscriptionRefused,
-        ),
-    }
-}
-
-/// 429 for a user over `--connect-rate-per-user`, with the wait until the
-/// next connect would be admitted.
-fn too_many_connects(wait: std::time::Duration) -> ApiError {
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    ApiError::transient(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_connects",
-        format!("this user connects to this edge too often; retry in {secs} s"),
-        secs,
-        RejectReason::ConnectRate,
-    )
-}
-
 /// The demo page: one EventSource, its state, its events, resets.
 fn demo_page() -> Response<Body> {
     let mut response = Response::new(crate::body::full(bytes::Bytes::from_static(
@@ -382,7 +303,7 @@ struct Resumed {
     unstarted: Vec<String>,
 }
 
-async fn resume(state: &State, cursor: Cursor, subjects: &[String]) -> Result<Resumed, ApiError> {
+async fn resume(state: &State, cursor: Cursor, subjects: &[String]) -> Result<Resumed, Refusal> {
     let mut budget = Budget::new(state.config.replay);
     let mut kept = Cursor::default();
     let mut held = Vec::new();
@@ -422,12 +343,7 @@ async fn resume(state: &State, cursor: Cursor, subjects: &[String]) -> Result<Re
         replay::plan(&history, wanted, &state.tails),
         starts::positions(&history, &state.fanout, &unplaced)
     );
-    let plan = plan.map_err(|e| match e {
-        ResumeError::Future { .. } => ApiError::bad_request("invalid_cursor", e),
-        ResumeError::Unavailable(_) => {
-            ApiError::unavailable("history_unavailable", e, 2, RejectReason::Unavailable)
-        }
-    })?;
+    let plan = plan?;
     for (key, start) in &starts {
         kept.set(*key, *start);
     }
@@ -454,20 +370,15 @@ async fn resume(state: &State, cursor: Cursor, subjects: &[String]) -> Result<Re
 /// yet, a cold cluster) admits the stream: it ends the revoked ones as
 /// soon as it reads them (see `control`), where refusing every connect
 /// would turn a JetStream outage into an outage of live events too.
-fn check_revoked(state: &State, user: &UserId, claims: &Claims) -> Result<(), ApiError> {
+fn check_revoked(state: &State, user: &UserId, claims: &Claims) -> Result<(), Refusal> {
     let revocations = &state.revocations;
     let now = crate::revocations::unix_now();
     match revocations.refusing(user, claims.iat, now) {
         None => Ok(()),
-        Some(revocation) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "token_revoked",
-            format!(
-                "this token was revoked ({}); tokens of this user issued before {} are refused: get a new one",
-                revocation.reason, revocation.issued_before
-            ),
-            RejectReason::Unauthorized,
-        )),
+        Some(revocation) => Err(Refusal::TokenRevoked(format!(
+            "this token was revoked ({}); tokens of this user issued before {} are refused: get a new one",
+            revocation.reason, revocation.issued_before
+        ))),
     }
 }
 
@@ -480,7 +391,7 @@ fn server_side_follows(state: &State, user: &UserId, asked: &[Topic]) -> Vec<Top
     let mut kept: Vec<Topic> = asked.to_vec();
     followed.retain(|topic| {
         kept.push(topic.clone());
-        let clear = distinct_keys(user, &kept, &state.config.regions).is_ok();
+        let clear = access::distinct_keys(user, &kept, &state.config.regions).is_ok();
         if !clear {
             kept.pop();
             tracing::warn!(
@@ -491,55 +402,4 @@ fn server_side_follows(state: &State, user: &UserId, asked: &[Topic]) -> Vec<Top
         clear
     });
     followed
-}
-
-/// The token must allow every topic, and no two followed subjects may share
-/// a cursor key.
-fn check_topics(
-    user: &UserId,
-    topics: &[Topic],
-    claims: &Claims,
-    regions: &[Region],
-) -> Result<(), ApiError> {
-    if let Some(topic) = topics.iter().find(|t| !claims.allows_topic(t.as_str())) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "topic_not_allowed",
-            format!(
-                "the token's `topics` claim does not allow topic {:?}",
-                topic.as_str()
-            ),
-            RejectReason::Forbidden,
-        ));
-    }
-    distinct_keys(user, topics, regions)
-}
-
-/// Refuses subjects whose cursor keys collide: they would share one entry
-/// of the event id, and a resume would skip one's events at the other's
-/// position. Keys are 32 bits, so such names can be made on purpose.
-fn distinct_keys(user: &UserId, topics: &[Topic], regions: &[Region]) -> Result<(), ApiError> {
-    let subjects: Vec<String> = topics.iter().map(Topic::subject).collect();
-    let followed = std::iter::once(user.subject()).chain(subjects.iter().cloned());
-    let origins: Vec<String> = followed
-        .flat_map(|live| region::origins(&live, regions).collect::<Vec<_>>())
-        .collect();
-    let Some((a, b)) = herald_domain::cursor::collision(origins.iter().map(String::as_str)) else {
-        return Ok(());
-    };
-    let name = |origin: &str| {
-        let live = region::live_of(origin);
-        match topics.iter().zip(&subjects).find(|(_, s)| *s == live) {
-            Some((topic, _)) => format!("topic {:?}", topic.as_str()),
-            None => "the user's own stream".to_owned(),
-        }
-    };
-    Err(ApiError::bad_request(
-        "subject_collision",
-        format!(
-            "{} and {} cannot be followed on one connection (their event ids would collide); rename one of them",
-            name(a),
-            name(b)
-        ),
-    ))
 }

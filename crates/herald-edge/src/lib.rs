@@ -41,7 +41,7 @@
 //!   state in memory, following its buckets ([`bucket`]).
 //! - [`sse`]: event-stream framing.
 //! - [`drain`]: the jittered drain.
-//! - [`metrics`], [`error`].
+//! - [`metrics`]; [`refusal`]: every refusal's status, code, metric reason and `Retry-After`.
 
 pub mod admission;
 pub mod beats;
@@ -53,7 +53,6 @@ pub mod control;
 pub mod cors;
 pub mod delivery;
 pub mod drain;
-pub mod error;
 pub mod events;
 pub mod fanout;
 pub mod fill;
@@ -69,6 +68,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod reads;
 pub mod recent;
+pub mod refusal;
 pub mod replay;
 pub mod revocations;
 pub mod server;
