@@ -21,6 +21,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
+source bench/meta.sh
+bench_command=$(command_line bench/scale.sh STREAMS PER_EDGE TOPICS HEARTBEAT_SECS IDLE_HEARTBEATS FANOUT_EVENTS \
+  RATES SECS OPEN_RATE OPEN_ATTEMPTS OPEN_SECS RUN_SECS FORCE)
 STREAMS="${STREAMS:-100000}"
 PER_EDGE="${PER_EDGE:-17000}"       # streams per edge and per load generator
 TOPICS="${TOPICS:-4}"
@@ -192,6 +195,7 @@ sources=$(for a in $(seq 0 $((2 * edges - 1))); do printf '127.1.%s.%s,' $((a / 
 results="$root/bench/results"
 mkdir -p "$results"
 out="$results/scale-$(date -u +%Y%m%dT%H%M%SZ).txt"
+write_meta "$out" "$bench_command"
 echo "== $STREAMS streams on $edges edges, 3 NATS nodes, heartbeat ${HEARTBEAT_SECS}s (idle through $IDLE_HEARTBEATS)" >&2
 raw="$work/scale.out"
 : >"$raw"
@@ -213,3 +217,4 @@ wait "$shown" || true
 sed 's/^RESULT //' "$raw" >"$out"
 [[ $status == 0 ]] || exit "$status"
 echo "raw results: $out" >&2
+report_reminder "$out"
