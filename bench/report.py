@@ -99,7 +99,7 @@ def latest(files, prefix, suffix, holds):
 def source(name, files):
     """The line under a table: where its figures come from."""
     m = meta(name)
-    parts = [f"`{RESULTS}/{name}`", when(name)]
+    parts = [f"[`{RESULTS}/{name}`]({RESULTS}/{name})", when(name)]
     if m.get("commit"):
         parts.append(f"commit `{m['commit']}`")
     line = "From " + ", ".join(parts)
@@ -438,7 +438,8 @@ def hops(files):
     header = ["hop, µs"] + [f"{m} p50 / p90 / p99" for m in modes]
     body = []
     for i, hop in enumerate(b[modes[0]]["hops"]):
-        body.append([hop[0]] + [" / ".join(b[m]["hops"][i][1:]) for m in modes])
+        body.append([hop[0]] + [" / ".join(b[m]["hops"][i][1:]) if i < len(b[m]["hops"]) else ""
+                                for m in modes])
     body.append(["load generator's publish→receive, ms p50 / p99"]
                 + [" / ".join(re.findall(r"p(?:50|99) ([\d.]+) ms", b[m].get("load", ""))) for m in modes])
     title = b[modes[0]]["title"].split(", ", 1)[1]
@@ -460,6 +461,10 @@ def generated(files):
     if used:
         out.append(f"Figures from {len(used)} runs, {when(used[0])} to {when(used[-1])}, at commits "
                    + ", ".join(f"`{c}`" for c in commits) + "; each table names its run.")
+        if any(meta(f).get("recorded") is False for f in used):
+            out.append("(Runs made before the scripts recorded their command and commit have them "
+                       "reconstructed from the lab notebook and the commit log: the commit is the "
+                       "branch head at the run's time.)")
     for title, lines, notes in sections:
         out += ["", f"### {title}", ""] + lines + [""] + notes
     out += ["", END]
