@@ -12,6 +12,8 @@
 #   PUBLISH_ENV=TOKIO_WORKER_THREADS=1 bench/hops.sh   # herald-publish on one worker thread
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/meta.sh
+bench_command=$(command_line bench/hops.sh RATE USERS SECS VIA PUBLISH_ENV EDGE_ENV PUBLISH_FLAGS EDGE_FLAGS)
 RATE="${RATE:-1000}"
 USERS="${USERS:-1000}"
 SECS="${SECS:-10}"
@@ -31,6 +33,7 @@ start_one_node hops
 
 mkdir -p bench/results
 out="bench/results/hops-$(date -u +%Y%m%dT%H%M%SZ).txt"
+write_meta "$out" "$bench_command"
 for mode in ephemeral persisted; do
   flags=()
   [[ $mode == ephemeral ]] && flags=(--ephemeral)

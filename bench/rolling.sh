@@ -14,13 +14,16 @@
 #   STREAMS=2000 PROFILE=dev bench/rolling.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/meta.sh
+bench_command=$(command_line bench/rolling.sh STREAMS PROFILE)
 STREAMS="${STREAMS:-10000}"
 PROFILE="${PROFILE:-release}"
 HERALD_NATS_SERVER="$(scripts/nats-server.sh)"
 export HERALD_NATS_SERVER
 ulimit -n "$(ulimit -Hn)"
 mkdir -p bench/results
-out="bench/results/rolling-$(date +%Y%m%dT%H%M%S).txt"
+out="bench/results/rolling-$(date -u +%Y%m%dT%H%M%SZ).txt"
+write_meta "$out" "$bench_command"
 echo "building ($PROFILE)..." >&2
 cargo build --locked --profile "$PROFILE" -p herald-edge --bins >&2
 HERALD_ROLLING_STREAMS="$STREAMS" cargo nextest run --locked --cargo-profile "$PROFILE" \

@@ -21,6 +21,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
+source bench/meta.sh
+# The command as typed (before defaults), for the results' meta file.
+bench_command=$(command_line bench/run.sh IDLE_CONNECTIONS IDLE_SECS CONNECTIONS FANOUT_RATES USERS RATES \
+  NATS_EXTRA_RATES REFINE_GAP SECS UNICAST_REPEAT STORM_CLIENTS SOURCES CHURN_SECS CLUSTER_USERS \
+  CLUSTER_RATES SCENARIOS PEERS VIAS BATCH_SIZE EDGE_FLAGS)
 IDLE_CONNECTIONS="${IDLE_CONNECTIONS:-15000}"
 # Seconds the idle streams are held while CPU is measured (heartbeats every 15 s).
 IDLE_SECS="${IDLE_SECS:-20}"
@@ -226,6 +231,7 @@ peer_on pushpin && start_pushpin
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out="$results/$stamp.jsonl"
+write_meta "$out" "$bench_command"
 failures=()
 run() { # peer, then herald-bench arguments. Herald failing ends the run; a
   # peer failing is reported at the end, and its figures are missing.
@@ -523,4 +529,5 @@ for scenario in unicast fanout; do
   fi
 done
 echo "raw results: $out${plots:+; plots: ${plots[*]}}" >&2
+report_reminder "$out" "${plots[@]}"
 for failure in "${failures[@]}"; do echo "warning: $failure" >&2; done

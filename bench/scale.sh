@@ -12,7 +12,7 @@
 # stopped on exit. The lines also go to bench/results/scale-<time>.txt.
 #
 #   bench/scale.sh                     # 100,000 streams
-#   STREAMS=1000000 bench/scale.sh     # the headline run (BENCHMARKS.md)
+#   STREAMS=1000000 bench/scale.sh     # the headline run (docs/million-streams.md)
 #   STREAMS=5000 RATES=500,1000 bench/scale.sh
 #
 # Before starting anything it checks what a run this size needs from the
@@ -21,6 +21,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
+source bench/meta.sh
+bench_command=$(command_line bench/scale.sh STREAMS PER_EDGE TOPICS HEARTBEAT_SECS IDLE_HEARTBEATS FANOUT_EVENTS \
+  RATES SECS OPEN_RATE OPEN_ATTEMPTS OPEN_SECS RUN_SECS FORCE)
 STREAMS="${STREAMS:-100000}"
 PER_EDGE="${PER_EDGE:-17000}"       # streams per edge and per load generator
 TOPICS="${TOPICS:-4}"
@@ -37,12 +40,12 @@ SECS="${SECS:-5}"
 # connect costs NATS a subscription (told to every node) and a read of the
 # user's newest stored event from its history stream's leader; unpaced,
 # 400,000 opens overran NATS's JetStream API queue, and at 5,000/s still
-# did (BENCHMARKS.md, "A million streams").
+# did (docs/million-streams.md).
 OPEN_RATE="${OPEN_RATE:-$((STREAMS > 100000 ? 2000 : 0))}"
 # Tries per stream: OPEN_ATTEMPTS=5 brings a refused stream back after its
 # retry-after, as an EventSource does. At a million that retry storm
 # overloaded the box until NATS's routes went stale and the edges lost
-# NATS (BENCHMARKS.md, "A million, run"), so by default a refusal counts.
+# NATS (docs/million-streams.md), so by default a refusal counts.
 OPEN_ATTEMPTS="${OPEN_ATTEMPTS:-1}"
 OPEN_SECS="${OPEN_SECS:-$((240 + (OPEN_RATE > 0 ? STREAMS / OPEN_RATE : STREAMS * 240 / 1000000)))}" # longest wait for the opens
 RUN_SECS="${RUN_SECS:-$((300 + OPEN_SECS))}" # the load run's deadline
@@ -107,7 +110,7 @@ wait_port() {
 }
 # What a run this size needs from the machine, against what it has; says
 # what falls short (and what would fix it) before anything starts.
-# Per stream, measured at 400,000 (BENCHMARKS.md, "A million streams"):
+# Per stream, measured at 400,000 (docs/million-streams.md, "The budget"):
 # two sockets, 9.8 KiB of kernel slab together; 4.6 KiB in an edge; 1.5
 # KiB in a load generator; 5.5 KiB in NATS (1.85 KiB on each node: every
 # node holds every user's interest); 0.4 KiB in herald-publish (presence).
@@ -192,6 +195,7 @@ sources=$(for a in $(seq 0 $((2 * edges - 1))); do printf '127.1.%s.%s,' $((a / 
 results="$root/bench/results"
 mkdir -p "$results"
 out="$results/scale-$(date -u +%Y%m%dT%H%M%SZ).txt"
+write_meta "$out" "$bench_command"
 echo "== $STREAMS streams on $edges edges, 3 NATS nodes, heartbeat ${HEARTBEAT_SECS}s (idle through $IDLE_HEARTBEATS)" >&2
 raw="$work/scale.out"
 : >"$raw"
@@ -213,3 +217,4 @@ wait "$shown" || true
 sed 's/^RESULT //' "$raw" >"$out"
 [[ $status == 0 ]] || exit "$status"
 echo "raw results: $out" >&2
+report_reminder "$out"

@@ -12,6 +12,8 @@
 #   STREAMS=2000 IDLE_SECS=2 SKIP_BUILD=1 bench/tls.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/meta.sh
+bench_command=$(command_line bench/tls.sh STREAMS IDLE_SECS SOURCES)
 root="$(pwd)"
 STREAMS="${STREAMS:-15000}"
 IDLE_SECS="${IDLE_SECS:-20}"
@@ -53,6 +55,7 @@ grep -q "$nginx_port ssl" "$work/nginx/nchan-tls.conf" || { echo "error: bench/n
 
 mkdir -p bench/results
 out="bench/results/tls-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+write_meta "$out" "$bench_command"
 for protocol in http1 h2; do
   # A fresh edge and nginx for each protocol: nothing left from the last.
   "$bin/herald-edge" --node-id tls-edge --history-storage memory --max-connections 19000 \
@@ -90,3 +93,4 @@ for protocol in ("http1", "h2"):
           f"{h['idle_cpu_percent']:>14.2f}{n['idle_cpu_percent']:>13.2f}")
 print(f"raw results: {sys.argv[1]}")
 PY
+report_reminder "$out"

@@ -43,10 +43,18 @@ cargo fmt --all -- --check
 # docker-compose.yml, Prometheus rules, the Grafana dashboard: checked
 # statically, since no Docker engine runs here.
 scripts/validate-deploy.sh
+# BENCHMARKS.md's tables are generated from the committed raw results
+# (bench/results/); a page edited by hand, or a new result committed
+# without regenerating it, fails here.
+if ! command -v python3 >/dev/null; then
+  echo "error: python3 is needed to check BENCHMARKS.md against bench/results; run: sudo apt-get install -y python3" >&2
+  exit 1
+fi
+python3 bench/report.py --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 # Every binary, herald-bench included: process-level tests and the bench
 # smoke test run them. The Criterion benches are built, not run: their
-# figures are for BENCHMARKS.md, not pass/fail.
+# figures are for bench/METHOD.md, not pass/fail.
 cargo build --locked --workspace --bins --benches
 # Every test; then the lean NATS subscriber is checked against the mature client: the
 # edge's fan-out, resume, failover and cluster suites run again with

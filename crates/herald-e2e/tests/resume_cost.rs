@@ -2,7 +2,7 @@
 //! with a `room*` claim following 32 rooms and its user stream, with a
 //! hand-made cursor of 33 entries at varied positions. Each scenario counts
 //! the JetStream API requests (`$JS.API.>`, direct gets included) that one
-//! such connect causes, and prints the figure quoted in BENCHMARKS.md:
+//! such connect causes, and prints the figure quoted in docs/resume-cost.md:
 //!
 //! `cargo nextest run -p herald-e2e --test resume_cost --no-capture`
 
