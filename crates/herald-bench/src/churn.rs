@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::Target;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Server process id, to read its resident memory from /proc.
     #[arg(long)]
     pid: u32,
@@ -83,7 +83,7 @@ struct Slot {
     reader: JoinHandle<()>,
 }
 
-pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let mut next_user = 0usize;
     // The baseline is a warm server: one batch served and gone, so code
     // paths and one-time allocations count there rather than as growth.

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Where the relay listens.
     #[arg(long)]
     listen: SocketAddr,
@@ -28,7 +28,7 @@ pub struct Args {
     seconds: u64,
 }
 
-pub async fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen).await?;
     let delay = Duration::from_millis(args.ms);
     let relaying = async {

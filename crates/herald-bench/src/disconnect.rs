@@ -18,7 +18,7 @@ use crate::Target;
 use crate::peer::Kind;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Users, one stream each.
     #[arg(long, default_value_t = 10_000)]
     users: usize,
@@ -51,7 +51,7 @@ struct Figures {
 /// When each stream ended, by user index.
 type Ends = Arc<Mutex<Vec<Option<Instant>>>>;
 
-pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     if target.peer != Kind::Herald {
         bail!("Disconnect is Herald's Control API: --peer herald");
     }

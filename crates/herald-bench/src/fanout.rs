@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use crate::Target;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Server process ids, to read memory and CPU from /proc (repeatable:
     /// nginx's master and workers are summed).
     #[arg(long = "pid", required = true)]
@@ -99,7 +99,7 @@ struct Tally {
     latency_us: Mutex<Histogram<u64>>,
 }
 
-pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let tally = Arc::new(Tally {
         deliveries: AtomicU64::new(0),
         latency_us: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),

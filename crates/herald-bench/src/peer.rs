@@ -150,7 +150,7 @@ impl Target {
 }
 
 /// herald-publish's client, with the API token.
-pub type HeraldClient = PublisherClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type HeraldClient = PublisherClient<InterceptedService<Channel, Bearer>>;
 
 /// Adds `authorization: Bearer <api token>` to each call, when one is set.
 #[derive(Clone)]

@@ -11,7 +11,7 @@ use herald_proto::v1::{PublishRequest, publish_request::Target as PublishTarget}
 use crate::Target;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Events per mode.
     #[arg(long, default_value_t = 5000)]
     events: u64,
@@ -28,7 +28,7 @@ struct Figures {
     received: u64,
 }
 
-pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let ephemeral = measure(target, args, true).await?;
     let persisted = measure(target, args, false).await?;
     println!("mode        publishes/s   p50 µs   p99 µs   received");

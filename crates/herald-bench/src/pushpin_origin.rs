@@ -18,7 +18,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, header};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Where Pushpin's routes point (bench/pushpin.routes).
     #[arg(long, default_value = "127.0.0.1:27080")]
     listen: SocketAddr,
@@ -29,7 +29,7 @@ pub struct Args {
 
 /// Serves until killed; each connection (zurl keeps a few alive) on its
 /// own task.
-pub async fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     // A storm's reconnects reach the origin as fast as Pushpin takes them
     // (zurl opens as many connections as requests in flight): the backlog
     // Herald's edge and nginx listen with, not std's 128, whose overflow

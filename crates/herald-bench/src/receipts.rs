@@ -15,7 +15,7 @@ use prost::Message;
 use crate::Target;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Calls of each kind, one after another.
     #[arg(long, default_value_t = 2000)]
     calls: usize,
@@ -24,7 +24,7 @@ pub struct Args {
     nats_url: String,
 }
 
-pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let mut client = target.herald_publisher().await?;
     let nats = async_nats::connect(&args.nats_url).await?;
     let deadline = Instant::now() + target.timeout;

@@ -20,7 +20,7 @@ use crate::peer::{HeraldClient, Kind};
 use crate::{Target, now_micros};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Region b's edge.
     #[arg(long)]
     second_edge: SocketAddr,
@@ -78,7 +78,7 @@ struct Figures {
 /// Delivery delays (µs) by phase; an event's data is `<phase> <sent µs>`.
 type Deliveries = Arc<Mutex<[Vec<u64>; 3]>>;
 
-pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     if target.peer != Kind::Herald {
         bail!("regions runs Herald: --peer herald");
     }

@@ -18,7 +18,7 @@ use crate::scale_agents::{Agents, Merged};
 use crate::scale_args::Args;
 use crate::scale_publish::{fan_out_burst, unicast_at};
 
-pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let cpu = crate::scale_agents::CpuGroups::new(args)?;
     let pss_before = crate::fanout::pss_kib(&args.edge_pids)?;
     let open_ticks = cpu.ticks()?;

@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use crate::Target;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Index of this agent's first stream (stream `i` is user `scale-<i>`).
     #[arg(long)]
     first: usize,
@@ -43,13 +43,13 @@ pub struct Args {
 
 /// The topic stream `i` follows besides its user: half the streams follow
 /// only their user, the odd ones also one of `topics` topics.
-pub fn topic_of(i: usize, topics: usize) -> Option<usize> {
+pub(crate) fn topic_of(i: usize, topics: usize) -> Option<usize> {
     (i % 2 == 1 && topics > 0).then(|| (i / 2) % topics)
 }
 
 /// The first line an agent prints: its streams are open (or failed).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct Opened {
+pub(crate) struct Opened {
     pub opened: u64,
     pub failed: u64,
     /// Opens refused for now (503/429 with `retry-after`) and tried again
@@ -61,7 +61,7 @@ pub struct Opened {
 
 /// What an agent counted since the last `mark`.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// Streams still open.
     pub alive: u64,
     /// Streams that got at least one heartbeat, and at least two.
@@ -103,7 +103,7 @@ struct Unicast {
     latency: Histogram<u64>,
 }
 
-pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let tally = Arc::new(Tally {
         heartbeats: (0..args.count).map(|_| AtomicU32::new(0)).collect(),
         opened: AtomicU64::new(0),
@@ -254,7 +254,7 @@ async fn open_retrying(
 
 /// Most events to one topic a run may publish: a stream keeps which of
 /// them it saw in one `u128` (concurrent publishes may reorder them).
-pub const MAX_TOPIC_EVENTS: u64 = 128;
+pub(crate) const MAX_TOPIC_EVENTS: u64 = 128;
 
 /// One stream's view: its heartbeat slot and which topic events it saw.
 struct StreamTally {

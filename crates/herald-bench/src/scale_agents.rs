@@ -22,10 +22,10 @@ struct Agent {
 }
 
 /// Every agent, each holding its share of the streams on its own edge.
-pub struct Agents(Vec<Agent>);
+pub(crate) struct Agents(Vec<Agent>);
 
 /// The agents' reports added up, histograms merged.
-pub struct Merged {
+pub(crate) struct Merged {
     pub alive: u64,
     pub one_heartbeat: u64,
     pub two_heartbeats: u64,
@@ -41,7 +41,7 @@ pub struct Merged {
 impl Agents {
     /// Starts one agent per edge, splitting `--streams` evenly, and waits
     /// (within `--timeout`) until each has opened its streams.
-    pub async fn spawn(target: &Target, args: &Args) -> anyhow::Result<Self> {
+    pub(crate) async fn spawn(target: &Target, args: &Args) -> anyhow::Result<Self> {
         let count = args.edges.len();
         let per = args.streams.div_ceil(count);
         let mut agents = Vec::with_capacity(count);
@@ -90,17 +90,17 @@ impl Agents {
         Ok(Self(agents))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
     /// The agents' process ids.
-    pub fn pids(&self) -> Vec<u32> {
+    pub(crate) fn pids(&self) -> Vec<u32> {
         self.0.iter().filter_map(|a| a.child.id()).collect()
     }
 
     /// What every agent opened, added up.
-    pub fn opened(&self) -> Opened {
+    pub(crate) fn opened(&self) -> Opened {
         let mut all = Opened {
             opened: 0,
             failed: 0,
@@ -120,7 +120,7 @@ impl Agents {
 
     /// Starts a phase in every agent, with room for `capacity` unicast
     /// events.
-    pub async fn mark(&mut self, capacity: usize) -> anyhow::Result<()> {
+    pub(crate) async fn mark(&mut self, capacity: usize) -> anyhow::Result<()> {
         for agent in &mut self.0 {
             let command = format!("mark {capacity}\n");
             agent.stdin.write_all(command.as_bytes()).await?;
@@ -130,7 +130,7 @@ impl Agents {
     }
 
     /// Every agent's counts since the last mark, merged.
-    pub async fn report(&mut self) -> anyhow::Result<Merged> {
+    pub(crate) async fn report(&mut self) -> anyhow::Result<Merged> {
         for agent in &mut self.0 {
             agent.stdin.write_all(b"report\n").await?;
         }
@@ -144,7 +144,7 @@ impl Agents {
 
     /// Reports every 100 ms until `done` holds or `timeout` passes; the
     /// last report either way.
-    pub async fn wait(
+    pub(crate) async fn wait(
         &mut self,
         timeout: Duration,
         done: impl Fn(&Merged) -> bool,
@@ -160,7 +160,7 @@ impl Agents {
     }
 
     /// Closes the agents' stdin (they exit) and waits a little for them.
-    pub async fn quit(self) {
+    pub(crate) async fn quit(self) {
         for mut agent in self.0 {
             drop(agent.stdin);
             let _ = tokio::time::timeout(Duration::from_secs(5), agent.child.wait()).await;
@@ -215,10 +215,10 @@ impl Merged {
 }
 
 /// CPU of named groups of processes: the edges, and each `--cpu-pid`.
-pub struct CpuGroups(Vec<(String, Vec<u32>)>);
+pub(crate) struct CpuGroups(Vec<(String, Vec<u32>)>);
 
 impl CpuGroups {
-    pub fn new(args: &Args) -> anyhow::Result<Self> {
+    pub(crate) fn new(args: &Args) -> anyhow::Result<Self> {
         let mut groups = vec![("edges".to_owned(), args.edge_pids.clone())];
         for named in &args.cpu_pids {
             let (name, pid) = named.split_once('=').context("--cpu-pid is name=pid")?;
@@ -234,7 +234,7 @@ impl CpuGroups {
 
     /// Resident memory (PSS) of each group other than the load
     /// generators, in MiB, and of each NATS node on its own.
-    pub fn pss_mib(&self) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    pub(crate) fn pss_mib(&self) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
         let mut all = serde_json::Map::new();
         for (name, pids) in self.0.iter().filter(|(name, _)| name != "load") {
             let total = crate::fanout::pss_kib(pids)? / 1024;
@@ -251,7 +251,7 @@ impl CpuGroups {
     }
 
     /// Clock ticks used so far, per group.
-    pub fn ticks(&self) -> anyhow::Result<Vec<u64>> {
+    pub(crate) fn ticks(&self) -> anyhow::Result<Vec<u64>> {
         self.0
             .iter()
             .map(|(name, pids)| {
@@ -266,7 +266,7 @@ impl CpuGroups {
     }
 
     /// Percent of one core each group used since `before`, over `secs`.
-    pub fn percent_since(
+    pub(crate) fn percent_since(
         &self,
         before: &[u64],
         secs: f64,
@@ -309,7 +309,7 @@ fn with_children(pid: u32) -> Vec<u32> {
 /// The machine's memory as `/proc/meminfo` and `/proc/net/sockstat` tell
 /// it, in MiB: used (total less available), what the kernel's slabs hold
 /// (sockets among them), and TCP's buffer pages.
-pub fn meminfo() -> serde_json::Value {
+pub(crate) fn meminfo() -> serde_json::Value {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     let meminfo = read("/proc/meminfo");
     let kib = |key: &str| -> u64 {

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// SSE addresses of the edges; agent `g` opens its streams on edge `g`.
     #[arg(long, value_delimiter = ',', required = true)]
     pub edges: Vec<SocketAddr>,

@@ -12,7 +12,7 @@ use crate::scale_args::Args;
 /// Publishes `--fanout-events` to each topic, numbered from 0 per topic,
 /// as fast as `--publishers` concurrent calls go. Returns how many went
 /// out; any failure ends the run.
-pub async fn fan_out_burst(target: &Target, args: &Args) -> anyhow::Result<u64> {
+pub(crate) async fn fan_out_burst(target: &Target, args: &Args) -> anyhow::Result<u64> {
     anyhow::ensure!(
         args.fanout_events <= MAX_TOPIC_EVENTS,
         "--fanout-events is at most {MAX_TOPIC_EVENTS}"
@@ -49,7 +49,7 @@ pub async fn fan_out_burst(target: &Target, args: &Args) -> anyhow::Result<u64> 
 
 /// Publishes persisted events to random users at `rate` for `--secs`,
 /// numbered from 0; returns (sent, errors, seconds taken).
-pub async fn unicast_at(
+pub(crate) async fn unicast_at(
     target: &Target,
     args: &Args,
     rate: u64,

@@ -31,7 +31,7 @@ thread_local! {
 /// Connects from `source`, sends `request` and checks for a 200. Returns
 /// the socket and the body bytes that came with the head (the opening
 /// `retry:` and comment often do).
-pub async fn open(
+pub(crate) async fn open(
     edge: SocketAddr,
     source: IpAddr,
     request: String,
@@ -57,7 +57,7 @@ pub async fn open(
 /// back after the wait, as an EventSource does.
 #[derive(Debug, thiserror::Error)]
 #[error("refused for now ({status}); retry after {retry_after:?}")]
-pub struct Refused {
+pub(crate) struct Refused {
     pub status: u16,
     pub retry_after: Duration,
 }
@@ -84,7 +84,11 @@ impl Refused {
 /// until it ends: first those in `pending`, then what the socket brings.
 /// Chunked-encoding size lines come through as lines of their own, which
 /// no caller mistakes for an SSE field.
-pub async fn for_each_line(socket: TcpStream, pending: Vec<u8>, mut on_line: impl FnMut(&[u8])) {
+pub(crate) async fn for_each_line(
+    socket: TcpStream,
+    pending: Vec<u8>,
+    mut on_line: impl FnMut(&[u8]),
+) {
     let mut carry = Vec::new();
     split(&mut carry, &pending, &mut on_line);
     drop(pending);

@@ -21,7 +21,7 @@ use crate::fanout::hold_idle;
 const CONNECTING: usize = 256;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Streams to hold.
     #[arg(long, default_value_t = 2000)]
     connections: usize,
@@ -64,7 +64,7 @@ struct Idle {
     idle_cpu_percent: f64,
 }
 
-pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let connector = connector(&args.ca, args.protocol)?;
     let name = ServerName::try_from(args.server_name.clone())?;
     let opening = open_all(target, args, &connector, &name);

@@ -24,7 +24,7 @@ use crate::Target;
 use crate::peer::{Kind, Publisher};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Clients, each one stream following the storm topic.
     #[arg(long, default_value_t = 15_000)]
     clients: usize,
@@ -77,7 +77,7 @@ struct Client {
 
 type Clients = Arc<Vec<Mutex<Client>>>;
 
-pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let clients: Clients = Arc::new((0..args.clients).map(|_| Mutex::default()).collect());
     // Connect everyone, let them receive `before` events, then drop them all.
     let retried = Arc::new(AtomicUsize::new(0));

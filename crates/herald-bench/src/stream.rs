@@ -9,7 +9,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// An open SSE response: the connection, and body bytes that arrived
 /// with the response head.
-pub struct Sse {
+pub(crate) struct Sse {
     stream: TcpStream,
     pending: Vec<u8>,
 }
@@ -17,7 +17,7 @@ pub struct Sse {
 /// Sends `request` (see `Target::sse_request`) from `source` and checks
 /// for a 200. Body bytes read along with the head are kept: a resumed
 /// stream's replay often arrives in the same segment.
-pub async fn open(edge: SocketAddr, source: IpAddr, request: &str) -> anyhow::Result<Sse> {
+pub(crate) async fn open(edge: SocketAddr, source: IpAddr, request: &str) -> anyhow::Result<Sse> {
     let socket = bound(source)?;
     let mut stream = socket
         .connect(edge)
@@ -36,7 +36,7 @@ const HEAD_WAIT: Duration = Duration::from_secs(30);
 
 /// Reads an HTTP/1.1 response head: its bytes up to and including the
 /// blank line, and the body bytes that came with it.
-pub async fn read_head(
+pub(crate) async fn read_head(
     stream: &mut (impl AsyncRead + Unpin),
 ) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     let mut head = Vec::with_capacity(512);
@@ -58,7 +58,7 @@ pub async fn read_head(
 }
 
 /// Fails unless `head` (see [`read_head`]) is a 200's.
-pub fn answered_ok(head: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn answered_ok(head: &[u8]) -> anyhow::Result<()> {
     if !head.starts_with(b"HTTP/1.1 200") {
         bail!("server answered {}", String::from_utf8_lossy(head));
     }
@@ -73,7 +73,7 @@ pub fn answered_ok(head: &[u8]) -> anyhow::Result<()> {
 /// address, 7-12 ms from 16,000 (measured here), which stalled the load
 /// generator's runtime in runs that followed other scenarios on the same
 /// source addresses.
-pub fn bound(source: IpAddr) -> std::io::Result<TcpSocket> {
+pub(crate) fn bound(source: IpAddr) -> std::io::Result<TcpSocket> {
     let socket = TcpSocket::new_v4()?;
     port_at_connect(&socket)?;
     socket.bind(SocketAddr::new(source, 0))?;
@@ -106,7 +106,7 @@ fn port_at_connect(socket: &TcpSocket) -> std::io::Result<()> {
 
 /// Calls `on_data` with every `data:` line's value, carrying partial lines
 /// across reads, until the stream ends.
-pub async fn for_each_data(sse: &mut Sse, mut on_data: impl FnMut(&[u8])) {
+pub(crate) async fn for_each_data(sse: &mut Sse, mut on_data: impl FnMut(&[u8])) {
     for_each_line(sse, |line| {
         if let Some(data) = line.strip_prefix(b"data: ") {
             on_data(data);
@@ -119,7 +119,7 @@ pub async fn for_each_data(sse: &mut Sse, mut on_data: impl FnMut(&[u8])) {
 /// stream ends. Chunked-encoding size lines come through as lines of their
 /// own (servers write whole events per chunk), which no caller mistakes
 /// for a field.
-pub async fn for_each_line(sse: &mut Sse, mut on_line: impl FnMut(&[u8])) {
+pub(crate) async fn for_each_line(sse: &mut Sse, mut on_line: impl FnMut(&[u8])) {
     let mut buf = std::mem::take(&mut sse.pending);
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -138,17 +138,17 @@ pub async fn for_each_line(sse: &mut Sse, mut on_line: impl FnMut(&[u8])) {
 }
 
 /// Streams held open by their reading tasks.
-pub type Readers = Vec<tokio::task::JoinHandle<anyhow::Result<()>>>;
+pub(crate) type Readers = Vec<tokio::task::JoinHandle<anyhow::Result<()>>>;
 
 /// At most this many streams connect at once, unless a peer needs fewer
 /// ([`crate::peer::Kind::connecting`]).
-pub const CONNECTING: usize = 256;
+pub(crate) const CONNECTING: usize = 256;
 
 /// Opens `count` streams to `edge`, spread over `sources` loopback source
 /// addresses (127.0.0.1..=N), at most `connecting` at once; stream `i`
 /// sends `request(i)` and hands each `data:` line to `on_data(i)`. Returns
 /// once all are open; an error if any failed to open.
-pub async fn open_many<F>(
+pub(crate) async fn open_many<F>(
     edge: SocketAddr,
     connecting: usize,
     count: usize,
@@ -183,7 +183,7 @@ where
 /// `readers` once every one has opened (none has ended yet); else how
 /// many ended, and why the first did (a stream may also have opened and
 /// ended already). `what` names them in the error.
-pub async fn all_open(readers: Readers, what: &str) -> anyhow::Result<Readers> {
+pub(crate) async fn all_open(readers: Readers, what: &str) -> anyhow::Result<Readers> {
     let failed = readers.iter().filter(|r| r.is_finished()).count();
     if failed > 0 {
         let first = readers.into_iter().find(|r| r.is_finished());
@@ -202,7 +202,7 @@ pub async fn all_open(readers: Readers, what: &str) -> anyhow::Result<Readers> {
 
 /// The loopback source address of stream `i` spread over `sources`
 /// addresses: 127.0.0.1 up to 127.0.0.`sources`.
-pub fn source(i: usize, sources: u8) -> IpAddr {
+pub(crate) fn source(i: usize, sources: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, 1 + (i % usize::from(sources)) as u8])
 }
 

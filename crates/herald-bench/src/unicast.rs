@@ -23,7 +23,7 @@ use crate::peer::Kind;
 use crate::via::Via;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Users, one stream each.
     #[arg(long, default_value_t = 15_000)]
     users: usize,
@@ -159,7 +159,7 @@ fn parse(data: &[u8]) -> Option<(u64, u64)> {
     Some((seq.parse().ok()?, sent.parse().ok()?))
 }
 
-pub async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(target: &Target, args: &Args) -> anyhow::Result<()> {
     let top = args.rates.iter().max().copied().unwrap_or(0);
     let tally = Arc::new(Mutex::new(Tally {
         latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,

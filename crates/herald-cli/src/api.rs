@@ -2,7 +2,10 @@
 //! token on each request, and a refusal said as its code and message.
 
 /// Adds `authorization: Bearer <token>` to `request`, when there is a token.
-pub fn authorize<T>(request: &mut tonic::Request<T>, token: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn authorize<T>(
+    request: &mut tonic::Request<T>,
+    token: Option<&str>,
+) -> anyhow::Result<()> {
     if let Some(token) = token {
         request
             .metadata_mut()
@@ -12,6 +15,6 @@ pub fn authorize<T>(request: &mut tonic::Request<T>, token: Option<&str>) -> any
 }
 
 /// A failed call as the error the command ends with: `<Code>: <message>`.
-pub fn refused(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn refused(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }

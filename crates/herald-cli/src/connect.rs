@@ -25,7 +25,7 @@ const MAX_REFUSAL: usize = 16 * 1024;
 
 /// Why no stream was opened.
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// The edge could not be reached, or broke off: try again later.
     #[error("{0}")]
     Unreachable(String),
@@ -45,14 +45,14 @@ pub enum OpenError {
 
 /// A pooled HTTP/1.1 and HTTP/2 client, TLS through rustls.
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     pool: Pool<HttpsConnector<HttpConnector>, Empty<Bytes>>,
 }
 
 impl Client {
     /// Trusts the built-in (Mozilla) roots, or only the CA certificates in
     /// the PEM file `ca_file`.
-    pub fn new(ca_file: Option<&Path>) -> Result<Self, ConfigError> {
+    pub(crate) fn new(ca_file: Option<&Path>) -> Result<Self, ConfigError> {
         let provider = rustls::crypto::ring::default_provider();
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let builder = match ca_file {
@@ -78,7 +78,7 @@ impl Client {
     /// Opens the stream at `uri`, resuming after `last_event_id` if not
     /// empty; returns its body once the edge answered 200 with an event
     /// stream.
-    pub async fn open(
+    pub(crate) async fn open(
         &self,
         uri: &Uri,
         token: &str,

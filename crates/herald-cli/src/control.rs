@@ -12,7 +12,7 @@ use crate::{output, sse};
 
 /// Where herald-publish serves the Control API, and its token.
 #[derive(Debug, clap::Args)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// herald-publish gRPC address.
     #[arg(
         long,
@@ -46,7 +46,7 @@ impl Endpoint {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct DisconnectArgs {
+pub(crate) struct DisconnectArgs {
     #[command(flatten)]
     endpoint: Endpoint,
     /// Users whose streams end, on every edge.
@@ -62,7 +62,7 @@ pub struct DisconnectArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct RevokeArgs {
+pub(crate) struct RevokeArgs {
     #[command(flatten)]
     endpoint: Endpoint,
     /// Users whose tokens issued until now (and tokens without `iat`) are
@@ -75,7 +75,7 @@ pub struct RevokeArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct FollowArgs {
+pub(crate) struct FollowArgs {
     #[command(flatten)]
     endpoint: Endpoint,
     /// User whose streams (open ones and every later connect) follow the
@@ -89,7 +89,7 @@ pub struct FollowArgs {
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["user", "topic"])))]
-pub struct HistoryArgs {
+pub(crate) struct HistoryArgs {
     #[command(flatten)]
     endpoint: Endpoint,
     /// The user whose stored events to read.
@@ -111,7 +111,7 @@ pub struct HistoryArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct TopicsArgs {
+pub(crate) struct TopicsArgs {
     #[command(flatten)]
     endpoint: Endpoint,
     /// Only topics starting with this.
@@ -119,7 +119,7 @@ pub struct TopicsArgs {
     prefix: Option<String>,
 }
 
-pub async fn disconnect(args: DisconnectArgs) -> anyhow::Result<()> {
+pub(crate) async fn disconnect(args: DisconnectArgs) -> anyhow::Result<()> {
     let request = v1::DisconnectRequest {
         user_ids: args.users,
         reason: args.reason.unwrap_or_default(),
@@ -137,7 +137,7 @@ pub async fn disconnect(args: DisconnectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+pub(crate) async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     let users = args.users.len() as u64;
     let request = v1::RevokeRequest {
         user_ids: args.users,
@@ -157,7 +157,7 @@ pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
 }
 
 /// `herald follow` (`follow` true) or `herald unfollow`.
-pub async fn follow(args: FollowArgs, follow: bool) -> anyhow::Result<()> {
+pub(crate) async fn follow(args: FollowArgs, follow: bool) -> anyhow::Result<()> {
     let (users, topics) = (args.users.len() as u64, args.topics.len() as u64);
     let request = v1::FollowRequest {
         user_ids: args.users,
@@ -182,7 +182,7 @@ pub async fn follow(args: FollowArgs, follow: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
+pub(crate) async fn history(args: HistoryArgs) -> anyhow::Result<()> {
     // clap lets exactly one through.
     let target = (args.user.map(Target::UserId)).or(args.topic.map(Target::Topic));
     let request = v1::HistoryRequest {
@@ -213,7 +213,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
+pub(crate) async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
     let request = v1::TopicsRequest {
         prefix: args.prefix.unwrap_or_default(),
         limit: 0,

@@ -9,7 +9,7 @@ use herald_domain::subject::{UserId, encode_token};
 use serde_json::Value;
 
 #[derive(Debug, clap::Args)]
-pub struct LifecycleArgs {
+pub(crate) struct LifecycleArgs {
     /// Comma-separated NATS server URLs.
     #[arg(
         long,
@@ -29,7 +29,7 @@ pub struct LifecycleArgs {
 }
 
 /// Tails until `stop`.
-pub async fn tail(
+pub(crate) async fn tail(
     args: LifecycleArgs,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {

@@ -14,7 +14,7 @@ const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Why a line was not sent.
 #[derive(Debug, thiserror::Error)]
-pub enum LineError {
+pub(crate) enum LineError {
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
@@ -22,10 +22,10 @@ pub enum LineError {
 }
 
 /// A line's number and its request, or why it was not sent.
-pub type Line = (usize, Result<PublishRequest, LineError>);
+pub(crate) type Line = (usize, Result<PublishRequest, LineError>);
 
 /// Parses one NDJSON line (1-based `number`); blank lines are skipped.
-pub fn parse_line(number: usize, text: &str) -> Option<Line> {
+pub(crate) fn parse_line(number: usize, text: &str) -> Option<Line> {
     if text.trim().is_empty() {
         return None;
     }
@@ -35,14 +35,18 @@ pub fn parse_line(number: usize, text: &str) -> Option<Line> {
 
 /// What a run did, for the summary and the exit code.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub published: usize,
     pub failed: usize,
 }
 
 /// Reads `input` to its end, sending chunks of at most `chunk` requests
 /// (and [`MAX_CHUNK_BYTES`]) through `send`; reports failed lines on stderr.
-pub async fn run<F, Fut>(input: impl BufRead, chunk: usize, mut send: F) -> anyhow::Result<Tally>
+pub(crate) async fn run<F, Fut>(
+    input: impl BufRead,
+    chunk: usize,
+    mut send: F,
+) -> anyhow::Result<Tally>
 where
     F: FnMut(PublishBatchRequest) -> Fut,
     Fut: Future<Output = Result<Vec<PublishResult>, tonic::Status>>,

@@ -8,7 +8,7 @@ use std::io::Write;
 use crate::sse::Event;
 
 /// The line for `event`, without its line break.
-pub fn line(event: &Event, json: bool) -> String {
+pub(crate) fn line(event: &Event, json: bool) -> String {
     if json {
         return serde_json::json!({
             "id": event.id,
@@ -47,7 +47,7 @@ fn escape_into(out: &mut String, text: &str) {
 
 /// Writes `line` to stdout at once; `false` when stdout is gone (a closed
 /// pipe, as `| head` leaves it), which ends the subscription.
-pub fn emit(line: &str) -> bool {
+pub(crate) fn emit(line: &str) -> bool {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}")
         .and_then(|()| stdout.flush())

@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 /// The reconnection time before a server names one (browsers use ~3 s).
-pub const DEFAULT_RETRY: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_RETRY: Duration = Duration::from_secs(3);
 /// Longest back-off, unless the server's own `retry:` asks for longer.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Reconnection state across attempts.
 #[derive(Debug, Clone)]
-pub struct Reconnect {
+pub(crate) struct Reconnect {
     /// The server's last `retry:` hint.
     retry: Duration,
     /// Attempts in a row that did not open a stream.
@@ -30,19 +30,19 @@ impl Default for Reconnect {
 
 impl Reconnect {
     /// A `retry:` field from the stream.
-    pub fn hint(&mut self, ms: u64) {
+    pub(crate) fn hint(&mut self, ms: u64) {
         self.retry = Duration::from_millis(ms);
     }
 
     /// A stream opened: the next wait starts from the hint again.
-    pub fn opened(&mut self) {
+    pub(crate) fn opened(&mut self) {
         self.failures = 0;
     }
 
     /// How long to wait before the next attempt, and counts it as one
     /// more that has yet to open a stream. `at_least` is a server's
     /// `Retry-After`, if it sent one.
-    pub fn next_delay(&mut self, at_least: Option<Duration>) -> Duration {
+    pub(crate) fn next_delay(&mut self, at_least: Option<Duration>) -> Duration {
         let ceiling = MAX_BACKOFF.max(self.retry);
         let doubled = self
             .retry

@@ -6,7 +6,7 @@
 
 /// One event, as dispatched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub(crate) struct Event {
     /// The `id:` of this event's own block, if it had one (ephemeral
     /// events have none; the stream's last id stays as it was).
     pub id: Option<String>,
@@ -17,7 +17,7 @@ pub struct Event {
 
 /// What the stream said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Item {
+pub(crate) enum Item {
     Event(Event),
     /// A `retry:` field: the reconnection time in milliseconds.
     Retry(u64),
@@ -28,16 +28,16 @@ pub enum Item {
 /// A line or an event longer than this ends the stream as broken: a
 /// server (or something posing as one) cannot make the CLI buffer without
 /// bound. Herald's own payload limit is far below it.
-pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// The stream broke the size limit.
 #[derive(Debug, thiserror::Error)]
 #[error("an event over {MAX_EVENT_BYTES} bytes; the stream is not read further")]
-pub struct TooLong;
+pub(crate) struct TooLong;
 
 /// Parser state across chunks.
 #[derive(Debug, Default)]
-pub struct Parser {
+pub(crate) struct Parser {
     /// The current line so far.
     line: Vec<u8>,
     /// The previous chunk ended in CR: an LF starting this one ends no line.
@@ -55,7 +55,7 @@ pub struct Parser {
 
 impl Parser {
     /// Parses `bytes`, pushing what they complete onto `out`.
-    pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Item>) -> Result<(), TooLong> {
+    pub(crate) fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Item>) -> Result<(), TooLong> {
         if !self.started {
             // Wait for three bytes before deciding on a BOM.
             self.line.extend_from_slice(bytes);
@@ -90,18 +90,18 @@ impl Parser {
     }
 
     /// The id a reconnect sends as `Last-Event-ID` (empty: none).
-    pub fn last_event_id(&self) -> &str {
+    pub(crate) fn last_event_id(&self) -> &str {
         &self.last_event_id
     }
 
     /// Starts from `id`, as a reconnect after a resume does.
-    pub fn set_last_event_id(&mut self, id: &str) {
+    pub(crate) fn set_last_event_id(&mut self, id: &str) {
         self.last_event_id = id.to_owned();
     }
 
     /// Forgets a partial line and block: a new connection starts clean,
     /// keeping only the last event id.
-    pub fn reset_connection(&mut self) {
+    pub(crate) fn reset_connection(&mut self) {
         let last_event_id = std::mem::take(&mut self.last_event_id);
         *self = Self {
             last_event_id,

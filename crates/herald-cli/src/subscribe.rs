@@ -23,7 +23,7 @@ use crate::sse::{Item, Parser};
 use crate::{output, token};
 
 #[derive(Debug, clap::Args)]
-pub struct SubscribeArgs {
+pub(crate) struct SubscribeArgs {
     /// The edge's base URL, e.g. `http://127.0.0.1:8080`; the stream is
     /// `<url>/v1/events`.
     #[arg(long, env = "HERALD_EDGE_URL", value_parser = parse_base_url)]
@@ -86,7 +86,7 @@ enum End {
 
 /// Runs until a final refusal (exit 1) or stdout closes (exit 0); a
 /// signal is handled by the caller.
-pub async fn run(args: SubscribeArgs) -> ExitCode {
+pub(crate) async fn run(args: SubscribeArgs) -> ExitCode {
     let credentials = match credentials(&args) {
         Ok(c) => c,
         Err(e) => return misconfigured(e),

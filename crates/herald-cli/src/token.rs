@@ -4,7 +4,7 @@
 use herald_domain::claims::Claims;
 
 /// `claims` signed with `secret`, the edge's `--jwt-secret`.
-pub fn hs256(claims: &Claims, secret: &str) -> Result<String, jsonwebtoken::errors::Error> {
+pub(crate) fn hs256(claims: &Claims, secret: &str) -> Result<String, jsonwebtoken::errors::Error> {
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key)
 }

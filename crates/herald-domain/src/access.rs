@@ -106,7 +106,10 @@ mod tests {
         let mut named = [first.as_str(), second.as_str()];
         named.sort_unstable();
         assert_eq!(named, [format!("topic {b:?}"), format!("topic {a:?}")]);
-        assert_eq!(distinct_keys(&user, &topics(&[a, "other"]), &here()), Ok(()));
+        assert_eq!(
+            distinct_keys(&user, &topics(&[a, "other"]), &here()),
+            Ok(())
+        );
     }
 
     proptest! {

@@ -852,7 +852,7 @@ async fn a_gap_too_large_to_fill_ends_the_stream_and_its_resume_loses_nothing() 
     publish_to_users(&mut client, &["alice"], "0").await;
     let first = stream.next().await;
 
-    const MISSED: usize = herald_edge::fill::MAX_EVENTS + 1;
+    const MISSED: usize = herald_edge::fanout::fill::MAX_EVENTS + 1;
     republish(&nats, "herald.u.alice", false).await;
     for i in 1..=MISSED {
         publish_to_users(&mut client, &["alice"], &i.to_string()).await;

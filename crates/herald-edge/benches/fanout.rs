@@ -4,10 +4,10 @@
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use herald_edge::delivery::{ConnId, Delivery, Member, Members, hand_out};
+use herald_edge::fanout::delivery::{ConnId, Delivery, Member, Members, hand_out};
+use herald_edge::fanout::queue::{self, Receiver};
+use herald_edge::fanout::signal::Signal;
 use herald_edge::metrics::Metrics;
-use herald_edge::queue::{self, Receiver};
-use herald_edge::signal::Signal;
 use herald_edge::sse;
 
 /// An audience of `size` streams, each with its queue's receiving end.

@@ -17,7 +17,7 @@ use crate::session::Frames;
     clippy::large_enum_variant,
     reason = "a stream's frames are held inline: boxed, every stream would pay for one more allocation"
 )]
-pub enum Body {
+pub(crate) enum Body {
     /// Known bytes (`None` once taken, or for an empty body).
     Full(Option<Bytes>),
     /// An SSE stream.
@@ -25,7 +25,7 @@ pub enum Body {
 }
 
 /// A body of known bytes.
-pub fn full(bytes: Bytes) -> Body {
+pub(crate) fn full(bytes: Bytes) -> Body {
     Body::Full((!bytes.is_empty()).then_some(bytes))
 }
 

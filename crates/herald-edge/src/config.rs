@@ -15,9 +15,9 @@ use herald_domain::claims::Rules;
 use herald_domain::cursor::MAX_ENTRIES;
 use herald_domain::region::Region;
 
-use crate::budget::ReplayLimits;
 use crate::cors::AllowedOrigins;
 use crate::ratelimit::ConnectRate;
+use crate::resume::budget::ReplayLimits;
 
 /// Shortest HS256 secret accepted, in bytes (RFC 7518 §3.2: the key must be
 /// at least as long as the hash output).

@@ -5,7 +5,12 @@
 //! covers them, and leaves the dropped ones), list the topics followed
 //! here. Each order is answered with what was done here. The
 //! buckets behind revocations and follows are followed too (see
-//! `bucket`), so an order this edge missed still takes effect.
+//! [`bucket`]), so an order this edge missed still takes effect:
+//! [`revocations`] and [`follows`] keep their state in memory.
+
+pub(crate) mod bucket;
+pub(crate) mod follows;
+pub(crate) mod revocations;
 
 use std::sync::Arc;
 
@@ -19,11 +24,11 @@ use herald_domain::region;
 use herald_domain::subject::UserId;
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::{Delivery, Member};
+use crate::control::revocations::unix_now;
+use crate::fanout::delivery::{Delivery, Member};
+use crate::fanout::queue::TrySendError;
 use crate::metrics::CloseReason;
-use crate::queue::TrySendError;
-use crate::revocations::unix_now;
-use crate::starts;
+use crate::resume::starts;
 use crate::state::State;
 
 /// Most topics one answer lists.
@@ -36,17 +41,17 @@ const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long an edge that starts waits to know the revoked tokens before
 /// it serves anyway (then it ends revoked streams once it knows them).
-pub const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Follows the revocations and follows buckets until `stop`; returns once
 /// the revocations are known, or after [`LOAD_WAIT`].
-pub async fn follow_buckets(state: &Arc<State>, stop: &CancellationToken) {
+pub(crate) async fn follow_buckets(state: &Arc<State>, stop: &CancellationToken) {
     let js = state.js.clone();
     tokio::spawn({
         let state = state.clone();
         let loaded = state.revocations.loaded();
         // A revocation this edge missed as an order ends the streams too.
-        let apply = move |change: crate::bucket::Change<'_>| {
+        let apply = move |change: crate::control::bucket::Change<'_>| {
             if let Some((user, revocation)) = state.revocations.apply(change, unix_now()) {
                 let state = state.clone();
                 tokio::spawn(async move {
@@ -56,7 +61,7 @@ pub async fn follow_buckets(state: &Arc<State>, stop: &CancellationToken) {
                 });
             }
         };
-        crate::bucket::follow(js, REVOCATIONS_BUCKET, apply, loaded, stop.clone())
+        crate::control::bucket::follow(js, REVOCATIONS_BUCKET, apply, loaded, stop.clone())
     });
     tokio::spawn(follow_follows(state.clone(), stop.clone()));
     let mut loaded = state.revocations.loaded().subscribe();
@@ -69,7 +74,7 @@ pub async fn follow_buckets(state: &Arc<State>, stop: &CancellationToken) {
 }
 
 /// Carries out orders until `stop`.
-pub async fn start(
+pub(crate) async fn start(
     state: Arc<State>,
     nats: async_nats::Client,
     stop: CancellationToken,
@@ -185,7 +190,12 @@ fn revoke(state: &State, order: Revoke) -> u64 {
 }
 
 /// Ends `user`'s streams here whose tokens `revocation` refuses.
-pub fn end_revoked(state: &State, user: &UserId, revocation: &Revocation, farewell: &[u8]) -> u64 {
+pub(crate) fn end_revoked(
+    state: &State,
+    user: &UserId,
+    revocation: &Revocation,
+    farewell: &[u8],
+) -> u64 {
     let mut ended = 0;
     for (_, member) in state.fanout.members_of(&state.own_origin(&user.subject())) {
         let iat = Some(member.signal.issued_at()).filter(|iat| *iat != 0);
@@ -198,7 +208,7 @@ pub fn end_revoked(state: &State, user: &UserId, revocation: &Revocation, farewe
 }
 
 /// The `herald.disconnect` event a stream ends with.
-pub fn farewell(reason: &str, reconnect: bool) -> Box<[u8]> {
+pub(crate) fn farewell(reason: &str, reconnect: bool) -> Box<[u8]> {
     let data = serde_json::json!({ "reason": reason, "reconnect": reconnect });
     format!("event: herald.disconnect\ndata: {data}\n\n")
         .into_bytes()
@@ -214,7 +224,7 @@ async fn follow_follows(state: Arc<State>, stop: CancellationToken) {
     let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
     let apply = {
         let state = state.clone();
-        move |change: crate::bucket::Change<'_>| {
+        move |change: crate::control::bucket::Change<'_>| {
             if let Some(user) = state.follows.apply(change) {
                 let _ = changed.send((tokio::time::Instant::now() + CATCH_UP, user));
             }
@@ -222,7 +232,7 @@ async fn follow_follows(state: Arc<State>, stop: CancellationToken) {
     };
     let loaded = state.follows.loaded();
     let js = state.js.clone();
-    let following = crate::bucket::follow(js, FOLLOWS_BUCKET, apply, loaded, stop.clone());
+    let following = crate::control::bucket::follow(js, FOLLOWS_BUCKET, apply, loaded, stop.clone());
     let applying = async {
         while let Some((at, user)) = changes.recv().await {
             tokio::time::sleep_until(at).await;
@@ -234,7 +244,7 @@ async fn follow_follows(state: Arc<State>, stop: CancellationToken) {
 
 /// Makes `user`'s open streams here follow exactly their server-side
 /// follows (besides what each asked for): returns how many changed.
-pub async fn apply_to_streams(state: &State, user: &UserId) -> u64 {
+pub(crate) async fn apply_to_streams(state: &State, user: &UserId) -> u64 {
     let regions = &state.config.regions;
     let wanted: Vec<String> = (state.follows.of(user).iter())
         .flat_map(|topic| region::origins(&topic.subject(), regions).collect::<Vec<_>>())
@@ -306,11 +316,11 @@ const LATE_START_ATTEMPTS: u32 = 60;
 /// resume it from the subject's newest event then, skipping what was
 /// stored meanwhile. A subject whose live events reached the stream first
 /// keeps their position (the session drops the mark).
-pub async fn late_starts(
+pub(crate) async fn late_starts(
     state: Arc<State>,
     member: Member,
     owner: String,
-    id: crate::delivery::ConnId,
+    id: crate::fanout::delivery::ConnId,
     mut subjects: Vec<String>,
 ) {
     let follows = |state: &State| state.fanout.find(&owner).is_some_and(|s| s.has_member(id));

@@ -8,19 +8,19 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::fanout::signal::Signal;
 use crate::metrics::CloseReason;
-use crate::signal::Signal;
 
 /// Shared drain state of one edge.
 #[derive(Debug)]
-pub struct Drain {
+pub(crate) struct Drain {
     draining: AtomicBool,
     /// Streams are closed at random points within this window.
     window: Duration,
 }
 
 impl Drain {
-    pub fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         Self {
             draining: AtomicBool::new(false),
             window,
@@ -28,17 +28,17 @@ impl Drain {
     }
 
     /// Starts draining: from now on, new streams are refused.
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
 
     /// Closes `streams`, each at a random moment of the window from now.
     /// One timer for all of them: an idle stream waits on nothing for it.
-    pub async fn close_over_window(&self, streams: Vec<Arc<Signal>>) {
+    pub(crate) async fn close_over_window(&self, streams: Vec<Arc<Signal>>) {
         let start = Instant::now();
         let mut turns: Vec<(Duration, Arc<Signal>)> = streams
             .into_iter()

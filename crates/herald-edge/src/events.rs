@@ -13,19 +13,19 @@ use herald_domain::subject::{Topic, UserId};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tokio_util::sync::CancellationToken;
 
-use crate::beats::Heartbeats;
 use crate::body::Body;
-use crate::budget::Budget;
 use crate::cors::{self, Verdict};
-use crate::delivery::Member;
+use crate::fanout::delivery::Member;
+use crate::fanout::signal::Signal;
+use crate::http1::beats::Heartbeats;
 use crate::metrics::{CloseReason, ResumeSource};
 use crate::refusal::Refusal;
-use crate::replay::{self, Replay, Wanted};
+use crate::resume::budget::Budget;
+use crate::resume::replay::{self, Replay, Wanted};
+use crate::resume::sharing::{self, Lookup};
+use crate::resume::starts;
 use crate::session::{Guard, Session};
-use crate::sharing::{self, Lookup};
-use crate::signal::Signal;
 use crate::sse;
-use crate::starts;
 use crate::state::State;
 
 /// A stream outlives no token by more than this, even one with a far `exp`.
@@ -34,7 +34,7 @@ const MAX_STREAM_SECS: u64 = 366 * 24 * 3600;
 /// Routes a request; `transport` closes its HTTP/1.1 connection, and
 /// `heartbeats` says who writes a stream's heartbeats. Every answer
 /// carries the CORS headers its `Origin` earns.
-pub async fn route<B>(
+pub(crate) async fn route<B>(
     req: Request<B>,
     state: Arc<State>,
     transport: Option<CancellationToken>,
@@ -136,7 +136,7 @@ async fn open<B>(
     // session then ends and the client resumes from its cursor.
     let epoch = *state.losses.borrow();
     let signal = Signal::new(transport, claims.iat.unwrap_or(0));
-    let (queue, inbox) = crate::queue::bounded(state.config.queue_capacity);
+    let (queue, inbox) = crate::fanout::queue::bounded(state.config.queue_capacity);
     // Each followed subject on every region's origin subject, this
     // region's first (so `subjects[0]` is the user's own here).
     let subjects: Vec<String> = std::iter::once(user.subject())
@@ -230,7 +230,7 @@ async fn open<B>(
         // Capped so that a token claiming to live forever cannot overflow the clock.
         exp: claims
             .exp
-            .min(crate::revocations::unix_now() + MAX_STREAM_SECS),
+            .min(crate::control::revocations::unix_now() + MAX_STREAM_SECS),
         retry: state.config.retry,
         guard,
     };
@@ -372,7 +372,7 @@ async fn resume(state: &State, cursor: Cursor, subjects: &[String]) -> Result<Re
 /// would turn a JetStream outage into an outage of live events too.
 fn check_revoked(state: &State, user: &UserId, claims: &Claims) -> Result<(), Refusal> {
     let revocations = &state.revocations;
-    let now = crate::revocations::unix_now();
+    let now = crate::control::revocations::unix_now();
     match revocations.refusing(user, claims.iat, now) {
         None => Ok(()),
         Some(revocation) => Err(Refusal::TokenRevoked(format!(

@@ -11,6 +11,16 @@
 //! so NATS interest follows real streams. A subscription the server
 //! refuses fails the joins waiting for it and ends the streams holding
 //! it, which their clients retry: no stream stays open and deaf.
+//!
+//! - [`followed`]: one subject followed here: its streams, the order of its
+//!   live events, what it keeps for streams resuming it.
+//! - [`gaps`]: the order of a subject's live events: a missed one is read
+//!   from history ([`fill`]) before the next goes out.
+//! - [`delivery`]: a framed event and the stream queues it goes into;
+//!   [`queue`]: a stream's queue, empty of memory while idle.
+//! - [`signal`]: how a stream is told to close.
+//! - `link`, `mature`, `collector`: the lean connection or async-nats
+//!   `Subscriber`s that hold the subscriptions, and their metrics.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -19,16 +29,22 @@ use herald_core::nats::{LossCounter, NatsSecurity};
 use herald_domain::subject::TOPIC_PREFIX;
 use herald_subscriptions::{ConnectError, Deliver, Refusal, Sid, Source};
 
-use crate::delivery::{ConnId, Member};
-use crate::fill::Filler;
+use crate::fanout::delivery::{ConnId, Member};
+use crate::fanout::fill::Filler;
+use crate::fanout::followed::Followed;
+use crate::fanout::signal::Signal;
 use crate::metrics::{CloseReason, Metrics};
-use crate::sharing::Lookup;
-use crate::signal::Signal;
-use crate::subject::Subject;
+use crate::resume::sharing::Lookup;
 
 mod collector;
+pub mod delivery;
+pub mod fill;
+mod followed;
+pub mod gaps;
 mod link;
 mod mature;
+pub mod queue;
+pub mod signal;
 
 pub use collector::SubscriptionsCollector;
 use link::Link;
@@ -50,7 +66,7 @@ pub struct Fanout {
     subjects: Arc<Subjects>,
     subscriptions: Link,
     /// In a cluster: a new subscription's subject is read again a while
-    /// after it is confirmed (see `Subject::settle`).
+    /// after it is confirmed (see `Followed::settle`).
     settle: bool,
 }
 
@@ -71,7 +87,7 @@ struct Subjects {
 #[derive(Default)]
 struct Registry {
     sids: HashMap<Box<str>, Sid>,
-    subjects: HashMap<Sid, Arc<Subject>>,
+    subjects: HashMap<Sid, Arc<Followed>>,
     /// Subjects streams joined after they opened (server-side follows,
     /// see `follows`), by stream: left with the stream's own.
     extras: HashMap<ConnId, Vec<Sid>>,
@@ -162,7 +178,7 @@ impl Fanout {
     fn subscribe(&self, registry: &mut Registry, subject: &str) -> Sid {
         let sid = self.subscriptions.subscribe(subject);
         let losses = self.subjects.losses.clone();
-        let fresh = Subject::new(subject, losses, self.subjects.filler.clone());
+        let fresh = Followed::new(subject, losses, self.subjects.filler.clone());
         registry.sids.insert(subject.into(), sid);
         registry.subjects.insert(sid, fresh);
         self.subjects.metrics.subscriptions.inc();
@@ -294,7 +310,7 @@ impl Fanout {
     }
 
     /// What this node holds after `after` for a stream of `subject` (see
-    /// [`Subject::lookup`]); a subject nobody here follows holds nothing.
+    /// [`Followed::lookup`]); a subject nobody here follows holds nothing.
     pub async fn lookup(&self, subject: &str, after: u64, may_wait: bool) -> Lookup {
         match self.find(subject) {
             Some(subject) => subject.lookup(after, may_wait).await,
@@ -303,7 +319,7 @@ impl Fanout {
     }
 
     /// The subject if a stream here follows it.
-    pub fn find(&self, subject: &str) -> Option<Arc<Subject>> {
+    pub fn find(&self, subject: &str) -> Option<Arc<Followed>> {
         let registry = self.subjects.registry.lock().unwrap();
         let sid = registry.sids.get(subject);
         sid.map(|sid| registry.subjects[sid].clone())
@@ -321,7 +337,7 @@ impl Fanout {
 }
 
 impl Subjects {
-    fn get(&self, sid: Sid) -> Option<Arc<Subject>> {
+    fn get(&self, sid: Sid) -> Option<Arc<Followed>> {
         self.registry.lock().unwrap().subjects.get(&sid).cloned()
     }
 

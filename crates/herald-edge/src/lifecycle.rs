@@ -21,14 +21,14 @@ use crate::metrics::CloseReason;
 const QUEUE: usize = 16 * 1024;
 
 /// Where a node's lifecycle events go; cheap to share.
-pub struct Lifecycle {
+pub(crate) struct Lifecycle {
     node: String,
     queue: mpsc::Sender<(String, Vec<u8>)>,
     dropped: Counter,
 }
 
 /// One stream's part: what its disconnect event repeats.
-pub struct StreamLife {
+pub(crate) struct StreamLife {
     lifecycle: Arc<Lifecycle>,
     user: String,
     stream: String,
@@ -53,7 +53,7 @@ struct Event<'a> {
 
 impl Lifecycle {
     /// Publishes on `nats` until `stop`; `dropped` counts what did not fit.
-    pub fn start(
+    pub(crate) fn start(
         nats: async_nats::Client,
         node: String,
         dropped: Counter,
@@ -83,7 +83,12 @@ impl Lifecycle {
 
     /// Announces stream `id` of `user` following `topics`; what its
     /// disconnect needs is returned, for the stream to keep.
-    pub fn connected(self: &Arc<Self>, user: &str, id: u64, topics: Vec<String>) -> StreamLife {
+    pub(crate) fn connected(
+        self: &Arc<Self>,
+        user: &str,
+        id: u64,
+        topics: Vec<String>,
+    ) -> StreamLife {
         let life = StreamLife {
             lifecycle: self.clone(),
             user: user.to_owned(),
@@ -106,7 +111,7 @@ impl Lifecycle {
 
 impl StreamLife {
     /// Announces the stream's end, for `reason`.
-    pub fn disconnected(&self, reason: CloseReason) {
+    pub(crate) fn disconnected(&self, reason: CloseReason) {
         self.send("disconnect", Some(reason));
     }
 

@@ -22,12 +22,12 @@ use crate::admission::AdmitError;
 use crate::body::Body;
 use crate::fanout::SubscribeError;
 use crate::metrics::RejectReason;
-use crate::replay::ResumeError;
+use crate::resume::replay::ResumeError;
 use crate::sse;
 
 /// A refused request; variants carry what the message says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// An empty, over-long or ill-formed topic.
     InvalidTopic(String),
     TooManyTopics(String),
@@ -61,7 +61,7 @@ pub enum Refusal {
 
 /// What a refusal answers, and how it is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Terms {
+pub(crate) struct Terms {
     pub status: StatusCode,
     /// Stable machine-readable code.
     pub code: &'static str,
@@ -74,7 +74,7 @@ pub struct Terms {
 
 impl Refusal {
     /// Every refusal's terms: docs/api.md's table, as the edge answers it.
-    pub fn terms(&self) -> Terms {
+    pub(crate) fn terms(&self) -> Terms {
         use RejectReason as R;
         use StatusCode as S;
         let (status, code, reason, retry_after) = match self {
@@ -139,7 +139,7 @@ impl Refusal {
 
     /// 429 for a user over `--connect-rate-per-user`, told to come back
     /// when the next connect would be admitted.
-    pub fn too_many_connects(wait: Duration) -> Self {
+    pub(crate) fn too_many_connects(wait: Duration) -> Self {
         Self::TooManyConnects(wait.as_secs_f64().ceil().max(1.0) as u64)
     }
 
@@ -172,7 +172,7 @@ impl Refusal {
 
     /// The answer; `event_stream` says whether the client accepts
     /// `text/event-stream` (only transient refusals use it).
-    pub fn into_response(self, event_stream: bool) -> Response<Body> {
+    pub(crate) fn into_response(self, event_stream: bool) -> Response<Body> {
         let terms = self.terms();
         match terms.retry_after {
             Some(secs) if event_stream => retry_stream(secs, terms.code),

@@ -1,6 +1,6 @@
 //! The edge's serve loop: accepts HTTP/1.1 and HTTP/2 (h2c, or by ALPN
 //! under TLS) within the listener's bounds, and drains on shutdown.
-//! Plain HTTP/1.1 streams are served without hyper ([`crate::plain`]).
+//! Plain HTTP/1.1 streams are served without hyper ([`crate::http1::plain`]).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -15,20 +15,20 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
-use crate::beats::Beats;
 use crate::config::Config;
+use crate::control::follows::Follows;
+use crate::control::revocations::Revocations;
 use crate::drain::Drain;
+use crate::fanout::fill::{Filler, HistoryReader};
 use crate::fanout::{Fanout, NatsSubscriber, SubscriptionsCollector};
-use crate::fill::{Filler, HistoryReader};
-use crate::follows::Follows;
+use crate::http1::beats::Beats;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::presence::Reporter;
 use crate::ratelimit::ConnectLimiter;
-use crate::reads::Reads;
-use crate::revocations::Revocations;
+use crate::resume::reads::Reads;
+use crate::resume::tails::Tails;
 use crate::state::State;
-use crate::tails::Tails;
 
 /// How the edge reaches NATS.
 pub struct Nats<'a> {
@@ -281,7 +281,8 @@ impl Edge {
         match tls {
             // Plain HTTP/1.1 streams skip hyper (see `plain`).
             None => {
-                let serving = crate::plain::serve(accepted, state, http.clone(), close.clone());
+                let serving =
+                    crate::http1::plain::serve(accepted, state, http.clone(), close.clone());
                 tokio::spawn(serving);
             }
             Some(tls) => {

@@ -10,14 +10,14 @@ use herald_core::serve::{Http, Opening};
 use hyper::service::service_fn;
 use tokio_util::sync::CancellationToken;
 
-use crate::beats::Heartbeats;
 use crate::body::Body;
+use crate::http1::beats::Heartbeats;
 use crate::state::State;
 use crate::watch::Watch;
 
 /// The edge's hyper service for one connection; `transport` closes it,
 /// and `watch` times its writes.
-pub fn service(
+pub(crate) fn service(
     state: Arc<State>,
     transport: CancellationToken,
     watch: Arc<Watch>,

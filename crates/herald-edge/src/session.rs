@@ -13,13 +13,13 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 
 use crate::admission::Permit;
-use crate::delivery::{ConnId, Delivery};
 use crate::fanout::Fanout;
+use crate::fanout::delivery::{ConnId, Delivery};
+use crate::fanout::queue;
+use crate::fanout::signal::Signal;
 use crate::lifecycle::StreamLife;
 use crate::metrics::{CloseReason, Metrics};
-use crate::queue;
-use crate::replay::Replay;
-use crate::signal::Signal;
+use crate::resume::replay::Replay;
 use crate::sse;
 use herald_domain::cursor::Cursor;
 use herald_subscriptions::Sid;
@@ -52,12 +52,12 @@ fn on_grid(at: Instant) -> Instant {
 
 /// A JWT `exp` (seconds since the epoch) as a tokio instant.
 fn expiry_instant(exp: u64) -> Instant {
-    let secs = exp.saturating_sub(crate::revocations::unix_now());
+    let secs = exp.saturating_sub(crate::control::revocations::unix_now());
     Instant::now() + Duration::from_secs(secs)
 }
 
 /// Undoes everything opening a stream did, however the stream ends.
-pub struct Guard {
+pub(crate) struct Guard {
     pub id: ConnId,
     /// Subscriptions joined so far; left on drop.
     pub joined: Vec<Sid>,
@@ -87,7 +87,7 @@ impl Drop for Guard {
 }
 
 /// Everything a stream needs while it runs.
-pub struct Session {
+pub(crate) struct Session {
     pub queue: queue::Receiver<Delivery>,
     /// Missed events to send before the live queue, when resuming
     /// (boxed: most streams have none, and every stream holds this).
@@ -108,7 +108,7 @@ pub struct Session {
 /// heartbeats (when it writes its own), and a closing hint. Polled by
 /// whoever writes the stream: hyper (as the response body) or the plain
 /// writer (see `plain`), each without a future of its own around it.
-pub struct Frames {
+pub(crate) struct Frames {
     opening: Option<Bytes>,
     /// `None` past the last frame: what the session held is freed then.
     running: Option<Running>,
@@ -134,8 +134,8 @@ struct Timer {
 impl Session {
     /// The stream's frames, `opening` first, and a `heartbeat` every so
     /// often if the stream writes its own (`None`: the node writes them,
-    /// and ends the stream at `exp`; see [`crate::beats`]).
-    pub fn into_frames(mut self, opening: Bytes, heartbeat: Option<Duration>) -> Frames {
+    /// and ends the stream at `exp`; see [`crate::http1::beats`]).
+    pub(crate) fn into_frames(mut self, opening: Bytes, heartbeat: Option<Duration>) -> Frames {
         self.guard.opened = true;
         self.guard.metrics.connects.inc();
         self.guard.metrics.connections.inc();
@@ -162,7 +162,7 @@ impl Session {
 
 impl Frames {
     /// The next frame; `None` after the last.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if let Some(opening) = self.opening.take() {
             return Poll::Ready(Some(opening));
         }
@@ -181,7 +181,7 @@ impl Frames {
 
     /// How the stream is closed from outside, and its token's `exp` (in
     /// seconds since the Unix epoch); `None` once it has ended.
-    pub fn ending(&self) -> Option<(&Arc<Signal>, u64)> {
+    pub(crate) fn ending(&self) -> Option<(&Arc<Signal>, u64)> {
         let session = &self.running.as_ref()?.session;
         Some((&session.guard.signal, session.exp))
     }

@@ -6,21 +6,21 @@ use std::sync::atomic::AtomicU64;
 use herald_core::nats::LossCounter;
 
 use crate::admission::Admission;
-use crate::beats::Beats;
 use crate::config::Config;
+use crate::control::follows::Follows;
+use crate::control::revocations::Revocations;
 use crate::drain::Drain;
 use crate::fanout::Fanout;
-use crate::follows::Follows;
+use crate::http1::beats::Beats;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::ratelimit::ConnectLimiter;
-use crate::reads::Reads;
-use crate::revocations::Revocations;
-use crate::starts::History;
-use crate::tails::Tails;
+use crate::resume::reads::Reads;
+use crate::resume::starts::History;
+use crate::resume::tails::Tails;
 
 /// State shared by every request on one edge.
-pub struct State {
+pub(crate) struct State {
     pub config: Config,
     pub fanout: Arc<Fanout>,
     pub admission: Arc<Admission>,
@@ -50,7 +50,7 @@ pub struct State {
 
 impl State {
     /// Where history is and how this edge reads it.
-    pub fn history(&self) -> History<'_> {
+    pub(crate) fn history(&self) -> History<'_> {
         let config = &self.config.history;
         History {
             js: &self.js,
@@ -62,7 +62,7 @@ impl State {
 
     /// The subject on which this region's events for `live` travel (see
     /// `herald_domain::region`); any stream following `live` here holds it.
-    pub fn own_origin(&self, live: &str) -> String {
+    pub(crate) fn own_origin(&self, live: &str) -> String {
         self.config.regions[0].origin(live)
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! Each such connection notes when its socket stopped taking bytes
 //! ([`WriteStall`], kept by herald-core's serving), and the node's
-//! heartbeat task ([`crate::beats`]) closes its streams
+//! heartbeat task ([`crate::http1::beats`]) closes its streams
 //! ([`CloseReason::WriteTimeout`]) and drops it once that has lasted the
 //! write timeout. An HTTP/2 stream that its client stops reading while the
 //! connection goes on (another tab's stream is read) is not a stalled
@@ -17,12 +17,12 @@ use std::time::Duration;
 use herald_core::stall::WriteStall;
 use tokio_util::sync::CancellationToken;
 
+use crate::fanout::signal::Signal;
 use crate::metrics::CloseReason;
-use crate::signal::Signal;
 
 /// What the heartbeat task needs to time one connection served by hyper.
 #[derive(Debug)]
-pub struct Watch {
+pub(crate) struct Watch {
     stall: Arc<WriteStall>,
     /// The streams opened on the connection, to count why they close.
     streams: Mutex<Vec<Weak<Signal>>>,
@@ -31,7 +31,7 @@ pub struct Watch {
 
 impl Watch {
     /// A watch on the connection that `connection` drops.
-    pub fn new(connection: CancellationToken) -> Arc<Self> {
+    pub(crate) fn new(connection: CancellationToken) -> Arc<Self> {
         Arc::new(Self {
             stall: Arc::default(),
             streams: Mutex::default(),
@@ -40,13 +40,13 @@ impl Watch {
     }
 
     /// Where serving notes the connection's writes.
-    pub fn stall(&self) -> Arc<WriteStall> {
+    pub(crate) fn stall(&self) -> Arc<WriteStall> {
         self.stall.clone()
     }
 
     /// Counts `signal`'s stream as closed by a write timeout if the
     /// connection times out.
-    pub fn add(&self, signal: &Arc<Signal>) {
+    pub(crate) fn add(&self, signal: &Arc<Signal>) {
         let mut streams = self.streams.lock().unwrap();
         // An HTTP/2 connection may carry many streams over its life.
         streams.retain(|s| s.strong_count() > 0);
@@ -55,7 +55,7 @@ impl Watch {
 
     /// Closes the connection's streams, and drops it, if its socket has
     /// taken nothing for `timeout`.
-    pub fn check(&self, timeout: Duration) {
+    pub(crate) fn check(&self, timeout: Duration) {
         let stalled = self.stall.since();
         if stalled.is_none_or(|since| since.elapsed() < timeout) {
             return;

@@ -45,7 +45,7 @@ pub(super) enum Link {
 impl Link {
     /// Connects with `subscriber`, failing fast at start-up; its losses
     /// count in `losses`, its messages and refusals go to `deliver`.
-    pub async fn connect(
+    pub(super) async fn connect(
         subscriber: NatsSubscriber,
         urls: &[String],
         security: &NatsSecurity,
@@ -63,14 +63,14 @@ impl Link {
         })
     }
 
-    pub fn subscribe(&self, subject: &str) -> Sid {
+    pub(super) fn subscribe(&self, subject: &str) -> Sid {
         match self {
             Self::Lean(lean) => lean.subscribe(subject),
             Self::Mature(mature) => mature.subscribe(subject),
         }
     }
 
-    pub fn unsubscribe(&self, sid: Sid) {
+    pub(super) fn unsubscribe(&self, sid: Sid) {
         match self {
             Self::Lean(lean) => lean.unsubscribe(sid),
             Self::Mature(mature) => mature.unsubscribe(sid),
@@ -80,14 +80,14 @@ impl Link {
     /// Resolves once the server has processed every subscription made
     /// before the call (and the lean subscriber has handed on any it
     /// refused).
-    pub async fn round_trip(&self) -> Result<(), RoundTripError> {
+    pub(super) async fn round_trip(&self) -> Result<(), RoundTripError> {
         match self {
             Self::Lean(lean) => lean.round_trip().await,
             Self::Mature(mature) => mature.round_trip().await,
         }
     }
 
-    pub fn stats_reader(&self) -> StatsReader {
+    pub(super) fn stats_reader(&self) -> StatsReader {
         match self {
             Self::Lean(lean) => StatsReader::Lean(lean.stats_reader()),
             Self::Mature(mature) => StatsReader::Mature(mature.stats_reader()),

@@ -41,7 +41,7 @@ use tokio::task::AbortHandle;
 
 /// A cheap handle to the subscriptions; the task that owns them ends,
 /// unsubscribing each, when the handle is dropped.
-pub struct Subscribers {
+pub(super) struct Subscribers {
     commands: mpsc::UnboundedSender<Command>,
     /// Sids are ours, not async-nats's: given before the SUB is made.
     next_sid: AtomicU64,
@@ -72,7 +72,7 @@ impl Subscribers {
     /// Connects like the edge's main client (same URLs, credentials and
     /// name), failing fast at start-up; afterwards async-nats reconnects
     /// for as long as needed and subscribes again.
-    pub async fn connect(
+    pub(super) async fn connect(
         urls: &[String],
         security: &NatsSecurity,
         name: &str,
@@ -115,19 +115,19 @@ impl Subscribers {
     }
 
     /// Subscribes in the background; messages for the sid go to `Deliver`.
-    pub fn subscribe(&self, subject: &str) -> Sid {
+    pub(super) fn subscribe(&self, subject: &str) -> Sid {
         let sid = self.next_sid.fetch_add(1, Relaxed);
         let _ = self.commands.send(Command::Subscribe(sid, subject.into()));
         sid
     }
 
-    pub fn unsubscribe(&self, sid: Sid) {
+    pub(super) fn unsubscribe(&self, sid: Sid) {
         let _ = self.commands.send(Command::Unsubscribe(sid));
     }
 
     /// Resolves once the server has processed every SUB asked for before
     /// the call (refused ones too: see the module docs).
-    pub async fn round_trip(&self) -> Result<(), RoundTripError> {
+    pub(super) async fn round_trip(&self) -> Result<(), RoundTripError> {
         let (answer, answered) = oneshot::channel();
         let asked = self.commands.send(Command::RoundTrip(answer));
         asked.map_err(|_| RoundTripError::Closed)?;
@@ -138,7 +138,7 @@ impl Subscribers {
         }
     }
 
-    pub fn stats_reader(&self) -> StatsReader {
+    pub(super) fn stats_reader(&self) -> StatsReader {
         StatsReader {
             counters: self.counters.clone(),
             statistics: self.statistics.clone(),

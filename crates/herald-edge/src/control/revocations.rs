@@ -10,10 +10,10 @@ use herald_domain::control::{self, Revocation};
 use herald_domain::subject::UserId;
 use tokio::sync::watch;
 
-use crate::bucket::Change;
+use crate::control::bucket::Change;
 
 /// Every revocation in force, by user id.
-pub struct Revocations {
+pub(crate) struct Revocations {
     users: RwLock<HashMap<String, Revocation>>,
     loaded: watch::Sender<bool>,
 }
@@ -30,24 +30,24 @@ impl Default for Revocations {
 impl Revocations {
     /// Whether every revocation stored is known yet: until then a connect
     /// cannot be checked.
-    pub fn is_loaded(&self) -> bool {
+    pub(crate) fn is_loaded(&self) -> bool {
         *self.loaded.borrow()
     }
 
-    /// Turned true once loaded (see [`crate::bucket::follow`]).
-    pub fn loaded(&self) -> watch::Sender<bool> {
+    /// Turned true once loaded (see [`crate::control::bucket::follow`]).
+    pub(crate) fn loaded(&self) -> watch::Sender<bool> {
         self.loaded.clone()
     }
 
     /// The revocation that refuses a token of `user` issued at `iat`, if any.
-    pub fn refusing(&self, user: &UserId, iat: Option<u64>, now: u64) -> Option<Revocation> {
+    pub(crate) fn refusing(&self, user: &UserId, iat: Option<u64>, now: u64) -> Option<Revocation> {
         let users = self.users.read().unwrap();
         let revocation = users.get(user.as_str())?;
         (revocation.expires > now && revocation.refuses(iat)).then(|| revocation.clone())
     }
 
     /// Keeps `revocation` of `user` (the later of it and any kept).
-    pub fn add(&self, user: &str, revocation: Revocation) {
+    pub(crate) fn add(&self, user: &str, revocation: Revocation) {
         let mut users = self.users.write().unwrap();
         match users.get_mut(user) {
             Some(kept) => kept.merge(revocation),
@@ -60,7 +60,7 @@ impl Revocations {
     /// A change read from the bucket: the user and the revocation now in
     /// force, if one was added. Expired revocations are forgotten on the
     /// way (the bucket drops them without a word).
-    pub fn apply(&self, change: Change<'_>, now: u64) -> Option<(UserId, Revocation)> {
+    pub(crate) fn apply(&self, change: Change<'_>, now: u64) -> Option<(UserId, Revocation)> {
         match change {
             Change::Put { key, value } => {
                 let (Some(user), Ok(revocation)) = (
@@ -90,7 +90,7 @@ impl Revocations {
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

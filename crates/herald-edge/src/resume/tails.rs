@@ -47,12 +47,12 @@ use crate::sse;
 /// A tail read pays once the shard's resumes have stepped over this many
 /// times as many stream sequences as it reads (a delivered message costs
 /// the server roughly as much as 20-40 steps of a subject scan).
-pub const SWEEP_FACTOR: u64 = 32;
+pub(crate) const SWEEP_FACTOR: u64 = 32;
 /// Most stream sequences one tail read covers.
-pub const MAX_SPAN: u64 = 65_536;
+pub(crate) const MAX_SPAN: u64 = 65_536;
 /// Most frame bytes one tail holds; a read stops there (its end is then
 /// the last event it kept).
-pub const MAX_BYTES: usize = 16 << 20;
+pub(crate) const MAX_BYTES: usize = 16 << 20;
 /// How long a tail is kept for later resumes.
 const KEEP: Duration = Duration::from_secs(10);
 /// How long the scan cost of a shard's resumes adds up before it starts
@@ -75,11 +75,11 @@ enum Outcome {
 /// Why a resume cannot use the tail read it waited for.
 #[derive(Debug, thiserror::Error)]
 #[error("history tail read failed {ATTEMPTS} times; come back later")]
-pub struct TailReadFailed;
+pub(crate) struct TailReadFailed;
 
 /// A history stream's events in `(start, end]`, by stored subject.
 #[derive(Debug, Default)]
-pub struct Tail {
+pub(crate) struct Tail {
     pub start: u64,
     pub end: u64,
     events: HashMap<String, Vec<(u64, Bytes)>>,
@@ -87,7 +87,7 @@ pub struct Tail {
 
 impl Tail {
     /// The subject's events in `(after, upto]`, in order.
-    pub fn events(&self, stored: &str, after: u64, upto: u64) -> &[(u64, Bytes)] {
+    pub(crate) fn events(&self, stored: &str, after: u64, upto: u64) -> &[(u64, Bytes)] {
         let Some(events) = self.events.get(stored) else {
             return &[];
         };
@@ -97,7 +97,7 @@ impl Tail {
     }
 
     /// Whether the read found the subject's event `seq` (it was held then).
-    pub fn holds(&self, stored: &str, seq: u64) -> bool {
+    pub(crate) fn holds(&self, stored: &str, seq: u64) -> bool {
         self.events
             .get(stored)
             .is_some_and(|events| events.binary_search_by_key(&seq, |&(s, _)| s).is_ok())
@@ -105,7 +105,7 @@ impl Tail {
 
     /// A tail as a read would have found it, for tests elsewhere.
     #[cfg(test)]
-    pub fn of(start: u64, end: u64, events: HashMap<String, Vec<(u64, Bytes)>>) -> Self {
+    pub(crate) fn of(start: u64, end: u64, events: HashMap<String, Vec<(u64, Bytes)>>) -> Self {
         Self { start, end, events }
     }
 
@@ -169,7 +169,7 @@ enum Next {
 
 /// Every shard's tails; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Tails {
+pub(crate) struct Tails {
     shards: Arc<[Mutex<Shard>]>,
     /// `herald_edge_history_tail_reads_total`: attempts, not reads.
     reads: Counter,
@@ -178,7 +178,7 @@ pub struct Tails {
 }
 
 impl Tails {
-    pub fn new(shards: u16, reads: Counter) -> Self {
+    pub(crate) fn new(shards: u16, reads: Counter) -> Self {
         let shards = (0..shards)
             .map(|_| {
                 Mutex::new(Shard {
@@ -200,7 +200,7 @@ impl Tails {
     /// `(after, newest]`; `None`: read the subject's events one by one.
     /// An error if the read it waited for failed: the resume must not
     /// read alone then (see the module's doc), but come back later.
-    pub async fn covering(
+    pub(crate) async fn covering(
         &self,
         shard: u16,
         stream: &stream::Stream<()>,
@@ -230,7 +230,7 @@ impl Tails {
 
     /// Keeps `tail` as if this edge had just read it.
     #[cfg(test)]
-    pub fn hold(&self, shard: u16, tail: Tail) {
+    pub(crate) fn hold(&self, shard: u16, tail: Tail) {
         self.shards[usize::from(shard)].lock().unwrap().tail =
             Some((Instant::now(), Arc::new(tail)));
     }
@@ -313,7 +313,7 @@ async fn read_on(
     stream: &stream::Stream<()>,
     tail: &mut Tail,
     stall: Duration,
-) -> Result<(), crate::reads::ReadError> {
+) -> Result<(), crate::resume::reads::ReadError> {
     let config = pull::OrderedConfig {
         deliver_policy: DeliverPolicy::ByStartSequence {
             start_sequence: tail.end + 1,
@@ -350,7 +350,7 @@ async fn read_on(
             }
         }
     };
-    let read: Result<(), crate::reads::ReadError> = read.await;
+    let read: Result<(), crate::resume::reads::ReadError> = read.await;
     // Not waited for: the tail's waiters need not wait on the JetStream
     // API too (the consumer expires by itself if this is lost).
     let stream = stream.clone();
@@ -362,7 +362,7 @@ async fn read_on(
 async fn timeout<T>(
     limit: Duration,
     f: impl std::future::Future<Output = T>,
-) -> Result<T, crate::reads::ReadError> {
+) -> Result<T, crate::resume::reads::ReadError> {
     tokio::time::timeout(limit, f)
         .await
         .map_err(|_| format!("no progress in {limit:?}").into())

@@ -13,9 +13,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use herald_core::envelope::Envelope;
 
-use crate::gaps::Fill;
+use crate::fanout::gaps::Fill;
 use crate::metrics::Metrics;
-use crate::reads::{ReadError, Reads, Source};
+use crate::resume::reads::{ReadError, Reads, Source};
 use crate::sse;
 
 /// How long one fill may take, while the subject's later events wait.

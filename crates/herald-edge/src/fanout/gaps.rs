@@ -468,6 +468,6 @@ mod tests {
     fn a_subject_without_a_gap_holds_one_sequence() {
         // An idle stream's subjects must not grow: the enum is a tag and
         // a sequence (or a pointer).
-        assert!(std::mem::size_of::<Gaps<crate::delivery::Delivery>>() <= 16);
+        assert!(std::mem::size_of::<Gaps<crate::fanout::delivery::Delivery>>() <= 16);
     }
 }

@@ -15,11 +15,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::delivery::Delivery;
-use crate::recent::could_hold;
+use crate::fanout::delivery::Delivery;
+use crate::resume::recent::could_hold;
 
 /// How long a resuming stream waits for another's history read.
-pub const LOOKUP_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const LOOKUP_WAIT: Duration = Duration::from_secs(5);
 
 /// What the node already holds for a stream resuming a subject.
 pub enum Lookup {
@@ -41,17 +41,17 @@ pub trait Keeper: Send + Sync {
 }
 
 /// Whether a stream holding these seeders may wait for another's read.
-pub fn may_wait<'a>(held: impl IntoIterator<Item = &'a Option<Seeder>>) -> bool {
+pub(crate) fn may_wait<'a>(held: impl IntoIterator<Item = &'a Option<Seeder>>) -> bool {
     held.into_iter().all(Option::is_none)
 }
 
 /// The reads under way on one subject, by where they start, with the
 /// streams waiting for each.
 #[derive(Default)]
-pub struct Waiting(HashMap<u64, Vec<oneshot::Sender<Lookup>>>);
+pub(crate) struct Waiting(HashMap<u64, Vec<oneshot::Sender<Lookup>>>);
 
 /// A stream's part in the reads from `after`.
-pub enum Turn {
+pub(crate) enum Turn {
     /// Nobody reads from there yet: this stream reads for the others.
     Read,
     /// Someone does: wait for its answer.
@@ -61,7 +61,7 @@ pub enum Turn {
 }
 
 impl Waiting {
-    pub fn turn(&mut self, after: u64, may_wait: bool) -> Turn {
+    pub(crate) fn turn(&mut self, after: u64, may_wait: bool) -> Turn {
         match self.0.entry(after) {
             hash_map::Entry::Occupied(mut waiting) if may_wait => {
                 let (reply, answer) = oneshot::channel();
@@ -77,7 +77,7 @@ impl Waiting {
     }
 
     /// Ends the read from `after`, answering each of its waiters.
-    pub fn answer(&mut self, after: u64, answer: impl Fn() -> Lookup) {
+    pub(crate) fn answer(&mut self, after: u64, answer: impl Fn() -> Lookup) {
         for reply in self.0.remove(&after).unwrap_or_default() {
             let _ = reply.send(answer());
         }
@@ -86,7 +86,7 @@ impl Waiting {
 
 /// The answer to a [`Turn::Wait`]: the read, or a miss if it is stuck or
 /// was given up (the stream then reads for itself).
-pub async fn wait(answer: oneshot::Receiver<Lookup>) -> Lookup {
+pub(crate) async fn wait(answer: oneshot::Receiver<Lookup>) -> Lookup {
     match tokio::time::timeout(LOOKUP_WAIT, answer).await {
         Ok(Ok(lookup)) => lookup,
         _ => Lookup::Miss(None),
@@ -142,14 +142,14 @@ impl std::fmt::Debug for Seeder {
 
 /// A history read kept for the subject's other resuming streams, as long
 /// as the subject's fan-out task could hold it all (see `recent`).
-pub struct Kept {
+pub(crate) struct Kept {
     seeder: Option<Seeder>,
     read: Vec<(u64, Bytes)>,
     bytes: usize,
 }
 
 impl Kept {
-    pub fn new(seeder: Option<Seeder>) -> Self {
+    pub(crate) fn new(seeder: Option<Seeder>) -> Self {
         Self {
             seeder,
             read: Vec::new(),
@@ -157,7 +157,7 @@ impl Kept {
         }
     }
 
-    pub fn push(&mut self, seq: u64, frame: &Bytes) {
+    pub(crate) fn push(&mut self, seq: u64, frame: &Bytes) {
         if self.seeder.is_none() {
             return;
         }
@@ -171,7 +171,7 @@ impl Kept {
         }
     }
 
-    pub fn seed(self) {
+    pub(crate) fn seed(self) {
         if let Some(seeder) = self.seeder {
             seeder.seed(self.read);
         }
@@ -180,7 +180,7 @@ impl Kept {
 
 /// The sequences of a hit (tests of what uses the sharing too).
 #[cfg(test)]
-pub fn hit_sequences(lookup: Lookup) -> Vec<u64> {
+pub(crate) fn hit_sequences(lookup: Lookup) -> Vec<u64> {
     match lookup {
         Lookup::Hit(events) => events
             .iter()
@@ -277,7 +277,7 @@ mod tests {
     async fn a_read_too_large_to_hold_is_let_go_at_once() {
         let (keeper, seeder, answer) = read_with_a_waiter(7);
         let mut kept = Kept::new(Some(seeder));
-        let most = crate::recent::MAX_EVENTS as u64;
+        let most = crate::resume::recent::MAX_EVENTS as u64;
         for seq in 8..8 + most {
             kept.push(seq, &frame(seq));
         }
@@ -295,7 +295,7 @@ mod tests {
     async fn a_large_frame_counts_by_its_bytes() {
         let (keeper, seeder, _answer) = read_with_a_waiter(7);
         let mut kept = Kept::new(Some(seeder));
-        let big = Bytes::from(vec![b'x'; crate::recent::MAX_BYTES / 2 + 1]);
+        let big = Bytes::from(vec![b'x'; crate::resume::recent::MAX_BYTES / 2 + 1]);
         kept.push(8, &big);
         assert!(keeper.given.lock().unwrap().is_empty());
         kept.push(9, &big);

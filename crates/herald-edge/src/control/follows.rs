@@ -10,10 +10,10 @@ use herald_domain::control::{self, Follows as Followed};
 use herald_domain::subject::{Topic, UserId};
 use tokio::sync::watch;
 
-use crate::bucket::Change;
+use crate::control::bucket::Change;
 
 /// Every user's server-side follows, by user id.
-pub struct Follows {
+pub(crate) struct Follows {
     users: RwLock<HashMap<String, Vec<Topic>>>,
     loaded: watch::Sender<bool>,
 }
@@ -28,24 +28,20 @@ impl Default for Follows {
 }
 
 impl Follows {
-    /// Turned true once loaded (see [`crate::bucket::follow`]).
-    pub fn loaded(&self) -> watch::Sender<bool> {
+    /// Turned true once loaded (see [`crate::control::bucket::follow`]).
+    pub(crate) fn loaded(&self) -> watch::Sender<bool> {
         self.loaded.clone()
     }
 
-    pub fn is_loaded(&self) -> bool {
-        *self.loaded.borrow()
-    }
-
     /// The topics `user` follows server-side.
-    pub fn of(&self, user: &UserId) -> Vec<Topic> {
+    pub(crate) fn of(&self, user: &UserId) -> Vec<Topic> {
         let users = self.users.read().unwrap();
         users.get(user.as_str()).cloned().unwrap_or_default()
     }
 
     /// Sets `user`'s follows (an order, or the bucket); returns whether
     /// they changed.
-    pub fn set(&self, user: &str, follows: &Followed) -> bool {
+    pub(crate) fn set(&self, user: &str, follows: &Followed) -> bool {
         let topics: Vec<Topic> = follows.valid_topics().collect();
         let mut users = self.users.write().unwrap();
         if topics.is_empty() {
@@ -55,7 +51,7 @@ impl Follows {
     }
 
     /// A change read from the bucket: the user, if their follows changed.
-    pub fn apply(&self, change: Change<'_>) -> Option<UserId> {
+    pub(crate) fn apply(&self, change: Change<'_>) -> Option<UserId> {
         let (key, follows) = match change {
             Change::Put { key, value } => match serde_json::from_slice::<Followed>(value) {
                 Ok(follows) => (key, follows),

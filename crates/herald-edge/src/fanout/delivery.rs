@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::fanout::queue::{self, TrySendError};
+use crate::fanout::signal::Signal;
 use crate::metrics::{CloseReason, Metrics};
-use crate::queue::{self, TrySendError};
-use crate::signal::Signal;
 
 /// Identifies one stream on this node.
 pub type ConnId = u64;
@@ -167,7 +167,7 @@ pub fn hand_out(members: &mut Members, delivery: &Delivery, metrics: &Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signal::Signal;
+    use crate::fanout::signal::Signal;
 
     fn member() -> Member {
         let (queue, _) = queue::bounded(4);

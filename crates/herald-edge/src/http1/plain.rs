@@ -9,9 +9,9 @@
 //! at a time, and the connection closes after the response (`connection:
 //! close`; an EventSource reconnects on a new one anyway). Its heartbeats
 //! are written, its write timeout and its token's expiry kept, by the
-//! node's heartbeat task ([`crate::beats`]), so an idle stream's task
+//! node's heartbeat task ([`crate::http1::beats`]), so an idle stream's task
 //! does not wake; a socket that takes nothing for `--write-timeout` ends
-//! the stream (see [`crate::line`]).
+//! the stream (see [`crate::http1::line`]).
 
 use std::net::Shutdown;
 use std::pin::Pin;
@@ -29,18 +29,23 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::beats::Heartbeats;
 use crate::body::Body;
-use crate::head::{self, First};
-use crate::line::Line;
+use crate::http1::beats::Heartbeats;
+use crate::http1::head::{self, First};
+use crate::http1::line::Line;
+use crate::http1::wire::{self, Framing};
 use crate::session::Frames;
 use crate::state::State;
-use crate::wire::{self, Framing};
 
 /// Serves one plain connection: a stream goes on as its own task
 /// ([`Streaming`]) and this one ends; anything else is answered here, or
 /// by hyper, until `stop` asks it to close.
-pub async fn serve(accepted: Accepted, state: Arc<State>, http: Http, stop: CancellationToken) {
+pub(crate) async fn serve(
+    accepted: Accepted,
+    state: Arc<State>,
+    http: Http,
+    stop: CancellationToken,
+) {
     let Accepted {
         mut stream,
         deadline,
@@ -122,7 +127,7 @@ async fn cut_after(stop: &CancellationToken) {
 }
 
 /// What a plain stream writes: its frames, `None` after the last.
-pub trait Source: Unpin {
+pub(crate) trait Source: Unpin {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>>;
 }
 
@@ -141,7 +146,7 @@ type Chunk = Chain<Chain<Bytes, Bytes>, &'static [u8]>;
 /// consumer, a write timeout, a shutdown). Dropping the frames ends the
 /// session as hyper's path does (`client_gone` unless the signal says
 /// otherwise).
-pub struct Streaming<S> {
+pub(crate) struct Streaming<S> {
     line: Arc<Line>,
     /// `None` once the stream ended: only its last bytes remain to write.
     frames: Option<S>,
@@ -154,7 +159,7 @@ pub struct Streaming<S> {
 }
 
 impl<S: Source> Streaming<S> {
-    pub fn new(line: Arc<Line>, frames: S, head: Bytes, slot: Slot) -> Self {
+    pub(crate) fn new(line: Arc<Line>, frames: S, head: Bytes, slot: Slot) -> Self {
         line.begin(false);
         Self {
             line,
@@ -240,7 +245,7 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     use super::*;
-    use crate::line::tests::is_cut;
+    use crate::http1::line::tests::is_cut;
     use crate::metrics::CloseReason;
 
     /// The size of the future `f` would return; `f` is never called.
@@ -286,7 +291,7 @@ mod tests {
         let listener = Listener::new(tcp, Bounds::default());
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
-        let signal = crate::signal::Signal::new(None, 0);
+        let signal = crate::fanout::signal::Signal::new(None, 0);
         let line = Arc::new(Line::new(accepted.stream, signal, u64::MAX));
         let (held, dropped) = tokio::sync::oneshot::channel();
         let given = Given {

@@ -9,11 +9,11 @@ use http::HeaderMap;
 use http::StatusCode;
 
 /// The last chunk of a chunked body.
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// How a response body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     Length(u64),
     Chunked,
 }
@@ -21,7 +21,7 @@ pub enum Framing {
 /// The response head: status line, `headers`, framing, `connection:
 /// close` (each stream has its own connection) and `date`, as hyper
 /// writes them.
-pub fn head(status: StatusCode, headers: &HeaderMap, framing: Framing) -> Bytes {
+pub(crate) fn head(status: StatusCode, headers: &HeaderMap, framing: Framing) -> Bytes {
     let mut buf = BytesMut::with_capacity(256);
     let reason = status.canonical_reason().unwrap_or("<unknown status code>");
     let _ = write!(buf, "HTTP/1.1 {} {reason}\r\n", status.as_u16());
@@ -44,7 +44,7 @@ pub fn head(status: StatusCode, headers: &HeaderMap, framing: Framing) -> Bytes 
 }
 
 /// The size line of a chunk of `len` bytes (its data and `\r\n` follow).
-pub fn chunk_size(len: usize) -> Bytes {
+pub(crate) fn chunk_size(len: usize) -> Bytes {
     Bytes::from(format!("{len:x}\r\n"))
 }
 

@@ -12,13 +12,13 @@ pub struct ReplayLimits {
 
 /// What is left of one connect's [`ReplayLimits`].
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     events: usize,
     bytes: usize,
 }
 
 impl Budget {
-    pub fn new(limits: ReplayLimits) -> Self {
+    pub(crate) fn new(limits: ReplayLimits) -> Self {
         Self {
             events: limits.events,
             bytes: limits.bytes,
@@ -27,14 +27,14 @@ impl Budget {
 
     /// Whether another event may still be replayed; checked before reading
     /// one, so that an exhausted budget costs no more reads.
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.events > 0
     }
 
     /// Takes an event of `len` bytes if it fits. Once one does not, the
     /// budget is spent: later subjects are not replayed in part either,
     /// which keeps the order of what a connect replays simple to tell.
-    pub fn take(&mut self, len: usize) -> bool {
+    pub(crate) fn take(&mut self, len: usize) -> bool {
         if self.events == 0 || len > self.bytes {
             self.events = 0;
             return false;

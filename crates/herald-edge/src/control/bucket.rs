@@ -20,22 +20,18 @@ const RETRY: Duration = Duration::from_secs(1);
 const QUIET: Duration = Duration::from_secs(5);
 
 /// One change read from a bucket.
-pub enum Change<'a> {
+pub(crate) enum Change<'a> {
     /// `key` is now `value`.
     Put { key: &'a str, value: &'a [u8] },
     /// `key` was deleted or purged.
     Gone { key: &'a str },
 }
 
-/// Whether a bucket's entries are all in memory yet: `false` until the
-/// first complete read.
-pub type Loaded = watch::Receiver<bool>;
-
 /// Follows `bucket` until `stop`, giving every entry and change to
 /// `apply`; `loaded` turns true once every entry there was at start has
 /// been given (at once when the bucket does not exist: nothing was ever
 /// written to it).
-pub async fn follow(
+pub(crate) async fn follow(
     js: jetstream::Context,
     bucket: &'static str,
     apply: impl Fn(Change<'_>) + Send,

@@ -15,17 +15,17 @@ use herald_domain::subject::TOPIC_PREFIX;
 use herald_subscriptions::Source;
 use tokio::sync::watch;
 
-use crate::delivery::{ConnId, Delivery, Member, Members, hand_out};
-use crate::fill::{FillError, Filled, Filler};
-use crate::gaps::{Event, Fill, Gaps, Next};
+use crate::fanout::delivery::{ConnId, Delivery, Member, Members, hand_out};
+use crate::fanout::fill::{FillError, Filled, Filler};
+use crate::fanout::gaps::{Event, Fill, Gaps, Next};
+use crate::fanout::signal::Signal;
 use crate::metrics::{CloseReason, GapOutcome, Metrics};
-use crate::recent::Recent;
-use crate::sharing::{self, Keeper, Lookup, Seeder, Turn, Waiting};
-use crate::signal::Signal;
+use crate::resume::recent::Recent;
+use crate::resume::sharing::{self, Keeper, Lookup, Seeder, Turn, Waiting};
 use crate::sse;
 
 /// One subject's members and recent events.
-pub struct Subject {
+pub struct Followed {
     name: Box<str>,
     /// The subject's cursor key.
     key: u32,
@@ -51,7 +51,7 @@ struct State {
     /// The loss count that `recent` and `newest` are good for.
     epoch: u64,
     /// The highest sequence stored on the subject that this node knows of
-    /// (0: none), from live events and reads; see [`Subject::newest`].
+    /// (0: none), from live events and reads; see [`Followed::newest`].
     newest: u64,
     /// The last sequence handed on live, and what waits while a gap is
     /// filled; while the NATS subscriptions move between servers, an
@@ -62,7 +62,7 @@ struct State {
     newest_known: bool,
 }
 
-impl Subject {
+impl Followed {
     pub fn new(name: &str, losses: watch::Receiver<u64>, filler: Filler) -> Arc<Self> {
         let epoch = *losses.borrow();
         Arc::new(Self {
@@ -320,7 +320,7 @@ impl Subject {
     }
 }
 
-impl Keeper for Subject {
+impl Keeper for Followed {
     /// Keeps a history read (unless NATS was lost since the lookup) and
     /// answers the streams waiting for it.
     fn keep(&self, after: u64, read: Option<Vec<(u64, Bytes)>>, epoch: u64) {
@@ -339,13 +339,13 @@ impl Keeper for Subject {
     }
 
     fn name(&self) -> &str {
-        Subject::name(self)
+        Followed::name(self)
     }
 }
 
-impl Filled for Subject {
+impl Filled for Followed {
     fn name(&self) -> &str {
-        Subject::name(self)
+        Followed::name(self)
     }
 
     /// Hands on the events read and those held meanwhile, in order; or, if
@@ -441,27 +441,27 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::fill::FILL_TIMEOUT;
-    use crate::fill::fake::Stored;
-    use crate::queue;
-    use crate::sharing::{Kept, LOOKUP_WAIT, hit_sequences};
+    use crate::fanout::fill::FILL_TIMEOUT;
+    use crate::fanout::fill::fake::Stored;
+    use crate::fanout::queue;
+    use crate::resume::sharing::{Kept, LOOKUP_WAIT, hit_sequences};
 
     const TOPIC: &str = "herald.t.news";
     const USER: &str = "herald.u.alice";
 
-    fn subject(name: &str) -> (Arc<Subject>, watch::Sender<u64>) {
+    fn subject(name: &str) -> (Arc<Followed>, watch::Sender<u64>) {
         subject_reading(name, Stored::stalled())
     }
 
     /// A subject whose missed events are read from `stored`.
-    fn subject_reading(name: &str, stored: Arc<Stored>) -> (Arc<Subject>, watch::Sender<u64>) {
+    fn subject_reading(name: &str, stored: Arc<Stored>) -> (Arc<Followed>, watch::Sender<u64>) {
         let (losses, watcher) = watch::channel(0);
-        (Subject::new(name, watcher, Filler::new(stored)), losses)
+        (Followed::new(name, watcher, Filler::new(stored)), losses)
     }
 
     /// Joins a stream with a queue of `capacity`; returns its end.
     fn join(
-        subject: &Subject,
+        subject: &Followed,
         id: ConnId,
         capacity: usize,
     ) -> (queue::Receiver<Delivery>, Arc<Signal>) {
@@ -641,7 +641,7 @@ mod tests {
         let (mut stream, signal) = join(&topic, 1, 1024);
         let metrics = Metrics::default();
         topic.deliver(&after(0, 1), Source::Only, &metrics);
-        let last = 3 + crate::gaps::MAX_HELD as u64;
+        let last = 3 + crate::fanout::gaps::MAX_HELD as u64;
         for seq in 3..=last {
             topic.deliver(&after(seq - 1, seq), Source::Only, &metrics);
         }
@@ -691,7 +691,7 @@ mod tests {
     }
 
     /// `TOPIC` with two streams, so that it keeps events.
-    fn shared_subject() -> Arc<Subject> {
+    fn shared_subject() -> Arc<Followed> {
         let (subject, _) = subject(TOPIC);
         for id in 0..2 {
             let _ = join(&subject, id, 8);
@@ -776,7 +776,7 @@ mod tests {
         let mut waiter = std::pin::pin!(subject.lookup(7, true));
         assert!(futures::poll!(&mut waiter).is_pending());
         let mut kept = Kept::new(Some(seeder));
-        let last = 7 + crate::recent::MAX_EVENTS as u64;
+        let last = 7 + crate::resume::recent::MAX_EVENTS as u64;
         for seq in 8..=last {
             kept.push(seq, &frame(seq));
         }

@@ -21,13 +21,13 @@ use async_nats::jetstream;
 use futures::future::join_all;
 
 use crate::fanout::Fanout;
-use crate::reads::{ReadError, Reads, Source};
+use crate::resume::reads::{ReadError, Reads, Source};
 
 /// The longest a connect waits for a start.
-pub const START_READ_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const START_READ_WAIT: Duration = Duration::from_secs(1);
 
 /// Where history is and how it is read.
-pub struct History<'a> {
+pub(crate) struct History<'a> {
     pub js: &'a jetstream::Context,
     pub shards: u16,
     pub reads: Reads,
@@ -38,7 +38,7 @@ pub struct History<'a> {
 
 /// The start position, by cursor key, of each of `subjects` this node
 /// could learn. Call after the stream joined them.
-pub async fn positions(
+pub(crate) async fn positions(
     history: &History<'_>,
     fanout: &Fanout,
     subjects: &[&str],

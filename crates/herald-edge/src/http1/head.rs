@@ -1,6 +1,6 @@
 //! The first request head of a plain connection, read by the edge itself:
 //! a stream request (`GET /v1/events` over HTTP/1.1, nothing after its
-//! head) is served without hyper (see [`crate::plain`]); anything else goes
+//! head) is served without hyper (see [`crate::http1::plain`]); anything else goes
 //! to hyper with the bytes read so far.
 
 use bytes::{Bytes, BytesMut};
@@ -19,7 +19,7 @@ const MAX_HEADERS: usize = 64;
 
 /// What the first bytes of a connection asked for.
 #[derive(Debug)]
-pub enum First {
+pub(crate) enum First {
     /// A stream request the edge serves itself.
     Stream(Box<Request<()>>),
     /// Anything else: hyper serves it, reading these bytes first.
@@ -30,7 +30,7 @@ pub enum First {
 
 /// Reads until a head is complete, within the from-accept `deadline`
 /// (counted in `header_timeouts` when missed) or until `stop`.
-pub async fn read(
+pub(crate) async fn read(
     stream: &mut TcpStream,
     deadline: Instant,
     shared: &Shared,

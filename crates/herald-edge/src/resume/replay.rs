@@ -37,22 +37,21 @@ use herald_domain::region::of_origin;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
-use crate::budget::Budget;
-use crate::delivery::Delivery;
-pub use crate::reads::Reads;
-use crate::reads::{ReadError, Source};
-use crate::sharing::{Kept, Seeder};
+use crate::fanout::delivery::Delivery;
+use crate::resume::budget::Budget;
+use crate::resume::reads::{ReadError, Source};
+use crate::resume::sharing::{Kept, Seeder};
+use crate::resume::starts::History;
+use crate::resume::tails::Tails;
 use crate::sse;
-use crate::starts::History;
-use crate::tails::Tails;
 
 /// Event type telling a client to refetch its state: its cursor is older
 /// than history, or what it missed is more than one connect replays.
-pub const RESET_EVENT: &str = "herald.reset";
+pub(crate) const RESET_EVENT: &str = "herald.reset";
 
 /// Why a subject gets a `herald.reset` (its `reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResetReason {
+pub(crate) enum ResetReason {
     /// History no longer holds the client's last event.
     HistoryExpired,
     /// More was missed than `--max-replay-events` / `--max-replay-bytes`.
@@ -60,7 +59,7 @@ pub enum ResetReason {
 }
 
 impl ResetReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::HistoryExpired => "history_expired",
             Self::ReplayLimit => "replay_limit",
@@ -70,7 +69,7 @@ impl ResetReason {
 
 /// A `herald.reset` for subject `key`, positioned at its newest event (if
 /// any) so that the next resume starts from there.
-pub fn reset(key: u32, newest: Option<u64>, reason: ResetReason) -> Delivery {
+pub(crate) fn reset(key: u32, newest: Option<u64>, reason: ResetReason) -> Delivery {
     let data = Bytes::from(format!(r#"{{"reason":"{}"}}"#, reason.as_str()));
     Delivery {
         frame: sse::event(Some(RESET_EVENT), &data),
@@ -80,7 +79,7 @@ pub fn reset(key: u32, newest: Option<u64>, reason: ResetReason) -> Delivery {
 
 /// Why a cursor cannot be resumed.
 #[derive(Debug, thiserror::Error)]
-pub enum ResumeError {
+pub(crate) enum ResumeError {
     #[error("event id is ahead of history (sequence {seq} of {stream} was never written)")]
     Future { stream: String, seq: u64 },
     #[error("history is unavailable: {0}")]
@@ -110,7 +109,7 @@ struct Step {
 }
 
 /// A followed subject that must be read from history.
-pub struct Wanted {
+pub(crate) struct Wanted {
     /// The live subject.
     pub subject: String,
     /// Last sequence the client has.
@@ -120,7 +119,7 @@ pub struct Wanted {
 
 /// A checked resume, ready to run.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub(crate) struct Plan {
     steps: Vec<Step>,
     /// Tails read once for many resumes (see `tails`).
     tails: Option<Tails>,
@@ -134,7 +133,7 @@ pub struct Plan {
 impl Plan {
     /// Each wanted subject's newest stored sequence, read after the
     /// stream joined it: live events must follow on from there.
-    pub fn newest(&self) -> &[(String, u64)] {
+    pub(crate) fn newest(&self) -> &[(String, u64)] {
         &self.newest
     }
 
@@ -142,18 +141,18 @@ impl Plan {
     /// was out of reach. The stream keeps their positions, and must end
     /// (its client resumes) rather than pass their next live event over
     /// what it missed.
-    pub fn behind(&self) -> &[u32] {
+    pub(crate) fn behind(&self) -> &[u32] {
         &self.behind
     }
 }
 
 /// The longest a resume waits for another region's history.
-pub const REMOTE_READ_WAIT: std::time::Duration = crate::starts::START_READ_WAIT;
+pub(crate) const REMOTE_READ_WAIT: std::time::Duration = crate::resume::starts::START_READ_WAIT;
 
 /// Reads each wanted subject's newest event and checks its position
 /// against it: one read per subject, plus one of stream info per history
 /// stream where a position is above the subject's newest event.
-pub async fn plan(
+pub(crate) async fn plan(
     history: &History<'_>,
     wanted: Vec<Wanted>,
     tails: &Tails,
@@ -273,7 +272,7 @@ fn unavailable(e: impl std::fmt::Display) -> ResumeError {
 
 /// A running replay: events the node held, then those read from history.
 #[derive(Debug, Default)]
-pub struct Replay {
+pub(crate) struct Replay {
     held: VecDeque<Delivery>,
     reader: Option<Reader>,
 }
@@ -297,7 +296,12 @@ impl Drop for Reader {
 impl Replay {
     /// Sends `held` first, then reads the plan's events within `budget`,
     /// counting the resets it sends; `None` if there is nothing to replay.
-    pub fn start(held: Vec<Delivery>, plan: Plan, budget: Budget, resets: Counter) -> Option<Self> {
+    pub(crate) fn start(
+        held: Vec<Delivery>,
+        plan: Plan,
+        budget: Budget,
+        resets: Counter,
+    ) -> Option<Self> {
         if held.is_empty() && plan.steps.is_empty() {
             return None;
         }
@@ -309,7 +313,7 @@ impl Replay {
     }
 
     /// The next event; `None` once all are sent (or reading failed).
-    pub fn poll_next(
+    pub(crate) fn poll_next(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Delivery>> {
@@ -323,7 +327,7 @@ impl Replay {
     }
 
     /// The next event if one is ready now.
-    pub fn try_next(&mut self) -> Option<Delivery> {
+    pub(crate) fn try_next(&mut self) -> Option<Delivery> {
         if let Some(delivery) = self.held.pop_front() {
             return Some(delivery);
         }
@@ -331,7 +335,7 @@ impl Replay {
     }
 
     /// Whether the replay stopped short (meaningful once `next` gave `None`).
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.reader
             .as_ref()
             .is_some_and(|r| r.failed.load(Ordering::Acquire))
@@ -341,7 +345,11 @@ impl Replay {
 /// Events the node held for one subject, as many as `budget` allows; if
 /// not all fit, a reset positioned at the newest of them takes the place
 /// of the rest. The flag says whether there was a reset.
-pub fn within_budget(key: u32, held: Vec<Delivery>, budget: &mut Budget) -> (Vec<Delivery>, bool) {
+pub(crate) fn within_budget(
+    key: u32,
+    held: Vec<Delivery>,
+    budget: &mut Budget,
+) -> (Vec<Delivery>, bool) {
     let newest = held.last().and_then(|d| d.position).map(|(_, seq)| seq);
     let mut kept = Vec::with_capacity(held.len());
     for delivery in held {
@@ -497,6 +505,7 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
+    use crate::resume::reads::Reads;
 
     fn frame(seq: u64) -> Bytes {
         Bytes::from(format!("data: {seq}\n\n"))
@@ -550,7 +559,7 @@ mod tests {
 
     /// Runs one step with room for everything; returns the resets it sent.
     async fn replay_step(step: Step, out: Out, tails: Option<Tails>) -> u64 {
-        let limits = crate::budget::ReplayLimits {
+        let limits = crate::resume::budget::ReplayLimits {
             events: 100,
             bytes: 1 << 20,
         };
@@ -624,7 +633,7 @@ mod tests {
         let tails = Tails::new(1, Counter::default());
         let held = (4..=8).map(|i| (i, frame(i))).collect();
         let events = HashMap::from([("t.a".to_owned(), held)]);
-        tails.hold(0, crate::tails::Tail::of(1, 8, events));
+        tails.hold(0, crate::resume::tails::Tail::of(1, 8, events));
         let step = Step {
             source: Source {
                 stream: js.get_stream_no_info("T").await.unwrap(),

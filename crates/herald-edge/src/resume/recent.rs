@@ -16,20 +16,20 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 /// Most events held per subject.
-pub const MAX_EVENTS: usize = 32;
+pub(crate) const MAX_EVENTS: usize = 32;
 /// Most frame bytes held per subject.
-pub const MAX_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_BYTES: usize = 16 * 1024;
 
 /// Whether a read of `events` frames of `bytes` in all could be held: a
 /// history read larger than this is not kept for others (they would find
 /// its start trimmed away), so its reader need not keep it either.
-pub fn could_hold(events: usize, bytes: usize) -> bool {
+pub(crate) fn could_hold(events: usize, bytes: usize) -> bool {
     events <= MAX_EVENTS && bytes <= MAX_BYTES
 }
 
 /// One subject's recent events.
 #[derive(Debug, Default)]
-pub struct Recent {
+pub(crate) struct Recent {
     /// Ascending stream sequences with their SSE frames.
     events: VecDeque<(u64, Bytes)>,
     bytes: usize,
@@ -42,24 +42,24 @@ pub struct Recent {
 
 impl Recent {
     /// Starts keeping live events; from now on they are complete.
-    pub fn start_recording(&mut self) {
+    pub(crate) fn start_recording(&mut self) {
         self.recording = true;
     }
 
-    pub fn is_recording(&self) -> bool {
+    pub(crate) fn is_recording(&self) -> bool {
         self.recording
     }
 
     /// Forgets everything held (events may have been missed); recording
     /// goes on, complete again from the next event.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.events.clear();
         self.bytes = 0;
         self.floor = None;
     }
 
     /// A live event, in subscription order.
-    pub fn record(&mut self, seq: u64, frame: &Bytes) {
+    pub(crate) fn record(&mut self, seq: u64, frame: &Bytes) {
         if !self.recording {
             return;
         }
@@ -71,7 +71,7 @@ impl Recent {
     }
 
     /// Every event after `after`, read from history while recording was on.
-    pub fn seed(&mut self, after: u64, read: Vec<(u64, Bytes)>) {
+    pub(crate) fn seed(&mut self, after: u64, read: Vec<(u64, Bytes)>) {
         if !self.recording || self.covers(after) {
             return;
         }
@@ -92,7 +92,7 @@ impl Recent {
     }
 
     /// The events after `after`, if every one of them is held.
-    pub fn after(&self, after: u64) -> Option<Vec<(u64, Bytes)>> {
+    pub(crate) fn after(&self, after: u64) -> Option<Vec<(u64, Bytes)>> {
         if !self.covers(after) {
             return None;
         }

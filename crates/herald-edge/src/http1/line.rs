@@ -1,6 +1,6 @@
 //! A plain HTTP/1.1 stream's socket, written by two: the stream's own
 //! task (its head, events, last chunk) and the node's heartbeat task
-//! ([`crate::beats`]). Neither waits on the other: the heartbeat task
+//! ([`crate::http1::beats`]). Neither waits on the other: the heartbeat task
 //! only writes when the stream is between frames and the socket has room,
 //! and a heartbeat the socket took only part of is finished by whichever
 //! writes next. Nothing is written after the last chunk.
@@ -22,8 +22,8 @@ use bytes::Buf;
 use herald_core::stamp::Stamp;
 use tokio::net::TcpStream;
 
+use crate::fanout::signal::Signal;
 use crate::metrics::CloseReason;
-use crate::signal::Signal;
 
 /// One heartbeat, as a chunk of the chunked body.
 const BEAT: &[u8] = b"d\r\n: heartbeat\n\n\r\n";
@@ -31,7 +31,7 @@ const BEAT: &[u8] = b"d\r\n: heartbeat\n\n\r\n";
 /// Most bytes a client may send after its request head.
 const MAX_SENT_AFTER_HEAD: u16 = 1024;
 
-pub struct Line {
+pub(crate) struct Line {
     socket: TcpStream,
     /// Closes the stream when its socket takes nothing for too long, or
     /// its token expires.
@@ -70,7 +70,7 @@ enum Writer {
 }
 
 impl Line {
-    pub fn new(socket: TcpStream, signal: Arc<Signal>, exp: u64) -> Self {
+    pub(crate) fn new(socket: TcpStream, signal: Arc<Signal>, exp: u64) -> Self {
         Self {
             socket,
             signal,
@@ -81,21 +81,21 @@ impl Line {
     }
 
     /// The stream's token's `exp`, in seconds since the Unix epoch.
-    pub fn exp(&self) -> u64 {
+    pub(crate) fn exp(&self) -> u64 {
         self.exp
     }
 
     /// Notes that the heartbeat task watches this stream's expiry closely;
     /// whether it did not already.
-    pub fn watch_expiry(&self) -> bool {
+    pub(crate) fn watch_expiry(&self) -> bool {
         !self.expiring.swap(true, Ordering::Relaxed)
     }
 
-    pub fn socket(&self) -> &TcpStream {
+    pub(crate) fn socket(&self) -> &TcpStream {
         &self.socket
     }
 
-    pub fn signal(&self) -> &Signal {
+    pub(crate) fn signal(&self) -> &Signal {
         &self.signal
     }
 
@@ -104,7 +104,7 @@ impl Line {
     /// Busy streams get theirs too: skipping one after an event would
     /// leave a gap of up to two intervals. Closes the stream if its socket
     /// has taken nothing for `timeout`, whoever was writing.
-    pub fn beat(&self, timeout: Duration) {
+    pub(crate) fn beat(&self, timeout: Duration) {
         let mut state = self.state.lock().unwrap();
         if state.writer == Writer::Either {
             if state.beat_rest == 0 {
@@ -131,7 +131,7 @@ impl Line {
 
     /// Starts a frame: the stream writes it, the heartbeat task waits
     /// until it is out; after the `last` one, nothing is written.
-    pub fn begin(&self, last: bool) {
+    pub(crate) fn begin(&self, last: bool) {
         self.state.lock().unwrap().writer = match last {
             true => Writer::Done,
             false => Writer::Stream,
@@ -140,7 +140,11 @@ impl Line {
 
     /// Writes all of `buf`, the frame begun (after the rest of a heartbeat
     /// the socket took only part of); wakes `cx` when there is room.
-    pub fn poll_write(&self, cx: &mut Context<'_>, buf: &mut impl Buf) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_write(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut impl Buf,
+    ) -> Poll<io::Result<()>> {
         loop {
             match self.try_write(buf) {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -210,7 +214,7 @@ impl Line {
     /// writes without end. Not reading instead would leave the kernel
     /// holding up to a receive buffer of unread bytes per socket, and
     /// hide the client's close.
-    pub fn poll_client_gone(&self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_client_gone(&self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if ready!(self.socket.poll_read_ready(cx)).is_err() {
                 return Poll::Ready(());

@@ -6,7 +6,7 @@ use async_nats::jetstream::{self, message::StreamMessage, stream};
 use herald_core::history::{shard_of, stored_subject, stream_of};
 
 /// A failed read of history.
-pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type ReadError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Who answers single reads of history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,7 @@ impl Reads {
 
 /// One subject's events in one history stream.
 #[derive(Debug)]
-pub struct Source {
+pub(crate) struct Source {
     pub stream: stream::Stream<()>,
     pub reads: Reads,
     /// Stored (history) subject.
@@ -41,7 +41,7 @@ pub struct Source {
 impl Source {
     /// Live `subject`'s events in its history shard (of `shards`). Makes
     /// no request.
-    pub async fn of(
+    pub(crate) async fn of(
         js: &jetstream::Context,
         subject: &str,
         shards: u16,
@@ -56,7 +56,7 @@ impl Source {
     }
 
     /// The subject's first stored event at or after sequence `from`.
-    pub async fn next(&self, from: u64) -> Result<Option<StreamMessage>, ReadError> {
+    pub(crate) async fn next(&self, from: u64) -> Result<Option<StreamMessage>, ReadError> {
         match self.reads {
             Reads::Direct => match self.direct_next(from).await {
                 Ok(found) => Ok(found),
@@ -77,7 +77,7 @@ impl Source {
     }
 
     /// The sequence of the subject's newest stored event.
-    pub async fn newest(&self) -> Result<Option<u64>, ReadError> {
+    pub(crate) async fn newest(&self) -> Result<Option<u64>, ReadError> {
         match self.reads {
             Reads::Direct => match self.direct_newest().await {
                 Ok(found) => Ok(found),
@@ -143,7 +143,7 @@ impl Source {
 
     /// Whether the subject's event `seq` is still stored. History drops a
     /// subject's oldest events first, so if it is, everything after it is too.
-    pub async fn holds(&self, seq: u64) -> Result<bool, ReadError> {
+    pub(crate) async fn holds(&self, seq: u64) -> Result<bool, ReadError> {
         Ok(self.next(seq).await?.is_some_and(|m| m.sequence == seq))
     }
 }

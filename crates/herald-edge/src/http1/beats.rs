@@ -7,7 +7,7 @@
 //!
 //! The same walk is every stream's write timeout: a plain stream whose
 //! socket has taken nothing for `--write-timeout` is closed (see
-//! [`crate::line`]), and so is a connection served by hyper (HTTP/2,
+//! [`crate::http1::line`]), and so is a connection served by hyper (HTTP/2,
 //! TLS), whose streams write their own heartbeats (see [`crate::watch`]).
 //! And it ends plain streams when their tokens expire: a stream whose
 //! token expires before its next visit is watched every step from then
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::line::Line;
+use crate::http1::line::Line;
 use crate::metrics::CloseReason;
 use crate::watch::Watch;
 
@@ -28,7 +28,7 @@ const STEP: Duration = Duration::from_secs(1);
 
 /// Who writes a stream's heartbeats.
 #[derive(Debug, Clone)]
-pub enum Heartbeats {
+pub(crate) enum Heartbeats {
     /// The stream itself, into its body: a stream served by hyper, on
     /// the connection `watch` times.
     InBody { watch: Arc<Watch> },
@@ -38,7 +38,7 @@ pub enum Heartbeats {
 
 /// The streams this node watches, spread over one slot per step of the
 /// heartbeat interval: each step, one slot is walked.
-pub struct Beats {
+pub(crate) struct Beats {
     step: Duration,
     /// How long a stream's socket may take nothing (`--write-timeout`).
     write_timeout: Duration,
@@ -56,7 +56,7 @@ pub struct Beats {
 impl Beats {
     /// Heartbeats at least every `interval` (exactly, for whole seconds);
     /// streams whose sockets take nothing for `write_timeout` are closed.
-    pub fn new(interval: Duration, write_timeout: Duration) -> Self {
+    pub(crate) fn new(interval: Duration, write_timeout: Duration) -> Self {
         let step = interval.min(STEP).max(Duration::from_millis(1));
         let slots = (interval.as_nanos() / step.as_nanos()).max(1) as usize;
         Self {
@@ -72,18 +72,18 @@ impl Beats {
     /// Writes `line`'s heartbeats, times its socket and ends it at its
     /// token's expiry until it is dropped; the first heartbeat within one
     /// interval.
-    pub fn add(&self, line: &Arc<Line>) {
+    pub(crate) fn add(&self, line: &Arc<Line>) {
         if self.cutting.load(Ordering::Acquire) {
             line.signal().cut();
         }
         self.lines.add(line);
-        self.note_expiry(line, crate::revocations::unix_now());
+        self.note_expiry(line, crate::control::revocations::unix_now());
     }
 
     /// Drops every plain stream's connection now, and each one added
     /// later at once: what a shutdown does once their grace is over. A
     /// slot being walked meanwhile is cut by the walk.
-    pub fn cut_all(&self) {
+    pub(crate) fn cut_all(&self) {
         self.cutting.store(true, Ordering::Release);
         self.lines.each(|line| line.signal().cut());
     }
@@ -114,12 +114,12 @@ impl Beats {
     }
 
     /// Times the writes of a connection served by hyper until it is dropped.
-    pub fn watch(&self, watch: &Arc<Watch>) {
+    pub(crate) fn watch(&self, watch: &Arc<Watch>) {
         self.watches.add(watch);
     }
 
     /// Walks one slot each step until `stop`.
-    pub async fn run(&self, stop: CancellationToken) {
+    pub(crate) async fn run(&self, stop: CancellationToken) {
         let mut every = tokio::time::interval(self.step);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for slot in (0..self.lines.len()).cycle() {
@@ -136,7 +136,7 @@ impl Beats {
     /// the streams watched closely.
     async fn walk(&self, slot: usize) {
         let timeout = self.write_timeout;
-        let now = crate::revocations::unix_now();
+        let now = crate::control::revocations::unix_now();
         self.expire(now);
         let cutting = self.cutting.load(Ordering::Acquire);
         let visit = |line: &Arc<Line>| {
@@ -236,7 +236,9 @@ mod tests {
     use tokio::net::TcpStream;
 
     use super::*;
-    use crate::line::tests::{closed_for, fill, is_cut, owe_beat, pair as line_pair, pair_until};
+    use crate::http1::line::tests::{
+        closed_for, fill, is_cut, owe_beat, pair as line_pair, pair_until,
+    };
 
     const BEAT: &[u8] = b"d\r\n: heartbeat\n\n\r\n";
     const TIMEOUT: Duration = Duration::from_secs(30);
@@ -384,7 +386,7 @@ mod tests {
     #[tokio::test]
     async fn a_line_ends_at_the_first_step_past_its_tokens_expiry() {
         let beats = Beats::new(Duration::from_secs(15), TIMEOUT);
-        let now = crate::revocations::unix_now();
+        let now = crate::control::revocations::unix_now();
         let mut lines = Vec::new();
         for exp in [now - 1, now + 1, now + 60, u64::MAX] {
             let (line, client) = pair_until(exp).await;
@@ -421,7 +423,7 @@ mod tests {
     #[tokio::test]
     async fn the_walk_ends_a_stream_whose_token_expired() {
         let beats = Beats::new(Duration::from_secs(15), TIMEOUT);
-        let (line, _client) = pair_until(crate::revocations::unix_now() - 1).await;
+        let (line, _client) = pair_until(crate::control::revocations::unix_now() - 1).await;
         let line = Arc::new(line);
         beats.add(&line);
         beats.walk(3).await;
