@@ -7,10 +7,12 @@
 //! No module imports another that imports it back, in any crate: a cycle
 //! means neither can be read, tested or moved without the other.
 //!
-//! Each crate's modules are its `src` files; a module refers to another when
-//! its code (not its comments or its `tests` module) names `crate::other`
-//! (also inside `crate::{…}`), or `super::other` from a nested file; naming
-//! an item of the crate root (`crate::Item`) refers to the root. Doc links
+//! Each crate's modules are its `src` files, nested ones included
+//! (`src/a/b.rs` is `a::b`); a module refers to another when its code (not
+//! its comments or its `tests` module) names a path through it,
+//! `crate::a::b::Item` (also inside `crate::{…}`) or `super::b` from a
+//! nested file, the deepest module on the path counting; naming an item of
+//! the crate root (`crate::Item`) refers to the root. Doc links
 //! are comments, so they do not count. A binary beside a library is a crate
 //! of its own and names the library by its crate name.
 
@@ -94,9 +96,9 @@ fn a_cycle_is_found() {
     assert_eq!(cycle.first(), cycle.last());
     assert_eq!(cycle.len(), 4, "{cycle:?}");
     let refs = references(&code_of(
-        "use crate::{a::X, b};\n// crate::c\nlet x = crate::d::f();",
+        "use crate::{a::X, b};\n// crate::c\nlet x = crate::d::e::f();",
     ));
-    assert_eq!(refs, ["a", "b", "d"].map(String::from).into());
+    assert_eq!(refs, ["a::X", "b", "d::e::f"].map(String::from).into());
 }
 
 /// Module name (`a` or `a::b`) to the modules of the crate it refers to.
@@ -114,20 +116,20 @@ fn graph(src: &Path) -> Graph {
     for (name, path) in &names {
         let code = code_of(&std::fs::read_to_string(path).unwrap());
         let parent = name.rsplit_once("::").map(|(p, _)| p);
-        // A name that is no module is an item of the crate root.
-        let mut refs: BTreeSet<String> = references(&code)
-            .into_iter()
-            .map(|r| {
-                if names.contains_key(&r) {
-                    r
-                } else {
-                    String::new()
-                }
-            })
-            .collect();
+        // A path names the deepest module it passes through; one that
+        // passes through none names an item of the crate root.
+        let module = |path: &str| {
+            let segments: Vec<&str> = path.split("::").collect();
+            (1..=segments.len())
+                .rev()
+                .map(|n| segments[..n].join("::"))
+                .find(|prefix| names.contains_key(prefix))
+                .unwrap_or_default()
+        };
+        let mut refs: BTreeSet<String> = references(&code).iter().map(|r| module(r)).collect();
         if let Some(parent) = parent {
             for r in after(&code, "super::") {
-                refs.insert(format!("{parent}::{r}"));
+                refs.insert(module(&format!("{parent}::{r}")));
             }
         }
         let top = name.split("::").next().unwrap();
@@ -176,15 +178,16 @@ fn code_of(text: &str) -> String {
         .join("\n")
 }
 
-/// The top-level modules `code` names through `crate::`.
+/// The paths `code` names through `crate::` (`a::b::Item`).
 fn references(code: &str) -> BTreeSet<String> {
     let mut refs: BTreeSet<String> = after(code, "crate::").into_iter().collect();
     for group in code.split("crate::{").skip(1) {
         let group = group.split('}').next().unwrap_or_default();
         for item in group.split(',') {
-            let name = item.trim().split("::").next().unwrap_or_default();
-            if !name.is_empty() {
-                refs.insert(name.to_owned());
+            let path = item.trim().split(['{', ' ']).next().unwrap_or_default();
+            let path = path.trim_end_matches("::");
+            if !path.is_empty() {
+                refs.insert(path.to_owned());
             }
         }
     }
@@ -197,9 +200,10 @@ fn after(code: &str, prefix: &str) -> Vec<String> {
         .skip(1)
         .map(|rest| {
             rest.chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
                 .collect::<String>()
         })
+        .map(|path| path.trim_end_matches(':').to_owned())
         .filter(|name| !name.is_empty())
         .collect()
 }
