@@ -285,7 +285,7 @@ async fn a_burst_of_ten_thousand_changes_converges_exactly() {
     for (i, node) in cluster.nodes.iter().enumerate() {
         let nats = async_nats::connect(node.client_url()).await.unwrap();
         let admission = herald_edge::admission::Admission::new(100_000, 100);
-        let reporter = herald_edge::presence::Reporter::new(
+        let reporter = herald_edge::report::Reporter::new(
             nats,
             Arc::clone(&admission),
             format!("burst-{i}"),

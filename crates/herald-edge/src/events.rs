@@ -195,7 +195,7 @@ async fn open<B>(
     } = resume(state, cursor, &subjects).await?;
     if !unstarted.is_empty() {
         let owner = subjects[0].clone();
-        tokio::spawn(crate::control::late_starts(
+        tokio::spawn(crate::orders::late_starts(
             state.clone(),
             late,
             owner,
@@ -230,7 +230,7 @@ async fn open<B>(
         // Capped so that a token claiming to live forever cannot overflow the clock.
         exp: claims
             .exp
-            .min(crate::control::revocations::unix_now() + MAX_STREAM_SECS),
+            .min(crate::orders::revocations::unix_now() + MAX_STREAM_SECS),
         retry: state.config.retry,
         guard,
     };
@@ -299,7 +299,7 @@ struct Resumed {
     /// See `replay::Plan::behind`.
     behind: Box<[u32]>,
     /// Subjects whose start could not be read (their history away): the
-    /// stream learns it later (see `control::late_starts`).
+    /// stream learns it later (see `orders::late_starts`).
     unstarted: Vec<String>,
 }
 
@@ -368,11 +368,11 @@ async fn resume(state: &State, cursor: Cursor, subjects: &[String]) -> Result<Re
 /// 401 `token_revoked` for a token the app revoked (`Control.Revoke`).
 /// An edge that could not read the revocations at start (JetStream not up
 /// yet, a cold cluster) admits the stream: it ends the revoked ones as
-/// soon as it reads them (see `control`), where refusing every connect
+/// soon as it reads them (see `orders`), where refusing every connect
 /// would turn a JetStream outage into an outage of live events too.
 fn check_revoked(state: &State, user: &UserId, claims: &Claims) -> Result<(), Refusal> {
     let revocations = &state.revocations;
-    let now = crate::control::revocations::unix_now();
+    let now = crate::orders::revocations::unix_now();
     match revocations.refusing(user, claims.iat, now) {
         None => Ok(()),
         Some(revocation) => Err(Refusal::TokenRevoked(format!(

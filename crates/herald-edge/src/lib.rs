@@ -22,11 +22,11 @@
 //! - `resume`: a `Last-Event-ID` turned into what the client missed:
 //!   replay plans, recent events, shared history reads and tails, starts,
 //!   the per-connect budget.
-//! - `control`: the Control API's orders (disconnect, revoke, follows,
+//! - `orders`: the Control API's orders (disconnect, revoke, follows,
 //!   topics) carried out here, and the buckets that keep them.
 //! - [`cors`]: which other origins' pages may read streams (`--allowed-origins`).
 //! - [`admission`]: per-node and per-user connection limits, and the counts
-//!   [`presence`] reports to the presence service; [`ratelimit`]: per-user
+//!   [`report`] tells the presence service; [`ratelimit`]: per-user
 //!   connect rate.
 //! - `lifecycle`: streams' connects and disconnects published on NATS (`--lifecycle-events`).
 //! - `drain`: the jittered drain; [`metrics`].
@@ -37,7 +37,6 @@
 pub mod admission;
 mod body;
 pub mod config;
-mod control;
 pub mod cors;
 mod drain;
 mod events;
@@ -45,9 +44,10 @@ pub mod fanout;
 mod http1;
 mod lifecycle;
 pub mod metrics;
-pub mod presence;
+mod orders;
 pub mod ratelimit;
 mod refusal;
+pub mod report;
 mod resume;
 mod server;
 mod service;

@@ -16,16 +16,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
 use crate::config::Config;
-use crate::control::follows::Follows;
-use crate::control::revocations::Revocations;
 use crate::drain::Drain;
 use crate::fanout::fill::{Filler, HistoryReader};
 use crate::fanout::{Fanout, NatsSubscriber, SubscriptionsCollector};
 use crate::http1::beats::Beats;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
-use crate::presence::Reporter;
+use crate::orders::follows::Follows;
+use crate::orders::revocations::Revocations;
 use crate::ratelimit::ConnectLimiter;
+use crate::report::Reporter;
 use crate::resume::reads::Reads;
 use crate::resume::tails::Tails;
 use crate::state::State;
@@ -141,7 +141,7 @@ impl Edge {
             config,
         };
         let state = Arc::new(state);
-        crate::control::follow_buckets(&state, &following).await;
+        crate::orders::follow_buckets(&state, &following).await;
         Ok(Self {
             state,
             ready: Readiness::default(),
@@ -174,7 +174,7 @@ impl Edge {
                 None
             }
         };
-        let controlled = crate::control::start(
+        let controlled = crate::orders::start(
             self.state.clone(),
             self.nats.clone(),
             stop_reporting.clone(),

@@ -52,7 +52,7 @@ fn on_grid(at: Instant) -> Instant {
 
 /// A JWT `exp` (seconds since the epoch) as a tokio instant.
 fn expiry_instant(exp: u64) -> Instant {
-    let secs = exp.saturating_sub(crate::control::revocations::unix_now());
+    let secs = exp.saturating_sub(crate::orders::revocations::unix_now());
     Instant::now() + Duration::from_secs(secs)
 }
 

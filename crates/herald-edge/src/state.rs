@@ -7,13 +7,13 @@ use herald_core::nats::LossCounter;
 
 use crate::admission::Admission;
 use crate::config::Config;
-use crate::control::follows::Follows;
-use crate::control::revocations::Revocations;
 use crate::drain::Drain;
 use crate::fanout::Fanout;
 use crate::http1::beats::Beats;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use crate::orders::follows::Follows;
+use crate::orders::revocations::Revocations;
 use crate::ratelimit::ConnectLimiter;
 use crate::resume::reads::Reads;
 use crate::resume::starts::History;

@@ -27,7 +27,7 @@ const MARK: &[u8] = b"\n";
 
 impl Delivery {
     /// Where a stream starts on subject `key`, learned after it joined
-    /// (see `control::mark_starts`): an `id:` line and no event.
+    /// (see `orders::mark_starts`): an `id:` line and no event.
     pub fn mark(key: u32, seq: u64) -> Self {
         Self {
             frame: Bytes::from_static(MARK),

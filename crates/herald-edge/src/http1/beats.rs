@@ -77,7 +77,7 @@ impl Beats {
             line.signal().cut();
         }
         self.lines.add(line);
-        self.note_expiry(line, crate::control::revocations::unix_now());
+        self.note_expiry(line, crate::orders::revocations::unix_now());
     }
 
     /// Drops every plain stream's connection now, and each one added
@@ -136,7 +136,7 @@ impl Beats {
     /// the streams watched closely.
     async fn walk(&self, slot: usize) {
         let timeout = self.write_timeout;
-        let now = crate::control::revocations::unix_now();
+        let now = crate::orders::revocations::unix_now();
         self.expire(now);
         let cutting = self.cutting.load(Ordering::Acquire);
         let visit = |line: &Arc<Line>| {
@@ -386,7 +386,7 @@ mod tests {
     #[tokio::test]
     async fn a_line_ends_at_the_first_step_past_its_tokens_expiry() {
         let beats = Beats::new(Duration::from_secs(15), TIMEOUT);
-        let now = crate::control::revocations::unix_now();
+        let now = crate::orders::revocations::unix_now();
         let mut lines = Vec::new();
         for exp in [now - 1, now + 1, now + 60, u64::MAX] {
             let (line, client) = pair_until(exp).await;
@@ -423,7 +423,7 @@ mod tests {
     #[tokio::test]
     async fn the_walk_ends_a_stream_whose_token_expired() {
         let beats = Beats::new(Duration::from_secs(15), TIMEOUT);
-        let (line, _client) = pair_until(crate::control::revocations::unix_now() - 1).await;
+        let (line, _client) = pair_until(crate::orders::revocations::unix_now() - 1).await;
         let line = Arc::new(line);
         beats.add(&line);
         beats.walk(3).await;

@@ -10,7 +10,7 @@ use herald_domain::control::{self, Revocation};
 use herald_domain::subject::UserId;
 use tokio::sync::watch;
 
-use crate::control::bucket::Change;
+use crate::orders::bucket::Change;
 
 /// Every revocation in force, by user id.
 pub(crate) struct Revocations {
@@ -34,7 +34,7 @@ impl Revocations {
         *self.loaded.borrow()
     }
 
-    /// Turned true once loaded (see [`crate::control::bucket::follow`]).
+    /// Turned true once loaded (see [`crate::orders::bucket::follow`]).
     pub(crate) fn loaded(&self) -> watch::Sender<bool> {
         self.loaded.clone()
     }

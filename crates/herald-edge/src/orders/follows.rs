@@ -1,7 +1,7 @@
 //! Server-side follows: the topics each user follows because the app said
 //! so (`Control.Follow`), in memory (see `bucket`). A connect follows
 //! them besides what it asks for; a change reaches the user's open
-//! streams at once (see `control`).
+//! streams at once (see `orders`).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -10,7 +10,7 @@ use herald_domain::control::{self, Follows as Followed};
 use herald_domain::subject::{Topic, UserId};
 use tokio::sync::watch;
 
-use crate::control::bucket::Change;
+use crate::orders::bucket::Change;
 
 /// Every user's server-side follows, by user id.
 pub(crate) struct Follows {
@@ -28,7 +28,7 @@ impl Default for Follows {
 }
 
 impl Follows {
-    /// Turned true once loaded (see [`crate::control::bucket::follow`]).
+    /// Turned true once loaded (see [`crate::orders::bucket::follow`]).
     pub(crate) fn loaded(&self) -> watch::Sender<bool> {
         self.loaded.clone()
     }

@@ -24,10 +24,10 @@ use herald_domain::region;
 use herald_domain::subject::UserId;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::revocations::unix_now;
 use crate::fanout::delivery::{Delivery, Member};
 use crate::fanout::queue::TrySendError;
 use crate::metrics::CloseReason;
+use crate::orders::revocations::unix_now;
 use crate::resume::starts;
 use crate::state::State;
 
@@ -51,7 +51,7 @@ pub(crate) async fn follow_buckets(state: &Arc<State>, stop: &CancellationToken)
         let state = state.clone();
         let loaded = state.revocations.loaded();
         // A revocation this edge missed as an order ends the streams too.
-        let apply = move |change: crate::control::bucket::Change<'_>| {
+        let apply = move |change: crate::orders::bucket::Change<'_>| {
             if let Some((user, revocation)) = state.revocations.apply(change, unix_now()) {
                 let state = state.clone();
                 tokio::spawn(async move {
@@ -61,7 +61,7 @@ pub(crate) async fn follow_buckets(state: &Arc<State>, stop: &CancellationToken)
                 });
             }
         };
-        crate::control::bucket::follow(js, REVOCATIONS_BUCKET, apply, loaded, stop.clone())
+        crate::orders::bucket::follow(js, REVOCATIONS_BUCKET, apply, loaded, stop.clone())
     });
     tokio::spawn(follow_follows(state.clone(), stop.clone()));
     let mut loaded = state.revocations.loaded().subscribe();
@@ -224,7 +224,7 @@ async fn follow_follows(state: Arc<State>, stop: CancellationToken) {
     let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
     let apply = {
         let state = state.clone();
-        move |change: crate::control::bucket::Change<'_>| {
+        move |change: crate::orders::bucket::Change<'_>| {
             if let Some(user) = state.follows.apply(change) {
                 let _ = changed.send((tokio::time::Instant::now() + CATCH_UP, user));
             }
@@ -232,7 +232,7 @@ async fn follow_follows(state: Arc<State>, stop: CancellationToken) {
     };
     let loaded = state.follows.loaded();
     let js = state.js.clone();
-    let following = crate::control::bucket::follow(js, FOLLOWS_BUCKET, apply, loaded, stop.clone());
+    let following = crate::orders::bucket::follow(js, FOLLOWS_BUCKET, apply, loaded, stop.clone());
     let applying = async {
         while let Some((at, user)) = changes.recv().await {
             tokio::time::sleep_until(at).await;
