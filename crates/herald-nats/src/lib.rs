@@ -16,7 +16,7 @@
 //! - [`agreement`]: the settings every service and region share, checked against existing streams.
 //! - [`buckets`]: the control plane's key-value buckets (revocations, follows).
 //! - [`offline`]: the work queue of events for users who were not connected.
-//! - [`duration`]: durations as flags take them (history's here, every other flag's in the services).
+//! - [`duration`]: durations as flags take them, here (history's) and in every service.
 
 pub mod agreement;
 pub mod buckets;

@@ -1,12 +1,14 @@
-//! Certificates and keys read from PEM files, for TLS to NATS and for
-//! Herald's own listeners (herald-core's `tls`) alike. A leaf module.
+//! PEM files for TLS: the certificates one holds, and why a certificate
+//! or key cannot be used. TLS to NATS (herald-subscriptions, the CLI) and
+//! Herald's own listeners (herald-core's `tls`) read them alike. A leaf
+//! module.
 
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::{self, PemObject};
 
-/// Why a certificate or key file cannot be served.
+/// Why a certificate or key file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PemError {
     #[error("cannot read certificates from {}: {error}", path.display())]
