@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::config_error::ConfigError;
-use herald_core::tls::{PemError, read_certs};
+use herald_nats::pem::{PemError, read_certs};
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;

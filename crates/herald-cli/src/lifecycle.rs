@@ -3,9 +3,9 @@
 //! (or the JSON as published, with `--json`), until Ctrl-C.
 
 use futures::StreamExt;
-use herald_core::nats::NatsSecurity;
 use herald_domain::control::{LIFECYCLE_PREFIX, LIFECYCLE_WILDCARD};
 use herald_domain::subject::{UserId, encode_token};
+use herald_nats::connection::NatsSecurity;
 use serde_json::Value;
 
 #[derive(Debug, clap::Args)]
@@ -41,7 +41,8 @@ pub(crate) async fn tail(
         None => LIFECYCLE_WILDCARD.to_owned(),
     };
     let (client, _) =
-        herald_core::nats::connect(&args.nats_url, &args.security, "herald-cli lifecycle").await?;
+        herald_nats::connection::connect(&args.nats_url, &args.security, "herald-cli lifecycle")
+            .await?;
     let mut events = client.subscribe(subject).await?;
     loop {
         let message = tokio::select! {

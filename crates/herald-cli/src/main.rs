@@ -32,8 +32,8 @@ mod token;
 use anyhow::Context;
 use api::{authorize, refused};
 use clap::{Parser, Subcommand};
-use herald_core::duration::parse_duration;
 use herald_domain::claims::{Audience, Claims};
+use herald_nats::duration::parse_duration;
 use herald_proto::v1::{
     GetPresenceRequest, OfflinePolicy, PublishRequest, presence_client::PresenceClient,
     publish_request::Target, publisher_client::PublisherClient,

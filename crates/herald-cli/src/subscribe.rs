@@ -50,7 +50,7 @@ pub(crate) struct SubscribeArgs {
     #[arg(long)]
     last_event_id: Option<String>,
     /// Lifetime of a minted token.
-    #[arg(long, default_value = "1h", value_parser = herald_core::duration::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = herald_nats::duration::parse_duration)]
     ttl: Duration,
     /// `aud` of a minted token, for an edge started with --jwt-audience.
     #[arg(long, env = "HERALD_JWT_AUDIENCE")]
@@ -60,7 +60,7 @@ pub(crate) struct SubscribeArgs {
     iss: Option<String>,
     /// Reconnect when nothing, not even a heartbeat, arrived for this long
     /// (a connection a proxy or NAT dropped without a word).
-    #[arg(long, default_value = "60s", value_parser = herald_core::duration::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = herald_nats::duration::parse_duration)]
     idle_timeout: Duration,
     /// PEM CA certificates to trust for an `https://` edge instead of the
     /// built-in roots.

@@ -23,7 +23,7 @@ pub struct CommonArgs {
     pub nats_url: Vec<String>,
 
     #[command(flatten)]
-    pub nats_security: crate::nats::NatsSecurity,
+    pub nats_security: herald_nats::connection::NatsSecurity,
 
     #[command(flatten)]
     pub listener: crate::listener::ListenerArgs,

@@ -1,19 +1,14 @@
 //! What runs Herald's services: flags, listeners and serving, TLS,
-//! telemetry, NATS and its streams, the admin port and shutdown. The
-//! rules of ids, subjects, cursors, tokens and presence are herald-domain's;
-//! this crate is where they meet sockets and NATS.
+//! telemetry, following presence, the admin port and shutdown. The rules
+//! of ids, subjects, cursors, tokens and presence are herald-domain's;
+//! what is said to NATS (connecting, envelopes, streams) is herald-nats's;
+//! this crate is where they meet sockets, traces and metrics.
 //!
 //! # Layout
 //! - [`cli`]: common flags and the exit-code-2 handling of misconfiguration.
 //! - [`config_error`]: the error of a flag whose value cannot work, naming the flag.
-//! - [`duration`]: durations as flags take them.
 //! - [`telemetry`]: `tracing` setup, text or JSON; OTLP export and W3C trace context.
-//! - [`nats`]: connecting to NATS; [`nats_keys`]: its key files, read at every connect.
-//! - [`envelope`]: how an event travels on NATS (payload + `Herald-Event` header).
-//! - [`history`]: the sharded JetStream history streams.
-//! - [`agreement`]: the settings every service and region share, checked against existing streams.
-//! - [`buckets`]: the control plane's key-value buckets (revocations, follows).
-//! - [`offline`]: the work queue of events for users who were not connected.
+//! - [`nats_metrics`]: a service's NATS connection on `/metrics`.
 //! - [`presence`]: following who is connected where, over NATS.
 //! - [`api_token`]: the bearer token of the internal gRPC APIs.
 //! - [`listener`]: every port's accept loop, socket cap and header deadline.
@@ -35,22 +30,15 @@
 
 pub mod activity;
 pub mod admin;
-pub mod agreement;
 pub mod api_token;
 pub mod backoff;
-pub mod buckets;
 pub mod cli;
 pub mod config_error;
 pub mod conn;
-pub mod duration;
-pub mod envelope;
 pub mod grpc;
-pub mod history;
 pub mod listener;
 pub mod memory;
-pub mod nats;
-pub mod nats_keys;
-pub mod offline;
+pub mod nats_metrics;
 pub mod prefixed;
 pub mod presence;
 pub mod readiness;

@@ -15,9 +15,10 @@ use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use herald_nats::duration::parse_duration;
+
 use crate::backoff;
 use crate::config_error::ConfigError;
-use crate::duration::parse_duration;
 
 /// Largest request head (request line and headers) any listener reads;
 /// beyond it, 431.

@@ -21,8 +21,7 @@ use herald_domain::presence::wire::{
     NODE_WILDCARD, NodeMessage, ReceiveError, SNAPSHOT_PREFIX, SYNC_SUBJECT, SnapshotPart,
     SyncRequest, unix_ms,
 };
-
-use crate::nats::Losses;
+use herald_nats::connection::Losses;
 
 /// How often dead nodes are looked for and gauges refreshed.
 const TICK: Duration = Duration::from_millis(100);

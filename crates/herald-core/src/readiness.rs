@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the NATS connections are looked at. async-nats shows its
 /// connection only as a state to read (its one event callback belongs to
-/// [`crate::nats::connect`] and drops events when busy), and the edge's
+/// [`herald_nats::connection::connect`] and drops events when busy), and the edge's
 /// subscription connection as a flag: reading both this often costs
 /// nothing and turns a lost connection into "unready" well within a second.
 pub const CONNECTION_CHECK: Duration = Duration::from_millis(100);
@@ -154,7 +154,7 @@ impl Readiness {
         stop: CancellationToken,
     ) -> JoinHandle<()> {
         let client = client.clone();
-        self.follow_connections(move || crate::nats::is_connected(&client), stop)
+        self.follow_connections(move || herald_nats::connection::is_connected(&client), stop)
     }
 }
 

@@ -9,11 +9,13 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use herald_nats::connection;
+
 use crate::admin;
 use crate::cli::{self, CommonArgs};
 use crate::listener::{self, ADMIN_MAX_SOCKETS, Bounds, Listener};
 use crate::readiness::Readiness;
-use crate::{nats, telemetry};
+use crate::telemetry;
 
 /// What a service needs before it can serve: its sockets and NATS.
 pub struct Started {
@@ -23,8 +25,8 @@ pub struct Started {
     /// The admin port: the same timeouts, [`ADMIN_MAX_SOCKETS`].
     pub admin_listener: Listener,
     pub nats: async_nats::Client,
-    /// When live messages may have been missed (see [`nats::Losses`]).
-    pub losses: nats::LossCounter,
+    /// When live messages may have been missed (see [`connection::Losses`]).
+    pub losses: connection::LossCounter,
     /// Keeps span export running; flushes when dropped at exit.
     pub telemetry: telemetry::Guard,
 }
@@ -58,10 +60,14 @@ pub async fn start(
     };
     let listener = Listener::new(bind("--listen", listen), bounds);
     let admin_listener = Listener::new(bind("--admin-listen", admin_listen), admin_bounds);
-    let (nats, losses) = nats::connect(&common.nats_url, &common.nats_security, name)
+    let (nats, losses) = connection::connect(&common.nats_url, &common.nats_security, name)
         .await
         .unwrap_or_else(|e| {
-            let urls: Vec<_> = common.nats_url.iter().map(|u| nats::redact(u)).collect();
+            let urls: Vec<_> = common
+                .nats_url
+                .iter()
+                .map(|u| connection::redact(u))
+                .collect();
             let urls = urls.join(",");
             cli::misconfigured("--nats-url", format!("cannot connect to {urls}: {e}"))
         });

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::pem::PemObject;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
+
+use herald_nats::pem::{PemError, read_certs};
 
 use crate::config_error::ConfigError;
 
@@ -34,21 +36,6 @@ pub struct TlsArgs {
     /// signed (mutual TLS).
     #[arg(long, env = "HERALD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
-}
-
-/// Why a certificate or key file cannot be served.
-#[derive(Debug, thiserror::Error)]
-pub enum PemError {
-    #[error("cannot read certificates from {}: {error}", path.display())]
-    Certs { path: PathBuf, error: pem::Error },
-    #[error("no certificate in {}", path.display())]
-    NoCert { path: PathBuf },
-    #[error("cannot read a private key from {}: {error}", path.display())]
-    Key { path: PathBuf, error: pem::Error },
-    #[error("unusable private key: {0}")]
-    UnusableKey(rustls::Error),
-    #[error("{} does not match its key: {error}", path.display())]
-    Mismatch { path: PathBuf, error: rustls::Error },
 }
 
 /// Serves the current certificate and swaps in a new one when its files
@@ -192,22 +179,6 @@ fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, PemError> {
         error,
     })?;
     Ok(certified)
-}
-
-/// Every certificate in a PEM file; none is an error.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|error| PemError::Certs {
-            path: path.to_owned(),
-            error,
-        })?;
-    if certs.is_empty() {
-        return Err(PemError::NoCert {
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
 }
 
 /// The later modification time of the two files.

@@ -1,7 +1,8 @@
 //! Herald's domain: what its ids, subjects, cursors, tokens and presence
 //! messages are, and the rules they follow. Pure code with no I/O and no
 //! runtime, so that every service, the tests and the fuzz targets check
-//! exactly the same rules; herald-core runs them (NATS, listeners, TLS).
+//! exactly the same rules; herald-nats carries them over NATS and
+//! herald-core serves them (listeners, TLS).
 //!
 //! # Layout
 //! - [`subject`]: user ids and topics, validated and encoded into safe NATS subjects.

@@ -350,7 +350,7 @@ pub fn lean_subscriber(what: &str) -> bool {
 pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running {
     let urls = urls(nats_url);
     let security = Default::default();
-    let (client, _) = herald_core::nats::connect(&urls, &security, "e2e-edge")
+    let (client, _) = herald_nats::connection::connect(&urls, &security, "e2e-edge")
         .await
         .unwrap();
     let mut registry = Registry::default();
@@ -438,7 +438,7 @@ pub async fn until_history_streams(server: &herald_publish::PublishServer) {
 /// Starts herald-publish on `nats_url` with `config`.
 pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Running {
     let (nats, losses) =
-        herald_core::nats::connect(&urls(nats_url), &Default::default(), "e2e-publish")
+        herald_nats::connection::connect(&urls(nats_url), &Default::default(), "e2e-publish")
             .await
             .unwrap();
     let mut registry = Registry::default();
@@ -457,7 +457,7 @@ pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Ru
 /// Starts a herald-presence replica on `nats_url`.
 pub async fn start_presence(nats_url: &str, config: herald_presence::Config) -> Running {
     let (nats, losses) =
-        herald_core::nats::connect(&urls(nats_url), &Default::default(), "e2e-presence")
+        herald_nats::connection::connect(&urls(nats_url), &Default::default(), "e2e-presence")
             .await
             .unwrap();
     let mut registry = Registry::default();
@@ -525,9 +525,10 @@ pub fn push_config(
 
 /// Starts herald-push-worker on `nats_url` with `config`.
 pub async fn start_push(nats_url: &str, config: herald_push::Config) -> Running {
-    let (nats, _) = herald_core::nats::connect(&urls(nats_url), &Default::default(), "e2e-push")
-        .await
-        .unwrap();
+    let (nats, _) =
+        herald_nats::connection::connect(&urls(nats_url), &Default::default(), "e2e-push")
+            .await
+            .unwrap();
     let mut registry = Registry::default();
     let worker = herald_push::PushWorker::start(config, nats, &mut registry)
         .await

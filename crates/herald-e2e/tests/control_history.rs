@@ -375,9 +375,10 @@ async fn history_is_unavailable_until_the_streams_exist() {
     config.api_token = Some(TOKEN.into());
     config.history.history_replicas = 3;
     let url = nats.client_url();
-    let (client, losses) = herald_core::nats::connect(&[url], &Default::default(), "e2e-publish")
-        .await
-        .unwrap();
+    let (client, losses) =
+        herald_nats::connection::connect(&[url], &Default::default(), "e2e-publish")
+            .await
+            .unwrap();
     let mut registry = Default::default();
     let server =
         herald_publish::PublishServer::start(config, client, losses.subscribe(), &mut registry)

@@ -458,7 +458,7 @@ async fn a_connect_reads_its_start_from_any_replica() {
         .unwrap();
     let mut leader_reads = watcher.subscribe("$JS.API.STREAM.MSG.GET.>").await.unwrap();
     let mut direct_reads = watcher.subscribe("$JS.API.DIRECT.GET.>").await.unwrap();
-    herald_core::nats::round_trip(&watcher).await.unwrap();
+    herald_nats::connection::round_trip(&watcher).await.unwrap();
 
     let token = Claims::new("bob").hs256(SECRET);
     let http = reqwest::Client::new();
@@ -472,7 +472,7 @@ async fn a_connect_reads_its_start_from_any_replica() {
         "a history read: {}",
         direct.subject
     );
-    herald_core::nats::round_trip(&watcher).await.unwrap();
+    herald_nats::connection::round_trip(&watcher).await.unwrap();
     while let Ok(Some(read)) =
         tokio::time::timeout(Duration::from_millis(300), leader_reads.next()).await
     {

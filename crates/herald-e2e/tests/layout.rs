@@ -2,7 +2,9 @@
 //!
 //! The domain crate has no runtime, and the fuzz targets build against it
 //! alone: checked on the manifests (building the fuzz crate needs nightly
-//! and libFuzzer's C++ toolchain, which a fresh machine lacks).
+//! and libFuzzer's C++ toolchain, which a fresh machine lacks). The NATS
+//! crate talks only to NATS, and the edge's lean connection needs only it:
+//! checked on the manifests too.
 //!
 //! No module imports another that imports it back, in any crate: a cycle
 //! means neither can be read, tested or moved without the other.
@@ -59,6 +61,45 @@ fn the_domain_crate_has_no_runtime_and_the_fuzz_targets_use_only_it() {
     let fuzz = dependencies(&root.join("fuzz/Cargo.toml"));
     let herald: Vec<&String> = fuzz.iter().filter(|d| d.starts_with("herald-")).collect();
     assert_eq!(herald, ["herald-domain"], "{fuzz:?}");
+}
+
+/// herald-nats holds what only talks to NATS: no gRPC, HTTP server,
+/// OpenTelemetry or metrics library, and of Herald's crates only the
+/// domain, so herald-core (which serves, traces and measures) builds on it
+/// and never the other way. herald-subscriptions, the edge's lean
+/// connection, logs in through herald-nats alone.
+#[test]
+fn the_nats_crate_talks_only_to_nats_and_the_lean_connection_needs_only_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let nats = dependencies(&root.join("crates/herald-nats/Cargo.toml"));
+    assert!(nats.contains(&"async-nats".to_owned()), "{nats:?}");
+    for server in [
+        "tonic",
+        "hyper",
+        "http-body",
+        "opentelemetry",
+        "tracing-opentelemetry",
+        "tracing-subscriber",
+        "prometheus",
+    ] {
+        assert!(
+            !nats.iter().any(|d| d.starts_with(server)),
+            "herald-nats depends on {server}: {nats:?}"
+        );
+    }
+    let herald: Vec<&String> = nats.iter().filter(|d| d.starts_with("herald-")).collect();
+    assert_eq!(herald, ["herald-domain"], "{nats:?}");
+    let core = dependencies(&root.join("crates/herald-core/Cargo.toml"));
+    assert!(core.contains(&"herald-nats".to_owned()), "{core:?}");
+    let subscriptions = dependencies(&root.join("crates/herald-subscriptions/Cargo.toml"));
+    assert!(
+        subscriptions.contains(&"herald-nats".to_owned()),
+        "{subscriptions:?}"
+    );
+    assert!(
+        !subscriptions.contains(&"herald-core".to_owned()),
+        "herald-subscriptions depends on herald-core: {subscriptions:?}"
+    );
 }
 
 #[test]

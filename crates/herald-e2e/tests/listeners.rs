@@ -372,9 +372,10 @@ async fn the_push_api_closes_silent_connections_and_slow_bodies() {
     let nats = NatsServer::start();
     let fcm = herald_testing::fcm::FakeFcm::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (client, _) = herald_core::nats::connect(&[nats.client_url()], &Default::default(), "t")
-        .await
-        .unwrap();
+    let (client, _) =
+        herald_nats::connection::connect(&[nats.client_url()], &Default::default(), "t")
+            .await
+            .unwrap();
     let worker = herald_push::PushWorker::start(
         push_config(&fcm, dir.path()),
         client,
@@ -442,7 +443,7 @@ async fn the_grpc_ports_close_silent_and_idle_connections() {
     let nats = NatsServer::start();
     let urls = [nats.client_url()];
     let security = Default::default();
-    let connect = || herald_core::nats::connect(&urls, &security, "t");
+    let connect = || herald_nats::connection::connect(&urls, &security, "t");
 
     let (client, losses) = connect().await.unwrap();
     let config = herald_publish::Config::defaults("p");

@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use auth_conf::{CLIENT, EDGE, PRESENCE, PUBLISH, PUSH, Regions};
 use futures::StreamExt;
-use herald_core::history::{shard_of, stored_subject, stream_name};
-use herald_core::nats::{LossCounter, NatsSecurity, Password, inbox_prefix};
 use herald_domain::presence::wire::{QUERY_SUBJECT, STATS_SUBJECT};
 use herald_domain::region::Region;
 use herald_domain::subject::UserId;
 use herald_e2e::*;
+use herald_nats::connection::{LossCounter, NatsSecurity, Password, inbox_prefix};
+use herald_nats::history::{shard_of, stored_subject, stream_name};
 use herald_proto::v1::control_client::ControlClient;
 use herald_proto::v1::{
     DisconnectRequest, DisconnectResponse, FollowRequest, GetPresenceRequest, GetPresenceResponse,
@@ -139,7 +139,7 @@ impl LockedNats {
     /// Connects as the service `user` does: its flags, its connection name.
     async fn connect(&self, user: &str) -> (async_nats::Client, LossCounter) {
         let urls = [self.server.client_url()];
-        herald_core::nats::connect(&urls, &self.security(user), &format!("{user} e2e"))
+        herald_nats::connection::connect(&urls, &self.security(user), &format!("{user} e2e"))
             .await
             .unwrap_or_else(|e| panic!("{user} cannot connect: {e}"))
     }
@@ -599,11 +599,12 @@ async fn anonymous_and_wrong_credentials_are_refused() {
         Some(async_nats::ConnectErrorKind::AuthorizationViolation)
     );
     let urls = [url.clone()];
-    let services = herald_core::nats::connect(&urls, &Default::default(), "herald-edge x").await;
+    let services =
+        herald_nats::connection::connect(&urls, &Default::default(), "herald-edge x").await;
     assert!(services.is_err(), "no credentials, no connection");
     let mut wrong = nats.security(EDGE);
     wrong.nats_password = Some(Password::new(&nats.passwords[PUBLISH]));
-    let refused = herald_core::nats::connect(&urls, &wrong, "herald-edge x").await;
+    let refused = herald_nats::connection::connect(&urls, &wrong, "herald-edge x").await;
     assert!(refused.is_err(), "another user's password");
 
     // Credentials in the URL work (async-nats alone would drop them).
@@ -611,7 +612,7 @@ async fn anonymous_and_wrong_credentials_are_refused() {
         "nats://",
         &format!("nats://{EDGE}:{}@", nats.passwords[EDGE]),
     );
-    herald_core::nats::connect(&[with_login], &Default::default(), "herald-edge x")
+    herald_nats::connection::connect(&[with_login], &Default::default(), "herald-edge x")
         .await
         .expect("the edge's login, given in the URL");
 }
@@ -872,7 +873,7 @@ async fn regional_services_work_with_their_own_users() {
         let security = security(&passwords, user);
         async move {
             let name = format!("{user} e2e");
-            let (client, losses) = herald_core::nats::connect(&urls, &security, &name)
+            let (client, losses) = herald_nats::connection::connect(&urls, &security, &name)
                 .await
                 .unwrap_or_else(|e| panic!("{user} cannot connect: {e}"));
             (client, losses, urls, security)

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use herald_core::history;
 use herald_domain::cursor::{self, Cursor};
 use herald_e2e::*;
+use herald_nats::history;
 use herald_proto::v1::{OfflinePolicy, Outcome, PublishRequest, Receipt, publish_request::Target};
 use herald_testing::fcm::{FakeFcm, Reply};
 use herald_testing::sse::{QUIET, SseStream};

@@ -768,7 +768,7 @@ async fn an_audience_resuming_more_than_the_edge_keeps_reads_for_itself_and_lose
 /// back as herald-publish made it): what is stored meanwhile never reaches
 /// any edge live, as when a message is lost between JetStream and the edge.
 async fn republish(nats: &NatsServer, subject: &str, on: bool) {
-    use herald_core::history::{shard_of, stream_name};
+    use herald_nats::history::{shard_of, stream_name};
     let history = edge_config("any").history;
     let shard = shard_of(subject, history.history_shards);
     let client = async_nats::connect(nats.client_url()).await.unwrap();

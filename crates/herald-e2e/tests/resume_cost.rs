@@ -43,13 +43,15 @@ impl ApiCounter {
         let nats = async_nats::connect(url).await.unwrap();
         let requests = nats.subscribe("$JS.API.>").await.unwrap();
         nats.flush().await.unwrap();
-        herald_core::nats::round_trip(&nats).await.unwrap();
+        herald_nats::connection::round_trip(&nats).await.unwrap();
         Self { nats, requests }
     }
 
     /// Requests seen so far (waits for what is still in flight to arrive).
     async fn take(&mut self) -> Vec<String> {
-        herald_core::nats::round_trip(&self.nats).await.unwrap();
+        herald_nats::connection::round_trip(&self.nats)
+            .await
+            .unwrap();
         let mut seen = Vec::new();
         while let Ok(Some(message)) =
             tokio::time::timeout(Duration::from_millis(200), self.requests.next()).await

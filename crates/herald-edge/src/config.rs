@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use herald_core::cli::{CommonArgs, parse_region};
 use herald_core::config_error::ConfigError;
-use herald_core::duration::parse_duration;
-use herald_core::history::HistoryArgs;
 use herald_core::tls::{ServerTls, TlsArgs};
 use herald_domain::auth::Authenticator;
 use herald_domain::claims::Rules;
 use herald_domain::cursor::MAX_ENTRIES;
 use herald_domain::region::Region;
+use herald_nats::duration::parse_duration;
+use herald_nats::history::HistoryArgs;
 
 use crate::cors::AllowedOrigins;
 use crate::ratelimit::ConnectRate;

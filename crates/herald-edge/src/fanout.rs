@@ -25,8 +25,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use herald_core::nats::{LossCounter, NatsSecurity};
 use herald_domain::subject::TOPIC_PREFIX;
+use herald_nats::connection::{LossCounter, NatsSecurity};
 use herald_subscriptions::{ConnectError, Deliver, Refusal, Sid, Source};
 
 use crate::fanout::delivery::{ConnId, Member};

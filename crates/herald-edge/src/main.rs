@@ -1,5 +1,6 @@
-use herald_core::{agreement, cli, service, shutdown};
+use herald_core::{cli, service, shutdown};
 use herald_edge::{Args, Edge, Nats};
+use herald_nats::agreement;
 use prometheus_client::registry::Registry;
 
 #[tokio::main]

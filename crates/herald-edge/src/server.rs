@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use herald_core::listener::{Accepted, Listener};
-use herald_core::nats::{LossCounter, NatsSecurity};
 use herald_core::readiness::Readiness;
 use herald_core::serve::{self, Http, Opening};
+use herald_nats::connection::{LossCounter, NatsSecurity};
 use prometheus_client::registry::Registry;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -78,7 +78,7 @@ impl Edge {
             name,
             subscriber,
         } = nats;
-        herald_core::nats::register_metrics(registry, &client);
+        herald_core::nats_metrics::register(registry, &client);
         let losses = LossCounter::new(0);
         let js = async_nats::jetstream::new(client.clone());
         let filler = Filler::new(HistoryReader {
@@ -210,7 +210,7 @@ impl Edge {
         let (nats, subscriptions) = (self.nats.clone(), self.state.fanout.stats_reader());
         let state = self.state.clone();
         let both_connected = move || {
-            herald_core::nats::is_connected(&nats)
+            herald_nats::connection::is_connected(&nats)
                 && subscriptions.read().connected
                 && state.revocations.is_loaded()
         };

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use herald_core::nats::LossCounter;
+use herald_nats::connection::LossCounter;
 
 use crate::admission::Admission;
 use crate::config::Config;

@@ -144,9 +144,9 @@ async fn history_settings_that_disagree_with_the_streams_end_the_edge() {
     let client = async_nats::connect(nats.client_url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     // As herald-publish makes it with the defaults.
-    let history = herald_core::history::HistoryArgs {
+    let history = herald_nats::history::HistoryArgs {
         history_shards: 4,
-        history_storage: herald_core::history::Storage::File,
+        history_storage: herald_nats::history::Storage::File,
         history_replicas: 1,
         history_max_per_subject: 1000,
         history_max_age: Duration::from_secs(24 * 3600),

@@ -4,10 +4,10 @@
 use herald_core::api_token::ApiToken;
 use herald_core::grpc::Grpc;
 use herald_core::listener::{Listener, SocketMetrics};
-use herald_core::nats::Losses;
 use herald_core::presence::{Follower, FollowerMetrics};
 use herald_core::readiness::Readiness;
 use herald_core::tls::ServerTls;
+use herald_nats::connection::Losses;
 use herald_proto::v1::presence_server::{PresenceServer as PresenceGrpc, SERVICE_NAME};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +39,7 @@ impl PresenceServer {
         losses: Losses,
         registry: &mut Registry,
     ) -> Result<Self, async_nats::SubscribeError> {
-        herald_core::nats::register_metrics(registry, &nats);
+        herald_core::nats_metrics::register(registry, &nats);
         let registry = registry.sub_registry_with_prefix("herald_presence");
         let following = CancellationToken::new();
         let follower = Follower::start(

@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 
 use herald_core::api_token::ApiAuthArgs;
-use herald_core::buckets::BucketArgs;
 use herald_core::cli::CommonArgs;
 use herald_core::config_error::ConfigError;
-use herald_core::history::HistoryArgs;
 use herald_core::tls::{ServerTls, TlsArgs};
 use herald_domain::region::Region;
+use herald_nats::buckets::BucketArgs;
+use herald_nats::history::HistoryArgs;
 
 /// herald-publish: the gRPC Publish API internal services call to push events.
 #[derive(Debug, clap::Parser)]

@@ -17,10 +17,10 @@
 
 use std::ops::Range;
 
-use herald_core::history::{shard_of, stored_subject, stream_name};
 use herald_domain::cursor::{Cursor, key};
 use herald_domain::region::{Region, of_origin};
 use herald_domain::subject::{Topic, UserId};
+use herald_nats::history::{shard_of, stored_subject, stream_name};
 use herald_proto::v1;
 use herald_proto::v1::history_request::Target;
 use tonic::Status;

@@ -19,7 +19,7 @@ use async_nats::jetstream::message::Info;
 use async_nats::jetstream::stream;
 use bytes::Bytes;
 use futures::StreamExt;
-use herald_core::envelope::Envelope;
+use herald_nats::envelope::Envelope;
 
 /// A failed read of history.
 pub type ScanError = Box<dyn std::error::Error + Send + Sync>;
@@ -253,7 +253,7 @@ mod tests {
             .subscribe("$JS.API.CONSUMER.MSG.NEXT.T.>")
             .await
             .unwrap();
-        herald_core::nats::round_trip(&client).await.unwrap();
+        herald_nats::connection::round_trip(&client).await.unwrap();
         let stream = js.get_stream_no_info("T").await.unwrap();
         (nats, client, stream, pulls)
     }
@@ -268,7 +268,7 @@ mod tests {
         client: &async_nats::Client,
         pulls: &mut async_nats::Subscriber,
     ) -> Vec<u64> {
-        herald_core::nats::round_trip(client).await.unwrap();
+        herald_nats::connection::round_trip(client).await.unwrap();
         let mut batches = Vec::new();
         while let Some(Some(pull)) = pulls.next().now_or_never() {
             let request: serde_json::Value = serde_json::from_slice(&pull.payload).unwrap();

@@ -4,10 +4,11 @@
 //! one connection instead of paying a round trip each.
 
 use async_nats::jetstream::context::PublishAckFuture;
-use herald_core::envelope::EVENT_ID_HEADER;
-use herald_core::history::{shard_of, stored_subject};
-use herald_core::{offline, telemetry};
+use herald_core::telemetry;
 use herald_domain::subject::UserId;
+use herald_nats::envelope::EVENT_ID_HEADER;
+use herald_nats::history::{shard_of, stored_subject};
+use herald_nats::offline;
 use herald_proto::v1::{OfflinePolicy, Outcome as ReceiptOutcome, PublishResponse, Receipt};
 use tonic::Status;
 use tracing::Instrument;

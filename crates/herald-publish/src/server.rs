@@ -6,10 +6,10 @@ use std::sync::Arc;
 use herald_core::api_token::ApiToken;
 use herald_core::grpc::Grpc;
 use herald_core::listener::{Listener, SocketMetrics};
-use herald_core::nats::Losses;
 use herald_core::presence::{Follower, FollowerMetrics};
 use herald_core::readiness::Readiness;
 use herald_domain::subject::MAX_ID_LEN;
+use herald_nats::connection::Losses;
 use herald_proto::v1::control_server::{self, ControlServer};
 use herald_proto::v1::publisher_server::{self, PublisherServer};
 use prometheus_client::registry::Registry;
@@ -95,7 +95,7 @@ impl PublishServer {
         .await?;
         let metrics = Metrics::register(registry);
         let sockets = SocketMetrics::register(registry.sub_registry_with_prefix("herald_publish"));
-        herald_core::nats::register_metrics(registry, &nats);
+        herald_core::nats_metrics::register(registry, &nats);
         Ok(Self {
             service: PublishService {
                 nats,

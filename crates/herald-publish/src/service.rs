@@ -55,7 +55,7 @@ impl PublishService {
     /// event would wait in the client's buffer for a reconnect that may
     /// never come.
     pub fn connected(&self) -> Result<(), Status> {
-        if !herald_core::nats::is_connected(&self.nats) {
+        if !herald_nats::connection::is_connected(&self.nats) {
             return Err(Status::unavailable("not connected to NATS; retry shortly"));
         }
         Ok(())

@@ -13,12 +13,12 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, stream};
-use herald_core::agreement::disagreement;
-use herald_core::buckets::{self, BucketArgs};
-use herald_core::history::HistoryArgs;
-use herald_core::offline;
 use herald_core::readiness::Readiness;
 use herald_domain::region::Region;
+use herald_nats::agreement::disagreement;
+use herald_nats::buckets::{self, BucketArgs};
+use herald_nats::history::HistoryArgs;
+use herald_nats::offline;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;

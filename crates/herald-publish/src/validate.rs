@@ -3,8 +3,8 @@
 //! so a refused request has published nothing.
 
 use bytes::Bytes;
-use herald_core::envelope::{Envelope, check_event_type};
 use herald_domain::subject::{Topic, UserId};
+use herald_nats::envelope::{Envelope, check_event_type};
 use herald_proto::v1::{OfflinePolicy, PublishRequest, publish_request::Target};
 
 use crate::config::Config;

@@ -8,7 +8,7 @@ use prometheus_client::registry::Registry;
 
 async fn start(nats: &NatsServer, max_payload: usize) -> Result<PublishServer, StartError> {
     let urls = [nats.client_url()];
-    let (client, losses) = herald_core::nats::connect(&urls, &Default::default(), "limits")
+    let (client, losses) = herald_nats::connection::connect(&urls, &Default::default(), "limits")
         .await
         .unwrap();
     let mut config = Config::defaults("limits");

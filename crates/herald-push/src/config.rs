@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use herald_core::cli::CommonArgs;
 use herald_core::config_error::ConfigError;
-use herald_core::duration::parse_duration;
+use herald_nats::duration::parse_duration;
 
 use crate::account::ServiceAccount;
 
@@ -87,7 +87,7 @@ pub struct Args {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node_id: String,
-    /// Whose offline queue this worker empties (see `herald_core::offline`).
+    /// Whose offline queue this worker empties (see `herald_nats::offline`).
     pub region: herald_domain::region::Region,
     /// What callers of the device API must send; `None` = open (see
     /// `ApiAuthArgs::validate`).

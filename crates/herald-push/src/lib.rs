@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use herald_core::api_token::ApiToken;
-use herald_core::offline;
+use herald_nats::offline;
 use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio_util::sync::CancellationToken;
 
@@ -61,7 +61,7 @@ impl PushWorker {
         nats: async_nats::Client,
         registry: &mut MetricsRegistry,
     ) -> Result<Self, StartError> {
-        herald_core::nats::register_metrics(registry, &nats);
+        herald_core::nats_metrics::register(registry, &nats);
         let sockets = herald_core::listener::SocketMetrics::register(
             registry.sub_registry_with_prefix("herald_push"),
         );

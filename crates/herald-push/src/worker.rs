@@ -12,10 +12,10 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::StreamExt;
-use herald_core::envelope::{EVENT_HEADER, EVENT_ID_HEADER};
-use herald_core::offline;
 use herald_core::shutdown::within_grace;
 use herald_domain::subject::UserId;
+use herald_nats::envelope::{EVENT_HEADER, EVENT_ID_HEADER};
+use herald_nats::offline;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetryPolicy;

@@ -11,7 +11,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use herald_core::nats::{Login, NatsSecurity};
+use herald_nats::connection::{Login, NatsSecurity};
 
 use crate::acks::Acks;
 use crate::deliver::Sid;
@@ -58,7 +58,7 @@ pub enum Failure {
     #[error("no answer within {0:?}")]
     TimedOut(std::time::Duration),
     #[error("credentials: {0}")]
-    Credentials(#[from] herald_core::nats::ConnectError),
+    Credentials(#[from] herald_nats::connection::ConnectError),
 }
 
 /// A connection past its handshake.

@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use herald_core::nats::NatsSecurity;
+use herald_nats::connection::NatsSecurity;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::connection::{Failure, Session, Setup};
@@ -85,7 +85,7 @@ pub enum ConnectError {
     Refused { url: String, reason: String },
     /// A bad URL, credentials given twice, an unreadable file.
     #[error(transparent)]
-    Config(#[from] herald_core::nats::ConnectError),
+    Config(#[from] herald_nats::connection::ConnectError),
     /// The CA or client certificate could not be loaded.
     #[error("NATS TLS: {0}")]
     TlsSetup(#[from] TlsError),
@@ -145,7 +145,7 @@ impl std::fmt::Debug for Subscriptions {
 }
 
 impl Subscriptions {
-    /// Connects like `herald_core::nats::connect` (same URLs and
+    /// Connects like `herald_nats::connection::connect` (same URLs and
     /// credentials), failing fast at start-up; afterwards reconnects for as
     /// long as needed, bumping `losses` on every disconnect and once more
     /// after it has subscribed again to every live subject.
@@ -168,7 +168,7 @@ impl Subscriptions {
         deliver: Arc<dyn Deliver>,
         options: Options,
     ) -> Result<Self, ConnectError> {
-        let (addrs, login) = herald_core::nats::servers(urls, security)?;
+        let (addrs, login) = herald_nats::connection::servers(urls, security)?;
         // Read now to fail fast on a bad file; read again at every connect.
         login::Identity::load(security, login.clone())?;
         let setup = Arc::new(Setup {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use herald_core::nats::{ConnectError, Login, NatsSecurity, Password};
-use herald_core::nats_keys::KeyLogin;
+use herald_nats::connection::{ConnectError, Login, NatsSecurity, Password};
+use herald_nats::keys::KeyLogin;
 use nkeys::KeyPair;
 
 /// How to log in; secrets never show in `Debug`.
@@ -34,7 +34,7 @@ impl std::fmt::Debug for Identity {
 
 impl Identity {
     /// Reads the NKey or credentials file named in `security`, if any;
-    /// `login` is what [`herald_core::nats::servers`] found.
+    /// `login` is what [`herald_nats::connection::servers`] found.
     pub fn load(security: &NatsSecurity, login: Option<Login>) -> Result<Self, ConnectError> {
         match security.key_login()? {
             Some(KeyLogin::Jwt { jwt, key }) => {

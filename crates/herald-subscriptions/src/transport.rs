@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use herald_core::nats::NatsSecurity;
-use herald_core::tls::{PemError, read_certs};
+use herald_nats::connection::NatsSecurity;
+use herald_nats::pem::{PemError, read_certs};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{InvalidDnsNameError, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};

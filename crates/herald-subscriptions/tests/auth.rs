@@ -1,5 +1,5 @@
 //! Every way Herald logs in to NATS works here as it does through
-//! async-nats (herald_core::nats::connect publishes with the same flags),
+//! async-nats (herald_nats::connection::connect publishes with the same flags),
 //! and a refusal fails fast, saying why.
 
 mod common;
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use herald_core::nats::{NatsSecurity, Password};
+use herald_nats::connection::{NatsSecurity, Password};
 use herald_subscriptions::{ConnectError, Options, TlsError};
 use herald_testing::nats_auth::Operator;
 use herald_testing::pki::TestCa;
@@ -23,7 +23,7 @@ async fn round_trip_through(url: &str, security: &NatsSecurity) {
     let sid = c.subs.subscribe("herald.u.auth");
     c.subs.round_trip().await.unwrap();
     let urls = [url.to_owned()];
-    let (nats, _) = herald_core::nats::connect(&urls, security, "herald-test publisher")
+    let (nats, _) = herald_nats::connection::connect(&urls, security, "herald-test publisher")
         .await
         .unwrap();
     publish(&nats, "herald.u.auth", b"let in").await;
@@ -195,7 +195,7 @@ async fn tls_with_a_ca_and_mutual_tls_with_a_client_certificate() {
 /// A key rotated as an operator does it (the seed file replaced, then the
 /// server's config reloaded with the new key, which closes connections
 /// logged in with the old one) is picked up at the next reconnect, by
-/// this connection and by async-nats (herald_core::nats::connect) alike:
+/// this connection and by async-nats (herald_nats::connection::connect) alike:
 /// nothing restarts.
 #[tokio::test]
 async fn a_rotated_nkey_is_read_again_at_the_next_reconnect_by_both_connections() {
@@ -219,7 +219,7 @@ async fn a_rotated_nkey_is_read_again_at_the_next_reconnect_by_both_connections(
     let sid = c.subs.subscribe("herald.u.rotated");
     c.subs.round_trip().await.unwrap();
     let urls = [server.client_url()];
-    let (nats, _) = herald_core::nats::connect(&urls, &security, "herald-test publisher")
+    let (nats, _) = herald_nats::connection::connect(&urls, &security, "herald-test publisher")
         .await
         .unwrap();
 

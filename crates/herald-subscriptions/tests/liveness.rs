@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use herald_core::nats::NatsSecurity;
+use herald_nats::connection::NatsSecurity;
 use herald_subscriptions::{Options, RoundTripError};
 use herald_testing::{NatsServer, eventually};
 

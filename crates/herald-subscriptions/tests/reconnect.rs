@@ -253,7 +253,7 @@ async fn a_hundred_thousand_subscriptions_come_back_and_changes_made_meanwhile_c
 #[tokio::test]
 async fn advertised_servers_are_not_used_when_told_to_ignore_them() {
     let mut cluster = NatsCluster::start(2).await;
-    let security = herald_core::nats::NatsSecurity {
+    let security = herald_nats::connection::NatsSecurity {
         nats_ignore_discovered_servers: true,
         ..Default::default()
     };

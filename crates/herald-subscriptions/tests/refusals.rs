@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use herald_core::nats::{NatsSecurity, Password};
+use herald_nats::connection::{NatsSecurity, Password};
 use herald_subscriptions::{Options, RefusalReason};
 use herald_testing::{NatsServer, eventually};
 
@@ -92,7 +92,7 @@ async fn a_subject_the_user_may_not_follow_is_refused_and_the_rest_flow() {
     assert_eq!(refusal.reason, RefusalReason::Permissions);
 
     let urls = [server.client_url()];
-    let (nats, _) = herald_core::nats::connect(&urls, &login(), "herald-test publisher")
+    let (nats, _) = herald_nats::connection::connect(&urls, &login(), "herald-test publisher")
         .await
         .unwrap();
     for subject in ["herald.u.alice", "herald.u.bob"] {
@@ -124,7 +124,7 @@ async fn a_permission_withdrawn_by_a_reload_ends_that_subscription_only() {
     assert_eq!(refusals[&bob].subject, "herald.u.bob");
     assert_eq!(c.subs.len(), 1);
     let urls = [server.client_url()];
-    let (nats, _) = herald_core::nats::connect(&urls, &login(), "herald-test publisher")
+    let (nats, _) = herald_nats::connection::connect(&urls, &login(), "herald-test publisher")
         .await
         .unwrap();
     publish(&nats, "herald.u.alice", b"still").await;

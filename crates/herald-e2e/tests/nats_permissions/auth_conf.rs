@@ -2,9 +2,6 @@
 //! own constants, and its rendering as nats-server configuration: the
 //! checked-in deploy/nats/auth.conf and its Kubernetes ConfigMap.
 
-use herald_core::history::{MAX_SHARDS, stream_name};
-use herald_core::nats::inbox_prefix;
-use herald_core::offline;
 use herald_domain::control::{
     CONTROL_WILDCARD, FOLLOWS_BUCKET, LIFECYCLE_WILDCARD, REVOCATIONS_BUCKET,
 };
@@ -13,6 +10,9 @@ use herald_domain::presence::wire::{
 };
 use herald_domain::region::Region;
 use herald_domain::subject::{TOPIC_PREFIX, USER_PREFIX};
+use herald_nats::connection::inbox_prefix;
+use herald_nats::history::{MAX_SHARDS, stream_name};
+use herald_nats::offline;
 use herald_push::devices::BUCKET;
 use herald_push::worker::CONSUMER;
 

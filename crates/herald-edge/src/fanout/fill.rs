@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use herald_core::envelope::Envelope;
+use herald_nats::envelope::Envelope;
 
 use crate::fanout::gaps::Fill;
 use crate::metrics::Metrics;

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use herald_core::envelope::Envelope;
-use herald_core::history::{LAST_SEQUENCE_HEADER, SEQUENCE_HEADER};
 use herald_core::telemetry;
 use herald_domain::subject::TOPIC_PREFIX;
+use herald_nats::envelope::Envelope;
+use herald_nats::history::{LAST_SEQUENCE_HEADER, SEQUENCE_HEADER};
 use herald_subscriptions::Source;
 use tokio::sync::watch;
 
@@ -235,7 +235,7 @@ impl Followed {
         let _entered = span.enter();
         state.hand_out(&delivery, metrics);
         drop(state);
-        if let Some(age) = herald_core::envelope::age(message.headers.as_ref()) {
+        if let Some(age) = herald_nats::envelope::age(message.headers.as_ref()) {
             metrics.delivery_latency.observe(age.as_secs_f64());
         }
     }

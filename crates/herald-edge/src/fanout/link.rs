@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use herald_core::nats::{LossCounter, NatsSecurity};
+use herald_nats::connection::{LossCounter, NatsSecurity};
 use herald_subscriptions::{ConnectError, Deliver, RoundTripError, Sid, Stats, Subscriptions};
 
 use super::mature;

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
-use herald_core::nats::{LossCounter, NatsSecurity, SharedRoundTrips};
+use herald_nats::connection::{LossCounter, NatsSecurity, SharedRoundTrips};
 use herald_subscriptions::{
     ConnectError, Deliver, ROUND_TRIP_TIMEOUT, RoundTripError, Sid, Source, Stats,
 };
@@ -79,7 +79,7 @@ impl Subscribers {
         losses: LossCounter,
         deliver: Arc<dyn Deliver>,
     ) -> Result<Self, ConnectError> {
-        let (options, addrs) = herald_core::nats::options(urls, security, name).await?;
+        let (options, addrs) = herald_nats::connection::options(urls, security, name).await?;
         let counters = Arc::new(Counters {
             connected: AtomicBool::new(true),
             lost: AtomicBool::new(false),
@@ -259,7 +259,10 @@ impl Events {
 
 /// A connect error in the lean connection's terms.
 fn refused_or_unreachable(urls: &[String], error: async_nats::ConnectError) -> ConnectError {
-    let urls: Vec<String> = urls.iter().map(|u| herald_core::nats::redact(u)).collect();
+    let urls: Vec<String> = urls
+        .iter()
+        .map(|u| herald_nats::connection::redact(u))
+        .collect();
     match error.kind() {
         async_nats::ConnectErrorKind::AuthorizationViolation => ConnectError::Refused {
             url: urls.join(","),

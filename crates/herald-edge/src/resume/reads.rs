@@ -3,7 +3,7 @@
 //! reading fails and the other is tried).
 
 use async_nats::jetstream::{self, message::StreamMessage, stream};
-use herald_core::history::{shard_of, stored_subject, stream_of};
+use herald_nats::history::{shard_of, stored_subject, stream_of};
 
 /// A failed read of history.
 pub(crate) type ReadError = Box<dyn std::error::Error + Send + Sync>;

@@ -30,10 +30,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::future::join_all;
-use herald_core::envelope::Envelope;
-use herald_core::history::{shard_of, stream_of};
 use herald_domain::cursor::key;
 use herald_domain::region::of_origin;
+use herald_nats::envelope::Envelope;
+use herald_nats::history::{shard_of, stream_of};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
@@ -533,7 +533,7 @@ mod tests {
             publish_t_a(&js, i).await;
         }
         let gets = client.subscribe("$JS.API.DIRECT.GET.>").await.unwrap();
-        herald_core::nats::round_trip(&client).await.unwrap();
+        herald_nats::connection::round_trip(&client).await.unwrap();
         (nats, js, gets)
     }
 

@@ -37,7 +37,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream;
 use bytes::Bytes;
 use futures::StreamExt;
-use herald_core::envelope::Envelope;
+use herald_nats::envelope::Envelope;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -380,7 +380,7 @@ mod tests {
     ) -> (stream::Stream<()>, async_nats::Subscriber) {
         let client = async_nats::connect(nats.client_url()).await.unwrap();
         let requests = client.subscribe("stalled.API.>").await.unwrap();
-        herald_core::nats::round_trip(&client).await.unwrap();
+        herald_nats::connection::round_trip(&client).await.unwrap();
         let js = async_nats::jetstream::with_prefix(client, "stalled.API");
         (js.get_stream_no_info("T").await.unwrap(), requests)
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_core::nats::NatsSecurity;
+use herald_nats::connection::NatsSecurity;
 use herald_subscriptions::{Deliver, Options, Refusal, Sid, Source, Subscriptions};
 use tokio::sync::watch;
 
