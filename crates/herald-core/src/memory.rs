@@ -86,7 +86,7 @@ fn worth_trimming(low: &State, now: &State) -> bool {
 mod glibc {
     use super::State;
 
-    pub fn state() -> State {
+    pub(super) fn state() -> State {
         State {
             free: free_bytes(),
             resident: resident_bytes(),
@@ -100,7 +100,7 @@ mod glibc {
     }
 
     /// This process's resident memory (`VmRSS`); 0 if unreadable.
-    pub fn resident_bytes() -> usize {
+    pub(super) fn resident_bytes() -> usize {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let kib = status
             .lines()
@@ -110,7 +110,7 @@ mod glibc {
     }
 
     /// Returns every arena's free pages to the system.
-    pub fn trim() {
+    pub(super) fn trim() {
         let before = state();
         let started = std::time::Instant::now();
         // SAFETY: malloc_trim takes the arenas' locks itself; 0 keeps no

@@ -12,35 +12,35 @@ use crate::deliver::Sid;
 
 /// The operations sent and not yet answered, oldest first.
 #[derive(Debug, Default)]
-pub struct Acks {
+pub(crate) struct Acks {
     /// A SUB's sid, or `None` for an UNSUB.
     pending: VecDeque<Option<Sid>>,
 }
 
 impl Acks {
-    pub fn subscribed(&mut self, sid: Sid) {
+    pub(crate) fn subscribed(&mut self, sid: Sid) {
         self.pending.push_back(Some(sid));
     }
 
-    pub fn unsubscribed(&mut self) {
+    pub(crate) fn unsubscribed(&mut self) {
         self.pending.push_back(None);
     }
 
     /// A `+OK` answered the oldest.
-    pub fn ok(&mut self) {
+    pub(crate) fn ok(&mut self) {
         self.pending.pop_front();
         self.shrink();
     }
 
     /// A `-ERR` refused the oldest: its sid, if it was a SUB.
-    pub fn refused(&mut self) -> Option<Sid> {
+    pub(crate) fn refused(&mut self) -> Option<Sid> {
         let sid = self.pending.pop_front().flatten();
         self.shrink();
         sid
     }
 
     /// The SUB the next answer is for, if the oldest is one.
-    pub fn oldest(&self) -> Option<Sid> {
+    pub(crate) fn oldest(&self) -> Option<Sid> {
         self.pending.front().copied().flatten()
     }
 

@@ -26,7 +26,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// let go once empty.
 const WRITE_KEEP: usize = 256 * 1024;
 /// What every connection is made with.
-pub struct Setup {
+pub(crate) struct Setup {
     /// Where the credentials are: their files are read again for every
     /// connection, so a rotated key is picked up at the next reconnect.
     pub security: NatsSecurity,
@@ -44,7 +44,7 @@ const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
 
 /// Why a connection could not be made or was lost.
 #[derive(Debug, thiserror::Error)]
-pub enum Failure {
+pub(crate) enum Failure {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("the server closed the connection")]
@@ -62,7 +62,7 @@ pub enum Failure {
 }
 
 /// A connection past its handshake.
-pub struct Session {
+pub(crate) struct Session {
     io: Transport,
     read: BytesMut,
     write: BytesMut,
@@ -80,7 +80,7 @@ pub struct Session {
 
 impl Session {
     /// Connects to `server` and logs in; returns with the server's INFO.
-    pub async fn open(server: &ServerAddr, setup: &Setup) -> Result<(Self, Info), Failure> {
+    pub(crate) async fn open(server: &ServerAddr, setup: &Setup) -> Result<(Self, Info), Failure> {
         let tcp = TcpStream::connect((server.host(), server.port())).await?;
         tcp.set_nodelay(true)?;
         let identity = Identity::load(&setup.security, setup.login.clone())?;
@@ -150,7 +150,7 @@ impl Session {
     }
 
     /// The next complete operation read, if any.
-    pub fn next_op(&mut self) -> Result<Option<ServerOp>, proto::ProtoError> {
+    pub(crate) fn next_op(&mut self) -> Result<Option<ServerOp>, proto::ProtoError> {
         match self.parser.parse(&mut self.read)? {
             Parsed::Op(op) => {
                 self.need = 0;
@@ -178,20 +178,20 @@ impl Session {
     }
 
     /// Queues a SUB; the server answers it in line (see `acks`).
-    pub fn subscribe(&mut self, sid: Sid, subject: &str) {
+    pub(crate) fn subscribe(&mut self, sid: Sid, subject: &str) {
         let _ = write!(self.write, "SUB {subject} {sid}\r\n");
         self.acks.subscribed(sid);
     }
 
     /// Queues an UNSUB; the server answers it in line too.
-    pub fn unsubscribe(&mut self, sid: Sid) {
+    pub(crate) fn unsubscribe(&mut self, sid: Sid) {
         let _ = write!(self.write, "UNSUB {sid}\r\n");
         self.acks.unsubscribed();
     }
 
     /// Queues a PING for the callers waiting in `round_trips`, or, with
     /// `keepalive`, to tell a live server from a silent socket.
-    pub fn ping(&mut self, keepalive: bool) {
+    pub(crate) fn ping(&mut self, keepalive: bool) {
         self.write.extend_from_slice(b"PING\r\n");
         if keepalive {
             self.round_trips.keepalive_sent();
@@ -201,13 +201,13 @@ impl Session {
     }
 
     /// Queues the answer to the server's PING.
-    pub fn pong(&mut self) {
+    pub(crate) fn pong(&mut self) {
         self.write.extend_from_slice(b"PONG\r\n");
     }
 
     /// Makes progress on writes, then resolves once bytes were read (take
     /// the operations with [`Session::next_op`]) or the connection failed.
-    pub fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+    pub(crate) fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
         self.poll_write(cx)?;
         self.reserve();
         match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read) {

@@ -11,13 +11,13 @@ use async_nats::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// A parsed header block.
 #[derive(Debug, Default)]
-pub struct Block {
+pub(crate) struct Block {
     pub headers: HeaderMap,
     pub status: Option<StatusCode>,
     pub description: Option<String>,
 }
 
-pub fn parse(block: &[u8]) -> Block {
+pub(crate) fn parse(block: &[u8]) -> Block {
     let mut parsed = Block::default();
     let text = String::from_utf8_lossy(block);
     let mut lines = text

@@ -12,7 +12,7 @@ use nkeys::KeyPair;
 
 /// How to log in; secrets never show in `Debug`.
 #[derive(Clone)]
-pub enum Identity {
+pub(crate) enum Identity {
     Anonymous,
     UserPassword(String, Password),
     Token(Password),
@@ -35,7 +35,10 @@ impl std::fmt::Debug for Identity {
 impl Identity {
     /// Reads the NKey or credentials file named in `security`, if any;
     /// `login` is what [`herald_nats::connection::servers`] found.
-    pub fn load(security: &NatsSecurity, login: Option<Login>) -> Result<Self, ConnectError> {
+    pub(crate) fn load(
+        security: &NatsSecurity,
+        login: Option<Login>,
+    ) -> Result<Self, ConnectError> {
         match security.key_login()? {
             Some(KeyLogin::Jwt { jwt, key }) => {
                 let jwt = Password::new(jwt);
@@ -53,7 +56,7 @@ impl Identity {
 
     /// The CONNECT operation (with its CRLF) answering a server whose INFO
     /// carried `nonce`.
-    pub fn connect_line(
+    pub(crate) fn connect_line(
         &self,
         name: &str,
         tls: bool,

@@ -11,11 +11,11 @@ use crate::deliver::Sid;
 
 /// The longest control line accepted (an INFO from a big cluster lists
 /// many URLs; anything longer is not NATS).
-pub const MAX_LINE: usize = 1 << 20;
+pub(crate) const MAX_LINE: usize = 1 << 20;
 
 /// One operation from the server.
 #[derive(Debug)]
-pub enum ServerOp {
+pub(crate) enum ServerOp {
     Msg {
         sid: Sid,
         message: Message,
@@ -41,7 +41,7 @@ pub enum ServerOp {
 
 /// What [`parse`] found at the front of the buffer.
 #[derive(Debug)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     Op(ServerOp),
     /// Incomplete: the next operation needs at least this many bytes in the
     /// buffer (its size once its control line is known).
@@ -51,7 +51,7 @@ pub enum Parsed {
 /// The server's INFO, the fields this client uses.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(default)]
-pub struct Info {
+pub(crate) struct Info {
     pub server_id: String,
     pub server_name: String,
     pub max_payload: usize,
@@ -65,7 +65,7 @@ pub struct Info {
 
 /// Input that is not the NATS protocol; the connection must be dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProtoError {
+pub(crate) enum ProtoError {
     #[error("a control line longer than {MAX_LINE} bytes")]
     LineTooLong,
     #[error("unknown operation {0:?}")]
@@ -80,7 +80,7 @@ pub enum ProtoError {
 
 /// Reads operations off the front of a connection's read buffer.
 #[derive(Debug)]
-pub struct Parser {
+pub(crate) struct Parser {
     /// Messages larger than this (headers and payload) are skipped.
     max_message: usize,
     /// Bytes of an oversized message still to drop as they arrive.
@@ -88,7 +88,7 @@ pub struct Parser {
 }
 
 impl Parser {
-    pub fn new(max_message: usize) -> Self {
+    pub(crate) fn new(max_message: usize) -> Self {
         Self {
             max_message,
             skip: 0,
@@ -99,7 +99,7 @@ impl Parser {
     /// limit is answered with [`ServerOp::Oversized`] as soon as its
     /// control line is read, and its bytes are dropped as they come, so
     /// it never sits in memory.
-    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Parsed, ProtoError> {
+    pub(crate) fn parse(&mut self, buf: &mut BytesMut) -> Result<Parsed, ProtoError> {
         self.drop_skipped(buf);
         if self.skip > 0 {
             return Ok(Parsed::Need(1));
@@ -114,7 +114,7 @@ impl Parser {
     }
 
     /// Whether the bytes arriving now are an oversized message's, dropped.
-    pub fn is_skipping(&self) -> bool {
+    pub(crate) fn is_skipping(&self) -> bool {
         self.skip > 0
     }
 
@@ -283,7 +283,7 @@ fn decimal(digits: &[u8]) -> Option<u64> {
 
 /// The bytes of `MSG`/`HMSG` as a server writes them; for tests.
 #[cfg(test)]
-pub fn encode(
+pub(crate) fn encode(
     sid: Sid,
     subject: &str,
     reply: Option<&str>,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use crate::deliver::Sid;
 
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     state: Mutex<State>,
     next_sid: AtomicU64,
     pub counters: Counters,
@@ -42,7 +42,7 @@ enum Change {
 
 /// Counters for metrics and tests.
 #[derive(Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub connected: AtomicBool,
     pub connects: AtomicU64,
     pub pings: AtomicU64,
@@ -54,12 +54,12 @@ pub struct Counters {
 }
 
 impl Registry {
-    pub fn new_sid(&self) -> Sid {
+    pub(crate) fn new_sid(&self) -> Sid {
         self.next_sid.fetch_add(1, Relaxed) + 1
     }
 
     /// Adds a subscription; returns whether a SUB now waits to be written.
-    pub fn insert(&self, sid: Sid, subject: &str) -> bool {
+    pub(crate) fn insert(&self, sid: Sid, subject: &str) -> bool {
         let mut state = self.state.lock().unwrap();
         state.subjects.insert(sid, subject.into());
         if state.linked {
@@ -70,7 +70,7 @@ impl Registry {
 
     /// Drops a subscription; returns whether an UNSUB now waits to be
     /// written (not if it was live nowhere, or its SUB never went out).
-    pub fn remove(&self, sid: Sid) -> bool {
+    pub(crate) fn remove(&self, sid: Sid) -> bool {
         let mut state = self.state.lock().unwrap();
         if state.subjects.remove(&sid).is_none() {
             return false;
@@ -91,28 +91,28 @@ impl Registry {
 
     /// Drops a subscription the server refused: its SUB went out, so no
     /// UNSUB is owed. Returns its subject if it was live.
-    pub fn refuse(&self, sid: Sid) -> Option<Box<str>> {
+    pub(crate) fn refuse(&self, sid: Sid) -> Option<Box<str>> {
         let mut state = self.state.lock().unwrap();
         state.pending.remove(&sid);
         state.subjects.remove(&sid)
     }
 
-    pub fn is_live(&self, sid: Sid) -> bool {
+    pub(crate) fn is_live(&self, sid: Sid) -> bool {
         self.state.lock().unwrap().subjects.contains_key(&sid)
     }
 
-    pub fn subject(&self, sid: Sid) -> Option<Box<str>> {
+    pub(crate) fn subject(&self, sid: Sid) -> Option<Box<str>> {
         self.state.lock().unwrap().subjects.get(&sid).cloned()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.state.lock().unwrap().subjects.len()
     }
 
     /// Takes the changes waiting: `write(sid, None)` for each UNSUB, then
     /// `write(sid, Some(subject))` for each SUB, oldest first (so that, at
     /// a subscription limit, room is made before it is taken).
-    pub fn flush(&self, write: impl FnMut(Sid, Option<&str>)) {
+    pub(crate) fn flush(&self, write: impl FnMut(Sid, Option<&str>)) {
         let mut state = self.state.lock().unwrap();
         let State {
             subjects, pending, ..
@@ -121,7 +121,7 @@ impl Registry {
     }
 
     /// No connection takes changes (it was lost).
-    pub fn unlink(&self) {
+    pub(crate) fn unlink(&self) {
         let mut state = self.state.lock().unwrap();
         state.linked = false;
         state.pending.clear();
@@ -131,7 +131,7 @@ impl Registry {
     /// subject)`, and from now on the changes. Changes waiting for the old
     /// one first go to it, with `flush`, so both see every change: used
     /// when moving while the old one still serves.
-    pub fn link(
+    pub(crate) fn link(
         &self,
         mut flush: impl FnMut(Sid, Option<&str>),
         mut subscribe: impl FnMut(Sid, &str),
@@ -149,7 +149,7 @@ impl Registry {
         *linked = true;
     }
 
-    pub fn count(counter: &AtomicU64) {
+    pub(crate) fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
 }

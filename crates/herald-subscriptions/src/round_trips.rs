@@ -13,10 +13,10 @@ use tokio::sync::oneshot;
 
 /// Someone waiting for a round trip; dropping it tells them the connection
 /// is closed.
-pub type Waiter = oneshot::Sender<()>;
+pub(crate) type Waiter = oneshot::Sender<()>;
 
 #[derive(Default)]
-pub struct RoundTrips {
+pub(crate) struct RoundTrips {
     /// One entry per PING on the wire, oldest first: the callers it answers
     /// (none for a keep-alive).
     in_flight: VecDeque<Vec<Waiter>>,
@@ -30,7 +30,7 @@ pub struct RoundTrips {
 }
 
 impl RoundTrips {
-    pub fn ask(&mut self, waiter: Waiter) {
+    pub(crate) fn ask(&mut self, waiter: Waiter) {
         self.waiting.push(waiter);
         if self.waiting.len() >= self.prune_at {
             self.waiting.retain(|w| !w.is_closed());
@@ -39,28 +39,28 @@ impl RoundTrips {
     }
 
     /// Whether a PING should go out for callers now.
-    pub fn wants_ping(&self) -> bool {
+    pub(crate) fn wants_ping(&self) -> bool {
         !self.waiting.is_empty() && self.in_flight.iter().all(Vec::is_empty)
     }
 
     /// A PING for the callers waiting was written.
-    pub fn ping_sent(&mut self) {
+    pub(crate) fn ping_sent(&mut self) {
         self.in_flight.push_back(std::mem::take(&mut self.waiting));
     }
 
     /// A keep-alive PING was written.
-    pub fn keepalive_sent(&mut self) {
+    pub(crate) fn keepalive_sent(&mut self) {
         self.unanswered_keepalives += 1;
         self.in_flight.push_back(Vec::new());
     }
 
     /// Keep-alive PINGs sent since the server last answered one.
-    pub fn unanswered_keepalives(&self) -> u32 {
+    pub(crate) fn unanswered_keepalives(&self) -> u32 {
         self.unanswered_keepalives
     }
 
     /// A PONG arrived: it answers the oldest PING.
-    pub fn pong(&mut self) {
+    pub(crate) fn pong(&mut self) {
         self.unanswered_keepalives = 0;
         for waiter in self.in_flight.pop_front().unwrap_or_default() {
             let _ = waiter.send(());
@@ -70,7 +70,7 @@ impl RoundTrips {
     /// Everyone still waiting, oldest first: the connection was lost (its
     /// PINGs will never be answered, and what their callers sent must be
     /// sent again) or left, so they wait for a PING on the next one.
-    pub fn take_waiters(&mut self) -> Vec<Waiter> {
+    pub(crate) fn take_waiters(&mut self) -> Vec<Waiter> {
         let mut waiters: Vec<Waiter> = self.in_flight.drain(..).flatten().collect();
         waiters.append(&mut self.waiting);
         self.unanswered_keepalives = 0;

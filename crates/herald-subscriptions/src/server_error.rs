@@ -11,7 +11,7 @@ use crate::deliver::{RefusalReason, Sid};
 
 /// A refused subscription, as a `-ERR` tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
+pub(crate) struct Refused {
     pub reason: RefusalReason,
     /// The subject, when the text names it.
     pub subject: Option<String>,
@@ -24,7 +24,7 @@ const PERMISSIONS: &str = "permissions violation for subscription to ";
 const MAX_SUBSCRIPTIONS: &str = "maximum subscriptions exceeded";
 
 /// The refused subscription `text` tells of, if it tells of one.
-pub fn refused(text: &str) -> Option<Refused> {
+pub(crate) fn refused(text: &str) -> Option<Refused> {
     let lower = text.to_ascii_lowercase();
     if lower.starts_with(MAX_SUBSCRIPTIONS) {
         return Some(Refused {

@@ -11,9 +11,9 @@ use async_nats::ServerAddr;
 const MAX_LEARNED: usize = 64;
 
 /// The longest pause between two attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-pub struct Servers {
+pub(crate) struct Servers {
     /// The configured servers, shuffled once per process, so that a fleet
     /// of edges spreads over a cluster instead of all sitting on the
     /// first URL.
@@ -33,7 +33,7 @@ pub struct Servers {
 }
 
 impl Servers {
-    pub fn new(mut configured: Vec<ServerAddr>, ignore_advertised: bool) -> Self {
+    pub(crate) fn new(mut configured: Vec<ServerAddr>, ignore_advertised: bool) -> Self {
         let tls = configured.iter().any(ServerAddr::tls_required);
         fastrand::shuffle(&mut configured);
         Self {
@@ -46,18 +46,18 @@ impl Servers {
     }
 
     /// The configured servers, in this process's order.
-    pub fn configured(&self) -> &[ServerAddr] {
+    pub(crate) fn configured(&self) -> &[ServerAddr] {
         &self.configured
     }
 
     /// Connected to `index` (of the configured ones): the next turn starts
     /// after it.
-    pub fn connected_to(&mut self, index: usize) {
+    pub(crate) fn connected_to(&mut self, index: usize) {
         self.next = index + 1;
     }
 
     /// Servers known: configured and advertised.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.configured.len() + self.learned.len()
     }
 
@@ -70,7 +70,7 @@ impl Servers {
     }
 
     /// The next server to try, other than `avoid` while there is another.
-    pub fn pick(&mut self, avoid: Option<&ServerAddr>) -> ServerAddr {
+    pub(crate) fn pick(&mut self, avoid: Option<&ServerAddr>) -> ServerAddr {
         for _ in 0..self.len() {
             let server = self.at(self.next).clone();
             self.next = (self.next + 1) % self.len();
@@ -83,7 +83,7 @@ impl Servers {
 
     /// Takes the `host:port` URLs an INFO advertises as the cluster's
     /// other servers, in place of those known before.
-    pub fn learn(&mut self, connect_urls: &[String]) {
+    pub(crate) fn learn(&mut self, connect_urls: &[String]) {
         if self.ignore_advertised {
             return;
         }
@@ -106,7 +106,7 @@ impl Servers {
 }
 
 /// Whether two addresses are one server.
-pub fn same(a: &ServerAddr, b: &ServerAddr) -> bool {
+pub(crate) fn same(a: &ServerAddr, b: &ServerAddr) -> bool {
     a.host() == b.host() && a.port() == b.port()
 }
 
@@ -114,7 +114,7 @@ pub fn same(a: &ServerAddr, b: &ServerAddr) -> bool {
 /// known: none between servers of one round (a dead address costs no
 /// wait before the next), and before each round over all of them a
 /// back-off, so that a server's clients do not come back in step.
-pub fn pause(attempt: u32, known: usize) -> Duration {
+pub(crate) fn pause(attempt: u32, known: usize) -> Duration {
     let known = known.max(1) as u32;
     match attempt % known {
         0 => backoff(attempt / known),
@@ -125,7 +125,7 @@ pub fn pause(attempt: u32, known: usize) -> Duration {
 /// The pause before round `attempt`: doubling from 50 ms up to
 /// [`MAX_BACKOFF`], each somewhere in its upper half, and the first one
 /// anywhere within 50 ms.
-pub fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let first = Duration::from_millis(50);
     if attempt == 0 {
         return first.mul_f64(fastrand::f64());

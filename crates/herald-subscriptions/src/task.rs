@@ -34,7 +34,7 @@ const LEAVE_WAIT: Duration = Duration::from_secs(2);
 /// is tried again elsewhere.
 const RESTORE_WAIT: Duration = Duration::from_secs(30);
 
-pub struct Task {
+pub(crate) struct Task {
     pub setup: Arc<Setup>,
     pub registry: Arc<Registry>,
     /// Callers of `round_trip`.
@@ -122,7 +122,7 @@ enum Event {
 
 impl Task {
     /// Serves `session` and its successors until every handle is dropped.
-    pub async fn run(mut self, session: Session) {
+    pub(crate) async fn run(mut self, session: Session) {
         let mut links = Links::new(session, None);
         loop {
             match self.serve(&mut links).await {

@@ -36,7 +36,7 @@ pub enum TlsError {
 }
 
 /// TLS settings, built once.
-pub struct Tls {
+pub(crate) struct Tls {
     /// From --nats-tls-ca / --nats-tls-cert: TLS is required everywhere.
     configured: Option<Arc<rustls::ClientConfig>>,
     /// For servers that ask for TLS without flags: the system's roots,
@@ -47,7 +47,7 @@ pub struct Tls {
 impl Tls {
     /// Reads the CA and client certificate files now, so a broken one is
     /// reported at start-up.
-    pub fn load(security: &NatsSecurity) -> Result<Self, TlsError> {
+    pub(crate) fn load(security: &NatsSecurity) -> Result<Self, TlsError> {
         let configured = match (&security.nats_tls_ca, &security.nats_tls_cert) {
             (None, None) => None,
             (ca, _) => {
@@ -65,7 +65,7 @@ impl Tls {
     }
 
     /// Whether TLS is required whatever the server says.
-    pub fn required(&self) -> bool {
+    pub(crate) fn required(&self) -> bool {
         self.configured.is_some()
     }
 
@@ -81,7 +81,7 @@ impl Tls {
     }
 
     /// Upgrades `tcp` to TLS, checking the server's certificate for `host`.
-    pub async fn upgrade(&self, tcp: TcpStream, host: &str) -> Result<Transport, TlsError> {
+    pub(crate) async fn upgrade(&self, tcp: TcpStream, host: &str) -> Result<Transport, TlsError> {
         let config = self.config()?;
         let name = ServerName::try_from(host.to_owned())?;
         let tls = tokio_rustls::TlsConnector::from(config)
@@ -148,7 +148,7 @@ fn client_config(
 }
 
 /// A connection's byte stream.
-pub enum Transport {
+pub(crate) enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 /// Keeps every message and refusal handed to it, by sid.
 #[derive(Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     seen: Mutex<HashMap<Sid, Vec<async_nats::Message>>>,
     sources: Mutex<Vec<Source>>,
     refusals: Mutex<HashMap<Sid, Refusal>>,
@@ -33,16 +33,16 @@ impl Deliver for Recorder {
 }
 
 impl Recorder {
-    pub fn refusals(&self) -> HashMap<Sid, Refusal> {
+    pub(crate) fn refusals(&self) -> HashMap<Sid, Refusal> {
         self.refusals.lock().unwrap().clone()
     }
 
     /// Which connection each message came from, in arrival order.
-    pub fn sources(&self) -> Vec<Source> {
+    pub(crate) fn sources(&self) -> Vec<Source> {
         self.sources.lock().unwrap().clone()
     }
 
-    pub fn of(&self, sid: Sid) -> Vec<async_nats::Message> {
+    pub(crate) fn of(&self, sid: Sid) -> Vec<async_nats::Message> {
         self.seen
             .lock()
             .unwrap()
@@ -52,13 +52,13 @@ impl Recorder {
     }
 
     /// How many messages each sid got.
-    pub fn counts(&self) -> HashMap<Sid, usize> {
+    pub(crate) fn counts(&self) -> HashMap<Sid, usize> {
         let seen = self.seen.lock().unwrap();
         seen.iter().map(|(sid, m)| (*sid, m.len())).collect()
     }
 
     /// Waits until `sid` has `n` messages; returns them.
-    pub async fn wait(&self, sid: Sid, n: usize) -> Vec<async_nats::Message> {
+    pub(crate) async fn wait(&self, sid: Sid, n: usize) -> Vec<async_nats::Message> {
         herald_testing::eventually(
             Duration::from_secs(10),
             &format!("{n} messages for sid {sid}"),
@@ -72,19 +72,19 @@ impl Recorder {
 }
 
 /// A connection to `urls` recording into a new [`Recorder`].
-pub struct Connected {
+pub(crate) struct Connected {
     pub subs: Subscriptions,
     pub recorder: Arc<Recorder>,
     pub losses: watch::Receiver<u64>,
 }
 
-pub async fn connect(url: &str) -> Connected {
+pub(crate) async fn connect(url: &str) -> Connected {
     connect_with(url, &NatsSecurity::default(), Options::default())
         .await
         .unwrap()
 }
 
-pub async fn connect_with(
+pub(crate) async fn connect_with(
     url: &str,
     security: &NatsSecurity,
     options: Options,
@@ -108,12 +108,12 @@ pub async fn connect_with(
     })
 }
 
-pub async fn publisher(url: &str) -> async_nats::Client {
+pub(crate) async fn publisher(url: &str) -> async_nats::Client {
     async_nats::connect(url).await.unwrap()
 }
 
 /// Publishes and waits until the server has it.
-pub async fn publish(client: &async_nats::Client, subject: &str, payload: &'static [u8]) {
+pub(crate) async fn publish(client: &async_nats::Client, subject: &str, payload: &'static [u8]) {
     client
         .publish(subject.to_owned(), bytes::Bytes::from_static(payload))
         .await
@@ -122,7 +122,9 @@ pub async fn publish(client: &async_nats::Client, subject: &str, payload: &'stat
 }
 
 /// The server's view of our connection (by its name) in /connz.
-pub async fn our_connection(server: &herald_testing::NatsServer) -> Option<serde_json::Value> {
+pub(crate) async fn our_connection(
+    server: &herald_testing::NatsServer,
+) -> Option<serde_json::Value> {
     let connz = server.monitor("/connz?limit=1000").await;
     connz["connections"]
         .as_array()?
