@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use herald_e2e::*;
-use herald_testing::NatsServer;
 use herald_testing::browser::Browser;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign};
@@ -45,13 +44,17 @@ async fn submit(browser: &mut Browser, form: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_looks_up_follows_publishes_and_disconnects_from_the_page() {
-    let nats = NatsServer::start();
-    let mut config = herald_publish::Config::defaults("p");
+    let mut config = publish_config();
     config.api_token = Some(API_TOKEN.into());
-    let publish = start_publish(&nats.client_url(), config).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge-1")).await;
+    let stack = Stack::builder()
+        .publish(config)
+        .edge(edge_config("edge-1"))
+        .start()
+        .await;
+    let publish = stack.publish();
+    let edge = stack.edge();
     let token = Claims::new("alice").hs256(SECRET);
-    let url = events_url(&edge, &[]);
+    let url = events_url(edge, &[]);
     let mut alice = SseStream::open(&reqwest::Client::new(), &url, &token).await;
 
     let page = reqwest::get(format!("{}/admin", publish.url()))

@@ -18,18 +18,20 @@ const API_TOKEN: &str = "bench-smoke-api-token-0123456789";
 
 /// NATS, herald-publish behind [`API_TOKEN`] (as a deployed one is) and an
 /// edge.
-async fn guarded_stack() -> (herald_testing::NatsServer, Running, Running) {
-    let nats = herald_testing::NatsServer::start();
-    let mut publish = herald_publish::Config::defaults("p");
+async fn guarded_stack() -> Stack {
+    let mut publish = publish_config();
     publish.api_token = Some(API_TOKEN.to_owned());
-    let publish = start_publish(&nats.client_url(), publish).await;
-    let edge = start_edge(&nats.client_url(), edge_config("bench-edge")).await;
-    (nats, publish, edge)
+    Stack::builder()
+        .publish(publish)
+        .edge(edge_config("bench-edge"))
+        .start()
+        .await
 }
 
 #[tokio::test]
 async fn herald_bench_idle_and_fanout_ramp_run_and_count_every_delivery() {
-    let (_nats, publish, edge) = guarded_stack().await;
+    let stack = guarded_stack().await;
+    let (publish, edge) = (stack.publish(), stack.edge());
     let token = API_TOKEN;
     let output = tokio::process::Command::new(binary("herald-bench"))
         .args(["--peer", "herald", "--edge", &edge.addr.to_string()])
@@ -107,9 +109,8 @@ fn plot_draws_the_fanout_and_says_unicast_is_missing(results: &[serde_json::Valu
 
 #[tokio::test]
 async fn herald_bench_churn_replaces_streams_and_samples_memory() {
-    let nats = herald_testing::NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = start_edge(&nats.client_url(), edge_config("bench-edge")).await;
+    let stack = Stack::start(edge_config("bench-edge")).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
     let output = tokio::process::Command::new(binary("herald-bench"))
         .args(["--peer", "herald", "--edge", &edge.addr.to_string()])
         .args(["--publish", &publish.url(), "--secret", SECRET])
@@ -139,14 +140,14 @@ async fn herald_bench_churn_replaces_streams_and_samples_memory() {
 /// processes, every phase, every event counted, and the summary line.
 #[tokio::test]
 async fn herald_bench_scale_runs_every_phase_over_two_edges_and_loses_nothing() {
-    let nats = herald_testing::NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let mut edges = Vec::new();
+    let mut stack = Stack::builder().publish(publish_config());
     for node in ["scale-a", "scale-b"] {
         let mut config = edge_config(node);
         config.heartbeat = std::time::Duration::from_secs(1);
-        edges.push(start_edge(&nats.client_url(), config).await);
+        stack = stack.edge(config);
     }
+    let stack = stack.start().await;
+    let (publish, edges) = (stack.publish(), &stack.edges);
     let edge_list = format!("{},{}", edges[0].addr, edges[1].addr);
     let output = tokio::process::Command::new(binary("herald-bench"))
         .args(["--peer", "herald", "--publish", &publish.url()])
@@ -200,7 +201,8 @@ async fn herald_bench_scale_runs_every_phase_over_two_edges_and_loses_nothing() 
 
 #[tokio::test]
 async fn herald_bench_unicast_drives_each_publish_path_and_loses_nothing() {
-    let (_nats, publish, edge) = guarded_stack().await;
+    let stack = guarded_stack().await;
+    let (publish, edge) = (stack.publish(), stack.edge());
     let token = API_TOKEN;
     let pid = format!("self={}", std::process::id());
     for via in ["grpc", "batch", "http"] {

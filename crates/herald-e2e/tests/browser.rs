@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use herald_e2e::*;
-use herald_testing::NatsServer;
 use herald_testing::browser::Browser;
 use herald_testing::token::{Claims, Sign};
 use serde_json::{Value, json};
@@ -23,14 +22,14 @@ async fn page_until(browser: &mut Browser, expression: &str, want: Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_gets_every_event_across_an_edge_restart() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let mut edge = EdgeProcess::start(&nats.client_url(), None).await;
+    let stack = Stack::builder().publish(publish_config()).start().await;
+    let publish = stack.publish();
+    let mut edge = EdgeProcess::start(&stack.nats_url(), None).await;
     let token = Claims::new("alice").hs256(SECRET);
     let mut browser = Browser::open(&format!("http://{}/demo?token={token}", edge.addr)).await;
     page_until(&mut browser, "window.herald.state", "open".into()).await;
 
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     for i in 0..5 {
         publish_to_users(&mut client, &["alice"], &format!("e{i}")).await;
     }
@@ -41,7 +40,7 @@ async fn chromium_gets_every_event_across_an_edge_restart() {
     for i in 5..10 {
         publish_to_users(&mut client, &["alice"], &format!("e{i}")).await; // missed
     }
-    let edge = EdgeProcess::start(&nats.client_url(), Some(edge.addr)).await;
+    let edge = EdgeProcess::start(&stack.nats_url(), Some(edge.addr)).await;
     page_until(&mut browser, "window.herald.events.length", 10.into()).await;
     publish_to_users(&mut client, &["alice"], "e10").await;
     page_until(&mut browser, "window.herald.events.length", 11.into()).await;
@@ -72,12 +71,12 @@ async fn chromium_gets_every_event_across_an_edge_restart() {
 /// stored on its user and topic meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_that_saw_no_event_gets_what_was_stored_while_it_was_away() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let mut client = publisher(&publish).await;
+    let stack = Stack::builder().publish(publish_config()).start().await;
+    let publish = stack.publish();
+    let mut client = publisher(publish).await;
     // History before the page opened is not the page's to get.
     publish_to_topic(&mut client, "news", "before").await;
-    let mut edge = EdgeProcess::start(&nats.client_url(), None).await;
+    let mut edge = EdgeProcess::start(&stack.nats_url(), None).await;
     let token = Claims::new("alice").topics(&["news"]).hs256(SECRET);
     let page = format!("http://{}/demo?token={token}&topic=news", edge.addr);
     let mut browser = Browser::open(&page).await;
@@ -87,7 +86,7 @@ async fn chromium_that_saw_no_event_gets_what_was_stored_while_it_was_away() {
     page_until(&mut browser, "window.herald.state", "connecting".into()).await;
     publish_to_users(&mut client, &["alice"], "to alice").await;
     publish_to_topic(&mut client, "news", "to news").await;
-    let edge = EdgeProcess::start(&nats.client_url(), Some(edge.addr)).await;
+    let edge = EdgeProcess::start(&stack.nats_url(), Some(edge.addr)).await;
     page_until(&mut browser, "window.herald.events.length", 2.into()).await;
     page_until(&mut browser, "window.herald.state", "open".into()).await;
     publish_to_topic(&mut client, "news", "live").await;
@@ -122,11 +121,15 @@ async fn herald_publish(publish: &Running, args: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_shows_the_readmes_typed_event_with_its_type() {
-    let nats = NatsServer::start();
-    let mut config = herald_publish::Config::defaults("p");
+    let mut config = publish_config();
     config.api_token = Some(API_TOKEN.to_owned());
-    let publish = start_publish(&nats.client_url(), config).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let stack = Stack::builder()
+        .publish(config)
+        .edge(edge_config("edge"))
+        .start()
+        .await;
+    let publish = stack.publish();
+    let edge = stack.edge();
     let token = Claims::new("alice").topics(&["news"]).hs256(SECRET);
     // The README's demo URL and publish command.
     let url = format!("{}/demo?token={token}&topic=news&type=headline", edge.url());
@@ -140,7 +143,7 @@ async fn the_demo_page_shows_the_readmes_typed_event_with_its_type() {
         "--data",
         "hello news",
     ];
-    herald_publish(&publish, &headline).await;
+    herald_publish(publish, &headline).await;
     page_until(&mut browser, "window.herald.events.length", 1.into()).await;
     let event = browser.eval("window.herald.events[0]").await;
     assert_eq!(event["type"], "headline");
@@ -153,11 +156,11 @@ async fn the_demo_page_shows_the_readmes_typed_event_with_its_type() {
     // A type nobody named is dropped by the browser: the plain event
     // published after it (same topic, so in order) shows, it does not.
     herald_publish(
-        &publish,
+        publish,
         &["--topic", "news", "--event", "order", "--data", "o1"],
     )
     .await;
-    herald_publish(&publish, &["--topic", "news", "--data", "plain"]).await;
+    herald_publish(publish, &["--topic", "news", "--data", "plain"]).await;
     page_until(&mut browser, "window.herald.events.length", 2.into()).await;
     // Named in the box, it shows from then on, on the same stream.
     let add = r#"(() => {
@@ -168,7 +171,7 @@ async fn the_demo_page_shows_the_readmes_typed_event_with_its_type() {
     })()"#;
     assert_eq!(browser.eval(add).await, json!(["headline", "order"]));
     herald_publish(
-        &publish,
+        publish,
         &["--topic", "news", "--event", "order", "--data", "o2"],
     )
     .await;

@@ -66,6 +66,7 @@ fn datas(got: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herald_js_is_served_as_javascript() {
+    // NATS alone, not a `Stack`: the edge runs as a process here.
     let nats = NatsServer::start();
     let edge = EdgeProcess::start(&nats.client_url(), None).await;
     let response = reqwest::get(format!("http://{}/herald.js", edge.addr))
@@ -85,9 +86,9 @@ async fn herald_js_is_served_as_javascript() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herald_js_delivers_typed_and_message_events() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = EdgeProcess::start(&nats.client_url(), None).await;
+    let stack = Stack::builder().publish(publish_config()).start().await;
+    let publish = stack.publish();
+    let edge = EdgeProcess::start(&stack.nats_url(), None).await;
     let token = Claims::new("alice").hs256(SECRET);
     // The demo page follows `greeting` too, and shows each event's type.
     let mut browser = Browser::open(&format!(
@@ -103,7 +104,7 @@ async fn herald_js_delivers_typed_and_message_events() {
         .wait_for("window.client.state", "open".into(), WAIT)
         .await;
 
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     publish_typed(&mut client, "greeting", "hi").await;
     publish_typed(&mut client, "", "plain").await;
     browser.wait_for("window.got.length", 2.into(), WAIT).await;
@@ -152,9 +153,9 @@ async fn herald_js_delivers_typed_and_message_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herald_js_renews_the_token_before_it_expires_and_loses_nothing() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = EdgeProcess::start(&nats.client_url(), None).await;
+    let stack = Stack::builder().publish(publish_config()).start().await;
+    let publish = stack.publish();
+    let edge = EdgeProcess::start(&stack.nats_url(), None).await;
     // The edge ends this stream at `exp`; a bare EventSource would then
     // reconnect with it, get 401 and give up.
     let short_exp = now() + 6;
@@ -169,7 +170,7 @@ async fn herald_js_renews_the_token_before_it_expires_and_loses_nothing() {
 
     // Publish across the renewal and until the old token is refused even
     // with the edge's 5 s of `exp` leeway.
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     let mut expected = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(300));
     while now() <= short_exp + 6 {
@@ -205,14 +206,14 @@ async fn herald_js_renews_the_token_before_it_expires_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herald_js_recreates_the_stream_after_a_refusal() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = EdgeProcess::start(&nats.client_url(), None).await;
+    let stack = Stack::builder().publish(publish_config()).start().await;
+    let publish = stack.publish();
+    let edge = EdgeProcess::start(&stack.nats_url(), None).await;
     let good = Claims::new("alice").hs256(SECRET);
     // Signed with another key: 401, which a bare EventSource never retries;
     // and the first getToken() throws.
     let bad = Claims::new("alice").hs256("some-other-secret-0123456789-0123456789");
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     publish_typed(&mut client, "", "before").await;
 
     let mut browser = Browser::open(&format!("http://{}/demo", edge.addr)).await;
@@ -238,9 +239,9 @@ async fn herald_js_recreates_the_stream_after_a_refusal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herald_js_comes_back_after_a_disconnect_unless_told_not_to() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = EdgeProcess::start(&nats.client_url(), None).await;
+    let stack = Stack::builder().publish(publish_config()).start().await;
+    let publish = stack.publish();
+    let edge = EdgeProcess::start(&stack.nats_url(), None).await;
     let token = Claims::new("alice").hs256(SECRET);
     let mut browser = Browser::open(&format!("http://{}/demo", edge.addr)).await;
     start_client(&mut browser, &token, &token, 0).await;
@@ -264,7 +265,7 @@ async fn herald_js_comes_back_after_a_disconnect_unless_told_not_to() {
     })
     .await;
 
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     publish_typed(&mut client, "", "one").await;
     browser.wait_for("window.got.length", 1.into(), WAIT).await;
     let ended = control.disconnect(disconnect(true)).await.unwrap();

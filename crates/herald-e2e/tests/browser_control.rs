@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use herald_e2e::*;
-use herald_testing::NatsServer;
 use herald_testing::browser::Browser;
 use herald_testing::token::{Claims, Sign};
 use serde_json::{Value, json};
@@ -42,24 +41,28 @@ async fn to_topic(publish: &Running, data: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_side_follow_reaches_the_open_page_and_the_reloaded_one() {
-    let nats = NatsServer::start();
-    let mut config = herald_publish::Config::defaults("p");
+    let mut config = publish_config();
     config.api_token = Some(API_TOKEN.into());
-    let publish = start_publish(&nats.client_url(), config).await;
-    let edge = start_edge(&nats.client_url(), edge_config("e1")).await;
+    let stack = Stack::builder()
+        .publish(config)
+        .edge(edge_config("e1"))
+        .start()
+        .await;
+    let publish = stack.publish();
+    let edge = stack.edge();
     // No topic claim: server-side follows need none.
     let token = Claims::new("alice").hs256(SECRET);
     let mut browser = Browser::open(&format!("{}/demo?token={token}", edge.url())).await;
     page_until(&mut browser, "window.herald.state", "open".into()).await;
 
     let answer = call(
-        &publish,
+        publish,
         "/v1/follow",
         json!({"userIds": ["alice"], "topics": ["news"]}),
     )
     .await;
     assert_eq!(answer["streams"], "1");
-    to_topic(&publish, "first").await;
+    to_topic(publish, "first").await;
     page_until(
         &mut browser,
         "window.herald.events.map((e) => e.data).join()",
@@ -77,7 +80,7 @@ async fn a_server_side_follow_reaches_the_open_page_and_the_reloaded_one() {
         "open".into(),
     )
     .await;
-    to_topic(&publish, "after the reload").await;
+    to_topic(publish, "after the reload").await;
     // (A resume after the reload may bring "first" back before it.)
     page_until(
         &mut browser,
@@ -87,14 +90,14 @@ async fn a_server_side_follow_reaches_the_open_page_and_the_reloaded_one() {
     .await;
 
     call(
-        &publish,
+        publish,
         "/v1/unfollow",
         json!({"userIds": ["alice"], "topics": ["news"]}),
     )
     .await;
-    to_topic(&publish, "unfollowed").await;
+    to_topic(publish, "unfollowed").await;
     call(
-        &publish,
+        publish,
         "/v1/publish",
         json!({"users": {"userIds": ["alice"]}, "data": "own"}),
     )
@@ -109,11 +112,15 @@ async fn a_server_side_follow_reaches_the_open_page_and_the_reloaded_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_eventsource_stops_for_good_once_its_token_is_revoked() {
-    let nats = NatsServer::start();
-    let mut config = herald_publish::Config::defaults("p");
+    let mut config = publish_config();
     config.api_token = Some(API_TOKEN.into());
-    let publish = start_publish(&nats.client_url(), config).await;
-    let edge = start_edge(&nats.client_url(), edge_config("e1")).await;
+    let stack = Stack::builder()
+        .publish(config)
+        .edge(edge_config("e1"))
+        .start()
+        .await;
+    let publish = stack.publish();
+    let edge = stack.edge();
     let token = Claims {
         iat: Some(herald_testing::token::now() - 5),
         ..Claims::new("alice")
@@ -136,7 +143,7 @@ async fn a_plain_eventsource_stops_for_good_once_its_token_is_revoked() {
     page_until(&mut browser, "window.plain.readyState", 1.into()).await;
 
     let answer = call(
-        &publish,
+        publish,
         "/v1/revoke",
         json!({"userIds": ["alice"], "reason": "stolen"}),
     )

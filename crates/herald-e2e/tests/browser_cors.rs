@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use herald_e2e::*;
-use herald_testing::NatsServer;
 use herald_testing::browser::Browser;
 use herald_testing::page::PageServer;
 use herald_testing::token::{Claims, Sign};
@@ -82,12 +81,12 @@ async fn datas(browser: &mut Browser, name: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_allowed_origin_reads_streams_by_query_token_and_by_cookie_across_a_restart() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let stack = Stack::builder().publish(publish_config()).start().await;
+    let publish = stack.publish();
     let page = PageServer::start(PAGE).await;
     let origins = format!("https://app.example.com,{}", page.origin());
     let flags = ["--allowed-origins", origins.as_str()];
-    let mut edge = EdgeProcess::start_with(&nats.client_url(), None, &flags).await;
+    let mut edge = EdgeProcess::start_with(&stack.nats_url(), None, &flags).await;
     let edge_url = format!("http://{}", edge.addr);
     let mut browser = open_app(&page, &edge_url).await;
 
@@ -114,7 +113,7 @@ async fn an_allowed_origin_reads_streams_by_query_token_and_by_cookie_across_a_r
         .wait_for("window.bob.readyState", 1.into(), WAIT)
         .await;
 
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     publish_to_users(&mut client, &["alice"], "a1").await;
     publish_to_users(&mut client, &["bob"], "b1").await;
     browser
@@ -131,7 +130,7 @@ async fn an_allowed_origin_reads_streams_by_query_token_and_by_cookie_across_a_r
         .await;
     publish_to_users(&mut client, &["alice"], "a2").await; // missed
     publish_to_users(&mut client, &["bob"], "b2").await; // missed
-    let _edge = EdgeProcess::start_with(&nats.client_url(), Some(edge.addr), &flags).await;
+    let _edge = EdgeProcess::start_with(&stack.nats_url(), Some(edge.addr), &flags).await;
     browser
         .wait_for("window.bobGot.length", 2.into(), WAIT)
         .await;
@@ -145,13 +144,12 @@ async fn an_allowed_origin_reads_streams_by_query_token_and_by_cookie_across_a_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_of_an_origin_not_allowed_gets_nothing() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
     let allowed = PageServer::start(PAGE).await;
     let other = PageServer::start(PAGE).await;
     let mut config = edge_config("edge");
     config.origins = herald_edge::cors::AllowedOrigins::parse(&allowed.origin()).unwrap();
-    let edge = start_edge(&nats.client_url(), config).await;
+    let stack = Stack::start(config).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
     let mut browser = open_app(&other, &edge.url()).await;
 
     let token = Claims::new("alice").hs256(SECRET);
@@ -161,7 +159,7 @@ async fn a_page_of_an_origin_not_allowed_gets_nothing() {
         let closed = format!("window.{name}.readyState");
         browser.wait_for(&closed, 2.into(), WAIT).await;
     }
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     publish_to_users(&mut client, &["alice"], "secret").await;
     let rejected = "herald_edge_rejects_total{reason=\"origin_not_allowed\"}";
     assert_eq!(edge.metric(rejected).await, 2.0);
@@ -177,12 +175,11 @@ async fn a_page_of_an_origin_not_allowed_gets_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wildcard_serves_tokens_in_the_query_never_cookies() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
     let page = PageServer::start(PAGE).await;
     let mut config = edge_config("edge");
     config.origins = herald_edge::cors::AllowedOrigins::Any;
-    let edge = start_edge(&nats.client_url(), config).await;
+    let stack = Stack::start(config).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
     let mut browser = open_app(&page, &edge.url()).await;
 
     let token = Claims::new("alice").hs256(SECRET);
@@ -193,7 +190,7 @@ async fn a_wildcard_serves_tokens_in_the_query_never_cookies() {
     browser
         .wait_for("window.byCookie.readyState", 2.into(), WAIT)
         .await;
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     publish_to_users(&mut client, &["alice"], "hello").await;
     browser
         .wait_for("window.byQueryGot.length", 1.into(), WAIT)

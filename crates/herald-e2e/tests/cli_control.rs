@@ -8,9 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use herald_e2e::*;
+use herald_testing::eventually;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign, now};
-use herald_testing::{NatsServer, eventually};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "cli-control-api-token-0123";
@@ -52,17 +52,15 @@ async fn herald(addr: &str, args: &[&str]) -> Run {
     }
 }
 
-/// herald-publish with [`TOKEN`] and `n` edges, in-process.
-async fn stack(nats: &NatsServer, n: usize) -> (Running, Vec<Running>) {
-    let mut config = herald_publish::Config::defaults("p");
+/// NATS, herald-publish with [`TOKEN`] and `n` edges, in-process.
+async fn stack(n: usize) -> Stack {
+    let mut config = publish_config();
     config.api_token = Some(TOKEN.into());
-    let publish = start_publish(&nats.client_url(), config).await;
-    let mut edges = Vec::new();
+    let mut stack = Stack::builder().publish(config);
     for i in 0..n {
-        let edge = start_edge(&nats.client_url(), edge_config(&format!("e{i}"))).await;
-        edges.push(edge);
+        stack = stack.edge(edge_config(&format!("e{i}")));
     }
-    (publish, edges)
+    stack.start().await
 }
 
 /// Publishes `data` to `topic` with `herald publish`.
@@ -102,15 +100,15 @@ async fn ends_with_disconnect(stream: &mut SseStream, data: Value) {
 
 #[tokio::test]
 async fn disconnect_and_revoke_end_the_users_streams_and_say_how_many() {
-    let nats = NatsServer::start();
-    let (publish, edges) = stack(&nats, 2).await;
+    let stack = stack(2).await;
+    let (publish, edges) = (stack.publish(), &stack.edges);
     let addr = publish.url();
     let mut alice = [
         open(&edges[0], "alice", &[]).await,
         open(&edges[1], "alice", &[]).await,
     ];
     let mut bob = open(&edges[0], "bob", &[]).await;
-    until_publish_sees(&publish, 2.0).await;
+    until_publish_sees(publish, 2.0).await;
 
     let run = herald(&addr, &["disconnect", "bob", "nobody"]).await;
     run.printed(&["ended 1 stream on 2 edges"]);
@@ -134,7 +132,7 @@ async fn disconnect_and_revoke_end_the_users_streams_and_say_how_many() {
 
     // Revoke: the open stream ends, the same token is refused afterwards.
     let mut alice = open(&edges[1], "alice", &[]).await;
-    until_publish_sees(&publish, 1.0).await;
+    until_publish_sees(publish, 1.0).await;
     let run = herald(&addr, &["revoke", "alice", "--reason", "stolen laptop"]).await;
     run.printed(&["revoked 1 user; ended 1 stream"]);
     let data = json!({"reason": "stolen laptop", "reconnect": false});
@@ -175,11 +173,11 @@ async fn disconnect_and_revoke_end_the_users_streams_and_say_how_many() {
 
 #[tokio::test]
 async fn follow_and_unfollow_change_live_streams_and_topics_lists_them() {
-    let nats = NatsServer::start();
-    let (publish, edges) = stack(&nats, 1).await;
+    let stack = stack(1).await;
+    let (publish, edges) = (stack.publish(), &stack.edges);
     let addr = publish.url();
     let mut alice = open(&edges[0], "alice", &[]).await;
-    until_publish_sees(&publish, 1.0).await;
+    until_publish_sees(publish, 1.0).await;
 
     let follow = ["follow", "--user", "alice", "--topic", "news"];
     let run = herald(&addr, &[&follow[..], &["--topic", "sport"]].concat()).await;
@@ -224,8 +222,8 @@ async fn follow_and_unfollow_change_live_streams_and_topics_lists_them() {
 
 #[tokio::test]
 async fn history_prints_a_users_or_a_topics_events_like_subscribe() {
-    let nats = NatsServer::start();
-    let (publish, _edges) = stack(&nats, 0).await;
+    let stack = stack(0).await;
+    let publish = stack.publish();
     let addr = publish.url();
     for data in ["one", "two", "three"] {
         to_topic(&addr, "news", data).await;
@@ -282,15 +280,15 @@ async fn history_prints_a_users_or_a_topics_events_like_subscribe() {
 #[tokio::test]
 async fn lifecycle_tails_one_users_connects_and_disconnects() {
     use tokio::io::AsyncBufReadExt;
-    let nats = NatsServer::start();
     let mut config = edge_config("e1");
     config.lifecycle_events = true;
-    let edge = start_edge(&nats.client_url(), config).await;
+    let stack = Stack::builder().edge(config).start().await;
+    let edge = stack.edge();
     let mut tail = tokio::process::Command::new(binary("herald"))
         .args([
             "lifecycle",
             "--nats-url",
-            &nats.client_url(),
+            &stack.nats_url(),
             "--user",
             "a.b",
         ])
@@ -304,8 +302,8 @@ async fn lifecycle_tails_one_users_connects_and_disconnects() {
     // Its subscription is made once it runs: streams until one is told.
     let mut told = None;
     for _ in 0..40 {
-        let stream = open(&edge, "a.b", &[]).await;
-        let _other = open(&edge, "someone-else", &[]).await;
+        let stream = open(edge, "a.b", &[]).await;
+        let _other = open(edge, "someone-else", &[]).await;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
         while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline, lines.next_line()).await {
             assert!(!line.contains("someone-else"), "{line}");

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use herald_e2e::*;
-use herald_testing::NatsServer;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign};
 
@@ -13,13 +12,17 @@ const TOKEN: &str = "ndjson-api-token-0123";
 
 #[tokio::test]
 async fn many_lines_are_published_in_order_and_bad_ones_named_by_line() {
-    let nats = NatsServer::start();
-    let mut config = herald_publish::Config::defaults("p");
+    let mut config = publish_config();
     config.api_token = Some(TOKEN.into());
-    let publish = start_publish(&nats.client_url(), config).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let stack = Stack::builder()
+        .publish(config)
+        .edge(edge_config("edge"))
+        .start()
+        .await;
+    let publish = stack.publish();
+    let edge = stack.edge();
     let token = Claims::new("alice").hs256(SECRET);
-    let mut alice = SseStream::open(&reqwest::Client::new(), &events_url(&edge, &[]), &token).await;
+    let mut alice = SseStream::open(&reqwest::Client::new(), &events_url(edge, &[]), &token).await;
 
     // 1,200 good lines (three chunks of 500 at most), a blank one, and
     // three bad ones: broken JSON, a misspelt field, an empty user id.
@@ -84,10 +87,10 @@ async fn many_lines_are_published_in_order_and_bad_ones_named_by_line() {
 
 #[tokio::test]
 async fn a_wrong_token_fails_every_line_and_exits_1() {
-    let nats = NatsServer::start();
-    let mut config = herald_publish::Config::defaults("p");
+    let mut config = publish_config();
     config.api_token = Some(TOKEN.into());
-    let publish = start_publish(&nats.client_url(), config).await;
+    let stack = Stack::builder().publish(config).start().await;
+    let publish = stack.publish();
     let mut child = Command::new(binary("herald"))
         .args(["publish", "--addr", &publish.url(), "--ndjson"])
         .args(["--api-token", "wrong-token-wrong-token"])

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use herald_core::tls::TlsArgs;
 use herald_e2e::*;
+use herald_testing::eventually;
 use herald_testing::token::{Claims, Sign, now};
-use herald_testing::{NatsServer, eventually};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
@@ -129,7 +129,7 @@ fn id_of(line: &str) -> &str {
 #[tokio::test]
 async fn prints_typed_and_untyped_events_from_the_user_and_its_topics() {
     let stack = Stack::start(edge_config("e1")).await;
-    let url = stack.edge.url();
+    let url = stack.edge().url();
     let mut sub = Subscriber::start(&[
         "--url",
         &url,
@@ -143,7 +143,7 @@ async fn prints_typed_and_untyped_events_from_the_user_and_its_topics() {
         "room.42",
     ]);
     sub.said("connected to", 1).await;
-    let mut client = publisher(&stack.publish).await;
+    let mut client = stack.publisher().await;
     let first = publish_to_users(&mut client, &["alice"], "hello alice").await;
     sub.events(1).await;
     publish_ephemeral(&mut client, &["alice"], "typing…").await;
@@ -203,7 +203,7 @@ async fn prints_typed_and_untyped_events_from_the_user_and_its_topics() {
 async fn json_lines_carry_exact_data_with_a_given_token() {
     let stack = Stack::start(edge_config("e1")).await;
     let token = Claims::new("carol").topics(&["prices.*"]).hs256(SECRET);
-    let url = stack.edge.url();
+    let url = stack.edge().url();
     let mut sub = Subscriber::start(&[
         "--url",
         &url,
@@ -214,7 +214,7 @@ async fn json_lines_carry_exact_data_with_a_given_token() {
         "--json",
     ]);
     sub.said("connected to", 1).await;
-    let mut client = publisher(&stack.publish).await;
+    let mut client = stack.publisher().await;
     let data = "{\"bid\": 1.5}\nsecond line \\ \u{1b}";
     publish_to_topic(&mut client, "prices.eu", data).await;
     publish_ephemeral(&mut client, &["carol"], "blink").await;
@@ -234,13 +234,13 @@ async fn json_lines_carry_exact_data_with_a_given_token() {
 
 #[tokio::test]
 async fn resumes_after_an_edge_restart_without_loss_or_duplicates() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let mut edge = EdgeProcess::start(&nats.client_url(), None).await;
+    let stack = Stack::builder().publish(publish_config()).start().await;
+    let publish = stack.publish();
+    let mut edge = EdgeProcess::start(&stack.nats_url(), None).await;
     let url = format!("http://{}", edge.addr);
     let sub = Subscriber::start(&["--url", &url, "--jwt-secret", SECRET, "--user", "dave"]);
     sub.said("connected to", 1).await;
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     for i in 0..3 {
         publish_to_users(&mut client, &["dave"], &format!("e{i}")).await;
     }
@@ -253,7 +253,7 @@ async fn resumes_after_an_edge_restart_without_loss_or_duplicates() {
         publish_to_users(&mut client, &["dave"], &format!("e{i}")).await;
     }
     sub.said("cannot reach", 1).await;
-    let _edge = EdgeProcess::start(&nats.client_url(), Some(edge.addr)).await;
+    let _edge = EdgeProcess::start(&stack.nats_url(), Some(edge.addr)).await;
     sub.said("resuming after", 1).await;
     publish_to_users(&mut client, &["dave"], "e6").await;
 
@@ -281,7 +281,7 @@ async fn resumes_after_an_edge_restart_without_loss_or_duplicates() {
 #[tokio::test]
 async fn an_expired_token_is_reported_and_ends_the_command() {
     let stack = Stack::start(edge_config("e1")).await;
-    let url = stack.edge.url();
+    let url = stack.edge().url();
 
     let expired = Claims::new("erin").expires_at(now() - 600).hs256(SECRET);
     let mut sub = Subscriber::start(&["--url", &url, "--token", &expired]);
@@ -310,7 +310,7 @@ async fn an_expired_token_is_reported_and_ends_the_command() {
 #[tokio::test]
 async fn a_minted_token_is_renewed_when_the_edge_closes_an_expired_stream() {
     let stack = Stack::start(edge_config("e1")).await;
-    let url = stack.edge.url();
+    let url = stack.edge().url();
     let sub = Subscriber::start(&[
         "--url",
         &url,
@@ -324,7 +324,7 @@ async fn a_minted_token_is_renewed_when_the_edge_closes_an_expired_stream() {
     sub.said("the server closed the stream: token_expired", 1)
         .await;
     sub.said("connected to", 2).await;
-    let mut client = publisher(&stack.publish).await;
+    let mut client = stack.publisher().await;
     publish_to_users(&mut client, &["fay"], "still here").await;
     let lines = sub.events(1).await;
     assert!(lines[0].ends_with("data=still here"), "{lines:?}");
@@ -333,7 +333,7 @@ async fn a_minted_token_is_renewed_when_the_edge_closes_an_expired_stream() {
 #[tokio::test]
 async fn hostile_arguments_and_refusals_end_with_a_clear_line() {
     let stack = Stack::start(edge_config("e1")).await;
-    let url = stack.edge.url();
+    let url = stack.edge().url();
     let secret = ["--jwt-secret", SECRET, "--user", "gus"];
     let misuse: [(&[&str], &str); 7] = [
         (&["--url", "ftp://127.0.0.1/"], "--url"),
@@ -366,7 +366,7 @@ async fn hostile_arguments_and_refusals_end_with_a_clear_line() {
     assert!(sub.stderr().contains("403 Forbidden"), "{}", sub.stderr());
 
     // Not an edge: an answer that is no event stream is final too.
-    let admin = format!("http://{}/metrics/", stack.edge.admin);
+    let admin = format!("http://{}/metrics/", stack.edge().admin);
     let mut sub = Subscriber::start(&["--url", &admin, "--token", &token]);
     assert_eq!(sub.exit().await.code(), Some(1), "{}", sub.stderr());
 
@@ -398,7 +398,7 @@ async fn follows_an_https_edge_with_a_private_ca() {
     };
     config.tls = tls.server_config(&[b"h2", b"http/1.1"]).unwrap();
     let stack = Stack::start(config).await;
-    let url = format!("https://localhost:{}", stack.edge.addr.port());
+    let url = format!("https://localhost:{}", stack.edge().addr.port());
     let ca_path = ca_file.to_str().unwrap();
     let sub = Subscriber::start(&[
         "--url",
@@ -411,7 +411,7 @@ async fn follows_an_https_edge_with_a_private_ca() {
         ca_path,
     ]);
     sub.said("connected to", 1).await;
-    let mut client = publisher(&stack.publish).await;
+    let mut client = stack.publisher().await;
     publish_to_users(&mut client, &["hal"], "over TLS").await;
     assert!(sub.events(1).await[0].ends_with("data=over TLS"));
 

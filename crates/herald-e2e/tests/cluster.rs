@@ -6,32 +6,40 @@ use std::time::Duration;
 use herald_e2e::*;
 use herald_testing::sse::{QUIET, SseStream};
 use herald_testing::token::{Claims, Sign};
-use herald_testing::{NatsCluster, eventually, route_interest, route_out_msgs};
+use herald_testing::{eventually, route_interest, route_out_msgs};
 
 #[tokio::test]
 async fn events_reach_every_connection_of_their_user_and_no_one_else() {
-    let cluster = NatsCluster::start(3).await;
-    let publish = start_publish(
-        &cluster.nodes[0].client_url(),
-        herald_publish::Config::defaults("p1"),
-    )
-    .await;
-    let edge2 = start_edge(&cluster.nodes[1].client_url(), edge_config("edge-2")).await;
-    let edge3 = start_edge(&cluster.nodes[2].client_url(), edge_config("edge-3")).await;
+    let stack = Stack::builder()
+        .cluster(3)
+        .publish(herald_publish::Config::defaults("p1"))
+        .on(0)
+        .edge(edge_config("edge-2"))
+        .on(1)
+        .edge(edge_config("edge-3"))
+        .on(2)
+        .start()
+        .await;
+    let publish = stack.publish();
+    let edge2 = &stack.edges[0];
+    let edge3 = &stack.edges[1];
     let http = reqwest::Client::new();
 
     let alice = Claims::new("alice").topics(&["news"]).hs256(SECRET);
     let bob = Claims::new("bob").topics(&["news"]).hs256(SECRET);
-    let mut alice_tab2 = SseStream::open(&http, &events_url(&edge2, &["news"]), &alice).await;
-    let mut alice_tab3 = SseStream::open(&http, &events_url(&edge3, &["news"]), &alice).await;
-    let mut bob_tab2 = SseStream::open(&http, &events_url(&edge2, &["news"]), &bob).await;
-    let mut bob_tab3 = SseStream::open(&http, &events_url(&edge3, &[]), &bob).await;
+    let mut alice_tab2 = SseStream::open(&http, &events_url(edge2, &["news"]), &alice).await;
+    let mut alice_tab3 = SseStream::open(&http, &events_url(edge3, &["news"]), &alice).await;
+    let mut bob_tab2 = SseStream::open(&http, &events_url(edge2, &["news"]), &bob).await;
+    let mut bob_tab3 = SseStream::open(&http, &events_url(edge3, &[]), &bob).await;
     for peer in ["n2", "n3"] {
-        cluster.wait_for_interest(0, peer, "herald.u.alice").await;
-        cluster.wait_for_interest(0, peer, "herald.t.news").await;
+        stack
+            .nats
+            .wait_for_interest(0, peer, "herald.u.alice")
+            .await;
+        stack.nats.wait_for_interest(0, peer, "herald.t.news").await;
     }
 
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     publish_to_users(&mut client, &["alice"], "for alice").await;
     for tab in [&mut alice_tab2, &mut alice_tab3] {
         let event = tab.next().await;
@@ -56,15 +64,18 @@ async fn events_reach_every_connection_of_their_user_and_no_one_else() {
 /// travel to their history stream's leader, wherever it is placed.
 #[tokio::test]
 async fn events_cross_only_routes_to_nodes_with_interest() {
-    let cluster = NatsCluster::start(3).await;
-    let publish = start_publish(
-        &cluster.nodes[0].client_url(),
-        herald_publish::Config::defaults("p1"),
-    )
-    .await;
-    let edge3 = start_edge(&cluster.nodes[2].client_url(), edge_config("edge-3")).await;
-    let mut client = publisher(&publish).await;
-    let n1 = &cluster.nodes[0];
+    let stack = Stack::builder()
+        .cluster(3)
+        .publish(herald_publish::Config::defaults("p1"))
+        .on(0)
+        .edge(edge_config("edge-3"))
+        .on(2)
+        .start()
+        .await;
+    let publish = stack.publish();
+    let edge3 = stack.edge();
+    let mut client = publisher(publish).await;
+    let n1 = &stack.nats.nodes[0];
     // Publish has asked edge-3 for its presence once; from now on the only
     // presence traffic is edge-3's own, towards node 1.
     eventually(
@@ -96,8 +107,11 @@ async fn events_cross_only_routes_to_nodes_with_interest() {
     // carol is connected only at node 3: her events cross only that route.
     let carol = Claims::new("carol").hs256(SECRET);
     let mut stream =
-        SseStream::open(&reqwest::Client::new(), &events_url(&edge3, &[]), &carol).await;
-    cluster.wait_for_interest(0, "n3", "herald.u.carol").await;
+        SseStream::open(&reqwest::Client::new(), &events_url(edge3, &[]), &carol).await;
+    stack
+        .nats
+        .wait_for_interest(0, "n3", "herald.u.carol")
+        .await;
     let before = route_out_msgs(n1).await;
     for i in 0..1000 {
         publish_ephemeral(&mut client, &["carol"], &format!("c{i}")).await;
@@ -116,21 +130,25 @@ async fn events_cross_only_routes_to_nodes_with_interest() {
 
 #[tokio::test]
 async fn the_last_stream_of_a_user_takes_its_subscription_with_it() {
-    let cluster = NatsCluster::start(3).await;
-    let n2 = &cluster.nodes[1];
-    let edge2 = start_edge(&n2.client_url(), edge_config("edge-2")).await;
+    let stack = Stack::builder()
+        .cluster(3)
+        .edge(edge_config("edge-2"))
+        .on(1)
+        .start()
+        .await;
+    let (n2, edge2) = (&stack.nats.nodes[1], stack.edge());
     let http = reqwest::Client::new();
     let token = Claims::new("dave").hs256(SECRET);
     let count = |subjects: Vec<String>| subjects.iter().filter(|s| *s == "herald.u.dave").count();
 
-    let tab1 = SseStream::open(&http, &events_url(&edge2, &[]), &token).await;
-    let tab2 = SseStream::open(&http, &events_url(&edge2, &[]), &token).await;
+    let tab1 = SseStream::open(&http, &events_url(edge2, &[]), &token).await;
+    let tab2 = SseStream::open(&http, &events_url(edge2, &[]), &token).await;
     assert_eq!(
         count(n2.client_subjects().await),
         1,
         "two tabs share one NATS subscription"
     );
-    cluster.wait_for_interest(0, "n2", "herald.u.dave").await;
+    stack.nats.wait_for_interest(0, "n2", "herald.u.dave").await;
 
     drop(tab1);
     tokio::time::sleep(QUIET).await;
@@ -149,7 +167,7 @@ async fn the_last_stream_of_a_user_takes_its_subscription_with_it() {
         Duration::from_secs(5),
         "node 1 to forget the interest",
         || async {
-            let interest = route_interest(&cluster.nodes[0]).await;
+            let interest = route_interest(&stack.nats.nodes[0]).await;
             (!interest
                 .get("n2")
                 .is_some_and(|s| s.contains("herald.u.dave")))

@@ -7,6 +7,9 @@
 //! persisted events are stored within seconds of JetStream having a meta
 //! leader, with gRPC health saying what `/readyz` says all along.
 
+// By hand, not a `Stack`: the cluster starts fresh (a stack waits for
+// JetStream) and herald-publish runs as a process.
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -10,7 +10,6 @@ use std::time::Duration;
 use herald_e2e::*;
 use herald_proto::v1;
 use herald_proto::v1::control_client::ControlClient;
-use herald_testing::NatsServer;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign, now};
 use serde_json::{Value, json};
@@ -18,10 +17,11 @@ use tonic::transport::Channel;
 
 const TOKEN: &str = "control-api-token-0123456789";
 
-async fn start(nats: &NatsServer) -> Running {
-    let mut config = herald_publish::Config::defaults("p");
+/// herald-publish with the Control API's token.
+fn publish_with_token() -> herald_publish::Config {
+    let mut config = publish_config();
     config.api_token = Some(TOKEN.into());
-    start_publish(&nats.client_url(), config).await
+    config
 }
 
 /// POSTs `body` as JSON to `path`: (status, answer).
@@ -81,18 +81,19 @@ async fn ends_with_disconnect(stream: &mut SseStream, data: Value) {
 
 #[tokio::test]
 async fn disconnect_ends_the_users_streams_on_every_edge_and_no_one_elses() {
-    let nats = NatsServer::start();
-    let publish = start(&nats).await;
-    let (one, two) = (
-        start_edge(&nats.client_url(), edge_config("e1")).await,
-        start_edge(&nats.client_url(), edge_config("e2")).await,
-    );
+    let stack = Stack::builder()
+        .publish(publish_with_token())
+        .edge(edge_config("e1"))
+        .edge(edge_config("e2"))
+        .start()
+        .await;
+    let (publish, one, two) = (stack.publish(), &stack.edges[0], &stack.edges[1]);
     let alice = Claims::new("alice").hs256(SECRET);
-    let mut streams = [open(&one, &alice, &[]).await, open(&two, &alice, &[]).await];
-    let mut bob = open(&one, &Claims::new("bob").hs256(SECRET), &[]).await;
+    let mut streams = [open(one, &alice, &[]).await, open(two, &alice, &[]).await];
+    let mut bob = open(one, &Claims::new("bob").hs256(SECRET), &[]).await;
 
     let (status, answer) = call(
-        &publish,
+        publish,
         "/v1/disconnect",
         json!({"userIds": ["alice"], "reason": "logout", "reconnect": false}),
     )
@@ -103,7 +104,7 @@ async fn disconnect_ends_the_users_streams_on_every_edge_and_no_one_elses() {
         ends_with_disconnect(stream, json!({"reason": "logout", "reconnect": false})).await;
     }
     send(
-        &publish,
+        publish,
         json!({"users": {"userIds": ["bob", "alice"]}}),
         "still here",
     )
@@ -116,7 +117,7 @@ async fn disconnect_ends_the_users_streams_on_every_edge_and_no_one_elses() {
     );
 
     // A user with no stream: nothing to end, every edge answered.
-    let answer = control(&publish)
+    let answer = control(publish)
         .await
         .disconnect(v1::DisconnectRequest {
             user_ids: vec!["nobody".into()],
@@ -131,9 +132,12 @@ async fn disconnect_ends_the_users_streams_on_every_edge_and_no_one_elses() {
 
 #[tokio::test]
 async fn revoke_refuses_older_tokens_on_every_edge_and_ends_their_streams() {
-    let nats = NatsServer::start();
-    let publish = start(&nats).await;
-    let edge = start_edge(&nats.client_url(), edge_config("e1")).await;
+    let stack = Stack::builder()
+        .publish(publish_with_token())
+        .edge(edge_config("e1"))
+        .start()
+        .await;
+    let (publish, edge) = (stack.publish(), stack.edge());
     let issued = now() - 10;
     let old = Claims {
         iat: Some(issued),
@@ -145,10 +149,10 @@ async fn revoke_refuses_older_tokens_on_every_edge_and_ends_their_streams() {
         ..Claims::new("alice")
     }
     .hs256(SECRET);
-    let mut stream = open(&edge, &old, &[]).await;
+    let mut stream = open(edge, &old, &[]).await;
 
     let (status, answer) = call(
-        &publish,
+        publish,
         "/v1/revoke",
         json!({"userIds": ["alice"], "reason": "password changed"}),
     )
@@ -161,8 +165,8 @@ async fn revoke_refuses_older_tokens_on_every_edge_and_ends_their_streams() {
     )
     .await;
 
-    let later = start_edge(&nats.client_url(), edge_config("e2")).await;
-    for edge in [&edge, &later] {
+    let later = start_edge(&stack.nats_url(), edge_config("e2")).await;
+    for edge in [edge, &later] {
         for token in [&old, &no_iat] {
             let response = reqwest::Client::new()
                 .get(events_url(edge, &[]))
@@ -180,7 +184,7 @@ async fn revoke_refuses_older_tokens_on_every_edge_and_ends_their_streams() {
     let fresh = Claims::new("alice").hs256(SECRET);
     let mut stream = open(&later, &fresh, &[]).await;
     send(
-        &publish,
+        publish,
         json!({"users": {"userIds": ["alice"]}}),
         "welcome back",
     )
@@ -195,7 +199,7 @@ async fn revoke_refuses_older_tokens_on_every_edge_and_ends_their_streams() {
         json!({"userIds": []}),
         json!({"userIds": ["a"], "reason": "x".repeat(300)}),
     ] {
-        let (status, answer) = call(&publish, "/v1/revoke", body.clone()).await;
+        let (status, answer) = call(publish, "/v1/revoke", body.clone()).await;
         assert_eq!(
             (status, answer["error"].as_str()),
             (400, Some("invalid_argument")),
@@ -206,21 +210,24 @@ async fn revoke_refuses_older_tokens_on_every_edge_and_ends_their_streams() {
 
 #[tokio::test]
 async fn follow_reaches_open_streams_and_later_connects_and_unfollow_stops_it() {
-    let nats = NatsServer::start();
-    let publish = start(&nats).await;
-    let edge = start_edge(&nats.client_url(), edge_config("e1")).await;
+    let stack = Stack::builder()
+        .publish(publish_with_token())
+        .edge(edge_config("e1"))
+        .start()
+        .await;
+    let (publish, edge) = (stack.publish(), stack.edge());
     let token = Claims::new("alice").hs256(SECRET);
-    let mut stream = open(&edge, &token, &[]).await;
+    let mut stream = open(edge, &token, &[]).await;
 
     let (status, answer) = call(
-        &publish,
+        publish,
         "/v1/follow",
         json!({"userIds": ["alice"], "topics": ["news"]}),
     )
     .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer, json!({"streams": "1"}));
-    send(&publish, json!({"topic": "news"}), "headline").await;
+    send(publish, json!({"topic": "news"}), "headline").await;
     let event = stream.next().await;
     assert_eq!(event.data, "headline");
     let id = event.id.clone();
@@ -228,9 +235,9 @@ async fn follow_reaches_open_streams_and_later_connects_and_unfollow_stops_it() 
 
     // The topic is in the id: a resume from it replays what was missed.
     drop(stream);
-    send(&publish, json!({"topic": "news"}), "missed").await;
+    send(publish, json!({"topic": "news"}), "missed").await;
     let response = reqwest::Client::new()
-        .get(events_url(&edge, &[]))
+        .get(events_url(edge, &[]))
         .bearer_auth(&token)
         .header("last-event-id", &id)
         .send()
@@ -238,10 +245,10 @@ async fn follow_reaches_open_streams_and_later_connects_and_unfollow_stops_it() 
         .unwrap();
     let mut stream = SseStream::from_response(response).await;
     assert_eq!(stream.next().await.data, "missed");
-    send(&publish, json!({"topic": "news"}), "live").await;
+    send(publish, json!({"topic": "news"}), "live").await;
     assert_eq!(stream.next().await.data, "live");
 
-    let (status, answer) = call(&publish, "/v1/topics", json!({"prefix": "ne"})).await;
+    let (status, answer) = call(publish, "/v1/topics", json!({"prefix": "ne"})).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         answer,
@@ -249,14 +256,14 @@ async fn follow_reaches_open_streams_and_later_connects_and_unfollow_stops_it() 
     );
 
     let (status, answer) = call(
-        &publish,
+        publish,
         "/v1/unfollow",
         json!({"userIds": ["alice"], "topics": ["news"]}),
     )
     .await;
     assert_eq!((status, answer), (200, json!({"streams": "1"})));
-    send(&publish, json!({"topic": "news"}), "no longer").await;
-    send(&publish, json!({"users": {"userIds": ["alice"]}}), "own").await;
+    send(publish, json!({"topic": "news"}), "no longer").await;
+    send(publish, json!({"users": {"userIds": ["alice"]}}), "own").await;
     assert_eq!(
         stream.next().await.data,
         "own",
@@ -271,15 +278,15 @@ async fn follow_reaches_open_streams_and_later_connects_and_unfollow_stops_it() 
         json!({"userIds": ["alice"], "topics": (0..40).map(|i| format!("t{i}")).collect::<Vec<_>>()}),
         json!({"userIds": ["bad\u{0}id"], "topics": ["news"]}),
     ] {
-        let (status, answer) = call(&publish, "/v1/follow", body.clone()).await;
+        let (status, answer) = call(publish, "/v1/follow", body.clone()).await;
         assert_eq!(status, 400, "{body}: {answer}");
     }
 }
 
 #[tokio::test]
 async fn control_calls_need_the_token_and_refuse_what_is_too_large() {
-    let nats = NatsServer::start();
-    let publish = start(&nats).await;
+    let stack = Stack::builder().publish(publish_with_token()).start().await;
+    let publish = stack.publish();
     let url = format!("{}/v1/disconnect", publish.url());
     let answer = reqwest::Client::new()
         .post(&url)
@@ -297,9 +304,9 @@ async fn control_calls_need_the_token_and_refuse_what_is_too_large() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 413);
-    let (status, answer) = call(&publish, "/v1/disconnect", json!({"userIdz": ["a"]})).await;
+    let (status, answer) = call(publish, "/v1/disconnect", json!({"userIdz": ["a"]})).await;
     assert_eq!(status, 400, "{answer}");
-    let status = control(&publish)
+    let status = control(publish)
         .await
         .disconnect(v1::DisconnectRequest::default())
         .await
@@ -310,12 +317,15 @@ async fn control_calls_need_the_token_and_refuse_what_is_too_large() {
 #[tokio::test]
 async fn lifecycle_events_tell_each_streams_connect_and_disconnect() {
     use futures::StreamExt;
-    let nats = NatsServer::start();
-    let publish = start(&nats).await;
     let mut config = edge_config("e1");
     config.lifecycle_events = true;
-    let edge = start_edge(&nats.client_url(), config).await;
-    let client = async_nats::connect(nats.client_url()).await.unwrap();
+    let stack = Stack::builder()
+        .publish(publish_with_token())
+        .edge(config)
+        .start()
+        .await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let client = async_nats::connect(stack.nats_url()).await.unwrap();
     let mut events = client.subscribe("herald.lifecycle.*").await.unwrap();
     client.flush().await.unwrap();
     let mut next = async || -> (String, Value) {
@@ -328,7 +338,7 @@ async fn lifecycle_events_tell_each_streams_connect_and_disconnect() {
     };
 
     let token = Claims::new("a.b").topics(&["news"]).hs256(SECRET);
-    let stream = open(&edge, &token, &["news"]).await;
+    let stream = open(edge, &token, &["news"]).await;
     let (subject, connect) = next().await;
     assert_eq!(
         subject, "herald.lifecycle.a~2Eb",
@@ -352,7 +362,7 @@ async fn lifecycle_events_tell_each_streams_connect_and_disconnect() {
     let id = connect["stream"].clone();
 
     call(
-        &publish,
+        publish,
         "/v1/disconnect",
         json!({"userIds": ["a.b"], "reason": "bye"}),
     )
@@ -369,7 +379,7 @@ async fn lifecycle_events_tell_each_streams_connect_and_disconnect() {
     assert!(disconnect["duration_ms"].as_u64().is_some(), "{disconnect}");
     drop(stream);
 
-    let stream = open(&edge, &token, &[]).await;
+    let stream = open(edge, &token, &[]).await;
     let (_, connect) = next().await;
     assert_eq!(connect["topics"], json!([]));
     drop(stream);
@@ -379,19 +389,22 @@ async fn lifecycle_events_tell_each_streams_connect_and_disconnect() {
 
 #[tokio::test]
 async fn an_edge_that_missed_the_orders_catches_up_from_the_buckets_even_after_a_nats_restart() {
-    let mut nats = NatsServer::start();
-    let publish = start(&nats).await;
-    let edge = start_edge(&nats.client_url(), edge_config("e1")).await;
+    let mut stack = Stack::builder()
+        .publish(publish_with_token())
+        .edge(edge_config("e1"))
+        .start()
+        .await;
+    let (publish, edge) = (stack.publish.as_ref().unwrap(), &stack.edges[0]);
     let old = Claims {
         iat: Some(now() - 10),
         ..Claims::new("alice")
     }
     .hs256(SECRET);
-    let mut alice = open(&edge, &old, &[]).await;
-    let mut bob = open(&edge, &Claims::new("bob").hs256(SECRET), &[]).await;
+    let mut alice = open(edge, &old, &[]).await;
+    let mut bob = open(edge, &Claims::new("bob").hs256(SECRET), &[]).await;
 
     // Only the buckets change, as if every order had been lost.
-    let client = async_nats::connect(nats.client_url()).await.unwrap();
+    let client = async_nats::connect(stack.nats_url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let revocations = js.get_key_value("herald_revocations").await.unwrap();
     let revocation = json!({"issued_before": now(), "reason": "leaked", "expires": now() + 3600});
@@ -409,7 +422,7 @@ async fn an_edge_that_missed_the_orders_catches_up_from_the_buckets_even_after_a
     let mut caught_up = None;
     for attempt in 0..20 {
         send(
-            &publish,
+            publish,
             json!({"topic": "news"}),
             &format!("caught up {attempt}"),
         )
@@ -422,8 +435,8 @@ async fn an_edge_that_missed_the_orders_catches_up_from_the_buckets_even_after_a
     let caught_up = caught_up.expect("the follow reached bob's stream within 10 s");
     assert!(caught_up.data.starts_with("caught up"), "{caught_up:?}");
 
-    nats.restart();
-    let later = start_edge(&nats.client_url(), edge_config("e2")).await;
+    stack.nats.nodes[0].restart();
+    let later = start_edge(&stack.nats_url(), edge_config("e2")).await;
     let refused = reqwest::Client::new()
         .get(events_url(&later, &[]))
         .bearer_auth(&old)
@@ -432,6 +445,6 @@ async fn an_edge_that_missed_the_orders_catches_up_from_the_buckets_even_after_a
         .unwrap();
     assert_eq!(refused.status(), 401, "the revocation outlived the restart");
     let mut bob = open(&later, &Claims::new("bob").hs256(SECRET), &[]).await;
-    send(&publish, json!({"topic": "news"}), "after the restart").await;
+    send(publish, json!({"topic": "news"}), "after the restart").await;
     assert_eq!(bob.next().await.data, "after the restart");
 }

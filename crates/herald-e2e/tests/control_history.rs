@@ -19,10 +19,16 @@ use tonic::transport::Channel;
 
 const TOKEN: &str = "control-api-token-0123456789";
 
-async fn start(nats: &NatsServer) -> Running {
-    let mut config = herald_publish::Config::defaults("p");
+/// herald-publish with the Control API's token.
+fn publish_with_token() -> herald_publish::Config {
+    let mut config = publish_config();
     config.api_token = Some(TOKEN.into());
-    start_publish(&nats.client_url(), config).await
+    config
+}
+
+/// NATS and herald-publish with the Control API's token.
+async fn stack() -> Stack {
+    Stack::builder().publish(publish_with_token()).start().await
 }
 
 /// POSTs `body` as JSON to `path`: (status, answer).
@@ -108,18 +114,18 @@ fn grpc_request(target: Target, since: &str, limit: u32) -> v1::HistoryRequest {
 
 #[tokio::test]
 async fn the_newest_events_of_a_user_or_topic_come_oldest_first() {
-    let nats = NatsServer::start();
-    let publish = start(&nats).await;
+    let stack = stack().await;
+    let publish = stack.publish();
     for i in 1..=5 {
         let event = if i == 3 { "price" } else { "" };
-        send(&publish, user("alice"), event, &format!("a{i}")).await;
+        send(publish, user("alice"), event, &format!("a{i}")).await;
     }
     for i in 1..=3 {
-        send(&publish, topic("news"), "", &format!("n{i}")).await;
+        send(publish, topic("news"), "", &format!("n{i}")).await;
     }
-    send(&publish, user("bob"), "", "b1").await;
+    send(publish, user("bob"), "", "b1").await;
 
-    let answer = history(&publish, json!({"userId": "alice", "limit": 3})).await;
+    let answer = history(publish, json!({"userId": "alice", "limit": 3})).await;
     assert_eq!(data(&answer), ["a3", "a4", "a5"]);
     assert_eq!(answer["truncated"], true, "a1 and a2 are left out");
     // The proto3 JSON shape: every field written, int64 as a string.
@@ -138,7 +144,7 @@ async fn the_newest_events_of_a_user_or_topic_come_oldest_first() {
     assert!((now - 60_000..now + 1_000).contains(&at), "{at} vs {now}");
 
     // Limit 0 is 100: all five, nothing left out, over gRPC alike.
-    let all = control(&publish)
+    let all = control(publish)
         .await
         .history(grpc_request(Target::UserId("alice".into()), "", 0))
         .await
@@ -156,58 +162,61 @@ async fn the_newest_events_of_a_user_or_topic_come_oldest_first() {
             .all(|w| w[0].time_unix_ms <= w[1].time_unix_ms)
     );
 
-    let news = history(&publish, json!({"topic": "news"})).await;
+    let news = history(publish, json!({"topic": "news"})).await;
     assert_eq!(
         (data(&news), &news["truncated"]),
         (vec!["n1", "n2", "n3"], &json!(false))
     );
-    let nobody = history(&publish, json!({"user_id": "nobody"})).await;
+    let nobody = history(publish, json!({"user_id": "nobody"})).await;
     assert_eq!(nobody, json!({"events": [], "truncated": false}));
 }
 
 #[tokio::test]
 async fn pages_after_an_id_a_stream_sent_and_history_ids_resume_a_stream() {
-    let nats = NatsServer::start();
-    let publish = start(&nats).await;
-    let edge = start_edge(&nats.client_url(), edge_config("e1")).await;
+    let stack = Stack::builder()
+        .publish(publish_with_token())
+        .edge(edge_config("e1"))
+        .start()
+        .await;
+    let (publish, edge) = (stack.publish(), stack.edge());
     let token = Claims::new("alice").topics(&["news"]).hs256(SECRET);
     let client = reqwest::Client::new();
-    let mut stream = SseStream::open(&client, &events_url(&edge, &["news"]), &token).await;
-    send(&publish, user("alice"), "", "a1").await;
+    let mut stream = SseStream::open(&client, &events_url(edge, &["news"]), &token).await;
+    send(publish, user("alice"), "", "a1").await;
     let seen = stream.next().await;
     assert_eq!(seen.data, "a1");
     drop(stream);
     for i in 2..=6 {
-        send(&publish, user("alice"), "", &format!("a{i}")).await;
+        send(publish, user("alice"), "", &format!("a{i}")).await;
     }
-    send(&publish, topic("news"), "", "n1").await;
+    send(publish, topic("news"), "", "n1").await;
 
     // The stream's id holds alice's position and news': each subject's
     // history reads on from its own.
     let page = |since: String| json!({"userId": "alice", "since": since, "limit": 2});
-    let first = history(&publish, page(seen.id.clone())).await;
+    let first = history(publish, page(seen.id.clone())).await;
     assert_eq!(
         (data(&first), &first["truncated"]),
         (vec!["a2", "a3"], &json!(true))
     );
-    let second = history(&publish, page(id(&first, 1))).await;
+    let second = history(publish, page(id(&first, 1))).await;
     assert_eq!(
         (data(&second), &second["truncated"]),
         (vec!["a4", "a5"], &json!(true))
     );
-    let third = history(&publish, page(id(&second, 1))).await;
+    let third = history(publish, page(id(&second, 1))).await;
     assert_eq!(
         (data(&third), &third["truncated"]),
         (vec!["a6"], &json!(false))
     );
-    let none = history(&publish, page(id(&third, 0))).await;
+    let none = history(publish, page(id(&third, 0))).await;
     assert_eq!(none, json!({"events": [], "truncated": false}));
-    let news = history(&publish, json!({"topic": "news", "since": seen.id})).await;
+    let news = history(publish, json!({"topic": "news", "since": seen.id})).await;
     assert_eq!(data(&news), ["n1"]);
 
     // An id from History resumes a stream: a4 to a6 replayed, then live.
     let response = client
-        .get(events_url(&edge, &[]))
+        .get(events_url(edge, &[]))
         .bearer_auth(&token)
         .header("last-event-id", id(&first, 1))
         .send()
@@ -221,18 +230,18 @@ async fn pages_after_an_id_a_stream_sent_and_history_ids_resume_a_stream() {
             assert_eq!(event.id, id(&third, 0), "the stream sends History's id");
         }
     }
-    send(&publish, user("alice"), "", "a7").await;
+    send(publish, user("alice"), "", "a7").await;
     assert_eq!(resumed.next().await.data, "a7");
 }
 
 #[tokio::test]
 async fn a_page_holds_at_most_one_mebibyte_of_data() {
-    let nats = NatsServer::start();
-    let publish = start(&nats).await;
+    let stack = stack().await;
+    let publish = stack.publish();
     // 60 KiB each: 17 fit in 1 MiB, 18 do not.
     let big = |i: usize| format!("{i:02}{}", "x".repeat(60 * 1024 - 2));
     for i in 1..=20 {
-        send(&publish, topic("big"), "", &big(i)).await;
+        send(publish, topic("big"), "", &big(i)).await;
     }
     let numbers = |answer: &Value| -> Vec<usize> {
         data(answer)
@@ -241,7 +250,7 @@ async fn a_page_holds_at_most_one_mebibyte_of_data() {
             .collect()
     };
 
-    let newest = history(&publish, json!({"topic": "big"})).await;
+    let newest = history(publish, json!({"topic": "big"})).await;
     assert_eq!(
         numbers(&newest),
         (4..=20).collect::<Vec<_>>(),
@@ -253,7 +262,7 @@ async fn a_page_holds_at_most_one_mebibyte_of_data() {
     // Position 0 ("nothing seen yet") reads from the oldest on.
     let mut start = Cursor::default();
     start.set(key("herald.t.big"), 0);
-    let from_start = history(&publish, json!({"topic": "big", "since": start.encode()})).await;
+    let from_start = history(publish, json!({"topic": "big", "since": start.encode()})).await;
     assert_eq!(
         numbers(&from_start),
         (1..=17).collect::<Vec<_>>(),
@@ -261,7 +270,7 @@ async fn a_page_holds_at_most_one_mebibyte_of_data() {
     );
     assert_eq!(from_start["truncated"], true);
     let rest = history(
-        &publish,
+        publish,
         json!({"topic": "big", "since": id(&from_start, 16)}),
     )
     .await;
@@ -273,10 +282,10 @@ async fn a_page_holds_at_most_one_mebibyte_of_data() {
 
 #[tokio::test]
 async fn hostile_history_calls_are_refused_with_the_reason() {
-    let mut nats = NatsServer::start();
-    let publish = start(&nats).await;
-    send(&publish, user("alice"), "", "a1").await;
-    let answer = history(&publish, json!({"userId": "alice"})).await;
+    let mut stack = stack().await;
+    let publish = stack.publish.as_ref().unwrap();
+    send(publish, user("alice"), "", "a1").await;
+    let answer = history(publish, json!({"userId": "alice"})).await;
     let alices = id(&answer, 0);
     let mut bobs = Cursor::default();
     bobs.set(key("herald.u.bob"), 1);
@@ -325,7 +334,7 @@ async fn hostile_history_calls_are_refused_with_the_reason() {
         ),
         (json!({"userId": "alice", "limit": -1}), "expected u32"),
     ] {
-        let (status, answer) = call(&publish, "/v1/history", body.clone()).await;
+        let (status, answer) = call(publish, "/v1/history", body.clone()).await;
         assert_eq!(
             (status, answer["error"].as_str()),
             (400, Some("invalid_argument")),
@@ -335,7 +344,7 @@ async fn hostile_history_calls_are_refused_with_the_reason() {
         assert!(message.contains(says), "{body}: {message:?} lacks {says:?}");
     }
 
-    let mut client = control(&publish).await;
+    let mut client = control(publish).await;
     for request in [
         v1::HistoryRequest::default(),
         grpc_request(Target::UserId("alice".into()), "%%%", 0),
@@ -350,13 +359,13 @@ async fn hostile_history_calls_are_refused_with_the_reason() {
         );
     }
     // None of that hurt: the history is still read.
-    let again = history(&publish, json!({"userId": "alice"})).await;
+    let again = history(publish, json!({"userId": "alice"})).await;
     assert_eq!(data(&again), ["a1"]);
 
     // Without NATS: UNAVAILABLE, saying why.
-    nats.kill();
+    stack.nats.nodes[0].kill();
     let answer = eventually(Duration::from_secs(10), "History refused", || async {
-        let (status, answer) = call(&publish, "/v1/history", json!({"userId": "alice"})).await;
+        let (status, answer) = call(publish, "/v1/history", json!({"userId": "alice"})).await;
         (status == 503).then_some(answer)
     })
     .await;
@@ -369,10 +378,11 @@ async fn hostile_history_calls_are_refused_with_the_reason() {
 
 #[tokio::test]
 async fn history_is_unavailable_until_the_streams_exist() {
+    // herald-publish started by hand: a stack's waits for the history
+    // streams, and with three replicas on one server JetStream never
+    // takes them.
     let nats = NatsServer::start();
-    // Three replicas on one server: JetStream never takes the streams.
-    let mut config = herald_publish::Config::defaults("p");
-    config.api_token = Some(TOKEN.into());
+    let mut config = publish_with_token();
     config.history.history_replicas = 3;
     let url = nats.client_url();
     let (client, losses) = herald_core::nats::connect(&[url], &Default::default(), "e2e-publish")

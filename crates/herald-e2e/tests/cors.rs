@@ -72,7 +72,7 @@ async fn a_listed_origin_is_named_back_on_every_path() {
     // The edge's own HTTP/1.1 stream path (`connection: close` tells it).
     let response = connect(
         &http1,
-        &s.edge,
+        s.edge(),
         Some(APP.as_bytes()),
         &[("authorization", &auth)],
     )
@@ -92,7 +92,7 @@ async fn a_listed_origin_is_named_back_on_every_path() {
     for (token, status) in [(auth.as_str(), 200), ("Bearer nope", 401)] {
         let response = connect(
             &h2(),
-            &s.edge,
+            s.edge(),
             Some(APP.as_bytes()),
             &[("authorization", token)],
         )
@@ -105,7 +105,7 @@ async fn a_listed_origin_is_named_back_on_every_path() {
 
     // hyper's HTTP/1.1: the script, cached per origin.
     let script = http1
-        .get(format!("{}/herald.js", s.edge.url()))
+        .get(format!("{}/herald.js", s.edge().url()))
         .header("origin", "https://app.example.com")
         .send()
         .await
@@ -117,7 +117,7 @@ async fn a_listed_origin_is_named_back_on_every_path() {
     );
     assert_eq!(script.headers()["vary"], "origin");
     let plain = http1
-        .get(format!("{}/herald.js", s.edge.url()))
+        .get(format!("{}/herald.js", s.edge().url()))
         .send()
         .await
         .unwrap();
@@ -135,7 +135,7 @@ async fn a_preflight_allows_the_reconnect_headers_for_listed_origins_only() {
     for client in [Client::new(), h2()] {
         let preflight = |origin: &'static str| {
             client
-                .request(reqwest::Method::OPTIONS, events_url(&s.edge, &[]))
+                .request(reqwest::Method::OPTIONS, events_url(s.edge(), &[]))
                 .header("origin", origin)
                 .header("access-control-request-method", "GET")
                 .header("access-control-request-headers", "last-event-id")
@@ -160,7 +160,7 @@ async fn a_preflight_allows_the_reconnect_headers_for_listed_origins_only() {
         assert_eq!(cors(refused.headers()), vec![]);
     }
     let plain = Client::new()
-        .request(reqwest::Method::OPTIONS, events_url(&s.edge, &[]))
+        .request(reqwest::Method::OPTIONS, events_url(s.edge(), &[]))
         .send()
         .await
         .unwrap();
@@ -187,7 +187,7 @@ async fn other_and_hostile_origins_get_no_headers_and_no_stream() {
     for origin in hostile {
         for client in [Client::new(), h2()] {
             let response =
-                connect(&client, &s.edge, Some(origin), &[("authorization", &auth)]).await;
+                connect(&client, s.edge(), Some(origin), &[("authorization", &auth)]).await;
             let shown = String::from_utf8_lossy(&origin[..origin.len().min(40)]).into_owned();
             assert_eq!(response.status(), 403, "{shown}");
             assert_eq!(cors(response.headers()), vec![], "{shown}");
@@ -196,20 +196,26 @@ async fn other_and_hostile_origins_get_no_headers_and_no_stream() {
         }
     }
     let refused = s
-        .edge
+        .edge()
         .metric("herald_edge_rejects_total{reason=\"origin_not_allowed\"}")
         .await;
     assert_eq!(refused, 16.0);
-    assert_eq!(opened(&s.edge).await, 0.0, "no stream was opened for them");
+    assert_eq!(opened(s.edge()).await, 0.0, "no stream was opened for them");
 
     // Without `Origin` (curl, a server) or with the edge's own, as before.
-    let own = format!("http://{}", s.edge.addr);
+    let own = format!("http://{}", s.edge().addr);
     for origin in [None, Some(own.as_bytes())] {
-        let response = connect(&Client::new(), &s.edge, origin, &[("authorization", &auth)]).await;
+        let response = connect(
+            &Client::new(),
+            s.edge(),
+            origin,
+            &[("authorization", &auth)],
+        )
+        .await;
         assert_eq!(response.status(), 200);
         assert_eq!(cors(response.headers()), vec![]);
     }
-    assert_eq!(opened(&s.edge).await, 2.0);
+    assert_eq!(opened(s.edge()).await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +224,7 @@ async fn without_the_flag_only_the_edges_own_pages_get_streams() {
     let auth = bearer("alice");
     let other = connect(
         &Client::new(),
-        &s.edge,
+        s.edge(),
         Some(APP.as_bytes()),
         &[("authorization", &auth)],
     )
@@ -226,10 +232,10 @@ async fn without_the_flag_only_the_edges_own_pages_get_streams() {
     assert_eq!(other.status(), 403);
     assert_eq!(cors(other.headers()), vec![]);
     assert!(!other.headers().contains_key("vary"));
-    let own = format!("http://{}", s.edge.addr);
+    let own = format!("http://{}", s.edge().addr);
     let response = connect(
         &Client::new(),
-        &s.edge,
+        s.edge(),
         Some(own.as_bytes()),
         &[("authorization", &auth)],
     )
@@ -247,7 +253,7 @@ async fn a_wildcard_answers_star_never_credentials_and_reads_no_cookie() {
 
     // A token in the query works from any page, even `null`'s.
     for origin in [&b"http://anyone.test"[..], b"null"] {
-        let url = format!("{}/v1/events?access_token={token}", s.edge.url());
+        let url = format!("{}/v1/events?access_token={token}", s.edge().url());
         let response = Client::new()
             .get(url)
             .header("origin", HeaderValue::from_bytes(origin).unwrap())
@@ -261,7 +267,7 @@ async fn a_wildcard_answers_star_never_credentials_and_reads_no_cookie() {
     // answer anyway, since `*` never allows credentials.
     let response = connect(
         &h2(),
-        &s.edge,
+        s.edge(),
         Some(b"http://anyone.test"),
         &[("cookie", &cookie)],
     )
@@ -269,12 +275,12 @@ async fn a_wildcard_answers_star_never_credentials_and_reads_no_cookie() {
     assert_eq!(response.status(), 401);
     assert_eq!(cors(response.headers()), star);
     // Without `Origin` (or from the edge's own pages) it is.
-    let response = connect(&Client::new(), &s.edge, None, &[("cookie", &cookie)]).await;
+    let response = connect(&Client::new(), s.edge(), None, &[("cookie", &cookie)]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(cors(response.headers()), star);
 
     let preflight = Client::new()
-        .request(reqwest::Method::OPTIONS, events_url(&s.edge, &[]))
+        .request(reqwest::Method::OPTIONS, events_url(s.edge(), &[]))
         .header("origin", "http://anyone.test")
         .header("access-control-request-method", "GET")
         .send()

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use herald_e2e::*;
+use herald_testing::eventually;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign};
-use herald_testing::{NatsServer, eventually};
 use tokio::io::AsyncReadExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,7 +17,7 @@ async fn a_slow_consumer_is_closed_and_counted_while_others_keep_up() {
     let mut config = edge_config("edge");
     config.queue_capacity = 64;
     let stack = Stack::start(config).await;
-    let (publish, edge) = (&stack.publish, &stack.edge);
+    let (publish, edge) = (stack.publish(), stack.edge());
 
     let mut slow = stalled_client(
         edge.addr,
@@ -114,7 +114,7 @@ async fn an_unread_h2_stream_is_closed_while_its_sibling_keeps_up() {
     let mut config = edge_config("edge");
     config.queue_capacity = 64;
     let stack = Stack::start(config).await;
-    let (publish, edge) = (&stack.publish, &stack.edge);
+    let (publish, edge) = (stack.publish(), stack.edge());
     let tcp = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
     let (mut h2, connection) = h2::client::Builder::new()
         .initial_window_size(64 * 1024)
@@ -203,9 +203,8 @@ async fn an_unread_h2_stream_is_closed_while_its_sibling_keeps_up() {
 
 #[tokio::test]
 async fn streams_work_over_h2c_with_prior_knowledge() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let stack = Stack::start(edge_config("edge")).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
@@ -216,7 +215,7 @@ async fn streams_work_over_h2c_with_prior_knowledge() {
     let mut tabs = Vec::new();
     for topics in [&["news"][..], &[][..]] {
         let response = h2
-            .get(events_url(&edge, topics))
+            .get(events_url(edge, topics))
             .bearer_auth(&token)
             .send()
             .await
@@ -228,7 +227,7 @@ async fn streams_work_over_h2c_with_prior_knowledge() {
             response.bytes_stream(),
         ));
     }
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     publish_to_users(&mut client, &["alice"], "over h2").await;
     for tab in &mut tabs {
         let event = tokio::time::timeout(Duration::from_secs(10), tab.next())
@@ -249,13 +248,13 @@ async fn streams_work_over_h2c_with_prior_knowledge() {
 
 #[tokio::test]
 async fn first_bytes_arrive_at_once_and_heartbeats_follow() {
-    let nats = NatsServer::start();
     let mut config = edge_config("edge-hb");
     config.heartbeat = Duration::from_millis(200);
-    let edge = start_edge(&nats.client_url(), config).await;
+    let stack = Stack::builder().edge(config).start().await;
+    let edge = stack.edge();
     let token = Claims::new("alice").hs256(SECRET);
     let response = reqwest::Client::new()
-        .get(events_url(&edge, &[]))
+        .get(events_url(edge, &[]))
         .bearer_auth(&token)
         .send()
         .await
@@ -280,12 +279,12 @@ async fn first_bytes_arrive_at_once_and_heartbeats_follow() {
 
 #[tokio::test]
 async fn a_stream_ends_when_its_token_expires() {
-    let nats = NatsServer::start();
-    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let stack = Stack::builder().edge(edge_config("edge")).start().await;
+    let edge = stack.edge();
     let exp = herald_testing::token::now() + 2;
     let token = Claims::new("alice").expires_at(exp).hs256(SECRET);
     let response = reqwest::Client::new()
-        .get(events_url(&edge, &[]))
+        .get(events_url(edge, &[]))
         .bearer_auth(&token)
         .send()
         .await
@@ -320,13 +319,13 @@ async fn a_stream_ends_when_its_token_expires() {
 /// are answered on).
 #[tokio::test]
 async fn the_edge_subscribes_with_the_subscriber_the_harness_chose() {
-    let nats = NatsServer::start();
-    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let stack = Stack::builder().edge(edge_config("edge")).start().await;
+    let edge = stack.edge();
     let http = reqwest::Client::new();
     let mut streams = Vec::new();
     for user in ["alice", "bob"] {
         let token = Claims::new(user).hs256(SECRET);
-        streams.push(SseStream::open(&http, &events_url(&edge, &[]), &token).await);
+        streams.push(SseStream::open(&http, &events_url(edge, &[]), &token).await);
     }
     let chosen = nats_subscriber();
     let info = format!(
@@ -335,11 +334,11 @@ async fn the_edge_subscribes_with_the_subscriber_the_harness_chose() {
     );
     assert_eq!(edge.metric(&info).await, 1.0, "{chosen:?}");
     // Edges run as processes too.
-    let process = EdgeProcess::start(&nats.client_url(), None).await;
+    let process = EdgeProcess::start(&stack.nats_url(), None).await;
     let metrics = metrics_at(process.process().admin).await;
     assert_eq!(sample_value(&metrics, &info), 1.0, "{chosen:?}");
 
-    let connz = nats.monitor("/connz?subs=1").await;
+    let connz = stack.nats().monitor("/connz?subs=1").await;
     let holders: Vec<&serde_json::Value> = connz["connections"]
         .as_array()
         .unwrap()

@@ -11,21 +11,29 @@ use herald_testing::token::{Claims, Sign};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_killed_mid_stream_loses_nothing_for_a_client_that_moves() {
-    let cluster = NatsCluster::start(3).await;
-    let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish("p")).await;
+    let stack = Stack::builder()
+        .cluster(3)
+        .publish(replicated_publish("p"))
+        .on(0)
+        .start()
+        .await;
+    let publish = stack.publish();
     let replicated = ["--history-replicas", "3"];
     let mut doomed =
-        EdgeProcess::start_with(&cluster.nodes[1].client_url(), None, &replicated).await;
+        EdgeProcess::start_with(&stack.nats.nodes[1].client_url(), None, &replicated).await;
     let doomed_addr = doomed.addr;
-    let survivor = start_edge(&cluster.nodes[2].client_url(), replicated_edge("edge-3")).await;
+    let survivor = start_edge(&stack.nats.nodes[2].client_url(), replicated_edge("edge-3")).await;
     let token = Claims::new("alice").hs256(SECRET);
     let http = reqwest::Client::new();
     let mut stream =
         SseStream::open(&http, &format!("http://{doomed_addr}/v1/events"), &token).await;
-    cluster.wait_for_interest(0, "n2", "herald.u.alice").await;
+    stack
+        .nats
+        .wait_for_interest(0, "n2", "herald.u.alice")
+        .await;
 
     const EVENTS: usize = 2000;
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     let publishing = tokio::spawn(async move {
         for i in 0..EVENTS {
             publish_to_users(&mut client, &["alice"], &i.to_string()).await;
@@ -66,31 +74,38 @@ async fn an_edge_killed_mid_stream_loses_nothing_for_a_client_that_moves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_a_nats_node_loses_no_acknowledged_event() {
-    let mut cluster = NatsCluster::start(3).await;
     // Publisher and edge on node 1; node 3 holds a replica of every stream
     // (and may lead some of them).
-    let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish("p")).await;
-    let edge = start_edge(&cluster.nodes[0].client_url(), replicated_edge("edge-1")).await;
+    let mut stack = Stack::builder()
+        .cluster(3)
+        .publish(replicated_publish("p"))
+        .on(0)
+        .edge(replicated_edge("edge-1"))
+        .on(0)
+        .start()
+        .await;
+    let publish = stack.publish.as_ref().unwrap();
+    let edge = &stack.edges[0];
     let token = Claims::new("alice").hs256(SECRET);
     let http = reqwest::Client::new();
-    let first = SseStream::open(&http, &events_url(&edge, &[]), &token).await;
+    let first = SseStream::open(&http, &events_url(edge, &[]), &token).await;
     drop(first);
 
     // Publish while node 3 (a replica of every stream) goes down and comes back.
     const EVENTS: usize = 600;
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     let (mut acknowledged, mut refused) = (Vec::new(), 0);
     for i in 0..EVENTS {
         if i == EVENTS / 3 {
-            cluster.nodes[2].kill();
+            stack.nats.nodes[2].kill();
         }
         if i == 2 * EVENTS / 3 {
-            cluster.nodes[2].restart();
+            stack.nats.nodes[2].restart();
         }
         refused += publish_retrying(&mut client, &i.to_string()).await;
         acknowledged.push(i);
     }
-    cluster.wait_for_mesh().await;
+    stack.nats.wait_for_mesh().await;
     assert_eq!(
         acknowledged.len(),
         EVENTS,
@@ -118,7 +133,7 @@ async fn restarting_a_nats_node_loses_no_acknowledged_event() {
             &missing[..missing.len().min(5)]
         );
         let request = http
-            .get(events_url(&edge, &[]))
+            .get(events_url(edge, &[]))
             .bearer_auth(&token)
             .header("last-event-id", &last_id);
         let response = request.send().await.unwrap();
@@ -157,18 +172,28 @@ async fn publish_retrying(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_loses_nothing_when_its_edge_loses_nats() {
-    let mut cluster = NatsCluster::start(3).await;
-    let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish("p")).await;
     // The edge knows only node 2; when node 2 dies it reconnects elsewhere.
-    let edge = start_edge(&cluster.nodes[1].client_url(), replicated_edge("edge-2")).await;
+    let mut stack = Stack::builder()
+        .cluster(3)
+        .publish(replicated_publish("p"))
+        .on(0)
+        .edge(replicated_edge("edge-2"))
+        .on(1)
+        .start()
+        .await;
+    let publish = stack.publish.as_ref().unwrap();
+    let edge = &stack.edges[0];
     let token = Claims::new("alice").hs256(SECRET);
     let http = reqwest::Client::new();
-    let url = events_url(&edge, &[]);
+    let url = events_url(edge, &[]);
     let mut stream = SseStream::open(&http, &url, &token).await;
-    cluster.wait_for_interest(0, "n2", "herald.u.alice").await;
+    stack
+        .nats
+        .wait_for_interest(0, "n2", "herald.u.alice")
+        .await;
 
     const EVENTS: usize = 400;
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     let publishing = tokio::spawn(async move {
         for i in 0..EVENTS {
             publish_retrying(&mut client, &i.to_string()).await;
@@ -185,7 +210,7 @@ async fn a_client_loses_nothing_when_its_edge_loses_nats() {
             seen.len()
         );
         if !killed && seen.len() >= EVENTS / 4 {
-            cluster.nodes[1].kill(); // the edge's NATS node
+            stack.nats.nodes[1].kill(); // the edge's NATS node
             killed = true;
         }
         match stream.next_within(Duration::from_secs(5)).await {
@@ -237,9 +262,14 @@ async fn a_rolling_nats_restart_closes_no_stream_and_loses_nothing() {
     let streams: usize = std::env::var("HERALD_ROLLING_STREAMS")
         .map_or(100, |n| n.parse().expect("HERALD_ROLLING_STREAMS"));
     // Over the 5 s within which Herald's connections leave.
-    let mut cluster = NatsCluster::start_with(3, "lame_duck_grace_period: \"6s\"\n").await;
-    let urls = cluster.client_urls();
-    let publish = start_publish(&urls, replicated_publish("p")).await;
+    let mut stack = Stack::builder()
+        .cluster(3)
+        .nats_config("lame_duck_grace_period: \"6s\"\n")
+        .publish(replicated_publish("p"))
+        .start()
+        .await;
+    let urls = stack.nats_url();
+    let publish = stack.publish.as_ref().unwrap();
     // Processes of their own: each holds half the streams' sockets.
     let flags = ["--history-replicas", "3"];
     let edges = [
@@ -247,7 +277,7 @@ async fn a_rolling_nats_restart_closes_no_stream_and_loses_nothing() {
         EdgeProcess::start_with(&urls, None, &flags).await,
     ];
     let http = reqwest::Client::new();
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     let mut readers = Vec::new();
     let opened = std::time::Instant::now();
     for i in 0..streams {
@@ -290,11 +320,11 @@ async fn a_rolling_nats_restart_closes_no_stream_and_loses_nothing() {
         }
     });
     let started = std::time::Instant::now();
-    for node in 0..cluster.nodes.len() {
-        cluster.nodes[node].lame_duck();
-        cluster.nodes[node].exited(Duration::from_secs(30)).await;
-        cluster.nodes[node].restart();
-        cluster.wait_for_jetstream().await;
+    for node in 0..stack.nats.nodes.len() {
+        stack.nats.nodes[node].lame_duck();
+        stack.nats.nodes[node].exited(Duration::from_secs(30)).await;
+        stack.nats.nodes[node].restart();
+        stack.nats.wait_for_jetstream().await;
     }
     let took = started.elapsed();
     stop.cancel();
@@ -377,6 +407,8 @@ async fn publish_to(
 /// though the edge was also given addresses where no server listens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_streams_hear_events_soon_after_the_edges_nats_node_is_killed() {
+    // Started by hand: the edge is also given addresses where no server
+    // listens, which a stack does not do.
     let mut cluster = NatsCluster::start(3).await;
     let dead: Vec<String> = (0..5)
         .map(|_| format!("nats://127.0.0.1:{}", herald_testing::nats::free_port()))
@@ -447,13 +479,20 @@ async fn new_streams_hear_events_soon_after_the_edges_nats_node_is_killed() {
 /// nats-server stops taking past 10,000 requests queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_reads_its_start_from_any_replica() {
-    let cluster = NatsCluster::start(3).await;
-    let publish = start_publish(&cluster.nodes[0].client_url(), replicated_publish("p")).await;
-    let edge = start_edge(&cluster.nodes[1].client_url(), replicated_edge("e")).await;
-    let mut client = publisher(&publish).await;
+    let stack = Stack::builder()
+        .cluster(3)
+        .publish(replicated_publish("p"))
+        .on(0)
+        .edge(replicated_edge("e"))
+        .on(1)
+        .start()
+        .await;
+    let publish = stack.publish();
+    let edge = stack.edge();
+    let mut client = publisher(publish).await;
     publish_to_users(&mut client, &["bob"], "before").await;
 
-    let watcher = async_nats::connect(&cluster.nodes[2].client_url())
+    let watcher = async_nats::connect(&stack.nats.nodes[2].client_url())
         .await
         .unwrap();
     let mut leader_reads = watcher.subscribe("$JS.API.STREAM.MSG.GET.>").await.unwrap();

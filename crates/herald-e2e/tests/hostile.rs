@@ -38,7 +38,7 @@ async fn refused(url: &str, token: Option<&str>) -> (u16, String) {
 #[tokio::test]
 async fn bad_tokens_get_401_json() {
     let s = stack().await;
-    let url = events_url(&s.edge, &[]);
+    let url = events_url(s.edge(), &[]);
     let expired = Claims::new("alice").expires_at(now() - 120).hs256(SECRET);
     let wrong_key = Claims::new("alice").hs256("not-the-secret-at-all");
     let empty_sub = Claims::new("").hs256(SECRET);
@@ -96,13 +96,13 @@ async fn topics_outside_the_claim_or_malformed_are_refused() {
     let forbidden = ["sports", "news2", "roomx"];
     for topic in forbidden {
         assert_eq!(
-            refused(&events_url(&s.edge, &[topic]), Some(&token)).await,
+            refused(&events_url(s.edge(), &[topic]), Some(&token)).await,
             (403, "topic_not_allowed".into())
         );
     }
     for topic in ["", "room.*", "room. x", &"room.".repeat(100)] {
         assert_eq!(
-            refused(&events_url(&s.edge, &[topic]), Some(&token)).await,
+            refused(&events_url(s.edge(), &[topic]), Some(&token)).await,
             (400, "invalid_topic".into()),
             "{topic:?}"
         );
@@ -111,12 +111,12 @@ async fn topics_outside_the_claim_or_malformed_are_refused() {
     let many: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     assert_eq!(
-        refused(&events_url(&s.edge, &many), Some(&all)).await,
+        refused(&events_url(s.edge(), &many), Some(&all)).await,
         (400, "too_many_topics".into())
     );
     let ok = SseStream::open(
         &reqwest::Client::new(),
-        &events_url(&s.edge, &["news", "room.1"]),
+        &events_url(s.edge(), &["news", "room.1"]),
         &token,
     )
     .await;
@@ -152,10 +152,10 @@ async fn hostile_ids_and_topics_never_cross() {
         let topic = topic_for(id);
         streams.push((
             id,
-            SseStream::open(&http, &events_url(&s.edge, &[&topic]), &token).await,
+            SseStream::open(&http, &events_url(s.edge(), &[&topic]), &token).await,
         ));
     }
-    let mut client = publisher(&s.publish).await;
+    let mut client = s.publisher().await;
     for id in ids {
         publish_to_users(&mut client, &[id], &format!("user:{id}")).await;
         publish_to_topic(&mut client, &topic_for(id), &format!("topic:{id}")).await;
@@ -172,8 +172,8 @@ async fn payloads_arrive_as_published_through_a_spec_parser() {
     let s = stack().await;
     let token = Claims::new("alice").hs256(SECRET);
     let mut stream =
-        SseStream::open(&reqwest::Client::new(), &events_url(&s.edge, &[]), &token).await;
-    let mut client = publisher(&s.publish).await;
+        SseStream::open(&reqwest::Client::new(), &events_url(s.edge(), &[]), &token).await;
+    let mut client = s.publisher().await;
     // LF line breaks arrive byte for byte; the SSE format carries CR and
     // CRLF as LF, so that is what a spec-following parser yields for them.
     let payloads = [
@@ -217,8 +217,8 @@ async fn bad_publish_requests_are_invalid_argument_and_publish_nothing() {
     let s = stack().await;
     let token = Claims::new("alice").hs256(SECRET);
     let mut stream =
-        SseStream::open(&reqwest::Client::new(), &events_url(&s.edge, &[]), &token).await;
-    let mut client = publisher(&s.publish).await;
+        SseStream::open(&reqwest::Client::new(), &events_url(s.edge(), &[]), &token).await;
+    let mut client = s.publisher().await;
     let users = |ids: &[&str]| Target::users(ids);
     let too_big = "x".repeat(64 * 1024 + 1);
     let cases: Vec<(Target, &str, &str, &str)> = vec![
@@ -260,7 +260,7 @@ async fn bad_publish_requests_are_invalid_argument_and_publish_nothing() {
     publish_to_users(&mut client, &["alice"], "still fine").await;
     assert_eq!(stream.next().await.data, "still fine");
     let invalid = s
-        .publish
+        .publish()
         .metric("herald_publish_requests_total{outcome=\"invalid_argument\"}")
         .await;
     assert!(invalid >= 7.0, "{invalid}");
@@ -284,14 +284,14 @@ async fn public_key_tokens_verify_by_their_algorithm() {
         let pem = std::fs::read(keys.join(private)).unwrap();
         let token = Claims::new("alice").sign_pem(alg, &pem);
         let mut stream =
-            SseStream::open(&reqwest::Client::new(), &events_url(&s.edge, &[]), &token).await;
-        let mut client = publisher(&s.publish).await;
+            SseStream::open(&reqwest::Client::new(), &events_url(s.edge(), &[]), &token).await;
+        let mut client = s.publisher().await;
         publish_to_users(&mut client, &["alice"], &format!("{alg:?}")).await;
         assert_eq!(stream.next().await.data, format!("{alg:?}"));
         // An HS256 token is refused by a public-key-only edge.
         let hs = Claims::new("alice").hs256(SECRET);
         assert_eq!(
-            refused(&events_url(&s.edge, &[]), Some(&hs)).await.0,
+            refused(&events_url(s.edge(), &[]), Some(&hs)).await.0,
             401,
             "{alg:?}"
         );
@@ -305,7 +305,7 @@ async fn connection_limits_answer_clearly() {
     config.max_connections_per_user = 2;
     let s = Stack::start(config).await;
     let http = reqwest::Client::new();
-    let url = events_url(&s.edge, &[]);
+    let url = events_url(s.edge(), &[]);
     let alice = Claims::new("alice").hs256(SECRET);
     let _a1 = SseStream::open(&http, &url, &alice).await;
     let _a2 = SseStream::open(&http, &url, &alice).await;

@@ -93,11 +93,10 @@ fn events(edge: &EdgeProcess) -> String {
     format!("http://{}/v1/events", edge.addr)
 }
 
-async fn system(flags: &[&str]) -> (NatsServer, Running, EdgeProcess) {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = EdgeProcess::start_with(&nats.client_url(), None, flags).await;
-    (nats, publish, edge)
+async fn system(flags: &[&str]) -> (Stack, EdgeProcess) {
+    let stack = Stack::builder().publish(publish_config()).start().await;
+    let edge = EdgeProcess::start_with(&stack.nats_url(), None, flags).await;
+    (stack, edge)
 }
 
 /// Publishes `data` to `user` until `stream` receives it (the first
@@ -112,14 +111,15 @@ async fn delivered(publish: &Running, stream: &mut SseStream, user: &str, data: 
 #[tokio::test]
 async fn silent_and_half_sent_connections_are_closed_while_a_stream_is_served() {
     const TIMEOUT: Duration = Duration::from_secs(2);
-    let (_nats, publish, edge) = system(&["--header-timeout", "2s"]).await;
+    let (stack, edge) = system(&["--header-timeout", "2s"]).await;
+    let publish = stack.publish();
     let pid = edge.process().pid();
     let admin = edge.process().admin;
     let baseline = fds(pid);
     let http = reqwest::Client::new();
     let mut alice =
         SseStream::open(&http, &events(&edge), &Claims::new("alice").hs256(SECRET)).await;
-    delivered(&publish, &mut alice, "alice", "before").await;
+    delivered(publish, &mut alice, "alice", "before").await;
 
     let started = Instant::now();
     let mut silent = flood(edge.addr, 3_000, &[b""]).await;
@@ -129,8 +129,8 @@ async fn silent_and_half_sent_connections_are_closed_while_a_stream_is_served() 
     // Served throughout: a new stream opens while the flood is held, and
     // both receive what is published until every flood socket is closed.
     let mut bob = SseStream::open(&http, &events(&edge), &Claims::new("bob").hs256(SECRET)).await;
-    delivered(&publish, &mut bob, "bob", "during").await;
-    let mut client = publisher(&publish).await;
+    delivered(publish, &mut bob, "bob", "during").await;
+    let mut client = publisher(publish).await;
     let mut tick = 0;
     let mut pace = tokio::time::interval(Duration::from_millis(250));
     let mut times = Vec::new();
@@ -167,7 +167,7 @@ async fn silent_and_half_sent_connections_are_closed_while_a_stream_is_served() 
         metric_at(admin, "herald_edge_sockets_refused_total").await,
         0.0
     );
-    delivered(&publish, &mut bob, "bob", "after").await;
+    delivered(publish, &mut bob, "bob", "after").await;
 
     drop((alice, bob, http));
     eventually(WAIT, "the edge's descriptors back to baseline", || async {
@@ -179,7 +179,8 @@ async fn silent_and_half_sent_connections_are_closed_while_a_stream_is_served() 
 
 #[tokio::test]
 async fn the_socket_cap_closes_the_excess_at_once() {
-    let (_nats, publish, edge) = system(&["--max-sockets", "20", "--header-timeout", "5s"]).await;
+    let (stack, edge) = system(&["--max-sockets", "20", "--header-timeout", "5s"]).await;
+    let publish = stack.publish();
     let admin = edge.process().admin;
     let mut held = Vec::new();
     for _ in 0..20 {
@@ -211,7 +212,7 @@ async fn the_socket_cap_closes_the_excess_at_once() {
     let http = reqwest::Client::new();
     let mut alice =
         SseStream::open(&http, &events(&edge), &Claims::new("alice").hs256(SECRET)).await;
-    delivered(&publish, &mut alice, "alice", "after the excess").await;
+    delivered(publish, &mut alice, "alice", "after the excess").await;
     drop(held);
 }
 
@@ -238,7 +239,7 @@ fn get(addr: SocketAddr, path: &str) -> http::request::Builder {
 #[tokio::test]
 async fn an_http2_connection_closes_once_idle_for_the_idle_timeout() {
     const IDLE: Duration = Duration::from_secs(1);
-    let (_nats, _publish, edge) = system(&["--idle-timeout", "1s", "--heartbeat", "500ms"]).await;
+    let (_stack, edge) = system(&["--idle-timeout", "1s", "--heartbeat", "500ms"]).await;
     let (mut client, ended) = h2(edge.addr).await;
     let token = Claims::new("alice").hs256(SECRET);
     let request = get(edge.addr, "/v1/events")
@@ -275,7 +276,7 @@ async fn an_http2_connection_closes_once_idle_for_the_idle_timeout() {
 
 #[tokio::test]
 async fn heads_over_16_kib_get_431_on_both_protocols() {
-    let (_nats, _publish, edge) = system(&[]).await;
+    let (_stack, edge) = system(&[]).await;
     for (size, status) in [(15_000, 401), (17_000, 431), (200_000, 431)] {
         let big = "a".repeat(size);
         // HTTP/1.1
@@ -369,6 +370,7 @@ async fn the_admin_port_closes_silent_connections() {
 
 #[tokio::test]
 async fn the_push_api_closes_silent_connections_and_slow_bodies() {
+    // By hand, not a `Stack`: the worker serves a listener this test binds.
     let nats = NatsServer::start();
     let fcm = herald_testing::fcm::FakeFcm::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -439,6 +441,7 @@ async fn grpc_port_is_bounded(port: &str, addr: SocketAddr) {
 
 #[tokio::test]
 async fn the_grpc_ports_close_silent_and_idle_connections() {
+    // By hand, not a `Stack`: the services serve listeners this test binds.
     let nats = NatsServer::start();
     let urls = [nats.client_url()];
     let security = Default::default();
@@ -516,7 +519,7 @@ async fn the_tls_handshake_counts_in_the_same_budget_from_accept() {
         "--tls-key",
         key,
     ];
-    let (_nats, _publish, edge) = system(&flags).await;
+    let (_stack, edge) = system(&flags).await;
 
     // Silent, or stuck in the middle of a ClientHello.
     for bytes in [&b""[..], b"\x16\x03\x01\x02\x00\x01"] {

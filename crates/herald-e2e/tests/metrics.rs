@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use herald_e2e::*;
-use herald_testing::NatsServer;
 use herald_testing::fcm::FakeFcm;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign};
@@ -59,21 +58,24 @@ const NATS_FAMILIES: [(&str, OpenMetricsType); 4] = [
 
 #[tokio::test]
 async fn every_admin_port_serves_valid_openmetrics_with_the_operators_families() {
-    let nats = NatsServer::start();
-    let url = nats.client_url();
-    let publish = start_publish(&url, herald_publish::Config::defaults("p")).await;
-    let edge = start_edge(&url, edge_config("edge-1")).await;
-    let presence = start_presence(&url, herald_presence::Config::defaults("presence-1")).await;
     let fcm = FakeFcm::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let push = start_push(&url, push_config(&fcm, dir.path())).await;
+    let stack = Stack::builder()
+        .publish(publish_config())
+        .edge(edge_config("edge-1"))
+        .presence(herald_presence::Config::defaults("presence-1"))
+        .push(push_config(&fcm, dir.path()))
+        .start()
+        .await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let (presence, push) = (stack.presence(), stack.push());
 
     // Some of everything: a stream, events, a resume that replays, a refusal.
     let http = reqwest::Client::new();
     let token = Claims::new("alice").hs256(SECRET);
-    let events = events_url(&edge, &[]);
+    let events = events_url(edge, &[]);
     let mut stream = SseStream::open(&http, &events, &token).await;
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     publish_to_users(&mut client, &["alice"], "one").await;
     let last_id = stream.next().await.id;
     publish_to_users(&mut client, &["alice"], "two").await;
@@ -97,7 +99,7 @@ async fn every_admin_port_serves_valid_openmetrics_with_the_operators_families()
     })
     .await;
     presence.wait_ready().await;
-    assert_eq!(presence_of(&presence, &["alice"]).await[0].0, 1);
+    assert_eq!(presence_of(presence, &["alice"]).await[0].0, 1);
 
     let mut edge_families = vec![
         ("herald_edge_connections", Gauge),
@@ -118,7 +120,7 @@ async fn every_admin_port_serves_valid_openmetrics_with_the_operators_families()
         ("herald_edge_delivery_latency_seconds", Histogram),
     ];
     edge_families.extend(NATS_FAMILIES);
-    check("edge", &families_of(&edge).await, &edge_families);
+    check("edge", &families_of(edge).await, &edge_families);
     let mut publish_families = vec![
         ("herald_publish_requests", Counter),
         ("herald_publish_events", Counter),
@@ -127,7 +129,7 @@ async fn every_admin_port_serves_valid_openmetrics_with_the_operators_families()
         ("herald_publish_presence_users_online", Gauge),
     ];
     publish_families.extend(NATS_FAMILIES);
-    check("publish", &families_of(&publish).await, &publish_families);
+    check("publish", &families_of(publish).await, &publish_families);
     let mut presence_families = vec![
         ("herald_presence_users_online", Gauge),
         ("herald_presence_nodes", Gauge),
@@ -137,11 +139,7 @@ async fn every_admin_port_serves_valid_openmetrics_with_the_operators_families()
         ("herald_presence_event_lag_seconds", Histogram),
     ];
     presence_families.extend(NATS_FAMILIES);
-    check(
-        "presence",
-        &families_of(&presence).await,
-        &presence_families,
-    );
+    check("presence", &families_of(presence).await, &presence_families);
     // (Labelled families appear with their first sample; no push is sent here.)
     let mut push_families = vec![
         ("herald_push_retries", Counter),
@@ -149,7 +147,7 @@ async fn every_admin_port_serves_valid_openmetrics_with_the_operators_families()
         ("herald_push_send_duration_seconds", Histogram),
     ];
     push_families.extend(NATS_FAMILIES);
-    check("push", &families_of(&push).await, &push_families);
+    check("push", &families_of(push).await, &push_families);
 
     // The values say what happened.
     assert_eq!(edge.metric("herald_edge_connections").await, 1.0);
@@ -186,14 +184,14 @@ fn expiring_token(user: &str, secs: u64) -> String {
 /// (A slow consumer's close is counted in `delivery.rs`, where one is made.)
 #[tokio::test]
 async fn each_close_reason_is_counted_under_its_label() {
-    let mut nats = NatsServer::start();
     let mut config = edge_config("edge-1");
     // Streams close at spread-out times within the drain window; the admin
     // port (and so the counter) stays up until the last one has.
     config.drain_window = Duration::from_secs(3);
-    let edge = start_edge(&nats.client_url(), config).await;
+    let mut stack = Stack::builder().edge(config).start().await;
+    let edge = &stack.edges[0];
     let http = reqwest::Client::new();
-    let events = events_url(&edge, &[]);
+    let events = events_url(edge, &[]);
     let closes = |reason: &str| format!("herald_edge_closes_total{{reason=\"{reason}\"}}");
     let counted = |reason: &'static str, want: f64| {
         let (edge, sample) = (&edge, closes(reason));
@@ -217,10 +215,10 @@ async fn each_close_reason_is_counted_under_its_label() {
 
     // The edge loses NATS: it cannot know what it missed.
     let mut cut_off = SseStream::open(&http, &events, &Claims::new("cut").hs256(SECRET)).await;
-    nats.kill();
+    stack.nats.nodes[0].kill();
     assert!(cut_off.next_within(Duration::from_secs(10)).await.is_none());
     counted("server_error", 1.0).await;
-    nats.restart();
+    stack.nats.nodes[0].restart();
     herald_testing::eventually(Duration::from_secs(10), "NATS back", || async {
         (edge.metric("herald_nats_connected").await == 1.0).then_some(())
     })

@@ -30,12 +30,12 @@ use herald_proto::v1::{
     HistoryRequest, OfflinePolicy, Outcome, PublishRequest, RevokeRequest, StatsResponse,
     TopicInfo, TopicsRequest, history_request, publish_request::Target,
 };
+use herald_testing::eventually;
 use herald_testing::fcm::FakeFcm;
 use herald_testing::nats::Files;
 use herald_testing::sse::{QUIET, SseStream};
 use herald_testing::supercluster::NatsSupercluster;
 use herald_testing::token::{Claims, Sign, now};
-use herald_testing::{NatsServer, eventually};
 use prometheus_client::registry::Registry;
 use prost::Message;
 
@@ -106,6 +106,16 @@ fn password_env<'a>(
     users.iter().map(variable).collect()
 }
 
+/// The NATS user of `service`.
+fn user_of(service: Service) -> &'static str {
+    match service {
+        Service::Publish => PUBLISH,
+        Service::Edge => EDGE,
+        Service::Presence => PRESENCE,
+        Service::Push => PUSH,
+    }
+}
+
 /// How service `user` logs in.
 fn security(passwords: &HashMap<&'static str, String>, user: &str) -> NatsSecurity {
     NatsSecurity {
@@ -115,21 +125,30 @@ fn security(passwords: &HashMap<&'static str, String>, user: &str) -> NatsSecuri
     }
 }
 
-/// A nats-server with deploy/nats/auth.conf, and each user's password.
+/// A stack whose nats-server loads deploy/nats/auth.conf itself, each
+/// service logging in with its own user; and each user's password.
 struct LockedNats {
-    server: NatsServer,
+    stack: Stack,
     passwords: HashMap<&'static str, String>,
 }
 
 impl LockedNats {
-    fn start() -> Self {
+    /// Starts NATS and the services `services` adds to the builder.
+    async fn start(services: impl FnOnce(StackBuilder) -> StackBuilder) -> Self {
         let auth = std::fs::read_to_string(repo_file(AUTH_CONF)).unwrap();
         let users = auth_conf::users(&Regions::one());
         let passwords = passwords(&users);
         let env = password_env(&users, &passwords);
-        let server =
-            NatsServer::start_with_files("include ./auth.conf\n", &[("auth.conf", &auth)], &env);
-        Self { server, passwords }
+        let login = {
+            let passwords = passwords.clone();
+            move |service| security(&passwords, user_of(service))
+        };
+        let builder = Stack::builder()
+            .nats_config("include ./auth.conf\n")
+            .nats_files(&[("auth.conf", &auth)], &env)
+            .login(login);
+        let stack = services(builder).start().await;
+        Self { stack, passwords }
     }
 
     fn security(&self, user: &str) -> NatsSecurity {
@@ -138,7 +157,7 @@ impl LockedNats {
 
     /// Connects as the service `user` does: its flags, its connection name.
     async fn connect(&self, user: &str) -> (async_nats::Client, LossCounter) {
-        let urls = [self.server.client_url()];
+        let urls = [self.stack.nats_url()];
         herald_core::nats::connect(&urls, &self.security(user), &format!("{user} e2e"))
             .await
             .unwrap_or_else(|e| panic!("{user} cannot connect: {e}"))
@@ -163,7 +182,7 @@ impl LockedNats {
                     }
                 }
             })
-            .connect(self.server.client_url())
+            .connect(self.stack.nats_url())
             .await
             .unwrap_or_else(|e| panic!("{user} cannot connect: {e}"));
         Observed { client, errors }
@@ -171,7 +190,7 @@ impl LockedNats {
 
     /// Permission violations in the server's log.
     fn violations(&self) -> Vec<String> {
-        let log = self.server.log();
+        let log = self.stack.nats().log();
         log.lines()
             .filter(|l| l.contains("Violation"))
             .map(str::to_owned)
@@ -213,51 +232,49 @@ impl Observed {
 /// Every service, each on its own user, and a fake FCM.
 struct System {
     nats: LockedNats,
-    publish: Running,
-    edges: [Running; 2],
-    presence: Running,
-    push: Running,
     fcm: FakeFcm,
     _dir: tempfile::TempDir,
 }
 
 impl System {
     async fn start() -> Self {
-        let nats = LockedNats::start();
-        let publish = start_publish_as(&nats).await;
-        // edge-2 reads history from the stream leader (as with replicas),
-        // edge-1 with direct gets: both ways of resuming are exercised.
-        let edges = [
-            start_edge_as(&nats, "edge-1", 1).await,
-            start_edge_as(&nats, "edge-2", 3).await,
-        ];
-        let presence = start_presence_as(&nats).await;
         let fcm = FakeFcm::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let push = start_push_as(&nats, push_config(&fcm, dir.path())).await;
-        for service in [&publish, &presence, &push] {
+        let push = push_config(&fcm, dir.path());
+        let nats = LockedNats::start(|stack| {
+            // edge-2 reads history from the stream leader (as with
+            // replicas), edge-1 with direct gets: both ways of resuming
+            // are exercised.
+            stack
+                .publish(herald_publish::Config::defaults("publish-1"))
+                .edge(locked_edge("edge-1", 1))
+                .edge(locked_edge("edge-2", 3))
+                .presence(herald_presence::Config::defaults("presence-1"))
+                .push(push)
+        })
+        .await;
+        let stack = &nats.stack;
+        for service in [stack.publish(), stack.presence(), stack.push()] {
             service.wait_ready().await;
         }
         Self {
             nats,
-            publish,
-            edges,
-            presence,
-            push,
             fcm,
             _dir: dir,
         }
     }
 
     fn devices_url(&self, user: &str) -> String {
-        format!("{}/v1/devices/{user}", self.push.url())
+        format!("{}/v1/devices/{user}", self.nats.stack.push().url())
     }
 
     /// Waits until herald-publish's presence counts `users` users online.
     async fn until_publish_sees(&self, users: f64) {
         eventually(WAIT, "publish to see the connections", || async {
             let online = self
-                .publish
+                .nats
+                .stack
+                .publish()
                 .metric("herald_publish_presence_users_online")
                 .await;
             (online == users).then_some(())
@@ -278,7 +295,10 @@ impl System {
             offline: policy as i32,
             ..Default::default()
         };
-        let response = publisher(&self.publish)
+        let response = self
+            .nats
+            .stack
+            .publisher()
             .await
             .publish(request)
             .await
@@ -290,12 +310,6 @@ impl System {
             .map(|r| (r.user_id.clone(), r.online, r.outcome()))
             .collect()
     }
-}
-
-async fn start_publish_as(nats: &LockedNats) -> Running {
-    let (client, losses) = nats.connect(PUBLISH).await;
-    let config = herald_publish::Config::defaults("publish-1");
-    start_publish_on(client, losses, config).await
 }
 
 /// herald-publish with `config` on a connection made as its user.
@@ -317,14 +331,14 @@ async fn start_publish_on(
     .await
 }
 
-async fn start_edge_as(nats: &LockedNats, node: &str, replicas: u8) -> Running {
-    let (client, _) = nats.connect(EDGE).await;
+/// An edge's config in these tests: `replicas` of history, fast
+/// presence heartbeats, lifecycle events.
+fn locked_edge(node: &str, replicas: u8) -> herald_edge::Config {
     let mut config = edge_config(node);
     config.presence_heartbeat = Duration::from_millis(200);
     config.history.history_replicas = replicas;
     config.lifecycle_events = true;
-    let urls = [nats.server.client_url()];
-    start_edge_on(client, &urls, &nats.security(EDGE), config).await
+    config
 }
 
 /// An edge with `config` on a connection made as its user (`security`).
@@ -349,35 +363,6 @@ async fn start_edge_on(
     let ready = edge.readiness();
     Running::start(registry, ready, |listener, shutdown| {
         edge.serve(listener, shutdown)
-    })
-    .await
-}
-
-async fn start_presence_as(nats: &LockedNats) -> Running {
-    let (client, losses) = nats.connect(PRESENCE).await;
-    let mut registry = Registry::default();
-    let config = herald_presence::Config::defaults("presence-1");
-    let server =
-        herald_presence::PresenceServer::start(config, client, losses.subscribe(), &mut registry)
-            .await
-            .expect("herald-presence starts as herald-presence");
-    let ready = server.readiness();
-    Running::start(registry, ready, |listener, shutdown| async move {
-        server.serve(listener, shutdown).await.expect("gRPC server");
-    })
-    .await
-}
-
-async fn start_push_as(nats: &LockedNats, config: herald_push::Config) -> Running {
-    let (client, _) = nats.connect(PUSH).await;
-    let mut registry = Registry::default();
-    let worker = herald_push::PushWorker::start(config, client, &mut registry)
-        .await
-        .expect("the push worker starts as herald-push-worker");
-    let ready = herald_core::readiness::Readiness::default();
-    let serving_ready = ready.clone();
-    Running::start(registry, ready, |listener, shutdown| {
-        worker.serve(listener, serving_ready, shutdown)
     })
     .await
 }
@@ -423,7 +408,7 @@ async fn every_service_works_with_its_own_user() {
 
     // Live: stored, ephemeral and topic events reach alice; receipts know
     // she is online and bob is not.
-    let mut alice = open_alice(&system.edges[0], None).await;
+    let mut alice = open_alice(&system.nats.stack.edges[0], None).await;
     system.until_publish_sees(1.0).await;
     let receipts = system
         .publish(&["alice", "bob"], OfflinePolicy::Store, "one")
@@ -438,9 +423,14 @@ async fn every_service_works_with_its_own_user() {
     let first = alice.next().await;
     assert_eq!(first.data, "one");
     assert!(!first.id.is_empty(), "a stored event has an id");
-    publish_ephemeral(&mut publisher(&system.publish).await, &["alice"], "blink").await;
+    publish_ephemeral(
+        &mut system.nats.stack.publisher().await,
+        &["alice"],
+        "blink",
+    )
+    .await;
     assert_eq!(alice.next().await.data, "blink");
-    publish_to_topic(&mut publisher(&system.publish).await, "news", "headline").await;
+    publish_to_topic(&mut system.nats.stack.publisher().await, "news", "headline").await;
     assert_eq!(alice.next().await.data, "headline");
     let flash = PublishRequest {
         target: Some(Target::Topic("news".into())),
@@ -448,7 +438,10 @@ async fn every_service_works_with_its_own_user() {
         ephemeral: true,
         ..Default::default()
     };
-    publisher(&system.publish)
+    system
+        .nats
+        .stack
+        .publisher()
         .await
         .publish(flash)
         .await
@@ -457,7 +450,7 @@ async fn every_service_works_with_its_own_user() {
 
     // Presence answers over gRPC, and over NATS to herald-client.
     assert_eq!(
-        presence_of(&system.presence, &["alice"]).await,
+        presence_of(system.nats.stack.presence(), &["alice"]).await,
         [(1, vec!["edge-1".to_owned()])]
     );
     let client = system.nats.observed(CLIENT).await.client;
@@ -486,7 +479,7 @@ async fn every_service_works_with_its_own_user() {
         let receipts = system.publish(&["alice"], OfflinePolicy::Store, data).await;
         assert_eq!(receipts, [receipt("alice", false, Outcome::Stored)]);
     }
-    for edge in &system.edges {
+    for edge in &system.nats.stack.edges {
         let mut resumed = open_alice(edge, Some(&first.id)).await;
         assert_eq!(resumed.next().await.data, "two");
         assert_eq!(resumed.next().await.data, "three");
@@ -517,7 +510,7 @@ async fn every_service_works_with_its_own_user() {
 
 #[tokio::test]
 async fn the_edge_user_cannot_forge_history_nor_read_devices() {
-    let nats = LockedNats::start();
+    let nats = LockedNats::start(|stack| stack).await;
     let (client, losses) = nats.connect(PUBLISH).await;
     let config = herald_publish::Config::defaults("publish-1");
     let shards = config.history.history_shards;
@@ -591,8 +584,8 @@ async fn the_edge_user_cannot_forge_history_nor_read_devices() {
 
 #[tokio::test]
 async fn anonymous_and_wrong_credentials_are_refused() {
-    let nats = LockedNats::start();
-    let url = nats.server.client_url();
+    let nats = LockedNats::start(|stack| stack).await;
+    let url = nats.stack.nats_url();
     let anonymous = async_nats::ConnectOptions::new().connect(&url).await;
     assert_eq!(
         anonymous.err().map(|e| e.kind()),
@@ -657,12 +650,14 @@ fn follow(user: &str, topic: &str) -> FollowRequest {
 
 #[tokio::test]
 async fn control_works_with_the_services_own_users() {
-    let nats = LockedNats::start();
-    let publish = start_publish_as(&nats).await;
-    let edges = [
-        start_edge_as(&nats, "edge-1", 1).await,
-        start_edge_as(&nats, "edge-2", 1).await,
-    ];
+    let nats = LockedNats::start(|stack| {
+        stack
+            .publish(herald_publish::Config::defaults("publish-1"))
+            .edge(locked_edge("edge-1", 1))
+            .edge(locked_edge("edge-2", 1))
+    })
+    .await;
+    let (publish, edges) = (nats.stack.publish(), &nats.stack.edges);
     let mut control = ControlClient::connect(publish.url()).await.unwrap();
     let old = now() - 10;
     // The app's services follow streams' lifecycle as the client user.
@@ -677,7 +672,7 @@ async fn control_works_with_the_services_own_users() {
         open_as(&edges[1], "alice", old).await,
     ];
     let mut bob = open_as(&edges[0], "bob", old).await;
-    until_publish_sees(&publish, 2.0).await;
+    until_publish_sees(publish, 2.0).await;
     let answer = control
         .disconnect(DisconnectRequest {
             user_ids: vec!["alice".into()],
@@ -706,7 +701,7 @@ async fn control_works_with_the_services_own_users() {
     // Follow: publish writes alice's and carol's follows to their bucket;
     // alice's open stream joins the topic at once.
     let mut alice = open_as(&edges[0], "alice", old).await;
-    until_publish_sees(&publish, 2.0).await;
+    until_publish_sees(publish, 2.0).await;
     let answer = control
         .follow(follow("alice", "news"))
         .await
@@ -716,7 +711,7 @@ async fn control_works_with_the_services_own_users() {
         .follow(follow("carol", "news"))
         .await
         .expect("Follow");
-    publish_to_topic(&mut publisher(&publish).await, "news", "headline").await;
+    publish_to_topic(&mut publisher(publish).await, "news", "headline").await;
     assert_eq!(alice.next().await.data, "headline");
     let topics = control
         .topics(TopicsRequest::default())
@@ -757,7 +752,10 @@ async fn control_works_with_the_services_own_users() {
 
     // An edge started now reads both buckets with its own user: alice's
     // old token is refused, carol follows the topic without asking.
-    let later = start_edge_as(&nats, "edge-3", 1).await;
+    let (client, _) = nats.connect(EDGE).await;
+    let urls = [nats.stack.nats_url()];
+    let config = locked_edge("edge-3", 1);
+    let later = start_edge_on(client, &urls, &nats.security(EDGE), config).await;
     let response = reqwest::Client::new()
         .get(events_url(&later, &[]))
         .bearer_auth(
@@ -789,18 +787,18 @@ async fn control_works_with_the_services_own_users() {
         }
     })
     .await;
-    publish_to_topic(&mut publisher(&publish).await, "news", "for carol").await;
+    publish_to_topic(&mut publisher(publish).await, "news", "for carol").await;
     assert_eq!(carol.next().await.data, "for carol");
 
     // Unfollow: the topic leaves carol's stream.
-    until_publish_sees(&publish, 2.0).await;
+    until_publish_sees(publish, 2.0).await;
     let answer = control
         .unfollow(follow("carol", "news"))
         .await
         .expect("Unfollow");
     assert_eq!(answer.into_inner().streams, 1);
-    publish_to_topic(&mut publisher(&publish).await, "news", "not for carol").await;
-    publish_ephemeral(&mut publisher(&publish).await, &["carol"], "own").await;
+    publish_to_topic(&mut publisher(publish).await, "news", "not for carol").await;
+    publish_ephemeral(&mut publisher(publish).await, &["carol"], "own").await;
     assert_eq!(carol.next().await.data, "own");
     assert_eq!(nats.violations(), Vec::<String>::new());
 
@@ -831,7 +829,7 @@ async fn control_works_with_the_services_own_users() {
             .await;
     }
     // Nothing forged took effect: bob's stream is open, alice still revoked.
-    publish_ephemeral(&mut publisher(&publish).await, &["bob"], "still here").await;
+    publish_ephemeral(&mut publisher(publish).await, &["bob"], "still here").await;
     assert_eq!(bob.next().await.data, "still here");
     let response = reqwest::Client::new()
         .get(events_url(&edges[1], &[]))
@@ -856,6 +854,7 @@ async fn control_works_with_the_services_own_users() {
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regional_services_work_with_their_own_users() {
+    // By hand, not a `Stack`: a supercluster, each service on its region.
     let regions = regions();
     let users = auth_conf::users(&regions);
     let passwords = passwords(&users);

@@ -18,32 +18,27 @@ const CAROL_DEVICE: &str = "fcm-device-token:carol_phone-1";
 
 /// NATS, publish, an edge, the push worker and a fake FCM.
 struct System {
-    nats: NatsServer,
-    publish: Running,
-    edge: Running,
-    push: Running,
+    stack: Stack,
     fcm: FakeFcm,
     _dir: tempfile::TempDir,
 }
 
 impl System {
     async fn start() -> Self {
-        let nats = NatsServer::start();
-        let url = nats.client_url();
-        let publish = start_publish(&url, herald_publish::Config::defaults("p")).await;
-        let mut edge_config = edge_config("edge-1");
-        edge_config.presence_heartbeat = Duration::from_millis(200);
-        let edge = start_edge(&url, edge_config).await;
+        let mut edge = edge_config("edge-1");
+        edge.presence_heartbeat = Duration::from_millis(200);
         let fcm = FakeFcm::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let push = start_push(&url, push_config(&fcm, dir.path())).await;
-        publish.wait_ready().await;
-        push.wait_ready().await;
+        let stack = Stack::builder()
+            .publish(publish_config())
+            .edge(edge)
+            .push(push_config(&fcm, dir.path()))
+            .start()
+            .await;
+        stack.publish().wait_ready().await;
+        stack.push().wait_ready().await;
         Self {
-            nats,
-            publish,
-            edge,
-            push,
+            stack,
             fcm,
             _dir: dir,
         }
@@ -51,7 +46,7 @@ impl System {
 
     fn devices_url(&self, user: &str) -> String {
         let user: String = form_urlencoded::byte_serialize(user.as_bytes()).collect();
-        format!("{}/v1/devices/{user}", self.push.url())
+        format!("{}/v1/devices/{user}", self.stack.push().url())
     }
 
     async fn register(&self, user: &str, token: &str) -> reqwest::StatusCode {
@@ -78,7 +73,8 @@ impl System {
     async fn until_publish_sees(&self, users: f64) {
         eventually(WAIT, "publish to see the connections", || async {
             let online = self
-                .publish
+                .stack
+                .publish()
                 .metric("herald_publish_presence_users_online")
                 .await;
             (online == users).then_some(())
@@ -88,7 +84,7 @@ impl System {
 
     /// Messages still on the offline queue.
     async fn queued(&self) -> u64 {
-        let client = async_nats::connect(self.nats.client_url()).await.unwrap();
+        let client = async_nats::connect(self.stack.nats_url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
         let mut stream = js.get_stream("HERALD_OFFLINE").await.unwrap();
         stream.info().await.unwrap().state.messages
@@ -116,7 +112,9 @@ async fn publish_with(
         ephemeral,
         ..Default::default()
     };
-    let response = publisher(&system.publish)
+    let response = system
+        .stack
+        .publisher()
         .await
         .publish(request)
         .await
@@ -140,7 +138,7 @@ async fn fallback_delivers_live_to_the_online_and_pushes_to_the_offline() {
     assert_eq!(system.register("carol", CAROL_DEVICE).await, 204);
     let http = reqwest::Client::new();
     let alice = Claims::new("alice").hs256(SECRET);
-    let mut tab = SseStream::open(&http, &events_url(&system.edge, &[]), &alice).await;
+    let mut tab = SseStream::open(&http, &events_url(system.stack.edge(), &[]), &alice).await;
     system.until_publish_sees(1.0).await;
 
     let (event_id, receipts) = publish_with(
@@ -182,7 +180,8 @@ async fn fallback_delivers_live_to_the_online_and_pushes_to_the_offline() {
     );
     assert_eq!(
         system
-            .push
+            .stack
+            .push()
             .metric("herald_push_sends_total{outcome=\"sent\"}")
             .await,
         1.0
@@ -209,10 +208,18 @@ async fn transient_fcm_errors_are_retried_until_one_delivery() {
     tokio::time::sleep(QUIET).await;
     let answered: Vec<u16> = system.fcm.sends().iter().map(|s| s.answered).collect();
     assert_eq!(answered, [503, 503, 200]);
-    assert_eq!(system.push.metric("herald_push_retries_total").await, 2.0);
     assert_eq!(
         system
-            .push
+            .stack
+            .push()
+            .metric("herald_push_retries_total")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        system
+            .stack
+            .push()
             .metric("herald_push_events_total{outcome=\"delivered\"}")
             .await,
         1.0
@@ -236,7 +243,8 @@ async fn an_unregistered_token_is_removed_and_not_retried() {
     assert_eq!(system.fcm.sends().len(), 1, "no retry storm");
     assert_eq!(
         system
-            .push
+            .stack
+            .push()
             .metric("herald_push_sends_total{outcome=\"unregistered\"}")
             .await,
         1.0
@@ -255,7 +263,8 @@ async fn an_unregistered_token_is_removed_and_not_retried() {
     assert_eq!(system.fcm.sends().len(), 1);
     eventually(WAIT, "no_device counted", || async {
         let n = system
-            .push
+            .stack
+            .push()
             .metric("herald_push_events_total{outcome=\"no_device\"}")
             .await;
         (n == 1.0).then_some(())
@@ -268,7 +277,7 @@ async fn store_and_drop_policies_keep_or_discard_offline_copies() {
     let system = System::start().await;
     let http = reqwest::Client::new();
     let alice = Claims::new("alice").hs256(SECRET);
-    let mut tab = SseStream::open(&http, &events_url(&system.edge, &[]), &alice).await;
+    let mut tab = SseStream::open(&http, &events_url(system.stack.edge(), &[]), &alice).await;
     system.until_publish_sees(1.0).await;
 
     let (_, stored) = publish_with(
@@ -321,7 +330,7 @@ async fn store_and_drop_policies_keep_or_discard_offline_copies() {
         cursor.set(cursor::key(&format!("herald.u.{user}")), 0);
         let url = format!(
             "{}/v1/events?last_event_id={}",
-            system.edge.url(),
+            system.stack.edge().url(),
             cursor.encode()
         );
         let request = http.get(url).bearer_auth(&token);
@@ -336,7 +345,7 @@ async fn store_and_drop_policies_keep_or_discard_offline_copies() {
     }
     // Nor is anything stored for dave, or for erin's ephemeral event
     // (the same lookup finds carol's).
-    let nats = async_nats::connect(system.nats.client_url()).await.unwrap();
+    let nats = async_nats::connect(system.stack.nats_url()).await.unwrap();
     let js = async_nats::jetstream::new(nats);
     for (user, kept) in [("carol", true), ("dave", false), ("erin", false)] {
         let live = format!("herald.u.{user}");
@@ -352,7 +361,8 @@ async fn store_and_drop_policies_keep_or_discard_offline_copies() {
     assert_eq!(system.fcm.sends().len(), 0);
     assert_eq!(
         system
-            .publish
+            .stack
+            .publish()
             .metric("herald_publish_receipts_total{outcome=\"dropped\"}")
             .await,
         2.0
@@ -387,17 +397,17 @@ async fn the_registration_api_refuses_bad_input_and_keeps_what_it_has() {
             413,
         ),
         (
-            format!("{}/v1/devices/", system.push.url()),
+            format!("{}/v1/devices/", system.stack.push().url()),
             serde_json::json!({"token": "t"}),
             400,
         ),
         (
-            format!("{}/v1/devices/%FF", system.push.url()),
+            format!("{}/v1/devices/%FF", system.stack.push().url()),
             serde_json::json!({"token": "t"}),
             400,
         ),
         (
-            format!("{}/v1/other/x", system.push.url()),
+            format!("{}/v1/other/x", system.stack.push().url()),
             serde_json::json!({"token": "t"}),
             404,
         ),

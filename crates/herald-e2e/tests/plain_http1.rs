@@ -19,11 +19,10 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Scheduling slack on a loaded 2-core machine.
 const MARGIN: Duration = Duration::from_secs(3);
 
-async fn system() -> (NatsServer, Running, EdgeProcess) {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = EdgeProcess::start_with(&nats.client_url(), None, &["--header-timeout", "2s"]).await;
-    (nats, publish, edge)
+async fn system() -> (Stack, EdgeProcess) {
+    let stack = Stack::builder().publish(publish_config()).start().await;
+    let edge = EdgeProcess::start_with(&stack.nats_url(), None, &["--header-timeout", "2s"]).await;
+    (stack, edge)
 }
 
 /// Reads from `tcp` until `done` says the text so far is complete, or the
@@ -68,7 +67,8 @@ fn stream_head(token: &str) -> String {
 
 #[tokio::test]
 async fn a_plain_http1_stream_is_served_by_the_edge_itself() {
-    let (_nats, publish, edge) = system().await;
+    let (stack, edge) = system().await;
+    let publish = stack.publish();
     let admin = edge.process().admin;
     let token = Claims::new("alice").hs256(SECRET);
     let mut tcp = TcpStream::connect(edge.addr).await.unwrap();
@@ -88,7 +88,7 @@ async fn a_plain_http1_stream_is_served_by_the_edge_itself() {
     }
 
     // Events arrive as chunks (publishes may precede the subscription).
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     let mut received = String::new();
     let deadline = Instant::now() + WAIT;
     while !received.contains("data: hello\n") {
@@ -120,7 +120,7 @@ async fn a_plain_http1_stream_is_served_by_the_edge_itself() {
 
 #[tokio::test]
 async fn refusals_on_the_plain_path_are_whole_and_close_the_connection() {
-    let (_nats, _publish, edge) = system().await;
+    let (_stack, edge) = system().await;
     let head = "GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n";
     let (answer, closed) = exchange(edge.addr, head.as_bytes(), |_| false).await;
     assert!(closed);
@@ -137,7 +137,7 @@ async fn refusals_on_the_plain_path_are_whole_and_close_the_connection() {
 
 #[tokio::test]
 async fn hostile_heads_are_bounded_and_answered_as_hyper_answers() {
-    let (_nats, _publish, edge) = system().await;
+    let (_stack, edge) = system().await;
     let admin = edge.process().admin;
 
     // Over the 16 KiB cap: 431.
@@ -208,20 +208,19 @@ async fn held(edge: &Running, nats: &NatsServer, user: &str) -> (f64, f64, bool)
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_and_frees_what_it_held() {
     const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
     let mut config = edge_config("edge");
     config.write_timeout = WRITE_TIMEOUT;
     config.heartbeat = Duration::from_secs(1);
     config.max_connections_per_user = 1;
-    let edge = start_edge(&nats.client_url(), config).await;
+    let stack = Stack::start(config).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
 
     let exp = herald_testing::token::now() + 8;
     let token = Claims::new("stuck").expires_at(exp).hs256(SECRET);
     let stuck = stalled_client(edge.addr, &token, "/v1/events").await;
-    assert_eq!(held(&edge, &nats, "stuck").await, (1.0, 1.0, true));
+    assert_eq!(held(edge, stack.nats(), "stuck").await, (1.0, 1.0, true));
 
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     let payload = "x".repeat(60 * 1024);
     let started = Instant::now();
     for _ in 0..120 {
@@ -246,7 +245,7 @@ async fn a_client_that_stops_reading_is_closed_and_frees_what_it_held() {
         "closed after {closed:?}, published in {published:?}"
     );
     eventually(WAIT, "the stream, socket and subscription gone", || async {
-        (held(&edge, &nats, "stuck").await == (0.0, 0.0, false)).then_some(())
+        (held(edge, stack.nats(), "stuck").await == (0.0, 0.0, false)).then_some(())
     })
     .await;
     for other in ["client_gone", "token_expired", "slow_consumer"] {
@@ -258,7 +257,7 @@ async fn a_client_that_stops_reading_is_closed_and_frees_what_it_held() {
     let again = Claims::new("stuck").hs256(SECRET);
     let mut stream = herald_testing::sse::SseStream::open(
         &reqwest::Client::new(),
-        &events_url(&edge, &[]),
+        &events_url(edge, &[]),
         &again,
     )
     .await;

@@ -10,9 +10,9 @@ use futures::StreamExt;
 use herald_e2e::*;
 use herald_presence::Config as PresenceConfig;
 use herald_proto::v1::{GetPresenceRequest, GetPresenceResponse, StatsRequest, StatsResponse};
+use herald_testing::eventually;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign};
-use herald_testing::{NatsCluster, NatsServer, eventually};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -48,22 +48,25 @@ async fn until_presence(presence: &Running, users: &[&str], expected: &[(u32, Ve
 
 #[tokio::test]
 async fn presence_reports_connections_per_user_and_node() {
-    let cluster = NatsCluster::start(3).await;
     let beat = Duration::from_millis(500);
-    let edge1 = start_edge(&cluster.nodes[0].client_url(), edge("edge-1", beat)).await;
-    let edge2 = start_edge(&cluster.nodes[1].client_url(), edge("edge-2", beat)).await;
-    let presence = start_presence(
-        &cluster.nodes[2].client_url(),
-        PresenceConfig::defaults("pr"),
-    )
-    .await;
+    let stack = Stack::builder()
+        .cluster(3)
+        .edge(edge("edge-1", beat))
+        .on(0)
+        .edge(edge("edge-2", beat))
+        .on(1)
+        .presence(PresenceConfig::defaults("pr"))
+        .on(2)
+        .start()
+        .await;
+    let (edge1, edge2, presence) = (&stack.edges[0], &stack.edges[1], stack.presence());
     let http = reqwest::Client::new();
 
     let alice = Claims::new("alice").hs256(SECRET);
     let bob = Claims::new("bob").hs256(SECRET);
-    let alice_tab1 = SseStream::open(&http, &events_url(&edge1, &[]), &alice).await;
-    let _alice_tab2 = SseStream::open(&http, &events_url(&edge2, &[]), &alice).await;
-    let _bob_tab = SseStream::open(&http, &events_url(&edge1, &[]), &bob).await;
+    let alice_tab1 = SseStream::open(&http, &events_url(edge1, &[]), &alice).await;
+    let _alice_tab2 = SseStream::open(&http, &events_url(edge2, &[]), &alice).await;
+    let _bob_tab = SseStream::open(&http, &events_url(edge1, &[]), &bob).await;
 
     let users = ["alice", "bob", "carol"];
     let expected = [
@@ -71,11 +74,11 @@ async fn presence_reports_connections_per_user_and_node() {
         (1, nodes(&["edge-1"])),
         (0, nodes(&[])),
     ];
-    until_presence(&presence, &users, &expected).await;
-    assert_eq!(stats(&presence).await, (3, 2));
+    until_presence(presence, &users, &expected).await;
+    assert_eq!(stats(presence).await, (3, 2));
 
     // The same answer over NATS request/reply, for in-cluster callers.
-    let nats = async_nats::connect(cluster.nodes[0].client_url())
+    let nats = async_nats::connect(stack.nats.nodes[0].client_url())
         .await
         .unwrap();
     let request = GetPresenceRequest {
@@ -105,8 +108,8 @@ async fn presence_reports_connections_per_user_and_node() {
         (1, nodes(&["edge-1"])),
         (0, nodes(&[])),
     ];
-    until_presence(&presence, &users, &expected).await;
-    assert_eq!(stats(&presence).await, (2, 2));
+    until_presence(presence, &users, &expected).await;
+    assert_eq!(stats(presence).await, (2, 2));
     // Gauges follow within a tick.
     eventually(WAIT, "presence gauges", || async {
         let users = presence.metric("herald_presence_users_online").await;
@@ -120,12 +123,12 @@ async fn presence_reports_connections_per_user_and_node() {
 
 #[tokio::test]
 async fn hostile_queries_get_a_clear_error() {
-    let nats_server = NatsServer::start();
     let mut config = PresenceConfig::defaults("pr");
     config.api_token = Some("presence-token-0123456789".into());
     config.max_users = 3;
-    let presence = start_presence(&nats_server.client_url(), config).await;
-    let mut client = presence_client(&presence).await;
+    let stack = Stack::builder().presence(config).start().await;
+    let presence = stack.presence();
+    let mut client = presence_client(presence).await;
 
     let refused = client.stats(StatsRequest {}).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
@@ -156,7 +159,7 @@ async fn hostile_queries_get_a_clear_error() {
         .into_inner();
     assert!(answer.users.iter().all(|u| !u.online && u.connections == 0));
 
-    let nats = async_nats::connect(nats_server.client_url()).await.unwrap();
+    let nats = async_nats::connect(stack.nats_url()).await.unwrap();
     let reply = nats
         .request("herald.presence.query", "\u{ff}garbage".into())
         .await
@@ -170,22 +173,18 @@ async fn hostile_queries_get_a_clear_error() {
 
 #[tokio::test]
 async fn a_killed_edge_goes_offline_on_every_replica_within_three_heartbeats() {
-    let cluster = NatsCluster::start(3).await;
     let beat = Duration::from_secs(1);
-    let replicas = [
-        start_presence(
-            &cluster.nodes[1].client_url(),
-            PresenceConfig::defaults("pr1"),
-        )
-        .await,
-        start_presence(
-            &cluster.nodes[2].client_url(),
-            PresenceConfig::defaults("pr2"),
-        )
-        .await,
-    ];
+    let stack = Stack::builder()
+        .cluster(3)
+        .presence(PresenceConfig::defaults("pr1"))
+        .on(1)
+        .presence(PresenceConfig::defaults("pr2"))
+        .on(2)
+        .start()
+        .await;
+    let replicas = &stack.presences;
     let mut edge = EdgeProcess::start_with(
-        &cluster.nodes[0].client_url(),
+        &stack.nats.nodes[0].client_url(),
         None,
         &["--node-id", "doomed", "--presence-heartbeat", "1s"],
     )
@@ -195,34 +194,33 @@ async fn a_killed_edge_goes_offline_on_every_replica_within_three_heartbeats() {
     let _alice = SseStream::open(&http, &url, &Claims::new("alice").hs256(SECRET)).await;
     let _bob = SseStream::open(&http, &url, &Claims::new("bob").hs256(SECRET)).await;
     let online = [(1, nodes(&["doomed"])), (1, nodes(&["doomed"]))];
-    for replica in &replicas {
+    for replica in replicas {
         until_presence(replica, &["alice", "bob"], &online).await;
     }
 
     edge.kill();
     let killed = Instant::now();
     let offline = [(0, nodes(&[])), (0, nodes(&[]))];
-    for replica in &replicas {
+    for replica in replicas {
         until_presence(replica, &["alice", "bob"], &offline).await;
     }
     let took = killed.elapsed();
     assert!(took < 3 * beat, "offline after {took:?}");
-    for replica in &replicas {
+    for replica in replicas {
         assert_eq!(stats(replica).await, (0, 0));
     }
 }
 
 #[tokio::test]
 async fn a_restarted_presence_is_complete_within_one_heartbeat() {
-    let nats_server = NatsServer::start();
-    let url = nats_server.client_url();
     let beat = Duration::from_secs(2);
-    let edge = start_edge(&url, edge("edge-1", beat)).await;
+    let stack = Stack::builder().edge(edge("edge-1", beat)).start().await;
+    let (url, edge) = (stack.nats_url(), stack.edge());
     let http = reqwest::Client::new();
     let mut tabs = Vec::new();
     for user in ["alice", "bob", "bob"] {
         let token = Claims::new(user).hs256(SECRET);
-        tabs.push(SseStream::open(&http, &events_url(&edge, &[]), &token).await);
+        tabs.push(SseStream::open(&http, &events_url(edge, &[]), &token).await);
     }
     let presence = start_presence(&url, PresenceConfig::defaults("pr")).await;
     let expected = [(1, nodes(&["edge-1"])), (2, nodes(&["edge-1"]))];
@@ -247,16 +245,19 @@ async fn a_restarted_presence_is_complete_within_one_heartbeat() {
 #[tokio::test]
 async fn readyz_and_health_say_not_serving_while_nats_is_down() {
     const PRESENCE: &str = "herald.v1.Presence";
-    let mut nats_server = NatsServer::start();
-    let presence = start_presence(&nats_server.client_url(), PresenceConfig::defaults("pr")).await;
+    let mut stack = Stack::builder()
+        .presence(PresenceConfig::defaults("pr"))
+        .start()
+        .await;
+    let presence = &stack.presences[0];
     presence.until_readiness(&[PRESENCE], true, WAIT).await;
 
-    nats_server.kill();
+    stack.nats.nodes[0].kill();
     let took = presence
         .until_readiness(&[PRESENCE], false, Duration::from_secs(3))
         .await;
     eprintln!("NOT_SERVING and 503 {took:?} after the NATS server was killed");
-    nats_server.restart();
+    stack.nats.nodes[0].restart();
     let took = presence
         .until_readiness(&[PRESENCE], true, Duration::from_secs(15))
         .await;
@@ -267,22 +268,18 @@ async fn readyz_and_health_say_not_serving_while_nats_is_down() {
 /// send them, on three NATS nodes: both replicas end equal to the truth.
 #[tokio::test]
 async fn a_burst_of_ten_thousand_changes_converges_exactly() {
-    let cluster = NatsCluster::start(3).await;
-    let replicas = [
-        start_presence(
-            &cluster.nodes[0].client_url(),
-            PresenceConfig::defaults("pr1"),
-        )
-        .await,
-        start_presence(
-            &cluster.nodes[2].client_url(),
-            PresenceConfig::defaults("pr2"),
-        )
-        .await,
-    ];
+    let stack = Stack::builder()
+        .cluster(3)
+        .presence(PresenceConfig::defaults("pr1"))
+        .on(0)
+        .presence(PresenceConfig::defaults("pr2"))
+        .on(2)
+        .start()
+        .await;
+    let replicas = &stack.presences;
     let stop = CancellationToken::new();
     let mut admissions = Vec::new();
-    for (i, node) in cluster.nodes.iter().enumerate() {
+    for (i, node) in stack.nats.nodes.iter().enumerate() {
         let nats = async_nats::connect(node.client_url()).await.unwrap();
         let admission = herald_edge::admission::Admission::new(100_000, 100);
         let reporter = herald_edge::presence::Reporter::new(
@@ -328,7 +325,7 @@ async fn a_burst_of_ten_thousand_changes_converges_exactly() {
         total > 1_000,
         "the burst leaves many connections open: {total}"
     );
-    for replica in &replicas {
+    for replica in replicas {
         eventually(WAIT, "presence to converge", || async {
             let mut client = presence_client(replica).await;
             let mut counts = Vec::new();
@@ -352,15 +349,19 @@ async fn a_burst_of_ten_thousand_changes_converges_exactly() {
 /// its choosing (such as a user's stream, readable over SSE).
 #[tokio::test]
 async fn forged_presence_and_snapshot_requests_are_ignored() {
-    let nats_server = NatsServer::start();
-    let url = nats_server.client_url();
-    let edge1 = start_edge(&url, edge("edge-1", Duration::from_millis(500))).await;
-    let presence = start_presence(&url, PresenceConfig::defaults("pr")).await;
+    let stack = Stack::builder()
+        .edge(edge("edge-1", Duration::from_millis(500)))
+        .presence(PresenceConfig::defaults("pr"))
+        .start()
+        .await;
+    let edge1 = stack.edge();
+    let presence = stack.presence();
+    let url = stack.nats_url();
     let http = reqwest::Client::new();
     let alice = Claims::new("alice").hs256(SECRET);
-    let _tab = SseStream::open(&http, &events_url(&edge1, &[]), &alice).await;
+    let _tab = SseStream::open(&http, &events_url(edge1, &[]), &alice).await;
     let online = [(1, nodes(&["edge-1"])), (0, nodes(&[]))];
-    until_presence(&presence, &["alice", "eve"], &online).await;
+    until_presence(presence, &["alice", "eve"], &online).await;
 
     // From its own node subject, a client claims to be edge-1: edge-1 is
     // leaving, and eve connected to it.
@@ -385,7 +386,7 @@ async fn forged_presence_and_snapshot_requests_are_ignored() {
         (spoofed == 2.0).then_some(())
     })
     .await;
-    assert_eq!(presence_of(&presence, &["alice", "eve"]).await, online);
+    assert_eq!(presence_of(presence, &["alice", "eve"]).await, online);
 
     // A snapshot request answered on alice's stream would show mallory,
     // through alice's SSE, who is connected.

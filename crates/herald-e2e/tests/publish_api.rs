@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use herald_e2e::*;
 use herald_proto::v1::publish_request::Target;
-use herald_testing::NatsServer;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_reflection::pb::v1::ServerReflectionRequest;
@@ -21,11 +20,11 @@ fn target() -> Target {
 
 #[tokio::test]
 async fn the_api_token_is_enforced() {
-    let nats = NatsServer::start();
-    let mut config = herald_publish::Config::defaults("p");
+    let mut config = publish_config();
     config.api_token = Some(API_TOKEN.into());
-    let publish = start_publish(&nats.client_url(), config).await;
-    let mut client = publisher(&publish).await;
+    let stack = Stack::builder().publish(config).start().await;
+    let publish = stack.publish();
+    let mut client = publisher(publish).await;
 
     let status = publish_with(&mut client, None).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
@@ -79,8 +78,8 @@ async fn publish_with(
 
 #[tokio::test]
 async fn health_reflection_and_admin_are_served() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let mut stack = Stack::builder().publish(publish_config()).start().await;
+    let publish = stack.publish();
     publish.wait_ready().await; // health is readiness: once presence is complete
 
     let channel = tonic::transport::Channel::from_shared(publish.url())
@@ -140,14 +139,14 @@ async fn health_reflection_and_admin_are_served() {
         Some(&openmetrics_parser::OpenMetricsType::Histogram),
         "{metrics}"
     );
-    publish.stop().await;
+    stack.publish.take().unwrap().stop().await;
 }
 
 #[tokio::test]
 async fn publishing_while_nats_is_down_is_refused_at_once_then_works_again() {
-    let mut nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let mut client = publisher(&publish).await;
+    let mut stack = Stack::builder().publish(publish_config()).start().await;
+    let publish = stack.publish.as_ref().unwrap();
+    let mut client = publisher(publish).await;
     let ephemeral = |data: &str| herald_proto::v1::PublishRequest {
         target: Some(target()),
         data: data.to_owned(),
@@ -156,7 +155,7 @@ async fn publishing_while_nats_is_down_is_refused_at_once_then_works_again() {
     };
     client.publish(ephemeral("before")).await.unwrap();
 
-    nats.kill();
+    stack.nats.nodes[0].kill();
     let refused = herald_testing::eventually(Duration::from_secs(5), "a refusal", || {
         let mut client = client.clone();
         async move { client.publish(ephemeral("while down")).await.err() }
@@ -170,7 +169,7 @@ async fn publishing_while_nats_is_down_is_refused_at_once_then_works_again() {
     assert_eq!(again.code(), tonic::Code::Unavailable);
     assert!(started.elapsed() < Duration::from_secs(1));
 
-    nats.restart();
+    stack.nats.nodes[0].restart();
     herald_testing::eventually(Duration::from_secs(10), "publishing to work again", || {
         let mut client = client.clone();
         async move { client.publish(ephemeral("after")).await.ok() }
@@ -185,18 +184,18 @@ async fn publishing_while_nats_is_down_is_refused_at_once_then_works_again() {
 #[tokio::test]
 async fn health_follows_readiness_through_a_nats_outage_and_a_drain() {
     const PUBLISHER: &str = "herald.v1.Publisher";
-    let mut nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let mut stack = Stack::builder().publish(publish_config()).start().await;
+    let publish = stack.publish.as_ref().unwrap();
     publish
         .until_readiness(&[PUBLISHER], true, Duration::from_secs(10))
         .await;
 
-    nats.kill();
+    stack.nats.nodes[0].kill();
     let took = publish
         .until_readiness(&[PUBLISHER], false, Duration::from_secs(3))
         .await;
     eprintln!("NOT_SERVING and 503 {took:?} after the NATS server was killed");
-    nats.restart();
+    stack.nats.nodes[0].restart();
     let took = publish
         .until_readiness(&[PUBLISHER], true, Duration::from_secs(15))
         .await;

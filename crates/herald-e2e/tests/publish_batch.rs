@@ -10,7 +10,6 @@ use herald_proto::v1::{
 };
 use herald_testing::sse::{QUIET, SseStream};
 use herald_testing::token::{Claims, Sign};
-use herald_testing::{NatsCluster, NatsServer};
 
 fn to_user(user: &str, data: &str) -> PublishRequest {
     PublishRequest {
@@ -47,7 +46,7 @@ async fn batch(
 #[tokio::test]
 async fn each_good_request_is_published_and_each_bad_one_fails_alone() {
     let stack = Stack::start(edge_config("edge")).await;
-    let mut alice = open(&stack.edge, "alice", &["news"]).await;
+    let mut alice = open(stack.edge(), "alice", &["news"]).await;
     let keyed = |data: &str| PublishRequest {
         idempotency_key: "order-7".into(),
         ..to_user("alice", data)
@@ -65,7 +64,7 @@ async fn each_good_request_is_published_and_each_bad_one_fails_alone() {
         keyed("a2 again"),
         to_user("alice", "a3"),
     ];
-    let results = batch(&stack.publish, requests).await.unwrap();
+    let results = batch(stack.publish(), requests).await.unwrap();
     let errors: Vec<&str> = results.iter().map(|r| r.error.as_str()).collect();
     assert_eq!(results.len(), 8, "{errors:?}");
     for i in [0, 2, 4, 6, 7] {
@@ -113,7 +112,7 @@ async fn each_good_request_is_published_and_each_bad_one_fails_alone() {
     assert!(received.contains(&"t1".to_owned()), "{received:?}");
     assert_eq!(
         stack
-            .publish
+            .publish()
             .metric("herald_publish_requests_total{outcome=\"invalid_argument\"}")
             .await,
         3.0
@@ -125,7 +124,7 @@ async fn a_large_batch_arrives_whole_and_in_order_per_user() {
     let stack = Stack::start(edge_config("edge")).await;
     let mut streams = Vec::new();
     for user in ["u0", "u1", "u2"] {
-        streams.push(open(&stack.edge, user, &[]).await);
+        streams.push(open(stack.edge(), user, &[]).await);
     }
     // Interleaved, with ephemeral events to a user no one follows.
     let mut requests = Vec::new();
@@ -138,7 +137,7 @@ async fn a_large_batch_arrives_whole_and_in_order_per_user() {
             });
         }
     }
-    let results = batch(&stack.publish, requests).await.unwrap();
+    let results = batch(stack.publish(), requests).await.unwrap();
     assert!(results.iter().all(|r| r.error.is_empty()));
     for (u, stream) in streams.iter_mut().enumerate() {
         let mut got = Vec::new();
@@ -153,19 +152,22 @@ async fn a_large_batch_arrives_whole_and_in_order_per_user() {
 
 #[tokio::test]
 async fn a_batch_over_its_limits_is_refused_whole() {
-    let nats = NatsServer::start();
     let config = herald_publish::Config {
         max_batch: 3,
         max_payload: 100,
         max_batch_bytes: 200,
-        ..herald_publish::Config::defaults("p")
+        ..publish_config()
     };
-    let publish = start_publish(&nats.client_url(), config).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
-    let mut alice = open(&edge, "alice", &[]).await;
+    let stack = Stack::builder()
+        .publish(config)
+        .edge(edge_config("edge"))
+        .start()
+        .await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let mut alice = open(edge, "alice", &[]).await;
 
     let four = vec![to_user("alice", "x"); 4];
-    let refused = batch(&publish, four).await.unwrap_err();
+    let refused = batch(publish, four).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert!(
         refused.message().contains("--max-batch"),
@@ -173,7 +175,7 @@ async fn a_batch_over_its_limits_is_refused_whole() {
         refused.message()
     );
     let heavy = vec![to_user("alice", &"x".repeat(90)); 3];
-    let refused = batch(&publish, heavy).await.unwrap_err();
+    let refused = batch(publish, heavy).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert!(
         refused.message().contains("--max-batch-bytes"),
@@ -184,7 +186,7 @@ async fn a_batch_over_its_limits_is_refused_whole() {
 
     let fits = vec![to_user("alice", "ok"); 3];
     assert!(
-        batch(&publish, fits)
+        batch(publish, fits)
             .await
             .unwrap()
             .iter()
@@ -198,12 +200,12 @@ async fn a_batch_over_its_limits_is_refused_whole() {
 /// take a small part of `events` sequential round trips.
 #[tokio::test]
 async fn stores_are_pipelined_not_one_round_trip_each() {
-    let cluster = NatsCluster::start(3).await;
-    let mut config = herald_publish::Config::defaults("p");
+    let mut config = publish_config();
     config.history.history_replicas = 3;
     config.history.history_shards = 1;
-    let publish = start_publish(&cluster.client_urls(), config).await;
-    let mut client = publisher(&publish).await;
+    let stack = Stack::builder().cluster(3).publish(config).start().await;
+    let publish = stack.publish();
+    let mut client = publisher(publish).await;
     let sequential = 30;
     let started = Instant::now();
     for i in 0..sequential {
@@ -216,7 +218,7 @@ async fn stores_are_pipelined_not_one_round_trip_each() {
     let requests = (0..events)
         .map(|i| to_user("alice", &i.to_string()))
         .collect();
-    let results = batch(&publish, requests).await.unwrap();
+    let results = batch(publish, requests).await.unwrap();
     let batched = started.elapsed();
     assert!(results.iter().all(|r| r.error.is_empty()));
 

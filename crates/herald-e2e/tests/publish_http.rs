@@ -5,18 +5,20 @@
 use std::time::{Duration, Instant};
 
 use herald_e2e::*;
-use herald_testing::NatsServer;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "http-publish-token-0123";
 
-async fn start(nats: &NatsServer, configure: impl FnOnce(&mut herald_publish::Config)) -> Running {
-    let mut config = herald_publish::Config::defaults("p");
+/// herald-publish with [`TOKEN`], then `configure`d.
+fn publish_with_token(
+    configure: impl FnOnce(&mut herald_publish::Config),
+) -> herald_publish::Config {
+    let mut config = publish_config();
     config.api_token = Some(TOKEN.into());
     configure(&mut config);
-    start_publish(&nats.client_url(), config).await
+    config
 }
 
 /// POSTs `body` to `path` with `authorization` (if any); (status, JSON answer).
@@ -45,16 +47,19 @@ async fn post_json(publish: &Running, path: &str, body: Value) -> (u16, Value) {
 
 #[tokio::test]
 async fn single_and_batch_publish_over_http_reach_streams() {
-    let nats = NatsServer::start();
-    let publish = start(&nats, |_| {}).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let stack = Stack::builder()
+        .publish(publish_with_token(|_| {}))
+        .edge(edge_config("edge"))
+        .start()
+        .await;
+    let (publish, edge) = (stack.publish(), stack.edge());
     let token = Claims::new("alice").topics(&["news"]).hs256(SECRET);
-    let url = events_url(&edge, &["news"]);
+    let url = events_url(edge, &["news"]);
     let mut alice = SseStream::open(&reqwest::Client::new(), &url, &token).await;
 
     let one = json!({"users": {"userIds": ["alice"]}, "event": "order", "data": "filled",
                      "offline": "OFFLINE_POLICY_STORE", "idempotencyKey": "order-1"});
-    let (status, answer) = post_json(&publish, "/v1/publish", one).await;
+    let (status, answer) = post_json(publish, "/v1/publish", one).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["eventId"], "order-1");
     assert_eq!(answer["receipts"][0]["userId"], "alice");
@@ -75,7 +80,7 @@ async fn single_and_batch_publish_over_http_reach_streams() {
         {"users": {"user_ids": [""]}, "data": "no one"},
         {"users": {"userIds": ["alice"]}, "data": "eph", "ephemeral": true},
     ]});
-    let (status, answer) = post_json(&publish, "/v1/publish:batch", batch).await;
+    let (status, answer) = post_json(publish, "/v1/publish:batch", batch).await;
     assert_eq!(status, 200, "{answer}");
     let results = answer["results"].as_array().unwrap();
     assert_eq!(results.len(), 3);
@@ -98,12 +103,15 @@ async fn single_and_batch_publish_over_http_reach_streams() {
 
 #[tokio::test]
 async fn hostile_bodies_and_tokens_get_json_errors() {
-    let nats = NatsServer::start();
-    let publish = start(&nats, |c| c.max_batch_bytes = 100_000).await;
+    let stack = Stack::builder()
+        .publish(publish_with_token(|c| c.max_batch_bytes = 100_000))
+        .start()
+        .await;
+    let publish = stack.publish();
     let bearer = format!("Bearer {TOKEN}");
     let ok = br#"{"topic":"news","data":"x"}"#.to_vec();
 
-    let (status, answer) = post(&publish, "/v1/publish", None, ok.clone()).await;
+    let (status, answer) = post(publish, "/v1/publish", None, ok.clone()).await;
     assert_eq!(
         (status, answer["error"].as_str()),
         (401, Some("unauthenticated"))
@@ -113,7 +121,7 @@ async fn hostile_bodies_and_tokens_get_json_errors() {
         "{answer}"
     );
     let wrong = Some("Bearer wrong-token-wrong-token");
-    let (status, answer) = post(&publish, "/v1/publish:batch", wrong, ok.clone()).await;
+    let (status, answer) = post(publish, "/v1/publish:batch", wrong, ok.clone()).await;
     assert_eq!(
         (status, answer["error"].as_str()),
         (401, Some("unauthenticated"))
@@ -129,7 +137,7 @@ async fn hostile_bodies_and_tokens_get_json_errors() {
         (br#"{"topic":"a b"}"#, "topic"),
         (b"\xff\xfe\x00", "invalid JSON"),
     ] {
-        let (status, answer) = post(&publish, "/v1/publish", Some(&bearer), body.to_vec()).await;
+        let (status, answer) = post(publish, "/v1/publish", Some(&bearer), body.to_vec()).await;
         assert_eq!(status, 400, "{answer}");
         assert_eq!(answer["error"], "invalid_argument");
         let message = answer["message"].as_str().unwrap();
@@ -140,7 +148,7 @@ async fn hostile_bodies_and_tokens_get_json_errors() {
         );
     }
     let (status, answer) = post(
-        &publish,
+        publish,
         "/v1/publish:batch",
         Some(&bearer),
         br#"{"requests":{}}"#.to_vec(),
@@ -153,7 +161,7 @@ async fn hostile_bodies_and_tokens_get_json_errors() {
 
     // Over the body limit: refused, whether declared or streamed.
     let huge = format!(r#"{{"topic":"a","data":"{}"}}"#, "x".repeat(200_000)).into_bytes();
-    let (status, answer) = post(&publish, "/v1/publish", Some(&bearer), huge.clone()).await;
+    let (status, answer) = post(publish, "/v1/publish", Some(&bearer), huge.clone()).await;
     assert_eq!(
         (status, answer["error"].as_str()),
         (413, Some("payload_too_large"))
@@ -176,10 +184,10 @@ async fn hostile_bodies_and_tokens_get_json_errors() {
         .await
         .unwrap();
     assert_eq!(response.status(), 405);
-    let (status, _) = post(&publish, "/v1/other", Some(&bearer), ok.clone()).await;
+    let (status, _) = post(publish, "/v1/other", Some(&bearer), ok.clone()).await;
     assert_eq!(status, 404);
     // gRPC still works beside it on the same port.
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     assert_eq!(
         client
             .publish(herald_proto::v1::PublishRequest::default())
@@ -202,19 +210,22 @@ async fn hostile_bodies_and_tokens_get_json_errors() {
 
 #[tokio::test]
 async fn while_nats_is_down_http_publish_answers_503_at_once() {
-    let mut nats = NatsServer::start();
-    let publish = start(&nats, |_| {}).await;
+    let mut stack = Stack::builder()
+        .publish(publish_with_token(|_| {}))
+        .start()
+        .await;
+    let publish = stack.publish.as_ref().unwrap();
     let one = json!({"users": {"userIds": ["alice"]}, "data": "x", "ephemeral": true});
-    assert_eq!(post_json(&publish, "/v1/publish", one.clone()).await.0, 200);
+    assert_eq!(post_json(publish, "/v1/publish", one.clone()).await.0, 200);
 
-    nats.kill();
+    stack.nats.nodes[0].kill();
     let batch = json!({"requests": [one.clone()]});
     herald_testing::eventually(Duration::from_secs(5), "a 503", || async {
-        (post_json(&publish, "/v1/publish", one.clone()).await.0 == 503).then_some(())
+        (post_json(publish, "/v1/publish", one.clone()).await.0 == 503).then_some(())
     })
     .await;
     let started = Instant::now();
-    let (status, answer) = post_json(&publish, "/v1/publish:batch", batch).await;
+    let (status, answer) = post_json(publish, "/v1/publish:batch", batch).await;
     assert_eq!(
         (status, answer["error"].as_str()),
         (503, Some("unavailable"))
@@ -225,9 +236,9 @@ async fn while_nats_is_down_http_publish_answers_503_at_once() {
     );
     assert!(started.elapsed() < Duration::from_secs(1));
 
-    nats.restart();
+    stack.nats.nodes[0].restart();
     herald_testing::eventually(Duration::from_secs(10), "publishing again", || async {
-        (post_json(&publish, "/v1/publish", one.clone()).await.0 == 200).then_some(())
+        (post_json(publish, "/v1/publish", one.clone()).await.0 == 200).then_some(())
     })
     .await;
 }

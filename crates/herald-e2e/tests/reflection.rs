@@ -5,20 +5,22 @@
 //! do, old grpcurl, Postman and evans included.
 
 use herald_e2e::*;
-use herald_testing::NatsServer;
 use herald_testing::grpc::{self, Ask, Reflection};
 
 const API_TOKEN: &str = "reflection-test-token-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_services_list_and_describe_through_v1_and_v1alpha() {
-    let nats = NatsServer::start();
-    let mut config = herald_publish::Config::defaults("p");
-    config.api_token = Some(API_TOKEN.to_owned());
-    let publish = start_publish(&nats.client_url(), config).await;
-    let mut config = herald_presence::Config::defaults("presence");
-    config.api_token = Some(API_TOKEN.to_owned());
-    let presence = start_presence(&nats.client_url(), config).await;
+    let mut publish = publish_config();
+    publish.api_token = Some(API_TOKEN.to_owned());
+    let mut presence = herald_presence::Config::defaults("presence");
+    presence.api_token = Some(API_TOKEN.to_owned());
+    let stack = Stack::builder()
+        .publish(publish)
+        .presence(presence)
+        .start()
+        .await;
+    let (publish, presence) = (stack.publish(), stack.presence());
 
     let publishes = [
         ("herald.v1.Control", "herald/v1/control.proto"),

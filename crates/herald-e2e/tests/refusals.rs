@@ -96,7 +96,7 @@ async fn full_node_and_per_user_limit_tell_event_sources_to_come_back() {
     config.max_connections_per_user = 1;
     let s = Stack::start(config).await;
     let http = reqwest::Client::new();
-    let url = events_url(&s.edge, &[]);
+    let url = events_url(s.edge(), &[]);
     let alice = SseStream::open(&http, &url, &token("alice")).await;
 
     let again = get(&url, Some(&token("alice")), Some(EVENT_STREAM)).await;
@@ -104,7 +104,7 @@ async fn full_node_and_per_user_limit_tell_event_sources_to_come_back() {
     let json = get(&url, Some(&token("alice")), None).await;
     assert_eq!(json_error(&json), (429, "too_many_connections".into()));
     assert_eq!(json.headers["retry-after"], "5");
-    assert_eq!(s.edge.metric(&rejects("user_limit")).await, 2.0);
+    assert_eq!(s.edge().metric(&rejects("user_limit")).await, 2.0);
 
     let _bob = SseStream::open(&http, &url, &token("bob")).await;
     let full = get(&url, Some(&token("carol")), Some(EVENT_STREAM)).await;
@@ -125,7 +125,7 @@ async fn full_node_and_per_user_limit_tell_event_sources_to_come_back() {
         assert_eq!(json_error(&json), (503, "node_full".into()), "{accept:?}");
         assert_eq!(json.headers["retry-after"], "5");
     }
-    assert_eq!(s.edge.metric(&rejects("node_full")).await, 5.0);
+    assert_eq!(s.edge().metric(&rejects("node_full")).await, 5.0);
 
     // Once a slot frees, the same request opens a real stream.
     drop(alice);
@@ -148,7 +148,7 @@ async fn a_proxy_that_retries_elsewhere_gets_refusals_as_statuses() {
     config.max_connections = 1;
     let s = Stack::start(config).await;
     let http = reqwest::Client::new();
-    let url = events_url(&s.edge, &[]);
+    let url = events_url(s.edge(), &[]);
     let _alice = SseStream::open(&http, &url, &token("alice")).await;
     let refused = |value: &'static str| {
         let request = http
@@ -174,7 +174,7 @@ async fn a_proxy_that_retries_elsewhere_gets_refusals_as_statuses() {
     for other in ["stream", "", "status, status"] {
         comes_back(&refused(other).await, "node_full", 5000..=10_000);
     }
-    assert_eq!(s.edge.metric(&rejects("node_full")).await, 4.0);
+    assert_eq!(s.edge().metric(&rejects("node_full")).await, 4.0);
 }
 
 #[tokio::test]
@@ -185,7 +185,7 @@ async fn the_connect_rate_limit_tells_event_sources_to_come_back() {
         burst: 1,
     };
     let s = Stack::start(config).await;
-    let url = events_url(&s.edge, &[]);
+    let url = events_url(s.edge(), &[]);
     drop(SseStream::open(&reqwest::Client::new(), &url, &token("alice")).await);
     let limited = get(&url, Some(&token("alice")), Some(EVENT_STREAM)).await;
     // Retry-After is 1..=5 s here: the stream's hint is 1× to 2× of it.
@@ -193,7 +193,7 @@ async fn the_connect_rate_limit_tells_event_sources_to_come_back() {
     let json = get(&url, Some(&token("alice")), None).await;
     assert_eq!(json_error(&json), (429, "too_many_connects".into()));
     assert!(json.headers.contains_key("retry-after"));
-    assert_eq!(s.edge.metric(&rejects("too_many_connects")).await, 2.0);
+    assert_eq!(s.edge().metric(&rejects("too_many_connects")).await, 2.0);
 }
 
 #[tokio::test]
@@ -204,12 +204,12 @@ async fn a_draining_edge_spreads_event_sources_out() {
     config.drain_grace = Duration::from_secs(60);
     let s = Stack::start(config).await;
     let http = reqwest::Client::new();
-    let url = events_url(&s.edge, &[]);
+    let url = events_url(s.edge(), &[]);
     let mut held = Vec::new();
     for i in 0..5 {
         held.push(SseStream::open(&http, &url, &token(&format!("held-{i}"))).await);
     }
-    s.edge.signal_shutdown();
+    s.edge().signal_shutdown();
     eventually(Duration::from_secs(10), "draining", || async {
         let reply = get(&url, Some(&token("late")), None).await;
         (reply.status == 503).then_some(())
@@ -227,33 +227,33 @@ async fn a_draining_edge_spreads_event_sources_out() {
     assert_eq!(json_error(&json), (503, "draining".into()));
     assert_eq!(json.headers["retry-after"], "1");
     // Each refusal counted once: the ones while waiting, 20, and 1.
-    assert!(s.edge.metric(&rejects("draining")).await >= 22.0);
+    assert!(s.edge().metric(&rejects("draining")).await >= 22.0);
     drop(held);
 }
 
 #[tokio::test]
 async fn an_edge_without_nats_tells_event_sources_to_come_back() {
     let mut s = Stack::start(edge_config("edge")).await;
-    let url = events_url(&s.edge, &[]);
-    s.nats.kill();
+    let url = events_url(s.edge(), &[]);
+    s.nats.nodes[0].kill();
     let reply = eventually(Duration::from_secs(60), "a refusal", || async {
         let reply = get(&url, Some(&token("alice")), Some(EVENT_STREAM)).await;
         reply.body.contains(": closing:").then_some(reply)
     })
     .await;
     comes_back(&reply, "nats_unavailable", 2000..=4000);
-    let before = s.edge.metric(&rejects("unavailable")).await;
+    let before = s.edge().metric(&rejects("unavailable")).await;
     assert!(before >= 1.0);
     let json = get(&url, Some(&token("alice")), None).await;
     assert_eq!(json_error(&json), (503, "nats_unavailable".into()));
     assert_eq!(json.headers["retry-after"], "2");
-    assert_eq!(s.edge.metric(&rejects("unavailable")).await, before + 1.0);
+    assert_eq!(s.edge().metric(&rejects("unavailable")).await, before + 1.0);
 }
 
 #[tokio::test]
 async fn final_refusals_stay_json_for_event_sources() {
     let s = Stack::start(edge_config("edge")).await;
-    let url = events_url(&s.edge, &[]);
+    let url = events_url(s.edge(), &[]);
     let news_only = Claims::new("alice").topics(&["news"]).hs256(SECRET);
     let cases = [
         (url.clone(), None, 401, "missing_token"),
@@ -264,13 +264,13 @@ async fn final_refusals_stay_json_for_event_sources() {
             "invalid_token",
         ),
         (
-            events_url(&s.edge, &["sports"]),
+            events_url(s.edge(), &["sports"]),
             Some(news_only.clone()),
             403,
             "topic_not_allowed",
         ),
         (
-            events_url(&s.edge, &["a b"]),
+            events_url(s.edge(), &["a b"]),
             Some(news_only.clone()),
             400,
             "invalid_topic",
@@ -287,9 +287,9 @@ async fn final_refusals_stay_json_for_event_sources() {
         assert_eq!(json_error(&reply), (status, code.to_owned()), "{url}");
         assert!(!reply.headers.contains_key("retry-after"));
     }
-    assert_eq!(s.edge.metric(&rejects("unauthorized")).await, 2.0);
-    assert_eq!(s.edge.metric(&rejects("forbidden")).await, 1.0);
-    assert_eq!(s.edge.metric(&rejects("bad_request")).await, 2.0);
+    assert_eq!(s.edge().metric(&rejects("unauthorized")).await, 2.0);
+    assert_eq!(s.edge().metric(&rejects("forbidden")).await, 1.0);
+    assert_eq!(s.edge().metric(&rejects("bad_request")).await, 2.0);
 }
 
 /// Chromium's own EventSource, refused because the node is full, keeps
@@ -300,12 +300,12 @@ async fn chromium_survives_a_full_node() {
     config.max_connections = 1;
     let s = Stack::start(config).await;
     let http = reqwest::Client::new();
-    let bob = SseStream::open(&http, &events_url(&s.edge, &[]), &token("bob")).await;
+    let bob = SseStream::open(&http, &events_url(s.edge(), &[]), &token("bob")).await;
     // Any page of the edge's origin will do: the script is evaluated in it.
-    let page = format!("{}/nowhere", s.edge.url());
+    let page = format!("{}/nowhere", s.edge().url());
     let mut browser = herald_testing::browser::Browser::open(&page).await;
     let mut waited = 0;
-    while browser.eval("location.origin").await != s.edge.url() {
+    while browser.eval("location.origin").await != s.edge().url() {
         assert!(waited < 400, "the page did not load within 20 s");
         waited += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -325,14 +325,14 @@ async fn chromium_survives_a_full_node() {
         waited += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = s.edge.metrics().await;
+    let metrics = s.edge().metrics().await;
     let refused = sample_value(&metrics, &rejects("node_full"));
     assert!(refused >= 1.0, "{metrics}");
     assert_eq!(browser.eval("window.t.closed").await, false);
     assert_eq!(browser.eval("window.es.readyState").await, 0, "CONNECTING");
 
     drop(bob);
-    let mut client = publisher(&s.publish).await;
+    let mut client = s.publisher().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
     // It comes back within 2 × Retry-After; what is published before it
     // has a stream is not for it, so publish until one arrives.
@@ -357,11 +357,15 @@ async fn a_subscription_limit_on_nats_refuses_connects_and_leaves_none_deaf() {
     if !lean_subscriber("refusal by subscription") {
         return;
     }
-    let nats = herald_testing::NatsServer::start_with("max_subscriptions: 25\n");
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let stack = Stack::builder()
+        .nats_config("max_subscriptions: 25\n")
+        .publish(publish_config())
+        .edge(edge_config("edge"))
+        .start()
+        .await;
+    let (publish, edge) = (stack.publish(), stack.edge());
     let http = reqwest::Client::new();
-    let url = events_url(&edge, &[]);
+    let url = events_url(edge, &[]);
     let mut open = Vec::new();
     let mut refused = 0;
     for i in 0..60 {
@@ -389,7 +393,7 @@ async fn a_subscription_limit_on_nats_refuses_connects_and_leaves_none_deaf() {
     }
     // The lean connection holds 25: one per user stream.
     assert_eq!((open.len(), refused), (25, 35));
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     for (user, stream) in &mut open {
         publish_to_users(&mut client, &[user.as_str()], user).await;
         assert_eq!(stream.next().await.data, *user, "every open stream hears");
@@ -430,6 +434,8 @@ async fn a_subject_nats_denies_ends_its_streams_and_refuses_its_connects() {
             "authorization {{ users: [ {{ user: herald, password: \"s3cret\", permissions: {{ subscribe: {{ deny: [{deny}] }} }} }} ] }}\n"
         )
     };
+    // Started by hand: the services log in with credentials in the URL
+    // (a stack's log in through `NatsSecurity`).
     let nats = herald_testing::NatsServer::start_with(&users("\"herald.u.mallory\""));
     let url = nats
         .client_url()

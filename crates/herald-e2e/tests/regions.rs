@@ -12,6 +12,8 @@
 //! the lost region returns its events reach the streams that missed them
 //! and its edges' streams show in presence again.
 
+// Supercluster setups, by hand: a `Stack` is one node or one cluster.
+
 use std::time::{Duration, Instant};
 
 use herald_domain::region::Region;

@@ -38,13 +38,18 @@ async fn connect(
 
 #[tokio::test]
 async fn a_reconnect_gets_what_it_missed_once_and_in_order_on_any_edge() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge1 = start_edge(&nats.client_url(), edge_config("edge-1")).await;
-    let edge2 = start_edge(&nats.client_url(), edge_config("edge-2")).await;
-    let mut client = publisher(&publish).await;
+    let stack = Stack::builder()
+        .publish(publish_config())
+        .edge(edge_config("edge-1"))
+        .edge(edge_config("edge-2"))
+        .start()
+        .await;
+    let publish = stack.publish();
+    let edge1 = &stack.edges[0];
+    let edge2 = &stack.edges[1];
+    let mut client = publisher(publish).await;
 
-    let mut stream = open(&edge1, &["news"], None).await;
+    let mut stream = open(edge1, &["news"], None).await;
     for i in 0..3 {
         publish_to_users(&mut client, &["alice"], &format!("u{i}")).await;
         publish_to_topic(&mut client, "news", &format!("t{i}")).await;
@@ -65,7 +70,7 @@ async fn a_reconnect_gets_what_it_missed_once_and_in_order_on_any_edge() {
         publish_to_users(&mut client, &["alice"], &format!("u{i}")).await;
         publish_to_topic(&mut client, "news", &format!("t{i}")).await;
     }
-    let mut resumed = open(&edge2, &["news"], Some(&last_id)).await;
+    let mut resumed = open(edge2, &["news"], Some(&last_id)).await;
     let mut users = Vec::new();
     let mut topics = Vec::new();
     for _ in 0..6 {
@@ -104,14 +109,13 @@ async fn opening_id(edge: &Running, topics: &[&str]) -> String {
 /// meanwhile is replayed, and what was stored before it opened is not.
 #[tokio::test]
 async fn a_client_that_got_no_event_resumes_from_the_opening_id() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
-    let mut client = publisher(&publish).await;
+    let stack = Stack::start(edge_config("edge")).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let mut client = publisher(publish).await;
     publish_to_users(&mut client, &["alice"], "old").await;
     publish_to_topic(&mut client, "news", "old").await;
 
-    let id = opening_id(&edge, &["news", "sport"]).await;
+    let id = opening_id(edge, &["news", "sport"]).await;
     use herald_domain::cursor::{Cursor, key};
     let cursor = Cursor::decode(&id).unwrap();
     let keys: Vec<u32> = cursor.entries().iter().map(|e| e.0).collect();
@@ -123,7 +127,7 @@ async fn a_client_that_got_no_event_resumes_from_the_opening_id() {
     publish_to_users(&mut client, &["alice"], "u-missed").await;
     publish_to_topic(&mut client, "news", "n-missed").await;
     publish_to_topic(&mut client, "sport", "s-missed").await;
-    let mut resumed = open(&edge, &["news", "sport"], Some(&id)).await;
+    let mut resumed = open(edge, &["news", "sport"], Some(&id)).await;
     let mut got: Vec<String> = Vec::new();
     for _ in 0..3 {
         got.push(resumed.next().await.data);
@@ -138,35 +142,35 @@ async fn a_client_that_got_no_event_resumes_from_the_opening_id() {
 /// live before the second stream opened is not replayed to it later.
 #[tokio::test]
 async fn a_start_learned_from_live_events_is_current() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
-    let mut client = publisher(&publish).await;
-    let mut first = open_as(&edge, "bob", &["news"], None).await;
+    let stack = Stack::start(edge_config("edge")).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let mut client = publisher(publish).await;
+    let mut first = open_as(edge, "bob", &["news"], None).await;
     publish_to_topic(&mut client, "news", "n1").await;
     assert_eq!(first.next().await.data, "n1");
 
-    let id = opening_id(&edge, &["news"]).await;
+    let id = opening_id(edge, &["news"]).await;
     publish_to_topic(&mut client, "news", "n2").await;
     assert_eq!(first.next().await.data, "n2");
-    let mut resumed = open(&edge, &["news"], Some(&id)).await;
+    let mut resumed = open(edge, &["news"], Some(&id)).await;
     assert_eq!(resumed.next().await.data, "n2");
     resumed.assert_silent(QUIET).await;
 }
 
 #[tokio::test]
 async fn ten_thousand_events_survive_random_reconnects() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edges = [
-        start_edge(&nats.client_url(), edge_config("edge-1")).await,
-        start_edge(&nats.client_url(), edge_config("edge-2")).await,
-    ];
+    let stack = Stack::builder()
+        .publish(publish_config())
+        .edge(edge_config("edge-1"))
+        .edge(edge_config("edge-2"))
+        .start()
+        .await;
+    let (publish, edges) = (stack.publish(), &stack.edges);
     const EVENTS: usize = 10_000;
     // The first stream opens before publishing starts; every later one
     // resumes from the last id it saw.
     let mut stream = Some(open(&edges[0], &[], None).await);
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     let publishing = tokio::spawn(async move {
         for i in 0..EVENTS {
             publish_to_users(&mut client, &["alice"], &i.to_string()).await;
@@ -218,13 +222,12 @@ async fn ten_thousand_events_survive_random_reconnects() {
 
 #[tokio::test]
 async fn a_topic_audience_resuming_together_reads_history_once() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge-1")).await;
-    let mut client = publisher(&publish).await;
+    let stack = Stack::start(edge_config("edge-1")).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let mut client = publisher(publish).await;
     publish_to_topic(&mut client, "news", "t0").await;
     let last_id = {
-        let mut stream = open_as(&edge, "u0", &["news"], None).await;
+        let mut stream = open_as(edge, "u0", &["news"], None).await;
         publish_to_topic(&mut client, "news", "t1").await;
         stream.next().await.id
     };
@@ -267,16 +270,15 @@ async fn a_topic_audience_resuming_together_reads_history_once() {
 
 #[tokio::test]
 async fn users_resuming_together_share_a_read_of_the_history_tail_and_lose_nothing() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge-1")).await;
-    let mut client = publisher(&publish).await;
+    let stack = Stack::start(edge_config("edge-1")).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let mut client = publisher(publish).await;
     // Each user's events lie far apart in the history streams, between
     // everyone else's: single reads step over all of those.
     const USERS: usize = 400;
     let names: Vec<String> = (0..USERS).map(|i| format!("storm-{i}")).collect();
     let users: Vec<&str> = names.iter().map(String::as_str).collect();
-    let opens = users.iter().map(|u| open_as(&edge, u, &[], None));
+    let opens = users.iter().map(|u| open_as(edge, u, &[], None));
     let mut streams = futures::future::join_all(opens).await;
     publish_to_users(&mut client, &users, "b0").await;
     let mut ids = Vec::new();
@@ -297,7 +299,7 @@ async fn users_resuming_together_share_a_read_of_the_history_tail_and_lose_nothi
     let opens = users
         .iter()
         .zip(&ids)
-        .map(|(u, id)| open_as(&edge, u, &[], Some(id)));
+        .map(|(u, id)| open_as(edge, u, &[], Some(id)));
     let mut streams = futures::future::join_all(opens).await;
     live.await.unwrap();
     let expected: Vec<String> = (1..5).map(|i| format!("m{i}")).collect();
@@ -315,12 +317,11 @@ async fn users_resuming_together_share_a_read_of_the_history_tail_and_lose_nothi
 
 #[tokio::test]
 async fn streams_resuming_shared_topics_in_opposite_orders_do_not_wait_on_each_other() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge-1")).await;
-    let mut client = publisher(&publish).await;
+    let stack = Stack::start(edge_config("edge-1")).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let mut client = publisher(publish).await;
     // A cursor with a position on both topics.
-    let mut first = open_as(&edge, "u0", &["a", "b"], None).await;
+    let mut first = open_as(edge, "u0", &["a", "b"], None).await;
     publish_to_topic(&mut client, "a", "a0").await;
     publish_to_topic(&mut client, "b", "b0").await;
     first.next().await;
@@ -354,23 +355,27 @@ async fn streams_resuming_shared_topics_in_opposite_orders_do_not_wait_on_each_o
 
 #[tokio::test]
 async fn a_cursor_older_than_history_gets_one_reset_then_live() {
-    let nats = NatsServer::start();
     let mut config = herald_publish::Config::defaults("p");
     config.history.history_max_per_subject = 3;
-    let publish = start_publish(&nats.client_url(), config).await;
     let mut edge_cfg = edge_config("edge");
     edge_cfg.history.history_max_per_subject = 3;
-    let edge = start_edge(&nats.client_url(), edge_cfg).await;
-    let mut client = publisher(&publish).await;
+    let stack = Stack::builder()
+        .publish(config)
+        .edge(edge_cfg)
+        .start()
+        .await;
+    let publish = stack.publish();
+    let edge = stack.edge();
+    let mut client = publisher(publish).await;
 
-    let mut stream = open(&edge, &[], None).await;
+    let mut stream = open(edge, &[], None).await;
     publish_to_users(&mut client, &["alice"], "first").await;
     let first = stream.next().await;
     drop(stream);
     for i in 0..10 {
         publish_to_users(&mut client, &["alice"], &format!("gone{i}")).await;
     }
-    let mut resumed = open(&edge, &[], Some(&first.id)).await;
+    let mut resumed = open(edge, &[], Some(&first.id)).await;
     let reset = resumed.next().await;
     assert_eq!(reset.event, "herald.reset");
     resumed.assert_silent(QUIET).await;
@@ -381,20 +386,19 @@ async fn a_cursor_older_than_history_gets_one_reset_then_live() {
 
     // The id after a reset resumes normally: no second reset.
     publish_to_users(&mut client, &["alice"], "missed").await;
-    let mut again = open(&edge, &[], Some(&live.id)).await;
+    let mut again = open(edge, &[], Some(&live.id)).await;
     assert_eq!(again.next().await.data, "missed");
     again.assert_silent(QUIET).await;
 }
 
 #[tokio::test]
 async fn hostile_cursors_get_400_or_clean_handling() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
-    let mut client = publisher(&publish).await;
+    let stack = Stack::start(edge_config("edge")).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let mut client = publisher(publish).await;
     let token = Claims::new("alice").hs256(SECRET);
     let http = reqwest::Client::new();
-    let url = events_url(&edge, &[]);
+    let url = events_url(edge, &[]);
 
     let mut future = herald_domain::cursor::Cursor::default();
     future.set(herald_domain::cursor::key("herald.u.alice"), 1_000_000);
@@ -429,7 +433,7 @@ async fn hostile_cursors_get_400_or_clean_handling() {
     publish_to_users(&mut client, &["alice"], "stored").await;
     let mut zero = herald_domain::cursor::Cursor::default();
     zero.set(herald_domain::cursor::key("herald.u.alice"), 0);
-    let mut from_zero = open(&edge, &[], Some(&zero.encode())).await;
+    let mut from_zero = open(edge, &[], Some(&zero.encode())).await;
     assert_eq!(from_zero.next().await.data, "stored");
     from_zero.assert_silent(QUIET).await;
     drop(from_zero);
@@ -441,7 +445,7 @@ async fn hostile_cursors_get_400_or_clean_handling() {
     let mut bob = SseStream::open(&http, &url, &bob_token).await;
     publish_to_users(&mut client, &["bob"], "bob's 2").await;
     let bobs_id = bob.next().await.id;
-    let mut alice = open(&edge, &[], Some(&bobs_id)).await;
+    let mut alice = open(edge, &[], Some(&bobs_id)).await;
     alice.assert_silent(QUIET).await;
     publish_to_users(&mut client, &["alice"], "alice's").await;
     assert_eq!(alice.next().await.data, "alice's");
@@ -468,7 +472,7 @@ async fn a_slow_consumer_resumes_from_its_cursor_and_loses_nothing() {
     // A client that reads its response head and then stalls.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let mut raw = socket.connect(stack.edge.addr).await.unwrap();
+    let mut raw = socket.connect(stack.edge().addr).await.unwrap();
     let request =
         format!("GET /v1/events HTTP/1.1\r\nhost: edge\r\nauthorization: Bearer {token}\r\n\r\n");
     raw.write_all(request.as_bytes()).await.unwrap();
@@ -490,13 +494,13 @@ async fn a_slow_consumer_resumes_from_its_cursor_and_loses_nothing() {
     // Fewer than history keeps per user (1,000), so nothing may be missing.
     const EVENTS: usize = 900;
     let payload = "x".repeat(16 * 1024);
-    let mut client = publisher(&stack.publish).await;
+    let mut client = stack.publisher().await;
     for i in 0..EVENTS {
         publish_to_users(&mut client, &["alice"], &format!("{i:06}{payload}")).await;
     }
     assert_eq!(
         stack
-            .edge
+            .edge()
             .metric("herald_edge_slow_consumer_closes_total")
             .await,
         1.0
@@ -531,7 +535,7 @@ async fn a_slow_consumer_resumes_from_its_cursor_and_loses_nothing() {
     );
 
     // Resuming from the last complete event brings everything else.
-    let mut resumed = open(&stack.edge, &[], Some(&last_id)).await;
+    let mut resumed = open(stack.edge(), &[], Some(&last_id)).await;
     while seen.len() < EVENTS {
         let event = resumed.next_within(Duration::from_secs(10)).await;
         let n = seen.len();
@@ -566,8 +570,8 @@ fn dechunk(mut input: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn a_retried_publish_with_an_idempotency_key_is_stored_and_delivered_once() {
     let stack = Stack::start(edge_config("edge")).await;
-    let mut stream = open(&stack.edge, &["news"], None).await;
-    let mut client = publisher(&stack.publish).await;
+    let mut stream = open(stack.edge(), &["news"], None).await;
+    let mut client = stack.publisher().await;
     let request = |target, key: &str, data: &str| herald_proto::v1::PublishRequest {
         target: Some(target),
         data: data.to_owned(),
@@ -634,13 +638,12 @@ fn limit_reset() -> (String, String) {
 
 #[tokio::test]
 async fn a_resume_beyond_the_event_cap_gets_what_fits_then_one_reset_then_live() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
     let mut config = edge_config("edge");
     config.replay.events = 5;
-    let edge = start_edge(&nats.client_url(), config).await;
-    let mut client = publisher(&publish).await;
-    let mut stream = open(&edge, &["news"], None).await;
+    let stack = Stack::start(config).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let mut client = publisher(publish).await;
+    let mut stream = open(edge, &["news"], None).await;
     publish_to_users(&mut client, &["alice"], "u0").await;
     publish_to_topic(&mut client, "news", "t0").await;
     stream.next().await;
@@ -653,7 +656,7 @@ async fn a_resume_beyond_the_event_cap_gets_what_fits_then_one_reset_then_live()
 
     // The user stream comes first: its 4 events, then 1 of the topic's;
     // the rest of the topic is one reset, positioned at its newest event.
-    let mut resumed = open(&edge, &["news"], Some(&last_id)).await;
+    let mut resumed = open(edge, &["news"], Some(&last_id)).await;
     let got = next_events(&mut resumed, 6).await;
     let want = ["u1", "u2", "u3", "u4", "t1"].map(message);
     assert_eq!(got[..5], want);
@@ -668,20 +671,19 @@ async fn a_resume_beyond_the_event_cap_gets_what_fits_then_one_reset_then_live()
     assert_eq!([u5.data.as_str(), t5.data.as_str()], ["u5", "t5"]);
     drop(resumed);
     // That id resumes with nothing to replay: no second reset.
-    let mut again = open(&edge, &["news"], Some(&t5.id)).await;
+    let mut again = open(edge, &["news"], Some(&t5.id)).await;
     again.assert_silent(QUIET).await;
 }
 
 #[tokio::test]
 async fn a_resume_beyond_the_byte_cap_gets_what_fits_then_one_reset() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
     let mut config = edge_config("edge");
     // Room for two 1 KiB events, not three.
     config.replay.bytes = 2500;
-    let edge = start_edge(&nats.client_url(), config).await;
-    let mut client = publisher(&publish).await;
-    let mut stream = open(&edge, &[], None).await;
+    let stack = Stack::start(config).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let mut client = publisher(publish).await;
+    let mut stream = open(edge, &[], None).await;
     publish_to_users(&mut client, &["alice"], "first").await;
     let last_id = stream.next().await.id;
     drop(stream);
@@ -689,7 +691,7 @@ async fn a_resume_beyond_the_byte_cap_gets_what_fits_then_one_reset() {
     for i in 0..5 {
         publish_to_users(&mut client, &["alice"], &big(i)).await;
     }
-    let mut resumed = open(&edge, &[], Some(&last_id)).await;
+    let mut resumed = open(edge, &[], Some(&last_id)).await;
     let got = next_events(&mut resumed, 3).await;
     assert_eq!(got, [message(&big(0)), message(&big(1)), limit_reset()]);
     resumed.assert_silent(QUIET).await;
@@ -697,15 +699,14 @@ async fn a_resume_beyond_the_byte_cap_gets_what_fits_then_one_reset() {
 
 #[tokio::test]
 async fn events_the_edge_holds_count_against_the_cap_too() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
     let mut config = edge_config("edge");
     config.replay.events = 3;
-    let edge = start_edge(&nats.client_url(), config).await;
-    let mut client = publisher(&publish).await;
+    let stack = Stack::start(config).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let mut client = publisher(publish).await;
     // Two streams on the topic: its fan-out task keeps the newest events.
-    let mut watcher = open_as(&edge, "u1", &["news"], None).await;
-    let _other = open_as(&edge, "u2", &["news"], None).await;
+    let mut watcher = open_as(edge, "u1", &["news"], None).await;
+    let _other = open_as(edge, "u2", &["news"], None).await;
     for i in 0..10 {
         publish_to_topic(&mut client, "news", &format!("t{i}")).await;
     }
@@ -713,7 +714,7 @@ async fn events_the_edge_holds_count_against_the_cap_too() {
     for _ in 1..10 {
         watcher.next().await;
     }
-    let mut resumed = open_as(&edge, "u3", &["news"], Some(&first.id)).await;
+    let mut resumed = open_as(edge, "u3", &["news"], Some(&first.id)).await;
     let got = next_events(&mut resumed, 4).await;
     assert_eq!(got[..3], ["t1", "t2", "t3"].map(message));
     assert_eq!(got[3], limit_reset());
@@ -727,12 +728,11 @@ async fn events_the_edge_holds_count_against_the_cap_too() {
 
 #[tokio::test]
 async fn an_audience_resuming_more_than_the_edge_keeps_reads_for_itself_and_loses_nothing() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge-1")).await;
-    let mut client = publisher(&publish).await;
+    let stack = Stack::start(edge_config("edge-1")).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let mut client = publisher(publish).await;
     let last_id = {
-        let mut stream = open_as(&edge, "u0", &["news"], None).await;
+        let mut stream = open_as(edge, "u0", &["news"], None).await;
         publish_to_topic(&mut client, "news", "t0").await;
         stream.next().await.id
     };
@@ -803,23 +803,28 @@ async fn republish(nats: &NatsServer, subject: &str, on: bool) {
 /// missed nothing (the newest event it read): both fill the gap.
 #[tokio::test]
 async fn an_event_missed_on_the_live_path_is_read_from_history_first() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge1 = start_edge(&nats.client_url(), edge_config("edge-1")).await;
-    let edge2 = start_edge(&nats.client_url(), edge_config("edge-2")).await;
-    let mut client = publisher(&publish).await;
-    let mut live = open(&edge1, &[], None).await;
+    let stack = Stack::builder()
+        .publish(publish_config())
+        .edge(edge_config("edge-1"))
+        .edge(edge_config("edge-2"))
+        .start()
+        .await;
+    let publish = stack.publish();
+    let edge1 = &stack.edges[0];
+    let edge2 = &stack.edges[1];
+    let mut client = publisher(publish).await;
+    let mut live = open(edge1, &[], None).await;
     publish_to_users(&mut client, &["alice"], "u1").await;
     let first = live.next().await;
     assert_eq!(first.data, "u1");
-    let mut resumed = open(&edge2, &[], Some(&first.id)).await;
+    let mut resumed = open(edge2, &[], Some(&first.id)).await;
 
-    republish(&nats, "herald.u.alice", false).await;
+    republish(stack.nats(), "herald.u.alice", false).await;
     for data in ["u2", "u3"] {
         publish_to_users(&mut client, &["alice"], data).await;
     }
     live.assert_silent(QUIET).await; // stored, never live
-    republish(&nats, "herald.u.alice", true).await;
+    republish(stack.nats(), "herald.u.alice", true).await;
     publish_to_users(&mut client, &["alice"], "u4").await;
 
     for (edge, stream) in [(&edge1, &mut live), (&edge2, &mut resumed)] {
@@ -844,20 +849,19 @@ async fn an_event_missed_on_the_live_path_is_read_from_history_first() {
 /// id and gets every event once, in order.
 #[tokio::test]
 async fn a_gap_too_large_to_fill_ends_the_stream_and_its_resume_loses_nothing() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
-    let mut client = publisher(&publish).await;
-    let mut stream = open(&edge, &[], None).await;
+    let stack = Stack::start(edge_config("edge")).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
+    let mut client = publisher(publish).await;
+    let mut stream = open(edge, &[], None).await;
     publish_to_users(&mut client, &["alice"], "0").await;
     let first = stream.next().await;
 
     const MISSED: usize = herald_edge::fill::MAX_EVENTS + 1;
-    republish(&nats, "herald.u.alice", false).await;
+    republish(stack.nats(), "herald.u.alice", false).await;
     for i in 1..=MISSED {
         publish_to_users(&mut client, &["alice"], &i.to_string()).await;
     }
-    republish(&nats, "herald.u.alice", true).await;
+    republish(stack.nats(), "herald.u.alice", true).await;
     let last = (MISSED + 1).to_string();
     publish_to_users(&mut client, &["alice"], &last).await;
 
@@ -869,7 +873,7 @@ async fn a_gap_too_large_to_fill_ends_the_stream_and_its_resume_loses_nothing() 
     assert_eq!(edge.metric(too_large).await, 1.0);
     let ended = "herald_edge_closes_total{reason=\"server_error\"}";
     assert_eq!(edge.metric(ended).await, 1.0);
-    let mut resumed = open(&edge, &[], Some(&first.id)).await;
+    let mut resumed = open(edge, &[], Some(&first.id)).await;
     let mut got = Vec::new();
     for _ in 1..=MISSED + 1 {
         got.push(resumed.next().await.data.parse::<usize>().unwrap());

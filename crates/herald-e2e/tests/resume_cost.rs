@@ -85,11 +85,11 @@ struct Cost {
 /// Opens `user`'s stream on `rooms` from `cursor`, reads until quiet, and
 /// counts the JetStream API requests it caused.
 async fn hostile_connect(stack: &Stack, user: &str, rooms: &[String], cursor: &Cursor) -> Cost {
-    let mut counter = ApiCounter::start(&stack.nats.client_url()).await;
+    let mut counter = ApiCounter::start(&stack.nats().client_url()).await;
     let token = Claims::new(user).topics(&["room*"]).hs256(SECRET);
     let refs: Vec<&str> = rooms.iter().map(String::as_str).collect();
     let response = reqwest::Client::new()
-        .get(events_url(&stack.edge, &refs))
+        .get(events_url(stack.edge(), &refs))
         .bearer_auth(token)
         .header("last-event-id", cursor.encode())
         .send()
@@ -119,7 +119,7 @@ async fn fill_history(stack: &Stack, user: &str, rooms: &[String], count: usize)
     let token = Claims::new(user).topics(&["room*"]).hs256(SECRET);
     let refs: Vec<&str> = rooms.iter().map(String::as_str).collect();
     let http = reqwest::Client::new();
-    let mut recorder = SseStream::open(&http, &events_url(&stack.edge, &refs), &token).await;
+    let mut recorder = SseStream::open(&http, &events_url(stack.edge(), &refs), &token).await;
     // Read while publishing, or the recorder falls behind and is closed.
     let keys: Vec<u32> = subjects(user, rooms).iter().map(|s| key(s)).collect();
     let reading = tokio::spawn(async move {
@@ -141,7 +141,7 @@ async fn fill_history(stack: &Stack, user: &str, rooms: &[String], count: usize)
         sequences
     });
     // One after the other, round robin: the same sequences every run.
-    let mut client = publisher(&stack.publish).await;
+    let mut client = stack.publisher().await;
     for i in 0..count {
         publish_to_users(&mut client, &[user], &i.to_string()).await;
         for room in rooms {
@@ -237,7 +237,7 @@ async fn a_reconnect_that_missed_nothing_costs_one_read_per_subject() {
 #[tokio::test]
 async fn cursor_entries_for_subjects_not_followed_cost_nothing() {
     let stack = Stack::start(edge_config("edge")).await;
-    let mut client = publisher(&stack.publish).await;
+    let mut client = stack.publisher().await;
     publish_to_users(&mut client, &["mallory"], "stored").await;
     let mut cursor = Cursor::default();
     for i in 0..herald_domain::cursor::MAX_ENTRIES as u64 {
@@ -264,7 +264,7 @@ async fn connects_beyond_the_per_user_rate_get_429_with_retry_after() {
     };
     let stack = Stack::start(config).await;
     let http = reqwest::Client::new();
-    let url = events_url(&stack.edge, &[]);
+    let url = events_url(stack.edge(), &[]);
     let alice = Claims::new("alice").hs256(SECRET);
     for _ in 0..3 {
         drop(SseStream::open(&http, &url, &alice).await);
@@ -280,7 +280,7 @@ async fn connects_beyond_the_per_user_rate_get_429_with_retry_after() {
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "too_many_connects");
     let rejects = "herald_edge_rejects_total{reason=\"too_many_connects\"}";
-    assert_eq!(stack.edge.metric(rejects).await, 1.0);
+    assert_eq!(stack.edge().metric(rejects).await, 1.0);
     // Another user is not affected.
     let bob = Claims::new("bob").hs256(SECRET);
     drop(SseStream::open(&http, &url, &bob).await);

@@ -15,9 +15,9 @@ use herald_proto::v1::publisher_client::PublisherClient;
 use herald_proto::v1::{PublishRequest, publish_request::Target};
 use herald_testing::browser::Browser;
 use herald_testing::eventsource::EventSources;
+use herald_testing::eventually;
 use herald_testing::nginx::Nginx;
 use herald_testing::token::{Claims, Sign};
-use herald_testing::{NatsCluster, NatsServer, eventually};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -320,15 +320,15 @@ fn no_token_logged(nginx: &Nginx) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restarts_and_a_crash_strand_no_client() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let stack = Stack::builder().publish(publish_config()).start().await;
+    let publish = stack.publish();
     let mut deployment =
-        Deployment::start(&[(nats.client_url(), &[]), (nats.client_url(), &[])]).await;
+        Deployment::start(&[(stack.nats_url(), &[]), (stack.nats_url(), &[])]).await;
     let mut clients = Clients::open(&deployment).await;
     clients.all_open().await;
 
     let stop = CancellationToken::new();
-    let publishing = publish_continuously(&publish, stop.clone());
+    let publishing = publish_continuously(publish, stop.clone());
     for _round in 0..2 {
         for edge in 0..2 {
             deployment.restart(edge).await;
@@ -347,18 +347,18 @@ async fn rolling_restarts_and_a_crash_strand_no_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_edge_strands_no_client() {
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
+    let stack = Stack::builder().publish(publish_config()).start().await;
+    let publish = stack.publish();
     // Edge 2 holds at most 10 of the 40 streams; while edge 1 restarts,
     // its clients find edge 2 full and must come back until edge 1 is up.
     let full: &[&str] = &["--max-connections", "10"];
     let mut deployment =
-        Deployment::start(&[(nats.client_url(), &[]), (nats.client_url(), full)]).await;
+        Deployment::start(&[(stack.nats_url(), &[]), (stack.nats_url(), full)]).await;
     let mut clients = Clients::open(&deployment).await;
     clients.all_open().await;
 
     let stop = CancellationToken::new();
-    let publishing = publish_continuously(&publish, stop.clone());
+    let publishing = publish_continuously(publish, stop.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
     deployment.restart(0).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -376,14 +376,19 @@ async fn a_full_edge_strands_no_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restarted_under_an_edge_strands_no_client() {
-    let mut cluster = NatsCluster::start(3).await;
     let mut config = herald_publish::Config::defaults("p");
     config.history.history_replicas = 3;
-    let publish = start_publish(&cluster.nodes[0].client_url(), config).await;
+    let mut stack = Stack::builder()
+        .cluster(3)
+        .publish(config)
+        .on(0)
+        .start()
+        .await;
+    let publish = stack.publish.as_ref().unwrap();
     let replicated: &[&str] = &["--history-replicas", "3"];
     let deployment = Deployment::start(&[
-        (cluster.nodes[1].client_url(), replicated),
-        (cluster.nodes[2].client_url(), replicated),
+        (stack.nats.nodes[1].client_url(), replicated),
+        (stack.nats.nodes[2].client_url(), replicated),
     ])
     .await;
     let mut clients = Clients::open(&deployment).await;
@@ -391,15 +396,16 @@ async fn nats_restarted_under_an_edge_strands_no_client() {
     // Live events reach an edge once its node's interest has reached the
     // node that republishes them.
     for (at, peer) in [(0, "n2"), (0, "n3"), (1, "n3"), (2, "n2")] {
-        cluster
+        stack
+            .nats
             .wait_for_interest(at, peer, &format!("herald.t.{TOPIC}"))
             .await;
     }
 
     let stop = CancellationToken::new();
-    let publishing = publish_continuously(&publish, stop.clone());
+    let publishing = publish_continuously(publish, stop.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.nodes[1].restart();
+    stack.nats.nodes[1].restart();
     tokio::time::sleep(Duration::from_secs(8)).await;
     stop.cancel();
     let sent = publishing.await.unwrap();

@@ -66,12 +66,6 @@ async fn the_edge_serves_sse_over_https_with_http2_and_picks_up_a_renewed_certif
     let ca = TestCa::new("herald test CA");
     let first = ca.server();
     let (cert, key) = write(dir.path(), "edge", &first);
-    let stack_nats = NatsServer::start();
-    let publish = start_publish(
-        &stack_nats.client_url(),
-        herald_publish::Config::defaults("p"),
-    )
-    .await;
     let mut config = edge_config("edge-tls");
     let tls = TlsArgs {
         tls_cert: Some(cert.clone()),
@@ -79,7 +73,8 @@ async fn the_edge_serves_sse_over_https_with_http2_and_picks_up_a_renewed_certif
         tls_client_ca: None,
     };
     config.tls = tls.server_config(&[b"h2", b"http/1.1"]).unwrap();
-    let edge = start_edge(&stack_nats.client_url(), config).await;
+    let stack = Stack::start(config).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
 
     // An EventSource-style GET over HTTP/2, negotiated by ALPN.
     let connector = trusting(&ca);
@@ -104,7 +99,7 @@ async fn the_edge_serves_sse_over_https_with_http2_and_picks_up_a_renewed_certif
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.into_body();
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     publish_to_users(&mut client, &["alice"], "over TLS").await;
     let mut seen = String::new();
     while !seen.contains("data: over TLS\n") {
@@ -202,8 +197,6 @@ async fn tls_clients_that_stop_reading_are_closed_with_their_connections() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("herald test CA");
     let (cert, key) = write(dir.path(), "edge", &ca.server());
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
     let mut config = edge_config("edge-tls");
     let tls = TlsArgs {
         tls_cert: Some(cert),
@@ -214,7 +207,8 @@ async fn tls_clients_that_stop_reading_are_closed_with_their_connections() {
     config.write_timeout = WRITE_TIMEOUT;
     config.heartbeat = Duration::from_secs(1);
     config.max_connections_per_user = 1;
-    let edge = start_edge(&nats.client_url(), config).await;
+    let stack = Stack::start(config).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
 
     let h2 = stalling(&offering(&ca, &[b"h2"]), edge.addr).await;
     let _h2 = h2_stream_then_deaf(h2, edge.addr.port(), "deaf-h2").await;
@@ -226,7 +220,7 @@ async fn tls_clients_that_stop_reading_are_closed_with_their_connections() {
         .map(|u| herald_domain::subject::UserId::parse(u).unwrap().subject())
         .collect();
     let held = || async {
-        let subscribed = nats.client_subjects().await;
+        let subscribed = stack.nats().client_subjects().await;
         let subscribed = subjects.iter().filter(|s| subscribed.contains(s)).count();
         let streams = edge.metric("herald_edge_connections").await;
         let sockets = edge.metric("herald_edge_sockets_open").await;
@@ -234,7 +228,7 @@ async fn tls_clients_that_stop_reading_are_closed_with_their_connections() {
     };
     assert_eq!(held().await, (2.0, 2.0, 2));
 
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     let payload = "x".repeat(60 * 1024);
     let started = tokio::time::Instant::now();
     for _ in 0..120 {
@@ -355,15 +349,15 @@ async fn grpc_with_mutual_tls_accepts_our_clients_and_refuses_others() {
     let (cert, key) = write(dir.path(), "publish", &ca.server());
     let client_ca = dir.path().join("clients.crt");
     std::fs::write(&client_ca, &ca.cert_pem).unwrap();
-    let nats = NatsServer::start();
-    let mut config = herald_publish::Config::defaults("p");
+    let mut config = publish_config();
     let tls = TlsArgs {
         tls_cert: Some(cert),
         tls_key: Some(key),
         tls_client_ca: Some(client_ca),
     };
     config.tls = tls.server_config(&[b"h2"]).unwrap();
-    let publish = start_publish(&nats.client_url(), config).await;
+    let stack = Stack::builder().publish(config).start().await;
+    let publish = stack.publish();
 
     let ours = ca.client("billing-service");
     publish_over_tls(publish.addr, &ca, Some(&ours))
@@ -376,7 +370,7 @@ async fn grpc_with_mutual_tls_accepts_our_clients_and_refuses_others() {
     let anonymous = publish_over_tls(publish.addr, &ca, None).await;
     assert!(anonymous.is_err(), "{anonymous:?}");
     // Plain HTTP/2 without TLS gets nowhere either.
-    let mut plain = publisher(&publish).await;
+    let mut plain = publisher(publish).await;
     let plain = publish_to_topic_result(&mut plain).await;
     assert!(plain.is_err());
 }
@@ -399,6 +393,7 @@ async fn services_reach_nats_over_mutual_tls_with_an_nkey() {
     let user = nkeys::KeyPair::new_user();
     let seed = dir.path().join("edge.nk");
     std::fs::write(&seed, user.seed().unwrap()).unwrap();
+    // NATS alone, not a `Stack`: the edge runs as a process here.
     let nats = NatsServer::start_with(&format!(
         "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}\n\
          authorization {{ users: [ {{ nkey: {} }} ] }}\n",
@@ -447,7 +442,6 @@ async fn the_device_registration_api_serves_https() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("herald internal CA");
     let (cert, key) = write(dir.path(), "push", &ca.server());
-    let nats = NatsServer::start();
     let fcm = herald_testing::fcm::FakeFcm::start().await;
     let mut config = push_config(&fcm, dir.path());
     let tls = TlsArgs {
@@ -456,7 +450,8 @@ async fn the_device_registration_api_serves_https() {
         tls_client_ca: None,
     };
     config.tls = tls.server_config(&[b"h2", b"http/1.1"]).unwrap();
-    let push = start_push(&nats.client_url(), config).await;
+    let stack = Stack::builder().push(config).start().await;
+    let push = stack.push();
 
     let stream = handshake(&trusting(&ca), push.addr).await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
@@ -474,6 +469,7 @@ async fn the_device_registration_api_serves_https() {
 async fn services_reach_nats_with_a_credentials_file() {
     let dir = tempfile::tempdir().unwrap();
     let operator = herald_testing::nats_auth::Operator::new();
+    // NATS alone, not a `Stack`: the edge runs as a process here.
     let nats = NatsServer::start_with(operator.server_config());
     let creds = dir.path().join("edge.creds");
     std::fs::write(&creds, operator.creds()).unwrap();

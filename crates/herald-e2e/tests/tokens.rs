@@ -8,7 +8,6 @@ use std::time::Duration;
 use herald_domain::cursor::key;
 use herald_domain::subject::{Topic, UserId};
 use herald_e2e::*;
-use herald_testing::NatsServer;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign, now};
 
@@ -44,10 +43,10 @@ async fn answer(url: &str, token: &str) -> (u16, String, String) {
 
 #[tokio::test]
 async fn audience_and_issuer_are_required_when_configured() {
-    let nats = NatsServer::start();
     let flags = ["--jwt-audience", AUDIENCE, "--jwt-issuer", ISSUER];
-    let edge = start_edge(&nats.client_url(), config(&flags)).await;
-    let url = events_url(&edge, &[]);
+    let stack = Stack::builder().edge(config(&flags)).start().await;
+    let edge = stack.edge();
+    let url = events_url(edge, &[]);
     let alice = || Claims::new("alice");
     let accepted = [
         alice().audience(AUDIENCE).issuer(ISSUER),
@@ -83,9 +82,12 @@ async fn audience_and_issuer_are_required_when_configured() {
 
 #[tokio::test]
 async fn nbf_in_the_future_is_refused_beyond_the_leeway() {
-    let nats = NatsServer::start();
-    let edge = start_edge(&nats.client_url(), config(&["--jwt-leeway", "30s"])).await;
-    let url = events_url(&edge, &[]);
+    let stack = Stack::builder()
+        .edge(config(&["--jwt-leeway", "30s"]))
+        .start()
+        .await;
+    let edge = stack.edge();
+    let url = events_url(edge, &[]);
     // Minted by a clock 10 s ahead: within the leeway.
     let skewed = Claims::new("alice").not_before(now() + 10);
     assert_eq!(answer(&url, &skewed.hs256(SECRET)).await.0, 200);
@@ -103,25 +105,24 @@ async fn nbf_in_the_future_is_refused_beyond_the_leeway() {
 #[tokio::test]
 async fn the_close_at_exp_does_not_wait_for_a_client_that_is_not_reading() {
     const WRITE_TIMEOUT: Duration = Duration::from_secs(6);
-    let nats = NatsServer::start();
-    let publish = start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
     let mut config = edge_config("edge");
     config.write_timeout = WRITE_TIMEOUT;
     config.heartbeat = Duration::from_secs(1);
     config.max_connections_per_user = 1;
-    let edge = start_edge(&nats.client_url(), config).await;
+    let stack = Stack::start(config).await;
+    let (publish, edge) = (stack.publish(), stack.edge());
     let subject = UserId::parse("deaf").unwrap().subject();
 
     let started = tokio::time::Instant::now();
     let exp = now() + 4;
     let token = Claims::new("deaf").expires_at(exp).hs256(SECRET);
     let deaf = stalled_client(edge.addr, &token, "/v1/events").await;
-    let mut client = publisher(&publish).await;
+    let mut client = publisher(publish).await;
     let payload = "x".repeat(60 * 1024);
     for _ in 0..120 {
         publish_ephemeral(&mut client, &["deaf"], &payload).await;
     }
-    assert!(nats.client_subjects().await.contains(&subject));
+    assert!(stack.nats().client_subjects().await.contains(&subject));
 
     let closes = |reason: &str| format!("herald_edge_closes_total{{reason=\"{reason}\"}}");
     let (expired, write_timeout) = (closes("token_expired"), closes("write_timeout"));
@@ -138,12 +139,12 @@ async fn the_close_at_exp_does_not_wait_for_a_client_that_is_not_reading() {
     assert_eq!(edge.metric("herald_edge_connections").await, 0.0);
     assert_eq!(edge.metric("herald_edge_sockets_open").await, 1.0);
     herald_testing::eventually(Duration::from_secs(5), "the subscription gone", || async {
-        (!nats.client_subjects().await.contains(&subject)).then_some(())
+        (!stack.nats().client_subjects().await.contains(&subject)).then_some(())
     })
     .await;
     let http = reqwest::Client::new();
     let again = Claims::new("deaf").hs256(SECRET);
-    let back = SseStream::open(&http, &events_url(&edge, &[]), &again).await;
+    let back = SseStream::open(&http, &events_url(edge, &[]), &again).await;
     drop(back);
 
     // The socket goes within the write timeout (and a heartbeat step),
@@ -179,12 +180,12 @@ async fn topics_whose_cursor_keys_collide_cannot_be_followed_together() {
     let subject = |t: &str| Topic::parse(t).unwrap().subject();
     assert_eq!(key(&subject(&a)), key(&subject(&b)), "{a} {b}");
 
-    let nats = NatsServer::start();
-    let edge = start_edge(&nats.client_url(), edge_config("edge")).await;
+    let stack = Stack::builder().edge(edge_config("edge")).start().await;
+    let edge = stack.edge();
     let token = Claims::new("alice")
         .topics(&["room-*", "news"])
         .hs256(SECRET);
-    let (status, code, message) = answer(&events_url(&edge, &[&a, "news", &b]), &token).await;
+    let (status, code, message) = answer(&events_url(edge, &[&a, "news", &b]), &token).await;
     assert_eq!((status, code.as_str()), (400, "subject_collision"));
     assert!(
         message.contains(&format!("{a:?}")) && message.contains(&format!("{b:?}")),
@@ -193,6 +194,6 @@ async fn topics_whose_cursor_keys_collide_cannot_be_followed_together() {
     assert!(message.contains("rename"), "{message}");
     // Each alone is fine.
     let http = reqwest::Client::new();
-    let _a = SseStream::open(&http, &events_url(&edge, &[&a]), &token).await;
-    let _b = SseStream::open(&http, &events_url(&edge, &[&b]), &token).await;
+    let _a = SseStream::open(&http, &events_url(edge, &[&a]), &token).await;
+    let _b = SseStream::open(&http, &events_url(edge, &[&b]), &token).await;
 }

@@ -19,6 +19,7 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 #[tokio::test]
 async fn a_publish_and_its_deliveries_share_one_trace_across_processes() {
+    // NATS alone, not a `Stack`: Herald runs as processes here.
     let nats = NatsServer::start();
     let url = nats.client_url();
     let otlp = OtlpReceiver::start().await;
@@ -107,6 +108,7 @@ async fn publish_traced(publish_addr: &str, trace_id: &str) {
 
 #[tokio::test]
 async fn the_otel_variables_choose_protocol_service_name_and_sampler() {
+    // NATS alone, not a `Stack`: Herald runs as processes here.
     let nats = NatsServer::start();
     let url = nats.client_url();
     let otlp = OtlpReceiver::start().await;
