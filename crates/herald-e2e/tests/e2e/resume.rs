@@ -402,7 +402,7 @@ async fn hostile_cursors_get_400_or_clean_handling() {
 
     let mut future = herald_domain::cursor::Cursor::default();
     future.set(herald_domain::cursor::key("herald.u.alice"), 1_000_000);
-    // Within the 16 KiB head limit (larger heads get 431: tests/listeners.rs).
+    // Within the 16 KiB head limit (larger heads get 431: listeners.rs).
     let huge = "A".repeat(12_000);
     for bad in [
         "garbage!",

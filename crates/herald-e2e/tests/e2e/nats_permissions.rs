@@ -9,7 +9,6 @@
 //! history, nor read the device bucket, nor write the control buckets or
 //! send orders; anonymous clients are refused.
 
-#[path = "nats_permissions/auth_conf.rs"]
 mod auth_conf;
 
 use std::collections::HashMap;
@@ -85,7 +84,7 @@ fn deploy_files_are_generated_from_the_permissions() {
         assert!(
             have == want,
             "{path} differs from tests/nats_permissions/auth_conf.rs; regenerate with \
-             HERALD_REGENERATE=1 cargo test -p herald-e2e --test nats_permissions"
+             HERALD_REGENERATE=1 cargo test -p herald-e2e --test e2e nats_permissions::"
         );
     }
 }

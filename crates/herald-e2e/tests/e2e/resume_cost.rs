@@ -4,7 +4,7 @@
 //! the JetStream API requests (`$JS.API.>`, direct gets included) that one
 //! such connect causes, and prints the figure quoted in BENCHMARKS.md:
 //!
-//! `cargo nextest run -p herald-e2e --test resume_cost --no-capture`
+//! `cargo nextest run -p herald-e2e resume_cost:: --no-capture`
 
 use std::time::Duration;
 

@@ -376,10 +376,10 @@ const HEADER: &str = "\
 # (docs/operations.md has the table). Included by deploy/nats/nats.conf
 # (docker compose) and, as the ConfigMap nats-auth, by the Kubernetes pods.
 #
-# GENERATED from crates/herald-e2e/tests/nats_permissions/auth_conf.rs; its
+# GENERATED from crates/herald-e2e/tests/e2e/nats_permissions/auth_conf.rs; its
 # test runs every service against a nats-server loading this very file.
 # Change the permissions there, then regenerate:
-#   HERALD_REGENERATE=1 cargo test -p herald-e2e --test nats_permissions
+#   HERALD_REGENERATE=1 cargo test -p herald-e2e --test e2e nats_permissions::
 #
 # Passwords come from nats-server's environment; a missing one stops the
 # server. nats-server parses the value, so use letters and digits starting

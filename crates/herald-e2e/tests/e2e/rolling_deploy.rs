@@ -110,7 +110,7 @@ impl Deployment {
 /// deploy/nginx/nginx.conf with only its addresses changed: where it
 /// listens and where the edges are.
 fn nginx_config(front: SocketAddr, edges: &[SocketAddr]) -> String {
-    let config = include_str!("../../../deploy/nginx/nginx.conf");
+    let config = include_str!("../../../../deploy/nginx/nginx.conf");
     let mut substituted = config.to_owned();
     for (from, to) in [
         ("edge-1:8080", edges[0].to_string()),

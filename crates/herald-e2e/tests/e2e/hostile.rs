@@ -45,7 +45,7 @@ async fn bad_tokens_get_401_json() {
     let control_sub = Claims::new("a\u{0}b").hs256(SECRET);
     let alg_none =
         "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OX0.";
-    // Within the 16 KiB head limit (larger heads get 431: tests/listeners.rs).
+    // Within the 16 KiB head limit (larger heads get 431: listeners.rs).
     let huge = "x".repeat(12_000);
     assert_eq!(refused(&url, None).await, (401, "missing_token".into()));
     assert_eq!(

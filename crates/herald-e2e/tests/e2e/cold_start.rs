@@ -192,7 +192,7 @@ fn since_epoch() -> u128 {
 /// says what `/readyz` says. The target is 3 s after the meta leader
 /// (docs/operations.md); the bound here is loose so that a loaded machine
 /// never fails it, and the figures are printed:
-/// `cargo nextest run -p herald-e2e --test cold_start stored_events --no-capture`.
+/// `cargo nextest run -p herald-e2e cold_start::stored_events --no-capture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_events_follow_the_meta_leader_within_seconds() {
     const PUBLISHER: &str = "herald.v1.Publisher";
