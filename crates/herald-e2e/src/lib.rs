@@ -342,13 +342,15 @@ pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running 
     start_edge_as(&urls(nats_url), &Default::default(), config).await
 }
 
-/// [`start_edge`] on `urls`, logged in to NATS with `security`.
+/// [`start_edge`] on `urls`, logged in to NATS with `security`. Each
+/// service names its connection as its binary does (`herald-edge …`): the
+/// name's first word is its inbox prefix, which NATS permissions check.
 pub(crate) async fn start_edge_as(
     urls: &[String],
     security: &NatsSecurity,
     config: herald_edge::Config,
 ) -> Running {
-    let (client, _) = herald_core::nats::connect(urls, security, "e2e-edge")
+    let (client, _) = herald_core::nats::connect(urls, security, "herald-edge e2e")
         .await
         .expect("the edge connects to NATS");
     let mut registry = Registry::default();
@@ -356,7 +358,7 @@ pub(crate) async fn start_edge_as(
         client,
         urls,
         security,
-        name: "e2e-edge",
+        name: "herald-edge e2e",
         subscriber: nats_subscriber(),
     };
     let edge = herald_edge::Edge::connect(config, nats, &mut registry)
@@ -444,7 +446,7 @@ pub(crate) async fn start_publish_as(
     security: &NatsSecurity,
     config: herald_publish::Config,
 ) -> Running {
-    let (nats, losses) = herald_core::nats::connect(urls, security, "e2e-publish")
+    let (nats, losses) = herald_core::nats::connect(urls, security, "herald-publish e2e")
         .await
         .expect("herald-publish connects to NATS");
     let mut registry = Registry::default();
@@ -471,7 +473,7 @@ pub(crate) async fn start_presence_as(
     security: &NatsSecurity,
     config: herald_presence::Config,
 ) -> Running {
-    let (nats, losses) = herald_core::nats::connect(urls, security, "e2e-presence")
+    let (nats, losses) = herald_core::nats::connect(urls, security, "herald-presence e2e")
         .await
         .expect("herald-presence connects to NATS");
     let mut registry = Registry::default();
@@ -548,7 +550,7 @@ pub(crate) async fn start_push_as(
     security: &NatsSecurity,
     config: herald_push::Config,
 ) -> Running {
-    let (nats, _) = herald_core::nats::connect(urls, security, "e2e-push")
+    let (nats, _) = herald_core::nats::connect(urls, security, "herald-push-worker e2e")
         .await
         .expect("the push worker connects to NATS");
     let mut registry = Registry::default();
