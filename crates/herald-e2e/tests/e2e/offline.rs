@@ -8,10 +8,10 @@ use herald_core::history;
 use herald_domain::cursor::{self, Cursor};
 use herald_e2e::*;
 use herald_proto::v1::{OfflinePolicy, Outcome, PublishRequest, Receipt, publish_request::Target};
+use herald_testing::eventually;
 use herald_testing::fcm::{FakeFcm, Reply};
 use herald_testing::sse::{QUIET, SseStream};
 use herald_testing::token::{Claims, Sign};
-use herald_testing::{NatsServer, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
 const CAROL_DEVICE: &str = "fcm-device-token:carol_phone-1";
@@ -428,12 +428,12 @@ async fn the_registration_api_refuses_bad_input_and_keeps_what_it_has() {
 
 #[tokio::test]
 async fn the_registration_api_wants_its_token() {
-    let nats = NatsServer::start();
     let fcm = FakeFcm::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = push_config(&fcm, dir.path());
     config.api_token = Some("push-api-token-0123456789".into());
-    let push = start_push(&nats.client_url(), config).await;
+    let stack = Stack::builder().push(config).start().await;
+    let push = stack.push();
     let url = format!("{}/v1/devices/carol", push.url());
     let http = reqwest::Client::new();
     let body = serde_json::json!({ "token": CAROL_DEVICE });
