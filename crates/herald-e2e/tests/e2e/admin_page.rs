@@ -51,8 +51,7 @@ async fn an_operator_looks_up_follows_publishes_and_disconnects_from_the_page() 
         .edge(edge_config("edge-1"))
         .start()
         .await;
-    let publish = stack.publish();
-    let edge = stack.edge();
+    let (publish, edge) = (stack.publish(), stack.edge());
     let token = Claims::new("alice").hs256(SECRET);
     let url = events_url(edge, &[]);
     let mut alice = SseStream::open(&reqwest::Client::new(), &url, &token).await;

@@ -128,8 +128,7 @@ async fn the_demo_page_shows_the_readmes_typed_event_with_its_type() {
         .edge(edge_config("edge"))
         .start()
         .await;
-    let publish = stack.publish();
-    let edge = stack.edge();
+    let (publish, edge) = (stack.publish(), stack.edge());
     let token = Claims::new("alice").topics(&["news"]).hs256(SECRET);
     // The README's demo URL and publish command.
     let url = format!("{}/demo?token={token}&topic=news&type=headline", edge.url());

@@ -48,8 +48,7 @@ async fn a_server_side_follow_reaches_the_open_page_and_the_reloaded_one() {
         .edge(edge_config("e1"))
         .start()
         .await;
-    let publish = stack.publish();
-    let edge = stack.edge();
+    let (publish, edge) = (stack.publish(), stack.edge());
     // No topic claim: server-side follows need none.
     let token = Claims::new("alice").hs256(SECRET);
     let mut browser = Browser::open(&format!("{}/demo?token={token}", edge.url())).await;
@@ -119,8 +118,7 @@ async fn a_plain_eventsource_stops_for_good_once_its_token_is_revoked() {
         .edge(edge_config("e1"))
         .start()
         .await;
-    let publish = stack.publish();
-    let edge = stack.edge();
+    let (publish, edge) = (stack.publish(), stack.edge());
     let token = Claims {
         iat: Some(herald_testing::token::now() - 5),
         ..Claims::new("alice")

@@ -19,8 +19,7 @@ async fn many_lines_are_published_in_order_and_bad_ones_named_by_line() {
         .edge(edge_config("edge"))
         .start()
         .await;
-    let publish = stack.publish();
-    let edge = stack.edge();
+    let (publish, edge) = (stack.publish(), stack.edge());
     let token = Claims::new("alice").hs256(SECRET);
     let mut alice = SseStream::open(&reqwest::Client::new(), &events_url(edge, &[]), &token).await;
 

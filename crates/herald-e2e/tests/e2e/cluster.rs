@@ -20,9 +20,7 @@ async fn events_reach_every_connection_of_their_user_and_no_one_else() {
         .on(2)
         .start()
         .await;
-    let publish = stack.publish();
-    let edge2 = &stack.edges[0];
-    let edge3 = &stack.edges[1];
+    let (publish, edge2, edge3) = (stack.publish(), &stack.edges[0], &stack.edges[1]);
     let http = reqwest::Client::new();
 
     let alice = Claims::new("alice").topics(&["news"]).hs256(SECRET);
@@ -72,8 +70,7 @@ async fn events_cross_only_routes_to_nodes_with_interest() {
         .on(2)
         .start()
         .await;
-    let publish = stack.publish();
-    let edge3 = stack.edge();
+    let (publish, edge3) = (stack.publish(), stack.edge());
     let mut client = publisher(publish).await;
     let n1 = &stack.nats.nodes[0];
     // Publish has asked edge-3 for its presence once; from now on the only

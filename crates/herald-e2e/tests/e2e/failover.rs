@@ -84,8 +84,7 @@ async fn restarting_a_nats_node_loses_no_acknowledged_event() {
         .on(0)
         .start()
         .await;
-    let publish = stack.publish.as_ref().unwrap();
-    let edge = &stack.edges[0];
+    let (publish, edge) = (stack.publish.as_ref().unwrap(), &stack.edges[0]);
     let token = Claims::new("alice").hs256(SECRET);
     let http = reqwest::Client::new();
     let first = SseStream::open(&http, &events_url(edge, &[]), &token).await;
@@ -181,8 +180,7 @@ async fn a_client_loses_nothing_when_its_edge_loses_nats() {
         .on(1)
         .start()
         .await;
-    let publish = stack.publish.as_ref().unwrap();
-    let edge = &stack.edges[0];
+    let (publish, edge) = (stack.publish.as_ref().unwrap(), &stack.edges[0]);
     let token = Claims::new("alice").hs256(SECRET);
     let http = reqwest::Client::new();
     let url = events_url(edge, &[]);
@@ -487,8 +485,7 @@ async fn a_connect_reads_its_start_from_any_replica() {
         .on(1)
         .start()
         .await;
-    let publish = stack.publish();
-    let edge = stack.edge();
+    let (publish, edge) = (stack.publish(), stack.edge());
     let mut client = publisher(publish).await;
     publish_to_users(&mut client, &["bob"], "before").await;
 

@@ -354,8 +354,7 @@ async fn forged_presence_and_snapshot_requests_are_ignored() {
         .presence(PresenceConfig::defaults("pr"))
         .start()
         .await;
-    let edge1 = stack.edge();
-    let presence = stack.presence();
+    let (edge1, presence) = (stack.edge(), stack.presence());
     let url = stack.nats_url();
     let http = reqwest::Client::new();
     let alice = Claims::new("alice").hs256(SECRET);

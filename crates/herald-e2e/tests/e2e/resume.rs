@@ -44,9 +44,7 @@ async fn a_reconnect_gets_what_it_missed_once_and_in_order_on_any_edge() {
         .edge(edge_config("edge-2"))
         .start()
         .await;
-    let publish = stack.publish();
-    let edge1 = &stack.edges[0];
-    let edge2 = &stack.edges[1];
+    let (publish, edge1, edge2) = (stack.publish(), &stack.edges[0], &stack.edges[1]);
     let mut client = publisher(publish).await;
 
     let mut stream = open(edge1, &["news"], None).await;
@@ -364,8 +362,7 @@ async fn a_cursor_older_than_history_gets_one_reset_then_live() {
         .edge(edge_cfg)
         .start()
         .await;
-    let publish = stack.publish();
-    let edge = stack.edge();
+    let (publish, edge) = (stack.publish(), stack.edge());
     let mut client = publisher(publish).await;
 
     let mut stream = open(edge, &[], None).await;
@@ -809,9 +806,7 @@ async fn an_event_missed_on_the_live_path_is_read_from_history_first() {
         .edge(edge_config("edge-2"))
         .start()
         .await;
-    let publish = stack.publish();
-    let edge1 = &stack.edges[0];
-    let edge2 = &stack.edges[1];
+    let (publish, edge1, edge2) = (stack.publish(), &stack.edges[0], &stack.edges[1]);
     let mut client = publisher(publish).await;
     let mut live = open(edge1, &[], None).await;
     publish_to_users(&mut client, &["alice"], "u1").await;
