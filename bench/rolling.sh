@@ -27,6 +27,6 @@ write_meta "$out" "$bench_command"
 echo "building ($PROFILE)..." >&2
 cargo build --locked --profile "$PROFILE" -p herald-edge --bins >&2
 HERALD_ROLLING_STREAMS="$STREAMS" cargo nextest run --locked --cargo-profile "$PROFILE" \
-  -p herald-e2e --test failover --no-capture \
-  -E 'test(a_rolling_nats_restart_closes_no_stream_and_loses_nothing)' 2>&1 |
+  -p herald-e2e --test e2e --no-capture \
+  -E 'test(failover::a_rolling_nats_restart_closes_no_stream_and_loses_nothing)' 2>&1 |
   tee /dev/stderr | grep -E '^(rolling:|[0-9]+ streams open)' | tee "$out"

@@ -57,17 +57,19 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 # figures are for bench/METHOD.md, not pass/fail.
 cargo build --locked --workspace --bins --benches
 # Every test; then the lean NATS subscriber is checked against the mature client: the
-# edge's fan-out, resume, failover and cluster suites run again with
-# async-nats `Subscriber`s holding the edges' subscriptions. With nextest,
-# the same test binaries: nothing is rebuilt, ~35 s on 2 cores.
+# edge's fan-out, resume, failover and cluster suites (modules of
+# herald-e2e's one `e2e` test binary) run again with async-nats
+# `Subscriber`s holding the edges' subscriptions. With nextest, the same
+# test binary: nothing is rebuilt, ~35 s on 2 cores.
 suites=(delivery resume failover cluster)
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace
-  filter=$(printf 'binary_id(herald-e2e::%s) | ' "${suites[@]}")
-  HERALD_E2E_NATS_SUBSCRIBER=async-nats cargo nextest run --locked --workspace -E "${filter% | }"
+  modules=$(IFS='|'; echo "${suites[*]}")
+  HERALD_E2E_NATS_SUBSCRIBER=async-nats cargo nextest run --locked --workspace \
+    -E "binary_id(herald-e2e::e2e) & test(/^($modules)::/)"
 else
   echo "note: cargo-nextest not found (cargo install cargo-nextest --locked); using cargo test" >&2
   cargo test --locked --workspace
-  # (herald-subscriptions' own `delivery` suite runs again too: harmless.)
-  HERALD_E2E_NATS_SUBSCRIBER=async-nats cargo test --locked --workspace $(printf -- '--test %s ' "${suites[@]}")
+  HERALD_E2E_NATS_SUBSCRIBER=async-nats cargo test --locked -p herald-e2e --test e2e -- \
+    $(printf '%s:: ' "${suites[@]}")
 fi

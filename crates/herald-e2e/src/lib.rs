@@ -1,14 +1,27 @@
 //! Runs Herald services in-process for end-to-end tests: each on port 0,
 //! with its own NATS connection, metrics registry and admin port, stopped
 //! through the same shutdown token a signal would cancel.
+//!
+//! # Layout
+//! - [`Stack`] (`stack.rs`): NATS and the services a test needs, started
+//!   by one builder; what most tests start with.
+//! - [`Running`] and the `start_*` functions: one service in this process,
+//!   for a test that starts one later than its stack (a replacement edge,
+//!   a restarted presence).
+//! - [`ServiceProcess`], [`EdgeProcess`]: a Herald binary as its own process.
+//! - `metrics.rs`: `/metrics` parsed with a strict OpenMetrics parser.
+//! - Clients: publishing, SSE URLs and streams, presence queries.
 
 use std::net::SocketAddr;
 
 mod metrics;
+mod stack;
 pub use metrics::{families, metric_at, metrics_at, sample_value};
+pub use stack::{Service, Stack, StackBuilder, publish_config};
 
 use herald_core::readiness::Readiness;
 use herald_core::service;
+use herald_nats::connection::NatsSecurity;
 use herald_proto::v1::presence_client::PresenceClient;
 use herald_proto::v1::publisher_client::PublisherClient;
 use herald_proto::v1::{
@@ -146,28 +159,6 @@ pub async fn readiness_at(admin: SocketAddr, grpc: SocketAddr, services: &[&str]
         }
     }
     Some(ready)
-}
-
-/// The smallest whole system: one NATS node, herald-publish, one edge.
-pub struct Stack {
-    pub nats: herald_testing::NatsServer,
-    pub publish: Running,
-    pub edge: Running,
-}
-
-impl Stack {
-    /// Starts the three, the edge with `edge`.
-    pub async fn start(edge: herald_edge::Config) -> Self {
-        let nats = herald_testing::NatsServer::start();
-        let publish =
-            start_publish(&nats.client_url(), herald_publish::Config::defaults("p")).await;
-        let edge = start_edge(&nats.client_url(), edge).await;
-        Self {
-            nats,
-            publish,
-            edge,
-        }
-    }
 }
 
 /// A binary of this workspace, built beside the test binaries
@@ -348,17 +339,26 @@ pub fn lean_subscriber(what: &str) -> bool {
 /// Starts an edge on `nats_url` with `config`, holding its subscriptions
 /// with [`nats_subscriber`].
 pub async fn start_edge(nats_url: &str, config: herald_edge::Config) -> Running {
-    let urls = urls(nats_url);
-    let security = Default::default();
-    let (client, _) = herald_nats::connection::connect(&urls, &security, "e2e-edge")
+    start_edge_as(&urls(nats_url), &Default::default(), config).await
+}
+
+/// [`start_edge`] on `urls`, logged in to NATS with `security`. Each
+/// service names its connection as its binary does (`herald-edge …`): the
+/// name's first word is its inbox prefix, which NATS permissions check.
+pub(crate) async fn start_edge_as(
+    urls: &[String],
+    security: &NatsSecurity,
+    config: herald_edge::Config,
+) -> Running {
+    let (client, _) = herald_nats::connection::connect(urls, security, "herald-edge e2e")
         .await
-        .unwrap();
+        .expect("the edge connects to NATS");
     let mut registry = Registry::default();
     let nats = herald_edge::Nats {
         client,
-        urls: &urls,
-        security: &security,
-        name: "e2e-edge",
+        urls,
+        security,
+        name: "herald-edge e2e",
         subscriber: nats_subscriber(),
     };
     let edge = herald_edge::Edge::connect(config, nats, &mut registry)
@@ -437,10 +437,18 @@ pub async fn until_history_streams(server: &herald_publish::PublishServer) {
 
 /// Starts herald-publish on `nats_url` with `config`.
 pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Running {
-    let (nats, losses) =
-        herald_nats::connection::connect(&urls(nats_url), &Default::default(), "e2e-publish")
-            .await
-            .unwrap();
+    start_publish_as(&urls(nats_url), &Default::default(), config).await
+}
+
+/// [`start_publish`] on `urls`, logged in to NATS with `security`.
+pub(crate) async fn start_publish_as(
+    urls: &[String],
+    security: &NatsSecurity,
+    config: herald_publish::Config,
+) -> Running {
+    let (nats, losses) = herald_nats::connection::connect(urls, security, "herald-publish e2e")
+        .await
+        .expect("herald-publish connects to NATS");
     let mut registry = Registry::default();
     let server =
         herald_publish::PublishServer::start(config, nats, losses.subscribe(), &mut registry)
@@ -456,10 +464,18 @@ pub async fn start_publish(nats_url: &str, config: herald_publish::Config) -> Ru
 
 /// Starts a herald-presence replica on `nats_url`.
 pub async fn start_presence(nats_url: &str, config: herald_presence::Config) -> Running {
-    let (nats, losses) =
-        herald_nats::connection::connect(&urls(nats_url), &Default::default(), "e2e-presence")
-            .await
-            .unwrap();
+    start_presence_as(&urls(nats_url), &Default::default(), config).await
+}
+
+/// [`start_presence`] on `urls`, logged in to NATS with `security`.
+pub(crate) async fn start_presence_as(
+    urls: &[String],
+    security: &NatsSecurity,
+    config: herald_presence::Config,
+) -> Running {
+    let (nats, losses) = herald_nats::connection::connect(urls, security, "herald-presence e2e")
+        .await
+        .expect("herald-presence connects to NATS");
     let mut registry = Registry::default();
     let server =
         herald_presence::PresenceServer::start(config, nats, losses.subscribe(), &mut registry)
@@ -525,10 +541,18 @@ pub fn push_config(
 
 /// Starts herald-push-worker on `nats_url` with `config`.
 pub async fn start_push(nats_url: &str, config: herald_push::Config) -> Running {
-    let (nats, _) =
-        herald_nats::connection::connect(&urls(nats_url), &Default::default(), "e2e-push")
-            .await
-            .unwrap();
+    start_push_as(&urls(nats_url), &Default::default(), config).await
+}
+
+/// [`start_push`] on `urls`, logged in to NATS with `security`.
+pub(crate) async fn start_push_as(
+    urls: &[String],
+    security: &NatsSecurity,
+    config: herald_push::Config,
+) -> Running {
+    let (nats, _) = herald_nats::connection::connect(urls, security, "herald-push-worker e2e")
+        .await
+        .expect("the push worker connects to NATS");
     let mut registry = Registry::default();
     let worker = herald_push::PushWorker::start(config, nats, &mut registry)
         .await
