@@ -1,5 +1,5 @@
 //! What runs Herald's services: flags, listeners and serving, TLS,
-//! telemetry, following presence, the admin port and shutdown. The rules
+//! telemetry and metrics, the admin port and shutdown. The rules
 //! of ids, subjects, cursors, tokens and presence are herald-domain's;
 //! what is said to NATS (connecting, envelopes, streams) is herald-nats's;
 //! this crate is where they meet sockets, traces and metrics.
@@ -9,7 +9,7 @@
 //! - [`config_error`]: the error of a flag whose value cannot work, naming the flag.
 //! - [`telemetry`]: `tracing` setup, text or JSON; OTLP export and W3C trace context.
 //! - [`nats_metrics`]: a service's NATS connection on `/metrics`.
-//! - [`presence`]: following who is connected where, over NATS.
+//! - [`presence_metrics`]: what a presence follower (herald-nats) sees, as metrics.
 //! - [`api_token`]: the bearer token of the internal gRPC APIs.
 //! - [`listener`]: every port's accept loop, socket cap and header deadline.
 //! - [`tls`]: TLS for Herald's listeners, with certificate reload and mutual TLS.
@@ -40,7 +40,7 @@ pub mod listener;
 pub mod memory;
 pub mod nats_metrics;
 pub mod prefixed;
-pub mod presence;
+pub mod presence_metrics;
 pub mod readiness;
 pub mod reflection;
 pub mod serve;

@@ -1,11 +1,12 @@
 //! Herald's NATS side: connecting with a service's own credentials, TLS
 //! and inbox, the envelope an event travels in, the JetStream history
 //! streams and the settings every service and region must share about
-//! them, the control plane's buckets and the offline queue. The rules of
-//! subjects, regions and cursors are herald-domain's; serving, telemetry
-//! and metrics are herald-core's, which builds on this crate. Nothing here
-//! needs gRPC, an HTTP server, OpenTelemetry or a metrics library, so the
-//! edge's lean connection (herald-subscriptions) logs in from here alone.
+//! them, the control plane's buckets, the offline queue, and following
+//! presence. The rules of subjects, regions, cursors and presence are
+//! herald-domain's; serving, telemetry and metrics are herald-core's,
+//! which builds on this crate. Nothing here needs gRPC, an HTTP server,
+//! OpenTelemetry or a metrics library, so the edge's lean connection
+//! (herald-subscriptions) logs in from here alone.
 //!
 //! # Layout
 //! - [`connection`]: connecting to NATS: credentials, TLS, inbox prefix,
@@ -16,6 +17,7 @@
 //! - [`agreement`]: the settings every service and region share, checked against existing streams.
 //! - [`buckets`]: the control plane's key-value buckets (revocations, follows).
 //! - [`offline`]: the work queue of events for users who were not connected.
+//! - [`presence`]: following who is connected where, from the edges' messages.
 //! - [`duration`]: durations as flags take them, here (history's) and in every service.
 
 pub mod agreement;
@@ -27,3 +29,4 @@ pub mod history;
 pub mod keys;
 pub mod offline;
 pub mod pem;
+pub mod presence;

@@ -4,10 +4,11 @@
 use herald_core::api_token::ApiToken;
 use herald_core::grpc::Grpc;
 use herald_core::listener::{Listener, SocketMetrics};
-use herald_core::presence::{Follower, FollowerMetrics};
+use herald_core::presence_metrics::FollowerMetrics;
 use herald_core::readiness::Readiness;
 use herald_core::tls::ServerTls;
 use herald_nats::connection::Losses;
+use herald_nats::presence::Follower;
 use herald_proto::v1::presence_server::{PresenceServer as PresenceGrpc, SERVICE_NAME};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;

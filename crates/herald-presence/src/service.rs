@@ -1,7 +1,7 @@
 //! Answers about presence, the same over gRPC and NATS request/reply.
 
-use herald_core::presence::Follower;
 use herald_domain::subject::UserId;
+use herald_nats::presence::Follower;
 use herald_proto::v1::presence_server::Presence;
 use herald_proto::v1::{
     GetPresenceRequest, GetPresenceResponse, StatsRequest, StatsResponse, UserPresence,

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use herald_core::presence::Follower;
+use herald_nats::presence::Follower;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::Status;

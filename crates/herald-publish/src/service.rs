@@ -2,8 +2,8 @@
 //! is sent: a leaf that the calls, the sending and batches build on.
 
 use async_nats::jetstream;
-use herald_core::presence::Follower;
 use herald_core::telemetry;
+use herald_nats::presence::Follower;
 use herald_proto::v1::OfflinePolicy;
 use tonic::Status;
 use tracing::Span;

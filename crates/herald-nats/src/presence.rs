@@ -1,27 +1,22 @@
 //! Presence over NATS: a [`Follower`] keeps a [`Directory`] in step with
 //! the edges; the presence service answers from it, and herald-publish
 //! reads it for receipts without a round trip. The messages and the state
-//! are herald-domain's `presence`.
+//! are herald-domain's `presence`; what a follower sees is counted through
+//! [`Observer`] (herald-core's metrics).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::Losses;
 use herald_domain::presence::directory::{Directory, Followup};
 use herald_domain::presence::wire::{
     NODE_WILDCARD, NodeMessage, ReceiveError, SNAPSHOT_PREFIX, SYNC_SUBJECT, SnapshotPart,
     SyncRequest, unix_ms,
 };
-use herald_nats::connection::Losses;
 
 /// How often dead nodes are looked for and gauges refreshed.
 const TICK: Duration = Duration::from_millis(100);
@@ -33,6 +28,20 @@ const WARMUP: Duration = Duration::from_secs(1);
 /// its users then count as offline), so one bad edge cannot keep a whole
 /// service unready.
 const MAX_WARMUP: Duration = Duration::from_secs(10);
+
+/// What a follower sees, as it sees it: for its service's metrics.
+pub trait Observer: Send + Sync + 'static {
+    /// A node's snapshot was asked for after a gap, a restart or a new node.
+    fn resynced(&self);
+    /// A message named another node than its subject's, and was ignored.
+    fn spoofed(&self);
+    /// How long a change took from its edge to here.
+    fn lag(&self, lag: Duration);
+    /// `node` stopped heart-beating and was forgotten.
+    fn expired(&self, node: &str);
+    /// The state after each tick (every 100 ms).
+    fn counted(&self, directory: &Directory);
+}
 
 /// Presence state, kept current by a background task.
 #[derive(Clone)]
@@ -47,7 +56,7 @@ impl Follower {
     pub async fn start(
         nats: async_nats::Client,
         losses: Losses,
-        metrics: FollowerMetrics,
+        observer: impl Observer,
         shutdown: CancellationToken,
     ) -> Result<Self, async_nats::SubscribeError> {
         let inbox = format!("{SNAPSHOT_PREFIX}{}", nuid::next());
@@ -61,7 +70,7 @@ impl Follower {
             follower: follower.clone(),
             nats,
             inbox,
-            metrics,
+            observer: Box::new(observer),
             started: Instant::now(),
         };
         tokio::spawn(task.run(events, snapshots, losses, shutdown));
@@ -90,7 +99,7 @@ struct Task {
     follower: Follower,
     nats: async_nats::Client,
     inbox: String,
-    metrics: FollowerMetrics,
+    observer: Box<dyn Observer>,
     started: Instant,
 }
 
@@ -119,7 +128,7 @@ impl Task {
                 else => return,
             };
             if let Followup::AskSnapshot(node) = followup {
-                self.metrics.resyncs.inc();
+                self.observer.resynced();
                 self.ask(Some(node)).await;
             }
         }
@@ -140,14 +149,14 @@ impl Task {
                 return Followup::Nothing;
             }
             Err(e @ ReceiveError::Spoofed { .. }) => {
-                self.metrics.spoofed.inc();
+                self.observer.spoofed();
                 tracing::warn!(error = %e, "ignoring a presence message that speaks for another node");
                 return Followup::Nothing;
             }
         };
         if let NodeMessage::Delta { sent_ms, .. } = &message {
             let lag = unix_ms().saturating_sub(*sent_ms);
-            self.metrics.lag.observe(lag as f64 / 1000.0);
+            self.observer.lag(Duration::from_millis(lag));
         }
         self.write().on_message(message, Instant::now())
     }
@@ -169,29 +178,14 @@ impl Task {
                 node,
                 "presence: node stopped heart-beating; its connections are gone"
             );
-            self.metrics.expired.inc();
-            self.metrics.connections.remove(&NodeLabels { node });
+            self.observer.expired(&node);
         }
         let elapsed = self.started.elapsed();
         let answered = directory.waiting() == 0 || elapsed >= MAX_WARMUP;
         if !self.follower.is_warm() && elapsed >= WARMUP && answered {
             self.follower.warm.store(true, Ordering::Release);
         }
-        self.metrics
-            .users_online
-            .set(directory.users_online() as i64);
-        self.metrics
-            .nodes
-            .set(directory.node_connections().count() as i64);
-        for (node, connections) in directory.node_connections() {
-            let labels = NodeLabels {
-                node: node.to_owned(),
-            };
-            self.metrics
-                .connections
-                .get_or_create(&labels)
-                .set(connections as i64);
-        }
+        self.observer.counted(&directory);
     }
 
     /// Asks `node` (or every edge) for a snapshot, answered on our inbox.
@@ -204,71 +198,5 @@ impl Task {
         if let Err(e) = sent {
             tracing::warn!(error = %e, "cannot ask for a presence snapshot; retried at the next heartbeat");
         }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct NodeLabels {
-    node: String,
-}
-
-/// What a follower reports.
-#[derive(Debug, Clone)]
-pub struct FollowerMetrics {
-    users_online: Gauge,
-    nodes: Gauge,
-    connections: Family<NodeLabels, Gauge>,
-    lag: Histogram,
-    resyncs: Counter,
-    expired: Counter,
-    spoofed: Counter,
-}
-
-impl FollowerMetrics {
-    /// Registers under `registry`'s prefix (e.g. `herald_presence`).
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            users_online: Gauge::default(),
-            nodes: Gauge::default(),
-            connections: Family::default(),
-            // 1 ms .. ~16 s
-            lag: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
-            resyncs: Counter::default(),
-            expired: Counter::default(),
-            spoofed: Counter::default(),
-        };
-        let r = registry;
-        r.register(
-            "users_online",
-            "Users with at least one connection",
-            m.users_online.clone(),
-        );
-        r.register("nodes", "Edge nodes known to presence", m.nodes.clone());
-        r.register(
-            "connections",
-            "Open connections, per edge node",
-            m.connections.clone(),
-        );
-        r.register(
-            "event_lag_seconds",
-            "Time from an edge sending a presence change to presence applying it",
-            m.lag.clone(),
-        );
-        r.register(
-            "resyncs",
-            "Snapshots asked of an edge after a gap, restart or new node",
-            m.resyncs.clone(),
-        );
-        r.register(
-            "expired_nodes",
-            "Edge nodes forgotten after they stopped heart-beating",
-            m.expired.clone(),
-        );
-        r.register(
-            "spoofed_messages",
-            "Presence messages ignored because they named another node than their subject's",
-            m.spoofed.clone(),
-        );
-        m
     }
 }
