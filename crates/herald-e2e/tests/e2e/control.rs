@@ -15,17 +15,19 @@ use herald_testing::token::{Claims, Sign, now};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
+/// The Control API's token. control_history.rs calls the API through the
+/// helpers below too.
 const TOKEN: &str = "control-api-token-0123456789";
 
 /// herald-publish with the Control API's token.
-fn publish_with_token() -> herald_publish::Config {
+pub(crate) fn publish_with_token() -> herald_publish::Config {
     let mut config = publish_config();
     config.api_token = Some(TOKEN.into());
     config
 }
 
 /// POSTs `body` as JSON to `path`: (status, answer).
-async fn call(publish: &Running, path: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn call(publish: &Running, path: &str, body: Value) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(format!("{}{path}", publish.url()))
         .bearer_auth(TOKEN)
@@ -37,7 +39,8 @@ async fn call(publish: &Running, path: &str, body: Value) -> (u16, Value) {
     (status, response.json().await.expect("a JSON body"))
 }
 
-async fn control(
+/// A Control client that sends the token.
+pub(crate) async fn control(
     publish: &Running,
 ) -> ControlClient<
     tonic::service::interceptor::InterceptedService<Channel, impl tonic::service::Interceptor>,

@@ -8,57 +8,18 @@ use std::time::Duration;
 
 use herald_domain::cursor::{Cursor, key};
 use herald_e2e::*;
+
+use crate::control::{call, control, publish_with_token};
 use herald_proto::v1;
-use herald_proto::v1::control_client::ControlClient;
 use herald_proto::v1::history_request::Target;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign};
 use herald_testing::{NatsServer, eventually};
 use serde_json::{Value, json};
-use tonic::transport::Channel;
-
-const TOKEN: &str = "control-api-token-0123456789";
-
-/// herald-publish with the Control API's token.
-fn publish_with_token() -> herald_publish::Config {
-    let mut config = publish_config();
-    config.api_token = Some(TOKEN.into());
-    config
-}
 
 /// NATS and herald-publish with the Control API's token.
 async fn stack() -> Stack {
     Stack::builder().publish(publish_with_token()).start().await
-}
-
-/// POSTs `body` as JSON to `path`: (status, answer).
-async fn call(publish: &Running, path: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}{path}", publish.url()))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("an HTTP answer");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("a JSON body"))
-}
-
-async fn control(
-    publish: &Running,
-) -> ControlClient<
-    tonic::service::interceptor::InterceptedService<Channel, impl tonic::service::Interceptor>,
-> {
-    let channel = Channel::from_shared(publish.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    ControlClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
-        r.metadata_mut().insert("authorization", bearer.clone());
-        Ok(r)
-    })
 }
 
 /// Publishes `data` (of type `event`, if not empty) to `target` over HTTP.
