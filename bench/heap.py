@@ -19,15 +19,15 @@ from collections import defaultdict
 # `stack` (if any) matches its whole stack, innermost first
 # ("function @path:line < caller < ...").
 RULES = [
-    ("stream task: tokio cell around plain::Streaming", r"herald-edge/src/plain\.rs", r"bind_new_task"),
+    ("stream task: tokio cell around plain::Streaming", r"herald-edge/src/http1/plain\.rs", r"bind_new_task"),
     ("socket: tokio I/O registration (ScheduledIo)", r"herald-core/src/(listener|backoff)\.rs", r"ScheduledIo"),
     ("stream's cursor (its start on the topic)", r"herald-domain/src/cursor\.rs", None),
-    ("close: Signal Arc (one waker)", r"herald-edge/src/signal\.rs", None),
-    ("event queue (empty: allocated lazily)", r"herald-edge/src/queue\.rs", None),
-    ("heartbeat: Arc<Line>", r"herald-edge/src/plain\.rs", r"herald_edge::line::Line"),
-    ("heartbeat: slot in the node's list", r"herald-edge/src/beats\.rs", None),
-    ("user subject: Subject Arc and name", r"new @crates/herald-edge/src/subject\.rs", None),
-    ("user subject: member map", r"join @crates/herald-edge/src/subject\.rs", None),
+    ("close: Signal Arc (one waker)", r"herald-edge/src/fanout/signal\.rs", None),
+    ("event queue (empty: allocated lazily)", r"herald-edge/src/fanout/queue\.rs", None),
+    ("heartbeat: Arc<Line>", r"herald-edge/src/http1/plain\.rs", r"herald_edge::http1::line::Line"),
+    ("heartbeat: slot in the node's list", r"herald-edge/src/http1/beats\.rs", None),
+    ("user subject: Followed Arc and name", r"new @crates/herald-edge/src/fanout/followed\.rs", None),
+    ("user subject: member map", r"join @crates/herald-edge/src/fanout/followed\.rs", None),
     ("user subject: herald-subscriptions registry", r"herald-subscriptions/", None),
     ("user subject: edge registry maps and key", r"subscribe @crates/herald-edge/src/fanout\.rs", None),
     ("stream's subject list (Guard)", r"herald-edge/src/events\.rs", None),
