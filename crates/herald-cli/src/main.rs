@@ -10,7 +10,7 @@
 //! - [`api`]: the token on every gRPC call, and a refusal as an error.
 //! - [`control`]: the Control API commands.
 //! - [`ndjson`]: `publish --ndjson`, many events from stdin.
-//! - [`token`]: minting HS256 client tokens.
+//! - [`token`](mod@token): minting HS256 client tokens.
 //! - [`subscribe`]: the subscribe loop; [`connect`] opens one stream,
 //!   [`sse`] parses it, [`output`] prints events, [`reconnect`] decides
 //!   when to come back.

@@ -2,7 +2,7 @@
 //! shared by all local streams that follow it.
 //!
 //! Subscriptions live on one lean connection (herald-subscriptions) whose
-//! reader hands each message to [`Subjects`], which frames it once and
+//! reader hands each message to `Subjects`, which frames it once and
 //! gives it to the subject's streams: an idle subject costs a map entry,
 //! not a channel and a task. (`--nats-subscriber async-nats` holds them
 //! on async-nats `Subscriber`s instead, to check the lean connection
@@ -12,7 +12,7 @@
 //! refuses fails the joins waiting for it and ends the streams holding
 //! it, which their clients retry: no stream stays open and deaf.
 //!
-//! - [`followed`]: one subject followed here: its streams, the order of its
+//! - `followed`: one subject followed here: its streams, the order of its
 //!   live events, what it keeps for streams resuming it.
 //! - [`gaps`]: the order of a subject's live events: a missed one is read
 //!   from history ([`fill`]) before the next goes out.
@@ -96,7 +96,7 @@ struct Registry {
 impl Fanout {
     /// Opens the subscription connection with `subscriber`; its losses
     /// count in `losses`, and `filler` reads events its subjects missed;
-    /// `settle` in a cluster (see [`SETTLE`]).
+    /// `settle` in a cluster (see `SETTLE`).
     #[allow(clippy::too_many_arguments)]
     pub async fn connect(
         subscriber: NatsSubscriber,
@@ -310,7 +310,7 @@ impl Fanout {
     }
 
     /// What this node holds after `after` for a stream of `subject` (see
-    /// [`Followed::lookup`]); a subject nobody here follows holds nothing.
+    /// `Followed::lookup`); a subject nobody here follows holds nothing.
     pub async fn lookup(&self, subject: &str, after: u64, may_wait: bool) -> Lookup {
         match self.find(subject) {
             Some(subject) => subject.lookup(after, may_wait).await,
