@@ -26,6 +26,16 @@ pub(crate) fn publish_with_token() -> herald_publish::Config {
     config
 }
 
+/// NATS, herald-publish with the Control API's token, and an edge named
+/// each of `edges`.
+pub(crate) async fn stack(edges: &[&str]) -> Stack {
+    let builder = Stack::builder().publish(publish_with_token());
+    let builder = edges
+        .iter()
+        .fold(builder, |b, node| b.edge(edge_config(node)));
+    builder.start().await
+}
+
 /// POSTs `body` as JSON to `path`: (status, answer).
 pub(crate) async fn call(publish: &Running, path: &str, body: Value) -> (u16, Value) {
     let response = reqwest::Client::new()
@@ -84,12 +94,7 @@ async fn ends_with_disconnect(stream: &mut SseStream, data: Value) {
 
 #[tokio::test]
 async fn disconnect_ends_the_users_streams_on_every_edge_and_no_one_elses() {
-    let stack = Stack::builder()
-        .publish(publish_with_token())
-        .edge(edge_config("e1"))
-        .edge(edge_config("e2"))
-        .start()
-        .await;
+    let stack = stack(&["e1", "e2"]).await;
     let (publish, one, two) = (stack.publish(), &stack.edges[0], &stack.edges[1]);
     let alice = Claims::new("alice").hs256(SECRET);
     let mut streams = [open(one, &alice, &[]).await, open(two, &alice, &[]).await];
@@ -135,11 +140,7 @@ async fn disconnect_ends_the_users_streams_on_every_edge_and_no_one_elses() {
 
 #[tokio::test]
 async fn revoke_refuses_older_tokens_on_every_edge_and_ends_their_streams() {
-    let stack = Stack::builder()
-        .publish(publish_with_token())
-        .edge(edge_config("e1"))
-        .start()
-        .await;
+    let stack = stack(&["e1"]).await;
     let (publish, edge) = (stack.publish(), stack.edge());
     let issued = now() - 10;
     let old = Claims {
@@ -213,11 +214,7 @@ async fn revoke_refuses_older_tokens_on_every_edge_and_ends_their_streams() {
 
 #[tokio::test]
 async fn follow_reaches_open_streams_and_later_connects_and_unfollow_stops_it() {
-    let stack = Stack::builder()
-        .publish(publish_with_token())
-        .edge(edge_config("e1"))
-        .start()
-        .await;
+    let stack = stack(&["e1"]).await;
     let (publish, edge) = (stack.publish(), stack.edge());
     let token = Claims::new("alice").hs256(SECRET);
     let mut stream = open(edge, &token, &[]).await;
@@ -288,7 +285,7 @@ async fn follow_reaches_open_streams_and_later_connects_and_unfollow_stops_it() 
 
 #[tokio::test]
 async fn control_calls_need_the_token_and_refuse_what_is_too_large() {
-    let stack = Stack::builder().publish(publish_with_token()).start().await;
+    let stack = stack(&[]).await;
     let publish = stack.publish();
     let url = format!("{}/v1/disconnect", publish.url());
     let answer = reqwest::Client::new()
@@ -392,11 +389,7 @@ async fn lifecycle_events_tell_each_streams_connect_and_disconnect() {
 
 #[tokio::test]
 async fn an_edge_that_missed_the_orders_catches_up_from_the_buckets_even_after_a_nats_restart() {
-    let mut stack = Stack::builder()
-        .publish(publish_with_token())
-        .edge(edge_config("e1"))
-        .start()
-        .await;
+    let mut stack = stack(&["e1"]).await;
     let (publish, edge) = (stack.publish.as_ref().unwrap(), &stack.edges[0]);
     let old = Claims {
         iat: Some(now() - 10),

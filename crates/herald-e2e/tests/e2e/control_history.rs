@@ -9,18 +9,13 @@ use std::time::Duration;
 use herald_domain::cursor::{Cursor, key};
 use herald_e2e::*;
 
-use crate::control::{call, control, publish_with_token};
+use crate::control::{call, control, publish_with_token, stack};
 use herald_proto::v1;
 use herald_proto::v1::history_request::Target;
 use herald_testing::sse::SseStream;
 use herald_testing::token::{Claims, Sign};
 use herald_testing::{NatsServer, eventually};
 use serde_json::{Value, json};
-
-/// NATS and herald-publish with the Control API's token.
-async fn stack() -> Stack {
-    Stack::builder().publish(publish_with_token()).start().await
-}
 
 /// Publishes `data` (of type `event`, if not empty) to `target` over HTTP.
 async fn send(publish: &Running, target: Value, event: &str, data: &str) {
@@ -75,7 +70,7 @@ fn grpc_request(target: Target, since: &str, limit: u32) -> v1::HistoryRequest {
 
 #[tokio::test]
 async fn the_newest_events_of_a_user_or_topic_come_oldest_first() {
-    let stack = stack().await;
+    let stack = stack(&[]).await;
     let publish = stack.publish();
     for i in 1..=5 {
         let event = if i == 3 { "price" } else { "" };
@@ -134,11 +129,7 @@ async fn the_newest_events_of_a_user_or_topic_come_oldest_first() {
 
 #[tokio::test]
 async fn pages_after_an_id_a_stream_sent_and_history_ids_resume_a_stream() {
-    let stack = Stack::builder()
-        .publish(publish_with_token())
-        .edge(edge_config("e1"))
-        .start()
-        .await;
+    let stack = stack(&["e1"]).await;
     let (publish, edge) = (stack.publish(), stack.edge());
     let token = Claims::new("alice").topics(&["news"]).hs256(SECRET);
     let client = reqwest::Client::new();
@@ -197,7 +188,7 @@ async fn pages_after_an_id_a_stream_sent_and_history_ids_resume_a_stream() {
 
 #[tokio::test]
 async fn a_page_holds_at_most_one_mebibyte_of_data() {
-    let stack = stack().await;
+    let stack = stack(&[]).await;
     let publish = stack.publish();
     // 60 KiB each: 17 fit in 1 MiB, 18 do not.
     let big = |i: usize| format!("{i:02}{}", "x".repeat(60 * 1024 - 2));
@@ -243,7 +234,7 @@ async fn a_page_holds_at_most_one_mebibyte_of_data() {
 
 #[tokio::test]
 async fn hostile_history_calls_are_refused_with_the_reason() {
-    let mut stack = stack().await;
+    let mut stack = stack(&[]).await;
     let publish = stack.publish.as_ref().unwrap();
     send(publish, user("alice"), "", "a1").await;
     let answer = history(publish, json!({"userId": "alice"})).await;
